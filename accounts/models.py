@@ -1,0 +1,59 @@
+from django.contrib.auth.models import AbstractUser
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from rest_framework_api_key.models import AbstractAPIKey
+
+
+class Tenant(models.Model):
+    """An organisation whose audit trail is kept apart from every other's."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", "Tenant admin"
+    AUDITOR = "auditor", "Auditor"
+    INGEST = "ingest", "Ingest"
+
+
+class Scope(models.TextChoices):
+    INGEST = "ingest", "Post events"
+    READ = "read", "Read, search and export events"
+
+
+class User(AbstractUser):
+    """A person. Belongs to one tenant with one role; superusers are global."""
+
+    tenant = models.ForeignKey(
+        Tenant, null=True, blank=True, on_delete=models.PROTECT, related_name="users"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(is_superuser=True) | models.Q(tenant__isnull=False),
+                name="user_has_tenant_unless_superuser",
+                violation_error_message="Every user except a superuser belongs to a tenant.",
+            )
+        ]
+
+
+class ApiKey(AbstractAPIKey):
+    """A service's key: hashed at rest by djangorestframework-api-key, bound to one tenant."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="api_keys")
+    scopes = ArrayField(models.CharField(max_length=16, choices=Scope.choices))
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"

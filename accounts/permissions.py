@@ -1,0 +1,27 @@
+from rest_framework.permissions import BasePermission
+
+from accounts.principal import get_principal
+
+
+class _HasScope(BasePermission):
+    scope = ""
+    message = "This credential lacks the required scope."
+
+    def has_permission(self, request, view) -> bool:
+        principal = get_principal(request)
+        return principal is not None and principal.has_scope(self.scope)
+
+
+class CanIngest(_HasScope):
+    scope = "ingest"
+    message = "Posting events needs an API key with the 'ingest' scope or the ingest role."
+
+
+class CanRead(_HasScope):
+    scope = "read"
+    message = "Reading events needs an API key with the 'read' scope or the auditor role."
+
+
+class IsTenantAdmin(_HasScope):
+    scope = "admin"
+    message = "Only a tenant admin or a superuser may do this."

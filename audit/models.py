@@ -1,0 +1,84 @@
+import uuid
+
+from django.contrib.postgres.indexes import OpClass
+from django.db import models
+
+
+class Outcome(models.TextChoices):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    UNKNOWN = "unknown"
+
+
+class Severity(models.TextChoices):
+    INFO = "info"
+    NOTICE = "notice"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class AuditEvent(models.Model):
+    """One stored audit event. Append-only: the database refuses UPDATE and DELETE.
+
+    ``id`` and ``received_at`` are assigned by the API before the event is queued, so the
+    ids returned in the 202 are the stored ids. ``sequence``/``prev_hash``/``hash`` chain the
+    tenant's events (see ``audit/ledger``).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.PROTECT, related_name="+")
+    event_id = models.CharField(max_length=128)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+    stored_at = models.DateTimeField(auto_now_add=True)
+    action = models.CharField(max_length=128)
+    outcome = models.CharField(max_length=8, choices=Outcome.choices, default=Outcome.SUCCESS)
+    severity = models.CharField(max_length=8, choices=Severity.choices, default=Severity.INFO)
+    actor_id = models.CharField(max_length=256)
+    actor_type = models.CharField(max_length=64, default="user")
+    actor_name = models.CharField(max_length=256, blank=True, default="")
+    target_id = models.CharField(max_length=256, blank=True, default="")
+    target_type = models.CharField(max_length=64, blank=True, default="")
+    target_name = models.CharField(max_length=256, blank=True, default="")
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True, default="")
+    description = models.TextField(max_length=2000, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    sequence = models.BigIntegerField()
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "event_id"],
+                name="auditevent_unique_event_id_per_tenant",
+                violation_error_message="An event with this event_id already exists.",
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "sequence"], name="auditevent_unique_sequence_per_tenant"
+            ),
+        ]
+        # Every list filter is tenant-scoped and sorted newest first: each index leads with
+        # tenant and ends with (occurred_at, id) so the filter *and* the keyset page are served.
+        indexes = [
+            models.Index(fields=["tenant", "-occurred_at", "-id"], name="auditevent_tenant_time"),
+            models.Index(
+                fields=["tenant", "actor_id", "-occurred_at"], name="auditevent_tenant_actor"
+            ),
+            models.Index(
+                fields=["tenant", "target_type", "target_id", "-occurred_at"],
+                name="auditevent_tenant_target",
+            ),
+            # text_pattern_ops serves both exact and prefix (LIKE 'x%') action filters.
+            models.Index(
+                "tenant",
+                OpClass("action", name="varchar_pattern_ops"),
+                "occurred_at",
+                name="auditevent_tenant_action",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor_type}:{self.actor_id}"

@@ -1,0 +1,105 @@
+"""Shared fixtures: personas (owner, teammate, outsider tenant), API clients, a real worker."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts.models import Role, Tenant, User
+from accounts.services import api_key_create
+
+
+@pytest.fixture
+def tenant(db) -> Tenant:
+    return Tenant.objects.create(slug="acme", name="Acme")
+
+
+@pytest.fixture
+def other_tenant(db) -> Tenant:
+    return Tenant.objects.create(slug="globex", name="Globex")
+
+
+def _user(tenant, username, role, **extra):
+    return User.objects.create_user(
+        username=username, password="correct-horse-battery", tenant=tenant, role=role, **extra
+    )
+
+
+@pytest.fixture
+def owner(tenant) -> User:
+    """The tenant's admin."""
+    return _user(tenant, "owner", Role.ADMIN)
+
+
+@pytest.fixture
+def teammate(tenant) -> User:
+    """An auditor of the same tenant."""
+    return _user(tenant, "teammate", Role.AUDITOR)
+
+
+@pytest.fixture
+def outsider(other_tenant) -> User:
+    """An admin of another tenant."""
+    return _user(other_tenant, "outsider", Role.ADMIN)
+
+
+@pytest.fixture
+def superuser(db) -> User:
+    return User.objects.create_superuser(username="root", password="correct-horse-battery")
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def key_client(tenant):
+    """An APIClient authenticated with a fresh API key: key_client(scopes=[...], tenant=...)."""
+
+    def make(scopes=("ingest", "read"), for_tenant=None):
+        _, key = api_key_create(
+            tenant=for_tenant or tenant, name=f"test-{'-'.join(scopes)}", scopes=list(scopes)
+        )
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def user_client():
+    """An APIClient authenticated as a user (JWT itself is tested in accounts)."""
+
+    def make(user):
+        client = APIClient()
+        client.force_authenticate(user=user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db):
+    """A real Celery worker subprocess on the test database; yields the WorkerProcess."""
+    from testsupport.worker import WorkerProcess
+
+    worker = WorkerProcess().start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def fault_proxy():
+    """fault_proxy(host, port) → a started FaultProxy, stopped after the test."""
+    from testsupport.faultproxy import FaultProxy
+
+    proxies = []
+
+    def make(host: str, port: int) -> FaultProxy:
+        proxy = FaultProxy(host, port).start()
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.stop()

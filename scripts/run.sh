@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# `make run`: demo data, then web (gunicorn :8000), a Celery worker and beat in the
+# foreground. Ctrl-C (or any of the three exiting) stops all of them.
+set -euo pipefail
+PY=${PY:-.venv/bin/python}
+BIN=$(dirname "$PY")
+PORT=${PORT:-8000}
+
+mkdir -p var
+export PROMETHEUS_MULTIPROC_DIR=${PROMETHEUS_MULTIPROC_DIR:-$PWD/var/metrics}
+rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+
+"$PY" manage.py bootstrap_demo
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  echo "[run] stopping..."
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 1 20); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 0.5
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo "[run] stopped"
+}
+trap cleanup INT TERM EXIT
+
+"$BIN/gunicorn" traceledger.wsgi:application --bind "0.0.0.0:$PORT" --workers 2 \
+  --access-logfile - --graceful-timeout 5 &
+pids+=($!)
+"$BIN/celery" -A traceledger worker --loglevel INFO --concurrency 2 \
+  -Q audit.ingest,search.index,maintenance --without-gossip --without-mingle &
+pids+=($!)
+"$BIN/celery" -A traceledger beat --loglevel INFO &
+pids+=($!)
+
+echo "[run] web http://localhost:$PORT/  admin http://localhost:$PORT/admin/  API docs http://localhost:$PORT/api/docs/"
+wait -n "${pids[@]}" || true

@@ -1,0 +1,83 @@
+"""One error shape for the whole API: ``{"error": {"code", "message", "fields"}}``.
+
+``fields`` maps each bad field to its messages; for a list body it maps the item index to
+that item's field errors, e.g. ``{"2": {"occurred_at": ["..."]}}``.
+"""
+
+import logging
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, JsonResponse
+from django_ratelimit.exceptions import Ratelimited
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+
+RATE_LIMIT_RETRY_AFTER = 60
+
+
+def error_body(code: str, message: str, fields=None) -> dict:
+    body = {"error": {"code": code, "message": message}}
+    if fields:
+        body["error"]["fields"] = fields
+    return body
+
+
+def _flatten_fields(detail):
+    """DRF ErrorDetail trees → plain JSON (lists of strings, dicts keyed by field/index)."""
+    if isinstance(detail, dict):
+        return {str(k): _flatten_fields(v) for k, v in detail.items()}
+    if isinstance(detail, list):
+        if all(isinstance(item, str) for item in detail):
+            return [str(item) for item in detail]
+        return {
+            str(i): _flatten_fields(item) for i, item in enumerate(detail) if item not in ({}, [])
+        }
+    return [str(detail)]
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, Ratelimited):
+        return ratelimited_response()
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None  # unexpected: let Django log it and answer 500
+
+    if isinstance(exc, exceptions.ValidationError):
+        fields = _flatten_fields(exc.detail)
+        if isinstance(exc.detail, list) and not isinstance(fields, dict):
+            body = error_body("invalid", " ".join(fields))
+        else:
+            body = error_body("invalid", "The request has invalid fields.", fields)
+    else:
+        code = getattr(exc, "default_code", "error")
+        detail = getattr(exc, "detail", str(exc))
+        body = error_body(str(getattr(detail, "code", code) or code), str(detail))
+    response.data = body
+    return response
+
+
+def ratelimited_response() -> Response:
+    response = Response(
+        error_body("rate_limited", "Too many requests; retry after the given number of seconds."),
+        status=status.HTTP_429_TOO_MANY_REQUESTS,
+    )
+    response["Retry-After"] = str(RATE_LIMIT_RETRY_AFTER)
+    return response
+
+
+def ratelimited_view(request, exception):
+    """django-ratelimit's RATELIMIT_VIEW for plain Django views (it would answer 403)."""
+    response = JsonResponse(
+        error_body("rate_limited", "Too many requests; retry after the given number of seconds."),
+        status=429,
+    )
+    response["Retry-After"] = str(RATE_LIMIT_RETRY_AFTER)
+    return response

@@ -1,0 +1,11 @@
+"""The Celery application: ``celery -A traceledger worker`` / ``celery -A traceledger beat``."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "traceledger.settings")
+
+app = Celery("traceledger")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

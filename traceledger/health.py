@@ -1,0 +1,120 @@
+"""Liveness (``/healthz``) and per-dependency readiness (``/readyz``).
+
+Readiness runs every check concurrently, each bounded by ``TRACELEDGER_HEALTH_TIMEOUT``
+(default 0.8 s), so a blackholed dependency cannot hold the probe. Only a down database
+makes the service unready (503): without RabbitMQ events go to the outbox, without Redis
+the cache misses, without Elasticsearch search falls back to PostgreSQL.
+"""
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from functools import partial
+
+import psycopg
+from django.conf import settings
+from django.db import connections
+from django.http import JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+from kombu import Connection
+
+logger = logging.getLogger(__name__)
+
+OK, DOWN, DISABLED = "ok", "down", "disabled"
+_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="readyz")
+
+
+def database_params() -> dict:
+    """Connection parameters of the default database (read in the request's thread)."""
+    return connections["default"].get_connection_params()
+
+
+def check_database(params: dict) -> str:
+    params = dict(params)
+    params["connect_timeout"] = max(1, int(settings.TRACELEDGER_HEALTH_TIMEOUT + 0.5))
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    with psycopg.connect(**params, autocommit=True) as conn:
+        conn.execute("SELECT 1")
+    return OK
+
+
+def check_broker() -> str:
+    timeout = settings.TRACELEDGER_HEALTH_TIMEOUT
+    with Connection(settings.CELERY_BROKER_URL, connect_timeout=timeout) as conn:
+        conn.ensure_connection(max_retries=0, timeout=timeout)
+    return OK
+
+
+def check_cache() -> str:
+    from django_redis import get_redis_connection
+
+    get_redis_connection("default").ping()
+    return OK
+
+
+def check_search() -> str:
+    if not settings.ELASTICSEARCH_URL:
+        return DISABLED
+    from elasticsearch import Elasticsearch
+
+    client = Elasticsearch(
+        settings.ELASTICSEARCH_URL, request_timeout=settings.TRACELEDGER_HEALTH_TIMEOUT
+    )
+    return OK if client.ping() else DOWN
+
+
+CHECKS: dict[str, Callable[..., str]] = {
+    "database": check_database,
+    "broker": check_broker,
+    "cache": check_cache,
+    "search": check_search,
+}
+
+
+def _run(name: str, check: Callable[[], str]) -> str:
+    try:
+        return check()
+    except Exception as exc:  # a readiness probe reports, it never raises
+        logger.warning("readiness check failed", extra={"check": name, "error": repr(exc)})
+        return DOWN
+
+
+def readiness() -> dict:
+    timeout = settings.TRACELEDGER_HEALTH_TIMEOUT
+    db_params = database_params()
+    futures = {
+        name: _executor.submit(
+            _run, name, partial(check, db_params) if name == "database" else check
+        )
+        for name, check in CHECKS.items()
+    }
+    results = {}
+    for name, future in futures.items():
+        try:
+            results[name] = future.result(timeout=timeout + 0.1)
+        except FutureTimeout:
+            logger.warning("readiness check timed out", extra={"check": name})
+            results[name] = DOWN
+    if results["database"] == DOWN:
+        overall = "down"
+    elif DOWN in results.values():
+        overall = "degraded"
+    else:
+        overall = "ok"
+    return {"status": overall, "checks": results}
+
+
+@never_cache
+@require_GET
+def healthz(request):
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+@require_GET
+def readyz(request):
+    report = readiness()
+    return JsonResponse(report, status=503 if report["status"] == "down" else 200)

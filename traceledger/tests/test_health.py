@@ -1,0 +1,88 @@
+import time
+
+import pytest
+from django.conf import settings
+from django.core.cache import caches
+from django.test import override_settings
+
+from traceledger import health
+
+
+def test_it_answers_healthz_without_io(client):
+    # No django_db mark: any database access here would raise.
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_it_reports_every_dependency_ok_and_search_disabled(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "broker": "ok", "cache": "ok", "search": "disabled"},
+    }
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("mode", ["refuse", "blackhole"])
+def test_it_is_degraded_but_serving_when_redis_is_cut(client, fault_proxy, mode):
+    proxy = fault_proxy("127.0.0.1", 6379)
+    proxy.set_mode(mode)
+    caches_setting = {
+        "default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{proxy.port}/0"}
+    }
+    with override_settings(CACHES=caches_setting):
+        caches["default"].set("k", "v")  # swallowed: must not raise
+        started = time.monotonic()
+        response = client.get("/readyz")
+        elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    body = response.json()
+    assert body["checks"]["cache"] == "down"
+    assert body["status"] == "degraded"
+    assert elapsed < 2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("mode", ["refuse", "blackhole"])
+def test_it_answers_503_quickly_when_the_database_is_unreachable(
+    client, fault_proxy, monkeypatch, mode
+):
+    proxy = fault_proxy("127.0.0.1", 5432)
+    proxy.set_mode(mode)
+    real_params = health.database_params()
+    monkeypatch.setattr(
+        health, "database_params", lambda: {**real_params, "host": "127.0.0.1", "port": proxy.port}
+    )
+    started = time.monotonic()
+    response = client.get("/readyz")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"] == "down"
+    assert response.json()["status"] == "down"
+    assert elapsed < 2
+
+
+@pytest.mark.django_db
+def test_it_reports_the_broker_down_as_degraded(client, fault_proxy):
+    proxy = fault_proxy("127.0.0.1", 5672)
+    proxy.set_mode("blackhole")
+    with override_settings(CELERY_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{proxy.port}//"):
+        started = time.monotonic()
+        response = client.get("/readyz")
+    assert time.monotonic() - started < 2
+    assert response.status_code == 200
+    assert response.json()["checks"]["broker"] == "down"
+    assert response.json()["status"] == "degraded"
+
+
+@pytest.mark.django_db
+def test_it_reports_search_down_when_elasticsearch_is_unreachable(client, fault_proxy):
+    proxy = fault_proxy("127.0.0.1", 9)
+    proxy.set_mode("refuse")
+    with override_settings(ELASTICSEARCH_URL=f"http://127.0.0.1:{proxy.port}"):
+        response = client.get("/readyz")
+    assert response.json()["checks"]["search"] == "down"
+    assert response.json()["status"] == "degraded"
