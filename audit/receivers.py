@@ -1,0 +1,1 @@
+"""Receivers of other apps' signals (e.g. accounts changes recorded as audit events)."""

@@ -1,0 +1,1 @@
+"""Writes of the audit app, one module per sub-domain (submission, ingest, outbox, ...)."""
