@@ -1,0 +1,5 @@
+"""POST /api/v1/audit-events (owned by the ingest work). Provides ``IngestMixin.post``."""
+
+
+class IngestMixin:
+    pass
