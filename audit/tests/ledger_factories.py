@@ -1,0 +1,48 @@
+"""Chained test events, written through the ledger's own chain API (not the ingest service)."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+
+from audit.ledger.chain import chain_head_lock, chain_rows
+from audit.models import AuditEvent
+
+
+def event_row(*, tenant_id: int, n: int = 0, **overrides: Any) -> dict[str, Any]:
+    """A full row dict, keyed by AuditEvent field names, as the ingest worker builds it."""
+    occurred = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC) + timedelta(seconds=n)
+    row = {
+        "tenant_id": tenant_id,
+        "id": str(uuid.uuid4()),
+        "event_id": f"evt-{uuid.uuid4().hex}",
+        "occurred_at": occurred,
+        "received_at": occurred + timedelta(milliseconds=250),
+        "action": "invoice.update",
+        "outcome": "success",
+        "severity": "info",
+        "actor_id": f"user-{n}",
+        "actor_type": "user",
+        "actor_name": "Ada Lovelace",
+        "target_id": f"inv-{n}",
+        "target_type": "invoice",
+        "target_name": "Invoice",
+        "source_ip": "203.0.113.7",
+        "user_agent": "pytest",
+        "description": f"Ada changed invoice {n}",
+        "metadata": {"n": n, "zeta": "last", "alpha": [1, 2.5, {"b": True, "a": None}]},
+    }
+    row.update(overrides)
+    return row
+
+
+def chained_events_create(
+    *, tenant_id: int, count: int, start: int = 0, **overrides: Any
+) -> list[AuditEvent]:
+    """Insert ``count`` chained events in one transaction, as the ingest worker would."""
+    rows = [event_row(tenant_id=tenant_id, n=start + i, **overrides) for i in range(count)]
+    with transaction.atomic():
+        head = chain_head_lock(tenant_id=tenant_id)
+        chain_rows(head=head, rows=rows)
+        return AuditEvent.objects.bulk_create([AuditEvent(**row) for row in rows])
