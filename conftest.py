@@ -7,6 +7,20 @@ from accounts.models import Role, Tenant, User
 from accounts.services import api_key_create
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """The events table refuses TRUNCATE (audit migration 0003) except in a database that
+    allows it: the test database, which Django empties with TRUNCATE after each
+    transactional test. The setting applies to new connections, so reconnect."""
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        with connection.cursor() as cursor:
+            name = connection.ops.quote_name(connection.settings_dict["NAME"])
+            cursor.execute(f"ALTER DATABASE {name} SET traceledger.allow_truncate = 'on'")
+        connection.close()
+
+
 @pytest.fixture
 def tenant(db) -> Tenant:
     return Tenant.objects.create(slug="acme", name="Acme")

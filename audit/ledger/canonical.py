@@ -7,7 +7,7 @@ Specified in ``docs/ledger.md`` (and re-implemented, without Django, in
 the keys of ``CANONICAL_FIELDS``:
 
 - ``id``: the UUID, lowercase, hyphenated;
-- ``tenant_id``, ``sequence``: integers;
+- ``sequence``: an integer;
 - ``occurred_at``, ``received_at``: UTC, ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (always 6 digits);
 - ``source_ip``: ``null`` or the address in its compressed form (RFC 5952 for IPv6; an
   IPv4-mapped IPv6 address as ``::ffff:a.b.c.d``);
@@ -63,9 +63,11 @@ STRING_FIELDS = (
     "user_agent",
     "description",
 )
+# The tenant is not hashed: each tenant has its own chain (and chain head), the signed
+# checkpoints name the tenant, and an export (which names tenants by slug) can be verified
+# offline without knowing database ids.
 CANONICAL_FIELDS = (
     "id",
-    "tenant_id",
     "sequence",
     "occurred_at",
     "received_at",
@@ -116,8 +118,6 @@ def _get(row: Any, field: str) -> Any:
     if isinstance(row, Mapping):
         if field in row:
             return row[field]
-        if field == "tenant_id" and "tenant" in row:
-            return row["tenant"]
     else:
         return getattr(row, field)
     if field in FIELD_DEFAULTS:
@@ -133,11 +133,10 @@ def canonical_object(row: Mapping[str, Any] | Any) -> dict[str, Any]:
         obj["id"] = str(uuid.UUID(str(_get(row, "id"))))
     except ValueError as exc:
         raise CanonicalError(f"id is not a UUID: {_get(row, 'id')!r}") from exc
-    for field in ("tenant_id", "sequence"):
-        value = _get(row, field)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise CanonicalError(f"{field} must be an integer, got {value!r}")
-        obj[field] = value
+    sequence = _get(row, "sequence")
+    if isinstance(sequence, bool) or not isinstance(sequence, int):
+        raise CanonicalError(f"sequence must be an integer, got {sequence!r}")
+    obj["sequence"] = sequence
     obj["occurred_at"] = format_timestamp(_get(row, "occurred_at"))
     obj["received_at"] = format_timestamp(_get(row, "received_at"))
     for field in STRING_FIELDS:
