@@ -147,6 +147,13 @@ RATELIMIT_VIEW = "traceledger.api.exceptions.ratelimited_view"
 TRACELEDGER_RATELIMIT_INGEST = env.str("TRACELEDGER_RATELIMIT_INGEST", default="6000/m")
 TRACELEDGER_RATELIMIT_READ = env.str("TRACELEDGER_RATELIMIT_READ", default="1200/m")
 TRACELEDGER_RATELIMIT_LOGIN = env.str("TRACELEDGER_RATELIMIT_LOGIN", default="10/m")
+# Verified API keys are cached in Redis (accounts/keycache.py): re-checked against PostgreSQL
+# after CACHE_SECONDS (a revocation outside the services takes at most this long), and the
+# stale entry serves only while PostgreSQL is unreachable, for up to STALE_SECONDS.
+TRACELEDGER_API_KEY_CACHE_SECONDS = env.int("TRACELEDGER_API_KEY_CACHE_SECONDS", default=30)
+TRACELEDGER_API_KEY_CACHE_STALE_SECONDS = env.int(
+    "TRACELEDGER_API_KEY_CACHE_STALE_SECONDS", default=3600
+)
 
 # --- RabbitMQ and Celery --------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="amqp://guest:guest@localhost:5672//")
@@ -174,6 +181,17 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict = {}
 # Celery's Django fixup closes the DB connection around every task unless this is set.
 CELERY_DB_REUSE_MAX = env.int("TRACELEDGER_DB_REUSE_MAX", default=1000)
+# Celery acks a message it cannot decode (lost); this consumer rejects it to the DLQ.
+CELERY_WORKER_CONSUMER = "audit.worker_signals:DeadLetteringConsumer"
+# The ingest transaction gives up waiting for a lock / a statement after these many seconds
+# and the task retries with backoff (docs/ingest-worker.md).
+TRACELEDGER_INGEST_LOCK_TIMEOUT = env.float("TRACELEDGER_INGEST_LOCK_TIMEOUT", default=5.0)
+TRACELEDGER_INGEST_STATEMENT_TIMEOUT = env.float(
+    "TRACELEDGER_INGEST_STATEMENT_TIMEOUT", default=60.0
+)
+# Retries of a transient failure (backoff 1, 2, 4 ... 60 s with jitter) before the batch is
+# dead-lettered.
+TRACELEDGER_INGEST_MAX_RETRIES = env.int("TRACELEDGER_INGEST_MAX_RETRIES", default=8)
 
 # --- TraceLedger -----------------------------------------------------------------------
 TRACELEDGER_PUBLISH_TIMEOUT = env.float("TRACELEDGER_PUBLISH_TIMEOUT", default=1.0)
@@ -201,6 +219,8 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "traceledger.api.exceptions.exception_handler",
+    # Every API view counts against TRACELEDGER_RATELIMIT_READ; ingest swaps in its own.
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.ratelimits.ReadRateLimit"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
@@ -235,7 +255,11 @@ CSRF_COOKIE_SECURE = not DEBUG
 SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
-SILENCED_SYSTEM_CHECKS = env.list("DJANGO_SILENCED_SYSTEM_CHECKS", default=[])
+# W021 asks for HSTS preloading, a domain-wide decision that is hard to undo: opt in with
+# DJANGO_SECURE_HSTS_PRELOAD=1, so `check --deploy` stays clean until then.
+SILENCED_SYSTEM_CHECKS = env.list(
+    "DJANGO_SILENCED_SYSTEM_CHECKS", default=[] if SECURE_HSTS_PRELOAD else ["security.W021"]
+)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

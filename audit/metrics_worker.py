@@ -1,0 +1,40 @@
+"""Prometheus series of the ingest worker (``traceledger_`` prefix).
+
+Counters and histograms only: in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, see
+``traceledger/metrics.py``) each pool process writes its own file and ``/metrics`` sums them,
+which works for these types without a per-metric ``multiprocess_mode``.
+"""
+
+from prometheus_client import Counter, Histogram
+
+EVENTS_STORED = Counter(
+    "traceledger_events_stored", "Audit events committed to PostgreSQL by the ingest worker."
+)
+DUPLICATES_DROPPED = Counter(
+    "traceledger_events_duplicates_dropped",
+    "Events dropped by the worker because their (tenant, event_id) was already stored.",
+)
+EVENTS_DEAD_LETTERED = Counter(
+    "traceledger_events_dead_lettered",
+    "Events the worker sent to audit.ingest.dlq on their own (invalid or refused).",
+    ["reason"],
+)
+BATCHES_REJECTED = Counter(
+    "traceledger_ingest_batches_rejected",
+    "Whole ingest messages rejected to the dead-letter queue (poison or retries exhausted).",
+)
+INGEST_LAG = Histogram(
+    "traceledger_ingest_lag_seconds",
+    "Time from received_at (API) to stored_at (worker commit), per event.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+LEDGER_SECONDS = Histogram(
+    "traceledger_ingest_ledger_seconds",
+    "Time per batch spent on the ledger: waiting for the chain-head lock plus hashing.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+BATCH_SECONDS = Histogram(
+    "traceledger_ingest_batch_seconds",
+    "Wall time of one ingest task (validation, transaction, dead-lettering).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)

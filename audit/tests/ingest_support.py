@@ -1,0 +1,76 @@
+"""Helpers of the ingest worker tests: contract-shaped events, publishing, queue hygiene."""
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from kombu import Connection
+
+from audit.worker_signals import _topology_declare
+from traceledger.celery import app
+from traceledger.queues import DLQ, INGEST_QUEUE
+
+
+def make_event(**overrides) -> dict:
+    """One event exactly as the API publishes it (every key of the message contract)."""
+    now = datetime.now(UTC)
+    event = {
+        "id": str(uuid.uuid4()),
+        "event_id": f"evt-{uuid.uuid4().hex[:12]}",
+        "occurred_at": (now - timedelta(seconds=3)).isoformat(timespec="microseconds"),
+        "received_at": now.isoformat(timespec="microseconds"),
+        "action": "invoice.update",
+        "outcome": "success",
+        "severity": "info",
+        "actor_id": "user-42",
+        "actor_type": "user",
+        "actor_name": "Ada Lovelace",
+        "target_id": "inv-7",
+        "target_type": "invoice",
+        "target_name": "Invoice 7",
+        "source_ip": "203.0.113.9",
+        "user_agent": "pytest/1.0",
+        "description": "Ada changed the invoice total",
+        "metadata": {"before": 10, "after": 12, "tags": ["a", "b"]},
+    }
+    event.update(overrides)
+    return event
+
+
+def publish(*, tenant_id: int, events: list[dict], request_id: str | None = "req-1") -> str:
+    result = app.send_task(
+        "audit.ingest_batch",
+        kwargs={"tenant_id": tenant_id, "events": events, "request_id": request_id},
+        queue=INGEST_QUEUE,
+    )
+    return result.id
+
+
+def wait_until(predicate, *, timeout: float = 20, interval: float = 0.1, what: str = ""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+def purge_queues() -> None:
+    """Declare the topology and empty this vhost's ingest, DLQ and delayed-retry queues."""
+    with Connection(app.conf.broker_url) as conn:
+        _topology_declare()(conn)
+        channel = conn.default_channel
+        for name in (INGEST_QUEUE.name, DLQ.name):
+            channel.queue_purge(name)
+        for level in range(28):
+            try:
+                channel.queue_purge(f"celery_delayed_{level}")
+            except Exception:  # not declared yet in a fresh vhost
+                channel = conn.channel()
+
+
+def queue_depth(name: str) -> int:
+    with Connection(app.conf.broker_url) as conn:
+        _, count, _ = conn.default_channel.queue_declare(queue=name, passive=True)
+        return count

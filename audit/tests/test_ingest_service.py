@@ -1,0 +1,218 @@
+"""events_ingest: the worker's write path, called directly against the real PostgreSQL."""
+
+import uuid
+from datetime import datetime
+
+import pytest
+
+from audit.ledger.canonical import event_hash
+from audit.models import AuditEvent, ChainHead
+from audit.services.ingest import InvalidBatch, event_row, events_ingest
+from audit.signals import events_ingested
+from audit.tests.ingest_support import make_event
+
+pytestmark = pytest.mark.django_db
+
+
+def chain_verifies(tenant_id: int) -> bool:
+    prev = "0" * 64
+    for expected_sequence, event in enumerate(
+        AuditEvent.objects.filter(tenant_id=tenant_id).order_by("sequence"), start=1
+    ):
+        if event.sequence != expected_sequence or event.prev_hash != prev:
+            return False
+        if event_hash(prev, event) != event.hash:
+            return False
+        prev = event.hash
+    return True
+
+
+def test_it_stores_every_field_of_the_contract_intact(tenant):
+    sent = make_event(source_ip="2001:db8::1", metadata={"nested": {"x": [1, 2.5, None]}})
+
+    result = events_ingest(tenant_id=tenant.pk, events=[sent])
+
+    assert result.stored_ids == [sent["id"]]
+    stored = AuditEvent.objects.get(pk=sent["id"])
+    assert stored.tenant_id == tenant.pk
+    for name in (
+        "event_id",
+        "action",
+        "outcome",
+        "severity",
+        "actor_id",
+        "actor_type",
+        "actor_name",
+        "target_id",
+        "target_type",
+        "target_name",
+        "source_ip",
+        "user_agent",
+        "description",
+        "metadata",
+    ):
+        assert getattr(stored, name) == sent[name], name
+    assert stored.occurred_at == datetime.fromisoformat(sent["occurred_at"])
+    assert stored.received_at == datetime.fromisoformat(sent["received_at"])
+    assert stored.stored_at >= stored.received_at
+    assert (stored.sequence, stored.prev_hash) == (1, "0" * 64)
+    assert chain_verifies(tenant.pk)
+
+
+def test_it_chains_a_batch_in_order_and_advances_the_head(tenant):
+    events = [make_event() for _ in range(50)]
+
+    events_ingest(tenant_id=tenant.pk, events=events)
+    events_ingest(tenant_id=tenant.pk, events=[make_event()])
+
+    sequences = dict(AuditEvent.objects.filter(tenant=tenant).values_list("id", "sequence"))
+    assert [sequences[uuid.UUID(e["id"])] for e in events] == list(range(1, 51))
+    assert ChainHead.objects.get(tenant=tenant).sequence == 51
+    assert chain_verifies(tenant.pk)
+
+
+def test_it_drops_events_already_stored_and_duplicates_within_the_batch(tenant):
+    first = make_event(event_id="same-1")
+    events_ingest(tenant_id=tenant.pk, events=[first])
+    again = make_event(event_id="same-1")  # a retried POST: new id, same event_id
+    fresh = make_event(event_id="fresh")
+    fresh_twice = make_event(event_id="fresh")
+
+    result = events_ingest(tenant_id=tenant.pk, events=[again, fresh, fresh_twice])
+
+    assert result.stored_ids == [fresh["id"]]
+    assert result.duplicates == 2
+    assert AuditEvent.objects.filter(tenant=tenant).count() == 2
+    assert AuditEvent.objects.get(event_id="same-1").pk == uuid.UUID(first["id"])
+
+
+def test_it_keeps_the_same_event_id_apart_per_tenant(tenant, other_tenant):
+    events_ingest(tenant_id=tenant.pk, events=[make_event(event_id="shared")])
+    result = events_ingest(tenant_id=other_tenant.pk, events=[make_event(event_id="shared")])
+
+    assert len(result.stored_ids) == 1
+    assert AuditEvent.objects.filter(event_id="shared").count() == 2
+
+
+def test_a_redelivered_batch_stores_nothing_twice(tenant):
+    events = [make_event() for _ in range(5)]
+    events_ingest(tenant_id=tenant.pk, events=events)
+
+    result = events_ingest(tenant_id=tenant.pk, events=events)
+
+    assert result.stored_ids == []
+    assert result.duplicates == 5
+    assert AuditEvent.objects.filter(tenant=tenant).count() == 5
+
+
+@pytest.mark.parametrize(
+    ("override", "reason"),
+    [
+        ({"action": "bad action!"}, "action may only contain"),
+        ({"occurred_at": "2026-01-01T00:00:00"}, "occurred_at has no UTC offset"),
+        ({"received_at": "yesterday"}, "received_at is not an ISO 8601"),
+        ({"outcome": "maybe"}, "outcome must be one of"),
+        ({"severity": "loud"}, "severity must be one of"),
+        ({"actor_id": ""}, "actor_id must not be empty"),
+        ({"actor_name": "x" * 257}, "actor_name is longer than 256"),
+        ({"description": 42}, "description must be a string"),
+        ({"source_ip": "300.1.1.1"}, "source_ip is not an IP address"),
+        ({"metadata": ["not", "an", "object"]}, "metadata must be an object"),
+        ({"metadata": {"blob": "x" * 17000}}, "metadata is larger than"),
+        ({"id": "not-a-uuid"}, "id is not a UUID"),
+        ({"surprise": 1}, "unknown fields: surprise"),
+    ],
+)
+def test_it_rejects_an_invalid_event_alone_and_names_the_field(tenant, override, reason):
+    bad = make_event(**override)
+    good = make_event()
+
+    result = events_ingest(tenant_id=tenant.pk, events=[bad, good])
+
+    assert result.stored_ids == [good["id"]]
+    [rejected] = result.rejected
+    assert rejected.event == bad
+    assert reason in rejected.reason
+
+
+def test_it_rejects_an_event_with_a_missing_field():
+    event = make_event()
+    del event["user_agent"]
+
+    with pytest.raises(ValueError, match="missing fields: user_agent"):
+        event_row(tenant_id=1, event=event)
+
+
+def test_an_event_the_database_refuses_does_not_sink_its_neighbours(tenant):
+    # PostgreSQL text cannot hold NUL: valid JSON, permanently refused by the database.
+    poison = make_event(description="nul \x00 byte")
+    neighbours = [make_event() for _ in range(4)]
+
+    result = events_ingest(tenant_id=tenant.pk, events=[neighbours[0], poison, *neighbours[1:]])
+
+    assert sorted(result.stored_ids) == sorted(e["id"] for e in neighbours)
+    [rejected] = result.rejected
+    assert rejected.event == poison
+    assert rejected.reason.startswith("database refused the event")
+    assert AuditEvent.objects.filter(tenant=tenant).count() == 4
+    assert ChainHead.objects.get(tenant=tenant).sequence == 4
+    assert chain_verifies(tenant.pk)
+
+
+def test_an_event_the_ledger_cannot_hash_is_rejected_alone(tenant):
+    poison = make_event(metadata={"huge": 2**60})  # beyond JSON's exact integer range
+    good = make_event()
+
+    result = events_ingest(tenant_id=tenant.pk, events=[poison, good])
+
+    assert result.stored_ids == [good["id"]]
+    assert result.rejected[0].reason.startswith("ledger cannot hash the event")
+    assert chain_verifies(tenant.pk)
+
+
+def test_it_refuses_a_batch_of_an_unknown_tenant():
+    with pytest.raises(InvalidBatch, match="tenant 987654 does not exist"):
+        events_ingest(tenant_id=987654, events=[make_event()])
+
+
+@pytest.mark.parametrize(
+    ("tenant_id", "events", "message"),
+    [("1", [], "tenant_id must be an integer"), (1, {"a": 1}, "events must be a list")],
+)
+def test_it_refuses_a_malformed_batch(tenant_id, events, message):
+    with pytest.raises(InvalidBatch, match=message):
+        events_ingest(tenant_id=tenant_id, events=events)
+
+
+def test_it_sends_events_ingested_only_after_commit(tenant, django_capture_on_commit_callbacks):
+    received = []
+
+    def receiver(sender, **kwargs):
+        received.append(kwargs)
+
+    events_ingested.connect(receiver)
+    try:
+        events = [make_event(), make_event()]
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            events_ingest(tenant_id=tenant.pk, events=events)
+        assert received == []
+        for callback in callbacks:
+            callback()
+    finally:
+        events_ingested.disconnect(receiver)
+
+    assert len(received) == 1
+    assert received[0]["tenant_id"] == tenant.pk
+    assert received[0]["event_ids"] == [e["id"] for e in events]
+
+
+def test_it_sends_no_signal_when_everything_was_a_duplicate(
+    tenant, django_capture_on_commit_callbacks
+):
+    events = [make_event()]
+    events_ingest(tenant_id=tenant.pk, events=events)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        events_ingest(tenant_id=tenant.pk, events=events)
+
+    assert callbacks == []
