@@ -1,11 +1,29 @@
-"""``Authorization: Api-Key <key>`` for services (djangorestframework-api-key stores the hash)."""
+"""``Authorization: Api-Key <key>`` for services (djangorestframework-api-key stores the hash).
 
-from django.utils import timezone
-from rest_framework import authentication, exceptions
+Look-ups go through ``accounts.selectors.api_key_principal_get`` (cached in Redis), so the
+hot ingest path neither queries nor writes PostgreSQL for a known key.
+"""
+
+import logging
+
+from django.db import DatabaseError
+from rest_framework import authentication, exceptions, status
 from rest_framework_api_key.permissions import KeyParser
 
-from accounts.models import ApiKey
 from accounts.principal import Principal
+from accounts.selectors import api_key_principal_get
+from accounts.services import api_key_touch
+
+logger = logging.getLogger(__name__)
+
+
+class AuthenticationUnavailable(exceptions.APIException):
+    """Neither the key cache nor PostgreSQL could tell who the caller is."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "Credentials cannot be checked right now; retry shortly."
+    default_code = "unavailable"
+    wait = 5  # DRF's handler turns this into Retry-After
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -16,29 +34,20 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if not header.startswith(f"{self.keyword} "):
             return None
         key = KeyParser().get_from_authorization(request._request) or ""
-        api_key = self._lookup(key)
-        if api_key is None:
+        if not key:
             raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")
-        principal = Principal(
-            kind="api_key",
-            name=api_key.name,
-            tenant_id=api_key.tenant_id,
-            scopes=frozenset(api_key.scopes),
-            api_key_id=api_key.pk,
-        )
+        try:
+            principal = api_key_principal_get(key=key)
+        except DatabaseError as exc:
+            logger.error("API key look-up failed: database and cache unavailable")
+            raise AuthenticationUnavailable() from exc
+        if principal is None:
+            raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")
+        api_key_touch(prefix=principal.api_key_id)
         return (ApiKeyUser(principal), principal)
 
     def authenticate_header(self, request) -> str:
         return self.keyword
-
-    def _lookup(self, key: str) -> ApiKey | None:
-        try:
-            api_key = ApiKey.objects.get_from_key(key)
-        except ApiKey.DoesNotExist:
-            return None
-        if api_key.revoked or api_key.has_expired:
-            return None
-        return api_key
 
 
 class ApiKeyUser:
@@ -61,7 +70,3 @@ class ApiKeyUser:
 
     def __str__(self) -> str:
         return self.username
-
-
-def touch_last_used(api_key_id: str) -> None:
-    ApiKey.objects.filter(pk=api_key_id).update(last_used_at=timezone.now())

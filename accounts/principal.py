@@ -24,6 +24,7 @@ class Principal:
     scopes: frozenset[str]
     is_superuser: bool = False
     user_id: int | None = None
+    # The key's public prefix (unique, shown in the admin): never its hash or the key.
     api_key_id: str | None = None
 
     @property

@@ -1,30 +1,258 @@
-"""Writes for tenants, users and API keys. The only place that changes these rows."""
+"""Writes for tenants, users and API keys. The only place that changes these rows.
 
+Every change is announced with ``accounts.signals.account_changed`` after commit, so the
+audit app records it in the tenant's own trail. Keys and passwords never leave this module
+except the plain key returned once by ``api_key_create``.
+"""
+
+import logging
 from datetime import datetime
 
-from django.db import transaction
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_slug
+from django.db import DatabaseError, transaction
+from django.utils import timezone
 
-from accounts.models import ApiKey, Scope, Tenant
+from accounts import keycache
+from accounts.models import ApiKey, Role, Scope, Tenant, User
+from accounts.signals import SYSTEM_ACTOR, Actor, account_changed_send_on_commit
+
+logger = logging.getLogger(__name__)
 
 VALID_SCOPES = frozenset(Scope.values)
+TENANT_SLUG_MAX_LENGTH = Tenant._meta.get_field("slug").max_length
+# How often last_used_at may be written per key: a date to the minute is enough for
+# spotting unused keys, and the hot ingest path must not write to PostgreSQL per request.
+LAST_USED_RESOLUTION_SECONDS = 60
 
 
-def tenant_get_or_create(*, slug: str, name: str = "") -> tuple[Tenant, bool]:
-    tenant, created = Tenant.objects.get_or_create(slug=slug, defaults={"name": name or slug})
+def actor_for_principal(principal) -> Actor:
+    """The audit-trail actor for an API caller (``accounts.principal.Principal``)."""
+    if principal.kind == "api_key":
+        return Actor(id=principal.api_key_id, type="api_key", name=principal.name)
+    return Actor(id=str(principal.user_id), type="user", name=principal.name)
+
+
+def actor_for_user(user) -> Actor:
+    return Actor(id=str(user.pk), type="user", name=user.get_username())
+
+
+# --- tenants -------------------------------------------------------------------------------
+def tenant_slug_validate(*, slug: str) -> None:
+    """Raises ``ValidationError({"slug": ...})`` unless ``slug`` is a usable tenant slug."""
+    if not slug or len(slug) > TENANT_SLUG_MAX_LENGTH:
+        raise ValidationError(
+            {"slug": [f"A tenant slug has 1 to {TENANT_SLUG_MAX_LENGTH} characters."]}
+        )
+    try:
+        validate_slug(slug)
+    except ValidationError as exc:
+        raise ValidationError({"slug": exc.messages}) from exc
+
+
+def tenant_get_or_create(
+    *, slug: str, name: str = "", actor: Actor = SYSTEM_ACTOR
+) -> tuple[Tenant, bool]:
+    tenant_slug_validate(slug=slug)
+    with transaction.atomic():
+        tenant, created = Tenant.objects.get_or_create(slug=slug, defaults={"name": name or slug})
+        if created:
+            account_changed_send_on_commit(
+                tenant_id=tenant.pk,
+                action="tenant.create",
+                actor=actor,
+                target_id=str(tenant.pk),
+                target_type="tenant",
+                target_name=tenant.slug,
+                description=f"Tenant {tenant.slug} created.",
+                metadata={"name": tenant.name},
+            )
     return tenant, created
 
 
-@transaction.atomic
-def api_key_create(
-    *, tenant: Tenant, name: str, scopes: list[str], expiry_date: datetime | None = None
-) -> tuple[ApiKey, str]:
-    """Returns the key row and the plain key. The plain key is never stored."""
+# --- users ---------------------------------------------------------------------------------
+def user_create(
+    *,
+    tenant: Tenant,
+    username: str,
+    password: str,
+    role: str,
+    email: str = "",
+    actor: Actor = SYSTEM_ACTOR,
+) -> User:
+    """Creates a tenant user with a role. Raises ``ValidationError`` keyed by field."""
+    if role not in Role.values:
+        raise ValidationError({"role": [f"Must be one of {', '.join(Role.values)}."]})
+    if User.objects.filter(username=username).exists():
+        raise ValidationError({"username": ["A user with that username already exists."]})
+    user = User(username=username, email=email, tenant=tenant, role=role)
+    try:
+        validate_password(password, user=user)
+    except ValidationError as exc:
+        raise ValidationError({"password": exc.messages}) from exc
+    user.set_password(password)
+    with transaction.atomic():
+        user.full_clean(exclude=["password"])
+        user.save()
+        account_changed_send_on_commit(
+            tenant_id=tenant.pk,
+            action="user.create",
+            actor=actor,
+            target_id=str(user.pk),
+            target_type="user",
+            target_name=user.username,
+            description=f"User {user.username} created with role {role}.",
+            metadata={"role": role},
+        )
+    return user
+
+
+# Fields whose change is worth an audit event (the password itself is never recorded).
+USER_AUDITED_FIELDS = (
+    "username",
+    "email",
+    "role",
+    "tenant",
+    "is_active",
+    "is_staff",
+    "is_superuser",
+    "password",
+    "groups",
+    "user_permissions",
+)
+
+
+def user_save(
+    *, user: User, created: bool, changed_fields: list[str], actor: Actor = SYSTEM_ACTOR
+) -> User:
+    """Saves a user edited elsewhere (the admin form) and records what changed."""
+    with transaction.atomic():
+        user.save()
+        audited = sorted(set(changed_fields) & set(USER_AUDITED_FIELDS))
+        if user.tenant_id is not None and (created or audited):
+            action = "user.create" if created else "user.update"
+            if not created and "role" in audited:
+                action = "user.role_change"
+            account_changed_send_on_commit(
+                tenant_id=user.tenant_id,
+                action=action,
+                actor=actor,
+                target_id=str(user.pk),
+                target_type="user",
+                target_name=user.username,
+                description=f"User {user.username} {'created' if created else 'changed'}.",
+                metadata={
+                    "role": user.role,
+                    "changed": audited,
+                    "is_active": user.is_active,
+                    "is_staff": user.is_staff,
+                },
+            )
+    return user
+
+
+# --- API keys ------------------------------------------------------------------------------
+def api_key_scopes_validate(*, scopes: list[str]) -> list[str]:
     unknown = set(scopes) - VALID_SCOPES
     if not scopes or unknown:
-        raise ValueError(
-            f"scopes must be a non-empty subset of {sorted(VALID_SCOPES)}, got {sorted(scopes)}"
+        raise ValidationError(
+            {
+                "scopes": [
+                    f"Scopes must be a non-empty subset of {', '.join(sorted(VALID_SCOPES))}; "
+                    f"unknown: {', '.join(sorted(unknown)) or 'none given'}."
+                ]
+            }
         )
-    api_key, key = ApiKey.objects.create_key(
-        name=name, tenant=tenant, scopes=sorted(set(scopes)), expiry_date=expiry_date
-    )
+    return sorted(set(scopes))
+
+
+def api_key_create(
+    *,
+    tenant: Tenant,
+    name: str,
+    scopes: list[str],
+    expiry_date: datetime | None = None,
+    actor: Actor = SYSTEM_ACTOR,
+) -> tuple[ApiKey, str]:
+    """Returns the key row and the plain key. Only the key's hash is stored."""
+    scopes = api_key_scopes_validate(scopes=scopes)
+    if not name or len(name) > ApiKey._meta.get_field("name").max_length:
+        raise ValidationError({"name": ["A key name has 1 to 50 characters."]})
+    if expiry_date is not None and expiry_date <= timezone.now():
+        raise ValidationError({"expiry_date": ["The expiry date must be in the future."]})
+    with transaction.atomic():
+        api_key, key = ApiKey.objects.create_key(
+            name=name, tenant=tenant, scopes=scopes, expiry_date=expiry_date
+        )
+        _record_key_change(api_key=api_key, action="api_key.create", actor=actor)
     return api_key, key
+
+
+def api_key_save(
+    *, api_key: ApiKey, created: bool, actor: Actor = SYSTEM_ACTOR
+) -> tuple[ApiKey, str | None]:
+    """Saves a key edited elsewhere (the admin form); returns the plain key when created."""
+    api_key.scopes = api_key_scopes_validate(scopes=list(api_key.scopes or []))
+    key = None
+    with transaction.atomic():
+        if created:
+            key = ApiKey.objects.assign_key(api_key)
+        api_key.save()
+        if not created:
+            # Scopes, expiry or revocation may have changed: stop serving the cached copy.
+            transaction.on_commit(lambda: keycache.forget(prefix=api_key.prefix))
+        action = "api_key.create" if created else "api_key.update"
+        if not created and api_key.revoked and not api_key._initial_revoked:
+            action = "api_key.revoke"
+        _record_key_change(api_key=api_key, action=action, actor=actor)
+    return api_key, key
+
+
+@transaction.atomic
+def api_key_revoke(*, api_key: ApiKey, actor: Actor = SYSTEM_ACTOR) -> bool:
+    """Revokes a key (irreversible). Returns False when it was revoked already.
+
+    The cached look-up is dropped after commit, so the key stops working at once in every
+    process; should that cache delete fail (Redis unreachable), the cached entry still
+    expires within ``TRACELEDGER_API_KEY_CACHE_SECONDS``.
+    """
+    updated = ApiKey.objects.filter(pk=api_key.pk, revoked=False).update(revoked=True)
+    api_key.revoked = True
+    transaction.on_commit(lambda: keycache.forget(prefix=api_key.prefix))
+    if updated:
+        _record_key_change(api_key=api_key, action="api_key.revoke", actor=actor)
+    return bool(updated)
+
+
+def api_key_touch(*, prefix: str) -> None:
+    """Updates ``last_used_at``, at most once per minute per key, never failing the caller.
+
+    ``cache.add`` is the gate: only the first request of a minute writes. With Redis down
+    ``add`` answers None and nothing is written (the hot path stays free of DB writes).
+    """
+    if not keycache.claim_touch(prefix=prefix, seconds=LAST_USED_RESOLUTION_SECONDS):
+        return
+    try:
+        ApiKey.objects.filter(prefix=prefix).update(last_used_at=timezone.now())
+    except DatabaseError:
+        logger.warning("could not record API key last use", extra={"api_key_prefix": prefix})
+
+
+def _record_key_change(*, api_key: ApiKey, action: str, actor: Actor) -> None:
+    verb = {"api_key.create": "created", "api_key.revoke": "revoked"}.get(action, "changed")
+    account_changed_send_on_commit(
+        tenant_id=api_key.tenant_id,
+        action=action,
+        actor=actor,
+        target_id=api_key.prefix,
+        target_type="api_key",
+        target_name=api_key.name,
+        description=f"API key {api_key.name} ({api_key.prefix}) {verb}.",
+        metadata={
+            "prefix": api_key.prefix,
+            "scopes": list(api_key.scopes),
+            "expiry_date": api_key.expiry_date.isoformat() if api_key.expiry_date else None,
+            "revoked": api_key.revoked,
+        },
+    )

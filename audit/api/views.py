@@ -4,6 +4,7 @@ from rest_framework import generics
 from rest_framework.permissions import IsAuthenticated
 
 from accounts.permissions import CanIngest, CanRead
+from accounts.ratelimits import IngestRateLimit, ReadRateLimit
 from audit.api.ingest import IngestMixin
 from audit.api.listing import EventListMixin
 
@@ -13,3 +14,9 @@ class AuditEventCollectionView(IngestMixin, EventListMixin, generics.GenericAPIV
         if self.request.method == "POST":
             return [IsAuthenticated(), CanIngest()]
         return [IsAuthenticated(), CanRead()]
+
+    def get_throttles(self):
+        # Per API key or user: POST counts against the ingest limit, GET the read limit.
+        if self.request.method == "POST":
+            return [IngestRateLimit()]
+        return [ReadRateLimit()]

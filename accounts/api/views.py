@@ -1,0 +1,96 @@
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+
+from accounts.api.serializers import (
+    LoginSerializer,
+    UserCreateInputSerializer,
+    UserOutputSerializer,
+)
+from accounts.models import Tenant
+from accounts.permissions import IsTenantAdmin
+from accounts.principal import get_principal
+from accounts.ratelimits import LoginIpRateLimit, LoginUsernameRateLimit
+from accounts.selectors import tenant_get, tenant_get_by_slug
+from accounts.services import actor_for_principal, user_create
+
+_ERRORS = {
+    400: OpenApiResponse(description="Invalid fields: `error.fields` names each one."),
+    401: OpenApiResponse(description="No or invalid credentials."),
+    429: OpenApiResponse(description="Too many requests; see `Retry-After`."),
+}
+
+
+@extend_schema(
+    tags=["auth"],
+    summary="Log in: username and password for an access and a refresh token",
+    responses={200: OpenApiResponse(description="`{access, refresh}`"), **_ERRORS},
+)
+class LoginView(TokenObtainPairView):
+    serializer_class = LoginSerializer
+    # Brute force: per client IP and, against attacks spread over many IPs, per username.
+    throttle_classes = [LoginIpRateLimit, LoginUsernameRateLimit]
+
+
+@extend_schema(
+    tags=["auth"],
+    summary="Exchange a refresh token for a new access token (and a new refresh token)",
+    responses={200: OpenApiResponse(description="`{access, refresh}`"), **_ERRORS},
+)
+class RefreshView(TokenRefreshView):
+    # A refresh token is a signed, unguessable JWT: nothing to brute-force here.
+    throttle_classes: list = []
+
+
+class UserCreateView(APIView):
+    """Creates a user with a role: in the caller's tenant, or (superuser) in any tenant."""
+
+    permission_classes = [IsAuthenticated, IsTenantAdmin]
+
+    @extend_schema(
+        tags=["users"],
+        request=UserCreateInputSerializer,
+        responses={
+            201: UserOutputSerializer,
+            403: OpenApiResponse(description="Not a tenant admin or superuser."),
+            **_ERRORS,
+        },
+    )
+    def post(self, request):
+        serializer = UserCreateInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        principal = get_principal(request)
+        tenant = self._tenant(principal, data.get("tenant"))
+        try:
+            user = user_create(
+                tenant=tenant,
+                username=data["username"],
+                password=data["password"],
+                role=data["role"],
+                email=data["email"],
+                actor=actor_for_principal(principal),
+            )
+        except DjangoValidationError as exc:
+            raise ValidationError(exc.message_dict) from exc
+        return Response(UserOutputSerializer(user).data, status=status.HTTP_201_CREATED)
+
+    @staticmethod
+    def _tenant(principal, slug: str | None) -> Tenant:
+        if principal.is_superuser:
+            if not slug:
+                raise ValidationError({"tenant": ["A superuser must name the tenant."]})
+            tenant = tenant_get_by_slug(slug=slug)
+            if tenant is None:
+                raise ValidationError({"tenant": [f"No tenant with slug {slug!r}."]})
+            return tenant
+        own = tenant_get(tenant_id=principal.tenant_id)
+        if slug and slug != own.slug:
+            # Same answer whether the other tenant exists or not: no existence leak.
+            raise ValidationError({"tenant": ["A tenant admin creates users in their own tenant."]})
+        return own

@@ -1,0 +1,49 @@
+"""manage.py create_user --tenant SLUG --username NAME --role ROLE [--password-stdin]."""
+
+import getpass
+import sys
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from accounts.management.commands._parsing import require_tenant
+from accounts.models import Role
+from accounts.services import user_create
+
+
+class Command(BaseCommand):
+    help = (
+        "Creates a user of a tenant with a role. The password is read from standard input "
+        "(--password-stdin) or prompted for; it is checked by Django's password validators."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--tenant", required=True, help="tenant slug")
+        parser.add_argument("--username", required=True)
+        parser.add_argument("--role", required=True, choices=Role.values)
+        parser.add_argument("--email", default="")
+        parser.add_argument(
+            "--password-stdin", action="store_true", help="read the password from stdin"
+        )
+
+    def handle(self, *args, **options):
+        tenant = require_tenant(options["tenant"])
+        if options["password_stdin"]:
+            password = sys.stdin.readline().rstrip("\n")
+        elif sys.stdin.isatty():
+            password = getpass.getpass("Password: ")
+        else:
+            raise CommandError("no terminal to prompt for the password: use --password-stdin")
+        try:
+            user = user_create(
+                tenant=tenant,
+                username=options["username"],
+                password=password,
+                role=options["role"],
+                email=options["email"],
+            )
+        except ValidationError as exc:
+            raise CommandError(
+                "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
+            ) from exc
+        self.stdout.write(f"user {user.username} ({user.role}) created in tenant {tenant.slug}")

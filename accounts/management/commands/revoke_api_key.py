@@ -1,0 +1,26 @@
+"""manage.py revoke_api_key PREFIX — irreversible."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from accounts.models import ApiKey
+from accounts.services import api_key_revoke
+
+
+class Command(BaseCommand):
+    help = (
+        "Revokes an API key by its prefix (the part before the dot, shown in the admin). "
+        "It stops working at once; this cannot be undone."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("prefix", help="the key's 8-character prefix, or the whole key")
+
+    def handle(self, *args, prefix: str, **options):
+        prefix = prefix.partition(".")[0]
+        api_key = ApiKey.objects.filter(prefix=prefix).first()
+        if api_key is None:
+            raise CommandError(f"no API key with prefix {prefix!r}")
+        if api_key_revoke(api_key=api_key):
+            self.stdout.write(f"API key {prefix} ({api_key.name}) revoked")
+        else:
+            self.stdout.write(f"API key {prefix} ({api_key.name}) was revoked already")

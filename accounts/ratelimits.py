@@ -1,0 +1,144 @@
+"""Rate limits as DRF throttle classes, counted by django-ratelimit in Redis.
+
+django-ratelimit does the counting (atomic ``add``/``incr`` on the shared cache, one
+fixed window per rate); these classes only pick the bucket and answer 429 with
+``Retry-After`` (seconds to the end of the window) and the API's JSON error body.
+
+How views use them:
+
+- every API view gets ``ReadRateLimit`` from ``REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"]``
+  (do not set ``throttle_classes`` on a read view; if a view must, include
+  ``ReadRateLimit``);
+- the ingest endpoint swaps it for ``IngestRateLimit`` on POST (see
+  ``audit/api/views.py``: ``get_throttles``);
+- the login view uses ``LoginIpRateLimit`` and ``LoginUsernameRateLimit``.
+
+When Redis is unreachable the limits fail open (``RATELIMIT_FAIL_OPEN=True`` together with
+django-redis ``IGNORE_EXCEPTIONS``): the request goes through and a warning is logged at
+most every ``FAIL_OPEN_LOG_INTERVAL`` seconds per process. Availability of the audit trail
+wins over throttling.
+"""
+
+import logging
+import math
+import threading
+import time
+
+from django.conf import settings
+from django_ratelimit.core import get_usage
+from rest_framework import exceptions, status
+from rest_framework.throttling import BaseThrottle
+
+from accounts.principal import get_principal
+
+logger = logging.getLogger(__name__)
+
+FAIL_OPEN_LOG_INTERVAL = 30.0
+_last_fail_open_log = 0.0
+_log_lock = threading.Lock()
+
+
+class RateLimited(exceptions.Throttled):
+    """429 with ``Retry-After``; the code matches the one of ``django_ratelimit.Ratelimited``."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "rate_limited"
+    default_detail = "Too many requests; retry after the given number of seconds."
+    extra_detail_singular = extra_detail_plural = ""
+
+
+def _log_fail_open(group: str) -> None:
+    global _last_fail_open_log
+    with _log_lock:
+        now = time.monotonic()
+        if now - _last_fail_open_log < FAIL_OPEN_LOG_INTERVAL:
+            return
+        _last_fail_open_log = now
+    logger.warning(
+        "rate limit not enforced: the rate-limit cache (Redis) is unavailable, failing open",
+        extra={"ratelimit_group": group},
+    )
+
+
+def check_rate(*, request, group: str, rate: str, key: str) -> None:
+    """Counts one request against ``key`` in ``group``; raises ``RateLimited`` over ``rate``.
+
+    ``key`` is an identity (e.g. ``Principal.rate_key``), or ``"ip"`` for django-ratelimit's
+    client address (``RATELIMIT_IP_META_KEY`` behind a proxy; IPv6 counted per /64).
+    """
+    if not getattr(settings, "RATELIMIT_ENABLE", True):
+        return
+    usage = get_usage(
+        request,
+        group=group,
+        key="ip" if key == "ip" else (lambda _group, _request: key),
+        rate=rate,
+        increment=True,
+    )
+    if usage is None:  # only when the cache failed: rate and method always match here
+        _log_fail_open(group)
+        return
+    if usage["should_limit"]:
+        raise RateLimited(wait=max(1, math.ceil(usage["time_left"])))
+
+
+class _RateLimit(BaseThrottle):
+    group = ""
+    setting = ""
+
+    def key(self, request) -> str | None:
+        """The bucket of this request, or None to leave it unlimited."""
+        raise NotImplementedError
+
+    def allow_request(self, request, view) -> bool:
+        key = self.key(request)
+        if key is not None:
+            check_rate(
+                request=request, group=self.group, rate=getattr(settings, self.setting), key=key
+            )
+        return True
+
+
+class _PerPrincipal(_RateLimit):
+    def key(self, request) -> str | None:
+        principal = get_principal(request)
+        return principal.rate_key if principal is not None else None
+
+
+class ReadRateLimit(_PerPrincipal):
+    """``TRACELEDGER_RATELIMIT_READ`` per API key or user: every API request but ingest."""
+
+    group = "traceledger.read"
+    setting = "TRACELEDGER_RATELIMIT_READ"
+
+
+class IngestRateLimit(_PerPrincipal):
+    """``TRACELEDGER_RATELIMIT_INGEST`` per API key or user, counted per request."""
+
+    group = "traceledger.ingest"
+    setting = "TRACELEDGER_RATELIMIT_INGEST"
+
+
+class LoginIpRateLimit(_RateLimit):
+    """``TRACELEDGER_RATELIMIT_LOGIN`` per client IP (IPv6 per /64, django-ratelimit's rule)."""
+
+    group = "traceledger.login.ip"
+    setting = "TRACELEDGER_RATELIMIT_LOGIN"
+
+    def key(self, request) -> str | None:
+        return "ip"
+
+
+class LoginUsernameRateLimit(_RateLimit):
+    """``TRACELEDGER_RATELIMIT_LOGIN`` per username tried, whatever the IP (spread attacks)."""
+
+    group = "traceledger.login.username"
+    setting = "TRACELEDGER_RATELIMIT_LOGIN"
+
+    def key(self, request) -> str | None:
+        data = request.data if isinstance(request.data, dict) else {}
+        username = data.get("username")
+        if not isinstance(username, str) or not username:
+            return None
+        # "user:" keeps a username literally called "ip" from meaning the client address.
+        return f"user:{username.strip().lower()}"

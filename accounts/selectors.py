@@ -1,0 +1,88 @@
+"""Reads for accounts: who is calling (API keys), and tenant-scoped querysets of users/keys."""
+
+import logging
+import time
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.db.models import QuerySet
+
+from accounts import keycache
+from accounts.models import ApiKey, Tenant, User
+from accounts.principal import Principal
+
+logger = logging.getLogger(__name__)
+
+
+def _principal_from_entry(entry: dict, now: float) -> Principal | None:
+    if entry["expires_at"] is not None and entry["expires_at"] <= now:
+        return None
+    return Principal(
+        kind="api_key",
+        name=entry["name"],
+        tenant_id=entry["tenant_id"],
+        scopes=frozenset(entry["scopes"]),
+        api_key_id=entry["prefix"],
+    )
+
+
+def api_key_principal_get(*, key: str) -> Principal | None:
+    """The caller behind a plain API key, or None when the key is unknown, revoked or expired.
+
+    Served from the Redis cache while the entry is fresh; re-checked against PostgreSQL
+    after that; a stale entry is used only when PostgreSQL is unreachable. Raises
+    ``DatabaseError`` when neither the cache nor PostgreSQL can answer.
+    """
+    now = time.time()
+    entry = keycache.get(key=key)
+    if entry is not None and now - entry["checked_at"] < settings.TRACELEDGER_API_KEY_CACHE_SECONDS:
+        return _principal_from_entry(entry, now)
+    try:
+        api_key = ApiKey.objects.get_from_key(key)
+    except ApiKey.DoesNotExist:
+        if entry is not None:
+            keycache.forget(prefix=entry["prefix"])
+        return None
+    except DatabaseError:
+        if entry is None:
+            raise
+        logger.warning(
+            "database unreachable: authenticating an API key from its cached entry",
+            extra={"api_key_prefix": entry["prefix"]},
+        )
+        return _principal_from_entry(entry, now)
+    if api_key.has_expired:
+        return None
+    entry = {
+        "prefix": api_key.prefix,
+        "name": api_key.name,
+        "tenant_id": api_key.tenant_id,
+        "scopes": sorted(api_key.scopes),
+        "expires_at": api_key.expiry_date.timestamp() if api_key.expiry_date else None,
+        "checked_at": now,
+    }
+    keycache.put(key=key, entry=entry)
+    return _principal_from_entry(entry, now)
+
+
+def tenant_get(*, tenant_id: int) -> Tenant:
+    return Tenant.objects.get(pk=tenant_id)
+
+
+def tenant_get_by_slug(*, slug: str) -> Tenant | None:
+    return Tenant.objects.filter(slug=slug).first()
+
+
+def user_list_for(*, user) -> QuerySet[User]:
+    """Users a person may see: everyone for a superuser, their own tenant's otherwise."""
+    queryset = User.objects.select_related("tenant")
+    if user.is_superuser:
+        return queryset
+    return queryset.filter(tenant_id=user.tenant_id) if user.tenant_id else queryset.none()
+
+
+def api_key_list_for(*, user) -> QuerySet[ApiKey]:
+    queryset = ApiKey.objects.select_related("tenant")
+    if user.is_superuser:
+        return queryset
+    return queryset.filter(tenant_id=user.tenant_id) if user.tenant_id else queryset.none()

@@ -1,0 +1,133 @@
+import uuid
+
+import jwt
+import pytest
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from accounts.models import Role, User
+from accounts.tests.conftest import unique_ip
+
+PASSWORD = "correct-horse-battery"
+
+
+def _login(client, username, password=PASSWORD):
+    return client.post(
+        "/api/v1/auth/login", {"username": username, "password": password}, format="json"
+    )
+
+
+@pytest.fixture
+def person(tenant):
+    return User.objects.create_user(
+        username=f"p-{uuid.uuid4().hex[:10]}", password=PASSWORD, tenant=tenant, role=Role.AUDITOR
+    )
+
+
+@pytest.mark.django_db
+def test_it_logs_in_with_tenant_and_role_claims(anon_client, person):
+    response = _login(anon_client, person.username)
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"access", "refresh"}
+    claims = jwt.decode(body["access"], options={"verify_signature": False})
+    assert claims["tenant"] == "acme"
+    assert claims["role"] == "auditor"
+    assert claims["is_superuser"] is False
+
+
+@pytest.mark.django_db
+def test_it_lets_the_access_token_read_events(anon_client, person):
+    access = _login(anon_client, person.username).json()["access"]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
+    # Authenticated as the auditor: anything but 401/403 proves the token was accepted.
+    assert client.get("/api/v1/audit-events").status_code not in (401, 403)
+
+
+@pytest.mark.django_db
+def test_it_answers_401_with_the_error_body_for_a_wrong_password(anon_client, person):
+    response = _login(anon_client, person.username, "wrong-password")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "no_active_account"
+
+
+@pytest.mark.django_db
+def test_it_answers_400_naming_the_missing_field(anon_client):
+    response = anon_client.post("/api/v1/auth/login", {"username": "x"}, format="json")
+    assert response.status_code == 400
+    assert "password" in response.json()["error"]["fields"]
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_deactivated_user(anon_client, person):
+    person.is_active = False
+    person.save()
+    assert _login(anon_client, person.username).status_code == 401
+
+
+@pytest.mark.django_db
+def test_it_rotates_the_refresh_token_and_blacklists_the_old_one(anon_client, person):
+    refresh = _login(anon_client, person.username).json()["refresh"]
+    first = anon_client.post("/api/v1/auth/refresh", {"refresh": refresh}, format="json")
+    assert first.status_code == 200
+    assert set(first.json()) == {"access", "refresh"}
+    assert first.json()["refresh"] != refresh
+    reused = anon_client.post("/api/v1/auth/refresh", {"refresh": refresh}, format="json")
+    assert reused.status_code == 401
+    assert reused.json()["error"]["code"] == "token_not_valid"
+
+
+@pytest.mark.django_db
+def test_it_rejects_an_access_token_as_a_refresh_token(anon_client, person):
+    access = _login(anon_client, person.username).json()["access"]
+    response = anon_client.post("/api/v1/auth/refresh", {"refresh": access}, format="json")
+    assert response.status_code == 401
+
+
+@pytest.mark.django_db
+@override_settings(TRACELEDGER_RATELIMIT_LOGIN="3/m")
+def test_it_rate_limits_wrong_passwords_per_ip(anon_client, person):
+    statuses = [
+        _login(anon_client, f"nobody-{uuid.uuid4().hex[:8]}", "wrong").status_code
+        for _ in range(4)
+    ]
+    assert statuses == [401, 401, 401, 429]
+    # The right password from the same address is refused too, until the window ends.
+    response = _login(anon_client, person.username)
+    assert response.status_code == 429
+    assert 1 <= int(response["Retry-After"]) <= 60
+    assert response.json()["error"]["code"] == "rate_limited"
+
+
+@pytest.mark.django_db
+@override_settings(TRACELEDGER_RATELIMIT_LOGIN="3/m")
+def test_it_rate_limits_one_username_across_many_ips(person):
+    statuses = [
+        _login(APIClient(REMOTE_ADDR=unique_ip()), person.username, "wrong").status_code
+        for _ in range(4)
+    ]
+    assert statuses == [401, 401, 401, 429]
+    # Case games do not open a fresh bucket.
+    shouted = _login(APIClient(REMOTE_ADDR=unique_ip()), person.username.upper(), "wrong")
+    assert shouted.status_code == 429
+
+
+@pytest.mark.django_db
+@override_settings(TRACELEDGER_RATELIMIT_LOGIN="2/m")
+def test_it_does_not_limit_other_users_or_addresses(person, tenant):
+    for _ in range(3):
+        _login(APIClient(REMOTE_ADDR=unique_ip()), person.username, "wrong")
+    other = User.objects.create_user(
+        username=f"o-{uuid.uuid4().hex[:10]}", password=PASSWORD, tenant=tenant, role=Role.ADMIN
+    )
+    assert _login(APIClient(REMOTE_ADDR=unique_ip()), other.username).status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("mode", ["refuse", "blackhole"])
+@override_settings(TRACELEDGER_RATELIMIT_LOGIN="1/m")
+def test_it_lets_logins_through_when_redis_is_cut(anon_client, person, redis_cut, mode, caplog):
+    with redis_cut(mode):
+        statuses = [_login(anon_client, person.username).status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
