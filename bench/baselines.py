@@ -1,0 +1,108 @@
+"""The limit (PostgreSQL COPY of the same rows) measured in the same run as the product."""
+
+import contextlib
+import hashlib
+import time
+from datetime import UTC, datetime
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from bench.environment import Services
+
+SCRATCH_TABLE = "bench_copy_scratch"
+COLUMNS = (
+    "id",
+    "tenant_id",
+    "event_id",
+    "occurred_at",
+    "received_at",
+    "stored_at",
+    "action",
+    "outcome",
+    "severity",
+    "actor_id",
+    "actor_type",
+    "actor_name",
+    "target_id",
+    "target_type",
+    "target_name",
+    "source_ip",
+    "user_agent",
+    "description",
+    "metadata",
+    "sequence",
+    "prev_hash",
+    "hash",
+)
+
+
+def copy_rows(*, events: list[dict], tenant_id: int) -> list[tuple]:
+    """The rows the worker would store for ``events``, ready for COPY (built before timing)."""
+    import uuid
+
+    now = datetime.now(UTC)
+    prev = "0" * 64
+    rows = []
+    for sequence, event in enumerate(events, start=1):
+        digest = hashlib.sha256((prev + event["event_id"]).encode()).hexdigest()
+        target = event.get("target") or {}
+        rows.append(
+            (
+                uuid.uuid4(),
+                tenant_id,
+                event["event_id"],
+                event["occurred_at"],
+                now,
+                now,
+                event["action"],
+                event.get("outcome", "success"),
+                event.get("severity", "info"),
+                event["actor"]["id"],
+                event["actor"].get("type", "user"),
+                event["actor"].get("name", ""),
+                target.get("id", ""),
+                target.get("type", ""),
+                target.get("name", ""),
+                event.get("source_ip"),
+                event.get("user_agent", ""),
+                event.get("description", ""),
+                Jsonb(event.get("metadata") or {}),
+                sequence,
+                prev,
+                digest,
+            )
+        )
+        prev = digest
+    return rows
+
+
+def copy_baseline(*, services: Services, rows: list[tuple]) -> dict:
+    """COPY ``rows`` into a scratch table with every index of ``audit_auditevent``, one
+    transaction, timed from the first row to the commit. Returns events/s."""
+    table = sql.Identifier(SCRATCH_TABLE)
+    with psycopg.connect(**services.conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+        conn.execute(sql.SQL("CREATE TABLE {} (LIKE audit_auditevent INCLUDING ALL)").format(table))
+        indexes = conn.execute(
+            "SELECT count(*) FROM pg_indexes WHERE tablename = %s", (SCRATCH_TABLE,)
+        ).fetchone()[0]
+        # Only reduces noise; a non-superuser may not, which is fine.
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("CHECKPOINT")
+        copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            table, sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+        )
+        started = time.perf_counter()
+        with conn.transaction(), conn.cursor() as cur, cur.copy(copy) as cp:
+            for row in rows:
+                cp.write_row(row)
+        seconds = time.perf_counter() - started
+        conn.execute(sql.SQL("DROP TABLE {}").format(table))
+    return {
+        "events": len(rows),
+        "seconds": round(seconds, 3),
+        "events_per_s": round(len(rows) / seconds, 1),
+        "indexes": indexes,
+    }

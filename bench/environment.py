@@ -1,0 +1,133 @@
+"""The benchmark's own services: a fresh database, a RabbitMQ vhost, a Redis database.
+
+The harness never touches the product's default database or vhost: it refuses a database
+whose name lacks "bench" or "soak", because it drops and recreates it on every run.
+"""
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg import sql
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUEUE_NAMES = ("audit.ingest", "audit.ingest.dlq", "search.index", "maintenance")
+
+
+@dataclass(frozen=True)
+class Services:
+    database_url: str
+    broker_url: str
+    redis_url: str
+
+    @property
+    def database_name(self) -> str:
+        return urlsplit(self.database_url).path.lstrip("/")
+
+    @property
+    def vhost(self) -> str:
+        return urlsplit(self.broker_url).path.lstrip("/") or "/"
+
+    def conninfo(self, dbname: str | None = None) -> dict:
+        u = urlsplit(self.database_url)
+        info = {
+            "host": u.hostname or "localhost",
+            "port": u.port or 5432,
+            "dbname": dbname or self.database_name,
+            "user": u.username,
+            "password": u.password,
+            "connect_timeout": 5,
+        }
+        return {k: v for k, v in info.items() if v is not None}
+
+    def environ(self) -> dict[str, str]:
+        return {
+            "DATABASE_URL": self.database_url,
+            "CELERY_BROKER_URL": self.broker_url,
+            "REDIS_URL": self.redis_url,
+        }
+
+
+def database_recreate(*, services: Services, allowed=("bench", "soak")) -> None:
+    """Drops and creates the benchmark database (empty, to be migrated)."""
+    name = services.database_name
+    if not any(word in name for word in allowed):
+        raise SystemExit(
+            f"refusing to drop database {name!r}: its name must contain one of {allowed}"
+        )
+    with psycopg.connect(**services.conninfo("postgres"), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def vhost_ensure(*, services: Services) -> None:
+    """Creates the vhost with rabbitmqctl when it is missing (local broker only)."""
+    vhost = services.vhost
+    if vhost == "/":
+        raise SystemExit("refusing to run the benchmark on the default RabbitMQ vhost '/'")
+    if urlsplit(services.broker_url).hostname not in {"localhost", "127.0.0.1", "::1"}:
+        return
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        return
+    listed = subprocess.run([ctl, "-q", "list_vhosts"], capture_output=True, text=True, check=False)
+    if vhost in listed.stdout.split():
+        return
+    subprocess.run([ctl, "-q", "add_vhost", vhost], check=True)
+    subprocess.run(
+        [ctl, "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True
+    )
+
+
+def queues_purge(*, services: Services) -> dict[str, int]:
+    """Empties the vhost's queues that exist; returns how many messages each held."""
+    from amqp.exceptions import NotFound
+    from kombu import Connection
+
+    purged = {}
+    with Connection(services.broker_url, connect_timeout=5) as conn:
+        for name in QUEUE_NAMES:
+            # A missing queue closes only its channel (404), so each gets a fresh one.
+            channel = conn.channel()
+            try:
+                purged[name] = channel.queue_purge(name) or 0
+            except NotFound:
+                purged[name] = 0  # not declared yet: nothing to purge
+                continue
+            channel.close()
+    return purged
+
+
+class QueueDepth:
+    """Reads a queue's ready-message count over one long-lived connection."""
+
+    def __init__(self, broker_url: str, name: str = "audit.ingest"):
+        from kombu import Connection
+
+        self.name = name
+        self._conn = Connection(broker_url, connect_timeout=2)
+
+    def read(self) -> int | None:
+        try:
+            _, count, _ = self._conn.default_channel.queue_declare(self.name, passive=True)
+            return count
+        except Exception:
+            self._conn.close()
+            return None
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def django_setup(*, services: Services, settings_module: str = "bench.settings") -> None:
+    """Points this process's Django at the benchmark services, then sets it up."""
+    os.environ.update(services.environ())
+    os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
+    import django
+
+    django.setup()

@@ -1,0 +1,202 @@
+"""The processes under test: gunicorn (sync workers) and Celery workers, each in its own group.
+
+Each is started with ``start_new_session`` so that stopping or SIGKILLing it reaches its
+children (gunicorn and prefork workers) and nothing else on the machine.
+"""
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.environment import ROOT
+
+
+class Managed:
+    name = "process"
+
+    def __init__(self, *, argv: list[str], env: dict[str, str], log_path: Path):
+        self.argv, self.env, self.log_path = argv, env, log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Managed":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            self.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL the whole group, as a crash would."""
+        if self.alive:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.alive:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def cpu_seconds(self) -> float:
+        """User+system CPU of the group's processes so far (read from /proc)."""
+        if not self.alive:
+            return 0.0
+        total = 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        for pid in _group_pids(self.proc.pid):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick
+            except (OSError, IndexError, ValueError):
+                continue
+        return total
+
+
+def _group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry)) == pgid:
+                pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+class Web(Managed):
+    name = "web"
+
+    def __init__(self, *, port: int, env: dict[str, str], log_path: Path, workers: int = 2):
+        self.port = port
+        bin_dir = Path(sys.executable).parent
+        super().__init__(
+            argv=[
+                str(bin_dir / "gunicorn"),
+                "traceledger.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--worker-class",
+                "sync",
+                "--timeout",
+                "60",
+                "--graceful-timeout",
+                "5",
+            ],
+            env=env,
+            log_path=log_path,
+        )
+
+    def wait_ready(self, timeout: float = 30) -> "Web":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive:
+                raise RuntimeError(f"gunicorn exited early:\n{self.log_tail()}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"gunicorn not ready in {timeout}s:\n{self.log_tail()}")
+
+
+class Worker(Managed):
+    name = "worker"
+
+    def __init__(
+        self,
+        *,
+        env: dict[str, str],
+        log_path: Path,
+        concurrency: int = 2,
+        queues: str = "audit.ingest,search.index,maintenance",
+        node: str = "bench",
+    ):
+        super().__init__(
+            argv=[
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "traceledger",
+                "worker",
+                "-Q",
+                queues,
+                "-c",
+                str(concurrency),
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"{node}-{os.getpid()}-{time.time_ns()}@%h",
+            ],
+            env=env,
+            log_path=log_path,
+        )
+
+    def wait_ready(self, timeout: float = 40) -> "Worker":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive:
+                raise RuntimeError(f"celery worker exited early:\n{self.log_tail()}")
+            with open(self.log_path, "rb") as fh:
+                fh.seek(self.log_offset)
+                if b"ready." in fh.read():
+                    return self
+            time.sleep(0.2)
+        raise RuntimeError(f"celery worker not ready in {timeout}s:\n{self.log_tail()}")
+
+
+class Beat(Managed):
+    name = "beat"
+
+    def __init__(self, *, env: dict[str, str], log_path: Path, schedule: Path):
+        super().__init__(
+            argv=[
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "traceledger",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(schedule),
+            ],
+            env=env,
+            log_path=log_path,
+        )

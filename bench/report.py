@@ -1,0 +1,121 @@
+"""The results table and the ratios against the same run's baselines (issue 9 targets)."""
+
+TARGETS = {
+    "batch_e2e_vs_copy": 0.5,  # at least
+    "single_e2e_vs_naive": 1.5,  # at least
+    "single_p99_vs_naive_p99": 1.0,  # at most
+    "ledger_share_of_worker_time": 0.15,  # at most
+}
+
+
+def _ratio(a, b):
+    if a is None or b in (None, 0):
+        return None
+    return round(a / b, 3)
+
+
+def ratios(results: dict) -> tuple[dict, dict]:
+    copy = results.get("copy", {})
+    naive = results.get("naive", {})
+    single = results.get("single", {})
+    batch = results.get("batch", {})
+    ledger = results.get("ledger", {})
+    values = {
+        "batch_e2e_vs_copy": _ratio(batch.get("e2e_events_per_s"), copy.get("events_per_s")),
+        "batch_accepted_vs_copy": _ratio(
+            batch.get("accepted_events_per_s"), copy.get("events_per_s")
+        ),
+        "single_e2e_vs_naive": _ratio(
+            single.get("e2e_events_per_s"), naive.get("e2e_events_per_s")
+        ),
+        "single_accepted_vs_naive": _ratio(
+            single.get("accepted_events_per_s"), naive.get("e2e_events_per_s")
+        ),
+        "single_p99_vs_naive_p99": _ratio(single.get("post_p99_ms"), naive.get("post_p99_ms")),
+        "naive_vs_copy": _ratio(naive.get("e2e_events_per_s"), copy.get("events_per_s")),
+        "ledger_share_of_worker_time": ledger.get("share"),
+    }
+    targets = {}
+    for name, limit in TARGETS.items():
+        value = values.get(name)
+        at_most = name in {"single_p99_vs_naive_p99", "ledger_share_of_worker_time"}
+        met = None if value is None else (value <= limit if at_most else value >= limit)
+        targets[name] = {
+            "value": value,
+            "target": f"{'<=' if at_most else '>='} {limit}",
+            "met": met,
+        }
+    return values, targets
+
+
+def complete(results: dict) -> bool:
+    """Every phase stored exactly what it posted (speed is reported, never enforced here)."""
+    return all(results.get(p, {}).get("complete") for p in ("naive", "single", "batch"))
+
+
+def _fmt(value, digits=0):
+    if value is None:
+        return "—"
+    if isinstance(value, float) and digits:
+        return f"{value:,.{digits}f}"
+    return f"{round(value):,}"
+
+
+def table(results: dict) -> str:
+    run = results["run"]
+    plan = run["plan"]
+    lines = [
+        "",
+        f"TraceLedger ingest benchmark ({'quick' if run['quick'] else 'full'} run {run['id']}, "
+        f"commit {run['git_commit']}, {run['machine']['cpus']} CPUs shared by every process, "
+        f"{plan['clients']} clients, {run['web']}, {run['worker']})",
+        "",
+        "| path | events | accepted ev/s | end-to-end ev/s | POST p50 ms | POST p99 ms "
+        "| lag p50 ms | lag p99 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    copy = results.get("copy", {})
+    lines.append(
+        f"| PostgreSQL COPY, same rows and indexes (limit) | {_fmt(copy.get('events'))} | — "
+        f"| {_fmt(copy.get('events_per_s'))} | — | — | — | — |"
+    )
+    rows = (
+        ("naive", "naive endpoint: DRF + ORM insert per request"),
+        ("single", "TraceLedger, 1 event per POST"),
+        ("batch", f"TraceLedger, {plan['batch_size']} events per POST"),
+    )
+    for key, name in rows:
+        r = results.get(key, {})
+        lines.append(
+            f"| {name} | {_fmt(r.get('events'))} | {_fmt(r.get('accepted_events_per_s'))} "
+            f"| {_fmt(r.get('e2e_events_per_s'))} | {_fmt(r.get('post_p50_ms'), 1)} "
+            f"| {_fmt(r.get('post_p99_ms'), 1)} | {_fmt(r.get('lag_p50_ms'), 1)} "
+            f"| {_fmt(r.get('lag_p99_ms'), 1)} |"
+        )
+    lines += ["", "| ratio | value | target | met |", "| --- | ---: | --- | --- |"]
+    for name, t in results.get("targets", {}).items():
+        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        value = "—" if t["value"] is None else f"{t['value']:.2f}"
+        lines.append(f"| {name} | {value} | {t['target']} | {met} |")
+    ledger = results.get("ledger", {})
+    if ledger.get("note"):
+        lines.append(f"\nledger: {ledger['note']}")
+    sustain = results.get("sustain")
+    if sustain:
+        lines.append(
+            f"\nsustain {sustain['seconds']}s: {_fmt(sustain['accepted_events_per_s'])} ev/s "
+            f"accepted, queue depth max first third {sustain['queue_depth_first_third_max']} / "
+            f"last third {sustain['queue_depth_last_third_max']}, drained "
+            f"{sustain['drained_after_s']} s after the load stopped, lag p99 by window "
+            f"{sustain['lag_p99_ms_by_10s_window']}"
+        )
+    for key in ("naive", "single", "batch"):
+        r = results.get(key, {})
+        if r.get("error_count"):
+            lines.append(f"\n{key}: {r['error_count']} failed requests, e.g. {r['errors'][:2]}")
+        if r and not r.get("complete"):
+            lines.append(
+                f"\n{key}: INCOMPLETE — stored {r.get('stored')} of {r.get('events')} "
+                f"(distinct {r.get('distinct_event_ids')})"
+            )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,453 @@
+"""``make bench``: the ingest benchmark, every figure a ratio against baselines of the same run.
+
+Phases, each alone on the machine: (1) COPY of the batch phase's rows into a scratch table
+with the same indexes (the limit); (2) the naive synchronous endpoint, one ORM insert per
+request; (3) TraceLedger, single-event POSTs; (4) TraceLedger, batch POSTs; (5) optionally a
+timed run at the accepted rate to show the worker keeps up; (6) the ledger's share of the
+worker's time. Prints a table and writes ``bench/results/latest.json``.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import NAIVE_PATH, baselines, events, ledger, report
+from bench.environment import (
+    ROOT,
+    Services,
+    database_recreate,
+    django_setup,
+    queues_purge,
+    vhost_ensure,
+)
+from bench.loadgen import LoadGenerator
+from bench.measure import (
+    Progress,
+    StoreWatcher,
+    db_figures,
+    latency_figures,
+    loadgen_figures,
+    searchable_count,
+)
+from bench.processes import Web, Worker
+
+INGEST_PATH = "/api/v1/audit-events"
+RESULTS = Path(ROOT) / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class Plan:
+    naive: int
+    single: int
+    batch: int
+    batch_size: int
+    clients: int
+    sustain_seconds: int
+
+
+FULL = Plan(naive=5000, single=10000, batch=50000, batch_size=100, clients=16, sustain_seconds=60)
+QUICK = Plan(naive=200, single=300, batch=2000, batch_size=100, clients=16, sustain_seconds=0)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small smoke run (< 1 minute)")
+    parser.add_argument("--naive", type=int, help="events for the naive endpoint")
+    parser.add_argument("--single", type=int, help="events posted one per request")
+    parser.add_argument("--batch", type=int, help="events posted in batches (also COPY's N)")
+    parser.add_argument("--batch-size", type=int, help="events per batch request (100)")
+    parser.add_argument("--clients", type=int, help="concurrent HTTP clients (16)")
+    parser.add_argument("--sustain", type=int, help="seconds of the keep-up run (0 = skip)")
+    parser.add_argument("--port", type=int, default=8171, help="port of the bench gunicorn")
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--worker-concurrency", type=int, default=2)
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL", "postgres://localhost:5432/traceledger_bench"),
+        help="dropped and recreated: its name must contain 'bench'",
+    )
+    parser.add_argument(
+        "--broker-url",
+        default=os.environ.get(
+            "BENCH_BROKER_URL", "amqp://guest:guest@localhost:5672/traceledger_bench"
+        ),
+        help="its vhost is created when missing and its queues purged",
+    )
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://localhost:6379/15")
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
+    parser.add_argument("--profile", action="store_true", help="py-spy the worker and web")
+    args = parser.parse_args(argv)
+    base = QUICK if args.quick else FULL
+    plan = Plan(
+        naive=args.naive or base.naive,
+        single=args.single or base.single,
+        batch=args.batch or base.batch,
+        batch_size=args.batch_size or base.batch_size,
+        clients=args.clients or base.clients,
+        sustain_seconds=base.sustain_seconds if args.sustain is None else args.sustain,
+    )
+    return args, plan
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def main(argv=None) -> int:
+    args, plan = parse_args(argv)
+    services = Services(args.database_url, args.broker_url, args.redis_url)
+    run_id = uuid.uuid4().hex[:10]
+    logs = Path(ROOT) / "var" / "bench" / run_id
+    say(f"[bench] run {run_id}: {asdict(plan)}; logs in {logs}")
+
+    say(f"[bench] recreating database {services.database_name}, vhost {services.vhost}")
+    database_recreate(services=services)
+    vhost_ensure(services=services)
+    django_setup(services=services)
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    purged = queues_purge(services=services)
+    if any(purged.values()):
+        say(f"[bench] purged leftover messages: {purged}")
+    fixtures = _fixtures()
+
+    proc_env = {
+        **os.environ,
+        **services.environ(),
+        "DJANGO_SETTINGS_MODULE": "bench.settings",
+        # The bench measures throughput, not the rate limiter's 429s.
+        "TRACELEDGER_RATELIMIT_INGEST": "100000000/m",
+        "TRACELEDGER_RATELIMIT_READ": "100000000/m",
+        "PROMETHEUS_MULTIPROC_DIR": str(logs / "metrics"),
+        "DJANGO_LOG_LEVEL": os.environ.get("DJANGO_LOG_LEVEL", "WARNING"),
+    }
+    (logs / "metrics").mkdir(parents=True, exist_ok=True)
+    web = Web(port=args.port, env=proc_env, log_path=logs / "web.log", workers=args.web_workers)
+    worker = Worker(env=proc_env, log_path=logs / "worker.log", concurrency=args.worker_concurrency)
+    results: dict = {
+        "run": {
+            "id": run_id,
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "quick": args.quick,
+            "plan": asdict(plan),
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "git_commit": _git_commit(),
+            "database": services.database_name,
+            "vhost": services.vhost,
+            "web": f"gunicorn sync x{args.web_workers}",
+            "worker": f"celery prefork -c {args.worker_concurrency}",
+        }
+    }
+    try:
+        web.start()
+        worker.start()
+        web.wait_ready()
+        worker.wait_ready()
+        say("[bench] web and worker ready")
+        results["copy"] = _phase_copy(services, fixtures, plan, run_id)
+        results["naive"] = _phase_http(
+            "naive",
+            services,
+            fixtures["naive"],
+            plan.naive,
+            1,
+            plan,
+            run_id,
+            args,
+            web,
+            worker,
+            path="/" + NAIVE_PATH,
+            synchronous=True,
+        )
+        results["single"] = _phase_http(
+            "single",
+            services,
+            fixtures["single"],
+            plan.single,
+            1,
+            plan,
+            run_id,
+            args,
+            web,
+            worker,
+        )
+        results["batch"] = _phase_http(
+            "batch",
+            services,
+            fixtures["batch"],
+            plan.batch,
+            plan.batch_size,
+            plan,
+            run_id,
+            args,
+            web,
+            worker,
+        )
+        if plan.sustain_seconds:
+            results["sustain"] = _phase_sustain(services, fixtures["sustain"], plan, run_id, args)
+        results["ledger"] = ledger.ledger_figures(
+            services=services,
+            metrics_dir=logs / "metrics",
+            worker_log=worker.log_path,
+            tenant=fixtures["ledger"],
+            run_id=run_id,
+            batch_size=plan.batch_size,
+        )
+        results["verify"] = _verify(fixtures)
+    finally:
+        worker.stop()
+        web.stop()
+    results["ratios"], results["targets"] = report.ratios(results)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(report.table(results))
+    say(f"[bench] wrote {args.output}")
+    return 0 if report.complete(results) else 1
+
+
+def _fixtures() -> dict:
+    from accounts.services import api_key_create, tenant_get_or_create
+
+    fixtures = {}
+    for name in ("naive", "single", "batch", "sustain", "ledger"):
+        tenant, _ = tenant_get_or_create(slug=f"bench-{name}")
+        _, key = api_key_create(tenant=tenant, name=f"bench-{name}", scopes=["ingest", "read"])
+        fixtures[name] = {"tenant_id": tenant.pk, "slug": tenant.slug, "key": key}
+    return fixtures
+
+
+def _phase_copy(services, fixtures, plan, run_id) -> dict:
+    say(f"[bench] COPY of {plan.batch} rows into a scratch table like audit_auditevent")
+    rows = baselines.copy_rows(
+        events=events.event_dicts(run_id=run_id, phase="batch", count=plan.batch),
+        tenant_id=fixtures["batch"]["tenant_id"],
+    )
+    return baselines.copy_baseline(services=services, rows=rows)
+
+
+def _phase_http(
+    label,
+    services,
+    fixture,
+    total,
+    batch_size,
+    plan,
+    run_id,
+    args,
+    web,
+    worker,
+    *,
+    path=INGEST_PATH,
+    synchronous=False,
+) -> dict:
+    evs = events.event_dicts(run_id=run_id, phase=label, count=total)
+    bodies = events.request_bodies(evs, batch_size=batch_size)
+    del evs
+    generator = LoadGenerator(
+        host="127.0.0.1",
+        port=args.port,
+        path=path,
+        headers={"Authorization": f"Api-Key {fixture['key']}"},
+        clients=plan.clients,
+    )
+    # Warm-up outside the clock: imports, connections, the API key cache.
+    warm = events.request_bodies(
+        events.event_dicts(run_id=run_id, phase=f"{label}-warm", count=batch_size * 4),
+        batch_size=batch_size,
+    )
+    warm_events = (
+        LoadGenerator(
+            host="127.0.0.1",
+            port=args.port,
+            path=path,
+            headers={"Authorization": f"Api-Key {fixture['key']}"},
+            clients=2,
+            max_attempts=1,
+        )
+        .run(warm)
+        .events_accepted
+    )
+    say(f"[bench] {label}: {total} events, {len(bodies)} requests, {plan.clients} clients")
+    watcher = StoreWatcher(
+        services=services, tenant_id=fixture["tenant_id"], expect=total + warm_events
+    )
+    progress = Progress(label=label, total=total, generator=generator, watcher=watcher)
+    cpu0 = {"web": web.cpu_seconds(), "worker": worker.cpu_seconds()}
+    watcher.started = time.perf_counter()
+    if not synchronous:
+        watcher.start()
+    progress.start()
+    result = generator.run(bodies)
+    accepted_at = time.perf_counter()
+    accepted = result.events_accepted
+    if synchronous:
+        stored_at = accepted_at
+    else:
+        watcher.expect = accepted + warm_events
+        watcher.join(timeout=max(60.0, 5 * result.wall))
+        watcher.stop()
+        stored_at = watcher.done_at
+    progress.stop()
+    cpu = {
+        "web_cpu_s": round(web.cpu_seconds() - cpu0["web"], 2),
+        "worker_cpu_s": round(worker.cpu_seconds() - cpu0["worker"], 2),
+    }
+    searchable = _searchable(fixture["tenant_id"], run_id, accepted + warm_events, synchronous)
+    e2e_end = stored_at
+    if stored_at is not None and searchable.get("searchable_at") is not None:
+        e2e_end = max(stored_at, searchable["searchable_at"])
+    figures = {
+        "events": total,
+        "batch_size": batch_size,
+        "clients": plan.clients,
+        "accepted_events": accepted,
+        "accepted_seconds": round(result.wall, 3),
+        "accepted_events_per_s": round(accepted / result.wall, 1),
+        "e2e_seconds": None if e2e_end is None else round(e2e_end - result.started, 3),
+        "e2e_events_per_s": None
+        if e2e_end is None
+        else round(accepted / (e2e_end - result.started), 1),
+        **latency_figures(result),
+        **loadgen_figures(result),
+        **cpu,
+    }
+    db = db_figures(services=services, tenant_id=fixture["tenant_id"])
+    db["stored"] -= warm_events
+    db["distinct_event_ids"] -= warm_events
+    figures.update(db)
+    figures["searchable"] = searchable.get("count")
+    if searchable.get("count") is not None:
+        figures["searchable"] -= warm_events
+    if not synchronous:
+        figures["max_queue_depth"] = max((d for _, d in watcher.depth_samples), default=None)
+    figures["complete"] = (
+        figures["error_count"] == 0
+        and figures["stored"] == total
+        and figures["distinct_event_ids"] == total
+        and (synchronous or stored_at is not None)
+    )
+    say(
+        f"[bench] {label}: accepted {figures['accepted_events_per_s']} ev/s, "
+        f"e2e {figures['e2e_events_per_s']} ev/s, stored {figures['stored']}/{total}"
+    )
+    return figures
+
+
+def _searchable(tenant_id: int, run_id: str, expect: int, synchronous: bool) -> dict:
+    """Waits (bounded) until the search backend finds every event of the run."""
+    if synchronous:
+        return {}
+    token = f"benchrun{run_id}"
+    deadline = time.perf_counter() + 30
+    count = None
+    while time.perf_counter() < deadline:
+        count = searchable_count(tenant_id=tenant_id, token=token)
+        if count is None or count >= expect:
+            break
+        time.sleep(0.25)
+    if count is None:
+        return {"count": None}
+    return {"count": count, "searchable_at": time.perf_counter() if count >= expect else None}
+
+
+def _phase_sustain(services, fixture, plan, run_id, args) -> dict:
+    """Posts batches for ``sustain_seconds`` as fast as 16 clients can and samples the queue
+    depth and the lag: the worker keeps up when neither grows over the run."""
+    import psycopg
+
+    from bench.measure import StoreWatcher
+
+    say(f"[bench] sustain: {plan.sustain_seconds}s of batches, queue depth and lag sampled")
+    generator = LoadGenerator(
+        host="127.0.0.1",
+        port=args.port,
+        path=INGEST_PATH,
+        headers={"Authorization": f"Api-Key {fixture['key']}"},
+        clients=plan.clients,
+    )
+    factory = events.body_factory(run_id=run_id, phase="sustain", batch_size=plan.batch_size)
+    watcher = StoreWatcher(
+        services=services, tenant_id=fixture["tenant_id"], expect=10**12, interval=1.0
+    )
+    watcher.start()
+    progress = Progress(label="sustain", total=0, generator=generator, watcher=watcher)
+    progress.start()
+    result = generator.run(factory=factory, duration=plan.sustain_seconds)
+    watcher.expect = result.events_accepted
+    watcher.join(timeout=120)
+    watcher.stop()
+    progress.stop()
+    with psycopg.connect(**services.conninfo(), autocommit=True) as conn:
+        windows = conn.execute(
+            """
+            SELECT floor(extract(epoch FROM received_at - min(received_at) OVER ()) / 10) AS w,
+                   extract(epoch FROM stored_at - received_at) AS lag
+            FROM audit_auditevent WHERE tenant_id = %s
+            """,
+            (fixture["tenant_id"],),
+        ).fetchall()
+    by_window: dict[int, list[float]] = {}
+    for window, lag in windows:
+        by_window.setdefault(int(window), []).append(float(lag))
+    lag_p99 = {
+        f"{w * 10}-{w * 10 + 10}s": round(1000 * sorted(v)[int(0.99 * (len(v) - 1))], 1)
+        for w, v in sorted(by_window.items())
+    }
+    depths = [d for _, d in watcher.depth_samples]
+    third = max(len(depths) // 3, 1)
+    return {
+        "seconds": plan.sustain_seconds,
+        "accepted_events": result.events_accepted,
+        "accepted_events_per_s": round(result.events_accepted / result.wall, 1),
+        "drained_after_s": None
+        if watcher.done_at is None
+        else round(watcher.done_at - result.finished, 2),
+        "queue_depth_samples": watcher.depth_samples,
+        "queue_depth_first_third_max": max(depths[:third], default=None),
+        "queue_depth_last_third_max": max(depths[-third:], default=None),
+        "lag_p99_ms_by_10s_window": lag_p99,
+        "error_count": len(result.errors),
+    }
+
+
+def _verify(fixtures) -> dict:
+    """``manage.py verify_ledger --tenant`` for every TraceLedger tenant (not the naive one)."""
+    from django.core.management import call_command, get_commands
+
+    if "verify_ledger" not in get_commands():
+        return {"ran": False, "note": "manage.py verify_ledger does not exist yet"}
+    out = {}
+    for name in ("single", "batch", "sustain"):
+        try:
+            call_command("verify_ledger", tenant=fixtures[name]["slug"], verbosity=0)
+            out[name] = True
+        except SystemExit as exc:
+            out[name] = exc.code in (0, None)
+        except Exception as exc:
+            out[name] = f"error: {exc}"
+    return {"ran": True, **out}
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        return ""
