@@ -197,6 +197,8 @@ TRACELEDGER_INGEST_MAX_RETRIES = env.int("TRACELEDGER_INGEST_MAX_RETRIES", defau
 TRACELEDGER_PUBLISH_TIMEOUT = env.float("TRACELEDGER_PUBLISH_TIMEOUT", default=1.0)
 TRACELEDGER_SIGNING_KEY = _secret("TRACELEDGER_SIGNING_KEY", "")
 TRACELEDGER_HEALTH_TIMEOUT = env.float("TRACELEDGER_HEALTH_TIMEOUT", default=0.8)
+# Detail reads are cached this long (s); events are immutable, so only memory bounds it.
+TRACELEDGER_EVENT_CACHE_TTL = env.int("TRACELEDGER_EVENT_CACHE_TTL", default=86400)
 
 # --- Search -----------------------------------------------------------------------------
 ELASTICSEARCH_URL = env.str("ELASTICSEARCH_URL", default="")

@@ -1,7 +1,12 @@
 from django.urls import path
 
+from audit.api.detail import AuditEventDetailView
+from audit.api.export import AuditEventExportView
 from audit.api.views import AuditEventCollectionView
 
 urlpatterns = [
     path("audit-events", AuditEventCollectionView.as_view(), name="audit-event-collection"),
+    # export before the detail route; <uuid:pk> would not match "export" anyway
+    path("audit-events/export", AuditEventExportView.as_view(), name="audit-event-export"),
+    path("audit-events/<uuid:pk>", AuditEventDetailView.as_view(), name="audit-event-detail"),
 ]

@@ -1,0 +1,101 @@
+"""GET /api/v1/audit-events/export?format=csv|jsonl: the list filters, streamed."""
+
+from django.http import StreamingHttpResponse
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.exceptions import ValidationError
+from rest_framework.generics import GenericAPIView
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.permissions import IsAuthenticated
+
+from accounts.models import Tenant
+from accounts.permissions import CanRead
+from accounts.principal import get_principal
+from audit.exports import FORMATS, export_rows
+from audit.filters import (
+    TENANT_PARAMETER,
+    AuditEventFilterSet,
+    filter_openapi_parameters,
+    reject_unknown_params,
+    used_filters,
+)
+from audit.metrics_read import READ_LATENCY
+from audit.selectors import event_queryset, read_tenant_id
+from audit.services.access_log import EXPORT, access_record
+
+
+class IgnoreFormatQueryParam(DefaultContentNegotiation):
+    """``format`` here names the export format, not DRF's renderer override (which would
+    answer 404 for ``format=csv``). Errors still render as JSON."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        renderer = renderers[0]
+        return renderer, renderer.media_type
+
+
+class AuditEventExportView(GenericAPIView):
+    permission_classes = [IsAuthenticated, CanRead]
+    content_negotiation_class = IgnoreFormatQueryParam
+    filterset_class = AuditEventFilterSet
+    pagination_class = None
+
+    @extend_schema(
+        operation_id="audit_events_export",
+        summary="Export events as CSV or JSON Lines (streamed)",
+        description=(
+            "Every event matching the list filters, newest first, streamed in constant "
+            "memory. CSV: a header row, `actor_*`/`target_*` columns, `metadata` as JSON. "
+            "JSONL: one detail document per line (what `tools/verify_export.py` checks). "
+            "Timestamps are ISO 8601 UTC with microseconds. Every export is recorded as an "
+            "`audit_log.export` event of the tenant."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "format",
+                OpenApiTypes.STR,
+                OpenApiParameter.QUERY,
+                required=True,
+                enum=sorted(FORMATS),
+                description="csv or jsonl",
+            ),
+            TENANT_PARAMETER,
+            *filter_openapi_parameters(),
+        ],
+        responses={
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="CSV file"),
+            (200, "application/x-ndjson"): OpenApiResponse(
+                OpenApiTypes.STR, description="One JSON document per line"
+            ),
+        },
+    )
+    def get(self, request):
+        with READ_LATENCY.labels(endpoint="export").time():
+            params = request.query_params
+            reject_unknown_params(params, extra={"format"}, paging=False)
+            fmt = params.get("format", "")
+            if fmt not in FORMATS:
+                raise ValidationError({"format": ["Choose csv or jsonl."]})
+            principal = get_principal(request)
+            tenant_id = read_tenant_id(
+                principal=principal, tenant_slug=params.get("tenant"), required=True
+            )
+            queryset = self.filter_queryset(
+                event_queryset(principal=principal, tenant_slug=params.get("tenant"), required=True)
+            )
+            access_record(
+                principal=principal,
+                action=EXPORT,
+                tenant_id=tenant_id,
+                filters={**used_filters(params), "format": fmt},
+                endpoint="export",
+            )
+            content_type, extension = FORMATS[fmt]
+            response = StreamingHttpResponse(export_rows(queryset, fmt), content_type=content_type)
+            slug = Tenant.objects.values_list("slug", flat=True).get(pk=tenant_id)
+            stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+            response["Content-Disposition"] = (
+                f'attachment; filename="traceledger-{slug}-{stamp}.{extension}"'
+            )
+            response["Cache-Control"] = "no-store"
+            return response

@@ -1,0 +1,132 @@
+"""The list filters of ARCHITECTURE §3, one FilterSet shared by list, search, export and admin.
+
+Semantics:
+
+- ``actor_id``, ``actor_type``, ``target_type``, ``target_id``: exact, case-sensitive match.
+- ``action``: exact match, or a prefix match when the value ends with ``*``
+  (``invoice.*`` matches ``invoice.update`` and ``invoice.create.draft``). Only a trailing
+  ``*`` is special; the rest must be a valid action (``[A-Za-z0-9_.:-]``). ``*`` alone is
+  refused: it would match everything, so leave the filter out instead.
+- ``outcome``, ``severity``: one of the contract's values, else 400.
+- ``occurred_after``: inclusive (``occurred_at >= value``); ``occurred_before``: exclusive
+  (``occurred_at < value``), so consecutive windows ``[a, b)``, ``[b, c)`` never overlap.
+  ISO 8601 / RFC 3339; a value without an offset is read as UTC.
+
+Invalid values answer 400 with the field named (``DjangoFilterBackend`` raises a DRF
+``ValidationError`` from the form errors). Unknown query parameters are refused too
+(``reject_unknown_params``), so a misspelt filter never silently returns everything.
+"""
+
+import re
+from collections.abc import Iterable
+
+import django_filters
+from django.core.validators import RegexValidator
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter
+from rest_framework.exceptions import ValidationError
+
+from audit.models import AuditEvent, Outcome, Severity
+
+ACTION_FILTER_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\*?\Z")
+
+# Query parameters every filtered read understands besides the filters themselves.
+PAGING_PARAMS = frozenset({"cursor", "page_size", "tenant"})
+
+
+class AuditEventFilterSet(django_filters.FilterSet):
+    actor_id = django_filters.CharFilter(max_length=256, help_text="Exact actor id.")
+    actor_type = django_filters.CharFilter(max_length=64, help_text="Exact actor type.")
+    action = django_filters.CharFilter(
+        method="filter_action",
+        max_length=129,
+        validators=[
+            RegexValidator(
+                ACTION_FILTER_RE,
+                "Use an action of [A-Za-z0-9_.:-], optionally ending with '*' (not '*' alone).",
+            )
+        ],
+        help_text="Exact action, or a prefix with a trailing `*` (e.g. `invoice.*`).",
+    )
+    target_type = django_filters.CharFilter(max_length=64, help_text="Exact target type.")
+    target_id = django_filters.CharFilter(max_length=256, help_text="Exact target id.")
+    outcome = django_filters.ChoiceFilter(choices=Outcome.choices, help_text="Event outcome.")
+    severity = django_filters.ChoiceFilter(choices=Severity.choices, help_text="Event severity.")
+    occurred_after = django_filters.IsoDateTimeFilter(
+        field_name="occurred_at",
+        lookup_expr="gte",
+        help_text="Inclusive lower bound on occurred_at (RFC 3339; no offset means UTC).",
+    )
+    occurred_before = django_filters.IsoDateTimeFilter(
+        field_name="occurred_at",
+        lookup_expr="lt",
+        help_text="Exclusive upper bound on occurred_at (RFC 3339; no offset means UTC).",
+    )
+
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "actor_id",
+            "actor_type",
+            "action",
+            "target_type",
+            "target_id",
+            "outcome",
+            "severity",
+            "occurred_after",
+            "occurred_before",
+        ]
+
+    def filter_action(self, queryset, name, value):
+        if value.endswith("*"):
+            # LIKE 'prefix%' (Django escapes _ and %): served by the varchar_pattern_ops index.
+            return queryset.filter(action__startswith=value[:-1])
+        return queryset.filter(action=value)
+
+
+FILTER_NAMES = frozenset(AuditEventFilterSet.base_filters)
+
+
+def reject_unknown_params(query_params, *, extra: Iterable[str] = (), paging: bool = True) -> None:
+    """400 naming every query parameter that is not a filter, ``tenant``, paging or ``extra``."""
+    allowed = FILTER_NAMES | {"tenant"} | (PAGING_PARAMS if paging else set()) | set(extra)
+    unknown = sorted(set(query_params) - allowed)
+    if unknown:
+        message = f"Unknown query parameter; allowed: {', '.join(sorted(allowed))}."
+        raise ValidationError({name: [message] for name in unknown})
+
+
+def used_filters(query_params) -> dict[str, str]:
+    """The filters a request actually used, as recorded in audit_log.* access events."""
+    return {
+        name: query_params.get(name)
+        for name in sorted(FILTER_NAMES | {"tenant"})
+        if query_params.get(name) not in (None, "")
+    }
+
+
+TENANT_PARAMETER = OpenApiParameter(
+    "tenant",
+    OpenApiTypes.STR,
+    OpenApiParameter.QUERY,
+    description=(
+        "Tenant slug. Superusers must name the tenant on list, search and export; other "
+        "callers may omit it (their own tenant) and get 403 for any other tenant's slug."
+    ),
+)
+
+
+def filter_openapi_parameters() -> list[OpenApiParameter]:
+    """The filters as OpenAPI query parameters, for views that are not list views (export)."""
+    types = {"occurred_after": OpenApiTypes.DATETIME, "occurred_before": OpenApiTypes.DATETIME}
+    enums = {"outcome": Outcome.values, "severity": Severity.values}
+    return [
+        OpenApiParameter(
+            name,
+            types.get(name, OpenApiTypes.STR),
+            OpenApiParameter.QUERY,
+            description=str(filter_.extra.get("help_text", "")),
+            enum=enums.get(name),
+        )
+        for name, filter_ in AuditEventFilterSet.base_filters.items()
+    ]

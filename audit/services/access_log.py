@@ -1,0 +1,61 @@
+"""Audit the auditors (PCI DSS 10.2.1.3): a person's access to the trail is itself an event.
+
+One function for the API (list, detail, export), search and the admin: every export, and
+every read or search by a person (``principal.kind == "user"``: JWT or admin session), is
+recorded as an audit event *of the tenant read*, with the filters used in ``metadata``.
+Service keys' reads are counted in ``traceledger_read_requests`` instead (a busy integration
+would otherwise double the trail with its own polling); their exports are still recorded.
+"""
+
+from accounts.principal import Principal
+from audit.metrics_read import READ_REQUESTS
+
+READ = "audit_log.read"
+SEARCH = "audit_log.search"
+EXPORT = "audit_log.export"
+ACCESS_ACTIONS = frozenset({READ, SEARCH, EXPORT})
+
+
+def access_record(
+    *,
+    principal: Principal,
+    action: str,
+    tenant_id: int,
+    filters: dict | None = None,
+    endpoint: str = "",
+    target_id: str = "",
+    target_type: str = "",
+    description: str = "",
+) -> bool:
+    """Record (or count) one access; returns True when an audit event was submitted."""
+    if action not in ACCESS_ACTIONS:
+        raise ValueError(f"action must be one of {sorted(ACCESS_ACTIONS)}, got {action!r}")
+    READ_REQUESTS.labels(endpoint=endpoint or action, principal_kind=principal.kind).inc()
+    if principal.kind != "user" and action != EXPORT:
+        return False
+
+    # Imported here: the ingest side owns submission and may import read-side modules.
+    from audit.services.submission import record_system_event
+
+    actor_type = "user" if principal.kind == "user" else "service"
+    actor_id = str(principal.user_id) if principal.kind == "user" else str(principal.api_key_id)
+    metadata = {"filters": dict(filters or {}), "endpoint": endpoint}
+    if principal.is_superuser:
+        metadata["superuser"] = True
+    record_system_event(
+        tenant_id=tenant_id,
+        action=action,
+        actor_id=actor_id,
+        actor_type=actor_type,
+        actor_name=principal.name,
+        target_id=target_id,
+        target_type=target_type,
+        description=description or _describe(principal=principal, action=action),
+        metadata=metadata,
+    )
+    return True
+
+
+def _describe(*, principal: Principal, action: str) -> str:
+    verb = {READ: "read", SEARCH: "searched", EXPORT: "exported"}[action]
+    return f"{principal.name} {verb} the audit trail"

@@ -1,0 +1,266 @@
+"""GET /api/v1/audit-events and /api/v1/audit-events/{id}."""
+
+import uuid
+from datetime import datetime, timedelta
+
+import pytest
+from django.conf import settings
+from django.core.cache import cache, caches
+from django.db import connection
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+
+from audit.api.serializers import AuditEventOutputSerializer, event_document
+from audit.models import AuditEvent
+from audit.selectors import event_cache_key
+from audit.tests.factories import BASE_TIME, events_create
+
+LIST = "/api/v1/audit-events"
+
+
+def detail_url(pk) -> str:
+    return f"/api/v1/audit-events/{pk}"
+
+
+@pytest.fixture
+def reader(key_client):
+    return key_client(scopes=("read",))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    cache.clear()  # our own Redis db (REDIS_URL), never the shared one
+    yield
+
+
+def _event_queries(ctx) -> list[str]:
+    return [q["sql"] for q in ctx.captured_queries if "audit_auditevent" in q["sql"]]
+
+
+# --- list ------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_it_lists_the_tenants_events_newest_first_in_the_documented_shape(
+    reader, tenant, other_tenant
+):
+    events = events_create(tenant_id=tenant.pk, count=3)
+    events_create(tenant_id=other_tenant.pk, count=2)
+    response = reader.get(LIST)
+    assert response.status_code == 200
+    body = response.json()
+    assert [e["id"] for e in body["results"]] == [str(e.pk) for e in reversed(events)]
+    assert body["next"] is None and body["previous"] is None
+    assert "count" not in body
+    first = body["results"][0]
+    assert list(first) == [
+        "id", "tenant", "event_id", "occurred_at", "received_at", "action", "outcome",
+        "severity", "actor", "target", "source_ip", "user_agent", "description", "metadata",
+        "sequence", "prev_hash", "hash",
+    ]  # fmt: skip
+    newest = events[-1]
+    assert first["tenant"] == "acme"
+    assert first["occurred_at"] == newest.occurred_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert first["actor"] == {"id": newest.actor_id, "type": "user", "name": "Ada Lovelace"}
+    assert first["target"] == {"id": newest.target_id, "type": "invoice", "name": "Invoice"}
+    assert first["metadata"] == newest.metadata
+    assert first["sequence"] == newest.sequence
+
+
+@pytest.mark.django_db
+def test_it_declares_exactly_the_fields_it_returns(tenant):
+    [event] = events_create(tenant_id=tenant.pk, count=1)
+    event = AuditEvent.objects.select_related("tenant").get(pk=event.pk)
+    assert list(AuditEventOutputSerializer().fields) == list(event_document(event))
+
+
+@pytest.mark.django_db
+def test_it_returns_a_null_target_and_microseconds_even_when_zero(reader, tenant):
+    events_create(
+        tenant_id=tenant.pk, count=1, target=None, occurred_at=BASE_TIME.replace(microsecond=0)
+    )
+    [only] = reader.get(LIST).json()["results"]
+    assert only["target"] is None
+    assert only["occurred_at"] == "2026-03-01T12:00:00.000000Z"
+
+
+@pytest.mark.django_db
+def test_it_applies_the_filters_through_the_api(reader, tenant):
+    events_create(tenant_id=tenant.pk, count=2, action="user.login")
+    kept = events_create(tenant_id=tenant.pk, count=2, action="invoice.paid", severity="warning")
+    response = reader.get(LIST, {"action": "invoice.*", "severity": "warning"})
+    assert {e["id"] for e in response.json()["results"]} == {str(e.pk) for e in kept}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"occurred_after": "not-a-date"}, "occurred_after"),
+        ({"outcome": "maybe"}, "outcome"),
+        ({"page_size": "501"}, "page_size"),
+        ({"page_size": "0"}, "page_size"),
+        ({"page_size": "ten"}, "page_size"),
+        ({"cursor": "garbage"}, "cursor"),
+        ({"actorid": "bob"}, "actorid"),
+    ],
+)
+def test_it_answers_400_naming_the_bad_parameter(reader, tenant, params, field):
+    response = reader.get(LIST, params)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid"
+    assert list(response.json()["error"]["fields"]) == [field]
+
+
+@pytest.mark.django_db
+def test_it_pages_through_every_event_exactly_once_while_new_events_arrive(reader, tenant):
+    # Ties on occurred_at straddle page boundaries: the keyset must use the id too.
+    originals = events_create(
+        tenant_id=tenant.pk,
+        count=40,
+        per_event=lambda i: {"occurred_at": BASE_TIME + timedelta(seconds=i // 5)},
+    )
+    seen: list[str] = []
+    url, params = LIST, {"page_size": 7}
+    pages = 0
+    while url:
+        response = reader.get(url, params)
+        assert response.status_code == 200, response.json()
+        body = response.json()
+        assert len(body["results"]) <= 7
+        seen += [e["id"] for e in body["results"]]
+        # New events arrive between pages: a newer one, and some tied with the page's last
+        # timestamp (random ids sort on either side of the cursor's id).
+        boundary = body["results"][-1]["occurred_at"] if body["results"] else None
+        arrivals = [BASE_TIME + timedelta(hours=1)]
+        if boundary:
+            arrivals += [datetime.fromisoformat(boundary.replace("Z", "+00:00"))] * 4
+        events_create(
+            tenant_id=tenant.pk,
+            count=len(arrivals),
+            per_event=lambda i, arrivals=arrivals: {"occurred_at": arrivals[i]},
+        )
+        url, params, pages = body["next"], None, pages + 1
+    assert len(seen) == len(set(seen)), "an event was returned twice"
+    assert {str(e.pk) for e in originals} <= set(seen), "an event was skipped"
+    assert pages >= 6
+
+
+@pytest.mark.django_db
+def test_it_pages_back_with_the_previous_link(reader, tenant):
+    events = events_create(tenant_id=tenant.pk, count=10, occurred_at=BASE_TIME)
+    first = reader.get(LIST, {"page_size": 4}).json()
+    second = reader.get(first["next"]).json()
+    back = reader.get(second["previous"]).json()
+    assert [e["id"] for e in back["results"]] == [e["id"] for e in first["results"]]
+    newest_first = sorted(events, key=lambda e: e.pk, reverse=True)
+    assert [e["id"] for e in second["results"]] == [str(e.pk) for e in newest_first[4:8]]
+
+
+@pytest.mark.django_db
+def test_it_runs_no_count_query_on_the_list(reader, tenant):
+    events_create(tenant_id=tenant.pk, count=5)
+    with CaptureQueriesContext(connection) as ctx:
+        assert reader.get(LIST, {"page_size": 2}).status_code == 200
+    assert not [q for q in _event_queries(ctx) if "COUNT(" in q.upper()]
+
+
+@pytest.mark.django_db
+def test_it_answers_401_without_credentials(api_client):
+    response = api_client.get(LIST)
+    assert response.status_code == 401
+    assert api_client.get(detail_url(uuid.uuid4())).status_code == 401
+
+
+@pytest.mark.django_db
+def test_it_answers_403_to_a_key_without_the_read_scope(key_client, tenant):
+    [event] = events_create(tenant_id=tenant.pk, count=1)
+    ingest_only = key_client(scopes=("ingest",))
+    assert ingest_only.get(LIST).status_code == 403
+    assert ingest_only.get(detail_url(event.pk)).status_code == 403
+
+
+@pytest.mark.django_db
+def test_it_answers_403_when_a_tenant_asks_for_another_tenants_events(reader, other_tenant):
+    events_create(tenant_id=other_tenant.pk, count=1)
+    response = reader.get(LIST, {"tenant": "globex"})
+    assert response.status_code == 403
+    assert reader.get(LIST, {"tenant": "no-such-tenant"}).status_code == 403
+
+
+@pytest.mark.django_db
+def test_it_accepts_the_callers_own_tenant_slug(reader, tenant):
+    events_create(tenant_id=tenant.pk, count=2)
+    response = reader.get(LIST, {"tenant": "acme"})
+    assert response.status_code == 200
+    assert len(response.json()["results"]) == 2
+
+
+# --- detail ----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_it_returns_one_event_and_serves_the_second_read_from_redis(reader, tenant):
+    [event] = events_create(tenant_id=tenant.pk, count=1)
+    first = reader.get(detail_url(event.pk))
+    assert first.status_code == 200
+    assert first.json()["id"] == str(event.pk)
+    assert cache.get(event_cache_key(tenant_id=tenant.pk, event_id=event.pk)) is not None
+
+    with CaptureQueriesContext(connection) as ctx:
+        second = reader.get(detail_url(event.pk))
+    assert second.status_code == 200
+    assert second.json() == first.json()
+    assert _event_queries(ctx) == []
+
+
+@pytest.mark.django_db
+def test_it_answers_404_for_another_tenants_event_even_when_it_is_cached(
+    reader, key_client, tenant, other_tenant
+):
+    [theirs] = events_create(tenant_id=other_tenant.pk, count=1)
+    outsider = key_client(scopes=("read",), for_tenant=other_tenant)
+    assert outsider.get(detail_url(theirs.pk)).status_code == 200  # now in their cache
+    response = reader.get(detail_url(theirs.pk))
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert reader.get(detail_url(uuid.uuid4())).status_code == 404
+
+
+@pytest.mark.django_db
+def test_it_answers_404_for_a_malformed_id(reader):
+    assert reader.get("/api/v1/audit-events/not-a-uuid").status_code == 404
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("mode", ["refuse", "blackhole"])
+def test_it_reads_from_postgresql_when_redis_is_cut(reader, tenant, fault_proxy, mode):
+    [event] = events_create(tenant_id=tenant.pk, count=1)
+    proxy = fault_proxy("127.0.0.1", 6379)
+    proxy.set_mode(mode)
+    dead_redis = {
+        "default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{proxy.port}/5"}
+    }
+    with override_settings(CACHES=dead_redis):
+        assert caches["default"].get("anything") is None  # swallowed, not raised
+        for _ in range(2):
+            response = reader.get(detail_url(event.pk))
+            assert response.status_code == 200
+            assert response.json()["hash"] == event.hash
+
+
+@pytest.mark.django_db
+def test_it_counts_cache_hits_and_misses_in_metrics(reader, tenant, client):
+    [event] = events_create(tenant_id=tenant.pk, count=1)
+
+    def counter(result):
+        text = client.get("/metrics").content.decode()
+        line = f'traceledger_event_cache_total{{result="{result}"}}'
+        return next((float(x.split()[-1]) for x in text.splitlines() if x.startswith(line)), 0.0)
+
+    hits, misses = counter("hit"), counter("miss")
+    reader.get(detail_url(event.pk))
+    reader.get(detail_url(event.pk))
+    assert counter("miss") == misses + 1
+    assert counter("hit") == hits + 1
+    assert "traceledger_read_request_seconds_bucket" in client.get("/metrics").content.decode()
