@@ -1,5 +1,105 @@
-"""POST /api/v1/audit-events (owned by the ingest work). Provides ``IngestMixin.post``."""
+"""POST /api/v1/audit-events (owned by the ingest work). Provides ``IngestMixin.post``.
+
+The view stays thin: read the raw body (no DRF parser: msgspec decodes and validates in one
+pass, see ``audit.validation``), resolve the tenant, hand the events to
+``events_submit`` and answer 202. Authentication, permissions and throttling (rate limits,
+``AuditEventCollectionView.get_throttles``) run before ``post`` as for any DRF view.
+"""
+
+from django.core.exceptions import RequestDataTooBig
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+from accounts.models import Tenant
+from accounts.principal import get_principal
+from audit.api.ingest_schema import INGEST_REQUEST, IngestAcceptedSerializer
+from audit.services.submission import IngestUnavailable, events_submit
+from audit.validation import InvalidEvents, InvalidJSON, events_parse
+from traceledger.api.exceptions import error_body
+
+JSON_MEDIA_TYPES = frozenset({"application/json"})
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "too_large"
+    default_detail = "The request body is too large."
+
+
+def _ingest_tenant_id(request, principal) -> int:
+    """The caller's tenant; a superuser (no tenant) names one with ``?tenant=<slug>``."""
+    if principal.tenant_id is not None:
+        return principal.tenant_id
+    slug = request.query_params.get("tenant", "")
+    tenant_id = Tenant.objects.filter(slug=slug).values_list("pk", flat=True).first()
+    if tenant_id is None:
+        raise exceptions.ValidationError({"tenant": ["Name an existing tenant (?tenant=slug)."]})
+    return tenant_id
 
 
 class IngestMixin:
-    pass
+    @extend_schema(
+        operation_id="audit_events_create",
+        summary="Post one event or a list of up to 1,000",
+        description=(
+            "Validates the events, assigns each an `id` and `received_at`, and answers 202 "
+            "once they are durable: confirmed by RabbitMQ, or committed to the outbox when the "
+            "broker is down or slow. Unknown fields are refused. In a list, errors are keyed "
+            'by the item\'s index (`error.fields` = `{"2": {"occurred_at": [...]}}`); a '
+            "repeated `event_id` within one request is refused at the later index."
+        ),
+        request=INGEST_REQUEST,
+        parameters=[
+            OpenApiParameter(
+                "tenant",
+                OpenApiTypes.STR,
+                description="Superusers only: the slug of the tenant the events belong to.",
+            )
+        ],
+        responses={
+            202: IngestAcceptedSerializer,
+            400: OpenApiResponse(description="Invalid JSON or invalid fields, each named."),
+            401: OpenApiResponse(description="No or invalid credentials."),
+            403: OpenApiResponse(description="The credential lacks the `ingest` scope."),
+            413: OpenApiResponse(description="The body is larger than the limit (5 MiB)."),
+            415: OpenApiResponse(description="The body is not `application/json`."),
+            429: OpenApiResponse(description="Rate limited; see `Retry-After`."),
+            503: OpenApiResponse(
+                description="Neither RabbitMQ nor PostgreSQL took the events; nothing was "
+                "accepted. Retry after `Retry-After` seconds with the same `event_id`s."
+            ),
+        },
+    )
+    def post(self, request, *args, **kwargs):
+        if request.content_type not in JSON_MEDIA_TYPES:
+            raise exceptions.UnsupportedMediaType(request.content_type or "(none)")
+        try:
+            body = request.body
+        except RequestDataTooBig:
+            raise PayloadTooLarge() from None
+        try:
+            events, _ = events_parse(body)
+        except InvalidJSON as exc:
+            raise exceptions.ParseError(str(exc)) from None
+        except InvalidEvents as exc:
+            raise exceptions.ValidationError(exc.fields) from None
+        principal = get_principal(request)
+        tenant_id = _ingest_tenant_id(request, principal)
+        try:
+            events_submit(
+                tenant_id=tenant_id,
+                events=events,
+                request_id=getattr(request._request, "request_id", None),
+            )
+        except IngestUnavailable as exc:
+            response = Response(
+                error_body("unavailable", str(exc)), status=status.HTTP_503_SERVICE_UNAVAILABLE
+            )
+            response["Retry-After"] = str(exc.retry_after)
+            return response
+        return Response(
+            {"accepted": len(events), "ids": [event["id"] for event in events]},
+            status=status.HTTP_202_ACCEPTED,
+        )

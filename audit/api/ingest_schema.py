@@ -1,0 +1,75 @@
+"""DRF serializers that *document* ``POST /api/v1/audit-events`` in the OpenAPI schema.
+
+Validation does not run through them: ``audit.validation`` (msgspec) is the validator, about
+an order of magnitude cheaper per event (docs/ingest.md). ``test_api_ingest_schema`` keeps
+the two in step (same fields, same limits).
+"""
+
+from drf_spectacular.utils import PolymorphicProxySerializer
+from rest_framework import serializers
+
+from audit.validation import MAX_EVENTS_PER_REQUEST
+
+ACTION_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+
+
+class ActorInputSerializer(serializers.Serializer):
+    id = serializers.CharField(max_length=256)
+    type = serializers.CharField(max_length=64, required=False, default="user")
+    name = serializers.CharField(max_length=256, required=False, allow_blank=True)
+
+
+class TargetInputSerializer(serializers.Serializer):
+    id = serializers.CharField(max_length=256, required=False, allow_blank=True)
+    type = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    name = serializers.CharField(max_length=256, required=False, allow_blank=True)
+
+
+class AuditEventInputSerializer(serializers.Serializer):
+    event_id = serializers.CharField(
+        max_length=128,
+        required=False,
+        allow_null=True,
+        help_text="Idempotency key, unique per tenant; a UUID is assigned when absent.",
+    )
+    occurred_at = serializers.DateTimeField(
+        help_text="RFC 3339 with an offset; at most 5 minutes in the future. Stored in UTC, "
+        "truncated to microseconds."
+    )
+    action = serializers.RegexField(ACTION_PATTERN, max_length=128)
+    outcome = serializers.ChoiceField(
+        ["success", "failure", "unknown"], required=False, default="success"
+    )
+    severity = serializers.ChoiceField(
+        ["info", "notice", "warning", "critical"], required=False, default="info"
+    )
+    actor = ActorInputSerializer()
+    target = TargetInputSerializer(required=False, allow_null=True)
+    source_ip = serializers.IPAddressField(required=False, allow_null=True)
+    user_agent = serializers.CharField(max_length=512, required=False, allow_blank=True)
+    description = serializers.CharField(max_length=2000, required=False, allow_blank=True)
+    metadata = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="A JSON object, at most 16 KiB serialized, 32 levels deep; integers within "
+        "±(2^53-1), no NUL characters.",
+    )
+
+
+INGEST_REQUEST = PolymorphicProxySerializer(
+    component_name="AuditEventIngestBody",
+    serializers=[
+        AuditEventInputSerializer(),
+        AuditEventInputSerializer(many=True, min_length=1, max_length=MAX_EVENTS_PER_REQUEST),
+    ],
+    resource_type_field_name=None,
+    many=False,
+)
+
+
+class IngestAcceptedSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField(help_text="Number of events accepted.")
+    ids = serializers.ListField(
+        child=serializers.UUIDField(),
+        help_text="The stored events' ids (`id`), in request order.",
+    )

@@ -1,0 +1,58 @@
+"""Prometheus series of the ingest path (``traceledger_`` prefix, see traceledger/metrics.py)."""
+
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+from traceledger.metrics import SCRAPE_COLLECTORS
+
+EVENTS_ACCEPTED = Counter(
+    "traceledger_events_accepted",
+    "Events answered with 202, by where they were made durable (broker or outbox).",
+    ["path"],
+)
+PUBLISH_FAILURES = Counter(
+    "traceledger_publish_failures",
+    "Ingest batches not confirmed by RabbitMQ in time, by reason (timeout, skipped, error).",
+    ["reason"],
+)
+OUTBOX_WRITES = Counter("traceledger_outbox_writes", "Ingest batches written to the outbox table.")
+OUTBOX_RELAYED = Counter(
+    "traceledger_outbox_relayed", "Outbox batches republished and confirmed by RabbitMQ."
+)
+PUBLISH_SECONDS = Histogram(
+    "traceledger_publish_seconds",
+    "Time from sending a group of messages to RabbitMQ's last confirm.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+
+
+class OutboxDepthCollector:
+    """Outbox rows and events waiting for the relay, read at scrape time."""
+
+    def collect(self):
+        from django.db import DatabaseError
+        from django.db.models import Count, Sum
+
+        from audit.models import OutboxMessage
+
+        rows = GaugeMetricFamily(
+            "traceledger_outbox_depth", "Ingest batches waiting in the outbox table."
+        )
+        events = GaugeMetricFamily(
+            "traceledger_outbox_events", "Events waiting in the outbox table."
+        )
+        try:
+            totals = OutboxMessage.objects.aggregate(n=Count("id"), events=Sum("event_count"))
+        except DatabaseError:
+            return  # a scrape must not fail because PostgreSQL is down
+        rows.add_metric([], totals["n"] or 0)
+        events.add_metric([], totals["events"] or 0)
+        yield rows
+        yield events
+
+    def describe(self):
+        return []
+
+
+if not any(isinstance(c, OutboxDepthCollector) for c in SCRAPE_COLLECTORS):
+    SCRAPE_COLLECTORS.append(OutboxDepthCollector())

@@ -1,0 +1,388 @@
+"""Publish ingest batches to RabbitMQ with publisher confirms, never blocking a request long.
+
+Why a thread: kombu can hang for tens of seconds inside channel close when RabbitMQ blocks
+publishers (notes §0.5, §2.2). So the AMQP work happens in one long-lived daemon thread per
+process that owns the connection; a request hands it a message and waits on a future for at
+most ``TRACELEDGER_PUBLISH_TIMEOUT``. Whatever the thread is stuck on, the request moves on
+(to the outbox) in time.
+
+Why batches: a confirm round trip per message caps a process at ~1k msg/s (issue 9). The
+thread publishes every message waiting in its queue, then waits once for their confirms
+(RabbitMQ acks with ``multiple=True``), so concurrent requests share round trips.
+
+A message whose request already gave up is cancelled and never published; one the thread
+had already sent and that is confirmed late is a duplicate the worker drops (same ids).
+
+Messages follow Celery's task message protocol 2 (JSON), so ``audit.ingest_batch`` runs on a
+normal Celery worker: we build them here instead of calling ``apply_async`` because Celery's
+producer pool is exactly the part that hangs, and ``apply_async`` costs ~1.1 ms of CPU per
+call (issue 9).
+"""
+
+import contextlib
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import amqp
+import orjson
+import pybreaker
+from django.conf import settings
+from kombu import Connection
+
+from audit import metrics
+from audit.topology import topology_declare
+from traceledger.queues import AUDIT_EXCHANGE, INGEST_QUEUE_NAME
+
+logger = logging.getLogger(__name__)
+
+INGEST_TASK_NAME = "audit.ingest_batch"
+INGEST_ROUTING_KEY = INGEST_QUEUE_NAME
+# The most messages the thread sends before it waits for their confirms.
+MAX_MESSAGES_PER_CONFIRM = 500
+# A publisher busy on one step for this long is presumed wedged (e.g. a blocked connection's
+# close) and its socket is cut from outside, which unblocks any read or write.
+WEDGED_AFTER_SECONDS = 10.0
+BREAKER_FAIL_MAX = 3
+BREAKER_RESET_TIMEOUT = 15
+
+
+class PublishError(Exception):
+    """The broker did not confirm the message in time (or refused it)."""
+
+
+class BrokerSkipped(PublishError):
+    """The circuit breaker is open: the broker was not even tried."""
+
+
+class MessageNacked(PublishError):
+    pass
+
+
+# In-process state is enough for a handful of processes (notes §6); each process learns on
+# its own within BREAKER_FAIL_MAX requests. Only its state is used through pybreaker: the
+# publish itself happens outside ``breaker.call`` because pybreaker holds its lock for the
+# whole call, which would serialise every request of a threaded server behind one publish.
+broker_breaker = pybreaker.CircuitBreaker(
+    fail_max=BREAKER_FAIL_MAX,
+    reset_timeout=BREAKER_RESET_TIMEOUT,
+    name="rabbitmq-publish",
+    exclude=[BrokerSkipped],
+)
+
+
+def breaker_is_open() -> bool:
+    """Open and still inside its reset timeout: requests skip the broker."""
+    if broker_breaker.current_state != pybreaker.STATE_OPEN:
+        return False
+    opened_at = broker_breaker._state_storage.opened_at
+    return bool(opened_at) and datetime.now(UTC) < opened_at + timedelta(
+        seconds=broker_breaker.reset_timeout
+    )
+
+
+def _raise(exc: BaseException | None) -> None:
+    if exc is not None:
+        raise exc
+
+
+def _breaker_record(exc: BaseException | None) -> None:
+    """Feed one outcome to the breaker (moves open → half-open → closed/open as usual)."""
+    try:
+        broker_breaker.call(_raise, exc)
+    except pybreaker.CircuitBreakerError:
+        pass
+    except PublishError:
+        pass
+
+
+@dataclass
+class OutgoingMessage:
+    body: bytes
+    headers: dict
+    task_id: str
+    future: Future = field(default_factory=Future)
+
+
+def task_message(*, task_name: str, kwargs: dict) -> OutgoingMessage:
+    """A Celery protocol 2 message for ``task_name(**kwargs)``, body serialised with orjson."""
+    task_id = str(uuid.uuid4())
+    headers = {
+        "lang": "py",
+        "task": task_name,
+        "id": task_id,
+        "shadow": None,
+        "eta": None,
+        "expires": None,
+        "group": None,
+        "group_index": None,
+        "retries": 0,
+        "timelimit": [None, None],
+        "root_id": task_id,
+        "parent_id": None,
+        "argsrepr": "()",
+        # Never the events themselves: headers are logged by workers and the management UI.
+        "kwargsrepr": f"{{'tenant_id': {kwargs.get('tenant_id')!r}, "
+        f"'events': <{len(kwargs.get('events', ()))} events>}}",
+        "origin": f"traceledger-web@{socket.gethostname()}:{os.getpid()}",
+        "ignore_result": True,
+        "replaced_task_nesting": 0,
+        "stamped_headers": None,
+        "stamps": {},
+    }
+    body = orjson.dumps(
+        [[], kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    )
+    return OutgoingMessage(body=body, headers=headers, task_id=task_id)
+
+
+class Publisher:
+    """One AMQP connection and one confirm-mode channel, driven by one daemon thread."""
+
+    def __init__(self, *, broker_url: str, confirm_timeout: float):
+        self.broker_url = broker_url
+        self.confirm_timeout = confirm_timeout
+        self.pid = os.getpid()
+        self._queue: queue.SimpleQueue[OutgoingMessage | None] = queue.SimpleQueue()
+        self._conn: Connection | None = None
+        self._channel = None
+        self._next_tag = 0
+        self._pending: dict[int, OutgoingMessage] = {}
+        self._stopped = False
+        # Monotonic time the thread started its current step, or None while idle.
+        self.busy_since: float | None = None
+        self._thread = threading.Thread(target=self._run, name="traceledger-publisher", daemon=True)
+        self._thread.start()
+
+    # -- request side ----------------------------------------------------------------------
+    def submit(self, message: OutgoingMessage) -> Future:
+        self._queue.put(message)
+        return message.future
+
+    def is_wedged(self) -> bool:
+        since = self.busy_since
+        return since is not None and time.monotonic() - since > WEDGED_AFTER_SECONDS
+
+    def abort(self) -> None:
+        """Cut the socket under the thread: whatever it waits on fails at once."""
+        amqp_conn = getattr(self._conn, "_connection", None)
+        sock = getattr(getattr(amqp_conn, "transport", None), "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._queue.put(None)
+        self.abort()
+
+    # -- publisher thread ------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopped:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < MAX_MESSAGES_PER_CONFIRM:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._stopped = True
+                    break
+                batch.append(item)
+            # A request that already timed out has cancelled its future: skip it, so the
+            # outbox copy is the only copy.
+            batch = [m for m in batch if m.future.set_running_or_notify_cancel()]
+            if not batch:
+                continue
+            self.busy_since = time.monotonic()
+            try:
+                self._publish_confirmed(batch)
+            except Exception as exc:
+                logger.warning("publish to RabbitMQ failed", extra={"error": repr(exc)})
+                self._drop_connection()
+                failure = exc if isinstance(exc, PublishError) else PublishError(repr(exc))
+                for message in batch:
+                    if not message.future.done():
+                        message.future.set_exception(failure)
+            finally:
+                self.busy_since = None
+        self._drop_connection()
+
+    def _connect(self) -> None:
+        timeout = max(self.confirm_timeout, 0.1)
+        conn = Connection(
+            self.broker_url,
+            connect_timeout=timeout,
+            heartbeat=0,
+            transport_options={
+                # Socket-level bounds: a blackholed broker fails reads and writes instead of
+                # hanging the thread (the request never waits on these anyway).
+                "read_timeout": max(timeout * 2, 2.0),
+                "write_timeout": max(timeout * 2, 2.0),
+                "client_properties": {"connection_name": f"traceledger-web-{os.getpid()}"},
+            },
+        )
+        self._conn = conn
+        # One attempt: a retry loop here would only delay the next batch's own attempt.
+        conn.ensure_connection(max_retries=0, timeout=timeout)
+        channel = conn.channel()
+        topology_declare(channel)
+        channel.confirm_select()
+        channel.events["basic_ack"].add(self._on_ack)
+        channel.events["basic_nack"].add(self._on_nack)
+        self._channel = channel
+        self._next_tag = 0
+        self._pending = {}
+
+    def _drop_connection(self) -> None:
+        """Forget the connection without any network round trip (no close handshake: that
+        is the call that hangs on a blocked connection)."""
+        conn, self._conn, self._channel = self._conn, None, None
+        self._pending = {}
+        if conn is not None:
+            # The socket may already be gone; there is nothing left to free then.
+            with contextlib.suppress(Exception):
+                conn.collect()
+
+    def _publish_confirmed(self, batch: list[OutgoingMessage]) -> None:
+        if self._channel is None:
+            self._connect()
+        started = time.monotonic()
+        for message in batch:
+            self._next_tag += 1
+            self._pending[self._next_tag] = message
+            self._channel.basic_publish(
+                amqp.Message(
+                    message.body,
+                    content_type="application/json",
+                    content_encoding="utf-8",
+                    delivery_mode=2,
+                    correlation_id=message.task_id,
+                    reply_to="",
+                    application_headers=message.headers,
+                ),
+                exchange=AUDIT_EXCHANGE.name,
+                routing_key=INGEST_ROUTING_KEY,
+            )
+        deadline = started + self.confirm_timeout
+        while self._pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PublishError(f"no confirm from RabbitMQ within {self.confirm_timeout}s")
+            try:
+                self._conn.connection.drain_events(timeout=remaining)
+            except TimeoutError:
+                continue
+        metrics.PUBLISH_SECONDS.observe(time.monotonic() - started)
+
+    def _resolve(self, delivery_tag: int, multiple: bool, exc: BaseException | None) -> None:
+        tags = [t for t in self._pending if t <= delivery_tag] if multiple else [delivery_tag]
+        for tag in tags:
+            message = self._pending.pop(tag, None)
+            if message is None or message.future.done():
+                continue
+            if exc is None:
+                message.future.set_result(True)
+            else:
+                message.future.set_exception(exc)
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        self._resolve(delivery_tag, multiple, None)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        self._resolve(delivery_tag, multiple, MessageNacked("RabbitMQ refused the message"))
+
+
+_publisher: Publisher | None = None
+_publisher_lock = threading.Lock()
+
+
+def get_publisher() -> Publisher:
+    """This process's publisher; a new one after fork (threads do not survive fork) or when
+    the broker URL changed (tests point it at a fault proxy)."""
+    global _publisher
+    publisher = _publisher
+    url = settings.CELERY_BROKER_URL
+    if publisher is None or publisher.pid != os.getpid() or publisher.broker_url != url:
+        with _publisher_lock:
+            publisher = _publisher
+            if publisher is None or publisher.pid != os.getpid() or publisher.broker_url != url:
+                if publisher is not None and publisher.pid == os.getpid():
+                    publisher.stop()
+                publisher = Publisher(
+                    broker_url=url,
+                    # Longer than a request waits: a slow confirm still lands (the request
+                    # has moved on to the outbox; the duplicate is dropped by the worker).
+                    confirm_timeout=max(3 * settings.TRACELEDGER_PUBLISH_TIMEOUT, 3.0),
+                )
+                _publisher = publisher
+    return publisher
+
+
+def publisher_reset() -> None:
+    """Stop this process's publisher and close the breaker (tests, and after a fork)."""
+    global _publisher
+    with _publisher_lock:
+        if _publisher is not None and _publisher.pid == os.getpid():
+            _publisher.stop()
+        _publisher = None
+    broker_breaker.close()
+
+
+def publish_tasks(
+    *, task_name: str, kwargs_list: list[dict], timeout: float | None = None, force: bool = False
+) -> list[BaseException | None]:
+    """Publish one ``task_name`` message per kwargs and wait, at most ``timeout`` seconds in
+    all (default ``TRACELEDGER_PUBLISH_TIMEOUT``), for RabbitMQ's confirms. Returns, per
+    message, None when confirmed or the ``PublishError`` that prevented it.
+
+    While the breaker is open every message fails with ``BrokerSkipped`` at once, unless
+    ``force`` (the outbox relay, which is the probe that the broker is back).
+    """
+    if not force and breaker_is_open():
+        return [BrokerSkipped("RabbitMQ circuit breaker is open") for _ in kwargs_list]
+    if timeout is None:
+        timeout = settings.TRACELEDGER_PUBLISH_TIMEOUT
+    publisher = get_publisher()
+    if publisher.is_wedged():
+        publisher.abort()
+    messages = [task_message(task_name=task_name, kwargs=kw) for kw in kwargs_list]
+    futures = [publisher.submit(m) for m in messages]
+    deadline = time.monotonic() + timeout
+    outcomes: list[BaseException | None] = []
+    for future in futures:
+        try:
+            future.result(timeout=max(deadline - time.monotonic(), 0))
+        except FutureTimeout:
+            future.cancel()
+            outcomes.append(PublishError(f"RabbitMQ did not confirm within {timeout}s"))
+        except CancelledError:
+            outcomes.append(PublishError("publish cancelled"))
+        except PublishError as exc:
+            outcomes.append(exc)
+        else:
+            outcomes.append(None)
+    for outcome in outcomes:
+        _breaker_record(outcome)
+    return outcomes
+
+
+def publish_ingest_batch(kwargs: dict, *, timeout: float | None = None) -> None:
+    """Publish one ``audit.ingest_batch`` message (the contract with the ingest worker) and
+    wait for its confirm. Raises ``BrokerSkipped`` while the breaker is open and
+    ``PublishError`` when RabbitMQ did not confirm in time; the caller then keeps the
+    message elsewhere (the outbox)."""
+    (outcome,) = publish_tasks(task_name=INGEST_TASK_NAME, kwargs_list=[kwargs], timeout=timeout)
+    if outcome is not None:
+        raise outcome

@@ -1,0 +1,88 @@
+"""The outbox: ingest batches accepted while RabbitMQ was unavailable, relayed later.
+
+A row is written in the request (the 202 waits for its commit) and deleted only after
+RabbitMQ confirmed its republished message. A relay that dies between the confirm and the
+delete republishes once more: the worker drops the duplicate events (same ids).
+"""
+
+import logging
+from dataclasses import dataclass
+
+from django.db import transaction
+
+from audit import metrics
+from audit.models import OutboxMessage
+from audit.publisher import INGEST_TASK_NAME, publish_tasks
+
+logger = logging.getLogger(__name__)
+
+RELAY_CHUNK = 50
+# A relayed message may be large (1,000 events); give the confirm more time than a request.
+RELAY_PUBLISH_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class RelayResult:
+    relayed: int
+    failed: int
+    remaining: int
+
+
+def outbox_message_create(*, payload: dict, error: str = "") -> OutboxMessage:
+    message = OutboxMessage.objects.create(
+        tenant_id=payload["tenant_id"],
+        payload=payload,
+        event_count=len(payload["events"]),
+        last_error=error[:2000],
+    )
+    metrics.OUTBOX_WRITES.inc()
+    return message
+
+
+def outbox_relay(*, chunk_size: int = RELAY_CHUNK, max_chunks: int | None = None) -> RelayResult:
+    """Republish outbox rows, oldest first, and delete each once RabbitMQ confirmed it.
+
+    Rows are claimed with ``FOR UPDATE SKIP LOCKED`` in chunks, so concurrent relays (beat
+    plus a manual ``relay_outbox``) never publish the same row at the same time. Stops at
+    the first failure: the broker is still down, later rows would fail too.
+    """
+    relayed = failed = 0
+    chunks = 0
+    while max_chunks is None or chunks < max_chunks:
+        chunks += 1
+        with transaction.atomic():
+            rows = list(
+                OutboxMessage.objects.select_for_update(skip_locked=True).order_by("id")[
+                    :chunk_size
+                ]
+            )
+            if not rows:
+                break
+            # The relay ignores the breaker: it runs off the request path and is the probe
+            # that tells the broker is back. All confirms of a chunk are awaited together.
+            outcomes = publish_tasks(
+                task_name=INGEST_TASK_NAME,
+                kwargs_list=[row.payload for row in rows],
+                timeout=RELAY_PUBLISH_TIMEOUT,
+                force=True,
+            )
+            done = []
+            for row, outcome in zip(rows, outcomes, strict=True):
+                if outcome is None:
+                    done.append(row.pk)
+                    continue
+                failed += 1
+                OutboxMessage.objects.filter(pk=row.pk).update(
+                    attempts=row.attempts + 1, last_error=str(outcome)[:2000]
+                )
+            OutboxMessage.objects.filter(pk__in=done).delete()
+        relayed += len(done)
+        metrics.OUTBOX_RELAYED.inc(len(done))
+        if failed:
+            break
+    remaining = OutboxMessage.objects.count()
+    if relayed or failed:
+        logger.info(
+            "outbox relay", extra={"relayed": relayed, "failed": failed, "remaining": remaining}
+        )
+    return RelayResult(relayed=relayed, failed=failed, remaining=remaining)

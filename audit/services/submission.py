@@ -1,0 +1,117 @@
+"""Hand accepted events to the ingest pipeline: RabbitMQ when it confirms in time, else the
+outbox table. Used by the ingest API and by other apps recording their own audit events.
+
+202 means durable (ARCHITECTURE §5): this returns only once RabbitMQ confirmed the message
+or the outbox row is committed, and raises ``IngestUnavailable`` when neither happened.
+"""
+
+import logging
+from datetime import UTC, datetime
+
+from django.db import DatabaseError
+
+from audit import metrics
+from audit.publisher import BrokerSkipped, PublishError, publish_ingest_batch
+from audit.validation import InvalidEvents, event_normalize
+from traceledger.request_id import current_request_id
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_TENANT_SLUG = "system"
+# What a 503 tells clients: long enough for a broker or database restart to finish.
+RETRY_AFTER_SECONDS = 30
+
+
+class IngestUnavailable(Exception):
+    """Neither RabbitMQ nor PostgreSQL took the events: nothing was accepted (→ 503)."""
+
+    retry_after = RETRY_AFTER_SECONDS
+
+
+def ingest_payload(*, tenant_id: int, events: list[dict], request_id: str | None) -> dict:
+    """The ``audit.ingest_batch`` keyword arguments; also what an outbox row stores."""
+    return {"tenant_id": tenant_id, "events": events, "request_id": request_id}
+
+
+def events_submit(*, tenant_id: int, events: list[dict], request_id: str | None) -> str:
+    """Make ``events`` (normalised flat dicts, see ``audit.validation``) durable.
+
+    Returns ``"broker"`` or ``"outbox"``. Outside a transaction the outbox row is committed
+    on return; inside the caller's transaction it commits (or rolls back) with it.
+    """
+    payload = ingest_payload(tenant_id=tenant_id, events=events, request_id=request_id)
+    try:
+        publish_ingest_batch(payload)
+    except BrokerSkipped:
+        metrics.PUBLISH_FAILURES.labels(reason="skipped").inc()
+        error = "circuit breaker open"
+    except PublishError as exc:
+        metrics.PUBLISH_FAILURES.labels(reason="unconfirmed").inc()
+        error = str(exc)
+    else:
+        metrics.EVENTS_ACCEPTED.labels(path="broker").inc(len(events))
+        return "broker"
+
+    from audit.services.outbox import outbox_message_create
+
+    try:
+        outbox_message_create(payload=payload, error=error)
+    except DatabaseError as exc:
+        logger.error(
+            "ingest refused: broker and database both unavailable",
+            extra={"tenant_id": tenant_id, "events": len(events), "error": repr(exc)},
+        )
+        raise IngestUnavailable("Neither the broker nor the database accepted the events.") from exc
+    metrics.EVENTS_ACCEPTED.labels(path="outbox").inc(len(events))
+    return "outbox"
+
+
+def system_tenant_id() -> int:
+    from accounts.services import tenant_get_or_create
+
+    tenant, _ = tenant_get_or_create(slug=SYSTEM_TENANT_SLUG, name="System")
+    return tenant.pk
+
+
+def record_system_event(
+    *,
+    tenant_id: int | None,
+    action: str,
+    actor_id: str,
+    actor_type: str = "user",
+    actor_name: str = "",
+    target_id: str = "",
+    target_type: str = "",
+    target_name: str = "",
+    description: str = "",
+    metadata: dict | None = None,
+    outcome: str = "success",
+    severity: str = "info",
+) -> str:
+    """Record something TraceLedger itself did (a key created, a dead letter replayed) in a
+    tenant's trail, or the system tenant's when ``tenant_id`` is None. Returns the event id.
+
+    The event goes through the same validation as the API (``ValueError`` naming the bad
+    fields when it is not a valid event) and the same durable submission. Called inside a
+    transaction, the broker copy may be published before that transaction commits; call it
+    from ``transaction.on_commit`` when the event must not outlive a rollback.
+    """
+    data = {
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "action": action,
+        "actor": {"id": actor_id, "type": actor_type, "name": actor_name},
+        "outcome": outcome,
+        "severity": severity,
+        "description": description,
+        "metadata": metadata or {},
+    }
+    if target_id or target_type or target_name:
+        data["target"] = {"id": target_id, "type": target_type, "name": target_name}
+    try:
+        event = event_normalize(data)
+    except InvalidEvents as exc:
+        raise ValueError(f"invalid system event {action!r}: {exc.fields}") from None
+    if tenant_id is None:
+        tenant_id = system_tenant_id()
+    events_submit(tenant_id=tenant_id, events=[event], request_id=current_request_id() or None)
+    return event["id"]

@@ -1,0 +1,26 @@
+"""Declare the ingest topology of ARCHITECTURE §5 on RabbitMQ, idempotently.
+
+Called by the web publisher when it connects and by the worker at start-up, so no manual
+set-up is needed. Declaring an existing exchange or queue with the same arguments is a
+no-op; different arguments fail with PRECONDITION_FAILED (notes §1.6), which is why every
+caller declares the very objects of ``traceledger/queues.py``.
+"""
+
+from kombu.connection import maybe_channel
+
+from traceledger.queues import AUDIT_EXCHANGE, DLQ, DLX_EXCHANGE, INGEST_QUEUE
+
+
+def topology_declare(connection) -> None:
+    """Declare ``audit`` and ``audit.dlx`` (topic, durable), ``audit.ingest`` (quorum, DLX
+    arguments, bound to ``audit``) and ``audit.ingest.dlq`` (bound to ``audit.dlx``).
+
+    ``connection`` is a kombu ``Connection`` (its default channel is used) or an open
+    channel (kombu or py-amqp).
+    """
+    channel = maybe_channel(connection)
+    AUDIT_EXCHANGE(channel).declare()
+    DLX_EXCHANGE(channel).declare()
+    # Queue.declare also declares its exchange and the binding.
+    INGEST_QUEUE(channel).declare()
+    DLQ(channel).declare()

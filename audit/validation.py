@@ -1,0 +1,379 @@
+"""The audit event of ARCHITECTURE §4: compiled validation and normalisation with msgspec.
+
+Two paths, one set of types:
+
+- fast: the body is decoded straight into ``EventIn`` structs (constraints checked in C),
+  then a few checks msgspec cannot express run in Python (the 5-minute future bound, the
+  metadata rules, IP normalisation). This is the path of every valid request.
+- detailed: only when the fast path fails, each item is checked field by field with the same
+  types, so the 400 names *every* bad field of *every* bad item, as DRF would.
+
+The output is the flat event dict of the contract with the ingest worker (every key present,
+defaults applied), already in the form the ledger hashes: ``occurred_at`` in UTC with exactly
+six fractional digits (extra digits truncated), ``source_ip`` compressed.
+"""
+
+import ipaddress
+import math
+import re
+import struct
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import msgspec
+import orjson
+from msgspec import Meta
+
+MAX_EVENTS_PER_REQUEST = 1000
+MAX_METADATA_BYTES = 16 * 1024
+MAX_METADATA_DEPTH = 32
+MAX_FUTURE = timedelta(minutes=5)
+# RFC 8785 canonical JSON (the ledger hash) represents numbers as IEEE doubles: an integer
+# beyond ±(2^53-1) would be hashed as a different number than the one stored.
+MAX_SAFE_INTEGER = 2**53 - 1
+
+Action = Annotated[str, Meta(pattern=r"\A[A-Za-z0-9_.:-]{1,128}\Z")]
+# A timestamp is kept as text until it is parsed: sub-microsecond digits are truncated
+# first (the parser would round them), so the stored instant is a prefix of the sent one.
+Timestamp = Annotated[str, Meta(max_length=64)]
+_TZ_DATETIME = Annotated[datetime, Meta(tz=True)]
+_EXTRA_DIGITS = re.compile(r"(\.\d{6})\d+")
+
+
+class Actor(msgspec.Struct, forbid_unknown_fields=True):
+    id: Annotated[str, Meta(min_length=1, max_length=256)]
+    type: Annotated[str, Meta(min_length=1, max_length=64)] = "user"
+    name: Annotated[str, Meta(max_length=256)] = ""
+
+
+class Target(msgspec.Struct, forbid_unknown_fields=True):
+    id: Annotated[str, Meta(max_length=256)] = ""
+    type: Annotated[str, Meta(max_length=64)] = ""
+    name: Annotated[str, Meta(max_length=256)] = ""
+
+
+class EventIn(msgspec.Struct, forbid_unknown_fields=True):
+    occurred_at: Timestamp
+    action: Action
+    actor: Actor
+    event_id: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+    outcome: Literal["success", "failure", "unknown"] = "success"
+    severity: Literal["info", "notice", "warning", "critical"] = "info"
+    target: Target | None = None
+    source_ip: Annotated[str, Meta(max_length=64)] | None = None
+    user_agent: Annotated[str, Meta(max_length=512)] = ""
+    description: Annotated[str, Meta(max_length=2000)] = ""
+    metadata: dict[str, Any] | None = None
+
+
+Body = EventIn | Annotated[list[EventIn], Meta(max_length=MAX_EVENTS_PER_REQUEST)]
+_body_decoder = msgspec.json.Decoder(Body)
+_any_decoder = msgspec.json.Decoder()
+
+
+class InvalidJSON(Exception):
+    """The body is not JSON at all (→ 400 with a parse message)."""
+
+
+class InvalidEvents(Exception):
+    """Validation failed. ``fields`` is the error tree: ``{field: [msg]}`` for one event,
+    ``{"<index>": {field: [msg]}}`` for a list, or ``{"non_field_errors": [msg]}``."""
+
+    def __init__(self, fields: dict):
+        super().__init__("invalid events")
+        self.fields = fields
+
+
+class FieldError(ValueError):
+    pass
+
+
+# -- semantic checks (what msgspec cannot express) ---------------------------------------------
+def _check_no_nul(value: str) -> None:
+    if "\x00" in value:
+        raise FieldError("Must not contain the NUL character (\\u0000).")
+
+
+def occurred_at_normalize(value: str, *, now: datetime) -> str:
+    _check_no_nul(value)
+    try:
+        parsed = msgspec.convert(_EXTRA_DIGITS.sub(r"\1", value), _TZ_DATETIME)
+    except msgspec.ValidationError:
+        raise FieldError(
+            "Must be an RFC 3339 timestamp with an offset, e.g. 2026-11-29T10:00:00Z."
+        ) from None
+    try:
+        utc = parsed.astimezone(UTC)
+    except OverflowError:
+        raise FieldError("Timestamp out of range.") from None
+    if utc > now + MAX_FUTURE:
+        raise FieldError("Must not be more than 5 minutes in the future.")
+    return utc.isoformat(timespec="microseconds")
+
+
+def source_ip_normalize(value: str | None) -> str | None:
+    if value is None:
+        return None
+    # A zone index ("fe80::1%eth0") is accepted by Python but refused by PostgreSQL's inet.
+    if "%" in value or "\x00" in value:
+        raise FieldError("Must be an IPv4 or IPv6 address.")
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        raise FieldError("Must be an IPv4 or IPv6 address.") from None
+    return _inet_text(ip)
+
+
+def _inet_text(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """``ip.compressed``, except for the IPv6 forms PostgreSQL prints with an embedded IPv4
+    (``::ffff:1.2.3.4``, ``::1.2.3.4``; its inet_net_ntop rule), so the text hashed by the
+    ledger is the text the database returns."""
+    if ip.version == 6:
+        words = struct.unpack("!8H", ip.packed)
+        if words[:5] == (0, 0, 0, 0, 0) and (
+            (words[5] == 0 and words[6] != 0) or words[5] == 0xFFFF
+        ):
+            prefix = "::ffff:" if words[5] else "::"
+            return prefix + str(ipaddress.IPv4Address(ip.packed[12:]))
+    return ip.compressed
+
+
+def metadata_check(value: dict | None) -> dict:
+    """Reject what PostgreSQL jsonb or RFC 8785 cannot hold; bound size and depth."""
+    if value is None:
+        return {}
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_METADATA_DEPTH:
+            raise FieldError(f"Nested deeper than {MAX_METADATA_DEPTH} levels.")
+        if isinstance(node, dict):
+            for key, child in node.items():
+                if "\x00" in key:
+                    raise FieldError("Must not contain the NUL character (\\u0000).")
+                stack.append((child, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+        elif isinstance(node, str):
+            if "\x00" in node:
+                raise FieldError("Must not contain the NUL character (\\u0000).")
+        elif isinstance(node, bool) or node is None:
+            continue
+        elif isinstance(node, int):
+            if not -MAX_SAFE_INTEGER <= node <= MAX_SAFE_INTEGER:
+                raise FieldError("Integers must be within ±(2^53-1).")
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise FieldError("Numbers must be finite.")
+    if len(orjson.dumps(value)) > MAX_METADATA_BYTES:
+        raise FieldError(f"Must be at most {MAX_METADATA_BYTES} bytes serialized.")
+    return value
+
+
+def _event_dict(ev: EventIn, *, now: datetime, received_at: str) -> dict:
+    """The flat event of the worker contract. Raises FieldError-carrying InvalidEvents."""
+    errors: dict[str, list[str]] = {}
+    occurred_at = source_ip = metadata = None
+    try:
+        occurred_at = occurred_at_normalize(ev.occurred_at, now=now)
+    except FieldError as exc:
+        errors["occurred_at"] = [str(exc)]
+    try:
+        source_ip = source_ip_normalize(ev.source_ip)
+    except FieldError as exc:
+        errors["source_ip"] = [str(exc)]
+    try:
+        metadata = metadata_check(ev.metadata)
+    except FieldError as exc:
+        errors["metadata"] = [str(exc)]
+    if errors:
+        raise InvalidEvents(errors)
+    target = ev.target or _NO_TARGET
+    return {
+        "id": str(uuid.uuid4()),
+        "event_id": ev.event_id if ev.event_id is not None else str(uuid.uuid4()),
+        "occurred_at": occurred_at,
+        "received_at": received_at,
+        "action": ev.action,
+        "outcome": ev.outcome,
+        "severity": ev.severity,
+        "actor_id": ev.actor.id,
+        "actor_type": ev.actor.type,
+        "actor_name": ev.actor.name,
+        "target_id": target.id,
+        "target_type": target.type,
+        "target_name": target.name,
+        "source_ip": source_ip,
+        "user_agent": ev.user_agent,
+        "description": ev.description,
+        "metadata": metadata,
+    }
+
+
+_NO_TARGET = Target()
+_STRING_FIELDS = ("event_id", "action", "user_agent", "description")
+
+
+def _has_nul(ev: EventIn) -> dict:
+    errors = {}
+    for name in _STRING_FIELDS:
+        value = getattr(ev, name)
+        if value is not None and "\x00" in value:
+            errors[name] = ["Must not contain the NUL character (\\u0000)."]
+    for name, obj in (("actor", ev.actor), ("target", ev.target)):
+        if obj is None:
+            continue
+        nested = {
+            f: ["Must not contain the NUL character (\\u0000)."]
+            for f in ("id", "type", "name")
+            if "\x00" in getattr(obj, f)
+        }
+        if nested:
+            errors[name] = nested
+    return errors
+
+
+# -- detailed path: every bad field named ------------------------------------------------------
+def _message(exc: msgspec.ValidationError) -> str:
+    """msgspec's message without its ``- at `$...``` suffix (the field is named by the key)."""
+    text = str(exc)
+    return text.split(" - at `", 1)[0]
+
+
+def _struct_errors(item: Any, struct: type[msgspec.Struct], *, now: datetime) -> dict:
+    if not isinstance(item, dict):
+        return {"non_field_errors": ["Expected an object."]}
+    errors: dict[str, Any] = {}
+    info = msgspec.inspect.type_info(struct)
+    known = {f.encode_name: f for f in info.fields}
+    for name in item.keys() - known.keys():
+        errors[name] = ["Unknown field."]
+    for name, spec in known.items():
+        if name not in item:
+            if spec.required:
+                errors[name] = ["This field is required."]
+            continue
+        annotation = struct.__annotations__[spec.name]
+        nested = _nested_struct(annotation)
+        value = item[name]
+        if nested is not None and isinstance(value, dict):
+            sub = _struct_errors(value, nested, now=now)
+            if sub:
+                errors[name] = sub
+            continue
+        try:
+            converted = msgspec.convert(value, annotation)
+        except msgspec.ValidationError as exc:
+            errors[name] = [_message(exc)]
+            continue
+        check = _FIELD_CHECKS.get(name) if struct is EventIn else None
+        try:
+            if check is not None:
+                check(converted, now)
+            elif isinstance(converted, str):
+                _check_no_nul(converted)
+        except FieldError as exc:
+            errors[name] = [str(exc)]
+    return errors
+
+
+def _nested_struct(annotation: Any) -> type[msgspec.Struct] | None:
+    for candidate in (Actor, Target):
+        if annotation is candidate or annotation == (candidate | None):
+            return candidate
+    return None
+
+
+def _item_errors(item: Any, *, now: datetime) -> dict:
+    return _struct_errors(item, EventIn, now=now)
+
+
+# Checks msgspec cannot express, by field of EventIn; plain strings get the NUL check.
+_FIELD_CHECKS: dict[str, Any] = {
+    "occurred_at": lambda value, now: occurred_at_normalize(value, now=now),
+    "source_ip": lambda value, now: source_ip_normalize(value),
+    "metadata": lambda value, now: metadata_check(value),
+}
+
+
+def _detailed_errors(body: bytes, *, now: datetime) -> dict:
+    try:
+        data = _any_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidJSON(f"Malformed JSON: {exc}") from None
+    if isinstance(data, dict):
+        return _item_errors(data, now=now)
+    if not isinstance(data, list):
+        return {"non_field_errors": ["Expected an event object or a list of event objects."]}
+    if not data:
+        return {"non_field_errors": ["Expected at least one event."]}
+    if len(data) > MAX_EVENTS_PER_REQUEST:
+        return {
+            "non_field_errors": [
+                f"At most {MAX_EVENTS_PER_REQUEST} events per request, got {len(data)}."
+            ]
+        }
+    errors = {}
+    for index, item in enumerate(data):
+        item_errors = _item_errors(item, now=now)
+        if item_errors:
+            errors[str(index)] = item_errors
+    return errors
+
+
+def _duplicate_errors(events: list[dict]) -> dict:
+    """Policy: a batch may not repeat an ``event_id``; the later item is refused, by index,
+    so the client learns which of its events collide (keeping the first would silently drop
+    an event the client believes it sent)."""
+    seen: dict[str, int] = {}
+    errors = {}
+    for index, event in enumerate(events):
+        first = seen.setdefault(event["event_id"], index)
+        if first != index:
+            errors[str(index)] = {"event_id": [f"Duplicate of item {first} in this request."]}
+    return errors
+
+
+def events_parse(body: bytes, *, now: datetime | None = None) -> tuple[list[dict], bool]:
+    """Validate and normalise a request body. Returns ``(events, is_list)``.
+
+    Raises ``InvalidJSON`` when the body is not JSON and ``InvalidEvents`` naming every bad
+    field (by item index for a list) otherwise.
+    """
+    now = now or datetime.now(UTC)
+    received_at = now.isoformat(timespec="microseconds")
+    try:
+        decoded = _body_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        decoded = None
+    if decoded is not None:
+        is_list = isinstance(decoded, list)
+        items = decoded if is_list else [decoded]
+        # A NUL can only arrive as the escape "\u0000" (a raw NUL byte is invalid JSON), so
+        # most bodies skip the per-string scan.
+        scan_nul = b"\\u0000" in body
+        events = []
+        try:
+            for ev in items:
+                if scan_nul and _has_nul(ev):
+                    raise InvalidEvents({})
+                events.append(_event_dict(ev, now=now, received_at=received_at))
+        except InvalidEvents:
+            pass
+        else:
+            if not events:
+                raise InvalidEvents({"non_field_errors": ["Expected at least one event."]})
+            duplicates = _duplicate_errors(events)
+            if duplicates:
+                raise InvalidEvents(duplicates if is_list else duplicates["0"])
+            return events, is_list
+    errors = _detailed_errors(body, now=now)
+    if not errors:  # both paths must agree; never let a disagreement through unvalidated
+        errors = {"non_field_errors": ["The request body is not a valid event or list."]}
+    raise InvalidEvents(errors)
+
+
+def event_normalize(data: dict, *, now: datetime | None = None) -> dict:
+    """Validate one event given as a Python dict (e.g. built by ``record_system_event``)."""
+    events, _ = events_parse(orjson.dumps(data), now=now)
+    return events[0]
