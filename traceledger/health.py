@@ -56,10 +56,17 @@ def check_cache() -> str:
 
 
 def check_search() -> str:
+    """Elasticsearch: ``down`` at once while this process's breaker is open (searches are
+    answering from PostgreSQL), else a ping; ``disabled`` when search runs on PostgreSQL."""
     if not settings.ELASTICSEARCH_URL:
         return DISABLED
+    import pybreaker
     from elasticsearch import Elasticsearch
 
+    from search.breaker import es_breaker
+
+    if es_breaker.current_state == pybreaker.STATE_OPEN:
+        return DOWN
     client = Elasticsearch(
         settings.ELASTICSEARCH_URL, request_timeout=settings.TRACELEDGER_HEALTH_TIMEOUT
     )

@@ -179,6 +179,12 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 # Periodic jobs, declared in one place. Apps add theirs here.
 CELERY_BEAT_SCHEDULE: dict = {}
+# Search: index whatever is behind each tenant's high-water mark (missed signals, ES outages).
+CELERY_BEAT_SCHEDULE["search-sweep-index"] = {
+    "task": "search.sweep_index",
+    "schedule": 30.0,
+    "options": {"queue": "search.index", "expires": 25},
+}
 # Celery's Django fixup closes the DB connection around every task unless this is set.
 CELERY_DB_REUSE_MAX = env.int("TRACELEDGER_DB_REUSE_MAX", default=1000)
 # Celery acks a message it cannot decode (lost); this consumer rejects it to the DLQ.
@@ -208,6 +214,11 @@ ELASTICSEARCH_DSL_AUTO_REFRESH = False
 ELASTICSEARCH_DSL = {
     "default": {"hosts": ELASTICSEARCH_URL or "http://localhost:9200", "request_timeout": 2}
 }
+# A search waits at most this long for Elasticsearch before answering from PostgreSQL;
+# after BREAKER_FAILURES outages in a row it stops asking for BREAKER_RESET seconds.
+TRACELEDGER_SEARCH_TIMEOUT = env.float("TRACELEDGER_SEARCH_TIMEOUT", default=1.0)
+TRACELEDGER_SEARCH_BREAKER_FAILURES = env.int("TRACELEDGER_SEARCH_BREAKER_FAILURES", default=3)
+TRACELEDGER_SEARCH_BREAKER_RESET = env.float("TRACELEDGER_SEARCH_BREAKER_RESET", default=30.0)
 
 # --- API --------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -1,0 +1,65 @@
+"""The small interface every search backend implements, and the shapes they share."""
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from django.db.models import QuerySet
+
+
+class InvalidCursor(ValueError):
+    """The cursor is not one this backend issued (tampered, or from the other backend)."""
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    tenant_id: int
+    q: str
+    # The caller's tenant-scoped AuditEvent queryset with the list filters applied; the
+    # PostgreSQL backend searches within it, Elasticsearch results are re-read through it.
+    queryset: QuerySet
+    # The same filters as plain values (cleaned by the list FilterSet), for Elasticsearch.
+    filters: dict = field(default_factory=dict)
+    page_size: int = 50
+    cursor: dict | None = None
+
+
+@dataclass
+class SearchPage:
+    backend: str
+    events: list  # AuditEvent instances, best match first
+    scores: list[float]
+    next_cursor: dict | None
+    degraded: bool = False
+
+
+class SearchBackend(Protocol):
+    name: str
+
+    def search(self, request: SearchRequest) -> SearchPage: ...
+
+    def index_events(self, *, event_ids: list[str], overwrite: bool = False) -> int:
+        """Index these events (idempotent: keyed by event id); returns how many were sent."""
+        ...
+
+
+def cursor_values(cursor: dict, backend: str) -> tuple[float, datetime, str]:
+    """(score, occurred_at, id) of the last hit of the previous page, validated."""
+    from django.utils.dateparse import parse_datetime
+
+    if cursor.get("b") != backend:
+        raise InvalidCursor("This cursor belongs to another search backend; start again.")
+    try:
+        score = float(cursor["s"])
+        occurred_at = parse_datetime(cursor["t"])
+        event_id = str(uuid.UUID(str(cursor["i"])))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidCursor("The cursor is malformed.") from exc
+    if occurred_at is None:
+        raise InvalidCursor("The cursor is malformed.")
+    return score, occurred_at, event_id
+
+
+def make_cursor(backend: str, score: float, event) -> dict:
+    return {"b": backend, "s": score, "t": event.occurred_at.isoformat(), "i": str(event.id)}

@@ -1,0 +1,124 @@
+"""manage.py reindex_search [--since ISO-DATE]: rebuild the search index from PostgreSQL."""
+
+from datetime import UTC, datetime, time
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils.dateparse import parse_date, parse_datetime
+from tqdm import tqdm
+
+from search.backends import index_backends
+from search.backends.base import SearchBackend
+from search.models import Backend
+from search.selectors import ES_OUTAGES
+from search.services import (
+    reindex_batches,
+    reindex_run_finish,
+    reindex_run_start,
+    reindex_total,
+)
+
+
+def parse_since(raw: str) -> datetime:
+    """An ISO date (midnight UTC) or an ISO datetime (no offset means UTC)."""
+    try:
+        moment = parse_datetime(raw)
+        if moment is None:
+            day = parse_date(raw)
+            if day is not None:
+                moment = datetime.combine(day, time.min)
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise CommandError(f"--since {raw!r} is not an ISO date or datetime (e.g. 2026-11-01)")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class Command(BaseCommand):
+    help = (
+        "Rebuild the search index from PostgreSQL, in bulk, safe while ingestion continues. "
+        "Without --since, the PostgreSQL vectors are rewritten and Elasticsearch (when "
+        "ELASTICSEARCH_URL is set) is rebuilt into a new index, then its alias is swapped. "
+        "With --since, events that occurred since then are (re)indexed in place. An "
+        "interrupted run resumes when started again with the same arguments."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--since", help="Only events that occurred at or after this date.")
+        parser.add_argument(
+            "--backend",
+            choices=[*Backend.values, "all"],
+            default="all",
+            help="Which index to rebuild (default: every configured one).",
+        )
+        parser.add_argument(
+            "--restart", action="store_true", help="Discard an unfinished run and start over."
+        )
+
+    def handle(self, *args, since=None, backend="all", restart=False, **options):
+        since_at = parse_since(since) if since else None
+        backends = [b for b in index_backends() if backend in ("all", b.name)]
+        if not backends:
+            raise CommandError(
+                "Elasticsearch is not configured (set ELASTICSEARCH_URL) — nothing to rebuild."
+            )
+        for target in backends:
+            try:
+                self._reindex(target, since_at, restart, options.get("verbosity", 1))
+            except ES_OUTAGES as exc:
+                raise CommandError(
+                    f"{target.name} is unavailable ({exc.__class__.__name__}); progress is "
+                    "saved: run the same command again to resume."
+                ) from exc
+
+    def _reindex(self, backend: SearchBackend, since, restart: bool, verbosity: int) -> None:
+        from search.backends.elasticsearch import BulkIndexError
+
+        run = reindex_run_start(backend=backend.name, since=since, restart=restart)
+        if run.cursor:
+            self.stdout.write(f"{backend.name}: resuming the run started {run.started_at}")
+        rebuild_es = backend.name == Backend.ELASTICSEARCH and since is None
+        try:
+            if rebuild_es:
+                self._rebuild_elasticsearch(run, backend, verbosity)
+            else:
+                if backend.name == Backend.ELASTICSEARCH:
+                    from search.backends.elasticsearch import alias_ensure
+
+                    alias_ensure()
+                self._run_batches(run, backend, verbosity)
+        except BulkIndexError as exc:
+            raise CommandError(f"{exc}; run the same command again to resume.") from exc
+        reindex_run_finish(run=run)
+        self.stdout.write(self.style.SUCCESS(f"{backend.name}: reindexed"))
+
+    def _run_batches(self, run, backend, verbosity: int, index: str | None = None) -> int:
+        done = 0
+        with tqdm(
+            total=reindex_total(run=run),
+            unit="event",
+            desc=backend.name,
+            disable=verbosity < 1,
+            file=self.stderr._out,
+        ) as bar:
+            for count in reindex_batches(run=run, backend=backend, index=index):
+                bar.update(count)
+                done += count
+        return done
+
+    def _rebuild_elasticsearch(self, run, backend, verbosity: int) -> None:
+        from search.backends.elasticsearch import alias_swap, index_create, index_name_for_rebuild
+
+        if not run.target_index:
+            run.target_index = index_name_for_rebuild()
+            run.save(update_fields=["target_index"])
+        index_create(name=run.target_index)
+        self._run_batches(run, backend, verbosity, index=run.target_index)
+        old = alias_swap(new_index=run.target_index)
+        # Events indexed into the old index between our last batch and the swap: read forward
+        # from the run's cursor once more, now through the alias.
+        self._run_batches(run, backend, verbosity)
+        if old:
+            from search.backends.elasticsearch import es_client
+
+            es_client().indices.delete(index=",".join(old))
+        self.stdout.write(f"elasticsearch: alias now points at {run.target_index}")

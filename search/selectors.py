@@ -1,0 +1,76 @@
+"""Reads of the search app: run a search with fallback, and the indexing lag."""
+
+import logging
+
+import pybreaker
+from django.contrib.postgres.search import SearchQuery
+from django.db.models import Max, QuerySet
+from elastic_transport import TransportError
+from elasticsearch import ApiError
+
+from accounts.models import Tenant
+from audit.models import AuditEvent
+from search.backends import index_backends, primary_backend
+from search.backends.base import SearchPage, SearchRequest
+from search.backends.postgresql import SEARCH_CONFIG, PostgresBackend
+from search.metrics import SEARCH_REQUESTS
+from search.models import IndexProgress
+
+logger = logging.getLogger(__name__)
+
+# Elasticsearch down, slow (timeout), erroring, or the breaker open.
+ES_OUTAGES = (pybreaker.CircuitBreakerError, TransportError, ApiError)
+
+
+def events_search(*, request: SearchRequest) -> SearchPage:
+    """Search with the configured backend; Elasticsearch trouble falls back to PostgreSQL.
+
+    Once the breaker is open, the fallback costs no wait on Elasticsearch at all.
+    """
+    backend = primary_backend()
+    if backend.name == PostgresBackend.name:
+        page = backend.search(request)
+    else:
+        try:
+            page = backend.search(request)
+        except ES_OUTAGES as exc:
+            logger.warning("search falls back to PostgreSQL", extra={"error": repr(exc)})
+            page = PostgresBackend().search(request)
+            page.degraded = True
+    SEARCH_REQUESTS.labels(page.backend, str(page.degraded).lower()).inc()
+    return page
+
+
+def event_queryset_search(queryset: QuerySet, q: str) -> QuerySet:
+    """``audit.ports.event_search``: narrow an events queryset to full-text matches.
+
+    Always PostgreSQL (the admin must work without Elasticsearch); ordering is the caller's.
+    """
+    q = (q or "").strip()
+    if not q:
+        return queryset
+    query = SearchQuery(q, search_type="websearch", config=SEARCH_CONFIG)
+    return queryset.filter(search_entry__vector=query)
+
+
+def head_sequences() -> dict[int, int]:
+    """The highest stored sequence of every tenant (served by the (tenant, sequence) index)."""
+    heads = {}
+    for tenant_id in Tenant.objects.values_list("pk", flat=True):
+        head = AuditEvent.objects.filter(tenant_id=tenant_id).aggregate(m=Max("sequence"))["m"]
+        heads[tenant_id] = head or 0
+    return heads
+
+
+def index_lag() -> dict[str, int]:
+    """Per backend: stored events beyond the tenants' high-water marks."""
+    heads = head_sequences()
+    lag = {}
+    for backend in index_backends():
+        marks = dict(
+            IndexProgress.objects.filter(backend=backend.name).values_list(
+                "tenant_id", "last_sequence"
+            )
+        )
+        lag[backend.name] = sum(max(0, head - marks.get(t, 0)) for t, head in heads.items())
+    return lag

@@ -1,0 +1,190 @@
+"""Writes of the search app: indexing events into the backends and keeping the sync marks.
+
+Sync model: ``events_ingested`` → ``search.tasks.index_events`` (those ids, right away) and a
+periodic sweep (``search.tasks.sweep_index``) that indexes whatever is behind each tenant's
+high-water mark. Per tenant, sequences become visible in order (ingest holds the tenant's
+chain-head lock until commit), so "everything up to ``last_sequence`` is indexed" is a
+single number and the sweep only reads forward from it.
+"""
+
+import logging
+from collections.abc import Iterator
+from datetime import datetime
+
+import pybreaker
+from django.db.models import F
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from accounts.models import Tenant
+from audit.models import AuditEvent
+from search.backends import index_backends
+from search.backends.base import SearchBackend
+from search.breaker import es_breaker
+from search.metrics import INDEX_FAILURES, INDEXED_EVENTS
+from search.models import Backend, IndexProgress, ReindexRun
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 1000
+
+
+def _send(backend: SearchBackend, *, event_ids: list[str], **options) -> int:
+    """Index through the breaker when the backend is remote (an open breaker fails at once)."""
+    try:
+        if backend.name == Backend.ELASTICSEARCH:
+            sent = es_breaker.call(backend.index_events, event_ids=event_ids, **options)
+        else:
+            sent = backend.index_events(event_ids=event_ids, **options)
+    except Exception:
+        INDEX_FAILURES.labels(backend.name).inc()
+        raise
+    INDEXED_EVENTS.labels(backend.name).inc(sent)
+    return sent
+
+
+def index_progress_get(*, tenant_id: int, backend: str) -> IndexProgress:
+    progress, _ = IndexProgress.objects.get_or_create(tenant_id=tenant_id, backend=backend)
+    return progress
+
+
+def index_progress_advance(*, tenant_id: int, backend: str, first: int, last: int) -> bool:
+    """Move the mark to ``last`` if ``first..last`` continues it; True when it moved.
+
+    A conditional UPDATE, so two workers finishing batches out of order never move the mark
+    past a batch that is not indexed: the later batch simply leaves it to the sweep.
+    """
+    index_progress_get(tenant_id=tenant_id, backend=backend)
+    moved = IndexProgress.objects.filter(
+        tenant_id=tenant_id,
+        backend=backend,
+        last_sequence__gte=first - 1,
+        last_sequence__lt=last,
+    ).update(last_sequence=last, updated_at=timezone.now())
+    return moved == 1
+
+
+def events_index(*, tenant_id: int, event_ids: list[str]) -> int:
+    """Index these events of one tenant into every backend; PostgreSQL first, then the rest.
+
+    Raises when a backend fails (the task retries); what was done stays done, since
+    indexing is idempotent by event id.
+    """
+    rows = list(
+        AuditEvent.objects.filter(tenant_id=tenant_id, id__in=event_ids)
+        .order_by("sequence")
+        .values_list("id", "sequence")
+    )
+    if not rows:
+        return 0
+    ids = [str(pk) for pk, _ in rows]
+    first, last = rows[0][1], rows[-1][1]
+    contiguous = last - first + 1 == len(rows)
+    for backend in index_backends():
+        _send(backend, event_ids=ids)
+        if contiguous:
+            index_progress_advance(
+                tenant_id=tenant_id, backend=backend.name, first=first, last=last
+            )
+    return len(rows)
+
+
+def _batches_after(
+    *, tenant_id: int, after: int, since: datetime | None = None, batch_size: int = BATCH_SIZE
+) -> Iterator[list[tuple[str, int]]]:
+    """(id, sequence) batches of one tenant's events with sequence > after, in order."""
+    while True:
+        qs = AuditEvent.objects.filter(tenant_id=tenant_id, sequence__gt=after)
+        if since is not None:
+            qs = qs.filter(occurred_at__gte=since)
+        batch = [
+            (str(pk), seq)
+            for pk, seq in qs.order_by("sequence").values_list("id", "sequence")[:batch_size]
+        ]
+        if not batch:
+            return
+        yield batch
+        after = batch[-1][1]
+
+
+def search_sweep(*, max_batches: int = 50, batch_size: int = BATCH_SIZE) -> dict[str, int]:
+    """Index whatever is behind each tenant's mark, per backend; returns events per backend.
+
+    Bounded by ``max_batches`` per run (the next run continues). A failing backend is
+    skipped for this run; the others go on.
+    """
+    done: dict[str, int] = {}
+    budget = max_batches
+    for tenant_id in Tenant.objects.values_list("pk", flat=True):
+        for backend in index_backends():
+            progress = index_progress_get(tenant_id=tenant_id, backend=backend.name)
+            try:
+                for batch in _batches_after(
+                    tenant_id=tenant_id, after=progress.last_sequence, batch_size=batch_size
+                ):
+                    _send(backend, event_ids=[pk for pk, _ in batch])
+                    # Everything up to this batch's last sequence is now indexed.
+                    IndexProgress.objects.filter(pk=progress.pk).update(
+                        last_sequence=Greatest(F("last_sequence"), batch[-1][1]),
+                        updated_at=timezone.now(),
+                    )
+                    done[backend.name] = done.get(backend.name, 0) + len(batch)
+                    budget -= 1
+                    if budget <= 0:
+                        return done
+            except pybreaker.CircuitBreakerError:
+                logger.info("search sweep skips %s: breaker open", backend.name)
+            except Exception:
+                logger.warning("search sweep failed for %s", backend.name, exc_info=True)
+    return done
+
+
+def reindex_run_start(*, backend: str, since: datetime | None, restart: bool) -> ReindexRun:
+    """The unfinished run with the same arguments (resume), or a new one."""
+    unfinished = ReindexRun.objects.filter(backend=backend, since=since, finished_at=None)
+    if restart:
+        unfinished.update(finished_at=timezone.now())
+    run = unfinished.order_by("-started_at").first()
+    if run is None:
+        run = ReindexRun.objects.create(backend=backend, since=since)
+    return run
+
+
+def reindex_total(*, run: ReindexRun) -> int:
+    """Events left to index in this run (for the progress bar)."""
+    total = 0
+    for tenant_id in Tenant.objects.values_list("pk", flat=True):
+        qs = AuditEvent.objects.filter(
+            tenant_id=tenant_id, sequence__gt=run.cursor.get(str(tenant_id), 0)
+        )
+        if run.since is not None:
+            qs = qs.filter(occurred_at__gte=run.since)
+        total += qs.count()
+    return total
+
+
+def reindex_batches(
+    *, run: ReindexRun, backend: SearchBackend, index: str | None = None
+) -> Iterator[int]:
+    """Index the run's events batch by batch, saving the cursor after each; yields counts.
+
+    Interrupted, the next run with the same arguments resumes after the last saved batch.
+    Events stored meanwhile are included: each tenant is read forward until nothing is left.
+    """
+    options = {"overwrite": True}
+    if index:
+        options["index"] = index
+    for tenant_id in Tenant.objects.values_list("pk", flat=True):
+        key = str(tenant_id)
+        for batch in _batches_after(
+            tenant_id=tenant_id, after=run.cursor.get(key, 0), since=run.since
+        ):
+            _send(backend, event_ids=[pk for pk, _ in batch], **options)
+            run.cursor[key] = batch[-1][1]
+            run.save(update_fields=["cursor"])
+            yield len(batch)
+
+
+def reindex_run_finish(*, run: ReindexRun) -> None:
+    run.finished_at = timezone.now()
+    run.save(update_fields=["finished_at"])
