@@ -6,4 +6,5 @@ class AuditConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from audit import receivers  # noqa: F401
+        # tasks_outbox is not named tasks.py, so Celery's autodiscovery would miss it.
+        from audit import receivers, tasks_outbox  # noqa: F401

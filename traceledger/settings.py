@@ -185,6 +185,12 @@ CELERY_BEAT_SCHEDULE["search-sweep-index"] = {
     "schedule": 30.0,
     "options": {"queue": "search.index", "expires": 25},
 }
+# Audit: republish ingest batches the API parked in the outbox while RabbitMQ was down.
+CELERY_BEAT_SCHEDULE["audit-relay-outbox"] = {
+    "task": "audit.relay_outbox",
+    "schedule": 10.0,
+    "options": {"queue": "maintenance", "expires": 9},
+}
 # Celery's Django fixup closes the DB connection around every task unless this is set.
 CELERY_DB_REUSE_MAX = env.int("TRACELEDGER_DB_REUSE_MAX", default=1000)
 # Celery acks a message it cannot decode (lost); this consumer rejects it to the DLQ.
