@@ -1,0 +1,130 @@
+"""Numbers for the admin index page. Every query is index-backed and bounded in time.
+
+- events per hour: the last 24 hours of ``occurred_at`` (the tenant's time index, or the
+  global one for a superuser), grouped in PostgreSQL;
+- ingest lag: ``stored_at - received_at`` over the events of the last 15 minutes;
+- outbox and dead letters: small tables by design (the relay and the drain empty them);
+- DLQ depth and search state: one bounded call each to RabbitMQ and Elasticsearch.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Avg, Count, F, Max, Min, Sum
+from django.db.models.functions import TruncHour
+from django.utils import timezone
+
+from accounts.principal import principal_for_user
+from audit.admin.events import can_view_events
+from audit.admin.operations import dlq_depth_or_none
+from audit.models import DeadLetter, DeadLetterStatus, OutboxMessage
+from audit.selectors import event_queryset
+
+logger = logging.getLogger(__name__)
+
+HOURS = 24
+LAG_WINDOW = timedelta(minutes=15)
+CHART_WIDTH, CHART_HEIGHT = 480, 120
+
+
+@dataclass
+class HourBar:
+    hour: datetime
+    count: int
+    x: int = 0
+    y: int = 0
+    height: int = 0
+
+
+@dataclass
+class Dashboard:
+    bars: list[HourBar] = field(default_factory=list)
+    total_24h: int = 0
+    peak: int = 0
+    lag_avg: float | None = None
+    lag_max: float | None = None
+    newest_stored_at: datetime | None = None
+    outbox_messages: int = 0
+    outbox_events: int = 0
+    outbox_oldest: datetime | None = None
+    dead_letters_new: int = 0
+    dlq_depth: int | None = None
+    search_backend: str = ""
+    search_state: str = ""
+    is_operator: bool = False
+    bar_width: int = CHART_WIDTH // HOURS
+    chart_width: int = CHART_WIDTH
+    chart_height: int = CHART_HEIGHT
+
+
+def dashboard_for(*, user, now: datetime | None = None) -> Dashboard | None:
+    """The dashboard a user may see, or None when they may not browse events."""
+    if not can_view_events(user):
+        return None
+    now = now or timezone.now()
+    events = event_queryset(principal=principal_for_user(user)).order_by()
+    board = Dashboard(is_operator=user.is_superuser)
+
+    top = now.replace(minute=0, second=0, microsecond=0)
+    first_hour = top - timedelta(hours=HOURS - 1)
+    per_hour = dict(
+        events.filter(occurred_at__gte=first_hour, occurred_at__lte=now)
+        .annotate(hour=TruncHour("occurred_at"))
+        .values("hour")
+        .annotate(n=Count("pk"))
+        .values_list("hour", "n")
+    )
+    board.bars = [
+        HourBar(hour=hour, count=per_hour.get(hour, 0))
+        for hour in (first_hour + timedelta(hours=i) for i in range(HOURS))
+    ]
+    board.total_24h = sum(bar.count for bar in board.bars)
+    board.peak = max((bar.count for bar in board.bars), default=0)
+    for i, bar in enumerate(board.bars):
+        bar.x = i * board.bar_width
+        bar.height = round(CHART_HEIGHT * bar.count / board.peak) if board.peak else 0
+        bar.y = CHART_HEIGHT - bar.height
+
+    lag = events.filter(occurred_at__gte=now - LAG_WINDOW, occurred_at__lte=now).aggregate(
+        avg=Avg(F("stored_at") - F("received_at")),
+        max=Max(F("stored_at") - F("received_at")),
+        newest=Max("stored_at"),
+    )
+    board.lag_avg = lag["avg"].total_seconds() if lag["avg"] is not None else None
+    board.lag_max = lag["max"].total_seconds() if lag["max"] is not None else None
+    board.newest_stored_at = lag["newest"]
+
+    outbox = OutboxMessage.objects.all()
+    dead = DeadLetter.objects.filter(status=DeadLetterStatus.NEW)
+    if not user.is_superuser:
+        outbox = outbox.filter(tenant_id=user.tenant_id)
+        dead = dead.filter(tenant_id=user.tenant_id)
+    backlog = outbox.aggregate(n=Count("pk"), events=Sum("event_count"), oldest=Min("created_at"))
+    board.outbox_messages = backlog["n"]
+    board.outbox_events = backlog["events"] or 0
+    board.outbox_oldest = backlog["oldest"]
+    board.dead_letters_new = dead.count()
+    if user.is_superuser:
+        # The broker's queue is shared by every tenant: only operators see its depth.
+        board.dlq_depth = dlq_depth_or_none()
+
+    board.search_backend, board.search_state = search_state()
+    return board
+
+
+def search_state() -> tuple[str, str]:
+    """(backend, state): which engine answers searches and whether it is reachable."""
+    if not settings.ELASTICSEARCH_URL:
+        return "PostgreSQL full-text", "ok"
+    from traceledger.health import check_search
+
+    try:
+        state = check_search()
+    except Exception:
+        logger.warning("Elasticsearch state unavailable", exc_info=True)
+        state = "down"
+    if state == "ok":
+        return "Elasticsearch", "ok"
+    return "Elasticsearch", "down: searches fall back to PostgreSQL full-text"

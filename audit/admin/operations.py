@@ -1,0 +1,219 @@
+"""Operators' pages: dead letters (inspect, pull from RabbitMQ, replay, discard) and the outbox.
+
+The writes themselves live in ``audit.services.dead_letters`` (each one records its own
+audit event); these classes only parse the request and report the outcome.
+"""
+
+import json
+import logging
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Min, Sum
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from audit.models import DeadLetter, OutboxMessage
+
+logger = logging.getLogger(__name__)
+
+
+class _TenantScopedMixin:
+    """Superusers see every row; any other operator only rows of their own tenant."""
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if request.user.is_superuser:
+            return queryset
+        return queryset.filter(tenant_id=request.user.tenant_id)
+
+
+def _pretty(value) -> str:
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    return format_html('<pre class="tl-json">{}</pre>', text)
+
+
+def _actor(request) -> str:
+    return request.user.get_username()
+
+
+def dlq_depth_or_none() -> int | None:
+    """Messages waiting in ``audit.ingest.dlq``; None when RabbitMQ does not answer."""
+    try:
+        from audit.services.dead_letters import dlq_depth
+
+        return dlq_depth()
+    except Exception:  # the page must render while the broker is down
+        logger.warning("DLQ depth unavailable", exc_info=True)
+        return None
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(_TenantScopedMixin, admin.ModelAdmin):
+    change_list_template = "admin/audit/deadletter/change_list.html"
+    list_display = (
+        "id",
+        "status",
+        "reason",
+        "exception_summary",
+        "attempts",
+        "event_count",
+        "first_failed_at",
+        "last_failed_at",
+        "drained_at",
+    )
+    list_filter = ("status", "reason")
+    list_per_page = 50
+    actions = ("replay_selected", "discard_selected")
+    fields = (
+        "id",
+        "status",
+        "status_changed_at",
+        "status_changed_by",
+        "message_id",
+        "tenant_id",
+        "task_name",
+        "original_queue",
+        "reason",
+        "attempts",
+        "event_count",
+        "first_failed_at",
+        "last_failed_at",
+        "drained_at",
+        "exception",
+        "payload_pretty",
+        "headers_pretty",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # A dead letter is history; "discard" marks it, nothing deletes it.
+        return False
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # Every field is read-only: the page is a detail view; the actions change status.
+        extra_context = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+            "show_delete": False,
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "dlq_depth": dlq_depth_or_none()}
+        return super().changelist_view(request, extra_context)
+
+    def get_urls(self):
+        return [
+            path(
+                "pull/",
+                self.admin_site.admin_view(self.pull_view),
+                name="audit_deadletter_pull",
+            ),
+            *super().get_urls(),
+        ]
+
+    @admin.display(description="exception")
+    def exception_summary(self, obj: DeadLetter) -> str:
+        lines = [line for line in obj.exception.strip().splitlines() if line.strip()]
+        summary = lines[-1] if lines else ""
+        return summary if len(summary) <= 120 else summary[:119] + "…"
+
+    @admin.display(description="payload")
+    def payload_pretty(self, obj: DeadLetter) -> str:
+        return _pretty(obj.payload)
+
+    @admin.display(description="headers")
+    def headers_pretty(self, obj: DeadLetter) -> str:
+        return _pretty(obj.headers)
+
+    @admin.action(description="Replay selected dead letters", permissions=("change",))
+    def replay_selected(self, request, queryset):
+        from audit.services.dead_letters import dead_letters_replay
+
+        ids = list(queryset.values_list("pk", flat=True))
+        replayed = dead_letters_replay(ids=ids, actor=_actor(request))
+        self.message_user(
+            request,
+            f"Replayed {replayed} of {len(ids)} selected dead letter(s) to audit.ingest.",
+            messages.SUCCESS if replayed else messages.WARNING,
+        )
+
+    @admin.action(description="Discard selected dead letters", permissions=("change",))
+    def discard_selected(self, request, queryset):
+        from audit.services.dead_letters import dead_letters_discard
+
+        ids = list(queryset.values_list("pk", flat=True))
+        discarded = dead_letters_discard(ids=ids, actor=_actor(request))
+        self.message_user(
+            request,
+            f"Discarded {discarded} of {len(ids)} selected dead letter(s).",
+            messages.SUCCESS if discarded else messages.WARNING,
+        )
+
+    def pull_view(self, request):
+        """POST (CSRF-checked by admin_view): drain ``audit.ingest.dlq`` into the table."""
+        from audit.services.dead_letters import dead_letters_drain
+
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        # Draining creates rows for every tenant: an operator-wide action.
+        if not (request.user.is_superuser and self.has_change_permission(request)):
+            raise PermissionDenied
+        try:
+            arrived = dead_letters_drain()
+        except Exception as exc:  # RabbitMQ down: tell the operator, do not 500
+            logger.warning("DLQ drain failed", exc_info=True)
+            self.message_user(
+                request, f"Could not pull from RabbitMQ: {exc.__class__.__name__}", messages.ERROR
+            )
+        else:
+            self.message_user(
+                request, f"Pulled {arrived} dead letter(s) from RabbitMQ.", messages.SUCCESS
+            )
+        return HttpResponseRedirect(reverse("admin:audit_deadletter_changelist"))
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(_TenantScopedMixin, admin.ModelAdmin):
+    """Read-only: the relay owns these rows. Visible so operators see the backlog."""
+
+    change_list_template = "admin/audit/outboxmessage/change_list.html"
+    list_display = ("id", "tenant_id", "event_count", "created_at", "attempts", "last_error")
+    fields = (
+        "id",
+        "tenant_id",
+        "event_count",
+        "created_at",
+        "attempts",
+        "last_error",
+        "payload_pretty",
+    )
+    readonly_fields = fields
+    list_per_page = 100
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="payload")
+    def payload_pretty(self, obj: OutboxMessage) -> str:
+        return _pretty(obj.payload)
+
+    def changelist_view(self, request, extra_context=None):
+        backlog = self.get_queryset(request).aggregate(
+            messages=Count("id"), events=Sum("event_count"), oldest=Min("created_at")
+        )
+        extra_context = {**(extra_context or {}), "backlog": backlog}
+        return super().changelist_view(request, extra_context)
