@@ -1,0 +1,164 @@
+"""Writes of the ledger: signed checkpoints and the retention purge."""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import connection, transaction
+from django.db.models import F, OuterRef, Q, Subquery
+from django.utils import timezone
+
+from audit.ledger import selectors
+from audit.ledger.chain import chain_head_lock
+from audit.ledger.signing import checkpoint_sign, key_id
+from audit.ledger.verify import ledger_verify
+from audit.models import AuditEvent, ChainHead, Checkpoint
+from audit.models.ledger import CheckpointKind
+
+logger = logging.getLogger(__name__)
+
+# pg_advisory_xact_lock key: one checkpoint signer at a time ("TLCK" in ASCII).
+CHECKPOINT_LOCK_KEY = 0x544C434B
+
+
+def checkpoint_create(
+    *, tenant_id: int, sequence: int, hash: str, kind: str, details: dict | None = None
+) -> Checkpoint:
+    """Sign and store the statement "tenant's chain had ``hash`` at ``sequence`` now"."""
+    signed_at = timezone.now()
+    details = details or {}
+    signature = checkpoint_sign(
+        tenant_id=tenant_id,
+        sequence=sequence,
+        hash=hash,
+        signed_at=signed_at,
+        kind=kind,
+        details=details,
+    )
+    return Checkpoint.objects.create(
+        tenant_id=tenant_id,
+        sequence=sequence,
+        hash=hash,
+        signed_at=signed_at,
+        signature=signature,
+        key_id=key_id(),
+        kind=kind,
+        details=details,
+    )
+
+
+def checkpoints_sign() -> list[Checkpoint]:
+    """A periodic checkpoint for every tenant whose chain head moved since its last one.
+
+    Safe to run twice at once (an advisory lock serializes signers) and to re-run.
+    """
+    latest = (
+        Checkpoint.objects.filter(tenant_id=OuterRef("tenant_id"))
+        .order_by("-sequence")
+        .values("sequence")[:1]
+    )
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHECKPOINT_LOCK_KEY])
+        # Committed heads only, never locked: signing must not wait on (or stall) ingest.
+        moved = (
+            ChainHead.objects.filter(sequence__gt=0)
+            .annotate(signed=Subquery(latest))
+            .filter(Q(signed__isnull=True) | Q(signed__lt=F("sequence")))
+            .order_by("tenant_id")
+        )
+        created = [
+            checkpoint_create(
+                tenant_id=head.tenant_id,
+                sequence=head.sequence,
+                hash=head.hash,
+                kind=CheckpointKind.PERIODIC,
+            )
+            for head in moved
+        ]
+    if created:
+        logger.info("ledger checkpoints signed", extra={"checkpoints": len(created)})
+    return created
+
+
+class PurgeRefused(Exception):
+    """The purge would destroy evidence (the chain to remove does not verify) or raced."""
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    removed: int
+    from_sequence: int | None
+    through_sequence: int | None
+    checkpoint: Checkpoint | None
+
+
+def events_purge(*, tenant_id: int, before: datetime) -> PurgeResult:
+    """Remove the oldest events of a tenant: the longest prefix of its chain whose events
+    were all received before ``before``, and sign a ``purge`` checkpoint at the last removed
+    event, from which verification resumes.
+
+    A prefix, not "every event older than": removing from the middle would break the chain.
+    The prefix is verified first; a chain that does not verify is never purged, so a purge
+    cannot erase the evidence of tampering.
+    """
+    base = selectors.chain_base(tenant_id=tenant_id)
+    head = selectors.chain_head_get(tenant_id=tenant_id)
+    first_kept = (
+        AuditEvent.objects.filter(tenant_id=tenant_id, received_at__gte=before)
+        .order_by("sequence")
+        .values_list("sequence", flat=True)
+        .first()
+    )
+    through = head.sequence if first_kept is None else first_kept - 1
+    if through <= base.sequence:
+        return PurgeResult(removed=0, from_sequence=None, through_sequence=None, checkpoint=None)
+
+    # Outside the head lock: the rows to remove are immutable, so ingest is not held up
+    # for as long as verification takes.
+    verification = ledger_verify(tenant_id=tenant_id, from_sequence=None, to_sequence=through)
+    if not verification.ok:
+        raise PurgeRefused(
+            f"the chain does not verify at sequence {verification.first_bad_sequence} "
+            f"({verification.reason}); nothing was purged"
+        )
+
+    with transaction.atomic():
+        chain_head_lock(tenant_id=tenant_id)  # no concurrent purge or append while we cut
+        if selectors.chain_base(tenant_id=tenant_id).sequence != base.sequence:
+            raise PurgeRefused("another purge ran at the same time; nothing was purged")
+        last = selectors.chain_event_get(tenant_id=tenant_id, sequence=through)
+        removed_from = (
+            AuditEvent.objects.filter(tenant_id=tenant_id, sequence__lte=through)
+            .order_by("sequence")
+            .values("sequence", "received_at")
+            .first()
+        )
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT traceledger_purge_events(%s, %s)", [tenant_id, through])
+            (removed,) = cursor.fetchone()
+        checkpoint = checkpoint_create(
+            tenant_id=tenant_id,
+            sequence=through,
+            hash=last["hash"],
+            kind=CheckpointKind.PURGE,
+            details={
+                "removed": removed,
+                "from_sequence": removed_from["sequence"],
+                "through_sequence": through,
+                "before": before.isoformat(),
+                "oldest_received_at": removed_from["received_at"].isoformat(),
+                "newest_received_at": last["received_at"].isoformat(),
+                "resumes_at_sequence": through + 1,
+            },
+        )
+    logger.warning(
+        "ledger purge",
+        extra={"tenant_id": tenant_id, "removed": removed, "through_sequence": through},
+    )
+    return PurgeResult(
+        removed=removed,
+        from_sequence=removed_from["sequence"],
+        through_sequence=through,
+        checkpoint=checkpoint,
+    )

@@ -1,0 +1,186 @@
+"""Verification: recompute a tenant's chain and name the first broken sequence.
+
+What each finding means (the first one wins; see docs/ledger.md):
+
+- a stored field was changed → that event's hash no longer matches its content;
+- an event was deleted → a gap: the missing sequence is reported;
+- an event was inserted → its sequence is taken twice (refused by the unique constraint) or
+  later events were renumbered, so the first renumbered/forged event fails to link or hash;
+- the tail was cut, or the whole chain rewritten → the chain head or a signed checkpoint no
+  longer matches the recomputed chain.
+"""
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from audit.ledger import selectors
+from audit.ledger.canonical import CanonicalError, event_hash
+from audit.ledger.signing import checkpoint_signature_valid
+
+
+@dataclass(frozen=True)
+class LedgerVerification:
+    tenant_id: int
+    ok: bool
+    checked: int  # events whose hash was recomputed
+    first_bad_sequence: int | None
+    reason: str  # why it is bad ("" when ok)
+    from_sequence: int
+    to_sequence: int | None  # None: through the chain head
+    checkpoints_checked: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Broken(Exception):
+    def __init__(self, sequence: int, reason: str):
+        super().__init__(reason)
+        self.sequence = sequence
+        self.reason = reason
+
+
+def ledger_verify(
+    *,
+    tenant_id: int,
+    from_sequence: int | None = None,
+    to_sequence: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    chunk_size: int = 2000,
+) -> LedgerVerification:
+    """Verify ``tenant_id``'s chain, whole (default) or the range ``[from, to]``.
+
+    A range starts from the stored hash of the event before it (that event itself is not
+    re-verified); the whole chain starts from genesis or the latest signed purge checkpoint.
+    ``progress(n)`` is called as events are checked, with the number just checked.
+    """
+    base = selectors.chain_base(tenant_id=tenant_id)
+    start = max(from_sequence or 1, base.sequence + 1)
+    state = {"checked": 0, "checkpoints": 0}
+    try:
+        _verify(
+            tenant_id=tenant_id,
+            base=base,
+            start=start,
+            to_sequence=to_sequence,
+            whole=from_sequence is None,
+            state=state,
+            progress=progress,
+            chunk_size=chunk_size,
+        )
+    except _Broken as broken:
+        return LedgerVerification(
+            tenant_id=tenant_id,
+            ok=False,
+            checked=state["checked"],
+            first_bad_sequence=broken.sequence,
+            reason=broken.reason,
+            from_sequence=start,
+            to_sequence=to_sequence,
+            checkpoints_checked=state["checkpoints"],
+        )
+    return LedgerVerification(
+        tenant_id=tenant_id,
+        ok=True,
+        checked=state["checked"],
+        first_bad_sequence=None,
+        reason="",
+        from_sequence=start,
+        to_sequence=to_sequence,
+        checkpoints_checked=state["checkpoints"],
+    )
+
+
+def _verify(*, tenant_id, base, start, to_sequence, whole, state, progress, chunk_size) -> None:
+    if base.checkpoint is not None:
+        state["checkpoints"] += 1
+        if not checkpoint_signature_valid(base.checkpoint):
+            raise _Broken(base.sequence + 1, "the purge checkpoint's signature does not verify")
+
+    # Checkpoints before the head: a checkpoint is only ever signed for a committed head,
+    # so one beyond the head read below means the head was rewound.
+    checkpoints: dict[int, list] = {}
+    for checkpoint in selectors.checkpoints_in_range(
+        tenant_id=tenant_id, from_sequence=start, to_sequence=to_sequence
+    ):
+        if checkpoint.sequence <= base.sequence:
+            continue  # a purge checkpoint at the base: checked above
+        state["checkpoints"] += 1
+        if not checkpoint_signature_valid(checkpoint):
+            raise _Broken(
+                checkpoint.sequence,
+                f"checkpoint #{checkpoint.pk} at {checkpoint.sequence} has an invalid signature "
+                f"(or was signed by another key: {checkpoint.key_id[:16]}…)",
+            )
+        checkpoints.setdefault(checkpoint.sequence, []).append(checkpoint)
+
+    # A snapshot: events committed after this read are newer than the verification and
+    # are left for the next run (the range ends at this head).
+    head = selectors.chain_head_get(tenant_id=tenant_id)
+    end = head.sequence if to_sequence is None else min(to_sequence, head.sequence)
+
+    if start == base.sequence + 1 or start > end:
+        expected_prev = base.hash
+    else:
+        anchor = selectors.chain_event_get(tenant_id=tenant_id, sequence=start - 1)
+        if anchor is None:
+            raise _Broken(start - 1, f"event {start - 1} is missing (a gap in the chain)")
+        expected_prev = anchor["hash"]
+
+    expected_seq = start
+    pending = 0
+    for row in selectors.chain_stream(
+        tenant_id=tenant_id, from_sequence=start, to_sequence=end, chunk_size=chunk_size
+    ):
+        sequence = row["sequence"]
+        if sequence != expected_seq:
+            raise _Broken(expected_seq, f"event {expected_seq} is missing (a gap in the chain)")
+        if row["prev_hash"] != expected_prev:
+            raise _Broken(sequence, "prev_hash does not link to the previous event's hash")
+        try:
+            computed = event_hash(expected_prev, row)
+        except CanonicalError as exc:
+            raise _Broken(sequence, f"the stored event cannot be canonicalized: {exc}") from exc
+        if computed != row["hash"]:
+            raise _Broken(sequence, "hash does not match the event's content")
+        for checkpoint in checkpoints.get(sequence, ()):
+            if checkpoint.hash != computed:
+                raise _Broken(
+                    sequence, f"the chain differs from signed checkpoint #{checkpoint.pk}"
+                )
+        state["checked"] += 1
+        expected_prev = computed
+        expected_seq += 1
+        pending += 1
+        if progress is not None and pending >= chunk_size:
+            progress(pending)
+            pending = 0
+    if progress is not None and pending:
+        progress(pending)
+
+    last_checked = expected_seq - 1
+    if last_checked < end:
+        raise _Broken(expected_seq, f"event {expected_seq} is missing (a gap in the chain)")
+    beyond = [seq for seq in checkpoints if seq > last_checked]
+    if beyond:
+        # The tail was cut and the head rewound: only a signed checkpoint still knows.
+        raise _Broken(
+            expected_seq,
+            f"event {expected_seq} is missing: a signed checkpoint covers up to {max(beyond)}",
+        )
+    if start <= end == head.sequence and head.hash != expected_prev:
+        raise _Broken(head.sequence, "the chain head's hash differs from the chain")
+    if to_sequence is None:
+        # Max first, head second: an append commits its rows and its head together, so a
+        # row seen by the first query has its head visible to the second.
+        last_stored = selectors.chain_max_sequence(tenant_id=tenant_id)
+        fresh_head = selectors.chain_head_get(tenant_id=tenant_id)
+        if last_stored is not None and last_stored > fresh_head.sequence:
+            raise _Broken(
+                fresh_head.sequence + 1,
+                f"an event exists beyond the chain head ({fresh_head.sequence})",
+            )
+    if whole:
+        first_purged = selectors.chain_first_sequence(tenant_id=tenant_id, through=base.sequence)
+        if first_purged is not None:
+            raise _Broken(first_purged, "an event exists before the purge checkpoint's position")

@@ -1,0 +1,189 @@
+"""Verification names the first broken sequence for every kind of tampering."""
+
+import pytest
+from django.db import connection, transaction
+
+from audit.ledger.canonical import event_hash
+from audit.ledger.services import checkpoint_create, checkpoints_sign
+from audit.ledger.verify import ledger_verify
+from audit.models import AuditEvent, ChainHead
+from audit.tests.ledger_factories import chained_events_create, event_row
+
+
+def _tamper(statement: str, params=()) -> None:
+    """Run SQL with the append-only trigger disabled, as a database owner could."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Fire the deferred FK checks of this test's inserts: ALTER TABLE refuses to run
+        # while any are pending.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER auditevent_append_only")
+        cursor.execute(statement, params)
+        cursor.execute("ALTER TABLE audit_auditevent ENABLE TRIGGER auditevent_append_only")
+
+
+@pytest.fixture
+def chain(tenant):
+    chained_events_create(tenant_id=tenant.id, count=10)
+    return tenant
+
+
+def test_an_untouched_chain_verifies(chain):
+    result = ledger_verify(tenant_id=chain.id)
+
+    assert (result.ok, result.checked, result.first_bad_sequence) == (True, 10, None)
+
+
+def test_a_tenant_without_events_verifies(tenant):
+    assert ledger_verify(tenant_id=tenant.id).ok
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("event_id", "'forged'"),
+        ("occurred_at", "occurred_at + interval '1 microsecond'"),
+        ("received_at", "received_at - interval '1 second'"),
+        ("action", "'invoice.delete'"),
+        ("outcome", "'failure'"),
+        ("severity", "'critical'"),
+        ("actor_id", "'mallory'"),
+        ("actor_type", "'service'"),
+        ("actor_name", "''"),
+        ("target_id", "'inv-x'"),
+        ("target_type", "'order'"),
+        ("target_name", "'x'"),
+        ("source_ip", "'198.51.100.1'"),
+        ("source_ip", "NULL"),
+        ("user_agent", "'curl'"),
+        ("description", "'nothing happened'"),
+        ("metadata", """metadata || '{"n": 99}'"""),
+        ("id", "gen_random_uuid()"),
+        ("hash", "repeat('a', 64)"),
+        ("prev_hash", "repeat('b', 64)"),
+    ],
+)
+def test_it_names_the_event_whose_field_was_changed(chain, column, value):
+    _tamper(
+        f"UPDATE audit_auditevent SET {column} = {value} WHERE tenant_id = %s AND sequence = 4",
+        [chain.id],
+    )
+
+    result = ledger_verify(tenant_id=chain.id)
+
+    assert (result.ok, result.first_bad_sequence) == (False, 4)
+    assert result.checked == 3
+
+
+def test_it_names_a_deleted_event_as_the_gap(chain):
+    _tamper("DELETE FROM audit_auditevent WHERE tenant_id = %s AND sequence = 6", [chain.id])
+
+    result = ledger_verify(tenant_id=chain.id)
+
+    assert (result.ok, result.first_bad_sequence) == (False, 6)
+    assert "missing" in result.reason
+
+
+def test_it_notices_a_cut_tail_from_the_chain_head(chain):
+    _tamper("DELETE FROM audit_auditevent WHERE tenant_id = %s AND sequence >= 9", [chain.id])
+
+    result = ledger_verify(tenant_id=chain.id)
+
+    assert (result.ok, result.first_bad_sequence) == (False, 9)
+
+
+def test_it_notices_a_cut_tail_and_rewound_head_from_a_signed_checkpoint(chain):
+    checkpoints_sign()
+    _tamper("DELETE FROM audit_auditevent WHERE tenant_id = %s AND sequence >= 9", [chain.id])
+    last = AuditEvent.objects.get(tenant=chain, sequence=8)
+    ChainHead.objects.filter(tenant=chain).update(sequence=8, hash=last.hash)
+
+    result = ledger_verify(tenant_id=chain.id)
+
+    assert (result.ok, result.first_bad_sequence) == (False, 9)
+    assert "checkpoint" in result.reason
+
+
+def _forged_row(tenant_id, *, sequence, prev_hash, valid_hash):
+    row = event_row(tenant_id=tenant_id, n=999, description="forged")
+    row.update(sequence=sequence, prev_hash=prev_hash)
+    row["hash"] = event_hash(prev_hash, row) if valid_hash else "c" * 64
+    return row
+
+
+@pytest.mark.parametrize("valid_hash", [False, True])
+def test_it_names_an_inserted_event(chain, valid_hash):
+    # Make room at 5 by renumbering 5..10 to 6..11 (what an insertion needs), then insert.
+    _tamper(
+        "UPDATE audit_auditevent SET sequence = sequence + 1000 "
+        "WHERE tenant_id = %s AND sequence >= 5",
+        [chain.id],
+    )
+    _tamper(
+        "UPDATE audit_auditevent SET sequence = sequence - 999 "
+        "WHERE tenant_id = %s AND sequence > 1000",
+        [chain.id],
+    )
+    four = AuditEvent.objects.get(tenant=chain, sequence=4)
+    AuditEvent.objects.create(
+        **_forged_row(chain.id, sequence=5, prev_hash=four.hash, valid_hash=valid_hash)
+    )
+
+    result = ledger_verify(tenant_id=chain.id)
+
+    # A forged row with a correct hash links fine itself: the displaced event after it is
+    # the first one that no longer fits.
+    assert (result.ok, result.first_bad_sequence) == (False, 6 if valid_hash else 5)
+
+
+def test_it_names_an_event_appended_behind_the_heads_back(chain):
+    ten = AuditEvent.objects.get(tenant=chain, sequence=10)
+    AuditEvent.objects.create(
+        **_forged_row(chain.id, sequence=11, prev_hash=ten.hash, valid_hash=True)
+    )
+
+    result = ledger_verify(tenant_id=chain.id)
+
+    assert (result.ok, result.first_bad_sequence) == (False, 11)
+
+
+def test_it_verifies_a_bounded_range_from_the_stored_hash_before_it(chain):
+    result = ledger_verify(tenant_id=chain.id, from_sequence=4, to_sequence=7)
+
+    assert (result.ok, result.checked) == (True, 4)
+
+
+def test_a_range_after_the_change_verifies_and_a_range_over_it_does_not(chain):
+    _tamper(
+        "UPDATE audit_auditevent SET action = 'x' WHERE tenant_id = %s AND sequence = 3",
+        [chain.id],
+    )
+
+    assert ledger_verify(tenant_id=chain.id, from_sequence=5).ok
+    assert ledger_verify(tenant_id=chain.id, from_sequence=2, to_sequence=4).first_bad_sequence == 3
+
+
+def test_it_rejects_a_checkpoint_whose_hash_was_changed(chain):
+    checkpoint = checkpoint_create(
+        tenant_id=chain.id, sequence=5, hash="0" * 64, kind="periodic"
+    )  # signed, but not what the chain says
+    result = ledger_verify(tenant_id=chain.id)
+    assert (result.ok, result.first_bad_sequence) == (False, 5)
+
+    checkpoint.delete()
+    good = checkpoint_create(
+        tenant_id=chain.id,
+        sequence=5,
+        hash=AuditEvent.objects.get(tenant=chain, sequence=5).hash,
+        kind="periodic",
+    )
+    assert ledger_verify(tenant_id=chain.id).ok
+    type(good).objects.filter(pk=good.pk).update(hash="d" * 64)  # signature no longer matches
+    result = ledger_verify(tenant_id=chain.id)
+    assert (result.ok, result.first_bad_sequence) == (False, 5)
+    assert "signature" in result.reason
+
+
+def test_progress_is_reported_for_every_checked_event(chain):
+    seen = []
+    ledger_verify(tenant_id=chain.id, progress=seen.append, chunk_size=3)
+    assert sum(seen) == 10
