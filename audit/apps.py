@@ -6,5 +6,5 @@ class AuditConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # tasks_outbox is not named tasks.py, so Celery's autodiscovery would miss it.
-        from audit import receivers, tasks_outbox  # noqa: F401
+        # tasks_outbox/tasks_ledger are not named tasks.py: Celery's autodiscovery misses them.
+        from audit import receivers, tasks_ledger, tasks_outbox  # noqa: F401

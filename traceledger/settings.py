@@ -191,6 +191,13 @@ CELERY_BEAT_SCHEDULE["audit-relay-outbox"] = {
     "schedule": 10.0,
     "options": {"queue": "maintenance", "expires": 9},
 }
+# Ledger: sign a checkpoint for every tenant whose chain moved (docs/ledger.md).
+TRACELEDGER_CHECKPOINT_SECONDS = env.float("TRACELEDGER_CHECKPOINT_SECONDS", default=300.0)
+CELERY_BEAT_SCHEDULE["ledger-sign-checkpoints"] = {
+    "task": "audit.ledger.sign_checkpoints",
+    "schedule": TRACELEDGER_CHECKPOINT_SECONDS,
+    "options": {"queue": "maintenance", "expires": TRACELEDGER_CHECKPOINT_SECONDS * 0.9},
+}
 # Celery's Django fixup closes the DB connection around every task unless this is set.
 CELERY_DB_REUSE_MAX = env.int("TRACELEDGER_DB_REUSE_MAX", default=1000)
 # Celery acks a message it cannot decode (lost); this consumer rejects it to the DLQ.

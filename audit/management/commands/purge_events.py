@@ -1,0 +1,58 @@
+"""manage.py purge_events --before DATE --tenant SLUG: the one way to remove events."""
+
+import sys
+from datetime import UTC, datetime, time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from audit.ledger import selectors
+from audit.ledger.services import PurgeRefused, events_purge
+
+
+def _parse_before(value: str) -> datetime:
+    try:
+        if len(value) == 10:  # a date: midnight UTC at its start
+            return datetime.combine(datetime.fromisoformat(value).date(), time(0), tzinfo=UTC)
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise CommandError(f"--before {value!r} is not an ISO 8601 date or timestamp") from exc
+    if parsed.tzinfo is None:
+        raise CommandError(f"--before {value!r} needs a UTC offset (e.g. 2026-01-01T00:00Z)")
+    return parsed
+
+
+class Command(BaseCommand):
+    help = (
+        "Retention purge: remove a tenant's oldest events (the longest prefix of its chain "
+        "received before DATE), after verifying them, and sign a 'purge' checkpoint from "
+        "which verification resumes."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--before",
+            required=True,
+            metavar="DATE",
+            help="ISO date (midnight UTC) or timestamp with offset",
+        )
+        parser.add_argument("--tenant", required=True, metavar="SLUG")
+
+    def handle(self, *args, before, tenant, **options):
+        cutoff = _parse_before(before)
+        found = selectors.tenant_by_slug(slug=tenant)
+        if found is None:
+            raise CommandError(f"no tenant with slug {tenant!r}")
+        try:
+            result = events_purge(tenant_id=found.id, before=cutoff)
+        except PurgeRefused as exc:
+            self.stderr.write(f"purge refused: {exc}")
+            sys.exit(1)
+        if result.removed == 0 and result.checkpoint is None:
+            self.stdout.write(f"{found.slug}: nothing to purge before {cutoff.isoformat()}")
+            return
+        self.stdout.write(
+            f"{found.slug}: removed {result.removed} events "
+            f"(sequences {result.from_sequence}..{result.through_sequence}); "
+            f"verification resumes at {result.through_sequence + 1}; "
+            f"purge checkpoint #{result.checkpoint.pk} signed"
+        )
