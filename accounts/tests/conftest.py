@@ -56,3 +56,16 @@ def redis_cut(fault_proxy):
         return override_settings(CACHES=caches)
 
     return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_user_ids(django_db_setup, django_db_blocker):
+    """Start user ids at a random point: rate-limit buckets are keyed by user id and live in
+    Redis for a minute, so a re-run must not inherit the previous run's counts."""
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT setval(pg_get_serial_sequence('accounts_user', 'id'), %s)",
+            [uuid.uuid4().int % 10**12 + 1],
+        )

@@ -89,8 +89,7 @@ def test_it_rejects_an_access_token_as_a_refresh_token(anon_client, person):
 @override_settings(TRACELEDGER_RATELIMIT_LOGIN="3/m")
 def test_it_rate_limits_wrong_passwords_per_ip(anon_client, person):
     statuses = [
-        _login(anon_client, f"nobody-{uuid.uuid4().hex[:8]}", "wrong").status_code
-        for _ in range(4)
+        _login(anon_client, f"nobody-{uuid.uuid4().hex[:8]}", "wrong").status_code for _ in range(4)
     ]
     assert statuses == [401, 401, 401, 429]
     # The right password from the same address is refused too, until the window ends.

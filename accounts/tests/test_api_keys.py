@@ -1,0 +1,199 @@
+"""Service API keys: hashed at rest, cached by hash, revocation and expiry, last use."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import OperationalError, connection
+from django.test import override_settings
+from django.utils import timezone
+from django_redis import get_redis_connection
+from rest_framework.test import APIClient
+
+from accounts import keycache, selectors
+from accounts.models import ApiKey
+from accounts.selectors import api_key_principal_get
+from accounts.services import api_key_create, api_key_revoke
+
+
+def _client(key: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    return client
+
+
+def _status(key: str) -> int:
+    # GET /audit-events with a read key: 200 once authenticated, 401 otherwise.
+    return _client(key).get("/api/v1/audit-events").status_code
+
+
+@pytest.fixture
+def read_key(tenant):
+    return api_key_create(tenant=tenant, name="reader", scopes=["read"])
+
+
+@pytest.mark.django_db
+def test_it_stores_only_a_hash_of_the_key(read_key):
+    api_key, key = read_key
+    prefix, _, secret = key.partition(".")
+    assert api_key.prefix == prefix
+    assert api_key.hashed_key.startswith("sha512$$")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM accounts_apikey WHERE prefix = %s", [prefix])
+        row = cursor.fetchone()
+    assert not any(secret in str(value) for value in row)
+
+
+@pytest.mark.django_db
+def test_it_never_puts_the_key_into_redis(read_key):
+    _api_key, key = read_key
+    assert _status(key) == 200
+    redis = get_redis_connection("default")
+    names = list(redis.scan_iter(match="*apikey*", count=1000))
+    assert names, "the look-up should have been cached"
+    secret = key.partition(".")[2]
+    for name in names:
+        assert secret.encode() not in name
+        assert secret.encode() not in (redis.get(name) or b"")
+
+
+@pytest.mark.django_db
+def test_it_authenticates_a_cached_key_without_the_database(read_key, django_assert_num_queries):
+    api_key, key = read_key
+    first = api_key_principal_get(key=key)
+    with django_assert_num_queries(0):
+        again = api_key_principal_get(key=key)
+    assert again == first
+    assert again.tenant_id == api_key.tenant_id
+    assert again.scopes == frozenset({"read"})
+    assert again.api_key_id == api_key.prefix
+    assert again.rate_key == f"key:{api_key.prefix}"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "header",
+    ["Api-Key nope", "Api-Key ", "Api-Key abc.def", "Bearer nope", "Api-Key a.b.c"],
+)
+def test_it_answers_401_for_a_bad_key(db, header):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=header)
+    response = client.get("/api/v1/audit-events")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] in {"authentication_failed", "token_not_valid"}
+
+
+@pytest.mark.django_db
+def test_it_rejects_a_key_whose_secret_part_is_wrong(read_key):
+    api_key, _key = read_key
+    assert _status(f"{api_key.prefix}.{'x' * 32}") == 401
+
+
+@pytest.mark.django_db
+def test_it_rejects_a_revoked_key_at_once_even_when_cached(
+    read_key, django_capture_on_commit_callbacks
+):
+    api_key, key = read_key
+    assert _status(key) == 200  # now cached
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api_key_revoke(api_key=api_key) is True
+    response = _client(key).get("/api/v1/audit-events")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Api-Key"
+    assert keycache.get(key=key) is None
+    assert api_key_revoke(api_key=api_key) is False  # idempotent
+
+
+@pytest.mark.django_db
+def test_it_bounds_a_revocation_behind_the_services_back_by_the_cache_window(read_key):
+    api_key, key = read_key
+    assert _status(key) == 200
+    ApiKey.objects.filter(pk=api_key.pk).update(revoked=True)  # no cache invalidation
+    assert _status(key) == 200  # within TRACELEDGER_API_KEY_CACHE_SECONDS
+    with override_settings(TRACELEDGER_API_KEY_CACHE_SECONDS=0):  # the window has passed
+        assert _status(key) == 401
+    assert keycache.get(key=key) is None  # and the stale entry is gone
+    assert _status(key) == 401
+
+
+@pytest.mark.django_db
+def test_it_rejects_an_expired_key(read_key):
+    api_key, key = read_key
+    ApiKey.objects.filter(pk=api_key.pk).update(expiry_date=timezone.now() - timedelta(seconds=1))
+    assert _status(key) == 401
+
+
+@pytest.mark.django_db
+def test_it_rejects_a_cached_key_once_it_expires(tenant, monkeypatch):
+    expiry = timezone.now() + timedelta(minutes=5)
+    _, key = api_key_create(tenant=tenant, name="short", scopes=["read"], expiry_date=expiry)
+    assert _status(key) == 200
+    later = expiry.timestamp() + 1
+    monkeypatch.setattr(selectors.time, "time", lambda: later)
+    with override_settings(TRACELEDGER_API_KEY_CACHE_SECONDS=10**9):  # served from the cache
+        assert _status(key) == 401
+
+
+@pytest.mark.django_db
+def test_it_refuses_to_create_an_already_expired_key(tenant):
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError) as exc:
+        api_key_create(
+            tenant=tenant, name="x", scopes=["read"], expiry_date=timezone.now() - timedelta(1)
+        )
+    assert "expiry_date" in exc.value.message_dict
+
+
+@pytest.mark.django_db
+def test_it_records_last_use_at_most_once_a_minute(read_key):
+    api_key, key = read_key
+    assert _status(key) == 200
+    api_key.refresh_from_db()
+    assert api_key.last_used_at is not None
+    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=None)
+    assert _status(key) == 200
+    api_key.refresh_from_db()
+    assert api_key.last_used_at is None  # the minute's write was done already
+    get_redis_connection("default").delete(
+        *get_redis_connection("default").keys(f"*apikey:v1:touched:{api_key.prefix}")
+    )
+    assert _status(key) == 200
+    api_key.refresh_from_db()
+    assert api_key.last_used_at is not None
+
+
+@pytest.mark.django_db
+def test_it_serves_a_stale_entry_while_the_database_is_unreachable(read_key, monkeypatch):
+    _api_key, key = read_key
+    principal = api_key_principal_get(key=key)
+
+    def database_down(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(ApiKey.objects, "get_from_key", database_down)
+    with override_settings(TRACELEDGER_API_KEY_CACHE_SECONDS=0):  # entry is no longer fresh
+        assert api_key_principal_get(key=key) == principal
+
+
+@pytest.mark.django_db
+def test_it_answers_503_when_neither_cache_nor_database_can_check_a_key(read_key, monkeypatch):
+    _api_key, key = read_key
+
+    def database_down(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(ApiKey.objects, "get_from_key", database_down)
+    response = _client(key).get("/api/v1/audit-events")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert response.json()["error"]["code"] == "unavailable"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("mode", ["refuse", "blackhole"])
+def test_it_checks_keys_against_postgresql_when_redis_is_cut(read_key, redis_cut, mode):
+    api_key, key = read_key
+    with redis_cut(mode):
+        assert _status(key) == 200
+        ApiKey.objects.filter(pk=api_key.pk).update(revoked=True)
+        assert _status(key) == 401

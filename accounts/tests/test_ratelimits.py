@@ -1,0 +1,103 @@
+"""Rate limits per API key or user, on Redis; 429 with Retry-After; fail open without Redis."""
+
+import logging
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from django.test import override_settings
+
+from accounts import ratelimits
+from accounts.models import Role, User
+
+
+def _event() -> dict:
+    return {
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "action": "invoice.update",
+        "actor": {"id": "user-1"},
+    }
+
+
+def _post(client):
+    return client.post("/api/v1/audit-events", _event(), format="json").status_code
+
+
+def _get(client):
+    return client.get("/api/v1/audit-events").status_code
+
+
+def _assert_429(response):
+    assert response.status_code == 429
+    assert 1 <= int(response["Retry-After"]) <= 60
+    assert response.json()["error"]["code"] == "rate_limited"
+
+
+@pytest.mark.django_db
+@override_settings(TRACELEDGER_RATELIMIT_INGEST="2/m")
+def test_it_limits_ingest_per_api_key(key_client):
+    client = key_client(("ingest", "read"))
+    assert [_post(client), _post(client)] == [202, 202]
+    _assert_429(client.post("/api/v1/audit-events", _event(), format="json"))
+    # Another key of the same tenant has its own bucket, and reads are counted apart.
+    assert _post(key_client(("ingest",))) == 202
+    assert _get(client) == 200
+
+
+@pytest.mark.django_db
+@override_settings(TRACELEDGER_RATELIMIT_READ="2/m")
+def test_it_limits_reads_per_api_key(key_client):
+    client = key_client(("ingest", "read"))
+    assert [_get(client), _get(client)] == [200, 200]
+    _assert_429(client.get("/api/v1/audit-events"))
+    assert _post(client) == 202  # the ingest bucket is untouched
+    assert _get(key_client(("read",))) == 200
+
+
+@pytest.mark.django_db
+@override_settings(TRACELEDGER_RATELIMIT_READ="1/m")
+def test_it_limits_per_user_across_tokens(jwt_client, tenant):
+    auditor = User.objects.create_user(
+        username=f"a-{uuid.uuid4().hex[:8]}", password="x", tenant=tenant, role=Role.AUDITOR
+    )
+    assert _get(jwt_client(auditor)) == 200
+    _assert_429(jwt_client(auditor).get("/api/v1/audit-events"))  # a fresh token, same user
+
+
+@pytest.mark.django_db
+@override_settings(TRACELEDGER_RATELIMIT_READ="1/m")
+def test_it_counts_user_management_against_the_read_limit(jwt_client, owner):
+    client = jwt_client(owner)
+    body = {"password": "violet-Anchor-47-river", "role": "auditor"}
+    first = client.post(
+        "/api/v1/users", body | {"username": f"x{uuid.uuid4().hex[:8]}"}, format="json"
+    )
+    assert first.status_code == 201
+    second = body | {"username": f"y{uuid.uuid4().hex[:8]}"}
+    _assert_429(client.post("/api/v1/users", second, format="json"))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("mode", ["refuse", "blackhole"])
+@override_settings(TRACELEDGER_RATELIMIT_INGEST="1/m", TRACELEDGER_RATELIMIT_READ="1/m")
+def test_it_fails_open_and_logs_it_when_redis_is_cut(
+    key_client, redis_cut, mode, caplog, monkeypatch
+):
+    monkeypatch.setattr(ratelimits, "_last_fail_open_log", 0.0)
+    client = key_client(("ingest", "read"))
+    with redis_cut(mode), caplog.at_level(logging.WARNING, logger="accounts.ratelimits"):
+        posts = [_post(client) for _ in range(3)]
+        gets = [_get(client) for _ in range(3)]
+    assert posts == [202, 202, 202]
+    assert gets == [200, 200, 200]
+    assert any("failing open" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.django_db
+@override_settings(TRACELEDGER_RATELIMIT_READ="1/m")
+def test_it_does_not_fail_closed_when_redis_comes_back(key_client, redis_cut):
+    client = key_client(("read",))
+    with redis_cut("refuse"):
+        assert [_get(client), _get(client)] == [200, 200]
+    assert _get(client) == 200  # counting resumes from zero on the real Redis
+    assert _get(client) == 429
