@@ -78,6 +78,14 @@ class AuditEventDocument(Document):
         auto_refresh = False
         fields: list[str] = []
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # django-elasticsearch-dsl 9.0 on elasticsearch 9.x: DocType.__init__ assigns
+        # self._prepared_fields through elasticsearch.dsl's attribute hook, which stores it
+        # in the document's data, so prepare() reads the class default [] and every document
+        # would be indexed empty. Put it where prepare() looks.
+        object.__setattr__(self, "_prepared_fields", self.init_prepare())
+
     @classmethod
     def generate_id(cls, object_instance) -> str:
         # _id = the event's id, so indexing the same event twice overwrites, never duplicates.

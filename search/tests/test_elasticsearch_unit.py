@@ -1,0 +1,238 @@
+"""The Elasticsearch path without a server: mapping, documents, queries and bulk actions as
+dicts built from real stored events, compared to what Elasticsearch must receive."""
+
+from datetime import UTC, datetime
+
+import pytest
+from django.http import QueryDict
+
+from audit.filters import AuditEventFilterSet
+from audit.models import AuditEvent
+from audit.tests.factories import BASE_TIME, events_create
+from search.backends.base import SearchRequest
+from search.backends.elasticsearch import (
+    QUERY_FIELDS,
+    build_search_body,
+    user_query_to_simple_query_string,
+)
+from search.documents import INDEX_ALIAS, AuditEventDocument, metadata_text
+
+IDENTIFIER = {"analyzer": "audit_identifier", "type": "text"}
+
+
+def _keyword_with_words():
+    return {"type": "keyword", "fields": {"text": IDENTIFIER}}
+
+
+def _prose():
+    return {
+        "type": "text",
+        "analyzer": "english",
+        "fields": {"raw": {"type": "keyword", "ignore_above": 256}},
+    }
+
+
+def test_it_maps_every_filter_as_a_keyword_and_the_words_as_text():
+    assert AuditEventDocument._index.to_dict() == {
+        "settings": {
+            "number_of_shards": 1,
+            "number_of_replicas": 0,
+            "refresh_interval": "1s",
+            "analysis": {
+                "analyzer": {
+                    "audit_identifier": {
+                        "type": "custom",
+                        "tokenizer": "audit_punctuation",
+                        "filter": ["lowercase", "asciifolding"],
+                    }
+                },
+                "tokenizer": {
+                    "audit_punctuation": {"type": "pattern", "pattern": r"[^\p{L}\p{N}@]+"}
+                },
+            },
+        },
+        "mappings": {
+            "properties": {
+                "id": {"type": "keyword"},
+                "tenant": {"type": "long"},
+                "event_id": {"type": "keyword"},
+                "occurred_at": {"type": "date"},
+                "sequence": {"type": "long"},
+                "action": _keyword_with_words(),
+                "outcome": {"type": "keyword"},
+                "severity": {"type": "keyword"},
+                "actor_id": _keyword_with_words(),
+                "actor_type": {"type": "keyword"},
+                "actor_name": _prose(),
+                "target_id": _keyword_with_words(),
+                "target_type": _keyword_with_words(),
+                "target_name": _prose(),
+                "description": {"type": "text", "analyzer": "english"},
+                "metadata_text": {"type": "text", "analyzer": "english"},
+            }
+        },
+    }
+
+
+def test_it_turns_off_django_signals_on_the_document():
+    assert AuditEventDocument.django.ignore_signals is True
+    assert AuditEventDocument.django.auto_refresh is False
+    assert INDEX_ALIAS == "traceledger-audit-events"
+
+
+@pytest.mark.django_db
+def test_it_builds_the_document_of_a_stored_event(tenant):
+    event = events_create(
+        tenant_id=tenant.pk,
+        metadata={"report": "payroll", "n": 3, "rows": [{"note": "Q3"}, "final"]},
+        description="Ada exported the payroll report",
+    )[0]
+    stored = AuditEvent.objects.get(pk=event.pk)
+    document = AuditEventDocument().prepare(stored)
+    # jsonb stores keys in its own order; the words are what matter.
+    assert sorted(document.pop("metadata_text").split()) == ["Q3", "final", "payroll"]
+    assert document == {
+        "id": str(stored.id),
+        "tenant": tenant.pk,
+        "event_id": stored.event_id,
+        "occurred_at": stored.occurred_at,
+        "sequence": 1,
+        "action": "invoice.update",
+        "outcome": "success",
+        "severity": "info",
+        "actor_id": stored.actor_id,
+        "actor_type": "user",
+        "actor_name": "Ada Lovelace",
+        "target_id": stored.target_id,
+        "target_type": "invoice",
+        "target_name": "Invoice",
+        "description": "Ada exported the payroll report",
+    }
+
+
+@pytest.mark.django_db
+def test_it_indexes_each_event_under_its_own_id_so_reindexing_overwrites(tenant):
+    events = events_create(tenant_id=tenant.pk, count=2)
+    stored = list(AuditEvent.objects.filter(tenant=tenant).order_by("sequence"))
+    actions = list(AuditEventDocument().get_actions(stored, "index"))
+    assert [(a["_op_type"], a["_index"], a["_id"]) for a in actions] == [
+        ("index", INDEX_ALIAS, str(events[0].id)),
+        ("index", INDEX_ALIAS, str(events[1].id)),
+    ]
+
+
+def test_it_collects_nested_metadata_strings_only():
+    assert metadata_text({"a": "x", "b": 1, "c": {"d": ["y", {"e": "z"}], "f": True}}) == "x y z"
+
+
+@pytest.mark.parametrize(
+    ("typed", "sent"),
+    [
+        ("payroll report", "payroll report"),
+        ('"payroll report"', '"payroll report"'),
+        ("payroll OR invoice", "payroll | invoice"),
+        ("payroll or invoice", "payroll | invoice"),
+        ("payroll -mallory", "payroll -mallory"),
+        ('"or else" OR x', '"or else" | x'),
+        ("a | b + c", "a b c"),
+        ('"unclosed phrase', '"unclosed phrase"'),
+    ],
+)
+def test_it_translates_the_user_syntax_for_simple_query_string(typed, sent):
+    assert user_query_to_simple_query_string(typed) == sent
+
+
+def _filters(params: dict) -> dict:
+    filterset = AuditEventFilterSet(data=QueryDict(mutable=True) | params)
+    assert filterset.is_valid(), filterset.errors
+    return filterset.form.cleaned_data
+
+
+@pytest.mark.django_db
+def test_it_builds_the_query_with_every_filter_and_the_tenant(tenant):
+    params = {
+        "actor_id": "alice",
+        "actor_type": "user",
+        "action": "payroll.*",
+        "target_type": "report",
+        "target_id": "r-1",
+        "outcome": "success",
+        "severity": "critical",
+        "occurred_after": "2026-03-01T00:00:00Z",
+        "occurred_before": "2026-04-01T00:00:00Z",
+    }
+    request = SearchRequest(
+        tenant_id=tenant.pk,
+        q='payroll OR "annual report" -draft',
+        queryset=AuditEvent.objects.none(),
+        filters=_filters(params),
+        page_size=20,
+    )
+    assert build_search_body(request) == {
+        "query": {
+            "bool": {
+                "must": [
+                    {
+                        "simple_query_string": {
+                            "query": 'payroll | "annual report" -draft',
+                            "fields": QUERY_FIELDS,
+                            "default_operator": "and",
+                            "flags": "AND|OR|NOT|PHRASE|WHITESPACE",
+                        }
+                    }
+                ],
+                "filter": [
+                    {"term": {"tenant": tenant.pk}},
+                    {"term": {"actor_id": "alice"}},
+                    {"term": {"actor_type": "user"}},
+                    {"term": {"target_type": "report"}},
+                    {"term": {"target_id": "r-1"}},
+                    {"term": {"outcome": "success"}},
+                    {"term": {"severity": "critical"}},
+                    {"prefix": {"action": "payroll."}},
+                    {
+                        "range": {
+                            "occurred_at": {
+                                "gte": "2026-03-01T00:00:00+00:00",
+                                "lt": "2026-04-01T00:00:00+00:00",
+                            }
+                        }
+                    },
+                ],
+            }
+        },
+        "sort": [{"_score": "desc"}, {"occurred_at": "desc"}, {"id": "desc"}],
+        "size": 21,
+        "_source": False,
+        "track_total_hits": False,
+    }
+
+
+@pytest.mark.django_db
+def test_it_filters_only_by_tenant_without_filters_and_exact_action_as_a_term(tenant):
+    request = SearchRequest(
+        tenant_id=tenant.pk,
+        q="payroll",
+        queryset=AuditEvent.objects.none(),
+        filters=_filters({"action": "payroll.export"}),
+    )
+    assert build_search_body(request)["query"]["bool"]["filter"] == [
+        {"term": {"tenant": tenant.pk}},
+        {"term": {"action": "payroll.export"}},
+    ]
+
+
+@pytest.mark.django_db
+def test_it_continues_after_the_cursor_with_search_after(tenant):
+    event = events_create(tenant_id=tenant.pk, occurred_at=BASE_TIME)[0]
+    cursor = {
+        "b": "elasticsearch",
+        "s": 2.5,
+        "t": event.occurred_at.isoformat(),
+        "i": str(event.id),
+    }
+    request = SearchRequest(
+        tenant_id=tenant.pk, q="x", queryset=AuditEvent.objects.none(), cursor=cursor
+    )
+    millis = int((BASE_TIME - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1000)
+    assert build_search_body(request)["search_after"] == [2.5, millis, str(event.id)]
