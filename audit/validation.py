@@ -14,6 +14,7 @@ six fractional digits (extra digits truncated), ``source_ip`` compressed.
 """
 
 import ipaddress
+import json
 import math
 import re
 import struct
@@ -240,6 +241,9 @@ def _message(exc: msgspec.ValidationError) -> str:
     return text.split(" - at `", 1)[0]
 
 
+_PATTERN_MESSAGES = {"action": "Must be 1-128 characters of A-Z, a-z, 0-9, '_', '.', ':', '-'."}
+
+
 def _struct_errors(item: Any, struct: type[msgspec.Struct], *, now: datetime) -> dict:
     if not isinstance(item, dict):
         return {"non_field_errors": ["Expected an object."]}
@@ -264,7 +268,10 @@ def _struct_errors(item: Any, struct: type[msgspec.Struct], *, now: datetime) ->
         try:
             converted = msgspec.convert(value, annotation)
         except msgspec.ValidationError as exc:
-            errors[name] = [_message(exc)]
+            message = _message(exc)
+            if "matching regex" in message:
+                message = _PATTERN_MESSAGES.get(name, message)
+            errors[name] = [message]
             continue
         check = _FIELD_CHECKS.get(name) if struct is EventIn else None
         try:
@@ -296,11 +303,24 @@ _FIELD_CHECKS: dict[str, Any] = {
 }
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 def _detailed_errors(body: bytes, *, now: datetime) -> dict:
     try:
         data = _any_decoder.decode(body)
+    except RecursionError:
+        raise InvalidJSON("Malformed JSON: nested too deeply.") from None
     except msgspec.DecodeError as exc:
-        raise InvalidJSON(f"Malformed JSON: {exc}") from None
+        if "Number out of range" not in str(exc):
+            raise InvalidJSON(f"Malformed JSON: {exc}") from None
+        # Valid JSON whose number no double holds (1e999): parse it the lenient way so the
+        # 400 names the field (metadata_check refuses the resulting infinity).
+        try:
+            data = json.loads(body, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError):
+            raise InvalidJSON(f"Malformed JSON: {exc}") from None
     if isinstance(data, dict):
         return _item_errors(data, now=now)
     if not isinstance(data, list):
@@ -344,7 +364,7 @@ def events_parse(body: bytes, *, now: datetime | None = None) -> tuple[list[dict
     received_at = now.isoformat(timespec="microseconds")
     try:
         decoded = _body_decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         decoded = None
     if decoded is not None:
         is_list = isinstance(decoded, list)

@@ -1,0 +1,82 @@
+"""Helpers of the ingest API, publisher and outbox tests: valid events, the broker's queue."""
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from django.conf import settings
+from kombu import Connection
+
+from audit.topology import topology_declare
+from traceledger.queues import INGEST_QUEUE_NAME
+
+URL = "/api/v1/audit-events"
+
+
+def valid_event(**overrides) -> dict:
+    event = {
+        "occurred_at": (datetime.now(UTC) - timedelta(seconds=5)).isoformat(),
+        "action": "invoice.update",
+        "actor": {"id": "user-42"},
+    }
+    event.update(overrides)
+    return event
+
+
+def post_json(client, body, **extra):
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    return client.generic("POST", URL, data, content_type="application/json", **extra)
+
+
+def broker_url_via(port: int) -> str:
+    """The test broker URL with its host and port replaced (to go through a fault proxy)."""
+    url = Connection(settings.CELERY_BROKER_URL)
+    vhost = url.virtual_host or "/"
+    return f"amqp://{url.userid}:{url.password}@127.0.0.1:{port}/{vhost.lstrip('/') or '%2F'}"
+
+
+def broker_port() -> int:
+    return Connection(settings.CELERY_BROKER_URL).port or 5672
+
+
+def purge_ingest_queue() -> None:
+    with Connection(settings.CELERY_BROKER_URL) as conn:
+        topology_declare(conn)
+        conn.default_channel.queue_purge(INGEST_QUEUE_NAME)
+
+
+def ingest_messages(*, expect: int, timeout: float = 10.0) -> list[dict]:
+    """Take (and ack) at least ``expect`` messages from ``audit.ingest``, as decoded Celery
+    protocol 2 messages: ``{"headers", "properties", "kwargs"}``."""
+    messages: list[dict] = []
+    deadline = time.monotonic() + timeout
+    with Connection(settings.CELERY_BROKER_URL) as conn:
+        channel = conn.default_channel
+        while len(messages) < expect and time.monotonic() < deadline:
+            message = channel.basic_get(INGEST_QUEUE_NAME)
+            if message is None:
+                time.sleep(0.05)
+                continue
+            args, kwargs, embed = orjson.loads(message.body)
+            messages.append(
+                {
+                    "headers": message.headers,
+                    "properties": message.properties,
+                    "content_type": message.content_type,
+                    "args": args,
+                    "kwargs": kwargs,
+                    "embed": embed,
+                }
+            )
+            message.ack()
+    return messages
+
+
+def wait_until(predicate, *, timeout: float = 20.0, interval: float = 0.1, what: str = ""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")

@@ -1,0 +1,344 @@
+"""The event rules of ARCHITECTURE §4 as ``audit.validation`` applies them (no HTTP)."""
+
+import ipaddress
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from django.db import connection
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from audit.tests.ingest_api_support import valid_event
+from audit.validation import (
+    MAX_EVENTS_PER_REQUEST,
+    InvalidEvents,
+    InvalidJSON,
+    event_normalize,
+    events_parse,
+)
+
+CONTRACT_KEYS = {
+    "id",
+    "event_id",
+    "occurred_at",
+    "received_at",
+    "action",
+    "outcome",
+    "severity",
+    "actor_id",
+    "actor_type",
+    "actor_name",
+    "target_id",
+    "target_type",
+    "target_name",
+    "source_ip",
+    "user_agent",
+    "description",
+    "metadata",
+}
+
+
+def dumps(body) -> bytes:
+    """Standard JSON (orjson cannot encode integers beyond 64 bits, which clients may send)."""
+    return json.dumps(body).encode()
+
+
+def errors_of(body) -> dict:
+    with pytest.raises(InvalidEvents) as caught:
+        events_parse(dumps(body))
+    return caught.value.fields
+
+
+def test_it_builds_the_flat_contract_event_with_every_default_applied():
+    (event,), is_list = events_parse(orjson.dumps(valid_event()))
+    assert not is_list
+    assert set(event) == CONTRACT_KEYS
+    assert uuid.UUID(event["id"]) and uuid.UUID(event["event_id"])
+    assert event["outcome"] == "success" and event["severity"] == "info"
+    assert event["actor_type"] == "user" and event["actor_name"] == ""
+    assert event["target_id"] == event["target_type"] == event["target_name"] == ""
+    assert event["source_ip"] is None and event["metadata"] == {}
+    assert event["user_agent"] == event["description"] == ""
+
+
+def test_it_keeps_every_given_field():
+    given_event = valid_event(
+        event_id="evt-1",
+        outcome="failure",
+        severity="critical",
+        actor={"id": "a", "type": "service", "name": "Billing"},
+        target={"id": "t", "type": "invoice", "name": "Invoice 7"},
+        source_ip="203.0.113.9",
+        user_agent="curl/8",
+        description="changed the total",
+        metadata={"before": 10, "after": [1.5, "x", None, True]},
+    )
+    (event,), _ = events_parse(orjson.dumps(given_event))
+    assert event["event_id"] == "evt-1"
+    assert (event["outcome"], event["severity"]) == ("failure", "critical")
+    assert (event["actor_id"], event["actor_type"], event["actor_name"]) == (
+        "a",
+        "service",
+        "Billing",
+    )
+    assert (event["target_id"], event["target_type"], event["target_name"]) == (
+        "t",
+        "invoice",
+        "Invoice 7",
+    )
+    assert event["source_ip"] == "203.0.113.9"
+    assert (event["user_agent"], event["description"]) == ("curl/8", "changed the total")
+    assert event["metadata"] == {"before": 10, "after": [1.5, "x", None, True]}
+
+
+def test_it_converts_occurred_at_to_utc_and_truncates_to_microseconds():
+    (event,), _ = events_parse(
+        orjson.dumps(valid_event(occurred_at="2026-01-02T03:04:05.123456999+02:00"))
+    )
+    assert event["occurred_at"] == "2026-01-02T01:04:05.123456+00:00"
+    (event,), _ = events_parse(orjson.dumps(valid_event(occurred_at="2026-01-02T03:04:05Z")))
+    assert event["occurred_at"] == "2026-01-02T03:04:05.000000+00:00"
+
+
+def test_received_at_is_the_same_utc_instant_for_every_event_of_a_request():
+    now = datetime(2026, 11, 29, 10, 0, 0, 7, tzinfo=UTC)
+    events, is_list = events_parse(
+        orjson.dumps([valid_event(occurred_at="2026-11-29T09:00:00Z")] * 2), now=now
+    )
+    assert is_list
+    assert {e["received_at"] for e in events} == {"2026-11-29T10:00:00.000007+00:00"}
+    assert len({e["id"] for e in events}) == 2
+
+
+@pytest.mark.parametrize(
+    ("given_ip", "stored"),
+    [
+        ("2001:0DB8:0000:0000:0000:0000:0000:0001", "2001:db8::1"),
+        ("::ffff:1.2.3.4", "::ffff:1.2.3.4"),
+        ("192.0.2.1", "192.0.2.1"),
+    ],
+)
+def test_it_normalises_source_ip(given_ip, stored):
+    (event,), _ = events_parse(orjson.dumps(valid_event(source_ip=given_ip)))
+    assert event["source_ip"] == stored
+
+
+@pytest.mark.django_db
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.ip_addresses(v=6) | st.ip_addresses(v=4) | st.sampled_from(["::1.2.3.4", "::1:0"]))
+def test_the_normalised_source_ip_is_exactly_the_text_postgresql_returns(ip):
+    """The ledger hashes the normalised text; verification re-reads it from the inet column."""
+    (event,), _ = events_parse(orjson.dumps(valid_event(source_ip=str(ip))))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT host(%s::inet)", [str(ip)])
+        (from_db,) = cursor.fetchone()
+    assert event["source_ip"] == from_db
+    assert ipaddress.ip_address(event["source_ip"]) == ipaddress.ip_address(str(ip))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("occurred_at", "2026-11-29T10:00:00"),  # no offset
+        ("occurred_at", "yesterday"),
+        ("occurred_at", "2026-11-29"),
+        ("occurred_at", 1700000000),
+        ("action", ""),
+        ("action", "has space"),
+        ("action", "a" * 129),
+        ("action", "émoji"),
+        ("action", "ok\n"),
+        ("outcome", "maybe"),
+        ("severity", "debug"),
+        ("event_id", ""),
+        ("event_id", "e" * 129),
+        ("event_id", 7),
+        ("source_ip", "999.1.1.1"),
+        ("source_ip", "fe80::1%eth0"),
+        ("source_ip", "example.com"),
+        ("user_agent", "u" * 513),
+        ("description", "d" * 2001),
+        ("metadata", [1, 2]),
+        ("metadata", "text"),
+        ("metadata", {"n": 2**53}),
+        ("metadata", {"n": -(2**53)}),
+        ("metadata", {"deep": {"x": 2**64}}),
+        ("metadata", {"big": "x" * (16 * 1024)}),
+        ("target", "t-1"),
+        ("actor", "user-42"),
+    ],
+)
+def test_it_names_the_bad_field(field, value):
+    assert field in errors_of(valid_event(**{field: value}))
+
+
+def test_it_refuses_an_occurred_at_more_than_five_minutes_ahead():
+    ahead = (datetime.now(UTC) + timedelta(minutes=6)).isoformat()
+    fields = errors_of(valid_event(occurred_at=ahead))
+    assert fields == {"occurred_at": ["Must not be more than 5 minutes in the future."]}
+    nearly = (datetime.now(UTC) + timedelta(minutes=4)).isoformat()
+    assert events_parse(orjson.dumps(valid_event(occurred_at=nearly)))
+
+
+@pytest.mark.parametrize("missing", ["occurred_at", "action", "actor"])
+def test_it_requires(missing):
+    event = valid_event()
+    del event[missing]
+    assert errors_of(event) == {missing: ["This field is required."]}
+
+
+def test_it_names_nested_actor_and_target_fields():
+    fields = errors_of(
+        valid_event(
+            actor={"type": "t" * 65, "name": "n" * 257, "role": "x"},
+            target={"id": "i" * 257, "type": "t" * 65, "colour": "red"},
+        )
+    )
+    assert set(fields["actor"]) == {"id", "type", "name", "role"}
+    assert set(fields["target"]) == {"id", "type", "colour"}
+
+
+def test_it_refuses_unknown_fields_by_name():
+    fields = errors_of(valid_event(tenant="globex", extra=1))
+    assert fields == {"tenant": ["Unknown field."], "extra": ["Unknown field."]}
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        valid_event(description="a\u0000b"),
+        valid_event(action="a.b", actor={"id": "x\u0000"}),
+        valid_event(metadata={"k": ["ok", "bad\u0000"]}),
+        valid_event(metadata={"bad\u0000key": 1}),
+    ],
+)
+def test_it_refuses_nul_characters_anywhere_even_in_metadata(event):
+    fields = errors_of(event)
+    assert "NUL" in orjson.dumps(fields).decode()
+
+
+def test_it_refuses_non_finite_numbers_in_metadata():
+    body = b'{"occurred_at": "2026-01-01T00:00:00Z", "action": "a", "actor": {"id": "u"},'
+    with pytest.raises(InvalidEvents) as caught:
+        events_parse(body + b' "metadata": {"x": 1e999}}')
+    assert "metadata" in caught.value.fields
+
+
+def test_it_refuses_metadata_nested_too_deeply():
+    deep: dict = {}
+    node = deep
+    for _ in range(40):
+        node["n"] = {}
+        node = node["n"]
+    assert "metadata" in errors_of(valid_event(metadata=deep))
+
+
+def test_it_accepts_metadata_of_exactly_the_limit():
+    padding = 16 * 1024 - len(orjson.dumps({"p": ""}))
+    event = valid_event(metadata={"p": "x" * padding})
+    assert events_parse(orjson.dumps(event))
+    assert "metadata" in errors_of(valid_event(metadata={"p": "x" * (padding + 1)}))
+
+
+def test_it_names_every_bad_item_of_a_list_by_index_and_only_those():
+    body = [
+        valid_event(),
+        valid_event(occurred_at="not a time", severity="loud"),
+        valid_event(),
+        valid_event(actor={}),
+    ]
+    fields = errors_of(body)
+    assert set(fields) == {"1", "3"}
+    assert set(fields["1"]) == {"occurred_at", "severity"}
+    assert fields["3"] == {"actor": {"id": ["This field is required."]}}
+
+
+def test_it_refuses_a_repeated_event_id_in_one_request_at_the_later_index():
+    fields = errors_of(
+        [valid_event(event_id="a"), valid_event(event_id="b"), valid_event(event_id="a")]
+    )
+    assert fields == {"2": {"event_id": ["Duplicate of item 0 in this request."]}}
+
+
+def test_it_refuses_an_empty_list_a_scalar_and_a_list_over_the_limit():
+    assert "non_field_errors" in errors_of([])
+    assert "non_field_errors" in errors_of(42)
+    assert "non_field_errors" in errors_of([5])["0"]
+    too_many = [valid_event()] * (MAX_EVENTS_PER_REQUEST + 1)
+    assert "non_field_errors" in errors_of(too_many)
+    events, _ = events_parse(orjson.dumps([valid_event()] * MAX_EVENTS_PER_REQUEST))
+    assert len(events) == MAX_EVENTS_PER_REQUEST
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b"[1,", b"nope", b'{"a": NaN}', b"\xff\xfe"])
+def test_it_reports_malformed_json_as_such(body):
+    with pytest.raises(InvalidJSON):
+        events_parse(body)
+
+
+def test_a_lone_surrogate_is_refused_not_passed_to_postgresql():
+    body = b'{"occurred_at": "2026-01-01T00:00:00Z", "action": "a", "actor": {"id": "\\ud800"}}'
+    with pytest.raises((InvalidJSON, InvalidEvents)):
+        events_parse(body)
+
+
+def test_event_normalize_validates_a_python_dict():
+    event = event_normalize(valid_event(description="hello"))
+    assert event["description"] == "hello"
+    with pytest.raises(InvalidEvents):
+        event_normalize(valid_event(action="not valid!"))
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+field_values = {
+    "event_id": st.text(max_size=140) | json_values,
+    "occurred_at": st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat())
+    | json_values,
+    "action": st.from_regex(r"\A[A-Za-z0-9_.:-]{0,130}\Z") | json_values,
+    "outcome": st.sampled_from(["success", "failure", "unknown", "x"]) | json_values,
+    "severity": st.sampled_from(["info", "notice", "warning", "critical", "y"]),
+    "actor": st.fixed_dictionaries({}, optional={"id": json_values, "type": json_values})
+    | json_values,
+    "target": st.fixed_dictionaries({}, optional={"id": json_values, "name": json_values}),
+    "source_ip": st.ip_addresses().map(str) | json_values,
+    "user_agent": st.text(max_size=600),
+    "description": st.text(max_size=50) | json_values,
+    "metadata": json_values,
+    "unknown": json_values,
+}
+random_events = st.fixed_dictionaries({}, optional=field_values)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(random_events, st.lists(random_events, max_size=5), json_values))
+def test_random_input_is_either_accepted_in_contract_form_or_refused_with_named_fields(body):
+    try:
+        events, _ = events_parse(dumps(body))
+    except InvalidEvents as exc:
+        assert exc.fields and isinstance(exc.fields, dict)
+        return
+    for event in events:
+        assert set(event) == CONTRACT_KEYS
+        assert event["occurred_at"].endswith("+00:00")
+        assert len(orjson.dumps(event["metadata"])) <= 16 * 1024
+
+
+def test_a_deeply_nested_body_is_malformed_json_not_a_crash():
+    with pytest.raises(InvalidJSON):
+        events_parse(b"[" * 100_000 + b"]" * 100_000)
+    body = b'{"occurred_at": "2026-01-01T00:00:00Z", "action": "a", "actor": {"id": "u"},'
+    with pytest.raises((InvalidJSON, InvalidEvents)):
+        events_parse(body + b'"metadata":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
