@@ -1,5 +1,192 @@
-"""The ledger's share of the worker's time per batch (issue 9 target 4)."""
+"""The ledger's cost: its share of the worker's time per batch, and events/s with and without
+chaining (issue 9 target 4, issue 8 point 4).
+
+Two measurements, both reported:
+
+* **inside the worker** — the ingest worker times each batch (``traceledger_ingest_batch_seconds``)
+  and the ledger part of it (``traceledger_ingest_ledger_seconds``: waiting for the chain-head
+  lock plus hashing). The bench runs the worker with ``PROMETHEUS_MULTIPROC_DIR`` and reads
+  both histograms' sums before and after each phase; share = Δledger / Δbatch.
+* **in the harness process** — the worker's own service ``events_ingest`` is called on the
+  same kind of batches, one after another, first as it is, then with ``chain_head_lock`` and
+  ``chain_rows`` replaced (in this process only) by a counter that assigns sequences without
+  a lock or a hash. The difference is what chaining costs, free of queueing and contention.
+"""
+
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+ZERO_HASH = "0" * 64
+LEDGER = "traceledger_ingest_ledger_seconds"
+BATCH = "traceledger_ingest_batch_seconds"
 
 
-def ledger_figures(**kwargs) -> dict:
-    return {"share": None, "note": "not measured yet"}
+def worker_timers(metrics_dir: Path) -> dict[str, float]:
+    """Sums and counts of the worker's batch and ledger histograms, over every process."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(metrics_dir))
+    wanted = {f"{name}_{part}" for name in (LEDGER, BATCH) for part in ("sum", "count")}
+    values = dict.fromkeys(wanted, 0.0)
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if sample.name in wanted:
+                values[sample.name] += sample.value
+    return values
+
+
+def share_between(before: dict[str, float], after: dict[str, float]) -> dict:
+    ledger = after[f"{LEDGER}_sum"] - before[f"{LEDGER}_sum"]
+    batch = after[f"{BATCH}_sum"] - before[f"{BATCH}_sum"]
+    batches = int(after[f"{BATCH}_count"] - before[f"{BATCH}_count"])
+    return {
+        "batches": batches,
+        "batch_seconds": round(batch, 3),
+        "ledger_seconds": round(ledger, 3),
+        "share": None if batch <= 0 else round(ledger / batch, 3),
+        "ms_per_batch": None if not batches else round(1000 * batch / batches, 2),
+        "ledger_ms_per_batch": None if not batches else round(1000 * ledger / batches, 2),
+    }
+
+
+def worker_events(*, events: list[dict]) -> list[dict]:
+    """API-shaped events as the API hands them to the worker (flat, ids and received_at set)."""
+    received_at = datetime.now(UTC).isoformat()
+    out = []
+    for event in events:
+        actor = event["actor"]
+        target = event.get("target") or {}
+        out.append(
+            {
+                "id": str(uuid.uuid4()),
+                "event_id": event["event_id"],
+                "occurred_at": event["occurred_at"],
+                "received_at": received_at,
+                "action": event["action"],
+                "outcome": event.get("outcome", "success"),
+                "severity": event.get("severity", "info"),
+                "actor_id": actor["id"],
+                "actor_type": actor.get("type", "user"),
+                "actor_name": actor.get("name", ""),
+                "target_id": target.get("id", ""),
+                "target_type": target.get("type", ""),
+                "target_name": target.get("name", ""),
+                "source_ip": event.get("source_ip"),
+                "user_agent": event.get("user_agent", ""),
+                "description": event.get("description", ""),
+                "metadata": event.get("metadata") or {},
+            }
+        )
+    return out
+
+
+@contextmanager
+def _timed_ledger(timer: dict):
+    """Wraps the service's ledger calls with timers (this process only)."""
+    from audit.services import ingest
+
+    lock, rows = ingest.chain_head_lock, ingest.chain_rows
+
+    def timed_lock(**kwargs):
+        t0 = time.perf_counter()
+        try:
+            return lock(**kwargs)
+        finally:
+            timer["ledger"] += time.perf_counter() - t0
+
+    def timed_rows(**kwargs):
+        t0 = time.perf_counter()
+        try:
+            return rows(**kwargs)
+        finally:
+            timer["ledger"] += time.perf_counter() - t0
+
+    ingest.chain_head_lock, ingest.chain_rows = timed_lock, timed_rows
+    try:
+        yield
+    finally:
+        ingest.chain_head_lock, ingest.chain_rows = lock, rows
+
+
+@contextmanager
+def _without_chaining():
+    """No chain-head lock, no hashing: sequences from a counter (this process only)."""
+    from django.db.models import Max
+
+    from audit.models import AuditEvent, ChainHead
+    from audit.services import ingest
+
+    lock, rows = ingest.chain_head_lock, ingest.chain_rows
+    counters: dict[int, int] = {}
+
+    def no_lock(*, tenant_id):
+        if tenant_id not in counters:
+            # Other writers (the accounts receivers) may have chained events already.
+            counters[tenant_id] = (
+                AuditEvent.objects.filter(tenant_id=tenant_id).aggregate(m=Max("sequence"))["m"]
+                or 0
+            )
+        return ChainHead(tenant_id=tenant_id, sequence=counters[tenant_id])
+
+    def no_hash(*, head, rows):
+        sequence = head.sequence
+        for row in rows:
+            sequence += 1
+            row["tenant_id"] = head.tenant_id
+            row["sequence"] = sequence
+            row["prev_hash"] = row["hash"] = ZERO_HASH
+        counters[head.tenant_id] = head.sequence = sequence
+
+    ingest.chain_head_lock, ingest.chain_rows = no_lock, no_hash
+    try:
+        yield
+    finally:
+        ingest.chain_head_lock, ingest.chain_rows = lock, rows
+
+
+def _ingest_all(*, tenant_id: int, batches: list[list[dict]]) -> tuple[float, int]:
+    from audit.services.ingest import events_ingest
+
+    stored = 0
+    started = time.perf_counter()
+    for batch in batches:
+        stored += len(events_ingest(tenant_id=tenant_id, events=batch).stored_ids)
+    return time.perf_counter() - started, stored
+
+
+def chaining_comparison(
+    *, events: list[dict], batch_size: int, tenant_chain: int, tenant_plain: int
+) -> dict:
+    """events/s of the worker's service on the same batches with and without chaining."""
+    rows = worker_events(events=events)
+    batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+    plain_batches = [
+        [{**r, "id": str(uuid.uuid4()), "event_id": r["event_id"] + "-plain"} for r in b]
+        for b in batches
+    ]
+    # Warm-up outside the clock (imports, prepared connections, the tenants' chain heads).
+    _ingest_all(tenant_id=tenant_chain, batches=[batches[0]])
+    with _without_chaining():
+        _ingest_all(tenant_id=tenant_plain, batches=[plain_batches[0]])
+    timer = {"ledger": 0.0}
+    with _timed_ledger(timer):
+        chained_seconds, chained = _ingest_all(tenant_id=tenant_chain, batches=batches[1:])
+    with _without_chaining():
+        plain_seconds, plain = _ingest_all(tenant_id=tenant_plain, batches=plain_batches[1:])
+    return {
+        "method": "events_ingest() called in the bench process on "
+        f"{len(batches) - 1} batches of {batch_size}, one after another",
+        "events": chained,
+        "with_chaining_events_per_s": round(chained / chained_seconds, 1),
+        "without_chaining_events_per_s": round(plain / plain_seconds, 1),
+        "chaining_cost_us_per_event": round(
+            1e6 * (chained_seconds / max(chained, 1) - plain_seconds / max(plain, 1)), 1
+        ),
+        "ledger_share_in_process": round(timer["ledger"] / chained_seconds, 3),
+        "stored_without_chaining": plain,
+    }

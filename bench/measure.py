@@ -99,8 +99,9 @@ class Progress(threading.Thread):
             self._line()
 
 
-def db_figures(*, services: Services, tenant_id: int) -> dict:
-    """Count, distinct event ids and ingest lag (stored_at - received_at) of a tenant."""
+def db_figures(*, services: Services, tenant_id: int, prefix: str) -> dict:
+    """Count, distinct event ids and ingest lag (stored_at - received_at) of one phase's
+    events (their event ids start with ``prefix``)."""
     with psycopg.connect(**services.conninfo(), autocommit=True) as conn:
         row = conn.execute(
             """
@@ -109,9 +110,9 @@ def db_figures(*, services: Services, tenant_id: int) -> dict:
                    percentile_cont(0.99) WITHIN GROUP (ORDER BY lag),
                    max(lag)
             FROM (SELECT event_id, extract(epoch FROM stored_at - received_at) AS lag
-                  FROM audit_auditevent WHERE tenant_id = %s) AS t
+                  FROM audit_auditevent WHERE tenant_id = %s AND event_id LIKE %s) AS t
             """,
-            (tenant_id,),
+            (tenant_id, prefix.replace("_", r"\_") + "%"),
         ).fetchone()
     stored, distinct, p50, p99, lag_max = row
     return {

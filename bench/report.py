@@ -98,8 +98,20 @@ def table(results: dict) -> str:
         value = "—" if t["value"] is None else f"{t['value']:.2f}"
         lines.append(f"| {name} | {value} | {t['target']} | {met} |")
     ledger = results.get("ledger", {})
-    if ledger.get("note"):
-        lines.append(f"\nledger: {ledger['note']}")
+    in_process = ledger.get("in_process") or {}
+    batch_phase = ledger.get("worker_batch_phase") or {}
+    if batch_phase:
+        lines.append(
+            f"\nledger inside the worker (batch phase): {batch_phase['ledger_ms_per_batch']} ms "
+            f"of {batch_phase['ms_per_batch']} ms per batch = share {batch_phase['share']}"
+        )
+    if in_process:
+        lines.append(
+            f"worker service in-process: {_fmt(in_process['with_chaining_events_per_s'])} ev/s "
+            f"with chaining, {_fmt(in_process['without_chaining_events_per_s'])} ev/s without "
+            f"({in_process['chaining_cost_us_per_event']} µs/event; ledger share "
+            f"{in_process['ledger_share_in_process']})"
+        )
     sustain = results.get("sustain")
     if sustain:
         lines.append(

@@ -8,6 +8,7 @@ worker's time. Prints a table and writes ``bench/results/latest.json``.
 """
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -171,6 +172,8 @@ def main(argv=None) -> int:
             path="/" + NAIVE_PATH,
             synchronous=True,
         )
+        metrics_dir = logs / "metrics"
+        timers = [ledger.worker_timers(metrics_dir)]
         results["single"] = _phase_http(
             "single",
             services,
@@ -183,6 +186,7 @@ def main(argv=None) -> int:
             web,
             worker,
         )
+        timers.append(ledger.worker_timers(metrics_dir))
         results["batch"] = _phase_http(
             "batch",
             services,
@@ -195,16 +199,10 @@ def main(argv=None) -> int:
             web,
             worker,
         )
+        timers.append(ledger.worker_timers(metrics_dir))
         if plan.sustain_seconds:
             results["sustain"] = _phase_sustain(services, fixtures["sustain"], plan, run_id, args)
-        results["ledger"] = ledger.ledger_figures(
-            services=services,
-            metrics_dir=logs / "metrics",
-            worker_log=worker.log_path,
-            tenant=fixtures["ledger"],
-            run_id=run_id,
-            batch_size=plan.batch_size,
-        )
+        results["ledger"] = _phase_ledger(fixtures, plan, run_id, timers)
         results["verify"] = _verify(fixtures)
     finally:
         worker.stop()
@@ -221,7 +219,7 @@ def _fixtures() -> dict:
     from accounts.services import api_key_create, tenant_get_or_create
 
     fixtures = {}
-    for name in ("naive", "single", "batch", "sustain", "ledger"):
+    for name in ("naive", "single", "batch", "sustain", "ledger", "nochain"):
         tenant, _ = tenant_get_or_create(slug=f"bench-{name}")
         _, key = api_key_create(tenant=tenant, name=f"bench-{name}", scopes=["ingest", "read"])
         fixtures[name] = {"tenant_id": tenant.pk, "slug": tenant.slug, "key": key}
@@ -264,7 +262,7 @@ def _phase_http(
     )
     # Warm-up outside the clock: imports, connections, the API key cache.
     warm = events.request_bodies(
-        events.event_dicts(run_id=run_id, phase=f"{label}-warm", count=batch_size * 4),
+        events.event_dicts(run_id=run_id, phase=f"warm{label}", count=batch_size * 4),
         batch_size=batch_size,
     )
     warm_events = (
@@ -279,10 +277,10 @@ def _phase_http(
         .run(warm)
         .events_accepted
     )
+    base = _settle(services, fixture["tenant_id"])
+    watcher_expect = base + total
     say(f"[bench] {label}: {total} events, {len(bodies)} requests, {plan.clients} clients")
-    watcher = StoreWatcher(
-        services=services, tenant_id=fixture["tenant_id"], expect=total + warm_events
-    )
+    watcher = StoreWatcher(services=services, tenant_id=fixture["tenant_id"], expect=watcher_expect)
     progress = Progress(label=label, total=total, generator=generator, watcher=watcher)
     cpu0 = {"web": web.cpu_seconds(), "worker": worker.cpu_seconds()}
     watcher.started = time.perf_counter()
@@ -295,7 +293,7 @@ def _phase_http(
     if synchronous:
         stored_at = accepted_at
     else:
-        watcher.expect = accepted + warm_events
+        watcher.expect = base + accepted
         watcher.join(timeout=max(60.0, 5 * result.wall))
         watcher.stop()
         stored_at = watcher.done_at
@@ -323,9 +321,7 @@ def _phase_http(
         **loadgen_figures(result),
         **cpu,
     }
-    db = db_figures(services=services, tenant_id=fixture["tenant_id"])
-    db["stored"] -= warm_events
-    db["distinct_event_ids"] -= warm_events
+    db = db_figures(services=services, tenant_id=fixture["tenant_id"], prefix=f"{run_id}-{label}-")
     figures.update(db)
     figures["searchable"] = searchable.get("count")
     if searchable.get("count") is not None:
@@ -343,6 +339,25 @@ def _phase_http(
         f"e2e {figures['e2e_events_per_s']} ev/s, stored {figures['stored']}/{total}"
     )
     return figures
+
+
+def _settle(services, tenant_id: int, timeout: float = 30.0) -> int:
+    """The tenant's stored count once the warm-up has drained (unchanged for 1 s)."""
+    import psycopg
+
+    from bench.measure import stored_count
+
+    with psycopg.connect(**services.conninfo(), autocommit=True) as conn:
+        last, stable_since = -1, time.perf_counter()
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            now_count = stored_count(conn, tenant_id)
+            if now_count != last:
+                last, stable_since = now_count, time.perf_counter()
+            elif time.perf_counter() - stable_since >= 1.0:
+                break
+            time.sleep(0.2)
+    return last
 
 
 def _searchable(tenant_id: int, run_id: str, expect: int, synchronous: bool) -> dict:
@@ -394,9 +409,9 @@ def _phase_sustain(services, fixture, plan, run_id, args) -> dict:
             """
             SELECT floor(extract(epoch FROM received_at - min(received_at) OVER ()) / 10) AS w,
                    extract(epoch FROM stored_at - received_at) AS lag
-            FROM audit_auditevent WHERE tenant_id = %s
+            FROM audit_auditevent WHERE tenant_id = %s AND event_id LIKE %s
             """,
-            (fixture["tenant_id"],),
+            (fixture["tenant_id"], f"{run_id}-sustain-%"),
         ).fetchall()
     by_window: dict[int, list[float]] = {}
     for window, lag in windows:
@@ -422,6 +437,28 @@ def _phase_sustain(services, fixture, plan, run_id, args) -> dict:
     }
 
 
+def _phase_ledger(fixtures, plan, run_id, timers) -> dict:
+    say("[bench] ledger: share of the worker's batch time; events/s with and without chaining")
+    single = ledger.share_between(timers[0], timers[1])
+    batch = ledger.share_between(timers[1], timers[2])
+    batches = 5 if plan.batch < 10_000 else 50
+    comparison = ledger.chaining_comparison(
+        events=events.event_dicts(run_id=run_id, phase="ledger", count=batches * plan.batch_size),
+        batch_size=plan.batch_size,
+        tenant_chain=fixtures["ledger"]["tenant_id"],
+        tenant_plain=fixtures["nochain"]["tenant_id"],
+    )
+    return {
+        "share": batch["share"],
+        "method": "inside the worker: traceledger_ingest_ledger_seconds (chain-head lock wait "
+        "+ chain_rows) / traceledger_ingest_batch_seconds (whole task), summed over the batch "
+        "phase from the worker's Prometheus multiprocess files",
+        "worker_batch_phase": batch,
+        "worker_single_phase": single,
+        "in_process": comparison,
+    }
+
+
 def _verify(fixtures) -> dict:
     """``manage.py verify_ledger --tenant`` for every TraceLedger tenant (not the naive one)."""
     from django.core.management import call_command, get_commands
@@ -431,7 +468,7 @@ def _verify(fixtures) -> dict:
     out = {}
     for name in ("single", "batch", "sustain"):
         try:
-            call_command("verify_ledger", tenant=fixtures[name]["slug"], verbosity=0)
+            call_command("verify_ledger", tenant=fixtures[name]["slug"], stdout=io.StringIO())
             out[name] = True
         except SystemExit as exc:
             out[name] = exc.code in (0, None)
