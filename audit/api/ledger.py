@@ -1,0 +1,202 @@
+"""GET /api/v1/ledger/verify, /ledger/checkpoints and /ledger/public-key (ARCHITECTURE §3).
+
+Thin views: the tenant comes from ``audit.selectors.read_tenant_id`` (a superuser names it
+with ``tenant=``), the work from ``audit.ledger``.
+"""
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import generics, serializers
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.permissions import CanRead
+from accounts.principal import get_principal
+from audit.ledger import selectors
+from audit.ledger.signing import key_id, public_key_pem
+from audit.ledger.verify import ledger_verify
+from audit.selectors import read_tenant_id
+
+# The API verifies at most this many events per request (about a second of hashing here);
+# the whole chain is ``manage.py verify_ledger``.
+VERIFY_MAX_EVENTS = 100_000
+
+TENANT_PARAMETER = OpenApiParameter(
+    "tenant",
+    OpenApiTypes.STR,
+    description="Superusers only: the slug of the tenant to read (required for them).",
+)
+
+
+class VerifyInputSerializer(serializers.Serializer):
+    from_sequence = serializers.IntegerField(required=False, min_value=1)
+    to_sequence = serializers.IntegerField(required=False, min_value=1)
+    last = serializers.IntegerField(required=False, min_value=1, max_value=VERIFY_MAX_EVENTS)
+    tenant = serializers.CharField(required=False, allow_blank=True)
+
+    def validate(self, attrs):
+        if "last" in attrs and ("from_sequence" in attrs or "to_sequence" in attrs):
+            raise ValidationError({"last": ["Use either last or from_sequence/to_sequence."]})
+        low, high = attrs.get("from_sequence"), attrs.get("to_sequence")
+        if low is not None and high is not None:
+            if high < low:
+                raise ValidationError({"to_sequence": ["Must not be below from_sequence."]})
+            if high - low + 1 > VERIFY_MAX_EVENTS:
+                raise ValidationError(
+                    {"to_sequence": [f"A range covers at most {VERIFY_MAX_EVENTS} events."]}
+                )
+        return attrs
+
+
+class VerifyOutputSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    checked = serializers.IntegerField(help_text="Events whose hash was recomputed.")
+    first_bad_sequence = serializers.IntegerField(
+        allow_null=True, help_text="The first sequence that does not verify; null when ok."
+    )
+    reason = serializers.CharField(help_text="Why the chain breaks there; empty when ok.")
+    from_sequence = serializers.IntegerField()
+    to_sequence = serializers.IntegerField(allow_null=True)
+    checkpoints_checked = serializers.IntegerField()
+
+
+class LedgerVerifyView(APIView):
+    permission_classes = [IsAuthenticated, CanRead]
+
+    @extend_schema(
+        operation_id="ledger_verify",
+        summary="Verify the tenant's hash chain",
+        description=(
+            "Recomputes the chain over a bounded range and checks the signed checkpoints in "
+            f"it. Without parameters: the last {VERIFY_MAX_EVENTS} events (``last=N`` for "
+            "fewer). ``from_sequence``/``to_sequence`` choose a range of at most "
+            f"{VERIFY_MAX_EVENTS} events; ``from_sequence`` alone verifies "
+            f"{VERIFY_MAX_EVENTS} events from there. A range starts from the stored hash of "
+            "the event before it. The whole chain: ``manage.py verify_ledger``."
+        ),
+        parameters=[
+            OpenApiParameter("from_sequence", OpenApiTypes.INT, description="First sequence."),
+            OpenApiParameter("to_sequence", OpenApiTypes.INT, description="Last sequence."),
+            OpenApiParameter(
+                "last",
+                OpenApiTypes.INT,
+                description=f"Verify the last N events (1 to {VERIFY_MAX_EVENTS}).",
+            ),
+            TENANT_PARAMETER,
+        ],
+        responses={200: VerifyOutputSerializer},
+    )
+    def get(self, request):
+        params = VerifyInputSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        tenant_id = read_tenant_id(
+            principal=get_principal(request), tenant_slug=data.get("tenant"), required=True
+        )
+        low, high = data.get("from_sequence"), data.get("to_sequence")
+        if low is None and high is None:
+            head = selectors.chain_head_get(tenant_id=tenant_id)
+            base = selectors.chain_base(tenant_id=tenant_id)
+            last = data.get("last", VERIFY_MAX_EVENTS)
+            low = max(head.sequence - last + 1, 1)
+            # From the chain's start, a run covers genesis/the purge checkpoint too.
+            low = None if low <= base.sequence + 1 else low
+        elif low is None:
+            low = max(high - VERIFY_MAX_EVENTS + 1, 1)
+        elif high is None:
+            high = low + VERIFY_MAX_EVENTS - 1
+        result = ledger_verify(tenant_id=tenant_id, from_sequence=low, to_sequence=high)
+        return Response(VerifyOutputSerializer(result.as_dict()).data)
+
+
+class CheckpointSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    tenant_id = serializers.IntegerField(help_text="Signed as part of the message.")
+    kind = serializers.CharField(help_text="periodic, or purge (the chain resumes after it).")
+    sequence = serializers.IntegerField()
+    hash = serializers.CharField()
+    signed_at = serializers.DateTimeField()
+    signature = serializers.CharField(help_text="Ed25519 signature, hex.")
+    key_id = serializers.CharField(help_text="SHA-256 of the raw public key, hex.")
+    details = serializers.JSONField(help_text="Signed too; for a purge, what was removed.")
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        # Exactly the text that was signed (6 fractional digits, Z), not DRF's rendering.
+        data["signed_at"] = instance.signed_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return data
+
+
+class CheckpointPagination(CursorPagination):
+    ordering = ("-id",)
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+    def get_paginated_response(self, data):
+        response = super().get_paginated_response(data)
+        response.data["key_id"] = key_id()
+        response.data["public_key"] = public_key_pem()
+        return response
+
+    def get_paginated_response_schema(self, schema):
+        schema = super().get_paginated_response_schema(schema)
+        schema["properties"]["key_id"] = {"type": "string"}
+        schema["properties"]["public_key"] = {
+            "type": "string",
+            "description": "PEM public key that verifies the signatures.",
+        }
+        schema["required"] = [*schema.get("required", []), "key_id", "public_key"]
+        return schema
+
+
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="ledger_checkpoints",
+        summary="Signed checkpoints of the tenant's chain, newest first",
+        description=(
+            "Each checkpoint signs (tenant_id, sequence, hash, signed_at, kind, details) "
+            "with Ed25519; the page carries the public key and its key_id. See docs/ledger.md."
+        ),
+        parameters=[TENANT_PARAMETER],
+    )
+)
+class LedgerCheckpointListView(generics.ListAPIView):
+    permission_classes = [IsAuthenticated, CanRead]
+    serializer_class = CheckpointSerializer
+    pagination_class = CheckpointPagination
+    filter_backends: list = []
+
+    def get_queryset(self):
+        principal = get_principal(self.request)
+        tenant_id = read_tenant_id(
+            principal=principal,
+            tenant_slug=self.request.query_params.get("tenant"),
+            required=True,
+        )
+        return selectors.checkpoint_list(principal=principal, tenant_id=tenant_id)
+
+
+class LedgerPublicKeyView(APIView):
+    permission_classes = [IsAuthenticated, CanRead]
+
+    @extend_schema(
+        operation_id="ledger_public_key",
+        summary="The Ed25519 public key that verifies checkpoints",
+        responses={
+            200: inline_serializer(
+                "LedgerPublicKey",
+                {"key_id": serializers.CharField(), "public_key": serializers.CharField()},
+            )
+        },
+    )
+    def get(self, request):
+        return Response({"key_id": key_id(), "public_key": public_key_pem()})

@@ -1,0 +1,165 @@
+"""GET /api/v1/ledger/verify, /ledger/checkpoints, /ledger/public-key."""
+
+import pytest
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from django.core.cache import cache
+from django.db import connection, transaction
+
+from audit.ledger.services import checkpoints_sign
+from audit.ledger.signing import checkpoint_message
+from audit.tests.ledger_factories import chained_events_create
+
+VERIFY = "/api/v1/ledger/verify"
+CHECKPOINTS = "/api/v1/ledger/checkpoints"
+PUBLIC_KEY = "/api/v1/ledger/public-key"
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    cache.clear()
+
+
+@pytest.fixture
+def chain(tenant):
+    chained_events_create(tenant_id=tenant.id, count=6)
+    return tenant
+
+
+def _tamper_sequence(tenant, sequence):
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER auditevent_append_only")
+        cursor.execute(
+            "UPDATE audit_auditevent SET actor_id = 'mallory' WHERE tenant_id = %s "
+            "AND sequence = %s",
+            [tenant.id, sequence],
+        )
+        cursor.execute("ALTER TABLE audit_auditevent ENABLE TRIGGER auditevent_append_only")
+
+
+@pytest.mark.parametrize("path", [VERIFY, CHECKPOINTS, PUBLIC_KEY])
+def test_it_rejects_an_anonymous_caller(api_client, path):
+    assert api_client.get(path).status_code == 401
+
+
+@pytest.mark.parametrize("path", [VERIFY, CHECKPOINTS, PUBLIC_KEY])
+def test_it_rejects_a_key_without_the_read_scope(key_client, path):
+    response = key_client(scopes=["ingest"]).get(path)
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "permission_denied"
+
+
+def test_it_verifies_an_intact_chain(key_client, chain):
+    response = key_client(scopes=["read"]).get(VERIFY)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["ok"], body["checked"], body["first_bad_sequence"]) == (True, 6, None)
+
+
+def test_it_names_the_first_bad_sequence(key_client, chain):
+    _tamper_sequence(chain, 4)
+
+    body = key_client(scopes=["read"]).get(VERIFY).json()
+
+    assert (body["ok"], body["first_bad_sequence"]) == (False, 4)
+
+
+def test_it_verifies_only_the_last_n_events_when_asked(key_client, chain):
+    _tamper_sequence(chain, 2)
+    client = key_client(scopes=["read"])
+
+    last_three = client.get(VERIFY, {"last": 3}).json()
+    assert (last_three["ok"], last_three["checked"], last_three["from_sequence"]) == (True, 3, 4)
+    assert (
+        client.get(VERIFY, {"from_sequence": 2, "to_sequence": 3}).json()["first_bad_sequence"] == 2
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"from_sequence": "x"}, "from_sequence"),
+        ({"from_sequence": 0}, "from_sequence"),
+        ({"from_sequence": 5, "to_sequence": 2}, "to_sequence"),
+        ({"from_sequence": 1, "to_sequence": 200_001}, "to_sequence"),
+        ({"last": 100_001}, "last"),
+        ({"last": 3, "from_sequence": 1}, "last"),
+    ],
+)
+def test_it_names_the_bad_parameter(key_client, chain, params, field):
+    response = key_client(scopes=["read"]).get(VERIFY, params)
+
+    assert response.status_code == 400
+    assert field in response.json()["error"]["fields"]
+
+
+def test_it_refuses_another_tenants_slug(user_client, outsider, chain):
+    response = user_client(outsider).get(VERIFY, {"tenant": chain.slug})
+    assert response.status_code == 403
+    assert user_client(outsider).get(CHECKPOINTS, {"tenant": chain.slug}).status_code == 403
+
+
+def test_it_verifies_only_the_callers_own_tenant(key_client, chain, other_tenant):
+    _tamper_sequence(chain, 1)
+
+    body = key_client(scopes=["read"], for_tenant=other_tenant).get(VERIFY).json()
+
+    assert (body["ok"], body["checked"]) == (True, 0)
+
+
+def test_a_superuser_names_the_tenant(user_client, superuser, chain):
+    client = user_client(superuser)
+
+    missing = client.get(VERIFY)
+    assert missing.status_code == 400
+    assert "tenant" in missing.json()["error"]["fields"]
+    assert client.get(VERIFY, {"tenant": "nope"}).status_code == 400
+    assert client.get(VERIFY, {"tenant": chain.slug}).json()["checked"] == 6
+
+
+def test_checkpoints_are_listed_with_the_key_that_verifies_them(key_client, chain, other_tenant):
+    checkpoints_sign()
+    chained_events_create(tenant_id=chain.id, count=2, start=6)
+    chained_events_create(tenant_id=other_tenant.id, count=1)
+    checkpoints_sign()
+
+    response = key_client(scopes=["read"]).get(CHECKPOINTS, {"page_size": 1})
+
+    assert response.status_code == 200
+    body = response.json()
+    assert [c["sequence"] for c in body["results"]] == [8]
+    assert body["next"]
+    key = load_pem_public_key(body["public_key"].encode())
+    [checkpoint] = body["results"]
+    message = checkpoint_message(
+        tenant_id=checkpoint["tenant_id"],
+        sequence=checkpoint["sequence"],
+        hash=checkpoint["hash"],
+        signed_at=checkpoint["signed_at"],
+        kind=checkpoint["kind"],
+        details=checkpoint["details"],
+    )
+    key.verify(bytes.fromhex(checkpoint["signature"]), message)  # raises if invalid
+    second = key_client(scopes=["read"]).get(body["next"]).json()
+    assert [c["sequence"] for c in second["results"]] == [6]
+    assert second["next"] is None
+
+
+def test_the_public_key_is_served(key_client, db):
+    body = key_client(scopes=["read"]).get(PUBLIC_KEY).json()
+
+    assert body["public_key"].startswith("-----BEGIN PUBLIC KEY-----")
+    assert len(body["key_id"]) == 64
+
+
+def test_it_rate_limits_verification(key_client, chain, settings):
+    settings.TRACELEDGER_RATELIMIT_READ = "1/m"
+    client = key_client(scopes=["read"])
+
+    assert client.get(VERIFY).status_code == 200
+    response = client.get(VERIFY)
+    assert response.status_code == 429
+    assert "Retry-After" in response
