@@ -164,7 +164,11 @@ def reindex_total(*, run: ReindexRun) -> int:
 
 
 def reindex_batches(
-    *, run: ReindexRun, backend: SearchBackend, index: str | None = None
+    *,
+    run: ReindexRun,
+    backend: SearchBackend,
+    index: str | None = None,
+    batch_size: int = BATCH_SIZE,
 ) -> Iterator[int]:
     """Index the run's events batch by batch, saving the cursor after each; yields counts.
 
@@ -177,7 +181,10 @@ def reindex_batches(
     for tenant_id in Tenant.objects.values_list("pk", flat=True):
         key = str(tenant_id)
         for batch in _batches_after(
-            tenant_id=tenant_id, after=run.cursor.get(key, 0), since=run.since
+            tenant_id=tenant_id,
+            after=run.cursor.get(key, 0),
+            since=run.since,
+            batch_size=batch_size,
         ):
             _send(backend, event_ids=[pk for pk, _ in batch], **options)
             run.cursor[key] = batch[-1][1]

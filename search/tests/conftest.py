@@ -58,3 +58,21 @@ def found(response) -> list[str]:
     """The ``event_id``s of a search response, in order."""
     assert response.status_code == 200, response.content
     return [event["event_id"] for event in response.json()["results"]]
+
+
+@pytest.fixture
+def fake_es(settings):
+    """A recording stand-in for Elasticsearch (see fake_elasticsearch.py), configured."""
+    from search.tests.fake_elasticsearch import FakeElasticsearch
+
+    fake = FakeElasticsearch().start()
+    settings.ELASTICSEARCH_URL = fake.url
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def es_refused(settings, closed_port) -> str:
+    """ELASTICSEARCH_URL pointing at a closed port."""
+    settings.ELASTICSEARCH_URL = f"http://127.0.0.1:{closed_port}"
+    return settings.ELASTICSEARCH_URL

@@ -51,11 +51,17 @@ class Command(BaseCommand):
             help="Which index to rebuild (default: every configured one).",
         )
         parser.add_argument(
+            "--batch-size", type=int, default=1000, help="Events per bulk request (default 1000)."
+        )
+        parser.add_argument(
             "--restart", action="store_true", help="Discard an unfinished run and start over."
         )
 
     def handle(self, *args, since=None, backend="all", restart=False, **options):
         since_at = parse_since(since) if since else None
+        self.batch_size = options.get("batch_size") or 1000
+        if not 1 <= self.batch_size <= 10_000:
+            raise CommandError("--batch-size must be from 1 to 10000")
         backends = [b for b in index_backends() if backend in ("all", b.name)]
         if not backends:
             raise CommandError(
@@ -100,7 +106,9 @@ class Command(BaseCommand):
             disable=verbosity < 1,
             file=self.stderr._out,
         ) as bar:
-            for count in reindex_batches(run=run, backend=backend, index=index):
+            for count in reindex_batches(
+                run=run, backend=backend, index=index, batch_size=self.batch_size
+            ):
                 bar.update(count)
                 done += count
         return done

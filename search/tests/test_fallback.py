@@ -1,0 +1,86 @@
+"""Elasticsearch down or slow: search answers from PostgreSQL, marked degraded, and fast once
+the breaker is open; the breaker state shows on /readyz and /metrics."""
+
+import time
+
+import pybreaker
+import pytest
+
+from search.tests.conftest import found
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_answers_from_postgresql_marked_degraded_when_elasticsearch_refuses(
+    es_refused, indexed, search_get
+):
+    indexed(event_id="e-1", description="payroll exported")
+    response = search_get("payroll")
+    assert found(response) == ["e-1"]
+    assert response.json()["backend"] == "postgresql"
+    assert response.json()["degraded"] is True
+
+
+def test_it_answers_within_a_second_without_asking_once_the_breaker_is_open(
+    settings, fault_proxy, closed_port, indexed, search_get, closed_breaker
+):
+    proxy = fault_proxy("127.0.0.1", closed_port)
+    proxy.set_mode("blackhole")  # accepts, never answers: the slow-ES case
+    settings.ELASTICSEARCH_URL = f"http://127.0.0.1:{proxy.port}"
+    settings.TRACELEDGER_SEARCH_TIMEOUT = 0.3
+    indexed(event_id="e-1", description="payroll exported")
+
+    for _ in range(closed_breaker.fail_max):
+        started = time.monotonic()
+        response = search_get("payroll")
+        assert time.monotonic() - started >= 0.3  # waited for the timeout
+        assert response.json()["degraded"] is True
+    assert closed_breaker.current_state == pybreaker.STATE_OPEN
+
+    started = time.monotonic()
+    response = search_get("payroll")
+    elapsed = time.monotonic() - started
+    assert found(response) == ["e-1"]
+    assert response.json() | {"results": None} == {
+        "backend": "postgresql",
+        "degraded": True,
+        "next": None,
+        "results": None,
+    }
+    assert elapsed < 1.0
+    assert elapsed < settings.TRACELEDGER_SEARCH_TIMEOUT  # no wait on Elasticsearch at all
+
+
+def test_it_reports_search_down_on_readyz_while_the_breaker_is_open(
+    client, fake_es, closed_breaker
+):
+    assert client.get("/readyz").json()["checks"]["search"] == "ok"
+    closed_breaker.open()
+    assert client.get("/readyz").json()["checks"]["search"] == "down"
+
+
+def test_it_reports_search_disabled_on_readyz_without_elasticsearch(client, settings):
+    settings.ELASTICSEARCH_URL = ""
+    assert client.get("/readyz").json()["checks"]["search"] == "disabled"
+
+
+def test_it_exposes_the_breaker_state_and_the_lag_on_metrics(
+    client, es_refused, closed_breaker, tenant
+):
+    from audit.tests.factories import events_create
+
+    events_create(tenant_id=tenant.pk, count=3)
+    text = client.get("/metrics").content.decode()
+    assert 'traceledger_search_breaker_state{name="elasticsearch"} 0.0' in text
+    assert 'traceledger_search_index_lag_events{backend="postgresql"} 3.0' in text
+    assert 'traceledger_search_index_lag_events{backend="elasticsearch"} 3.0' in text
+    closed_breaker.open()
+    text = client.get("/metrics").content.decode()
+    assert 'traceledger_search_breaker_state{name="elasticsearch"} 2.0' in text
+
+
+def test_it_counts_degraded_searches(client, es_refused, indexed, search_get):
+    indexed(description="payroll")
+    search_get("payroll")
+    text = client.get("/metrics").content.decode()
+    assert 'traceledger_search_requests_total{backend="postgresql",degraded="true"}' in text

@@ -1,0 +1,160 @@
+"""Sync: events_ingested → index task (exact ids), the high-water mark, the sweep, and
+ingestion left alone when Elasticsearch or the broker is down."""
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from elastic_transport import ConnectionError as ESConnectionError
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from audit.models import AuditEvent
+from audit.services.ingest import events_ingest
+from audit.signals import events_ingested
+from audit.tests.factories import events_create
+from search.models import EventSearchEntry, IndexProgress
+from search.selectors import index_lag
+from search.services import events_index, index_progress_advance, search_sweep
+from search.tests.conftest import found
+
+
+@pytest.fixture
+def published(monkeypatch):
+    """Captures what the receiver publishes instead of sending it to RabbitMQ."""
+    calls = []
+    monkeypatch.setattr(
+        "search.tasks.index_events.apply_async", lambda args, **kw: calls.append(args)
+    )
+    return calls
+
+
+def _mark(tenant, backend: str) -> int:
+    row = IndexProgress.objects.filter(tenant=tenant, backend=backend).first()
+    return row.last_sequence if row else 0
+
+
+def test_it_enqueues_exactly_the_ingested_ids(published):
+    ids = [uuid.uuid4() for _ in range(3)]
+    events_ingested.send(sender=AuditEvent, tenant_id=7, event_ids=ids)
+    assert published == [[7, [str(i) for i in ids]]]
+
+
+def test_it_splits_more_than_a_thousand_ids_into_messages_of_a_thousand(published):
+    ids = [str(uuid.uuid4()) for _ in range(2500)]
+    events_ingested.send(sender=AuditEvent, tenant_id=7, event_ids=ids)
+    assert [len(args[1]) for args in published] == [1000, 1000, 500]
+    assert [i for args in published for i in args[1]] == ids
+
+
+def test_it_never_raises_into_ingestion_when_the_broker_refuses(monkeypatch, caplog):
+    def refuse(*args, **kwargs):
+        raise KombuOperationalError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr("search.tasks.index_events.apply_async", refuse)
+    events_ingested.send(sender=AuditEvent, tenant_id=7, event_ids=[str(uuid.uuid4())])
+    assert "the sweep will catch up" in caplog.text
+
+
+def _wire_event(n: int) -> dict:
+    now = datetime.now(UTC).isoformat()
+    return {
+        "id": str(uuid.uuid4()),
+        "event_id": f"wire-{n}",
+        "occurred_at": now,
+        "received_at": now,
+        "action": "payroll.export",
+        "outcome": "success",
+        "severity": "info",
+        "actor_id": "alice",
+        "actor_type": "user",
+        "actor_name": "Alice",
+        "target_id": "",
+        "target_type": "",
+        "target_name": "",
+        "source_ip": None,
+        "user_agent": "",
+        "description": "exported the payroll report",
+        "metadata": {},
+    }
+
+
+@pytest.mark.django_db
+def test_it_leaves_ingestion_unaffected_and_postgresql_searchable_when_es_is_down(
+    es_refused, tenant, published, django_capture_on_commit_callbacks, search_get
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        result = events_ingest(tenant_id=tenant.pk, events=[_wire_event(1), _wire_event(2)])
+    assert len(result.stored_ids) == 2
+    assert AuditEvent.objects.filter(tenant=tenant).count() == 2
+    assert published == [[tenant.pk, [str(i) for i in result.stored_ids]]]
+
+    # The index task: PostgreSQL gets the events, Elasticsearch fails (the task retries).
+    with pytest.raises(ESConnectionError):
+        events_index(tenant_id=tenant.pk, event_ids=published[0][1])
+    assert EventSearchEntry.objects.filter(tenant_id=tenant.pk).count() == 2
+    assert _mark(tenant, "postgresql") == 2
+    assert _mark(tenant, "elasticsearch") == 0
+    response = search_get("payroll")
+    assert sorted(found(response)) == ["wire-1", "wire-2"]
+    assert response.json()["degraded"] is True
+
+
+@pytest.mark.django_db
+def test_it_moves_the_mark_only_over_a_contiguous_run(tenant):
+    args = {"tenant_id": tenant.pk, "backend": "postgresql"}
+    assert index_progress_advance(**args, first=11, last=20) is False
+    assert _mark(tenant, "postgresql") == 0
+    assert index_progress_advance(**args, first=1, last=10) is True
+    assert index_progress_advance(**args, first=11, last=20) is True
+    assert index_progress_advance(**args, first=5, last=15) is False
+    assert _mark(tenant, "postgresql") == 20
+
+
+@pytest.mark.django_db
+def test_it_sweeps_events_whose_signal_was_missed(tenant, other_tenant, search_get):
+    events_create(tenant_id=tenant.pk, count=5, description="payroll exported")
+    events_create(tenant_id=other_tenant.pk, count=2)
+    assert found(search_get("payroll")) == []
+    assert index_lag() == {"postgresql": 7}
+
+    assert search_sweep(batch_size=2) == {"postgresql": 7}
+    assert len(found(search_get("payroll"))) == 5
+    assert _mark(tenant, "postgresql") == 5
+    assert _mark(other_tenant, "postgresql") == 2
+    assert index_lag() == {"postgresql": 0}
+    assert search_sweep() == {}
+
+
+@pytest.mark.django_db
+def test_it_sweeps_postgresql_and_skips_a_down_elasticsearch(es_refused, tenant):
+    events_create(tenant_id=tenant.pk, count=3)
+    assert search_sweep() == {"postgresql": 3}
+    assert index_lag() == {"postgresql": 0, "elasticsearch": 3}
+
+
+@pytest.mark.django_db
+def test_it_sweeps_into_elasticsearch_when_it_is_back(fake_es, tenant):
+    from search.backends.elasticsearch import alias_ensure
+    from search.documents import INDEX_ALIAS
+
+    alias_ensure()
+    events = events_create(tenant_id=tenant.pk, count=3)
+    assert search_sweep() == {"postgresql": 3, "elasticsearch": 3}
+    assert set(fake_es.documents(INDEX_ALIAS)) == {str(e.id) for e in events}
+    assert index_lag() == {"postgresql": 0, "elasticsearch": 0}
+
+
+@pytest.mark.integration
+def test_a_real_worker_indexes_the_ids_of_the_signal(celery_worker_process, tenant):
+    events = events_create(tenant_id=tenant.pk, count=3, description="payroll exported")
+    events_ingested.send(sender=AuditEvent, tenant_id=tenant.pk, event_ids=[e.id for e in events])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if EventSearchEntry.objects.filter(tenant_id=tenant.pk).count() == 3:
+            break
+        time.sleep(0.2)
+    assert set(
+        EventSearchEntry.objects.filter(tenant_id=tenant.pk).values_list("event_id", flat=True)
+    ) == {e.id for e in events}, celery_worker_process.log()[-3000:]
+    assert _mark(tenant, "postgresql") == 3
