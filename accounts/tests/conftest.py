@@ -69,3 +69,9 @@ def _fresh_user_ids(django_db_setup, django_db_blocker):
             "SELECT setval(pg_get_serial_sequence('accounts_user', 'id'), %s)",
             [uuid.uuid4().int % 10**12 + 1],
         )
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """PBKDF2's deliberate slowness costs ~0.3 s per user here; the tests need no strength."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
