@@ -73,8 +73,9 @@ class IngestMixin:
         },
     )
     def post(self, request, *args, **kwargs):
-        if request.content_type not in JSON_MEDIA_TYPES:
-            raise exceptions.UnsupportedMediaType(request.content_type or "(none)")
+        media_type = request.content_type.split(";", 1)[0].strip().lower()
+        if media_type not in JSON_MEDIA_TYPES:
+            raise exceptions.UnsupportedMediaType(media_type or "(none)")
         try:
             body = request.body
         except RequestDataTooBig:

@@ -8,7 +8,7 @@ from django.conf import settings
 from kombu import Connection
 
 from audit.topology import topology_declare
-from traceledger.queues import INGEST_QUEUE_NAME
+from traceledger.queues import INGEST_QUEUE, INGEST_QUEUE_NAME
 
 URL = "/api/v1/audit-events"
 
@@ -51,9 +51,9 @@ def ingest_messages(*, expect: int, timeout: float = 10.0) -> list[dict]:
     messages: list[dict] = []
     deadline = time.monotonic() + timeout
     with Connection(settings.CELERY_BROKER_URL) as conn:
-        channel = conn.default_channel
+        queue = INGEST_QUEUE(conn.default_channel)
         while len(messages) < expect and time.monotonic() < deadline:
-            message = channel.basic_get(INGEST_QUEUE_NAME)
+            message = queue.get(no_ack=False, accept=["json"])
             if message is None:
                 time.sleep(0.05)
                 continue

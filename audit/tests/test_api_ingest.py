@@ -1,0 +1,300 @@
+"""POST /api/v1/audit-events against the real RabbitMQ (this vhost) and PostgreSQL."""
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from audit.models import OutboxMessage
+from audit.publisher import publisher_reset
+from audit.tests.ingest_api_support import (
+    URL,
+    ingest_messages,
+    post_json,
+    purge_ingest_queue,
+    valid_event,
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_broker():
+    publisher_reset()
+    purge_ingest_queue()
+    yield
+    publisher_reset()
+    purge_ingest_queue()
+
+
+@pytest.fixture
+def ingest_client(key_client):
+    return key_client(scopes=["ingest"])
+
+
+def test_it_accepts_one_event_and_publishes_it_in_the_worker_contract(ingest_client, tenant):
+    event = valid_event(
+        event_id="evt-1",
+        occurred_at="2026-11-29T11:00:00.5+01:00",
+        target={"id": "inv-7", "type": "invoice"},
+        source_ip="2001:DB8::0:1",
+        metadata={"total": 12},
+    )
+    response = post_json(ingest_client, event, HTTP_X_REQUEST_ID="req-abc")
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["accepted"] == 1 and len(body["ids"]) == 1
+
+    (message,) = ingest_messages(expect=1)
+    assert message["headers"]["task"] == "audit.ingest_batch"
+    assert message["content_type"] == "application/json"
+    assert message["properties"]["delivery_mode"] == 2
+    assert message["args"] == []
+    kwargs = message["kwargs"]
+    assert kwargs["tenant_id"] == tenant.pk and kwargs["request_id"] == "req-abc"
+    (published,) = kwargs["events"]
+    assert published["id"] == body["ids"][0]
+    assert published["event_id"] == "evt-1"
+    assert published["occurred_at"] == "2026-11-29T10:00:00.500000+00:00"
+    assert (published["target_id"], published["target_type"], published["target_name"]) == (
+        "inv-7",
+        "invoice",
+        "",
+    )
+    assert published["source_ip"] == "2001:db8::1"
+    assert published["metadata"] == {"total": 12}
+    assert not OutboxMessage.objects.exists()  # no database write while the broker is up
+
+
+def test_it_accepts_a_batch_as_one_message_with_ids_in_request_order(ingest_client):
+    events = [valid_event(event_id=f"e-{i}") for i in range(250)]
+    response = post_json(ingest_client, events)
+    assert response.status_code == 202
+    ids = response.json()["ids"]
+    assert response.json()["accepted"] == 250 and len(set(ids)) == 250
+    (message,) = ingest_messages(expect=1)
+    published = message["kwargs"]["events"]
+    assert [e["id"] for e in published] == ids
+    assert [e["event_id"] for e in published] == [f"e-{i}" for i in range(250)]
+
+
+def test_a_user_with_the_ingest_role_may_post(user_client, owner):
+    response = post_json(user_client(owner), valid_event())
+    assert response.status_code == 202
+
+
+def test_it_answers_401_without_credentials(api_client, db):
+    assert post_json(api_client, valid_event()).status_code == 401
+
+
+def test_it_answers_401_for_an_unknown_key(api_client, db):
+    api_client.credentials(HTTP_AUTHORIZATION="Api-Key nope.nope")
+    assert post_json(api_client, valid_event()).status_code == 401
+
+
+def test_it_answers_403_for_a_read_only_key(key_client):
+    response = post_json(key_client(scopes=["read"]), valid_event())
+    assert response.status_code == 403
+    assert response.json()["error"]["code"]
+
+
+def test_it_answers_403_for_an_auditor(user_client, teammate):
+    assert post_json(user_client(teammate), valid_event()).status_code == 403
+
+
+def test_events_belong_to_the_key_s_tenant_whatever_the_body_says(key_client, other_tenant):
+    client = key_client(scopes=["ingest"], for_tenant=other_tenant)
+    assert post_json(client, valid_event()).status_code == 202
+    (message,) = ingest_messages(expect=1)
+    assert message["kwargs"]["tenant_id"] == other_tenant.pk
+    # and a "tenant" field in the event is an unknown field, not a way to pick one
+    response = post_json(client, valid_event(tenant="acme"))
+    assert response.status_code == 400
+    assert "tenant" in response.json()["error"]["fields"]
+
+
+def test_a_superuser_names_the_tenant_in_the_query(user_client, superuser, tenant):
+    client = user_client(superuser)
+    response = client.generic(
+        "POST",
+        f"{URL}?tenant={tenant.slug}",
+        orjson.dumps(valid_event()),
+        content_type="application/json",
+    )
+    assert response.status_code == 202
+    assert ingest_messages(expect=1)[0]["kwargs"]["tenant_id"] == tenant.pk
+    response = post_json(client, valid_event())
+    assert response.status_code == 400
+    assert "tenant" in response.json()["error"]["fields"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("event_id", "e" * 129),
+        ("event_id", ""),
+        ("occurred_at", "2026-11-29T10:00:00"),
+        ("occurred_at", "soon"),
+        ("action", "has spaces"),
+        ("action", "a" * 129),
+        ("outcome", "maybe"),
+        ("severity", "debug"),
+        ("actor", {"name": "no id"}),
+        ("actor", {"id": "x" * 257}),
+        ("actor", {"id": "a", "type": "t" * 65}),
+        ("target", {"id": "x" * 257}),
+        ("target", {"type": "t" * 65}),
+        ("target", {"name": "n" * 257}),
+        ("source_ip", "300.1.1.1"),
+        ("user_agent", "u" * 513),
+        ("description", "d" * 2001),
+        ("metadata", ["not", "an", "object"]),
+        ("metadata", {"big": "x" * 17000}),
+        ("metadata", {"n": 2**53}),
+        ("metadata", {"s": "nul\u0000"}),
+        ("description", "nul\u0000"),
+        ("unexpected", 1),
+    ],
+)
+def test_every_rule_of_the_event_gives_a_400_naming_the_field(ingest_client, field, value):
+    response = post_json(ingest_client, json.dumps(valid_event(**{field: value})).encode())
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "invalid"
+    assert field in error["fields"]
+
+
+def test_it_refuses_occurred_at_more_than_five_minutes_in_the_future(ingest_client):
+    ahead = (datetime.now(UTC) + timedelta(minutes=6)).isoformat()
+    response = post_json(ingest_client, valid_event(occurred_at=ahead))
+    assert response.status_code == 400
+    assert "future" in response.json()["error"]["fields"]["occurred_at"][0]
+
+
+@pytest.mark.parametrize("missing", ["occurred_at", "action", "actor"])
+def test_a_missing_required_field_is_named(ingest_client, missing):
+    event = valid_event()
+    del event[missing]
+    response = post_json(ingest_client, event)
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {missing: ["This field is required."]}
+
+
+def test_a_bad_item_of_a_list_is_named_by_index_and_nothing_is_published(ingest_client):
+    events = [valid_event(), valid_event(), valid_event(occurred_at="later"), valid_event()]
+    response = post_json(ingest_client, events)
+    assert response.status_code == 400
+    fields = response.json()["error"]["fields"]
+    assert list(fields) == ["2"] and "occurred_at" in fields["2"]
+    assert ingest_messages(expect=1, timeout=0.5) == []
+
+
+def test_a_repeated_event_id_in_one_request_is_refused_at_its_index(ingest_client):
+    events = [valid_event(event_id="same"), valid_event(event_id="same")]
+    response = post_json(ingest_client, events)
+    assert response.status_code == 400
+    assert "event_id" in response.json()["error"]["fields"]["1"]
+
+
+def test_more_than_1000_events_is_a_400(ingest_client):
+    response = post_json(ingest_client, [valid_event()] * 1001)
+    assert response.status_code == 400
+    assert "1000" in json.dumps(response.json())
+
+
+def test_an_empty_list_is_a_400(ingest_client):
+    assert post_json(ingest_client, []).status_code == 400
+
+
+def test_malformed_json_is_a_400_with_a_parse_message(ingest_client):
+    response = post_json(ingest_client, b'{"action": ')
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "parse_error"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
+def test_a_body_that_is_not_json_is_a_415(ingest_client, content_type):
+    response = ingest_client.generic(
+        "POST", URL, orjson.dumps(valid_event()), content_type=content_type
+    )
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_json_with_a_charset_parameter_is_accepted(ingest_client):
+    response = ingest_client.generic(
+        "POST", URL, orjson.dumps(valid_event()), content_type="application/json; charset=utf-8"
+    )
+    assert response.status_code == 202
+
+
+def test_a_body_over_the_limit_is_a_413(ingest_client, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2048
+    events = [valid_event(description="x" * 500) for _ in range(5)]
+    response = post_json(ingest_client, events)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_large"
+
+
+def test_the_response_ids_are_uuids_assigned_by_the_server(ingest_client):
+    response = post_json(ingest_client, [valid_event(), valid_event()])
+    ids = response.json()["ids"]
+    assert all(uuid.UUID(i).version == 4 for i in ids)
+
+
+json_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+)
+json_values = st.recursive(
+    json_leaves,
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+    max_leaves=8,
+)
+event_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "occurred_at": st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat())
+        | json_values,
+        "action": st.from_regex(r"\A[A-Za-z0-9_.:-]{0,130}\Z") | json_values,
+        "actor": st.fixed_dictionaries({}, optional={"id": json_values, "type": json_values})
+        | json_values,
+        "target": st.fixed_dictionaries({}, optional={"id": json_values}) | json_values,
+        "source_ip": st.ip_addresses().map(str) | json_values,
+        "event_id": json_values,
+        "metadata": json_values,
+        "severity": st.sampled_from(["info", "x"]) | json_values,
+        "zzz": json_values,
+    },
+)
+raw_bodies = st.one_of(
+    st.binary(max_size=64),
+    st.sampled_from(
+        [b'{"actor": {"id": "\\ud800"}}', b"[" * 5000, b'{"metadata": 1e999}', b"\x00", b"null"]
+    ),
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    body=st.one_of(
+        event_like.map(lambda b: json.dumps(b).encode()),
+        st.lists(event_like, max_size=3).map(lambda b: json.dumps(b).encode()),
+        json_values.map(lambda b: json.dumps(b).encode()),
+        raw_bodies,
+    )
+)
+def test_random_bodies_never_give_a_server_error(ingest_client, body):
+    response = post_json(ingest_client, body)
+    assert response.status_code in (202, 400), (body, response.status_code, response.content)
+    if response.status_code == 400:
+        assert response.json()["error"]["message"]
