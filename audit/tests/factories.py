@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db.models import Max
 
-from audit.models import AuditEvent
+from audit.models import AuditEvent, ChainHead
 
 BASE_TIME = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -57,17 +57,18 @@ def event_build(*, tenant_id: int, n: int = 0, **overrides: Any) -> AuditEvent:
 def events_create(
     *, tenant_id: int, count: int = 1, per_event=None, **overrides: Any
 ) -> list[AuditEvent]:
-    """Insert ``count`` events in one statement, continuing the tenant's sequence.
+    """Insert ``count`` events in one statement, continuing the tenant's sequence
+    and moving its ``ChainHead`` along (the worker then appends after them).
 
     ``per_event(i) -> dict`` gives each event its own overrides (on top of ``overrides``).
     """
     last = AuditEvent.objects.filter(tenant_id=tenant_id).aggregate(m=Max("sequence"))["m"] or 0
-    prev_hash = (
-        AuditEvent.objects.filter(tenant_id=tenant_id, sequence=last)
-        .values_list("hash", flat=True)
-        .first()
-        or "0" * 64
-    )
+    head = ChainHead.objects.filter(tenant_id=tenant_id).first()
+    if head is not None and head.sequence > last:
+        last = head.sequence
+    prev_hash = AuditEvent.objects.filter(tenant_id=tenant_id, sequence=last).values_list(
+        "hash", flat=True
+    ).first() or (head.hash if head is not None else "0" * 64)
     events = []
     for i in range(count):
         extra = {**overrides, **(per_event(i) if per_event else {})}
@@ -77,6 +78,10 @@ def events_create(
         prev_hash = event.hash
         events.append(event)
     AuditEvent.objects.bulk_create(events)
+    # Keep the chain head in step, so the ingest worker appends after these events.
+    ChainHead.objects.update_or_create(
+        tenant_id=tenant_id, defaults={"sequence": last + count, "hash": prev_hash}
+    )
     return events
 
 

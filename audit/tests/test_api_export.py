@@ -1,0 +1,179 @@
+"""GET /api/v1/audit-events/export?format=csv|jsonl."""
+
+import csv
+import io
+import json
+import re
+
+import pytest
+from django.db import connection
+
+from audit.api.serializers import event_document
+from audit.exports import CSV_COLUMNS, export_rows
+from audit.models import AuditEvent
+from audit.tests.factories import events_create
+
+EXPORT = "/api/v1/audit-events/export"
+VERIFIER_FIELDS = [
+    "id", "tenant", "event_id", "occurred_at", "received_at", "action", "outcome", "severity",
+    "actor", "target", "source_ip", "user_agent", "description", "metadata", "sequence",
+    "prev_hash", "hash",
+]  # fmt: skip
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Access records submitted by the endpoint (the submission service is the ingest
+    side's; its real path is exercised in test_api_read_access.py with a worker)."""
+    calls = []
+    monkeypatch.setattr(
+        "audit.services.submission.record_system_event", lambda **kw: calls.append(kw)
+    )
+    return calls
+
+
+@pytest.fixture
+def reader(key_client):
+    return key_client(scopes=("read",))
+
+
+def _body(response) -> str:
+    return b"".join(response.streaming_content).decode()
+
+
+@pytest.mark.django_db
+def test_it_streams_jsonl_lines_in_the_detail_shape_newest_first(reader, tenant, recorded):
+    events = events_create(
+        tenant_id=tenant.pk, count=3, metadata={"ünïcode": "ok", "n": [1, 2]}, target=None
+    )
+    response = reader.get(EXPORT, {"format": "jsonl"})
+    assert response.status_code == 200
+    assert response.streaming
+    assert response["Content-Type"] == "application/x-ndjson"
+    lines = _body(response).splitlines()
+    documents = [json.loads(line) for line in lines]
+    assert [d["id"] for d in documents] == [str(e.pk) for e in reversed(events)]
+    assert all(list(d) == VERIFIER_FIELDS for d in documents)
+    stored = AuditEvent.objects.select_related("tenant").get(pk=events[0].pk)
+    assert documents[-1] == event_document(stored)
+    assert documents[-1]["target"] is None
+    assert documents[-1]["metadata"] == {"ünïcode": "ok", "n": [1, 2]}
+
+
+@pytest.mark.django_db
+def test_it_streams_csv_with_a_stable_header_and_json_metadata(reader, tenant, recorded):
+    [event] = events_create(
+        tenant_id=tenant.pk,
+        count=1,
+        description='says "hi", then\nleaves',
+        metadata={"b": 1, "a": {"x": None}},
+    )
+    response = reader.get(EXPORT, {"format": "csv"})
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    rows = list(csv.reader(io.StringIO(_body(response))))
+    assert rows[0] == list(CSV_COLUMNS)
+    assert len(rows) == 2
+    row = dict(zip(rows[0], rows[1], strict=True))
+    assert row["id"] == str(event.pk)
+    assert row["tenant"] == "acme"
+    assert row["description"] == 'says "hi", then\nleaves'
+    assert json.loads(row["metadata"]) == {"a": {"x": None}, "b": 1}
+    assert row["occurred_at"] == event.occurred_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", row["received_at"])
+    assert row["actor_id"] == event.actor_id and row["target_type"] == "invoice"
+    assert row["sequence"] == str(event.sequence) and row["hash"] == event.hash
+
+
+@pytest.mark.django_db
+def test_it_names_the_file_after_the_tenant_and_the_time(reader, tenant, recorded):
+    response = reader.get(EXPORT, {"format": "csv"})
+    disposition = response["Content-Disposition"]
+    assert re.fullmatch(
+        r'attachment; filename="traceledger-acme-\d{8}T\d{6}Z\.csv"', disposition
+    ), disposition
+    jsonl = reader.get(EXPORT, {"format": "jsonl"})["Content-Disposition"]
+    assert jsonl.endswith('.jsonl"')
+
+
+@pytest.mark.django_db
+def test_it_exports_only_the_filtered_events_of_the_callers_tenant(
+    reader, tenant, other_tenant, recorded
+):
+    kept = events_create(tenant_id=tenant.pk, count=2, action="user.login", outcome="failure")
+    events_create(tenant_id=tenant.pk, count=2, action="user.login")
+    events_create(tenant_id=other_tenant.pk, count=2, action="user.login", outcome="failure")
+    response = reader.get(EXPORT, {"format": "jsonl", "action": "user.*", "outcome": "failure"})
+    ids = [json.loads(line)["id"] for line in _body(response).splitlines()]
+    assert sorted(ids) == sorted(str(e.pk) for e in kept)
+
+
+@pytest.mark.django_db
+def test_it_records_every_export_with_the_filters_used_even_by_a_service_key(
+    reader, tenant, recorded
+):
+    reader.get(EXPORT, {"format": "csv", "severity": "critical", "actor_id": "bob"})
+    [record] = recorded
+    assert record["tenant_id"] == tenant.pk
+    assert record["action"] == "audit_log.export"
+    assert record["actor_type"] == "service"
+    assert record["metadata"]["filters"] == {
+        "actor_id": "bob",
+        "severity": "critical",
+        "format": "csv",
+    }
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({}, "format"),
+        ({"format": "xml"}, "format"),
+        ({"format": "csv", "occurred_before": "soon"}, "occurred_before"),
+        ({"format": "csv", "page_size": "10"}, "page_size"),
+    ],
+)
+def test_it_answers_400_naming_the_bad_parameter(reader, params, field, recorded):
+    response = reader.get(EXPORT, params)
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert list(response.json()["error"]["fields"]) == [field]
+    assert recorded == []
+
+
+@pytest.mark.django_db
+def test_it_answers_401_403_and_403_for_another_tenant(api_client, key_client, recorded):
+    assert api_client.get(EXPORT, {"format": "csv"}).status_code == 401
+    assert key_client(scopes=("ingest",)).get(EXPORT, {"format": "csv"}).status_code == 403
+    reader = key_client(scopes=("read",))
+    assert reader.get(EXPORT, {"format": "csv", "tenant": "globex"}).status_code == 403
+    assert recorded == []
+
+
+@pytest.mark.django_db
+def test_it_requires_a_superuser_to_name_the_tenant(user_client, superuser, tenant, recorded):
+    events_create(tenant_id=tenant.pk, count=2)
+    client = user_client(superuser)
+    response = client.get(EXPORT, {"format": "jsonl"})
+    assert response.status_code == 400
+    assert list(response.json()["error"]["fields"]) == ["tenant"]
+    response = client.get(EXPORT, {"format": "jsonl", "tenant": "acme"})
+    assert len(_body(response).splitlines()) == 2
+    assert recorded[-1]["tenant_id"] == tenant.pk
+    assert recorded[-1]["metadata"]["superuser"] is True
+
+
+@pytest.mark.django_db(transaction=True)  # autocommit, as in a real request
+def test_it_reads_through_a_server_side_cursor_that_is_not_materialised(tenant, monkeypatch):
+    events_create(tenant_id=tenant.pk, count=6)
+    monkeypatch.setattr("audit.exports.CHUNK_SIZE", 2)
+    monkeypatch.setattr("audit.exports.ROWS_PER_WRITE", 2)
+    chunks = export_rows(AuditEvent.objects.filter(tenant=tenant), "jsonl")
+    first = next(chunks)
+    with connection.cursor() as cursor:
+        # WITH HOLD (Django's choice in autocommit) would materialise the whole result first.
+        cursor.execute("SELECT is_holdable FROM pg_cursors WHERE name LIKE '_django_curs_%'")
+        assert cursor.fetchall() == [(False,)]
+    rest = list(chunks)
+    assert sum(chunk.count(b"\n") for chunk in [first, *rest]) == 6

@@ -1,0 +1,133 @@
+"""Audit the auditors: a person's reads and every export leave audit_log.* events."""
+
+import time
+
+import pytest
+from django.core.cache import cache
+
+from audit.models import AuditEvent
+from audit.tests.factories import events_create
+
+LIST = "/api/v1/audit-events"
+EXPORT = "/api/v1/audit-events/export"
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    calls = []
+    monkeypatch.setattr(
+        "audit.services.submission.record_system_event", lambda **kw: calls.append(kw)
+    )
+    return calls
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    cache.clear()
+
+
+@pytest.mark.django_db
+def test_it_records_a_persons_list_read_with_the_filters_used(
+    user_client, teammate, tenant, recorded
+):
+    events_create(tenant_id=tenant.pk, count=2)
+    response = user_client(teammate).get(LIST, {"actor_id": "alice", "action": "invoice.*"})
+    assert response.status_code == 200
+    [record] = recorded
+    assert record["tenant_id"] == tenant.pk
+    assert record["action"] == "audit_log.read"
+    assert record["actor_id"] == str(teammate.pk)
+    assert record["actor_type"] == "user"
+    assert record["actor_name"] == "teammate"
+    assert record["metadata"] == {
+        "filters": {"action": "invoice.*", "actor_id": "alice"},
+        "endpoint": "list",
+    }
+
+
+@pytest.mark.django_db
+def test_it_records_a_persons_detail_read_with_the_event_as_target(
+    user_client, teammate, tenant, recorded
+):
+    [event] = events_create(tenant_id=tenant.pk, count=1)
+    client = user_client(teammate)
+    assert client.get(f"{LIST}/{event.pk}").status_code == 200
+    assert client.get(f"{LIST}/{event.pk}").status_code == 200  # from the cache: still recorded
+    assert [r["target_id"] for r in recorded] == [str(event.pk)] * 2
+    assert {r["target_type"] for r in recorded} == {"audit_event"}
+
+
+@pytest.mark.django_db
+def test_it_records_a_superusers_detail_read_in_the_events_tenant(
+    user_client, superuser, other_tenant, recorded
+):
+    [event] = events_create(tenant_id=other_tenant.pk, count=1)
+    assert user_client(superuser).get(f"{LIST}/{event.pk}").status_code == 200
+    [record] = recorded
+    assert record["tenant_id"] == other_tenant.pk
+    assert record["metadata"]["superuser"] is True
+
+
+@pytest.mark.django_db
+def test_it_counts_but_does_not_record_a_service_keys_reads(key_client, tenant, recorded, client):
+    [event] = events_create(tenant_id=tenant.pk, count=1)
+
+    def reads():
+        text = client.get("/metrics").content.decode()
+        prefix = 'traceledger_read_requests_total{endpoint="list",principal_kind="api_key"}'
+        return next((float(x.split()[-1]) for x in text.splitlines() if x.startswith(prefix)), 0)
+
+    before = reads()
+    reader = key_client(scopes=("read",))
+    assert reader.get(LIST).status_code == 200
+    assert reader.get(f"{LIST}/{event.pk}").status_code == 200
+    assert recorded == []
+    assert reads() == before + 1
+
+
+@pytest.mark.django_db
+def test_it_records_nothing_for_a_refused_read(user_client, teammate, recorded):
+    assert user_client(teammate).get(LIST, {"outcome": "maybe"}).status_code == 400
+    assert user_client(teammate).get(LIST, {"tenant": "globex"}).status_code == 403
+    assert recorded == []
+
+
+def _wait_for(queryset, *, count: int, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = list(queryset.all())  # a fresh query each time, not the cached result
+        if len(found) >= count:
+            return found
+        time.sleep(0.2)
+    return found
+
+
+@pytest.mark.integration
+def test_a_persons_export_and_read_are_stored_as_events_of_the_tenant(
+    celery_worker_process, user_client, teammate, tenant
+):
+    events_create(tenant_id=tenant.pk, count=3, action="invoice.paid")
+    client = user_client(teammate)
+    export = client.get(EXPORT, {"format": "csv", "action": "invoice.*", "severity": "info"})
+    assert export.status_code == 200
+    b"".join(export.streaming_content)
+    assert client.get(LIST, {"actor_type": "user"}).status_code == 200
+
+    stored = _wait_for(
+        AuditEvent.objects.filter(tenant=tenant, action__startswith="audit_log.").order_by(
+            "action"
+        ),
+        count=2,
+    )
+    assert [e.action for e in stored] == ["audit_log.export", "audit_log.read"], (
+        celery_worker_process.log()[-3000:]
+    )
+    export_event, read_event = stored
+    assert export_event.actor_id == str(teammate.pk)
+    assert export_event.actor_name == "teammate"
+    assert export_event.metadata["filters"] == {
+        "action": "invoice.*",
+        "format": "csv",
+        "severity": "info",
+    }
+    assert read_event.metadata["filters"] == {"actor_type": "user"}
