@@ -173,7 +173,7 @@ class BulkIndexError(RuntimeError):
 
 
 def index_name_for_rebuild() -> str:
-    return f"{INDEX_ALIAS}-{datetime.now(UTC):%Y%m%d%H%M%S}"
+    return f"{INDEX_ALIAS}-{datetime.now(UTC):%Y%m%d%H%M%S%f}"
 
 
 def index_create(*, name: str) -> None:

@@ -59,7 +59,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, since=None, backend="all", restart=False, **options):
         since_at = parse_since(since) if since else None
-        self.batch_size = options.get("batch_size") or 1000
+        self.batch_size = options.get("batch_size", 1000)
         if not 1 <= self.batch_size <= 10_000:
             raise CommandError("--batch-size must be from 1 to 10000")
         backends = [b for b in index_backends() if backend in ("all", b.name)]

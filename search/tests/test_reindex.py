@@ -1,0 +1,133 @@
+"""manage.py reindex_search: PostgreSQL rebuild, --since, resume, Elasticsearch alias swap,
+and the events missed while Elasticsearch was down."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from audit.tests.factories import BASE_TIME, events_create
+from search.documents import INDEX_ALIAS
+from search.models import EventSearchEntry, ReindexRun
+from search.services import events_index
+
+pytestmark = pytest.mark.django_db
+
+
+def _entries(tenant) -> set:
+    return set(
+        EventSearchEntry.objects.filter(tenant_id=tenant.pk).values_list("event_id", flat=True)
+    )
+
+
+def test_it_rebuilds_the_postgresql_index_of_every_tenant(tenant, other_tenant, capsys):
+    mine = events_create(tenant_id=tenant.pk, count=3)
+    theirs = events_create(tenant_id=other_tenant.pk, count=2)
+    call_command("reindex_search", "--backend", "postgresql")
+    assert _entries(tenant) == {e.id for e in mine}
+    assert _entries(other_tenant) == {e.id for e in theirs}
+    assert "postgresql: reindexed" in capsys.readouterr().out
+    assert ReindexRun.objects.get().finished_at is not None
+
+
+def test_it_reindexes_only_events_since_the_given_date(tenant):
+    old = events_create(tenant_id=tenant.pk, occurred_at=BASE_TIME - timedelta(days=2))
+    new = events_create(tenant_id=tenant.pk, occurred_at=BASE_TIME)
+    call_command(
+        "reindex_search", "--backend", "postgresql", "--since", BASE_TIME.date().isoformat()
+    )
+    assert _entries(tenant) == {new[0].id}
+    assert old[0].id not in _entries(tenant)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--since", "last tuesday"], "not an ISO date"),
+        (["--since", "2026-13-45"], "not an ISO date"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--backend", "elasticsearch"], "ELASTICSEARCH_URL"),
+    ],
+)
+def test_it_refuses_bad_input_with_a_clear_error(settings, args, message):
+    settings.ELASTICSEARCH_URL = ""
+    with pytest.raises(CommandError, match=message):
+        call_command("reindex_search", *args)
+
+
+def test_it_resumes_an_interrupted_run_after_the_last_saved_batch(tenant, monkeypatch):
+    events = events_create(tenant_id=tenant.pk, count=5)
+    from search import services
+
+    sent, real_send = [], services._send
+
+    def failing_after_two_batches(backend, *, event_ids, **options):
+        if len(sent) == 2:
+            raise RuntimeError("killed")
+        sent.append(event_ids)
+        return real_send(backend, event_ids=event_ids, **options)
+
+    monkeypatch.setattr(services, "_send", failing_after_two_batches)
+    with pytest.raises(RuntimeError):
+        call_command("reindex_search", "--backend", "postgresql", "--batch-size", "2")
+    assert ReindexRun.objects.get().cursor == {str(tenant.pk): 4}
+
+    monkeypatch.setattr(
+        services, "_send", lambda b, **kw: sent.append(kw["event_ids"]) or real_send(b, **kw)
+    )
+    call_command("reindex_search", "--backend", "postgresql", "--batch-size", "2")
+    assert sent[2] == [str(events[4].id)]  # only the rest, not the first four again
+    assert _entries(tenant) == {e.id for e in events}
+    assert ReindexRun.objects.get().finished_at is not None
+
+
+def test_it_fails_clearly_and_keeps_progress_when_elasticsearch_is_down(es_refused, tenant):
+    events_create(tenant_id=tenant.pk, count=2)
+    with pytest.raises(CommandError, match="run the same command again to resume"):
+        call_command("reindex_search", "--backend", "elasticsearch", "--since", "2020-01-01")
+    assert ReindexRun.objects.get().finished_at is None
+
+
+def test_it_indexes_the_events_missed_while_elasticsearch_was_down(
+    settings, closed_port, fake_es, tenant
+):
+    from search.backends.elasticsearch import alias_ensure
+
+    alias_ensure()
+    before = events_create(tenant_id=tenant.pk, count=2, occurred_at=BASE_TIME)
+    call_command("reindex_search", "--backend", "elasticsearch", "--since", "2020-01-01")
+    working_url = settings.ELASTICSEARCH_URL
+
+    settings.ELASTICSEARCH_URL = f"http://127.0.0.1:{closed_port}"
+    missed = events_create(tenant_id=tenant.pk, count=3, occurred_at=BASE_TIME + timedelta(days=1))
+    with pytest.raises(Exception):  # noqa: B017  the index task fails and is left to retries
+        events_index(tenant_id=tenant.pk, event_ids=[str(e.id) for e in missed])
+    assert set(fake_es.documents(INDEX_ALIAS)) == {str(e.id) for e in before}
+
+    settings.ELASTICSEARCH_URL = working_url
+    call_command(
+        "reindex_search",
+        "--backend",
+        "elasticsearch",
+        "--since",
+        (BASE_TIME + timedelta(days=1)).isoformat(),
+    )
+    assert set(fake_es.documents(INDEX_ALIAS)) == {str(e.id) for e in before + missed}
+
+
+def test_it_rebuilds_elasticsearch_into_a_new_index_and_swaps_the_alias(fake_es, tenant):
+    from search.backends.elasticsearch import alias_ensure, alias_indices
+
+    alias_ensure()
+    (old_index,) = alias_indices()
+    events = events_create(tenant_id=tenant.pk, count=3)
+    call_command("reindex_search", "--backend", "elasticsearch")
+
+    (new_index,) = alias_indices()
+    assert new_index != old_index
+    assert old_index not in fake_es.indices  # the previous index is dropped after the swap
+    assert set(fake_es.indices[new_index]) == {str(e.id) for e in events}
+    run = ReindexRun.objects.get(backend="elasticsearch")
+    assert run.target_index == new_index
+    assert run.finished_at is not None
