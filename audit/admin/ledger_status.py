@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from audit.ledger.canonical import GENESIS_HASH, CanonicalError, event_hash
+from audit.ledger.verify import ledger_verify
 from audit.models import AuditEvent
 
 
@@ -13,35 +13,18 @@ class LedgerStatus:
 
 
 def ledger_status(*, event: AuditEvent) -> LedgerStatus:
-    """Is the event's hash its own content chained to its predecessor's hash?
+    """Is the event's hash its own content chained to its predecessor's stored hash?
 
-    Two index probes at most: the event itself is re-hashed, and its predecessor
-    (tenant, sequence - 1) is read through the unique (tenant, sequence) index. The whole
-    chain is verified by ``manage.py verify_ledger``; this checks one link.
+    The ledger's verifier over the one-event range ``[sequence, sequence]``: it re-hashes the
+    event from its predecessor's hash (read through the unique (tenant, sequence) index) and
+    checks signed checkpoints at that position. The whole chain is ``manage.py verify_ledger``.
     """
-    try:
-        recomputed = event_hash(event.prev_hash, event)
-    except CanonicalError as exc:
-        return LedgerStatus(False, f"cannot be re-hashed: {exc}")
-    if recomputed != event.hash:
-        return LedgerStatus(False, "its content does not match its hash (altered after chaining)")
-    if event.sequence == 1:
-        if event.prev_hash != GENESIS_HASH:
-            return LedgerStatus(False, "first event of the chain, but prev_hash is not genesis")
-        return LedgerStatus(True, "first event of the chain; hash matches its content")
-    predecessor_hash = (
-        AuditEvent.objects.filter(tenant_id=event.tenant_id, sequence=event.sequence - 1)
-        .values_list("hash", flat=True)
-        .first()
+    result = ledger_verify(
+        tenant_id=event.tenant_id, from_sequence=event.sequence, to_sequence=event.sequence
     )
-    if predecessor_hash is None:
-        return LedgerStatus(
-            False, f"predecessor #{event.sequence - 1} is missing (purged or removed)"
-        )
-    if predecessor_hash != event.prev_hash:
-        return LedgerStatus(
-            False, f"prev_hash differs from the hash of predecessor #{event.sequence - 1}"
-        )
-    return LedgerStatus(
-        True, f"hash matches its content and links to predecessor #{event.sequence - 1}"
-    )
+    if not result.ok:
+        return LedgerStatus(False, f"at sequence {result.first_bad_sequence}: {result.reason}")
+    if result.checked == 0:
+        return LedgerStatus(False, "not checked: the event is beyond the tenant's chain head")
+    link = "genesis" if event.sequence == 1 else f"predecessor #{event.sequence - 1}"
+    return LedgerStatus(True, f"hash matches its content and links to {link}")

@@ -10,7 +10,7 @@ import datetime as dt
 import json
 
 from django.contrib import admin
-from django.core.exceptions import ValidationError
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Max, Min, QuerySet
@@ -131,7 +131,7 @@ class TenantFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value():
             if not self.value().isdigit():
-                raise ValidationError("tenant must be a tenant id")
+                raise IncorrectLookupParameters("tenant must be a tenant id")
             return queryset.filter(tenant_id=int(self.value()))
         return queryset
 
@@ -213,7 +213,7 @@ class OccurredRangeFilter(admin.ListFilter):
         except ValueError:
             day = None
         if day is None:
-            raise ValidationError(f"{name} must be a date (YYYY-MM-DD), got {raw!r}")
+            raise IncorrectLookupParameters(f"{name} must be a date (YYYY-MM-DD), got {raw!r}")
         return day
 
     def queryset(self, request, queryset):

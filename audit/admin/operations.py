@@ -160,6 +160,7 @@ class DeadLetterAdmin(_TenantScopedMixin, admin.ModelAdmin):
     def pull_view(self, request):
         """POST (CSRF-checked by admin_view): drain ``audit.ingest.dlq`` into the table."""
         from audit.services.dead_letters import dead_letters_drain
+        from audit.services.submission import record_system_event
 
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
@@ -174,6 +175,16 @@ class DeadLetterAdmin(_TenantScopedMixin, admin.ModelAdmin):
                 request, f"Could not pull from RabbitMQ: {exc.__class__.__name__}", messages.ERROR
             )
         else:
+            # The drain service does not record itself (manage.py drain_dlq runs unattended);
+            # an operator's pull from the admin is an operator action, so it is recorded.
+            record_system_event(
+                tenant_id=None,
+                action="dead_letter.drain",
+                actor_id=_actor(request),
+                actor_type="user",
+                description=f"{_actor(request)} pulled {arrived} dead letter(s) from RabbitMQ",
+                metadata={"arrived": arrived, "via": "admin"},
+            )
             self.message_user(
                 request, f"Pulled {arrived} dead letter(s) from RabbitMQ.", messages.SUCCESS
             )

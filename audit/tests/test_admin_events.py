@@ -1,0 +1,511 @@
+"""The event admin: read-only for everyone, tenant-scoped, index-friendly, exports recorded."""
+
+import csv
+import io
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from accounts.models import Role, User
+from audit import ports
+from audit.admin import listing
+from audit.admin.listing import EstimatedCountPaginator
+from audit.models import AuditEvent
+from audit.tests.factories import event_create, events_create
+from audit.tests.ledger_factories import chained_events_create
+
+CHANGELIST = reverse("admin:audit_auditevent_changelist")
+EXPORT = reverse("admin:audit_auditevent_export")
+PASSWORD = "correct-horse-battery"
+
+
+def change_url(event) -> str:
+    return reverse("admin:audit_auditevent_change", args=[event.pk])
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Audit events the admin submitted (the submission service belongs to the ingest side
+    and is exercised end to end in the browser tests with a real worker)."""
+    calls = []
+    monkeypatch.setattr(
+        "audit.services.submission.record_system_event", lambda **kw: calls.append(kw)
+    )
+    return calls
+
+
+@pytest.fixture
+def auditor(teammate) -> User:
+    """Compliance staff of tenant "acme": the auditor role and admin access."""
+    teammate.is_staff = True
+    teammate.save()
+    return teammate
+
+
+@pytest.fixture
+def outsider_staff(outsider) -> User:
+    outsider.is_staff = True
+    outsider.save()
+    return outsider
+
+
+@pytest.fixture
+def staff_superuser(superuser) -> User:
+    return superuser
+
+
+def login(client, user):
+    client.force_login(user)
+    return client
+
+
+def text(response) -> str:
+    return (
+        b"".join(response.streaming_content).decode()
+        if response.streaming
+        else response.content.decode()
+    )
+
+
+# --- strictly read-only ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", ["staff_superuser", "auditor"])
+def test_no_one_can_add_change_or_delete_an_event_not_even_a_superuser(
+    client, tenant, who, request
+):
+    user = request.getfixturevalue(who)
+    event = event_create(tenant_id=tenant.pk)
+    login(client, user)
+
+    assert client.get(reverse("admin:audit_auditevent_add")).status_code == 403
+    assert client.post(reverse("admin:audit_auditevent_add"), {"action": "x"}).status_code == 403
+    assert client.post(change_url(event), {"action": "forged"}).status_code == 403
+    delete = reverse("admin:audit_auditevent_delete", args=[event.pk])
+    assert client.get(delete).status_code == 403
+    assert client.post(delete, {"post": "yes"}).status_code == 403
+    assert AuditEvent.objects.get(pk=event.pk).action == event.action
+
+
+@pytest.mark.parametrize("who", ["staff_superuser", "auditor"])
+def test_the_changelist_offers_export_actions_only_and_no_delete(client, tenant, who, request):
+    event_create(tenant_id=tenant.pk)
+    response = login(client, request.getfixturevalue(who)).get(CHANGELIST)
+
+    assert response.status_code == 200
+    actions = [choice for choice, _ in response.context["action_form"].fields["action"].choices]
+    assert actions == ["", "export_csv", "export_jsonl"]
+    assert "delete_selected" not in response.content.decode()
+    assert response.context["has_add_permission"] is False
+
+
+def test_a_bulk_delete_posted_anyway_is_refused(client, tenant, staff_superuser):
+    event = event_create(tenant_id=tenant.pk)
+    response = login(client, staff_superuser).post(
+        CHANGELIST, {"action": "delete_selected", "_selected_action": [event.pk], "post": "yes"}
+    )
+
+    assert response.status_code in (200, 302)
+    assert AuditEvent.objects.filter(pk=event.pk).exists()
+
+
+def test_the_event_page_is_a_view_without_save_or_delete_buttons(client, tenant, auditor):
+    event = event_create(tenant_id=tenant.pk)
+    response = login(client, auditor).get(change_url(event))
+
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert 'name="_save"' not in body
+    assert "deletelink" not in body
+    assert response.context["adminform"].form.fields == {}  # every field read-only
+
+
+# --- who may open it ---------------------------------------------------------------------
+
+
+def test_staff_of_a_tenant_without_a_viewer_role_are_refused(client, tenant):
+    ingest_staff = User.objects.create_user(
+        username="pipeline", password=PASSWORD, tenant=tenant, role=Role.INGEST, is_staff=True
+    )
+    response = login(client, ingest_staff).get(CHANGELIST)
+
+    assert response.status_code == 403
+
+
+def test_a_compliance_user_can_log_in_with_a_password_and_browse(client, tenant, auditor):
+    event_create(tenant_id=tenant.pk, action="invoice.paid")
+    client.post(reverse("admin:login"), {"username": "teammate", "password": PASSWORD})
+
+    response = client.get(CHANGELIST)
+
+    assert response.status_code == 200
+    assert "invoice.paid" in response.content.decode()
+
+
+# --- tenant scoping --------------------------------------------------------------------------
+
+
+def test_staff_of_tenant_a_never_see_tenant_b_in_the_list_the_detail_or_a_filter(
+    client, tenant, other_tenant, auditor
+):
+    mine = event_create(tenant_id=tenant.pk, action="acme.thing")
+    theirs = event_create(tenant_id=other_tenant.pk, action="globex.secret")
+    login(client, auditor)
+
+    body = client.get(CHANGELIST).content.decode()
+    assert "acme.thing" in body and "globex.secret" not in body
+
+    forced = client.get(CHANGELIST, {"tenant": other_tenant.pk}).content.decode()
+    assert "globex.secret" not in forced
+
+    assert client.get(change_url(mine)).status_code == 200
+    detail = client.get(change_url(theirs), follow=True)
+    assert "globex.secret" not in detail.content.decode()
+    assert detail.redirect_chain and detail.redirect_chain[-1][0] == reverse("admin:index")
+
+    # The tenant filter lists no tenants for staff (they only have one).
+    assert "globex" not in body
+
+
+def test_staff_of_tenant_a_never_export_tenant_b(client, tenant, other_tenant, auditor, recorded):
+    event_create(tenant_id=tenant.pk, action="acme.thing")
+    theirs = event_create(tenant_id=other_tenant.pk, action="globex.secret")
+    login(client, auditor)
+
+    by_filter = text(client.get(EXPORT, {"format": "csv", "tenant": other_tenant.pk}))
+    by_selection = text(
+        client.post(CHANGELIST, {"action": "export_jsonl", "_selected_action": [str(theirs.pk)]})
+    )
+    everything = text(client.get(EXPORT, {"format": "csv"}))
+
+    assert "globex" not in by_filter + by_selection + everything
+    assert "acme.thing" in everything
+    assert {call["tenant_id"] for call in recorded} == {tenant.pk}
+
+
+def test_a_superuser_sees_every_tenant_and_can_narrow_to_one(
+    client, tenant, other_tenant, staff_superuser
+):
+    event_create(tenant_id=tenant.pk, action="acme.thing")
+    event_create(tenant_id=other_tenant.pk, action="globex.thing")
+    login(client, staff_superuser)
+
+    everything = client.get(CHANGELIST).content.decode()
+    only_globex = client.get(CHANGELIST, {"tenant": other_tenant.pk}).content.decode()
+
+    assert "acme.thing" in everything and "globex.thing" in everything
+    assert "globex.thing" in only_globex and "acme.thing" not in only_globex
+
+
+# --- filters, search, date hierarchy ---------------------------------------------------------
+
+
+def results(response) -> list[AuditEvent]:
+    assert response.status_code == 200, response.content[:500]
+    return list(response.context["cl"].result_list)
+
+
+def test_each_filter_narrows_the_list(client, tenant, auditor):
+    day = datetime(2026, 3, 10, 12, tzinfo=UTC)
+    events_create(
+        tenant_id=tenant.pk,
+        count=6,
+        per_event=lambda i: [
+            {"action": "user.login", "occurred_at": day},
+            {"action": "user.logout", "outcome": "failure", "occurred_at": day},
+            {"action": "invoice.update", "severity": "critical", "occurred_at": day},
+            {"actor_type": "service", "occurred_at": day - timedelta(days=3)},
+            {"target": {"id": "r-1", "type": "report", "name": ""}, "occurred_at": day},
+            {"occurred_at": day + timedelta(days=5)},
+        ][i],
+    )
+    login(client, auditor)
+
+    def actions(**params):
+        return sorted(e.action for e in results(client.get(CHANGELIST, params)))
+
+    def count(**params):
+        return len(results(client.get(CHANGELIST, params)))
+
+    assert actions(outcome__exact="failure") == ["user.logout"]
+    assert actions(severity__exact="critical") == ["invoice.update"]
+    assert actions(action_prefix="user.") == ["user.login", "user.logout"]
+    assert count(actor_type="service") == 1
+    assert count(target_type="report") == 1
+    assert count(occurred_from="2026-03-10", occurred_to="2026-03-10") == 4
+    assert count(occurred_from="2026-03-11") == 1
+    assert count(occurred_to="2026-03-09") == 1
+
+
+def test_a_malformed_date_is_reported_not_a_server_error(client, tenant, auditor):
+    event_create(tenant_id=tenant.pk)
+    response = login(client, auditor).get(CHANGELIST, {"occurred_from": "yesterday"})
+
+    assert response.status_code == 302
+    assert response.url.endswith("?e=1")
+
+
+def test_the_same_actor_and_same_target_links_list_exactly_those_events(client, tenant, auditor):
+    events = events_create(
+        tenant_id=tenant.pk,
+        count=4,
+        per_event=lambda i: {
+            "actor_id": "alice" if i < 2 else "bob",
+            "target": {"id": "inv-1" if i % 2 else "inv-2", "type": "invoice", "name": ""},
+        },
+    )
+    login(client, auditor)
+    detail = client.get(change_url(events[0])).content.decode()
+
+    actor_link = f"?tenant={tenant.pk}&amp;actor_type=user&amp;actor_id=alice"
+    target_link = f"?tenant={tenant.pk}&amp;target_type=invoice&amp;target_id=inv-2"
+    assert actor_link in detail and target_link in detail
+    by_actor = results(client.get(CHANGELIST + actor_link.replace("&amp;", "&")))
+    by_target = results(client.get(CHANGELIST + target_link.replace("&amp;", "&")))
+    assert {e.pk for e in by_actor} == {events[0].pk, events[1].pk}
+    assert {e.pk for e in by_target} == {events[0].pk, events[2].pk}
+
+
+def test_the_search_box_goes_through_the_search_port(client, tenant, auditor, monkeypatch):
+    events = events_create(tenant_id=tenant.pk, count=3)
+    seen = []
+
+    def search(queryset, q):
+        seen.append(q)
+        return queryset.filter(pk=events[1].pk)
+
+    monkeypatch.setattr(ports, "_event_search", search)
+    found = results(login(client, auditor).get(CHANGELIST, {"q": "  refund  "}))
+
+    assert seen == ["refund"]
+    assert [e.pk for e in found] == [events[1].pk]
+
+
+def test_the_search_box_finds_words_with_the_full_text_backend(client, tenant, auditor):
+    from search.backends.postgresql import PostgresBackend
+
+    events = events_create(
+        tenant_id=tenant.pk,
+        count=3,
+        per_event=lambda i: {"description": ["refund issued to customer", "login", "logout"][i]},
+    )
+    PostgresBackend().index_events(event_ids=[str(e.pk) for e in events])
+
+    found = results(login(client, auditor).get(CHANGELIST, {"q": "refunds"}))
+
+    assert [e.pk for e in found] == [events[0].pk]
+
+
+def test_the_date_hierarchy_drills_down_without_a_distinct_scan(client, tenant, auditor):
+    events_create(
+        tenant_id=tenant.pk,
+        count=3,
+        per_event=lambda i: {"occurred_at": datetime(2026, 1 + 2 * i, 5, 9, tzinfo=UTC)},
+    )
+    login(client, auditor)
+
+    with CaptureQueriesContext(connection) as queries:
+        top = client.get(CHANGELIST)
+        year = client.get(CHANGELIST, {"occurred_at__year": 2026})
+        month = client.get(CHANGELIST, {"occurred_at__year": 2026, "occurred_at__month": 3})
+
+    sql = " ".join(q["sql"] for q in queries.captured_queries).upper()
+    assert "DISTINCT" not in sql and "DATE_TRUNC" not in sql
+    body = year.content.decode()
+    # Every month between the first and the last event, from MIN/MAX alone.
+    for name in ("January", "February", "March", "April", "May"):
+        assert f"{name} 2026" in body
+    assert "June 2026" not in body
+    assert top.status_code == 200
+    assert [e.occurred_at.month for e in results(month)] == [3]
+
+
+# --- fast on big tables ----------------------------------------------------------------------
+
+
+def test_the_paginator_uses_the_table_estimate_instead_of_counting(
+    tenant, monkeypatch, transactional_db
+):
+    events_create(tenant_id=tenant.pk, count=40)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE audit_auditevent")
+    monkeypatch.setattr(listing, "EXACT_COUNT_BELOW", 10)
+
+    with CaptureQueriesContext(connection) as queries:
+        unfiltered = EstimatedCountPaginator(AuditEvent.objects.all(), 10).count
+        filtered = EstimatedCountPaginator(AuditEvent.objects.filter(tenant=tenant), 10).count
+
+    assert unfiltered == 40
+    assert filtered == 40
+    assert not any("COUNT(" in q["sql"].upper() for q in queries.captured_queries)
+
+
+def test_the_paginator_counts_exactly_when_the_set_is_small(tenant):
+    events_create(tenant_id=tenant.pk, count=7)
+
+    assert EstimatedCountPaginator(AuditEvent.objects.filter(tenant=tenant), 5).count == 7
+
+
+def test_the_changelist_never_counts_the_whole_table(client, tenant, auditor):
+    events_create(tenant_id=tenant.pk, count=3)
+    login(client, auditor)
+
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(CHANGELIST, {"outcome__exact": "success"})
+
+    assert response.status_code == 200
+    counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
+    # Only the (small, filtered) exact count; never the unfiltered full-result count.
+    assert all("outcome" in sql for sql in counts), counts
+    assert response.context["cl"].show_full_result_count is False
+
+
+# --- the detail page --------------------------------------------------------------------------
+
+
+def test_the_event_page_shows_pretty_metadata_and_its_verified_ledger_position(
+    client, tenant, auditor
+):
+    first, second = chained_events_create(tenant_id=tenant.pk, count=2)
+    body = login(client, auditor).get(change_url(second)).content.decode()
+
+    assert '<pre class="tl-json">' in body
+    assert "&quot;zeta&quot;: &quot;last&quot;" in body  # indented JSON, escaped
+    assert "\n  &quot;alpha&quot;: [\n" in body
+    assert second.prev_hash == first.hash and first.hash in body and second.hash in body
+    assert "verified" in body and "NOT verified" not in body
+    assert "links to predecessor #1" in body
+
+
+def test_an_event_whose_hash_does_not_match_its_content_is_shown_as_not_verified(
+    client, tenant, auditor
+):
+    (event,) = chained_events_create(tenant_id=tenant.pk, count=1)
+    forged = AuditEvent.objects.create(
+        **{
+            **{f.attname: getattr(event, f.attname) for f in AuditEvent._meta.concrete_fields},
+            "id": "00000000-0000-4000-8000-000000000001",
+            "event_id": "forged",
+            "sequence": 2,
+            "prev_hash": event.hash,
+            "hash": "f" * 64,
+        }
+    )
+    from audit.models import ChainHead
+
+    ChainHead.objects.filter(tenant=tenant).update(sequence=2, hash="f" * 64)
+
+    body = login(client, auditor).get(change_url(forged)).content.decode()
+
+    assert "NOT verified" in body
+    assert "does not match" in body
+
+
+# --- exports ---------------------------------------------------------------------------------
+
+
+def test_exporting_the_current_filter_streams_csv_and_is_recorded(
+    client, tenant, auditor, recorded
+):
+    events_create(
+        tenant_id=tenant.pk,
+        count=4,
+        per_event=lambda i: {"outcome": "failure" if i % 2 else "success"},
+    )
+    response = login(client, auditor).get(EXPORT, {"format": "csv", "outcome__exact": "failure"})
+
+    assert response.status_code == 200
+    assert response.streaming
+    assert response["Content-Type"].startswith("text/csv")
+    assert "attachment" in response["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(text(response))))
+    assert len(rows) == 2 and {r["outcome"] for r in rows} == {"failure"}
+    assert len(recorded) == 1
+    call = recorded[0]
+    assert call["action"] == "audit_log.export"
+    assert call["tenant_id"] == tenant.pk
+    assert call["actor_name"] == "teammate"
+    assert call["metadata"]["filters"]["format"] == "csv"
+    assert "outcome__exact=failure" in call["metadata"]["filters"]["query"]
+
+
+def test_exporting_the_selection_streams_jsonl_of_those_events(client, tenant, auditor, recorded):
+    events = events_create(tenant_id=tenant.pk, count=3)
+    response = login(client, auditor).post(
+        CHANGELIST,
+        {"action": "export_jsonl", "_selected_action": [str(events[0].pk), str(events[2].pk)]},
+    )
+
+    lines = [json.loads(line) for line in text(response).splitlines()]
+    assert response["Content-Type"].startswith("application/x-ndjson")
+    assert {line["id"] for line in lines} == {str(events[0].pk), str(events[2].pk)}
+    assert recorded[0]["metadata"]["filters"]["selection"] == "selected"
+
+
+def test_selecting_all_matching_exports_the_whole_filter(client, tenant, auditor, recorded):
+    events = events_create(tenant_id=tenant.pk, count=3)
+    response = login(client, auditor).post(
+        CHANGELIST + "?severity__exact=info",
+        {"action": "export_csv", "select_across": "1", "_selected_action": [str(events[0].pk)]},
+    )
+
+    assert len(list(csv.DictReader(io.StringIO(text(response))))) == 3
+    assert recorded[0]["metadata"]["filters"]["selection"] == "filter"
+
+
+def test_a_superuser_must_name_the_tenant_of_an_unfiltered_export(
+    client, tenant, other_tenant, staff_superuser, recorded
+):
+    event_create(tenant_id=tenant.pk)
+    event_create(tenant_id=other_tenant.pk)
+    login(client, staff_superuser)
+
+    refused = client.get(EXPORT, {"format": "csv"}, follow=True)
+    allowed = client.get(EXPORT, {"format": "csv", "tenant": other_tenant.pk})
+
+    assert "Filter by one tenant first" in refused.content.decode()
+    assert len(list(csv.DictReader(io.StringIO(text(allowed))))) == 1
+    assert [call["tenant_id"] for call in recorded] == [other_tenant.pk]
+
+
+def test_an_unknown_export_format_is_reported(client, tenant, auditor, recorded):
+    response = login(client, auditor).get(EXPORT, {"format": "xlsx"}, follow=True)
+
+    assert "Format must be one of csv, jsonl" in response.content.decode()
+    assert recorded == []
+
+
+# --- dashboard --------------------------------------------------------------------------------
+
+
+def test_the_dashboard_charts_the_last_24_hours_of_the_users_own_tenant(
+    client, tenant, other_tenant, auditor
+):
+    now = datetime.now(UTC)
+    events_create(
+        tenant_id=tenant.pk,
+        count=5,
+        per_event=lambda i: {"occurred_at": now - timedelta(hours=[0, 1, 1, 30, 2][i])},
+    )
+    events_create(tenant_id=other_tenant.pk, count=7, occurred_at=now - timedelta(minutes=5))
+
+    response = login(client, auditor).get(reverse("admin:index"))
+
+    body = response.content.decode()
+    assert 'id="tl-dashboard"' in body
+    assert "<strong>4</strong> events in the last 24 hours" in body
+    assert body.count("<rect ") == 24
+    assert "Ingest lag" in body and "Outbox" in body and "Search" in body
+
+
+def test_the_dashboard_is_not_shown_to_staff_who_cannot_browse_events(client, tenant):
+    staff = User.objects.create_user(
+        username="pipeline", password=PASSWORD, tenant=tenant, role=Role.INGEST, is_staff=True
+    )
+    body = login(client, staff).get(reverse("admin:index")).content.decode()
+
+    assert "tl-dashboard" not in body

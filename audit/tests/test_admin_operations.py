@@ -1,0 +1,220 @@
+"""Operators in the admin: dead letters (pull, replay, discard), DLQ depth, outbox backlog."""
+
+from datetime import UTC, datetime
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from audit.models import DeadLetter, DeadLetterStatus, OutboxMessage
+from audit.tests.ingest_support import make_event, purge_queues, queue_depth, wait_until
+from traceledger.celery import app
+from traceledger.queues import DLQ, DLX_EXCHANGE, INGEST_QUEUE
+
+DEAD_LETTERS = reverse("admin:audit_deadletter_changelist")
+PULL = reverse("admin:audit_deadletter_pull")
+OUTBOX = reverse("admin:audit_outboxmessage_changelist")
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Audit events submitted for operator actions (submission itself is the ingest side's;
+    the browser test runs it for real with a worker)."""
+    calls = []
+    monkeypatch.setattr(
+        "audit.services.submission.record_system_event", lambda **kw: calls.append(kw)
+    )
+    return calls
+
+
+@pytest.fixture
+def clean_queues():
+    purge_queues()
+    yield
+    purge_queues()
+
+
+@pytest.fixture
+def operator(superuser, client):
+    client.force_login(superuser)
+    return client
+
+
+def dead_letter(tenant, **overrides) -> DeadLetter:
+    fields = {
+        "message_id": f"task-{DeadLetter.objects.count() + 1}",
+        "tenant_id": tenant.pk,
+        "task_name": "audit.ingest_batch",
+        "payload": {"tenant_id": tenant.pk, "events": [make_event()], "request_id": "r-1"},
+        "event_count": 1,
+        "reason": "failed after 2 retries: OperationalError",
+        "exception": "Traceback (most recent call last):\n  ...\nOperationalError: lock timeout",
+        "attempts": 3,
+        "original_queue": "audit.ingest",
+        "first_failed_at": datetime(2026, 3, 1, 12, tzinfo=UTC),
+        "last_failed_at": datetime(2026, 3, 1, 12, 5, tzinfo=UTC),
+    }
+    fields.update(overrides)
+    return DeadLetter.objects.create(**fields)
+
+
+def send_to_dlq(tenant_id: int) -> str:
+    """A task message straight into the DLQ, as RabbitMQ would dead-letter it."""
+    result = app.send_task(
+        "audit.ingest_batch",
+        kwargs={"tenant_id": tenant_id, "events": [make_event()], "request_id": "r-dlq"},
+        exchange=DLX_EXCHANGE,
+        routing_key=DLQ.routing_key,
+    )
+    return result.id
+
+
+def test_the_list_shows_reason_exception_summary_attempts_failures_and_status(
+    operator, tenant, monkeypatch
+):
+    monkeypatch.setattr("audit.admin.operations.dlq_depth_or_none", lambda: 3)
+    dead_letter(tenant)
+
+    response = operator.get(DEAD_LETTERS)
+
+    body = response.content.decode()
+    assert response.status_code == 200
+    for text in (
+        "failed after 2 retries: OperationalError",
+        "OperationalError: lock timeout",  # the exception's last line, not the traceback
+        "March 1, 2026, noon",
+        "March 1, 2026, 12:05 p.m.",
+        '<td class="field-attempts">3</td>',
+        "new",
+    ):
+        assert text in body, text
+    assert "Traceback" not in body
+    assert "3 waiting" in body
+
+
+def test_the_detail_shows_the_payload_pretty_printed_and_cannot_be_saved(operator, tenant):
+    letter = dead_letter(tenant)
+
+    response = operator.get(reverse("admin:audit_deadletter_change", args=[letter.pk]))
+
+    body = response.content.decode()
+    assert '<pre class="tl-json">{\n  &quot;events&quot;: [' in body
+    assert 'name="_save"' not in body
+    assert operator.get(reverse("admin:audit_deadletter_add")).status_code == 403
+    delete = reverse("admin:audit_deadletter_delete", args=[letter.pk])
+    assert operator.post(delete, {"post": "yes"}).status_code == 403
+
+
+def test_discarding_marks_the_letters_and_records_the_operator_action(operator, tenant, recorded):
+    letters = [dead_letter(tenant), dead_letter(tenant)]
+
+    response = operator.post(
+        DEAD_LETTERS,
+        {"action": "discard_selected", "_selected_action": [letters[0].pk]},
+        follow=True,
+    )
+
+    assert "Discarded 1 of 1 selected dead letter(s)." in response.content.decode()
+    letters[0].refresh_from_db()
+    letters[1].refresh_from_db()
+    assert letters[0].status == DeadLetterStatus.DISCARDED
+    assert letters[0].status_changed_by == "root"
+    assert letters[1].status == DeadLetterStatus.NEW
+    assert [(c["action"], c["actor_id"]) for c in recorded] == [("dead_letter.discard", "root")]
+
+
+def test_replaying_republishes_to_the_ingest_queue_and_records_it(
+    operator, tenant, recorded, clean_queues
+):
+    letter = dead_letter(tenant)
+
+    response = operator.post(
+        DEAD_LETTERS, {"action": "replay_selected", "_selected_action": [letter.pk]}, follow=True
+    )
+
+    assert "Replayed 1 of 1 selected dead letter(s) to audit.ingest." in response.content.decode()
+    letter.refresh_from_db()
+    assert letter.status == DeadLetterStatus.REPLAYED
+    wait_until(lambda: queue_depth(INGEST_QUEUE.name) == 1, timeout=5, what="the replayed batch")
+    assert [c["action"] for c in recorded] == ["dead_letter.replay"]
+
+
+def test_pull_from_rabbitmq_drains_the_dlq_reports_the_count_and_records_it(
+    operator, tenant, recorded, clean_queues
+):
+    task_id = send_to_dlq(tenant.pk)
+    wait_until(lambda: queue_depth(DLQ.name) == 1, timeout=5, what="the dead letter")
+    assert "1 waiting" in operator.get(DEAD_LETTERS).content.decode()
+
+    response = operator.post(PULL, follow=True)
+
+    body = response.content.decode()
+    assert "Pulled 1 dead letter(s) from RabbitMQ." in body
+    assert "0 waiting" in body
+    letter = DeadLetter.objects.get()
+    assert letter.message_id == task_id
+    assert letter.payload["tenant_id"] == tenant.pk
+    assert [(c["action"], c["metadata"]["arrived"]) for c in recorded] == [("dead_letter.drain", 1)]
+
+
+def test_pull_is_a_csrf_checked_post(superuser, clean_queues):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(superuser)
+
+    assert client.get(PULL).status_code == 405
+    assert client.post(PULL).status_code == 403  # no CSRF token
+
+
+def test_pull_reports_an_unreachable_broker_instead_of_failing(operator, monkeypatch, recorded):
+    def down(**kwargs):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr("audit.services.dead_letters.dead_letters_drain", down)
+
+    response = operator.post(PULL, follow=True)
+
+    assert response.status_code == 200
+    assert "Could not pull from RabbitMQ: ConnectionRefusedError" in response.content.decode()
+    assert recorded == []
+
+
+def test_tenant_staff_see_only_their_tenants_dead_letters_and_cannot_pull(
+    client, tenant, other_tenant, owner
+):
+    from django.contrib.auth.models import Permission
+
+    owner.is_staff = True
+    owner.save()
+    owner.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_deadletter", "change_deadletter"])
+    )
+    dead_letter(tenant, reason="acme reason")
+    dead_letter(other_tenant, reason="globex reason")
+    client.force_login(owner)
+
+    body = client.get(DEAD_LETTERS).content.decode()
+
+    assert "acme reason" in body and "globex reason" not in body
+    assert "Pull from RabbitMQ" not in body
+    assert client.post(PULL).status_code == 403
+
+
+def test_staff_without_dead_letter_permissions_cannot_open_the_page(client, teammate):
+    teammate.is_staff = True
+    teammate.save()
+    client.force_login(teammate)
+
+    assert client.get(DEAD_LETTERS).status_code == 403
+
+
+def test_the_outbox_is_listed_read_only_with_its_backlog(operator, tenant):
+    OutboxMessage.objects.create(tenant_id=tenant.pk, payload={"events": []}, event_count=40)
+    OutboxMessage.objects.create(tenant_id=tenant.pk, payload={"events": []}, event_count=2)
+
+    response = operator.get(OUTBOX)
+
+    assert "2 message(s), 42 event(s)" in response.content.decode()
+    assert operator.get(reverse("admin:audit_outboxmessage_add")).status_code == 403
+    assert response.context["action_form"] is None or "delete_selected" not in str(
+        response.context["action_form"]
+    )
