@@ -1,0 +1,217 @@
+"""tools/verify_export.py: verifies an export and a checkpoint offline, without Django."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.cache import cache
+
+from audit.ledger.canonical import canonical_bytes
+from audit.ledger.services import checkpoints_sign
+from audit.ledger.signing import public_key_pem
+from audit.models import AuditEvent, Checkpoint
+from audit.tests.ledger_factories import chained_events_create
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "verify_export.py"
+pytestmark = pytest.mark.django_db
+
+
+def _tool_module():
+    spec = importlib.util.spec_from_file_location("verify_export", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _api_document(event: AuditEvent) -> dict:
+    """The export's JSON shape (ARCHITECTURE §3/§4), built here from the stored row."""
+    target = None
+    if event.target_id or event.target_type or event.target_name:
+        target = {"id": event.target_id, "type": event.target_type, "name": event.target_name}
+    return {
+        "id": str(event.id),
+        "tenant": event.tenant.slug,
+        "event_id": event.event_id,
+        "occurred_at": event.occurred_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "received_at": event.received_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "action": event.action,
+        "outcome": event.outcome,
+        "severity": event.severity,
+        "actor": {"id": event.actor_id, "type": event.actor_type, "name": event.actor_name},
+        "target": target,
+        "source_ip": event.source_ip,
+        "user_agent": event.user_agent,
+        "description": event.description,
+        "metadata": event.metadata,
+        "sequence": event.sequence,
+        "prev_hash": event.prev_hash,
+        "hash": event.hash,
+    }
+
+
+def _write_export(path: Path, tenant, *, newest_first=True) -> list[dict]:
+    events = AuditEvent.objects.filter(tenant=tenant).select_related("tenant").order_by("sequence")
+    documents = [_api_document(e) for e in events]
+    lines = reversed(documents) if newest_first else documents
+    path.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in lines))
+    return documents
+
+
+def _run(*args) -> subprocess.CompletedProcess:
+    # -I: isolated mode, no site-specific settings or environment (no DJANGO_SETTINGS_MODULE).
+    return subprocess.run(
+        [sys.executable, "-I", str(TOOL), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.fixture
+def chain(tenant):
+    chained_events_create(tenant_id=tenant.id, count=5, target_id="", target_type="")
+    chained_events_create(
+        tenant_id=tenant.id, count=5, start=5, source_ip="::ffff:10.0.0.1", metadata={"x": 0.1}
+    )
+    return tenant
+
+
+def test_the_tool_imports_nothing_of_django():
+    source = TOOL.read_text()
+    assert "django" not in source.lower().replace("no django", "")
+
+
+def test_its_canonical_form_equals_the_servers_for_stored_rows(chain):
+    tool = _tool_module()
+    for event in AuditEvent.objects.filter(tenant=chain).select_related("tenant"):
+        assert tool.canonical_bytes(_api_document(event)) == canonical_bytes(event)
+
+
+def test_it_verifies_an_untampered_export(chain, tmp_path):
+    export = tmp_path / "events.jsonl"
+    _write_export(export, chain)
+
+    result = _run(export)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "10 events verified" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d.update(description="nothing to see"),
+        lambda d: d["actor"].update(id="mallory"),
+        lambda d: d["metadata"].update(x=0.2),
+        lambda d: d.update(occurred_at="2026-01-02T03:04:05.000001Z"),
+        lambda d: d.update(source_ip="10.0.0.2"),
+    ],
+)
+def test_it_names_the_line_and_sequence_of_a_tampered_event(chain, tmp_path, change):
+    export = tmp_path / "events.jsonl"
+    documents = _write_export(export, chain, newest_first=False)
+    change(documents[6])  # sequence 7, line 7
+    export.write_text("".join(json.dumps(d) + "\n" for d in documents))
+
+    result = _run(export)
+
+    assert result.returncode == 1
+    assert "NOT VERIFIED at line 7, sequence 7" in result.stdout
+
+
+def test_it_names_a_removed_line_as_a_gap(chain, tmp_path):
+    export = tmp_path / "events.jsonl"
+    documents = _write_export(export, chain, newest_first=False)
+    del documents[3]
+    export.write_text("".join(json.dumps(d) + "\n" for d in documents))
+
+    result = _run(export)
+
+    assert result.returncode == 1
+    assert "sequence 4 is missing" in result.stdout
+
+
+def _checkpoint_file(path: Path, checkpoint: Checkpoint, **changes) -> Path:
+    data = {
+        "tenant_id": checkpoint.tenant_id,
+        "kind": checkpoint.kind,
+        "sequence": checkpoint.sequence,
+        "hash": checkpoint.hash,
+        "signed_at": checkpoint.signed_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "signature": checkpoint.signature,
+        "key_id": checkpoint.key_id,
+        "details": checkpoint.details,
+        **changes,
+    }
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_it_verifies_a_signed_checkpoint_against_the_export(chain, tmp_path):
+    [checkpoint] = checkpoints_sign()
+    export, key = tmp_path / "events.jsonl", tmp_path / "key.pem"
+    _write_export(export, chain)
+    key.write_text(public_key_pem())
+
+    good = _run(
+        export,
+        "--checkpoint",
+        _checkpoint_file(tmp_path / "cp.json", checkpoint),
+        "--public-key",
+        key,
+    )
+    changed = _run(
+        export,
+        "--checkpoint",
+        _checkpoint_file(tmp_path / "bad.json", checkpoint, hash="e" * 64),
+        "--public-key",
+        key,
+    )
+
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "signature and hash verified" in good.stdout
+    assert changed.returncode == 1
+    assert "signature does not verify" in changed.stdout
+
+
+def test_a_signed_checkpoint_catches_a_consistently_rewritten_export(chain, tmp_path):
+    [checkpoint] = checkpoints_sign()
+    tool = _tool_module()
+    export, key = tmp_path / "events.jsonl", tmp_path / "key.pem"
+    documents = _write_export(export, chain, newest_first=False)
+    # Rewrite event 3 and re-hash everything after it: the chain alone still links.
+    documents[2]["description"] = "rewritten"
+    prev = documents[1]["hash"]
+    for document in documents[2:]:
+        document["prev_hash"] = prev
+        document["hash"] = prev = tool.event_hash(prev, document)
+    export.write_text("".join(json.dumps(d) + "\n" for d in documents))
+    key.write_text(public_key_pem())
+
+    assert _run(export).returncode == 0
+    result = _run(
+        export,
+        "--checkpoint",
+        _checkpoint_file(tmp_path / "cp.json", checkpoint),
+        "--public-key",
+        key,
+    )
+
+    assert result.returncode == 1
+    assert "differs from the signed checkpoint at sequence 10" in result.stdout
+
+
+def test_it_verifies_the_real_jsonl_export_endpoint(chain, key_client, tmp_path):
+    cache.clear()
+    response = key_client(scopes=["read"]).get("/api/v1/audit-events/export", {"format": "jsonl"})
+    assert response.status_code == 200
+    export = tmp_path / "export.jsonl"
+    export.write_bytes(b"".join(response.streaming_content))
+
+    result = _run(export)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "10 events verified" in result.stdout

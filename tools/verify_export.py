@@ -1,0 +1,434 @@
+#!/usr/bin/env python3
+"""Verify a TraceLedger JSONL export offline: no Django, no database, no network.
+
+Needs Python 3.11+ and, for checkpoints only, the ``cryptography`` package.
+
+    python tools/verify_export.py events.jsonl
+    python tools/verify_export.py events.jsonl --checkpoint checkpoint.json --public-key key.pem
+
+Each line is one event as the API returns it (``GET /api/v1/audit-events/export?format=jsonl``:
+``actor``/``target`` objects, ``tenant`` slug) or flat with the database column names
+(``actor_id``, ...). For each tenant, events are put in ``sequence`` order and each one's
+``hash`` is recomputed from its ``prev_hash`` and its content (the canonical form of
+docs/ledger.md, re-implemented here); consecutive events must link (``prev_hash`` = the
+previous ``hash``), sequence 1 must start from 64 zeros, and a missing sequence is a gap
+(``--allow-gaps`` for a filtered export). ``--checkpoint`` (one checkpoint object, or a page
+of ``GET /api/v1/ledger/checkpoints``) is verified with the Ed25519 public key, and its hash
+must match the exported event at its sequence (a ``purge`` checkpoint: the ``prev_hash`` of
+the event after it).
+
+Exit status: 0 verified, 1 not verified (the first bad line and sequence are named), 2 the
+input could not be read.
+"""
+
+import argparse
+import hashlib
+import ipaddress
+import json
+import math
+import sys
+import uuid
+from datetime import UTC, datetime
+
+GENESIS_HASH = "0" * 64
+STRING_FIELDS = (
+    "event_id",
+    "action",
+    "outcome",
+    "severity",
+    "actor_id",
+    "actor_type",
+    "actor_name",
+    "target_id",
+    "target_type",
+    "target_name",
+    "user_agent",
+    "description",
+)
+DEFAULTS = {
+    "outcome": "success",
+    "severity": "info",
+    "actor_type": "user",
+    "actor_name": "",
+    "target_id": "",
+    "target_type": "",
+    "target_name": "",
+    "source_ip": None,
+    "user_agent": "",
+    "description": "",
+    "metadata": {},
+}
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+class Invalid(Exception):
+    pass
+
+
+# --- RFC 8785 (JSON Canonicalization Scheme) ------------------------------------------------
+
+
+def _jcs_number(value) -> str:
+    if isinstance(value, int):
+        if abs(value) > MAX_SAFE_INTEGER:
+            raise Invalid(f"integer {value} is outside the range JSON numbers carry exactly")
+        return str(value)
+    if math.isnan(value) or math.isinf(value):
+        raise Invalid("NaN and Infinity are not JSON")
+    if value == 0:
+        return "0"
+    # ECMAScript Number::toString from the shortest round-trip digits (RFC 8785 §3.2.2.3).
+    sign = "-" if value < 0 else ""
+    mantissa, _, exponent = repr(abs(value)).partition("e")
+    integer, _, fraction = mantissa.partition(".")
+    digits = (integer + fraction).lstrip("0")
+    point = len(integer) + (int(exponent) if exponent else 0)  # decimal point position
+    point -= len(integer + fraction) - len((integer + fraction).lstrip("0"))
+    digits = digits.rstrip("0") or "0"
+    k, n = len(digits), point
+    if k <= n <= 21:
+        text = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        text = digits[:n] + "." + digits[n:]
+    elif -6 < n <= 0:
+        text = "0." + "0" * (-n) + digits
+    else:
+        exp = n - 1
+        text = digits[0] + ("." + digits[1:] if k > 1 else "") + "e" + ("+" if exp > 0 else "-")
+        text += str(abs(exp))
+    return sign + text
+
+
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+def _jcs_string(value: str) -> str:
+    out = []
+    for char in value:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif ord(char) < 0x20:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def _utf16_key(key: str):
+    return key.encode("utf-16-be")
+
+
+def jcs(value) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int | float):
+        return _jcs_number(value)
+    if isinstance(value, str):
+        return _jcs_string(value)
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(jcs(item) for item in value) + "]"
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise Invalid(f"object key {key!r} is not a string")
+        items = sorted(value.items(), key=lambda item: _utf16_key(item[0]))
+        return "{" + ",".join(_jcs_string(k) + ":" + jcs(v) for k, v in items) + "}"
+    raise Invalid(f"{type(value).__name__} is not a JSON value")
+
+
+# --- the canonical event (docs/ledger.md, version 1) -----------------------------------------
+
+
+def _timestamp(value) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"timestamp {value!r} is not a string")
+    try:
+        parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+    except ValueError as exc:
+        raise Invalid(f"not an ISO 8601 timestamp: {value!r}") from exc
+    if parsed.utcoffset() is None:
+        raise Invalid(f"timestamp without a UTC offset: {value!r}")
+    return parsed.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def _ip(value):
+    if value is None or value == "":
+        return None
+    try:
+        address = ipaddress.ip_address(str(value))
+    except ValueError as exc:
+        raise Invalid(f"not an IP address: {value!r}") from exc
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return f"::ffff:{address.ipv4_mapped}"
+    return address.compressed
+
+
+def flatten(event: dict) -> dict:
+    """The API's nested shape (actor/target objects) → the database column names."""
+    flat = dict(event)
+    for part in ("actor", "target"):
+        if part in flat:
+            nested = flat.pop(part) or {}
+            if not isinstance(nested, dict):
+                raise Invalid(f"{part} is not an object")
+            for key in ("id", "type", "name"):
+                if key in nested:
+                    flat[f"{part}_{key}"] = nested[key]
+    return flat
+
+
+def canonical_bytes(event: dict) -> bytes:
+    flat = flatten(event)
+
+    def get(field):
+        if field in flat:
+            return flat[field]
+        if field in DEFAULTS:
+            return DEFAULTS[field]
+        raise Invalid(f"missing field {field!r}")
+
+    sequence = get("sequence")
+    if isinstance(sequence, bool) or not isinstance(sequence, int):
+        raise Invalid(f"sequence must be an integer, got {sequence!r}")
+    try:
+        event_uuid = str(uuid.UUID(str(get("id"))))
+    except ValueError as exc:
+        raise Invalid(f"id is not a UUID: {get('id')!r}") from exc
+    obj = {
+        "id": event_uuid,
+        "sequence": sequence,
+        "occurred_at": _timestamp(get("occurred_at")),
+        "received_at": _timestamp(get("received_at")),
+        "source_ip": _ip(get("source_ip")),
+        "metadata": get("metadata"),
+    }
+    if not isinstance(obj["metadata"], dict):
+        raise Invalid("metadata is not an object")
+    for field in STRING_FIELDS:
+        value = get(field)
+        if value is None and field.startswith("target_"):
+            value = ""  # the API shows an absent target as null
+        if not isinstance(value, str):
+            raise Invalid(f"{field} is not a string")
+        obj[field] = value
+    return jcs(obj).encode("utf-8")
+
+
+def event_hash(prev_hash: str, event: dict) -> str:
+    try:
+        prev = bytes.fromhex(prev_hash)
+    except (TypeError, ValueError) as exc:
+        raise Invalid(f"prev_hash is not hex: {prev_hash!r}") from exc
+    if len(prev) != 32:
+        raise Invalid(f"prev_hash is not 64 hex digits: {prev_hash!r}")
+    return hashlib.sha256(prev + canonical_bytes(event)).hexdigest()
+
+
+def checkpoint_message(checkpoint: dict) -> bytes:
+    return jcs(
+        {
+            "tenant_id": checkpoint["tenant_id"],
+            "sequence": checkpoint["sequence"],
+            "hash": checkpoint["hash"],
+            "signed_at": _timestamp(checkpoint["signed_at"]),
+            "kind": checkpoint["kind"],
+            "details": checkpoint.get("details") or {},
+        }
+    ).encode("utf-8")
+
+
+# --- verification ----------------------------------------------------------------------------
+
+
+class Failure(Exception):
+    def __init__(self, message: str, line: int | None = None, sequence: int | None = None):
+        super().__init__(message)
+        self.line, self.sequence = line, sequence
+
+
+def read_export(path: str) -> dict[str, list[tuple[int, dict]]]:
+    """Events grouped by tenant (slug or id), each list of (line number, event)."""
+    by_tenant: dict[str, list[tuple[int, dict]]] = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise Failure(f"not JSON: {exc}", line=number) from exc
+            if not isinstance(event, dict):
+                raise Failure("not a JSON object", line=number)
+            tenant = str(event.get("tenant", event.get("tenant_id", "")))
+            by_tenant.setdefault(tenant, []).append((number, event))
+    return by_tenant
+
+
+def verify_chain(events: list[tuple[int, dict]], *, allow_gaps: bool) -> dict[int, tuple]:
+    """Checks one tenant's events; returns {sequence: (line, event)} when they verify."""
+    try:
+        events = sorted(events, key=lambda item: item[1]["sequence"])
+    except (KeyError, TypeError) as exc:
+        raise Failure("an event has no integer sequence") from exc
+    by_sequence: dict[int, tuple] = {}
+    previous = None
+    for number, event in events:
+        sequence = event["sequence"]
+        if sequence in by_sequence:
+            raise Failure(
+                f"sequence {sequence} appears twice (lines {by_sequence[sequence][0]} and "
+                f"{number})",
+                line=number,
+                sequence=sequence,
+            )
+        prev_hash, stored = event.get("prev_hash"), event.get("hash")
+        if sequence == 1 and prev_hash != GENESIS_HASH:
+            raise Failure("sequence 1 does not start from the genesis hash", number, sequence)
+        if previous is not None:
+            prev_sequence, prev_event = previous[1]["sequence"], previous[1]
+            if sequence != prev_sequence + 1 and not allow_gaps:
+                raise Failure(
+                    f"sequence {prev_sequence + 1} is missing (a gap before line {number})",
+                    line=number,
+                    sequence=prev_sequence + 1,
+                )
+            if sequence == prev_sequence + 1 and prev_hash != prev_event.get("hash"):
+                raise Failure("prev_hash does not link to the previous event", number, sequence)
+        try:
+            computed = event_hash(prev_hash, event)
+        except Invalid as exc:
+            raise Failure(f"cannot canonicalize: {exc}", number, sequence) from exc
+        if computed != stored:
+            raise Failure("hash does not match the event's content", number, sequence)
+        by_sequence[sequence] = (number, event)
+        previous = (number, event)
+    return by_sequence
+
+
+def load_checkpoint(path: str) -> tuple[dict, str | None]:
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    embedded_key = data.get("public_key") if isinstance(data, dict) else None
+    if isinstance(data, dict) and isinstance(data.get("results"), list):
+        if not data["results"]:
+            raise Failure(f"{path} holds no checkpoint")
+        data = data["results"][0]  # a page is newest first: check the latest
+    required = ("tenant_id", "sequence", "hash", "signed_at", "kind", "signature")
+    if not isinstance(data, dict) or any(field not in data for field in required):
+        raise Failure(f"{path} is not a checkpoint (needs {', '.join(required)})")
+    return data, embedded_key
+
+
+def verify_signature(checkpoint: dict, public_key_pem: str) -> None:
+    try:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    except ImportError as exc:  # pragma: no cover - depends on the machine
+        raise Failure("checking a checkpoint needs the 'cryptography' package") from exc
+    key = load_pem_public_key(public_key_pem.encode())
+    if not isinstance(key, Ed25519PublicKey):
+        raise Failure("the public key is not an Ed25519 key")
+    try:
+        key.verify(bytes.fromhex(checkpoint["signature"]), checkpoint_message(checkpoint))
+    except (InvalidSignature, ValueError) as exc:
+        raise Failure(
+            f"checkpoint at sequence {checkpoint['sequence']}: the signature does not verify",
+            sequence=checkpoint["sequence"],
+        ) from exc
+
+
+def verify_checkpoint_against(checkpoint: dict, chain: dict[int, tuple]) -> None:
+    sequence = checkpoint["sequence"]
+    if sequence in chain:
+        line, event = chain[sequence]
+        if event["hash"] != checkpoint["hash"]:
+            raise Failure(
+                f"the export differs from the signed checkpoint at sequence {sequence}",
+                line=line,
+                sequence=sequence,
+            )
+        return
+    if sequence + 1 in chain:  # a purge checkpoint: the export resumes right after it
+        line, event = chain[sequence + 1]
+        if event["prev_hash"] != checkpoint["hash"]:
+            raise Failure(
+                f"the export does not resume from the signed checkpoint at sequence {sequence}",
+                line=line,
+                sequence=sequence + 1,
+            )
+        return
+    raise Failure(f"the export has no event at the checkpoint's sequence {sequence}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("export", help="JSONL export, one event per line")
+    parser.add_argument("--checkpoint", help="a checkpoint (JSON) to check the export against")
+    parser.add_argument("--public-key", help="PEM public key (manage.py ledger_public_key)")
+    parser.add_argument("--tenant", help="the tenant slug the checkpoint belongs to")
+    parser.add_argument(
+        "--allow-gaps", action="store_true", help="a filtered export: do not require every sequence"
+    )
+    args = parser.parse_args(argv)
+
+    try:
+        by_tenant = read_export(args.export)
+        chains = {}
+        for tenant, events in sorted(by_tenant.items()):
+            chains[tenant] = verify_chain(events, allow_gaps=args.allow_gaps)
+            print(f"{tenant or '(no tenant)'}: {len(events)} events verified")
+        if args.checkpoint:
+            checkpoint, embedded_key = load_checkpoint(args.checkpoint)
+            if args.public_key:
+                with open(args.public_key, encoding="utf-8") as handle:
+                    key_pem = handle.read()
+            elif embedded_key:
+                key_pem = embedded_key
+                print(
+                    "warning: using the public key from the checkpoint file itself; pin it "
+                    "with --public-key",
+                    file=sys.stderr,
+                )
+            else:
+                parser.error("--checkpoint needs --public-key")
+            verify_signature(checkpoint, key_pem)
+            if args.tenant:
+                chain = chains.get(args.tenant)
+                if chain is None:
+                    raise Failure(f"the export has no events of tenant {args.tenant!r}")
+            elif len(chains) == 1:
+                chain = next(iter(chains.values()))
+            else:
+                parser.error("the export holds several tenants: name the checkpoint's --tenant")
+            verify_checkpoint_against(checkpoint, chain)
+            print(f"checkpoint at sequence {checkpoint['sequence']}: signature and hash verified")
+    except Failure as failure:
+        where = []
+        if failure.line is not None:
+            where.append(f"line {failure.line}")
+        if failure.sequence is not None:
+            where.append(f"sequence {failure.sequence}")
+        print(f"NOT VERIFIED{' at ' + ', '.join(where) if where else ''}: {failure}")
+        return 1
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("verified")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
