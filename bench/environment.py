@@ -5,9 +5,11 @@ whose name lacks "bench" or "soak", because it drops and recreates it on every r
 """
 
 import os
+import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
@@ -124,10 +126,50 @@ class QueueDepth:
         self._conn.close()
 
 
+def production_environ() -> dict[str, str]:
+    """Production settings for every bench process: DEBUG off (with DEBUG on, Django keeps
+    every query in memory and wraps each cursor call), as the settings guard requires."""
+    return {
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": os.environ.get("BENCH_SECRET_KEY") or secrets.token_urlsafe(48),
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DJANGO_SECURE_SSL_REDIRECT": "0",
+    }
+
+
 def django_setup(*, services: Services, settings_module: str = "bench.settings") -> None:
-    """Points this process's Django at the benchmark services, then sets it up."""
+    """Points this process's Django at the benchmark services, then sets it up. The child
+    processes inherit this environment (``process_env``)."""
+    os.environ.update(production_environ())
     os.environ.update(services.environ())
     os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
     import django
 
     django.setup()
+
+
+def prepare(*, services: Services) -> dict[str, int]:
+    """A fresh, migrated database, the vhost, empty queues; Django set up on them."""
+    database_recreate(services=services)
+    vhost_ensure(services=services)
+    django_setup(services=services)
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    return queues_purge(services=services)
+
+
+def process_env(*, services: Services, metrics_dir: Path, **extra: str) -> dict[str, str]:
+    """Environment of the web and worker processes the harness starts."""
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        **os.environ,
+        **services.environ(),
+        "DJANGO_SETTINGS_MODULE": "bench.settings",
+        # The harness measures throughput and failures, not the rate limiter's 429s.
+        "TRACELEDGER_RATELIMIT_INGEST": "100000000/m",
+        "TRACELEDGER_RATELIMIT_READ": "100000000/m",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "DJANGO_LOG_LEVEL": os.environ.get("DJANGO_LOG_LEVEL", "WARNING"),
+        **extra,
+    }

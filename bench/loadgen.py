@@ -26,6 +26,7 @@ class LoadResult:
     errors: list[str] = field(default_factory=list)
     retries: int = 0
     cpu_seconds: float = 0.0
+    accepted_bodies: list[bytes] = field(default_factory=list)  # with record_bodies only
 
     @property
     def wall(self) -> float:
@@ -59,6 +60,7 @@ class LoadGenerator:
         self.max_attempts = max_attempts
         self.timeout = timeout
         self.sent_events = 0  # read by the progress line; races are harmless
+        self.record_bodies = False  # keep every accepted body (the soak checks them)
         self._lock = threading.Lock()
 
     def run(
@@ -103,7 +105,7 @@ class LoadGenerator:
 
     def _client(self, bodies, factory, deadline, counter, result: LoadResult) -> None:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        latencies, statuses, errors = [], {}, []
+        latencies, statuses, errors, accepted_bodies = [], {}, [], []
         events = requests = retries = 0
         while (item := self._next(bodies, factory, deadline, counter)) is not None:
             body, count = item
@@ -121,6 +123,8 @@ class LoadGenerator:
                 statuses[status] = statuses.get(status, 0) + 1
                 if status in self.ok_statuses:
                     latencies.append(elapsed)
+                    if self.record_bodies:
+                        accepted_bodies.append(body)
                     events += count
                     self.sent_events += count
                     break
@@ -138,6 +142,7 @@ class LoadGenerator:
             result.requests += requests
             result.retries += retries
             result.errors.extend(errors)
+            result.accepted_bodies.extend(accepted_bodies)
             for status, n in statuses.items():
                 result.statuses[status] = result.statuses.get(status, 0) + n
 
