@@ -42,6 +42,12 @@ def check_database(params: dict) -> str:
 
 
 def check_broker() -> str:
+    from audit.publisher import breaker_is_open
+
+    # While the publish breaker is open, requests skip RabbitMQ (events go to the outbox):
+    # report what ingestion sees, not only whether a fresh connection would open.
+    if breaker_is_open():
+        return DOWN
     timeout = settings.TRACELEDGER_HEALTH_TIMEOUT
     with Connection(settings.CELERY_BROKER_URL, connect_timeout=timeout) as conn:
         conn.ensure_connection(max_retries=0, timeout=timeout)

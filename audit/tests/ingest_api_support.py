@@ -1,10 +1,11 @@
 """Helpers of the ingest API, publisher and outbox tests: valid events, the broker's queue."""
 
+import importlib
+import os
 import time
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from django.conf import settings
 from kombu import Connection
 
 from audit.topology import topology_declare
@@ -28,19 +29,25 @@ def post_json(client, body, **extra):
     return client.generic("POST", URL, data, content_type="application/json", **extra)
 
 
+def real_broker_url() -> str:
+    """The broker URL of the settings module, whatever a test's ``settings`` override says
+    (the publisher may be pointed at a fault proxy; the test's own checks never are)."""
+    return importlib.import_module(os.environ["DJANGO_SETTINGS_MODULE"]).CELERY_BROKER_URL
+
+
 def broker_url_via(port: int) -> str:
     """The test broker URL with its host and port replaced (to go through a fault proxy)."""
-    url = Connection(settings.CELERY_BROKER_URL)
+    url = Connection(real_broker_url())
     vhost = url.virtual_host or "/"
     return f"amqp://{url.userid}:{url.password}@127.0.0.1:{port}/{vhost.lstrip('/') or '%2F'}"
 
 
 def broker_port() -> int:
-    return Connection(settings.CELERY_BROKER_URL).port or 5672
+    return Connection(real_broker_url()).port or 5672
 
 
 def purge_ingest_queue() -> None:
-    with Connection(settings.CELERY_BROKER_URL) as conn:
+    with Connection(real_broker_url()) as conn:
         topology_declare(conn)
         conn.default_channel.queue_purge(INGEST_QUEUE_NAME)
 
@@ -50,7 +57,7 @@ def ingest_messages(*, expect: int, timeout: float = 10.0) -> list[dict]:
     protocol 2 messages: ``{"headers", "properties", "kwargs"}``."""
     messages: list[dict] = []
     deadline = time.monotonic() + timeout
-    with Connection(settings.CELERY_BROKER_URL) as conn:
+    with Connection(real_broker_url()) as conn:
         queue = INGEST_QUEUE(conn.default_channel)
         while len(messages) < expect and time.monotonic() < deadline:
             message = queue.get(no_ack=False, accept=["json"])

@@ -1,0 +1,246 @@
+"""The publisher under broker faults: a TCP fault proxy between the app and real RabbitMQ."""
+
+import threading
+import time
+
+import pybreaker
+import pytest
+from django.db import OperationalError
+from kombu import Connection
+
+from audit import metrics, publisher
+from audit.models import OutboxMessage
+from audit.publisher import (
+    BREAKER_FAIL_MAX,
+    BrokerSkipped,
+    PublishError,
+    broker_breaker,
+    get_publisher,
+    publish_ingest_batch,
+    publisher_reset,
+)
+from audit.tests.ingest_api_support import (
+    broker_port,
+    broker_url_via,
+    ingest_messages,
+    post_json,
+    purge_ingest_queue,
+    valid_event,
+)
+
+TIMEOUT = 1.0
+# What a request may take beyond the publish timeout: validation, the outbox insert, the
+# test client — generous for a shared 2-core machine.
+MARGIN = 1.0
+
+
+@pytest.fixture(autouse=True)
+def clean_broker(settings):
+    settings.TRACELEDGER_PUBLISH_TIMEOUT = TIMEOUT
+    publisher_reset()
+    purge_ingest_queue()
+    yield
+    publisher_reset()
+    purge_ingest_queue()
+
+
+@pytest.fixture
+def broker_proxy(fault_proxy, settings):
+    """RabbitMQ behind a fault proxy; the publisher connects through it."""
+    proxy = fault_proxy("127.0.0.1", broker_port())
+    settings.CELERY_BROKER_URL = broker_url_via(proxy.port)
+    return proxy
+
+
+@pytest.fixture
+def ingest_client(key_client):
+    return key_client(scopes=["ingest"])
+
+
+def timed_post(client, body):
+    started = time.monotonic()
+    response = post_json(client, body)
+    return response, time.monotonic() - started
+
+
+@pytest.mark.parametrize("mode", ["refuse", "blackhole", "reset"])
+def test_a_broker_that_is_down_or_hangs_still_gets_a_202_in_time_and_the_batch_lands_in_the_outbox(
+    ingest_client, broker_proxy, mode, tenant
+):
+    broker_proxy.set_mode(mode)
+    events = [valid_event(event_id="a"), valid_event(event_id="b")]
+    response, elapsed = timed_post(ingest_client, events)
+    assert response.status_code == 202
+    assert elapsed < TIMEOUT + MARGIN, elapsed
+    (row,) = OutboxMessage.objects.all()
+    assert row.tenant_id == tenant.pk and row.event_count == 2
+    assert [e["id"] for e in row.payload["events"]] == response.json()["ids"]
+    assert [e["event_id"] for e in row.payload["events"]] == ["a", "b"]
+    assert set(row.payload) == {"tenant_id", "events", "request_id"}
+    assert row.last_error
+
+
+def test_after_repeated_failures_the_breaker_skips_the_broker_entirely(ingest_client, broker_proxy):
+    broker_proxy.set_mode("blackhole")
+    for _ in range(BREAKER_FAIL_MAX):
+        assert post_json(ingest_client, valid_event()).status_code == 202
+    assert broker_breaker.current_state == pybreaker.STATE_OPEN
+    skipped_before = metrics.PUBLISH_FAILURES.labels(reason="skipped")._value.get()
+
+    response, elapsed = timed_post(ingest_client, valid_event())
+
+    assert response.status_code == 202
+    assert elapsed < 0.5, elapsed  # no waiting on the broker at all
+    assert metrics.PUBLISH_FAILURES.labels(reason="skipped")._value.get() == skipped_before + 1
+    assert OutboxMessage.objects.count() == BREAKER_FAIL_MAX + 1
+
+
+def test_the_breaker_lets_a_trial_through_after_its_reset_timeout_and_closes_on_success(
+    ingest_client, broker_proxy, monkeypatch
+):
+    broker_proxy.set_mode("refuse")
+    for _ in range(BREAKER_FAIL_MAX):
+        post_json(ingest_client, valid_event())
+    assert broker_breaker.current_state == pybreaker.STATE_OPEN
+    broker_proxy.set_mode("pass")
+    monkeypatch.setattr(broker_breaker, "_reset_timeout", 0)
+
+    response = post_json(ingest_client, valid_event())
+
+    assert response.status_code == 202
+    assert broker_breaker.current_state == pybreaker.STATE_CLOSED
+    assert OutboxMessage.objects.count() == BREAKER_FAIL_MAX  # the trial went to RabbitMQ
+    (message,) = ingest_messages(expect=1)
+    assert message["kwargs"]["events"][0]["id"] == response.json()["ids"][0]
+
+
+def test_it_answers_503_with_retry_after_only_when_the_database_refuses_too(
+    ingest_client, broker_proxy, monkeypatch
+):
+    broker_proxy.set_mode("refuse")
+
+    def database_down(**kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(OutboxMessage.objects, "create", database_down)
+    response = post_json(ingest_client, valid_event())
+    assert response.status_code == 503
+    assert int(response["Retry-After"]) > 0
+    assert response.json()["error"]["code"] == "unavailable"
+
+
+def test_the_database_is_not_written_while_the_broker_confirms(
+    ingest_client, django_assert_max_num_queries
+):
+    post_json(ingest_client, valid_event())  # warm up: key look-up caches, connection
+    with django_assert_max_num_queries(1):  # at most the API key look-up
+        response = post_json(ingest_client, valid_event())
+    assert response.status_code == 202
+    assert not OutboxMessage.objects.exists()
+
+
+def test_concurrent_requests_share_confirm_round_trips():
+    """Amortised confirms: many messages published by many threads, fewer confirm waits."""
+    observed_before = _publish_observations()
+    payloads = [{"tenant_id": 1, "events": [], "request_id": str(i)} for i in range(200)]
+    errors: list[BaseException] = []
+
+    def publish(chunk):
+        for payload in chunk:
+            try:
+                publish_ingest_batch(payload)
+            except BaseException as exc:  # collected and asserted below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=publish, args=(payloads[i::20],)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert errors == []
+    assert len(ingest_messages(expect=200)) == 200
+    confirm_waits = _publish_observations() - observed_before
+    assert 0 < confirm_waits < 200
+
+
+def _publish_observations() -> float:
+    for metric in metrics.PUBLISH_SECONDS.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_count"):
+                return sample.value
+    return 0.0
+
+
+def test_publish_raises_instead_of_hanging_when_the_broker_blackholes(broker_proxy):
+    broker_proxy.set_mode("blackhole")
+    started = time.monotonic()
+    with pytest.raises(PublishError):
+        publish_ingest_batch({"tenant_id": 1, "events": [], "request_id": None})
+    assert time.monotonic() - started < TIMEOUT + 0.3
+
+
+def test_a_broker_cut_under_a_live_connection_is_survived_by_reconnecting(broker_proxy):
+    publish_ingest_batch({"tenant_id": 1, "events": [], "request_id": "first"})
+    broker_proxy.set_mode("reset")  # cuts the live connection
+    with pytest.raises(PublishError):
+        publish_ingest_batch({"tenant_id": 1, "events": [], "request_id": "lost"})
+    broker_proxy.set_mode("pass")
+    publish_ingest_batch({"tenant_id": 1, "events": [], "request_id": "second"})
+    request_ids = [m["kwargs"]["request_id"] for m in ingest_messages(expect=2)]
+    assert request_ids == ["first", "second"]
+
+
+def test_a_request_that_gave_up_is_not_published_late(broker_proxy, settings):
+    """The cancelled copy stays unpublished: the outbox copy is then the only one."""
+    broker_proxy.set_mode("blackhole")
+    with pytest.raises(PublishError):
+        publish_ingest_batch({"tenant_id": 1, "events": [], "request_id": "slow"}, timeout=0.2)
+    # Queued behind the stuck connect, then given up on: cancelled before it was sent.
+    with pytest.raises(PublishError):
+        publish_ingest_batch({"tenant_id": 1, "events": [], "request_id": "gave-up"}, timeout=0.2)
+    broker_proxy.set_mode("pass")
+    publisher_reset()
+    publish_ingest_batch({"tenant_id": 1, "events": [], "request_id": "after"})
+    request_ids = [m["kwargs"]["request_id"] for m in ingest_messages(expect=3, timeout=2)]
+    assert "gave-up" not in request_ids and "after" in request_ids
+
+
+def test_while_the_breaker_is_open_publish_raises_broker_skipped_at_once(broker_proxy):
+    broker_proxy.set_mode("refuse")
+    for _ in range(BREAKER_FAIL_MAX):
+        with pytest.raises(PublishError):
+            publish_ingest_batch({"tenant_id": 1, "events": [], "request_id": None})
+    started = time.monotonic()
+    with pytest.raises(BrokerSkipped):
+        publish_ingest_batch({"tenant_id": 1, "events": [], "request_id": None})
+    assert time.monotonic() - started < 0.05
+
+
+def test_a_forked_process_gets_its_own_publisher(monkeypatch):
+    first = get_publisher()
+    assert get_publisher() is first
+    monkeypatch.setattr(publisher.os, "getpid", lambda: first.pid + 1)
+    second = get_publisher()
+    assert second is not first and second.pid == first.pid + 1
+
+
+def test_the_publisher_declares_the_ingest_topology_when_it_connects(settings):
+    with Connection(settings.CELERY_BROKER_URL) as conn:
+        channel = conn.default_channel
+        channel.queue_delete("audit.ingest.dlq")
+    publisher_reset()
+    publish_ingest_batch({"tenant_id": 1, "events": [], "request_id": None})
+    with Connection(settings.CELERY_BROKER_URL) as conn:
+        _, count, _ = conn.default_channel.queue_declare("audit.ingest.dlq", passive=True)
+    assert count == 0
+
+
+def test_readyz_reports_the_broker_down_while_the_breaker_is_open(client, db, broker_proxy):
+    broker_proxy.set_mode("refuse")
+    for _ in range(BREAKER_FAIL_MAX):
+        with pytest.raises(PublishError):
+            publish_ingest_batch({"tenant_id": 1, "events": [], "request_id": None})
+    report = client.get("/readyz").json()
+    assert report["checks"]["broker"] == "down"
+    assert report["status"] == "degraded"
