@@ -1,0 +1,248 @@
+"""Signing keys, signed checkpoints, the periodic task (on a real worker) and the purge."""
+
+import stat
+import time
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.core.management import CommandError, call_command
+
+from audit.ledger.services import (
+    PurgeRefused,
+    checkpoint_create,
+    checkpoints_sign,
+    events_purge,
+)
+from audit.ledger.signing import (
+    checkpoint_signature_valid,
+    key_id,
+    public_key,
+    public_key_pem,
+)
+from audit.ledger.verify import ledger_verify
+from audit.models import AuditEvent, Checkpoint
+from audit.models.ledger import CheckpointKind
+from audit.tests.ledger_factories import chained_events_create
+
+pytestmark = pytest.mark.django_db
+
+
+def _received(day: int) -> dict:
+    at = datetime(2026, 1, day, 12, tzinfo=UTC)
+    return {"occurred_at": at, "received_at": at}
+
+
+def test_a_key_is_generated_on_first_use_readable_only_by_its_owner(settings, tmp_path):
+    settings.DATA_DIR = tmp_path
+    settings.TRACELEDGER_SIGNING_KEY = ""
+
+    first = public_key_pem()
+
+    key_file = tmp_path / "ledger-signing-key.pem"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert public_key_pem() == first  # reused, not regenerated
+
+
+def test_the_configured_key_wins_and_names_the_key_id(settings, tmp_path):
+    private = Ed25519PrivateKey.generate()
+    settings.DATA_DIR = tmp_path
+    settings.TRACELEDGER_SIGNING_KEY = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+    expected = private.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    assert (
+        public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        == expected
+    )
+    assert not (tmp_path / "ledger-signing-key.pem").exists()
+    assert len(key_id()) == 64
+
+
+def test_a_checkpoint_verifies_with_the_public_key_and_fails_for_a_changed_hash(tenant):
+    [event] = chained_events_create(tenant_id=tenant.id, count=1)
+    checkpoint = checkpoint_create(
+        tenant_id=tenant.id, sequence=1, hash=event.hash, kind=CheckpointKind.PERIODIC
+    )
+    checkpoint.refresh_from_db()  # what is read back is what must verify
+
+    assert checkpoint_signature_valid(checkpoint)
+    checkpoint.hash = "f" * 64
+    assert not checkpoint_signature_valid(checkpoint)
+    checkpoint.refresh_from_db()
+    assert not checkpoint_signature_valid(checkpoint, key=Ed25519PrivateKey.generate().public_key())
+
+
+def test_it_signs_only_the_tenants_whose_head_moved(tenant, other_tenant):
+    chained_events_create(tenant_id=tenant.id, count=3)
+    assert [(c.tenant_id, c.sequence) for c in checkpoints_sign()] == [(tenant.id, 3)]
+    assert checkpoints_sign() == []
+
+    chained_events_create(tenant_id=other_tenant.id, count=2)
+    chained_events_create(tenant_id=tenant.id, count=1, start=3)
+    signed = {(c.tenant_id, c.sequence) for c in checkpoints_sign()}
+    assert signed == {(tenant.id, 4), (other_tenant.id, 2)}
+
+
+@pytest.mark.integration
+def test_the_periodic_task_signs_checkpoints_on_a_real_worker(tenant, celery_worker_process):
+    from audit.tasks_ledger import sign_checkpoints
+
+    chained_events_create(tenant_id=tenant.id, count=2)
+    sign_checkpoints.apply_async()
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not Checkpoint.objects.filter(tenant=tenant).exists():
+        time.sleep(0.2)
+    checkpoint = Checkpoint.objects.get(tenant=tenant)
+    assert (checkpoint.sequence, checkpoint_signature_valid(checkpoint)) == (2, True)
+
+
+def test_the_periodic_job_is_scheduled_on_the_maintenance_queue(settings):
+    entry = settings.CELERY_BEAT_SCHEDULE["ledger-sign-checkpoints"]
+    assert entry["task"] == "audit.ledger.sign_checkpoints"
+    assert entry["options"]["queue"] == "maintenance"
+
+
+def test_purge_removes_the_old_prefix_and_verification_resumes_after_it(tenant):
+    for day in (1, 2, 3):
+        chained_events_create(tenant_id=tenant.id, count=2, start=day * 10, **_received(day))
+    chained_events_create(tenant_id=tenant.id, count=2, start=90, **_received(9))
+    # A late arrival with an old timestamp sits after newer events: it is kept, with them.
+    chained_events_create(tenant_id=tenant.id, count=1, start=95, **_received(1))
+
+    result = events_purge(tenant_id=tenant.id, before=datetime(2026, 1, 3, tzinfo=UTC))
+
+    assert (result.removed, result.from_sequence, result.through_sequence) == (4, 1, 4)
+    assert sorted(AuditEvent.objects.filter(tenant=tenant).values_list("sequence", flat=True)) == [
+        5,
+        6,
+        7,
+        8,
+        9,
+    ]
+    checkpoint = result.checkpoint
+    assert checkpoint.kind == CheckpointKind.PURGE
+    assert checkpoint.details["removed"] == 4
+    assert checkpoint.details["resumes_at_sequence"] == 5
+    assert checkpoint_signature_valid(checkpoint)
+    verification = ledger_verify(tenant_id=tenant.id)
+    assert (verification.ok, verification.checked, verification.from_sequence) == (True, 5, 5)
+
+
+def test_a_second_purge_continues_from_the_first(tenant):
+    for day in (1, 2, 3):
+        chained_events_create(tenant_id=tenant.id, count=2, start=day * 10, **_received(day))
+
+    events_purge(tenant_id=tenant.id, before=datetime(2026, 1, 2, tzinfo=UTC))
+    second = events_purge(tenant_id=tenant.id, before=datetime(2026, 1, 3, tzinfo=UTC))
+    nothing = events_purge(tenant_id=tenant.id, before=datetime(2026, 1, 3, tzinfo=UTC))
+
+    assert (second.removed, second.from_sequence, second.through_sequence) == (2, 3, 4)
+    assert nothing.removed == 0
+    assert ledger_verify(tenant_id=tenant.id).ok
+
+
+def test_verification_fails_when_a_purge_checkpoint_is_forged(tenant):
+    chained_events_create(tenant_id=tenant.id, count=4, **_received(1))
+    chained_events_create(tenant_id=tenant.id, count=2, start=4, **_received(5))
+    result = events_purge(tenant_id=tenant.id, before=datetime(2026, 1, 2, tzinfo=UTC))
+    Checkpoint.objects.filter(pk=result.checkpoint.pk).update(sequence=3)
+
+    verification = ledger_verify(tenant_id=tenant.id)
+
+    assert not verification.ok
+    assert "signature" in verification.reason
+
+
+def test_purge_refuses_a_chain_that_does_not_verify(tenant):
+    from audit.tests.test_ledger_verify import _tamper
+
+    chained_events_create(tenant_id=tenant.id, count=3, **_received(1))
+    _tamper(
+        "UPDATE audit_auditevent SET action = 'x' WHERE tenant_id = %s AND sequence = 2",
+        [tenant.id],
+    )
+
+    with pytest.raises(PurgeRefused, match="does not verify at sequence 2"):
+        events_purge(tenant_id=tenant.id, before=datetime(2026, 2, 1, tzinfo=UTC))
+    assert AuditEvent.objects.filter(tenant=tenant).count() == 3
+
+
+def test_the_purge_command_reports_what_it_removed(tenant):
+    chained_events_create(tenant_id=tenant.id, count=3, **_received(1))
+    chained_events_create(tenant_id=tenant.id, count=1, start=3, **_received(5))
+    out = StringIO()
+
+    call_command("purge_events", "--before", "2026-01-02", "--tenant", tenant.slug, stdout=out)
+
+    assert "removed 3 events (sequences 1..3); verification resumes at 4" in out.getvalue()
+    assert Checkpoint.objects.get(tenant=tenant).kind == CheckpointKind.PURGE
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--before", "yesterday", "--tenant", "acme"], "not an ISO 8601"),
+        (["--before", "2026-01-01T00:00:00", "--tenant", "acme"], "UTC offset"),
+        (["--before", "2026-01-01", "--tenant", "nope"], "no tenant"),
+    ],
+)
+def test_the_purge_command_rejects_bad_input(tenant, args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("purge_events", *args)
+
+
+def test_verify_ledger_exits_0_when_every_chain_verifies(tenant, other_tenant):
+    chained_events_create(tenant_id=tenant.id, count=3)
+    chained_events_create(tenant_id=other_tenant.id, count=1)
+    out = StringIO()
+
+    call_command("verify_ledger", stdout=out)
+
+    assert "acme: ok, 3 events" in out.getvalue()
+    assert "2 chains verified" in out.getvalue()
+
+
+def test_verify_ledger_exits_1_naming_the_first_broken_sequence(tenant):
+    from audit.tests.test_ledger_verify import _tamper
+
+    chained_events_create(tenant_id=tenant.id, count=3)
+    _tamper("DELETE FROM audit_auditevent WHERE tenant_id = %s AND sequence = 2", [tenant.id])
+    out = StringIO()
+
+    with pytest.raises(SystemExit) as exit_info:
+        call_command("verify_ledger", "--tenant", "acme", stdout=out, stderr=StringIO())
+
+    assert exit_info.value.code == 1
+    assert "acme: BROKEN at sequence 2" in out.getvalue()
+
+
+def test_verify_ledger_rejects_an_unknown_tenant(db):
+    with pytest.raises(CommandError, match="no tenant with slug 'nope'"):
+        call_command("verify_ledger", "--tenant", "nope")
+
+
+def test_ledger_public_key_prints_the_pem():
+    out = StringIO()
+    call_command("ledger_public_key", stdout=out)
+    assert out.getvalue() == public_key_pem()
+
+
+def test_sign_checkpoints_command_signs_moved_heads(tenant):
+    chained_events_create(tenant_id=tenant.id, count=2)
+    out = StringIO()
+    call_command("sign_checkpoints", stdout=out)
+    assert "1 checkpoints signed" in out.getvalue()
+    assert (
+        timedelta(0)
+        <= (datetime.now(UTC) - Checkpoint.objects.get().signed_at)
+        < timedelta(minutes=1)
+    )
