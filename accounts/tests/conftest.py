@@ -58,17 +58,28 @@ def redis_cut(fault_proxy):
     return make
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _fresh_user_ids(django_db_setup, django_db_blocker):
-    """Start user ids at a random point: rate-limit buckets are keyed by user id and live in
-    Redis for a minute, so a re-run must not inherit the previous run's counts."""
+_user_ids_moved = False
+
+
+@pytest.fixture(autouse=True)
+def _fresh_user_ids(request):
+    """Start user ids at a random point once per run: rate-limit buckets are keyed by user
+    id and live in Redis for a minute, so a re-run must not inherit the previous run's."""
+    global _user_ids_moved
+    uses_db = request.node.get_closest_marker("django_db") or {"db", "transactional_db"} & set(
+        request.fixturenames
+    )
+    if _user_ids_moved or not uses_db:
+        return
+    request.getfixturevalue("_django_db_helper")  # the test database, set up and unblocked
     from django.db import connection
 
-    with django_db_blocker.unblock(), connection.cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(
             "SELECT setval(pg_get_serial_sequence('accounts_user', 'id'), %s)",
             [uuid.uuid4().int % 10**12 + 1],
         )
+    _user_ids_moved = True
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,182 @@
+"""The management commands of ARCHITECTURE §2: create_tenant, create_api_key (and friends)."""
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command, load_command_class
+from rest_framework.test import APIClient
+
+from accounts.models import ApiKey, Tenant, User
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str, stdin: str = "") -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    old_stdin = sys.stdin
+    sys.stdin = io.StringIO(stdin)
+    try:
+        call_command(*args, stdout=out, stderr=err)
+    finally:
+        sys.stdin = old_stdin
+    return out.getvalue(), err.getvalue()
+
+
+@pytest.mark.django_db
+def test_it_creates_a_tenant_once(db):
+    out, _ = _run("create_tenant", "initech", "--name", "Initech")
+    assert "created" in out
+    out, _ = _run("create_tenant", "initech", "--name", "Other name")
+    assert "exists already" in out
+    assert Tenant.objects.get(slug="initech").name == "Initech"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("slug", ["has space", "ünïcode", "a/b", "x" * 65, ""])
+def test_it_refuses_a_bad_tenant_slug(slug):
+    with pytest.raises(CommandError, match="invalid slug"):
+        _run("create_tenant", slug)
+    assert not Tenant.objects.exists()
+
+
+@pytest.mark.django_db
+def test_it_prints_a_working_key_once_on_its_own_line(tenant):
+    out, err = _run(
+        "create_api_key", "--tenant", "acme", "--name", "billing", "--scopes", "ingest,read"
+    )
+    lines = out.splitlines()
+    assert len(lines) == 1
+    key = lines[0]
+    prefix = key.partition(".")[0]
+    api_key = ApiKey.objects.get(prefix=prefix)
+    assert api_key.scopes == ["ingest", "read"]
+    assert api_key.tenant == tenant
+    assert prefix in err and key not in err
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    assert client.get("/api/v1/audit-events").status_code == 200
+
+
+@pytest.mark.django_db
+def test_it_sets_an_expiry(tenant):
+    out, _ = _run(
+        "create_api_key",
+        "--tenant",
+        "acme",
+        "--name",
+        "tmp",
+        "--scopes",
+        "read",
+        "--expires",
+        "2999-01-31",
+    )
+    api_key = ApiKey.objects.get(prefix=out.strip().partition(".")[0])
+    assert api_key.expiry_date.isoformat() == "2999-01-31T00:00:00+00:00"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tenant", "nope", "--name", "x", "--scopes", "read"], "no tenant 'nope'"),
+        (["--tenant", "acme", "--name", "x", "--scopes", "read,admin"], "scopes"),
+        (["--tenant", "acme", "--name", "x", "--scopes", ","], "scopes"),
+        (["--tenant", "acme", "--name", "x", "--scopes", "read", "--expires", "soon"], "ISO"),
+        (
+            ["--tenant", "acme", "--name", "x", "--scopes", "read", "--expires", "2001-01-01"],
+            "future",
+        ),
+        (["--tenant", "acme", "--name", "x" * 51, "--scopes", "read"], "name"),
+    ],
+)
+def test_it_refuses_bad_key_arguments(tenant, args, message):
+    with pytest.raises(CommandError, match=message):
+        _run("create_api_key", *args)
+    assert not ApiKey.objects.exists()
+
+
+@pytest.mark.django_db
+def test_it_revokes_a_key_by_prefix(tenant):
+    out, _ = _run("create_api_key", "--tenant", "acme", "--name", "x", "--scopes", "read")
+    key = out.strip()
+    out, _ = _run("revoke_api_key", key.partition(".")[0])
+    assert "revoked" in out
+    assert ApiKey.objects.get(prefix=key.partition(".")[0]).revoked
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    assert client.get("/api/v1/audit-events").status_code == 401
+    with pytest.raises(CommandError, match="no API key"):
+        _run("revoke_api_key", "zzzzzzzz")
+
+
+@pytest.mark.django_db
+def test_it_creates_a_user_with_a_validated_password(tenant):
+    out, _ = _run(
+        "create_user",
+        "--tenant",
+        "acme",
+        "--username",
+        "ada",
+        "--role",
+        "auditor",
+        "--password-stdin",
+        stdin="violet-Anchor-47-river\n",
+    )
+    assert "created" in out
+    assert User.objects.get(username="ada").check_password("violet-Anchor-47-river")
+    with pytest.raises(CommandError, match="password"):
+        _run(
+            "create_user",
+            "--tenant",
+            "acme",
+            "--username",
+            "bob",
+            "--role",
+            "auditor",
+            "--password-stdin",
+            stdin="123\n",
+        )
+
+
+def _manage(*args: str) -> subprocess.CompletedProcess:
+    from testsupport.worker import test_database_url
+
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": test_database_url()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["create_tenant", "create_api_key", "revoke_api_key", "create_user"]
+)
+def test_it_documents_each_command(name):
+    parser = load_command_class("accounts", name).create_parser("manage.py", name)
+    text = parser.format_help()
+    assert text.startswith("usage: manage.py " + name)
+    assert len(text.splitlines()) > 5
+
+
+@pytest.mark.django_db
+def test_it_names_the_missing_arguments(tenant):
+    with pytest.raises(CommandError, match="--name, --scopes"):
+        _run("create_api_key", "--tenant", "acme")
+
+
+@pytest.mark.django_db
+def test_it_exits_1_with_a_clear_error_for_an_unknown_tenant():
+    result = _manage(
+        "create_api_key", "--tenant", "no-such-tenant-xyz", "--name", "x", "--scopes", "read"
+    )
+    assert result.returncode == 1
+    assert "no tenant 'no-such-tenant-xyz'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
