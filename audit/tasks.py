@@ -20,6 +20,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from audit import metrics_worker as metrics
 from audit.services.dead_letters import dead_letter_note, events_dead_letter
 from audit.services.ingest import InvalidBatch, events_ingest
+from traceledger.queues import INGEST_QUEUE_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,11 @@ class IngestTask(Task):
     base=IngestTask,
     bind=True,
     name="audit.ingest_batch",
+    # Needed for retries, not only for routing: with quorum queues a retry's countdown goes
+    # through Celery's native delayed delivery, which routes by the *queue's* routing key;
+    # without a queue here the router picks task_default_queue ("maintenance") and the retry
+    # silently leaves audit.ingest (and its DLX). See docs/ingest-worker.md.
+    queue=INGEST_QUEUE_NAME,
     acks_late=True,
     reject_on_worker_lost=True,
     autoretry_for=TRANSIENT_ERRORS,

@@ -1,0 +1,246 @@
+"""The ingest pipeline end to end: RabbitMQ (this vhost) → a real Celery worker → PostgreSQL."""
+
+import threading
+import uuid
+
+import pytest
+from django.db import connection
+
+from audit.models import AuditEvent
+from audit.services.ingest import events_ingest
+from audit.tests.ingest_support import make_event, publish, purge_queues, queue_depth, wait_until
+from audit.tests.test_ingest_service import chain_verifies
+from testsupport.worker import WorkerProcess
+from traceledger.queues import DLQ, INGEST_QUEUE
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def clean_queues():
+    purge_queues()
+    yield
+    purge_queues()
+
+
+def retries_logged(worker: WorkerProcess) -> int:
+    """Retries the worker logged (one log line each)."""
+    return sum(1 for line in worker.log().splitlines() if "retry: Retry in" in line)
+
+
+def stored_count(tenant_id: int) -> int:
+    return AuditEvent.objects.filter(tenant_id=tenant_id).count()
+
+
+def wait_stored(tenant_id: int, n: int, timeout: float = 20) -> None:
+    wait_until(lambda: stored_count(tenant_id) >= n, timeout=timeout, what=f"{n} stored events")
+
+
+def test_it_stores_a_single_event_and_a_batch_with_every_field_intact(
+    tenant, celery_worker_process
+):
+    single = make_event(source_ip=None, target_id="", target_type="", target_name="")
+    batch = [make_event(metadata={"i": i}) for i in range(100)]
+
+    publish(tenant_id=tenant.pk, events=[single])
+    publish(tenant_id=tenant.pk, events=batch)
+    wait_stored(tenant.pk, 101)
+
+    stored = {str(e.pk): e for e in AuditEvent.objects.filter(tenant=tenant)}
+    assert set(stored) == {single["id"], *(e["id"] for e in batch)}
+    for sent in [single, *batch]:
+        row = stored[sent["id"]]
+        for name in ("event_id", "action", "actor_id", "actor_name", "target_id", "metadata"):
+            assert getattr(row, name) == sent[name]
+        assert row.source_ip == sent["source_ip"]
+        assert row.occurred_at.isoformat() == sent["occurred_at"]
+        assert row.received_at.isoformat() == sent["received_at"]
+    assert chain_verifies(tenant.pk)
+
+
+def test_the_same_batch_twice_and_overlapping_batches_from_threads_store_each_event_once(
+    tenant,
+):
+    worker = WorkerProcess(queues=INGEST_QUEUE.name, concurrency=2).start()
+    try:
+        pool = [make_event(event_id=f"evt-{i}") for i in range(300)]
+        batch = pool[:50]
+        publish(tenant_id=tenant.pk, events=batch)
+        publish(tenant_id=tenant.pk, events=batch)
+
+        def post_overlapping(offset: int) -> None:
+            for start in range(offset, 250, 40):
+                # Each thread re-sends events the others send too, as fresh API requests
+                # would: same event_id, new id.
+                events = [{**e, "id": str(uuid.uuid4())} for e in pool[start : start + 50]]
+                publish(tenant_id=tenant.pk, events=events)
+
+        offsets = [k * 10 for k in range(4)]
+        expected = {
+            e["event_id"] for k in offsets for i in range(k, 250, 40) for e in pool[i : i + 50]
+        }
+        threads = [threading.Thread(target=post_overlapping, args=(k,)) for k in offsets]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+
+        wait_stored(tenant.pk, len(expected))
+        wait_until(lambda: queue_depth(INGEST_QUEUE.name) == 0, what="an empty ingest queue")
+    finally:
+        worker.stop()
+
+    event_ids = list(AuditEvent.objects.filter(tenant=tenant).values_list("event_id", flat=True))
+    assert len(event_ids) == len(set(event_ids))
+    assert set(event_ids) == expected
+    assert chain_verifies(tenant.pk)
+
+
+def test_a_worker_killed_mid_batch_stores_every_event_once_after_restart(tenant):
+    first = WorkerProcess(queues=INGEST_QUEUE.name).start()
+    try:
+        publish(tenant_id=tenant.pk, events=[make_event()])
+        wait_stored(tenant.pk, 1)
+        batch = [make_event() for _ in range(200)]
+        with connection.cursor() as cursor:
+            # Hold the tenant's chain head: the worker runs the batch up to the lock inside
+            # its transaction and waits there, unacked, when we kill it.
+            cursor.execute("BEGIN")
+            cursor.execute(
+                "SELECT 1 FROM audit_chainhead WHERE tenant_id = %s FOR UPDATE", [tenant.pk]
+            )
+            publish(tenant_id=tenant.pk, events=batch)
+            wait_until(
+                lambda: _waiting_on_lock(cursor), timeout=15, what="the worker to block on it"
+            )
+            first.kill()
+            cursor.execute("ROLLBACK")
+    finally:
+        first.stop()
+
+    assert stored_count(tenant.pk) == 1
+    second = WorkerProcess(queues=INGEST_QUEUE.name).start()
+    try:
+        wait_stored(tenant.pk, 201)
+        late = publish(tenant_id=tenant.pk, events=batch)  # and a late duplicate for good measure
+        wait_until(lambda: f"{late}] succeeded" in second.log(), what="the late duplicate")
+    finally:
+        second.stop()
+
+    assert stored_count(tenant.pk) == 201
+    assert "'duplicates': 200" in second.log()
+    assert chain_verifies(tenant.pk)
+
+
+def _waiting_on_lock(cursor) -> bool:
+    # Inside a transaction pg_stat_activity is a snapshot taken at first use: refresh it.
+    cursor.execute("SELECT pg_stat_clear_snapshot()")
+    cursor.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    )
+    return cursor.fetchone()[0] > 0
+
+
+def test_it_retries_with_backoff_while_the_table_is_locked_and_stores_once_it_is_free(tenant):
+    events_ingest(tenant_id=tenant.pk, events=[make_event()])  # the chain head exists
+    worker = WorkerProcess(
+        queues=INGEST_QUEUE.name, extra_env={"TRACELEDGER_INGEST_LOCK_TIMEOUT": "0.5"}
+    ).start()
+    try:
+        batch = [make_event() for _ in range(20)]
+        with connection.cursor() as cursor:
+            cursor.execute("BEGIN")
+            cursor.execute("LOCK TABLE audit_auditevent IN ACCESS EXCLUSIVE MODE")
+            publish(tenant_id=tenant.pk, events=batch)
+            wait_until(lambda: retries_logged(worker) >= 2, timeout=20, what="two retries")
+            # Nothing acked before commit: the batch is still held by RabbitMQ (in the ingest
+            # queue or a delayed-delivery queue), and nothing went to the DLQ.
+            assert queue_depth(DLQ.name) == 0
+            cursor.execute("ROLLBACK")
+        wait_stored(tenant.pk, 21, timeout=30)
+    finally:
+        worker.stop()
+
+    assert stored_count(tenant.pk) == 21
+    assert "OperationalError" in worker.log()
+    assert chain_verifies(tenant.pk)
+
+
+def test_a_batch_that_exhausts_its_retries_lands_in_the_dead_letter_queue(tenant):
+    from audit.models import DeadLetter
+    from audit.services.dead_letters import dead_letters_drain
+
+    events_ingest(tenant_id=tenant.pk, events=[make_event()])
+    worker = WorkerProcess(
+        queues=INGEST_QUEUE.name,
+        extra_env={
+            "TRACELEDGER_INGEST_LOCK_TIMEOUT": "0.2",
+            "TRACELEDGER_INGEST_MAX_RETRIES": "2",
+        },
+    ).start()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("BEGIN")
+            cursor.execute("LOCK TABLE audit_auditevent IN ACCESS EXCLUSIVE MODE")
+            task_id = publish(tenant_id=tenant.pk, events=[make_event()])
+            wait_until(lambda: queue_depth(DLQ.name) == 1, timeout=25, what="a dead letter")
+            cursor.execute("ROLLBACK")
+    finally:
+        worker.stop()
+
+    assert retries_logged(worker) == 2
+    assert dead_letters_drain() == 1
+    letter = DeadLetter.objects.get()
+    assert letter.message_id == task_id
+    assert letter.attempts == 3
+    assert letter.original_queue == INGEST_QUEUE.name
+    assert letter.reason == "failed after 2 retries: OperationalError"
+    assert "lock timeout" in letter.exception
+    assert letter.first_failed_at is not None
+    assert stored_count(tenant.pk) == 1
+
+
+def test_a_delayed_retry_comes_back_to_the_ingest_queue():
+    """Regression: native delayed delivery routes by the task's queue, not the message's."""
+    from audit.tasks import ingest_batch
+
+    maintenance_before = queue_depth("maintenance")
+    # What Task.retry() publishes: the original delivery_info plus a countdown.
+    ingest_batch.apply_async(
+        kwargs={"tenant_id": 1, "events": [], "request_id": None},
+        countdown=1,
+        exchange="audit",
+        routing_key=INGEST_QUEUE.name,
+    )
+
+    wait_until(lambda: queue_depth(INGEST_QUEUE.name) == 1, timeout=10, what="the retry")
+    assert queue_depth("maintenance") == maintenance_before
+
+
+def test_the_worker_reuses_its_database_connection_between_tasks(tenant):
+    worker = WorkerProcess(queues=INGEST_QUEUE.name).start()
+    try:
+        publish(tenant_id=tenant.pk, events=[make_event()])
+        wait_stored(tenant.pk, 1)
+        before = _worker_backends()
+        for _ in range(5):
+            publish(tenant_id=tenant.pk, events=[make_event()])
+        wait_stored(tenant.pk, 6)
+        after = _worker_backends()
+    finally:
+        worker.stop()
+
+    # Celery's Django fixup closes the connection around each task unless CELERY_DB_REUSE_MAX
+    # reaches it: the same backend (pid, start time) must have served all six tasks.
+    assert before and before <= after
+
+
+def _worker_backends() -> set:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, backend_start FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'"
+        )
+        return set(cursor.fetchall())
