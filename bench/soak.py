@@ -55,6 +55,9 @@ def parse_args(argv):
     parser.add_argument(
         "--fault-every", type=float, default=6.0, help="mean seconds between faults"
     )
+    parser.add_argument(
+        "--fault-seconds", type=float, default=120, help="faults last at least this long"
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--port", type=int, default=8172)
     parser.add_argument(
@@ -143,7 +146,9 @@ class Chaos(threading.Thread):
 
     def run(self) -> None:
         kinds: list[str] = []
-        while not self._halt.wait(self.rng.uniform(0.5, 1.5) * self.mean_gap):
+        gap = self.rng.uniform(1.0, 2.0)  # the first fault early, while the load runs
+        while not self._halt.wait(gap):
+            gap = self.rng.uniform(0.5, 1.5) * self.mean_gap
             if not kinds:
                 kinds = list(FAULTS)
                 self.rng.shuffle(kinds)
@@ -250,7 +255,13 @@ def main(argv=None) -> int:
             seed=seed,
         )
         chaos.start()
+        chaos_started = time.monotonic()
         accepted, failed = _post_all(args, keys, bodies, deadline)
+        # Keep failing for at least --fault-seconds: the drain must survive faults as well.
+        remaining = args.fault_seconds - (time.monotonic() - chaos_started)
+        if remaining > 0:
+            say(f"load done; faults go on for another {remaining:.0f} s")
+            time.sleep(min(remaining, max(0.0, deadline - time.monotonic())))
         chaos.stop()
         for proxy in proxies.values():
             proxy.set_mode("pass")
@@ -263,6 +274,7 @@ def main(argv=None) -> int:
         report["faults"] = chaos.log
         report["failed_requests"] = failed[:20]
         report.update(_drain_and_check(services, tenants, accepted, posted, args, deadline))
+        report["accepted_by_path"] = _accepted_by_path(logs / "metrics")
         ok = report["ok"]
     finally:
         if chaos is not None and chaos.is_alive():
@@ -276,37 +288,63 @@ def main(argv=None) -> int:
         queues_purge(services=services)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    say(f"accepted by path: {report.get('accepted_by_path')}")
     say(("PASS" if ok else "FAIL") + f": {json.dumps(report.get('checks', {}))}")
     return 0 if ok else 1
 
 
 def _post_all(args, keys, bodies, deadline):
-    """Posts every body (tenant by tenant key), retrying failures; returns accepted ids."""
+    """Posts every body with its tenant's key (the tenants concurrently), retrying failures.
+    Returns the event ids answered 202 per tenant and the requests that failed for good."""
     accepted: dict[str, set[str]] = {slug: set() for slug in keys}
     failed: list[str] = []
-    for slug, key in keys.items():
+    results = {}
+
+    def post(slug: str, key: str) -> None:
         mine = [(body, n) for tenant, body, n in bodies if tenant == slug]
         generator = LoadGenerator(
             host="127.0.0.1",
             port=args.port,
             path=INGEST_PATH,
             headers={"Authorization": f"Api-Key {key}"},
-            clients=args.clients,
+            clients=max(1, args.clients // len(keys)),
             max_attempts=30,
             timeout=30,
         )
         generator.record_bodies = True
         say(f"posting {sum(n for _, n in mine)} events of {slug} in {len(mine)} requests")
-        result = generator.run(mine)
+        results[slug] = generator.run(mine)
+
+    threads = [threading.Thread(target=post, args=item) for item in keys.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=max(1.0, deadline - time.monotonic()))
+    for slug, result in results.items():
         for body in result.accepted_bodies:
             doc = orjson.loads(body)
             for event in doc if isinstance(doc, list) else [doc]:
                 accepted[slug].add(event["event_id"])
         failed += result.errors
-        if time.monotonic() > deadline:
-            failed.append("time bound reached while posting")
-            break
+    if any(thread.is_alive() for thread in threads):
+        failed.append("time bound reached while posting")
     return accepted, failed
+
+
+def _accepted_by_path(metrics_dir: Path) -> dict[str, float]:
+    """Events the web answered 202 for, by where they were made durable (broker/outbox)."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(metrics_dir))
+    out: dict[str, float] = {}
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if sample.name == "traceledger_events_accepted_total":
+                path = sample.labels.get("path", "?")
+                out[path] = out.get(path, 0) + sample.value
+    return out
 
 
 def _drain_and_check(services, tenants, accepted, posted, args, deadline) -> dict:
