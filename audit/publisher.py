@@ -373,8 +373,14 @@ def publish_tasks(
             outcomes.append(exc)
         else:
             outcomes.append(None)
-    for outcome in outcomes:
-        _breaker_record(outcome)
+    if force and all(outcome is None for outcome in outcomes):
+        # A forced publish (the relay) that went through is proof the broker is back; the
+        # breaker would otherwise refuse to count it until its reset timeout.
+        if broker_breaker.current_state != pybreaker.STATE_CLOSED:
+            broker_breaker.close()
+    else:
+        for outcome in outcomes:
+            _breaker_record(outcome)
     return outcomes
 
 

@@ -1,0 +1,214 @@
+"""The outbox relay: rows parked while RabbitMQ was down are republished once it is back."""
+
+import threading
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection, transaction
+
+from audit.models import AuditEvent, OutboxMessage
+from audit.publisher import publisher_reset
+from audit.services.outbox import outbox_message_create, outbox_relay
+from audit.services.submission import events_submit
+from audit.tasks_outbox import relay_outbox
+from audit.tests.ingest_api_support import (
+    broker_port,
+    broker_url_via,
+    ingest_messages,
+    post_json,
+    purge_ingest_queue,
+    valid_event,
+    wait_until,
+)
+from audit.validation import event_normalize
+from traceledger.metrics import SCRAPE_COLLECTORS
+
+
+@pytest.fixture(autouse=True)
+def clean_broker(settings):
+    settings.TRACELEDGER_PUBLISH_TIMEOUT = 1.0
+    publisher_reset()
+    purge_ingest_queue()
+    yield
+    publisher_reset()
+    purge_ingest_queue()
+
+
+@pytest.fixture
+def broker_proxy(fault_proxy, settings):
+    proxy = fault_proxy("127.0.0.1", broker_port())
+    settings.CELERY_BROKER_URL = broker_url_via(proxy.port)
+    return proxy
+
+
+def parked(tenant, n_events: int = 1) -> OutboxMessage:
+    events = [event_normalize(valid_event()) for _ in range(n_events)]
+    payload = {"tenant_id": tenant.pk, "events": events, "request_id": None}
+    return outbox_message_create(payload=payload, error="test")
+
+
+def test_the_relay_republishes_oldest_first_and_deletes_each_confirmed_row(db, tenant):
+    rows = [parked(tenant, n) for n in (1, 2, 3)]
+
+    result = outbox_relay()
+
+    assert (result.relayed, result.failed, result.remaining) == (3, 0, 0)
+    assert not OutboxMessage.objects.exists()
+    messages = ingest_messages(expect=3)
+    assert [m["kwargs"] for m in messages] == [row.payload for row in rows]
+    assert all(m["headers"]["task"] == "audit.ingest_batch" for m in messages)
+
+
+def test_the_relay_keeps_rows_and_counts_the_attempt_while_the_broker_is_down(
+    db, tenant, broker_proxy
+):
+    row = parked(tenant)
+    broker_proxy.set_mode("refuse")
+
+    result = outbox_relay()
+
+    assert (result.relayed, result.failed, result.remaining) == (0, 1, 1)
+    row.refresh_from_db()
+    assert row.attempts == 1 and row.last_error
+
+
+def test_the_relay_ignores_the_open_breaker_and_closes_it_when_the_broker_is_back(
+    db, tenant, broker_proxy, key_client
+):
+    client = key_client(scopes=["ingest"])
+    broker_proxy.set_mode("refuse")
+    ids = [post_json(client, valid_event()).json()["ids"][0] for _ in range(4)]
+    assert OutboxMessage.objects.count() == 4
+    broker_proxy.set_mode("pass")
+
+    assert outbox_relay().relayed == 4
+
+    published = [m["kwargs"]["events"][0]["id"] for m in ingest_messages(expect=4)]
+    assert published == ids
+    # and the API publishes again straight away
+    response = post_json(client, valid_event())
+    assert response.status_code == 202 and not OutboxMessage.objects.exists()
+
+
+def test_relay_outbox_command_prints_the_count_and_fails_while_the_broker_is_down(
+    db, tenant, broker_proxy
+):
+    parked(tenant)
+    parked(tenant)
+    broker_proxy.set_mode("refuse")
+    with pytest.raises(CommandError, match="did not confirm"):
+        call_command("relay_outbox", stdout=StringIO())
+    assert OutboxMessage.objects.count() == 2
+
+    broker_proxy.set_mode("pass")
+    out = StringIO()
+    call_command("relay_outbox", stdout=out)
+    assert "relayed 2 outbox batch(es); 0 remaining" in out.getvalue()
+
+
+def test_relay_outbox_command_refuses_a_bad_chunk_size(db):
+    with pytest.raises(CommandError, match="chunk-size"):
+        call_command("relay_outbox", "--chunk-size", "0")
+
+
+def test_the_periodic_task_relays(db, tenant):
+    parked(tenant)
+    assert relay_outbox() == {"relayed": 1, "failed": 0, "remaining": 0}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_locked_by_another_relay_is_skipped_not_waited_for(tenant):
+    locked, free = parked(tenant), parked(tenant)
+    holding = threading.Event()
+    release = threading.Event()
+
+    def other_relay():
+        with transaction.atomic():
+            list(OutboxMessage.objects.select_for_update().filter(pk=locked.pk))
+            holding.set()
+            release.wait(10)
+        connection.close()
+
+    thread = threading.Thread(target=other_relay)
+    thread.start()
+    try:
+        assert holding.wait(5)
+        result = outbox_relay()
+    finally:
+        release.set()
+        thread.join(10)
+
+    assert result.relayed == 1
+    assert list(OutboxMessage.objects.values_list("pk", flat=True)) == [locked.pk]
+    assert ingest_messages(expect=1)[0]["kwargs"] == free.payload
+
+
+def test_outbox_depth_is_exported_at_scrape_time(client, db, tenant):
+    parked(tenant, 3)
+    parked(tenant, 2)
+    text = client.get("/metrics").content.decode()
+    assert "traceledger_outbox_depth 2.0" in text
+    assert "traceledger_outbox_events 5.0" in text
+    assert any(type(c).__name__ == "OutboxDepthCollector" for c in SCRAPE_COLLECTORS)
+
+
+def test_events_submit_reports_where_the_events_went(db, tenant, broker_proxy):
+    event = event_normalize(valid_event())
+    assert events_submit(tenant_id=tenant.pk, events=[event], request_id=None) == "broker"
+    broker_proxy.set_mode("refuse")
+    assert events_submit(tenant_id=tenant.pk, events=[event], request_id="r") == "outbox"
+    assert OutboxMessage.objects.get().payload["request_id"] == "r"
+
+
+@pytest.mark.integration
+def test_events_parked_while_the_broker_was_down_are_stored_exactly_once_after_it_returns(
+    celery_worker_process, tenant, broker_proxy, key_client
+):
+    """End to end: API → outbox (broker refused, then hanging) → relay → real worker."""
+    client = key_client(scopes=["ingest"])
+    broker_proxy.set_mode("refuse")
+    first = post_json(client, [valid_event(event_id=f"r-{i}") for i in range(5)])
+    broker_proxy.set_mode("blackhole")
+    second = post_json(client, [valid_event(event_id=f"b-{i}") for i in range(5)])
+    assert first.status_code == second.status_code == 202
+    assert OutboxMessage.objects.count() == 2
+    ids = first.json()["ids"] + second.json()["ids"]
+
+    broker_proxy.set_mode("pass")
+    assert outbox_relay().relayed == 2
+    wait_until(
+        lambda: AuditEvent.objects.filter(pk__in=ids).count() == len(ids),
+        timeout=30,
+        what="every parked event stored",
+    )
+    stored = AuditEvent.objects.filter(tenant=tenant, event_id__regex=r"^[rb]-[0-4]$")
+    assert sorted(str(pk) for pk in stored.values_list("pk", flat=True)) == sorted(ids)
+
+
+@pytest.mark.integration
+def test_a_batch_relayed_twice_is_stored_once(celery_worker_process, tenant):
+    row = parked(tenant, 3)
+    payload = row.payload
+    assert outbox_relay().relayed == 1
+    outbox_message_create(payload=payload)  # the same batch again (crash before delete)
+    assert outbox_relay().relayed == 1
+    ids = [e["id"] for e in payload["events"]]
+    wait_until(
+        lambda: AuditEvent.objects.filter(pk__in=ids).count() == 3,
+        timeout=30,
+        what="the batch stored",
+    )
+    # both messages processed (the second one finds only duplicates), nothing doubled
+    wait_until(lambda: _tasks_succeeded(celery_worker_process) >= 2, timeout=30, what="both tasks")
+    event_ids = [e["event_id"] for e in payload["events"]]
+    assert AuditEvent.objects.filter(tenant=tenant, event_id__in=event_ids).count() == 3
+
+
+def _tasks_succeeded(worker) -> int:
+    return sum(
+        1
+        for line in worker.log().splitlines()
+        if "audit.ingest_batch[" in line and "succeeded" in line
+    )
