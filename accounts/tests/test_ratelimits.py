@@ -1,7 +1,9 @@
 """Rate limits per API key or user, on Redis; 429 with Retry-After; fail open without Redis."""
 
 import logging
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
@@ -101,3 +103,23 @@ def test_it_does_not_fail_closed_when_redis_comes_back(key_client, redis_cut):
         assert [_get(client), _get(client)] == [200, 200]
     assert _get(client) == 200  # counting resumes from zero on the real Redis
     assert _get(client) == 429
+
+
+def test_it_counts_exactly_under_concurrency(rf):
+    """Redis add/incr are atomic: 20 concurrent requests against 5/m let exactly 5 through."""
+    key = f"test:{uuid.uuid4().hex}"
+    barrier = threading.Barrier(20)
+
+    def attempt(_):
+        barrier.wait()
+        try:
+            ratelimits.check_rate(
+                request=rf.get("/"), group="test.concurrency", rate="5/m", key=key
+            )
+        except ratelimits.RateLimited:
+            return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(attempt, range(20)))
+    assert results.count(True) == 5
