@@ -1,0 +1,100 @@
+"""Ingest end to end: HTTP → RabbitMQ → a real Celery worker → PostgreSQL."""
+
+import pytest
+
+from accounts.models import Tenant
+from audit.models import AuditEvent
+from audit.publisher import publisher_reset
+from audit.services.submission import record_system_event
+from audit.tests.ingest_api_support import (
+    ingest_messages,
+    post_json,
+    purge_ingest_queue,
+    valid_event,
+    wait_until,
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_broker():
+    publisher_reset()
+    purge_ingest_queue()
+    yield
+    publisher_reset()
+    purge_ingest_queue()
+
+
+@pytest.mark.integration
+def test_posted_events_are_stored_with_every_field_under_the_returned_ids(
+    celery_worker_process, tenant, key_client
+):
+    client = key_client(scopes=["ingest"])
+    single = valid_event(
+        event_id="one",
+        occurred_at="2026-11-29T11:00:00.1234567+01:00",
+        outcome="failure",
+        severity="warning",
+        actor={"id": "u-1", "type": "service", "name": "Billing"},
+        target={"id": "inv-7", "type": "invoice", "name": "Invoice 7"},
+        source_ip="::ffff:192.0.2.1",
+        user_agent="curl/8.5",
+        description="Changed the total",
+        metadata={"before": 10, "after": 12.5, "tags": ["a"], "nested": {"ok": True}},
+    )
+    first = post_json(client, single)
+    batch = post_json(client, [valid_event(event_id=f"b-{i}") for i in range(50)])
+    assert first.status_code == batch.status_code == 202
+    ids = first.json()["ids"] + batch.json()["ids"]
+
+    wait_until(
+        lambda: AuditEvent.objects.filter(pk__in=ids).count() == 51, timeout=30, what="stored"
+    )
+    stored = AuditEvent.objects.get(pk=first.json()["ids"][0])
+    assert stored.tenant_id == tenant.pk and stored.event_id == "one"
+    assert stored.occurred_at.isoformat() == "2026-11-29T10:00:00.123456+00:00"
+    assert (stored.outcome, stored.severity) == ("failure", "warning")
+    assert (stored.actor_id, stored.actor_type, stored.actor_name) == ("u-1", "service", "Billing")
+    assert (stored.target_id, stored.target_type, stored.target_name) == (
+        "inv-7",
+        "invoice",
+        "Invoice 7",
+    )
+    assert stored.source_ip == "::ffff:192.0.2.1"
+    assert (stored.user_agent, stored.description) == ("curl/8.5", "Changed the total")
+    assert stored.metadata == {"before": 10, "after": 12.5, "tags": ["a"], "nested": {"ok": True}}
+    assert stored.received_at >= stored.occurred_at
+    batch_ids = AuditEvent.objects.filter(tenant=tenant, event_id__startswith="b-")
+    assert sorted(str(pk) for pk in batch_ids.values_list("pk", flat=True)) == sorted(
+        batch.json()["ids"]
+    )
+
+
+@pytest.mark.django_db
+def test_record_system_event_publishes_a_valid_event_for_the_system_tenant():
+    event_id = record_system_event(
+        tenant_id=None,
+        action="dead_letter.replayed",
+        actor_id="7",
+        actor_name="root",
+        target_id="42",
+        target_type="dead_letter",
+        metadata={"count": 1},
+    )
+    system = Tenant.objects.get(slug="system")
+    (message,) = ingest_messages(expect=1)
+    assert message["kwargs"]["tenant_id"] == system.pk
+    (event,) = message["kwargs"]["events"]
+    assert event["id"] == event_id
+    assert (event["action"], event["actor_id"], event["actor_type"]) == (
+        "dead_letter.replayed",
+        "7",
+        "user",
+    )
+    assert (event["target_id"], event["target_type"]) == ("42", "dead_letter")
+    assert event["metadata"] == {"count": 1}
+
+
+@pytest.mark.django_db
+def test_record_system_event_refuses_an_invalid_event_with_the_field_named(tenant):
+    with pytest.raises(ValueError, match="action"):
+        record_system_event(tenant_id=tenant.pk, action="not valid!", actor_id="1")
