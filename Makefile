@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PY
 
-.PHONY: run test lint format bench soak services venv migrate clean
+.PHONY: run test lint format bench soak schemathesis services venv migrate clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -44,6 +44,10 @@ bench: services
 
 soak: services
 	$(PY) -m bench.soak $(SOAK_ARGS)
+
+## schemathesis: fuzz the whole OpenAPI schema with an ingest+read API key; fails on any 5xx
+schemathesis: services
+	$(PY) -m bench.schemathesis_run $(SCHEMATHESIS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache var/celerybeat-schedule*
