@@ -43,6 +43,13 @@ def _send(backend: SearchBackend, *, event_ids: list[str], **options) -> int:
     return sent
 
 
+def _alias_ensure() -> None:
+    """A fresh cluster gets its index and alias from the first sweep (writes require it)."""
+    from search.backends.elasticsearch import alias_ensure
+
+    es_breaker.call(alias_ensure)
+
+
 def index_progress_get(*, tenant_id: int, backend: str) -> IndexProgress:
     progress, _ = IndexProgress.objects.get_or_create(tenant_id=tenant_id, backend=backend)
     return progress
@@ -115,10 +122,14 @@ def search_sweep(*, max_batches: int = 50, batch_size: int = BATCH_SIZE) -> dict
     """
     done: dict[str, int] = {}
     budget = max_batches
+    alias_ready = False
     for tenant_id in Tenant.objects.values_list("pk", flat=True):
         for backend in index_backends():
             progress = index_progress_get(tenant_id=tenant_id, backend=backend.name)
             try:
+                if backend.name == Backend.ELASTICSEARCH and not alias_ready:
+                    _alias_ensure()
+                    alias_ready = True
                 for batch in _batches_after(
                     tenant_id=tenant_id, after=progress.last_sequence, batch_size=batch_size
                 ):

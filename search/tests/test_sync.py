@@ -158,3 +158,15 @@ def test_a_real_worker_indexes_the_ids_of_the_signal(celery_worker_process, tena
         EventSearchEntry.objects.filter(tenant_id=tenant.pk).values_list("event_id", flat=True)
     ) == {e.id for e in events}, celery_worker_process.log()[-3000:]
     assert _mark(tenant, "postgresql") == 3
+
+
+@pytest.mark.django_db
+def test_it_creates_the_index_and_alias_on_a_fresh_cluster_then_sweeps_into_it(fake_es, tenant):
+    from search.backends.elasticsearch import alias_indices
+    from search.documents import INDEX_ALIAS
+
+    events = events_create(tenant_id=tenant.pk, count=2)
+    assert alias_indices() == []
+    assert search_sweep() == {"postgresql": 2, "elasticsearch": 2}
+    assert len(alias_indices()) == 1
+    assert set(fake_es.documents(INDEX_ALIAS)) == {str(e.id) for e in events}
