@@ -342,3 +342,16 @@ def test_a_deeply_nested_body_is_malformed_json_not_a_crash():
     body = b'{"occurred_at": "2026-01-01T00:00:00Z", "action": "a", "actor": {"id": "u"},'
     with pytest.raises((InvalidJSON, InvalidEvents)):
         events_parse(body + b'"metadata":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+
+
+def test_ids_are_random_uuid4_and_a_forked_child_never_repeats_its_parent_s(monkeypatch):
+    from audit import validation
+
+    ids = {validation.new_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(uuid.UUID(i).version == 4 for i in ids)
+    source = validation.new_id
+    if source.offset >= len(source.pool) - 16:
+        validation.new_id()  # make sure the parent's pool has an unused id left
+    parent_next = str(uuid.UUID(bytes=source.pool[source.offset : source.offset + 16], version=4))
+    monkeypatch.setattr(validation.os, "getpid", lambda: -1)  # as if we were the child
+    assert validation.new_id() != parent_next
