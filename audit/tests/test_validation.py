@@ -355,3 +355,42 @@ def test_ids_are_random_uuid4_and_a_forked_child_never_repeats_its_parent_s(monk
     parent_next = str(uuid.UUID(bytes=source.pool[source.offset : source.offset + 16], version=4))
     monkeypatch.setattr(validation.os, "getpid", lambda: -1)  # as if we were the child
     assert validation.new_id() != parent_next
+
+
+metadata_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(codec="utf-8"), max_size=30)
+    | st.sampled_from(["a\x00b", "\x00"])
+)
+metadata_objects = st.dictionaries(
+    st.text(max_size=6),
+    st.recursive(
+        metadata_leaves,
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3),
+        max_leaves=40,
+    ),
+    max_size=5,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(metadata_objects, st.sampled_from([None, " ", "\n  "]))
+def test_the_metadata_fast_path_agrees_with_the_full_check(value, indent):
+    """The byte-scan shortcut never lets through what the full walk would refuse."""
+    import msgspec
+
+    from audit.validation import FieldError, _metadata_fast, metadata_check
+
+    raw = json.dumps(value, separators=(",", ":") if indent is None else None).encode()
+    try:
+        expected = metadata_check(json.loads(raw))
+    except FieldError:
+        expected = FieldError
+    try:
+        got = _metadata_fast(msgspec.Raw(raw))
+    except FieldError:
+        got = FieldError
+    assert got == expected
