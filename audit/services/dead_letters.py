@@ -46,6 +46,10 @@ def _app():
     return app
 
 
+def _broker_url() -> str:
+    return _app().conf.broker_url
+
+
 def _note_key(task_id: str) -> str:
     return f"audit:dlq-note:{task_id}"
 
@@ -204,7 +208,7 @@ def dead_letters_drain(
     Returns the number of messages moved. ``progress(n)`` is called after each commit.
     """
     moved = 0
-    with Connection(_app().conf.broker_url, connect_timeout=5) as conn:
+    with Connection(_broker_url(), connect_timeout=5) as conn:
         conn.ensure_connection(max_retries=3)
         channel = conn.default_channel
         # basic_get with manual ack; a prefetch would hold messages we may not process.
@@ -233,7 +237,7 @@ def dead_letters_drain(
 def dlq_depth() -> int | None:
     """Messages waiting in the DLQ (passive declare), or None when RabbitMQ cannot say."""
     try:
-        with Connection(_app().conf.broker_url, connect_timeout=2) as conn:
+        with Connection(_broker_url(), connect_timeout=2) as conn:
             conn.ensure_connection(max_retries=1)
             _, count, _ = conn.default_channel.queue_declare(queue=DLQ.name, passive=True)
             return count
@@ -276,15 +280,21 @@ def _publish_ingest(payload: dict) -> None:
 
 
 def _record(*, action: str, actor: str, letters: list[DeadLetter]) -> None:
+    """Record the operator's action in the system tenant's trail (after our commit)."""
     from audit.services.submission import record_system_event
 
+    ids = [letter.pk for letter in letters]
+    verb = action.rsplit(".", 1)[-1]
     record_system_event(
         tenant_id=None,
         action=action,
-        actor_id=actor,
+        actor_id=actor[:256],
         actor_type="user",
+        target_type="dead_letter",
+        target_id=",".join(map(str, ids))[:256],
+        description=f"{len(ids)} dead letter(s) {verb}ed by {actor}"[:2000],
         metadata={
-            "dead_letter_ids": [letter.pk for letter in letters],
+            "dead_letter_ids": ids,
             "event_count": sum(letter.event_count for letter in letters),
         },
     )

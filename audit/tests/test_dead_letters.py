@@ -1,0 +1,293 @@
+"""Dead letters: poison events reach audit.ingest.dlq, drain_dlq keeps them, replay stores them.
+
+Real RabbitMQ (this vhost), real PostgreSQL, and a real worker where a message is processed.
+"""
+
+import uuid
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+from kombu import Connection, Producer
+
+from accounts.models import Tenant
+from audit.models import AuditEvent, DeadLetter, DeadLetterStatus
+from audit.services import dead_letters as service
+from audit.services.ingest import RejectedEvent
+from audit.tests.ingest_support import make_event, publish, purge_queues, queue_depth, wait_until
+from testsupport.worker import WorkerProcess
+from traceledger.celery import app
+from traceledger.queues import AUDIT_EXCHANGE, DLQ, INGEST_QUEUE
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def clean_queues():
+    purge_queues()
+    yield
+    purge_queues()
+
+
+@pytest.fixture
+def system_tenant():
+    """Created up front: creating a tenant is itself recorded as an audit event."""
+    from audit.services.submission import system_tenant_id
+
+    return Tenant.objects.get(pk=system_tenant_id())
+
+
+@pytest.fixture
+def worker():
+    process = WorkerProcess(queues=INGEST_QUEUE.name).start()
+    yield process
+    process.stop()
+
+
+def drain() -> str:
+    out = StringIO()
+    call_command("drain_dlq", stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def dead_letter_event(tenant_id: int, reason: str = "invalid event: test", **event) -> dict:
+    """Put one event in the DLQ exactly as the worker does for a bad event of a batch."""
+    sent = make_event(**event)
+    service.events_dead_letter(
+        tenant_id=tenant_id,
+        rejected=[RejectedEvent(event=sent, reason=reason, exception="ValueError: test")],
+        request_id="req-dl",
+        task_id=str(uuid.uuid4()),
+    )
+    return sent
+
+
+@pytest.mark.integration
+def test_a_poison_event_is_dead_lettered_alone_drained_and_stored_after_its_cause_is_removed(
+    tenant, worker
+):
+    with connection.cursor() as cursor:
+        # A rule the database enforces and the validator does not know: a permanent refusal
+        # for one event that can later be lifted (as an operator would after a fix).
+        cursor.execute(
+            "ALTER TABLE audit_auditevent ADD CONSTRAINT test_no_poison "
+            "CHECK (action <> 'poison.action') NOT VALID"
+        )
+    try:
+        good = [make_event() for _ in range(5)]
+        poison = make_event(action="poison.action")
+        publish(tenant_id=tenant.pk, events=[*good[:2], poison, *good[2:]])
+
+        wait_until(lambda: queue_depth(DLQ.name) == 1, what="the poison event in the DLQ")
+        assert set(AuditEvent.objects.values_list("event_id", flat=True)) == {
+            e["event_id"] for e in good
+        }
+
+        assert "moved 1 dead letter(s)" in drain()
+        letter = DeadLetter.objects.get()
+        assert letter.payload == {"tenant_id": tenant.pk, "events": [poison], "request_id": "req-1"}
+        assert letter.reason.startswith("database refused the event")
+        assert "test_no_poison" in letter.reason
+        assert letter.tenant_id == tenant.pk
+        assert letter.event_count == 1
+        assert letter.original_queue == INGEST_QUEUE.name
+        assert letter.task_name == "audit.ingest_batch"
+        assert letter.last_failed_at is not None
+        assert queue_depth(DLQ.name) == 0
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE audit_auditevent DROP CONSTRAINT test_no_poison")
+
+    out = StringIO()
+    call_command("replay_dead_letters", str(letter.pk), "--actor", "ops-alice", stdout=out)
+
+    assert "replayed 1 dead letter(s)" in out.getvalue()
+    wait_until(lambda: AuditEvent.objects.filter(tenant=tenant).count() == 6, what="the replay")
+    assert AuditEvent.objects.get(event_id=poison["event_id"]).action == "poison.action"
+    letter.refresh_from_db()
+    assert (letter.status, letter.status_changed_by) == (DeadLetterStatus.REPLAYED, "ops-alice")
+    # The replay itself is an audit event of the system tenant (stored by the same worker).
+    system = Tenant.objects.get(slug="system")
+    wait_until(
+        lambda: AuditEvent.objects.filter(tenant=system, action="dead_letter.replay").exists(),
+        what="the system audit event",
+    )
+    assert (
+        AuditEvent.objects.get(tenant=system, action="dead_letter.replay").actor_id == "ops-alice"
+    )
+
+
+@pytest.mark.integration
+def test_an_invalid_event_is_dead_lettered_with_the_field_named(tenant, worker):
+    good = make_event()
+    bad = make_event(source_ip="999.1.2.3")
+    publish(tenant_id=tenant.pk, events=[good, bad])
+
+    wait_until(lambda: queue_depth(DLQ.name) == 1, what="the invalid event in the DLQ")
+    drain()
+
+    assert AuditEvent.objects.filter(tenant=tenant).count() == 1
+    letter = DeadLetter.objects.get()
+    assert letter.reason == "invalid event: source_ip is not an IP address: '999.1.2.3'"
+    assert letter.payload["events"] == [bad]
+
+
+@pytest.mark.integration
+def test_a_batch_of_an_unknown_tenant_is_rejected_whole_with_a_readable_reason(worker):
+    task_id = publish(tenant_id=999999, events=[make_event(), make_event()])
+
+    wait_until(lambda: queue_depth(DLQ.name) == 1, what="the rejected batch in the DLQ")
+    drain()
+
+    letter = DeadLetter.objects.get()
+    assert letter.message_id == task_id
+    assert letter.reason == "invalid batch: tenant 999999 does not exist"
+    assert letter.event_count == 2
+    assert letter.attempts == 1
+    assert letter.original_queue == INGEST_QUEUE.name
+    assert letter.first_failed_at is not None
+    assert "rejected" in str(letter.headers["x-death"])
+    assert "reject requeue=False" in worker.log()
+
+
+@pytest.mark.integration
+def test_a_message_the_worker_cannot_decode_is_dead_lettered_not_acked(worker):
+    with Connection(app.conf.broker_url) as conn:
+        Producer(conn.default_channel).publish(
+            b"{not json",
+            exchange=AUDIT_EXCHANGE,
+            routing_key=INGEST_QUEUE.name,
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers={"task": "audit.ingest_batch", "id": "undecodable-1"},
+        )
+
+    wait_until(lambda: queue_depth(DLQ.name) == 1, what="the undecodable message in the DLQ")
+    drain()
+
+    letter = DeadLetter.objects.get()
+    assert letter.reason == "body is not JSON"
+    assert letter.payload == {"undecodable_body": "{not json"}
+
+
+def test_draining_the_same_dead_letter_twice_keeps_one_row(tenant):
+    sent = make_event()
+    for _ in range(2):  # a redelivered batch dead-letters the same event again
+        service.events_dead_letter(
+            tenant_id=tenant.pk,
+            rejected=[RejectedEvent(event=sent, reason="invalid event: x")],
+            request_id=None,
+            task_id="task-1",
+        )
+
+    assert service.dead_letters_drain() == 2
+    assert DeadLetter.objects.count() == 1
+    assert queue_depth(DLQ.name) == 0
+
+
+def test_nothing_is_acked_when_the_drain_cannot_commit(tenant, monkeypatch):
+    dead_letter_event(tenant.pk)
+    dead_letter_event(tenant.pk)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(DeadLetter.objects, "get_or_create", refuse)
+    with pytest.raises(RuntimeError):
+        service.dead_letters_drain()
+
+    # The channel closed with the messages unacked: RabbitMQ put them back.
+    wait_until(lambda: queue_depth(DLQ.name) == 2, what="the messages back in the DLQ")
+    assert DeadLetter.objects.count() == 0
+
+
+def test_drain_dlq_reports_progress_and_honours_the_limit(tenant):
+    rejected = [RejectedEvent(event=make_event(), reason="invalid event: x") for _ in range(450)]
+    service.events_dead_letter(
+        tenant_id=tenant.pk, rejected=rejected, request_id=None, task_id="bulk"
+    )
+    assert service.dlq_depth() == 450
+
+    out, err = StringIO(), StringIO()
+    call_command("drain_dlq", "--limit", "420", stdout=out, stderr=err)
+
+    assert "moved 420 dead letter(s)" in out.getvalue()
+    assert "200/420 moved" in err.getvalue()
+    assert DeadLetter.objects.count() == 420
+    assert service.dlq_depth() == 30
+
+
+def test_drain_dlq_refuses_a_bad_limit():
+    with pytest.raises(CommandError, match="--limit must be a positive number"):
+        call_command("drain_dlq", "--limit", "0")
+
+
+def test_replay_dead_letters_names_unknown_ids_and_replays_nothing(tenant):
+    dead_letter_event(tenant.pk)
+    service.dead_letters_drain()
+    known = DeadLetter.objects.get().pk
+
+    with pytest.raises(CommandError, match=f"no dead letter with id {known + 1000}"):
+        call_command("replay_dead_letters", str(known), str(known + 1000))
+
+    assert DeadLetter.objects.get().status == DeadLetterStatus.NEW
+    assert queue_depth(INGEST_QUEUE.name) == 0
+
+
+@pytest.mark.parametrize("argv", [[], ["--all", "1"]])
+def test_replay_dead_letters_wants_ids_or_all(argv):
+    with pytest.raises(CommandError, match="give dead letter ids or --all"):
+        call_command("replay_dead_letters", *argv)
+
+
+def test_replay_all_republishes_new_dead_letters_once(tenant, system_tenant):
+    for _ in range(3):
+        dead_letter_event(tenant.pk)
+    service.dead_letters_drain()
+    first = DeadLetter.objects.order_by("pk").first()
+    service.dead_letters_discard(ids=[first.pk], actor="ops-bob")
+
+    before = queue_depth(INGEST_QUEUE.name)
+    out = StringIO()
+    call_command("replay_dead_letters", "--all", stdout=out)
+    call_command("replay_dead_letters", "--all", stdout=out)
+
+    assert "replayed 2 dead letter(s)" in out.getvalue()
+    assert "no new dead letters to replay" in out.getvalue()
+    # Two replays plus the system event recording them.
+    assert queue_depth(INGEST_QUEUE.name) == before + 3
+    statuses = list(DeadLetter.objects.order_by("pk").values_list("status", flat=True))
+    assert statuses == [DeadLetterStatus.DISCARDED, DeadLetterStatus.REPLAYED, "replayed"]
+
+
+def test_discard_marks_dead_letters_and_is_recorded(tenant, system_tenant):
+    dead_letter_event(tenant.pk)
+    service.dead_letters_drain()
+    letter = DeadLetter.objects.get()
+    before = queue_depth(INGEST_QUEUE.name)
+
+    assert service.dead_letters_discard(ids=[letter.pk], actor="ops-bob") == 1
+    assert service.dead_letters_discard(ids=[letter.pk], actor="ops-bob") == 0
+
+    letter.refresh_from_db()
+    assert (letter.status, letter.status_changed_by) == (DeadLetterStatus.DISCARDED, "ops-bob")
+    assert letter.status_changed_at is not None
+    assert queue_depth(INGEST_QUEUE.name) == before + 1  # the system audit event, nothing else
+
+
+def test_dlq_depth_counts_waiting_messages(tenant):
+    assert service.dlq_depth() == 0
+    dead_letter_event(tenant.pk)
+    assert service.dlq_depth() == 1
+
+
+def test_dlq_depth_is_none_when_rabbitmq_is_unreachable(fault_proxy, monkeypatch):
+    broker = Connection(app.conf.broker_url)
+    proxy = fault_proxy(broker.hostname, broker.port or 5672)
+    proxy.set_mode("refuse")
+    unreachable = broker.clone(hostname="127.0.0.1", port=proxy.port).as_uri(include_password=True)
+    monkeypatch.setattr(service, "_broker_url", lambda: unreachable)
+
+    assert service.dlq_depth() is None
