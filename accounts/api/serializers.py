@@ -40,3 +40,10 @@ class UserOutputSerializer(serializers.ModelSerializer):
         model = User
         fields = ["id", "username", "email", "role", "tenant"]
         read_only_fields = fields
+
+
+class TokenPairOutputSerializer(serializers.Serializer):
+    """What login and refresh answer (refresh tokens rotate, so both come back)."""
+
+    access = serializers.CharField(help_text="JWT for `Authorization: Bearer <access>`.")
+    refresh = serializers.CharField(help_text="JWT for `POST /api/v1/auth/refresh`.")

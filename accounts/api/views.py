@@ -9,6 +9,7 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from accounts.api.serializers import (
     LoginSerializer,
+    TokenPairOutputSerializer,
     UserCreateInputSerializer,
     UserOutputSerializer,
 )
@@ -29,7 +30,7 @@ _ERRORS = {
 @extend_schema(
     tags=["auth"],
     summary="Log in: username and password for an access and a refresh token",
-    responses={200: OpenApiResponse(description="`{access, refresh}`"), **_ERRORS},
+    responses={200: TokenPairOutputSerializer, **_ERRORS},
 )
 class LoginView(TokenObtainPairView):
     serializer_class = LoginSerializer
@@ -40,7 +41,7 @@ class LoginView(TokenObtainPairView):
 @extend_schema(
     tags=["auth"],
     summary="Exchange a refresh token for a new access token (and a new refresh token)",
-    responses={200: OpenApiResponse(description="`{access, refresh}`"), **_ERRORS},
+    responses={200: TokenPairOutputSerializer, **_ERRORS},
 )
 class RefreshView(TokenRefreshView):
     # A refresh token is a signed, unguessable JWT: nothing to brute-force here.
