@@ -264,3 +264,26 @@ def test_it_counts_cache_hits_and_misses_in_metrics(reader, tenant, client):
     assert counter("miss") == misses + 1
     assert counter("hit") == hits + 1
     assert "traceledger_read_request_seconds_bucket" in client.get("/metrics").content.decode()
+
+
+def test_it_documents_list_detail_and_export_in_the_openapi_schema():
+    from drf_spectacular.generators import SchemaGenerator
+
+    paths = SchemaGenerator().get_schema(request=None, public=True)["paths"]
+    listing = paths["/api/v1/audit-events"]["get"]
+    names = {p["name"] for p in listing["parameters"]}
+    assert {
+        "actor_id", "actor_type", "action", "target_type", "target_id", "outcome", "severity",
+        "occurred_after", "occurred_before", "page_size", "cursor", "tenant",
+    } <= names  # fmt: skip
+    page = listing["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    assert page.endswith("PaginatedAuditEventOutputList")
+    detail = paths["/api/v1/audit-events/{id}"]["get"]
+    assert detail["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "AuditEventOutput"
+    )
+    export = paths["/api/v1/audit-events/export"]["get"]
+    fmt = next(p for p in export["parameters"] if p["name"] == "format")
+    assert fmt["required"] and fmt["schema"]["enum"] == ["csv", "jsonl"]
+    assert set(export["responses"]["200"]["content"]) == {"text/csv", "application/x-ndjson"}
+    assert "severity" in {p["name"] for p in export["parameters"]}
