@@ -87,9 +87,16 @@ class AuditEventFilterSet(django_filters.FilterSet):
 FILTER_NAMES = frozenset(AuditEventFilterSet.base_filters)
 
 
-def reject_unknown_params(query_params, *, extra: Iterable[str] = (), paging: bool = True) -> None:
-    """400 naming every query parameter that is not a filter, ``tenant``, paging or ``extra``."""
-    allowed = FILTER_NAMES | {"tenant"} | (PAGING_PARAMS if paging else set()) | set(extra)
+def reject_unknown_params(
+    query_params, *, extra: Iterable[str] = (), paging: bool = True, filters: bool = True
+) -> None:
+    """400 naming every query parameter that is not ``tenant``, a filter, paging or ``extra``."""
+    allowed = (
+        {"tenant"}
+        | (FILTER_NAMES if filters else set())
+        | (PAGING_PARAMS if paging else set())
+        | set(extra)
+    )
     unknown = sorted(set(query_params) - allowed)
     if unknown:
         message = f"Unknown query parameter; allowed: {', '.join(sorted(allowed))}."

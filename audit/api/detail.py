@@ -34,7 +34,7 @@ class AuditEventDetailView(GenericAPIView):
     )
     def get(self, request, pk):
         with READ_LATENCY.labels(endpoint="detail").time():
-            reject_unknown_params(request.query_params, paging=False)
+            reject_unknown_params(request.query_params, paging=False, filters=False)
             principal = get_principal(request)
             try:
                 read = event_document_get(

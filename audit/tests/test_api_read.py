@@ -228,6 +228,14 @@ def test_it_answers_404_for_another_tenants_event_even_when_it_is_cached(
 
 
 @pytest.mark.django_db
+def test_it_refuses_list_parameters_on_the_detail(reader, tenant):
+    [event] = events_create(tenant_id=tenant.pk, count=1)
+    response = reader.get(detail_url(event.pk), {"severity": "info"})
+    assert response.status_code == 400
+    assert list(response.json()["error"]["fields"]) == ["severity"]
+
+
+@pytest.mark.django_db
 def test_it_answers_404_for_a_malformed_id(reader):
     assert reader.get("/api/v1/audit-events/not-a-uuid").status_code == 404
 
