@@ -123,3 +123,23 @@ def test_it_counts_exactly_under_concurrency(rf):
     with ThreadPoolExecutor(max_workers=20) as pool:
         results = list(pool.map(attempt, range(20)))
     assert results.count(True) == 5
+
+
+READ_PATHS = [
+    "/api/v1/audit-events",
+    "/api/v1/audit-events/{id}",
+    "/api/v1/audit-events/search?q=invoice",
+    "/api/v1/audit-events/export?format=csv",
+    "/api/v1/ledger/verify",
+    "/api/v1/ledger/checkpoints",
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", READ_PATHS)
+@override_settings(TRACELEDGER_RATELIMIT_READ="1/m")
+def test_it_applies_the_read_limit_to_every_read_endpoint(key_client, path):
+    client = key_client(("read",))
+    path = path.replace("{id}", str(uuid.uuid4()))
+    assert client.get(path).status_code in (200, 404)
+    _assert_429(client.get(path))
