@@ -167,6 +167,9 @@ class Publisher:
         self._queue.put(message)
         return message.future
 
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
     def is_wedged(self) -> bool:
         since = self.busy_since
         return since is not None and time.monotonic() - since > WEDGED_AFTER_SECONDS
@@ -308,16 +311,26 @@ _publisher: Publisher | None = None
 _publisher_lock = threading.Lock()
 
 
+def _needs_new_publisher(publisher: Publisher | None, url: str) -> bool:
+    return (
+        publisher is None
+        or publisher.pid != os.getpid()
+        or publisher.broker_url != url
+        # A thread that died of a bug would otherwise send every request to the outbox.
+        or not publisher.is_alive()
+    )
+
+
 def get_publisher() -> Publisher:
     """This process's publisher; a new one after fork (threads do not survive fork) or when
     the broker URL changed (tests point it at a fault proxy)."""
     global _publisher
     publisher = _publisher
     url = settings.CELERY_BROKER_URL
-    if publisher is None or publisher.pid != os.getpid() or publisher.broker_url != url:
+    if _needs_new_publisher(publisher, url):
         with _publisher_lock:
             publisher = _publisher
-            if publisher is None or publisher.pid != os.getpid() or publisher.broker_url != url:
+            if _needs_new_publisher(publisher, url):
                 if publisher is not None and publisher.pid == os.getpid():
                     publisher.stop()
                 publisher = Publisher(

@@ -244,3 +244,13 @@ def test_readyz_reports_the_broker_down_while_the_breaker_is_open(client, db, br
     report = client.get("/readyz").json()
     assert report["checks"]["broker"] == "down"
     assert report["status"] == "degraded"
+
+
+def test_a_publisher_whose_thread_died_is_replaced():
+    first = get_publisher()
+    first.stop()
+    first._thread.join(5)
+    second = get_publisher()
+    assert second is not first and second.is_alive()
+    publish_ingest_batch({"tenant_id": 1, "events": [], "request_id": "after"})
+    assert ingest_messages(expect=1)[0]["kwargs"]["request_id"] == "after"
