@@ -136,7 +136,9 @@ class TenantFilter(admin.SimpleListFilter):
         return queryset
 
     def has_output(self) -> bool:
-        return True
+        # Staff have one tenant: no choices, no box. A ``tenant=`` parameter (the "same actor"
+        # links carry one) then filters as a plain lookup, inside their tenant all the same.
+        return bool(self.lookup_choices)
 
 
 class InputFilter(admin.SimpleListFilter):
