@@ -43,8 +43,9 @@ class RateLimited(exceptions.Throttled):
 
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
     default_code = "rate_limited"
-    default_detail = "Too many requests; retry after the given number of seconds."
-    extra_detail_singular = extra_detail_plural = ""
+    default_detail = "Too many requests."
+    extra_detail_singular = "Retry after {wait} second."
+    extra_detail_plural = "Retry after {wait} seconds."
 
 
 def _log_fail_open(group: str) -> None:
