@@ -98,3 +98,18 @@ def test_record_system_event_publishes_a_valid_event_for_the_system_tenant():
 def test_record_system_event_refuses_an_invalid_event_with_the_field_named(tenant):
     with pytest.raises(ValueError, match="action"):
         record_system_event(tenant_id=tenant.pk, action="not valid!", actor_id="1")
+
+
+@pytest.mark.django_db
+def test_record_system_event_falls_back_to_the_outbox_when_the_broker_is_down(
+    tenant, fault_proxy, settings
+):
+    from audit.models import OutboxMessage
+    from audit.tests.ingest_api_support import broker_port, broker_url_via
+
+    proxy = fault_proxy("127.0.0.1", broker_port())
+    settings.CELERY_BROKER_URL = broker_url_via(proxy.port)
+    proxy.set_mode("refuse")
+    event_id = record_system_event(tenant_id=tenant.pk, action="api_key.created", actor_id="1")
+    (row,) = OutboxMessage.objects.all()
+    assert row.payload["events"][0]["id"] == event_id

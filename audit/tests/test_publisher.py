@@ -254,3 +254,40 @@ def test_a_publisher_whose_thread_died_is_replaced():
     assert second is not first and second.is_alive()
     publish_ingest_batch({"tenant_id": 1, "events": [], "request_id": "after"})
     assert ingest_messages(expect=1)[0]["kwargs"]["request_id"] == "after"
+
+
+def test_concurrent_requests_all_give_up_in_time_on_a_hanging_broker(broker_proxy):
+    broker_proxy.set_mode("blackhole")
+    durations: list[float] = []
+    outcomes: list[str] = []
+
+    def publish(i):
+        started = time.monotonic()
+        try:
+            publish_ingest_batch({"tenant_id": 1, "events": [], "request_id": str(i)})
+            outcomes.append("confirmed")
+        except BrokerSkipped:
+            outcomes.append("skipped")
+        except PublishError:
+            outcomes.append("failed")
+        durations.append(time.monotonic() - started)
+
+    threads = [threading.Thread(target=publish, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(durations) == 8 and "confirmed" not in outcomes
+    assert max(durations) < TIMEOUT + 0.5, durations
+
+
+def test_accepted_events_are_counted_by_where_they_went(ingest_client, broker_proxy):
+    broker = metrics.EVENTS_ACCEPTED.labels(path="broker")
+    outbox = metrics.EVENTS_ACCEPTED.labels(path="outbox")
+    writes = metrics.OUTBOX_WRITES
+    before = (broker._value.get(), outbox._value.get(), writes._value.get())
+    post_json(ingest_client, [valid_event(), valid_event()])
+    broker_proxy.set_mode("refuse")
+    post_json(ingest_client, [valid_event(), valid_event(), valid_event()])
+    after = (broker._value.get(), outbox._value.get(), writes._value.get())
+    assert tuple(a - b for a, b in zip(after, before, strict=True)) == (2, 3, 1)
