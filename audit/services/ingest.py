@@ -207,26 +207,20 @@ def _insert(*, rows: list[dict], stored_at: datetime) -> None:
 
 
 def _chain_and_insert(
-    *, head, rows: list[dict], events: dict[str, object], stored_at: datetime
+    *, head, rows: list[dict], events: dict[str, object], stored_at: datetime, isolate: bool
 ) -> tuple[list[dict], list[RejectedEvent], float]:
-    """Chain and store ``rows``; isolate rows the database refuses (returned, not stored).
+    """Chain and store ``rows``. Returns (stored rows, rejected events, seconds chaining).
 
-    The fast path is one COPY. When it fails with a permanent error the whole statement is
-    void, so we fall back to row by row inside savepoints to find the culprits; the chain
-    head is re-read after each rolled-back savepoint so the chain stays gap-free.
-    Returns (stored rows, rejected events, seconds spent chaining).
+    Fast path (``isolate=False``): one COPY, no savepoint; a permanent error propagates and
+    the caller redoes the whole transaction with ``isolate=True``, which stores row by row
+    inside savepoints to find the culprits. The chain head is re-read after each rolled-back
+    savepoint, so the chain stays gap-free.
     """
-    started = time.perf_counter()
-    sid = transaction.savepoint()
-    try:
+    if not isolate:
+        started = time.perf_counter()
         chain_rows(head=head, rows=rows)
         chain_seconds = time.perf_counter() - started
         _insert(rows=rows, stored_at=stored_at)
-    except PERMANENT_DB_ERRORS:
-        transaction.savepoint_rollback(sid)
-        head.refresh_from_db()
-    else:
-        transaction.savepoint_commit(sid)
         return rows, [], chain_seconds
 
     stored: list[dict] = []
@@ -254,6 +248,48 @@ def _chain_and_insert(
             transaction.savepoint_commit(sid)
             stored.append(row)
     return stored, rejected, chain_seconds
+
+
+def _store_batch(
+    *, tenant_id: int, rows: list[dict], events: dict[str, object], isolate: bool
+) -> IngestResult:
+    """One transaction: lock the chain head, drop stored duplicates, chain, COPY, commit."""
+    result = IngestResult()
+    with transaction.atomic():
+        _set_timeouts()
+        # Django's foreign keys are DEFERRABLE INITIALLY DEFERRED: a missing tenant would only
+        # fail at COMMIT, as an IntegrityError indistinguishable from a refused row. Ask.
+        if not Tenant.objects.filter(pk=tenant_id).exists():
+            raise InvalidBatch(f"tenant {tenant_id} does not exist")
+        started = time.perf_counter()
+        head = chain_head_lock(tenant_id=tenant_id)
+        lock_seconds = time.perf_counter() - started
+        # Queried under the chain-head lock: a concurrent batch of this tenant has either
+        # committed (and is visible here, READ COMMITTED) or is waiting behind us.
+        existing = set(
+            AuditEvent.objects.filter(
+                tenant_id=tenant_id, event_id__in=[r["event_id"] for r in rows]
+            ).values_list("event_id", flat=True)
+        )
+        if existing:
+            result.duplicates = sum(1 for r in rows if r["event_id"] in existing)
+            rows = [r for r in rows if r["event_id"] not in existing]
+        if not rows:
+            return result
+        stored_at = timezone.now()
+        rows, result.rejected, chain_seconds = _chain_and_insert(
+            head=head, rows=rows, events=events, stored_at=stored_at, isolate=isolate
+        )
+        result.stored_ids = [r["id"] for r in rows]
+        if result.stored_ids:
+            ids = list(result.stored_ids)
+            transaction.on_commit(
+                lambda: events_ingested.send(sender=AuditEvent, tenant_id=tenant_id, event_ids=ids)
+            )
+    metrics.LEDGER_SECONDS.observe(lock_seconds + chain_seconds)
+    for row in rows:
+        metrics.INGEST_LAG.observe(max(0.0, (stored_at - row["received_at"]).total_seconds()))
+    return result
 
 
 def _refusal(exc: Exception) -> str:
@@ -293,42 +329,14 @@ def events_ingest(*, tenant_id: int, events: list[dict]) -> IngestResult:
         originals[row["id"]] = event
 
     if rows:
-        with transaction.atomic():
-            _set_timeouts()
-            if not Tenant.objects.filter(pk=tenant_id).exists():
-                raise InvalidBatch(f"tenant {tenant_id} does not exist")
-            started = time.perf_counter()
-            head = chain_head_lock(tenant_id=tenant_id)
-            lock_seconds = time.perf_counter() - started
-            # Queried under the chain-head lock: a concurrent batch of this tenant has either
-            # committed (and is visible here, READ COMMITTED) or is waiting behind us.
-            existing = set(
-                AuditEvent.objects.filter(
-                    tenant_id=tenant_id, event_id__in=[r["event_id"] for r in rows]
-                ).values_list("event_id", flat=True)
-            )
-            if existing:
-                result.duplicates += sum(1 for r in rows if r["event_id"] in existing)
-                rows = [r for r in rows if r["event_id"] not in existing]
-            if rows:
-                stored_at = timezone.now()
-                rows, rejected, chain_seconds = _chain_and_insert(
-                    head=head, rows=rows, events=originals, stored_at=stored_at
-                )
-                result.rejected += rejected
-                metrics.LEDGER_SECONDS.observe(lock_seconds + chain_seconds)
-                result.stored_ids = [r["id"] for r in rows]
-                for row in rows:
-                    metrics.INGEST_LAG.observe(
-                        max(0.0, (stored_at - row["received_at"]).total_seconds())
-                    )
-            if result.stored_ids:
-                ids = list(result.stored_ids)
-                transaction.on_commit(
-                    lambda: events_ingested.send(
-                        sender=AuditEvent, tenant_id=tenant_id, event_ids=ids
-                    )
-                )
+        try:
+            stored = _store_batch(tenant_id=tenant_id, rows=rows, events=originals, isolate=False)
+        except PERMANENT_DB_ERRORS:
+            # Rare: some row is refused. Redo the batch row by row to store the others.
+            stored = _store_batch(tenant_id=tenant_id, rows=rows, events=originals, isolate=True)
+        result.stored_ids = stored.stored_ids
+        result.duplicates += stored.duplicates
+        result.rejected += stored.rejected
 
     metrics.EVENTS_STORED.inc(len(result.stored_ids))
     metrics.DUPLICATES_DROPPED.inc(result.duplicates)
