@@ -7,6 +7,7 @@ so each change is recorded in the tenant's audit trail.
 """
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.core.exceptions import ValidationError
 from rest_framework_api_key.admin import APIKeyModelAdmin
@@ -81,6 +82,17 @@ class UserAdmin(DjangoUserAdmin):
             field.initial = request.user.tenant_id
             field.required = True
         return form
+
+    def user_change_password(self, request, id, form_url=""):
+        response = super().user_change_password(request, id, form_url)
+        # Django's own password form saved the user; a redirect means it succeeded.
+        if request.method == "POST" and response.status_code == 302:
+            user = self.get_object(request, unquote(id))
+            if user is not None:
+                services.user_password_changed(
+                    user=user, actor=services.actor_for_user(request.user)
+                )
+        return response
 
     def save_model(self, request, obj, form, change):
         if _is_tenant_staff(request):

@@ -152,6 +152,22 @@ def user_save(
     return user
 
 
+def user_password_changed(*, user: User, actor: Actor = SYSTEM_ACTOR) -> None:
+    """Records a password change made by Django's own password form (the admin's)."""
+    if user.tenant_id is None:
+        return
+    account_changed_send_on_commit(
+        tenant_id=user.tenant_id,
+        action="user.update",
+        actor=actor,
+        target_id=str(user.pk),
+        target_type="user",
+        target_name=user.username,
+        description=f"Password of user {user.username} changed.",
+        metadata={"role": user.role, "changed": ["password"]},
+    )
+
+
 # --- API keys ------------------------------------------------------------------------------
 def api_key_scopes_validate(*, scopes: list[str]) -> list[str]:
     unknown = set(scopes) - VALID_SCOPES

@@ -154,3 +154,28 @@ def test_it_lets_tenant_staff_add_users_only_to_their_tenant(
     # The other tenant is not a valid choice for tenant staff.
     assert not User.objects.filter(username="newbie", tenant=other_tenant).exists()
     assert response.status_code == 200
+
+
+@pytest.mark.django_db
+def test_it_records_a_password_change_made_in_the_admin(
+    admin_client_for, tenant_staff, teammate, django_capture_on_commit_callbacks
+):
+    from accounts.signals import account_changed
+
+    seen = []
+    account_changed.connect(lambda sender, **kw: seen.append(kw), dispatch_uid="pw", weak=False)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = admin_client_for(tenant_staff).post(
+                reverse("admin:auth_user_password_change", args=[teammate.pk]),
+                {"password1": PASSWORD, "password2": PASSWORD, "usable_password": "true"},
+            )
+    finally:
+        account_changed.disconnect(dispatch_uid="pw")
+    assert response.status_code == 302, response.content.decode()[:2000]
+    teammate.refresh_from_db()
+    assert teammate.check_password(PASSWORD)
+    [event] = seen
+    assert event["action"] == "user.update"
+    assert event["metadata"]["changed"] == ["password"]
+    assert PASSWORD not in repr(event)
