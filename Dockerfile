@@ -8,4 +8,4 @@ RUN DJANGO_DEBUG=1 python manage.py collectstatic --noinput
 RUN useradd --create-home traceledger && mkdir -p /app/var && chown traceledger /app/var
 USER traceledger
 EXPOSE 8000
-CMD ["gunicorn", "traceledger.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "2"]
+CMD ["gunicorn", "traceledger.wsgi:application"]

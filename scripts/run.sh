@@ -29,8 +29,7 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-"$BIN/gunicorn" traceledger.wsgi:application --bind "0.0.0.0:$PORT" --workers 2 \
-  --access-logfile - --graceful-timeout 5 &
+GUNICORN_BIND="0.0.0.0:$PORT" "$BIN/gunicorn" traceledger.wsgi:application &
 pids+=($!)
 "$BIN/celery" -A traceledger worker --loglevel INFO --concurrency 2 \
   -Q audit.ingest,search.index,maintenance --without-gossip --without-mingle &
