@@ -110,7 +110,10 @@ def table(results: dict) -> str:
             f"worker service in-process: {_fmt(in_process['with_chaining_events_per_s'])} ev/s "
             f"with chaining, {_fmt(in_process['without_chaining_events_per_s'])} ev/s without "
             f"({in_process['chaining_cost_us_per_event']} µs/event; ledger share "
-            f"{in_process['ledger_share_in_process']})"
+            f"{in_process['ledger_share_in_process']}: chain_head_lock "
+            f"{in_process['chain_head_lock_ms_per_batch']} ms + chain_rows "
+            f"{in_process['chain_rows_ms_per_batch']} ms per batch; hashing alone "
+            f"{in_process['hashing_cpu_us_per_event']} µs CPU/event)"
         )
     sustain = results.get("sustain")
     if sustain:
@@ -119,7 +122,8 @@ def table(results: dict) -> str:
             f"accepted, queue depth max first third {sustain['queue_depth_first_third_max']} / "
             f"last third {sustain['queue_depth_last_third_max']}, drained "
             f"{sustain['drained_after_s']} s after the load stopped, lag p99 by window "
-            f"{sustain['lag_p99_ms_by_10s_window']}"
+            f"{sustain['lag_p99_ms_by_10s_window']}; backlog purged: "
+            f"{sustain['purged_batches']} batches"
         )
     for key in ("naive", "single", "batch"):
         r = results.get(key, {})

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import NAIVE_PATH, baselines, events, ledger, report
-from bench.environment import ROOT, Services, prepare, process_env
+from bench.environment import ROOT, Services, prepare, process_env, queues_purge
 from bench.loadgen import LoadGenerator
 from bench.measure import (
     Progress,
@@ -292,6 +292,7 @@ def _phase_http(
         "accepted_events": accepted,
         "accepted_seconds": round(result.wall, 3),
         "accepted_events_per_s": round(accepted / result.wall, 1),
+        "stored_seconds": None if stored_at is None else round(stored_at - result.started, 3),
         "e2e_seconds": None if e2e_end is None else round(e2e_end - result.started, 3),
         "e2e_events_per_s": None
         if e2e_end is None
@@ -383,6 +384,12 @@ def _phase_sustain(services, fixture, plan, run_id, args) -> dict:
     watcher.join(timeout=120)
     watcher.stop()
     progress.stop()
+    purged = 0
+    if watcher.done_at is None:
+        # The worker did not catch up: drop the backlog so later phases run on an idle worker.
+        purged = queues_purge(services=services).get("audit.ingest", 0)
+        say(f"[bench] sustain: not drained within 120 s; purged {purged} queued batches")
+        _settle(services, fixture["tenant_id"], timeout=120)
     with psycopg.connect(**services.conninfo(), autocommit=True) as conn:
         windows = conn.execute(
             """
@@ -412,6 +419,8 @@ def _phase_sustain(services, fixture, plan, run_id, args) -> dict:
         "queue_depth_first_third_max": max(depths[:third], default=None),
         "queue_depth_last_third_max": max(depths[-third:], default=None),
         "lag_p99_ms_by_10s_window": lag_p99,
+        "stored_events": len(windows),
+        "purged_batches": purged,
         "error_count": len(result.errors),
     }
 
