@@ -1,17 +1,22 @@
 """The chain API the ingest worker calls, and the canonical form's database round trip."""
 
+import functools
 import itertools
 import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import rfc8785
 from django.db import close_old_connections, connection, transaction
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audit.ledger.canonical import (
     GENESIS_HASH,
     CanonicalError,
     canonical_bytes,
     event_hash,
+    jcs_dumps,
 )
 from audit.ledger.chain import chain_head_lock, chain_rows
 from audit.models import AuditEvent, ChainHead
@@ -186,3 +191,41 @@ def test_a_locked_head_does_not_block_another_tenant(tenant, other_tenant):
         release.set()
         holder.join(timeout=20)
     assert AuditEvent.objects.filter(tenant=other_tenant).count() == 2
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=20,
+)
+
+
+def _or_error(fn, value):
+    try:
+        return fn(value)
+    except (CanonicalError, rfc8785.CanonicalizationError, ValueError, UnicodeEncodeError):
+        return "error"
+    except Exception as exc:  # the offline tool's own error type
+        if type(exc).__name__ == "Invalid":
+            return "error"
+        raise
+
+
+@settings(max_examples=400, deadline=None)
+@given(JSON_VALUES)
+def test_its_fast_serializer_and_the_offline_tools_agree_with_the_rfc8785_package(value):
+    tool = _tool_module()
+    reference = _or_error(rfc8785.dumps, value)
+    assert _or_error(jcs_dumps, value) == reference
+    assert _or_error(lambda v: tool.jcs(v).encode(), value) == reference
+
+
+@functools.cache
+def _tool_module():
+    from audit.tests.test_ledger_offline_tool import _tool_module as load
+
+    return load()
