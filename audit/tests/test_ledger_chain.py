@@ -215,7 +215,7 @@ def _or_error(fn, value):
         raise
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(JSON_VALUES)
 def test_its_fast_serializer_and_the_offline_tools_agree_with_the_rfc8785_package(value):
     tool = _tool_module()
