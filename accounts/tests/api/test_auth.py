@@ -41,8 +41,7 @@ def test_it_lets_the_access_token_read_events(anon_client, person):
     access = _login(anon_client, person.username).json()["access"]
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
-    # Authenticated as the auditor: anything but 401/403 proves the token was accepted.
-    assert client.get("/api/v1/audit-events").status_code not in (401, 403)
+    assert client.get("/api/v1/audit-events").status_code == 200
 
 
 @pytest.mark.django_db
