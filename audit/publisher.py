@@ -244,6 +244,7 @@ class Publisher:
         channel.confirm_select()
         channel.events["basic_ack"].add(self._on_ack)
         channel.events["basic_nack"].add(self._on_nack)
+        channel.events["basic_return"].add(self._on_return)
         self._channel = channel
         self._next_tag = 0
         self._pending = {}
@@ -277,6 +278,9 @@ class Publisher:
                 ),
                 exchange=AUDIT_EXCHANGE.name,
                 routing_key=INGEST_ROUTING_KEY,
+                # RabbitMQ confirms an unroutable message too (notes §2.1): mandatory makes
+                # it come back first, so a missing queue or binding is a failure, not a loss.
+                mandatory=True,
             )
         deadline = started + self.confirm_timeout
         while self._pending:
@@ -302,6 +306,18 @@ class Publisher:
 
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
         self._resolve(delivery_tag, multiple, None)
+
+    def _on_return(self, exc, exchange, routing_key, message) -> None:
+        """basic.return arrives before the message's ack: fail it now, the ack then finds it
+        already done."""
+        task_id = message.properties.get("correlation_id")
+        for tag, pending in list(self._pending.items()):
+            if pending.task_id == task_id:
+                del self._pending[tag]
+                if not pending.future.done():
+                    pending.future.set_exception(
+                        PublishError(f"RabbitMQ could not route the message: {exc}")
+                    )
 
     def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
         self._resolve(delivery_tag, multiple, MessageNacked("RabbitMQ refused the message"))

@@ -291,3 +291,24 @@ def test_accepted_events_are_counted_by_where_they_went(ingest_client, broker_pr
     post_json(ingest_client, [valid_event(), valid_event(), valid_event()])
     after = (broker._value.get(), outbox._value.get(), writes._value.get())
     assert tuple(a - b for a, b in zip(after, before, strict=True)) == (2, 3, 1)
+
+
+def test_a_message_rabbitmq_cannot_route_is_a_failure_not_a_silent_loss(settings):
+    """If audit.ingest vanished under a live connection, the confirm alone would say "ok"."""
+    publish_ingest_batch({"tenant_id": 1, "events": [], "request_id": "before"})
+    # Celery's native delayed delivery adds "#.audit.ingest"; both keys must go.
+    keys = ["audit.ingest", "#.audit.ingest"]
+    with Connection(settings.CELERY_BROKER_URL) as conn:
+        for key in keys:
+            conn.default_channel.queue_unbind("audit.ingest", exchange="audit", routing_key=key)
+    try:
+        with pytest.raises(PublishError, match="route"):
+            publish_ingest_batch({"tenant_id": 1, "events": [], "request_id": "lost"})
+    finally:
+        with Connection(settings.CELERY_BROKER_URL) as conn:
+            for key in keys:
+                conn.default_channel.queue_bind("audit.ingest", exchange="audit", routing_key=key)
+    publisher_reset()
+    publish_ingest_batch({"tenant_id": 1, "events": [], "request_id": "after"})
+    request_ids = [m["kwargs"]["request_id"] for m in ingest_messages(expect=2)]
+    assert request_ids == ["before", "after"]
