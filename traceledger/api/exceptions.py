@@ -59,7 +59,11 @@ def exception_handler(exc, context):
     else:
         code = getattr(exc, "default_code", "error")
         detail = getattr(exc, "detail", str(exc))
-        body = error_body(str(getattr(detail, "code", code) or code), str(detail))
+        if isinstance(detail, dict):
+            # simplejwt's InvalidToken carries {"detail", "code", "messages"}
+            code = detail.get("code", code)
+            detail = detail.get("detail", "")
+        body = error_body(str(getattr(detail, "code", None) or code), str(detail))
     response.data = body
     return response
 

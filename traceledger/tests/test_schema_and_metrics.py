@@ -24,3 +24,12 @@ def test_it_serves_prometheus_text(client):
     assert response["Content-Type"].startswith("text/plain")
     text = response.content.decode()
     assert "# TYPE process_cpu_seconds_total counter" in text or "python_info" in text
+
+
+@pytest.mark.django_db
+def test_it_gives_a_readable_message_for_a_bad_bearer_token(client):
+    response = client.get("/api/v1/audit-events", HTTP_AUTHORIZATION="Bearer not-a-jwt")
+    assert response.status_code == 401
+    error = response.json()["error"]
+    assert error["code"] == "token_not_valid"
+    assert "ErrorDetail" not in error["message"] and error["message"]
