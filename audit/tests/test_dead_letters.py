@@ -150,6 +150,8 @@ def test_a_batch_of_an_unknown_tenant_is_rejected_whole_with_a_readable_reason(w
     assert letter.first_failed_at is not None
     assert "rejected" in str(letter.headers["x-death"])
     assert "reject requeue=False" in worker.log()
+    # Reject is never autoretried: the task ran once.
+    assert worker.log().count(f"Task audit.ingest_batch[{task_id}] received") == 1
 
 
 @pytest.mark.integration

@@ -216,3 +216,42 @@ def test_it_sends_no_signal_when_everything_was_a_duplicate(
         events_ingest(tenant_id=tenant.pk, events=events)
 
     assert callbacks == []
+
+
+def test_it_counts_stored_and_duplicate_events_and_the_lag(tenant):
+    from prometheus_client import REGISTRY
+
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    before = {
+        name: sample(name)
+        for name in (
+            "traceledger_events_stored_total",
+            "traceledger_events_duplicates_dropped_total",
+            "traceledger_ingest_lag_seconds_count",
+            "traceledger_ingest_ledger_seconds_count",
+        )
+    }
+    events = [make_event(), make_event()]
+    events_ingest(tenant_id=tenant.pk, events=events)
+    events_ingest(tenant_id=tenant.pk, events=events)
+
+    assert (
+        sample("traceledger_events_stored_total") - before["traceledger_events_stored_total"] == 2
+    )
+    assert (
+        sample("traceledger_events_duplicates_dropped_total")
+        - before["traceledger_events_duplicates_dropped_total"]
+        == 2
+    )
+    assert (
+        sample("traceledger_ingest_lag_seconds_count")
+        - before["traceledger_ingest_lag_seconds_count"]
+        == 2
+    )
+    assert (
+        sample("traceledger_ingest_ledger_seconds_count")
+        - before["traceledger_ingest_ledger_seconds_count"]
+        == 1
+    )

@@ -201,6 +201,20 @@ def test_a_batch_that_exhausts_its_retries_lands_in_the_dead_letter_queue(tenant
     assert stored_count(tenant.pk) == 1
 
 
+def test_worker_start_up_declares_the_dead_letter_queue():
+    from kombu import Connection
+
+    from traceledger.celery import app
+
+    with Connection(app.conf.broker_url) as conn:
+        conn.default_channel.queue_delete(DLQ.name)
+    worker = WorkerProcess(queues=INGEST_QUEUE.name).start()
+    try:
+        assert queue_depth(DLQ.name) == 0  # passive declare: raises if the queue is missing
+    finally:
+        worker.stop()
+
+
 def test_a_delayed_retry_comes_back_to_the_ingest_queue():
     """Regression: native delayed delivery routes by the task's queue, not the message's."""
     from audit.tasks import ingest_batch

@@ -1,0 +1,62 @@
+"""audit.ingest_batch: the retry policy and the reliability settings it depends on (R21)."""
+
+import pytest
+from celery.exceptions import Reject
+from django.conf import settings
+from django.db import OperationalError
+
+from audit.tasks import TRANSIENT_ERRORS, ingest_batch
+from traceledger.celery import app
+from traceledger.queues import CELERY_QUEUES, DLQ_NAME, INGEST_QUEUE_NAME
+
+
+def test_the_task_acks_only_after_it_ran_and_requeues_when_its_process_dies():
+    assert ingest_batch.acks_late is True
+    assert ingest_batch.reject_on_worker_lost is True
+    assert app.conf.task_acks_on_failure_or_timeout is False
+
+
+def test_it_retries_transient_errors_only_never_reject():
+    assert Exception not in TRANSIENT_ERRORS
+    assert OperationalError in ingest_batch.autoretry_for
+    assert Reject in ingest_batch.dont_autoretry_for
+    assert ingest_batch.retry_backoff and ingest_batch.retry_jitter
+    assert ingest_batch.max_retries == settings.TRACELEDGER_INGEST_MAX_RETRIES
+    # Every countdown and the run time stay far below RabbitMQ's 30 min consumer timeout.
+    assert ingest_batch.retry_backoff_max <= 60
+    assert ingest_batch.time_limit < 30 * 60
+
+
+def test_it_names_its_queue_so_delayed_retries_route_back_to_it():
+    assert ingest_batch.queue == INGEST_QUEUE_NAME
+
+
+def test_no_worker_consumes_the_dead_letter_queue():
+    assert DLQ_NAME not in {queue.name for queue in CELERY_QUEUES}
+    assert DLQ_NAME not in {queue.name for queue in app.conf.task_queues}
+
+
+def test_undecodable_messages_are_rejected_by_the_worker_consumer():
+    assert app.conf.worker_consumer == "audit.worker_signals:DeadLetteringConsumer"
+
+
+def test_the_django_fixup_reuses_database_connections():
+    from celery.fixups.django import DjangoWorkerFixup
+
+    assert DjangoWorkerFixup(app).db_reuse_max == settings.CELERY_DB_REUSE_MAX > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"events": []},
+        {"tenant_id": 1},
+        {"tenant_id": 1, "events": [], "request_id": None, "extra": 1},
+    ],
+)
+def test_a_message_off_the_contract_is_rejected_without_requeue(kwargs):
+    with pytest.raises(Reject) as raised:
+        ingest_batch.run(**kwargs)
+
+    assert raised.value.requeue is False
+    assert "does not follow the audit.ingest_batch contract" in str(raised.value.reason)
