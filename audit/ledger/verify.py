@@ -13,6 +13,8 @@ What each finding means (the first one wins; see docs/ledger.md):
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from django.db import transaction
+
 from audit.ledger import selectors
 from audit.ledger.canonical import CanonicalError, event_hash
 from audit.ledger.signing import checkpoint_signature_valid
@@ -58,16 +60,19 @@ def ledger_verify(
     start = max(from_sequence or 1, base.sequence + 1)
     state = {"checked": 0, "checkpoints": 0}
     try:
-        _verify(
-            tenant_id=tenant_id,
-            base=base,
-            start=start,
-            to_sequence=to_sequence,
-            whole=from_sequence is None,
-            state=state,
-            progress=progress,
-            chunk_size=chunk_size,
-        )
+        # Inside a transaction: in autocommit Django declares the server-side cursor WITH
+        # HOLD, and PostgreSQL then materialises the whole result before the first fetch.
+        with transaction.atomic():
+            _verify(
+                tenant_id=tenant_id,
+                base=base,
+                start=start,
+                to_sequence=to_sequence,
+                whole=from_sequence is None,
+                state=state,
+                progress=progress,
+                chunk_size=chunk_size,
+            )
     except _Broken as broken:
         return LedgerVerification(
             tenant_id=tenant_id,
