@@ -58,6 +58,68 @@ def test_it_stores_a_single_event_and_a_batch_with_every_field_intact(
     assert chain_verifies(tenant.pk)
 
 
+def test_posted_events_are_stored_under_the_ids_the_api_returned(
+    tenant, key_client, celery_worker_process
+):
+    client = key_client(scopes=["ingest"])
+    single = {
+        "event_id": "inv-7-update-1",
+        "occurred_at": "2026-11-29T10:00:00.123456+01:00",
+        "action": "invoice.update",
+        "outcome": "failure",
+        "severity": "warning",
+        "actor": {"id": "user-42", "type": "user", "name": "Ada"},
+        "target": {"id": "inv-7", "type": "invoice", "name": "Invoice 7"},
+        "source_ip": "2001:db8::7",
+        "user_agent": "curl/8",
+        "description": "Ada changed the total",
+        "metadata": {"before": 10, "after": 12},
+    }
+    batch = [
+        {"occurred_at": "2026-11-29T10:00:01Z", "action": "user.login", "actor": {"id": f"u{i}"}}
+        for i in range(50)
+    ]
+
+    one = client.post("/api/v1/audit-events", single, format="json")
+    many = client.post("/api/v1/audit-events", batch, format="json")
+
+    assert (one.status_code, many.status_code) == (202, 202)
+    ids = set(one.json()["ids"] + many.json()["ids"])
+    assert len(ids) == 51
+
+    def stored_ids() -> set[str]:
+        # The tenant's trail also holds the API key's creation, recorded by accounts.
+        return {
+            str(pk) for pk in AuditEvent.objects.filter(tenant=tenant).values_list("pk", flat=True)
+        }
+
+    wait_until(lambda: ids <= stored_ids(), what="the posted events")
+    assert (
+        AuditEvent.objects.filter(
+            tenant=tenant, action__in=["invoice.update", "user.login"]
+        ).count()
+        == 51
+    )
+    stored = AuditEvent.objects.get(pk=one.json()["ids"][0])
+    assert stored.event_id == "inv-7-update-1"
+    assert stored.occurred_at.isoformat() == "2026-11-29T09:00:00.123456+00:00"
+    assert (stored.action, stored.outcome, stored.severity) == (
+        "invoice.update",
+        "failure",
+        "warning",
+    )
+    assert (stored.actor_id, stored.actor_type, stored.actor_name) == ("user-42", "user", "Ada")
+    assert (stored.target_id, stored.target_type, stored.target_name) == (
+        "inv-7",
+        "invoice",
+        "Invoice 7",
+    )
+    assert (stored.source_ip, stored.user_agent) == ("2001:db8::7", "curl/8")
+    assert stored.description == "Ada changed the total"
+    assert stored.metadata == {"before": 10, "after": 12}
+    assert chain_verifies(tenant.pk)
+
+
 def test_the_same_batch_twice_and_overlapping_batches_from_threads_store_each_event_once(
     tenant,
 ):
