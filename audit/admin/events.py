@@ -25,6 +25,9 @@ from audit.admin.listing import (
 from audit.models import AuditEvent
 from audit.selectors import event_queryset
 
+# Searches matching at most this many events are listed by id (see get_search_results).
+SEARCH_ID_CAP = 2000
+
 # Staff of a tenant with one of these roles browse their tenant's events (compliance staff).
 EVENT_VIEWER_ROLES = frozenset({Role.AUDITOR, Role.ADMIN})
 
@@ -130,7 +133,16 @@ class AuditEventAdmin(ExportActionsMixin, admin.ModelAdmin):
         search_term = search_term.strip()
         if not search_term:
             return queryset, False
-        return ports.event_search(queryset, search_term), False
+        matches = ports.event_search(queryset, search_term)
+        # PostgreSQL cannot estimate how many rows a full-text match keeps, so for "newest
+        # first, LIMIT 50" it walks the time index and tests every row: seconds for a rare
+        # term (a request id) on a big table. Fetch up to SEARCH_ID_CAP matching ids without
+        # an order first (a GIN bitmap scan); if that is all of them, list just those ids.
+        # More matches means a common term, for which walking the time index is the fast plan.
+        ids = list(matches.order_by().values_list("pk", flat=True)[: SEARCH_ID_CAP + 1])
+        if len(ids) <= SEARCH_ID_CAP:
+            return queryset.filter(pk__in=ids), False
+        return matches, False
 
     def get_urls(self):
         return [

@@ -13,7 +13,7 @@ from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import Max, Min, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date
 from django.utils.functional import cached_property
@@ -67,18 +67,30 @@ def _planner_rows(connection, queryset: QuerySet) -> int | None:
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
+def time_bounds(
+    queryset: QuerySet, field_name: str
+) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """The first and last ``field_name`` of the set, as two ``ORDER BY … LIMIT 1`` probes.
+
+    Not ``aggregate(Min, Max)``: behind a join (a full-text search) PostgreSQL computes
+    MIN/MAX over every match (1.7 s for a common word on 1M events), whereas the ordered
+    LIMIT 1 walks the time index and stops at the first match (0.1 ms).
+    """
+    values = queryset.values_list(field_name, flat=True)
+    return values.order_by(field_name).first(), values.order_by(f"-{field_name}").first()
+
+
 class BoundedDatesQuerySet(QuerySet):
     """``datetimes()`` from the set's first and last timestamp instead of a DISTINCT scan.
 
     The admin's ``date_hierarchy`` lists the years, months or days that hold events with
-    ``DISTINCT date_trunc(...)``, which reads every row of the (filtered) table. MIN and MAX
-    are two index probes, so the drill-down offers every period between them; a period
-    without events simply shows an empty list. Only the admin uses this class.
+    ``DISTINCT date_trunc(...)``, which reads every row of the (filtered) table. The two
+    bounds are two index probes, so the drill-down offers every period between them; a
+    period without events simply shows an empty list. Only the admin uses this class.
     """
 
     def datetimes(self, field_name, kind, order="ASC", tzinfo=None):
-        bounds = self.aggregate(first=Min(field_name), last=Max(field_name))
-        first, last = bounds["first"], bounds["last"]
+        first, last = time_bounds(self, field_name)
         if first is None:
             return []
         tz = tzinfo or timezone.get_current_timezone()
