@@ -36,6 +36,8 @@ from bench.processes import Beat, Web, Worker
 
 INGEST_PATH = "/api/v1/audit-events"
 FAULTS = ("broker", "redis", "worker")
+# HTTP statuses of every attempt ("0" = connection failed or timed out), for the report.
+STATUSES: dict[str, int] = {}
 
 
 def say(text: str) -> None:
@@ -273,6 +275,7 @@ def main(argv=None) -> int:
         )
         report["faults"] = chaos.log
         report["failed_requests"] = failed[:20]
+        report["http_statuses_of_attempts"] = dict(STATUSES)
         report.update(_drain_and_check(services, tenants, accepted, posted, args, deadline))
         report["accepted_by_path"] = _accepted_by_path(logs / "metrics")
         ok = report["ok"]
@@ -326,6 +329,8 @@ def _post_all(args, keys, bodies, deadline):
             for event in doc if isinstance(doc, list) else [doc]:
                 accepted[slug].add(event["event_id"])
         failed += result.errors
+        for status, n in result.statuses.items():
+            STATUSES[str(status)] = STATUSES.get(str(status), 0) + n
     if any(thread.is_alive() for thread in threads):
         failed.append("time bound reached while posting")
     return accepted, failed
