@@ -277,6 +277,29 @@ def test_worker_start_up_declares_the_dead_letter_queue():
         worker.stop()
 
 
+def test_the_worker_metrics_reach_the_multiprocess_registry(tenant, tmp_path):
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    worker = WorkerProcess(
+        queues=INGEST_QUEUE.name, extra_env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    ).start()
+    try:
+        events = [make_event() for _ in range(7)]
+        publish(tenant_id=tenant.pk, events=events)
+        late = publish(tenant_id=tenant.pk, events=events[:3])
+        wait_until(lambda: f"{late}] succeeded" in worker.log(), what="both batches")
+    finally:
+        worker.stop()
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path))  # what /metrics does in production
+    assert registry.get_sample_value("traceledger_events_stored_total") == 7
+    assert registry.get_sample_value("traceledger_events_duplicates_dropped_total") == 3
+    assert registry.get_sample_value("traceledger_ingest_lag_seconds_count") == 7
+    assert registry.get_sample_value("traceledger_ingest_ledger_seconds_count") == 1
+
+
 def test_a_delayed_retry_comes_back_to_the_ingest_queue():
     """Regression: native delayed delivery routes by the task's queue, not the message's."""
     from audit.tasks import ingest_batch
