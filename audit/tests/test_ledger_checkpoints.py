@@ -246,3 +246,16 @@ def test_sign_checkpoints_command_signs_moved_heads(tenant):
         <= (datetime.now(UTC) - Checkpoint.objects.get().signed_at)
         < timedelta(minutes=1)
     )
+
+
+def test_verify_ledger_shows_a_progress_bar_for_big_tenants(tenant, monkeypatch, capsys):
+    monkeypatch.setattr("audit.management.commands.verify_ledger.PROGRESS_MIN_EVENTS", 5)
+    chained_events_create(tenant_id=tenant.id, count=6)
+
+    call_command("verify_ledger", stdout=StringIO())
+    shown = capsys.readouterr().err
+    call_command("verify_ledger", "--no-progress", stdout=StringIO())
+    hidden = capsys.readouterr().err
+
+    assert "acme: 100%" in shown and "6.00/6.00" in shown
+    assert hidden == ""
