@@ -115,8 +115,16 @@ def _client_for(url: str, timeout: float) -> Elasticsearch:
     return Elasticsearch(url, request_timeout=timeout, max_retries=0, retry_on_timeout=False)
 
 
-def es_client() -> Elasticsearch:
-    return _client_for(settings.ELASTICSEARCH_URL, settings.TRACELEDGER_SEARCH_TIMEOUT)
+# Bulk writes and index administration may legitimately take longer than a search; they run
+# in workers and commands, never in a request.
+WRITE_TIMEOUT = 30.0
+
+
+def es_client(*, write: bool = False) -> Elasticsearch:
+    """The search client (``TRACELEDGER_SEARCH_TIMEOUT``), or with ``write`` the one for bulk
+    and index administration."""
+    timeout = WRITE_TIMEOUT if write else settings.TRACELEDGER_SEARCH_TIMEOUT
+    return _client_for(settings.ELASTICSEARCH_URL, timeout)
 
 
 class ElasticsearchBackend:
@@ -162,7 +170,7 @@ class ElasticsearchBackend:
         else:
             # Never let a write auto-create a concrete index with a guessed mapping.
             options["require_alias"] = True
-        ok, errors = helpers.bulk(es_client(), actions, **options)
+        ok, errors = helpers.bulk(es_client(write=True), actions, **options)
         if errors:
             raise BulkIndexError(f"{len(errors)} of {len(actions)} documents failed: {errors[:3]}")
         return ok
@@ -178,13 +186,13 @@ def index_name_for_rebuild() -> str:
 
 def index_create(*, name: str) -> None:
     """Create a concrete index with the document's settings and mapping (if missing)."""
-    client = es_client()
+    client = es_client(write=True)
     if not client.indices.exists(index=name):
         client.indices.create(index=name, **AuditEventDocument._index.to_dict())
 
 
 def alias_indices() -> list[str]:
-    client = es_client()
+    client = es_client(write=True)
     if not client.indices.exists_alias(name=INDEX_ALIAS):
         return []
     return sorted(client.indices.get_alias(name=INDEX_ALIAS).keys())
@@ -194,13 +202,13 @@ def alias_ensure() -> None:
     """Make sure the alias exists (first run): a fresh concrete index behind it."""
     if alias_indices():
         return
-    if es_client().indices.exists(index=INDEX_ALIAS):
+    if es_client(write=True).indices.exists(index=INDEX_ALIAS):
         raise RuntimeError(
             f"{INDEX_ALIAS!r} is a concrete index, not an alias: run reindex_search to rebuild"
         )
     name = index_name_for_rebuild()
     index_create(name=name)
-    es_client().indices.put_alias(index=name, name=INDEX_ALIAS)
+    es_client(write=True).indices.put_alias(index=name, name=INDEX_ALIAS)
 
 
 def alias_swap(*, new_index: str) -> list[str]:
@@ -208,5 +216,5 @@ def alias_swap(*, new_index: str) -> list[str]:
     old = [name for name in alias_indices() if name != new_index]
     actions = [{"remove": {"index": name, "alias": INDEX_ALIAS}} for name in old]
     actions.append({"add": {"index": new_index, "alias": INDEX_ALIAS}})
-    es_client().indices.update_aliases(actions=actions)
+    es_client(write=True).indices.update_aliases(actions=actions)
     return old

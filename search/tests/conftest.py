@@ -46,7 +46,9 @@ def search_get(key_client):
 
     def get(q=None, client=None, **params):
         if client is None:
-            client = default.setdefault("client", key_client(scopes=["read"]))
+            if "client" not in default:
+                default["client"] = key_client(scopes=["read"])
+            client = default["client"]
         if q is not None:
             params["q"] = q
         return client.get("/api/v1/audit-events/search", params)

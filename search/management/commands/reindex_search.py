@@ -128,5 +128,5 @@ class Command(BaseCommand):
         if old:
             from search.backends.elasticsearch import es_client
 
-            es_client().indices.delete(index=",".join(old))
+            es_client(write=True).indices.delete(index=",".join(old))
         self.stdout.write(f"elasticsearch: alias now points at {run.target_index}")
