@@ -285,6 +285,16 @@ def test_the_search_box_goes_through_the_search_port(client, tenant, auditor, mo
     assert [e.pk for e in found] == [events[1].pk]
 
 
+def test_a_search_without_matches_shows_an_empty_list(client, tenant, auditor, monkeypatch):
+    events_create(tenant_id=tenant.pk, count=2)
+    monkeypatch.setattr(ports, "_event_search", lambda qs, q: qs.none())
+
+    response = login(client, auditor).get(CHANGELIST, {"q": "nothing", "outcome__exact": "failure"})
+
+    assert results(response) == []
+    assert "0 results" in response.content.decode()
+
+
 def test_a_search_matching_many_events_keeps_the_search_queryset_instead_of_an_id_list(
     client, tenant, auditor, monkeypatch
 ):
