@@ -32,6 +32,15 @@ def test_it_answers_403_when_asked_for_another_tenant(search_get, other_tenant):
         ({}, "q"),
         ({"q": "   "}, "q"),
         ({"q": "x" * 513}, "q"),
+        ({"q": "pay\x00roll"}, "q"),
+        ({"q": "payroll", "actor_id": "a\x00b"}, "actor_id"),
+        (
+            {
+                "q": "payroll",
+                "cursor": cursor_encode({"b": "postgresql", "s": 1, "t": "x", "i": "y"}),
+            },
+            "cursor",
+        ),
         ({"q": "payroll", "severity": "loud"}, "severity"),
         ({"q": "payroll", "occurred_after": "yesterday"}, "occurred_after"),
         ({"q": "payroll", "action": "*"}, "action"),
