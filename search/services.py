@@ -145,7 +145,7 @@ def search_sweep(*, max_batches: int = 50, batch_size: int = BATCH_SIZE) -> dict
                         return done
             except pybreaker.CircuitBreakerError:
                 logger.info("search sweep skips %s: breaker open", backend.name)
-            except Exception:
+            except Exception:  # one failing backend must not stop the others; next run retries
                 logger.warning("search sweep failed for %s", backend.name, exc_info=True)
     return done
 
@@ -204,5 +204,13 @@ def reindex_batches(
 
 
 def reindex_run_finish(*, run: ReindexRun) -> None:
+    """Close the run; a full run (no ``since``) also moves the sync marks up to its cursor,
+    since it indexed every event up to there, so the sweep does not index them again."""
+    if run.since is None:
+        for tenant_id, last in run.cursor.items():
+            index_progress_get(tenant_id=int(tenant_id), backend=run.backend)
+            IndexProgress.objects.filter(tenant_id=int(tenant_id), backend=run.backend).update(
+                last_sequence=Greatest(F("last_sequence"), last), updated_at=timezone.now()
+            )
     run.finished_at = timezone.now()
     run.save(update_fields=["finished_at"])
