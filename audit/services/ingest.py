@@ -250,6 +250,26 @@ def _chain_and_insert(
     return stored, rejected, chain_seconds
 
 
+def _existing_event_ids(*, tenant_id: int, event_ids: list[str]) -> set[str]:
+    """The subset of ``event_ids`` the tenant has stored already.
+
+    One probe of the (tenant, event_id) unique index per id; ``LATERAL … LIMIT 1`` pins that
+    plan. The plain ``event_id IN (…)`` form let PostgreSQL, with statistics older than the
+    table's growth (autovacuum had not analyzed yet), scan the tenant's whole slice: 155 ms
+    instead of 4 ms for 100 ids against 120k rows, most of a batch's time.
+    """
+    # The table name comes from the model; every value is a query parameter.
+    sql = (
+        "SELECT x.event_id FROM unnest(%s::text[]) AS x(event_id) "  # noqa: S608
+        "CROSS JOIN LATERAL (SELECT 1 FROM "
+        f"{AuditEvent._meta.db_table} AS e "
+        "WHERE e.tenant_id = %s AND e.event_id = x.event_id LIMIT 1) AS hit"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [event_ids, tenant_id])
+        return {row[0] for row in cursor.fetchall()}
+
+
 def _store_batch(
     *, tenant_id: int, rows: list[dict], events: dict[str, object], isolate: bool
 ) -> IngestResult:
@@ -266,11 +286,7 @@ def _store_batch(
         lock_seconds = time.perf_counter() - started
         # Queried under the chain-head lock: a concurrent batch of this tenant has either
         # committed (and is visible here, READ COMMITTED) or is waiting behind us.
-        existing = set(
-            AuditEvent.objects.filter(
-                tenant_id=tenant_id, event_id__in=[r["event_id"] for r in rows]
-            ).values_list("event_id", flat=True)
-        )
+        existing = _existing_event_ids(tenant_id=tenant_id, event_ids=[r["event_id"] for r in rows])
         if existing:
             result.duplicates = sum(1 for r in rows if r["event_id"] in existing)
             rows = [r for r in rows if r["event_id"] not in existing]
