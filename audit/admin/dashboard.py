@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Avg, Count, F, Max, Min, Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 HOURS = 24
 LAG_WINDOW = timedelta(minutes=15)
 CHART_WIDTH, CHART_HEIGHT = 480, 120
+DLQ_DEPTH_KEY, DLQ_DEPTH_TTL = "admin:dlq-depth", 15
 
 
 @dataclass
@@ -108,10 +110,22 @@ def dashboard_for(*, user, now: datetime | None = None) -> Dashboard | None:
     board.dead_letters_new = dead.count()
     if user.is_superuser:
         # The broker's queue is shared by every tenant: only operators see its depth.
-        board.dlq_depth = dlq_depth_or_none()
+        board.dlq_depth = _cached_dlq_depth()
 
     board.search_backend, board.search_state = search_state()
     return board
+
+
+def _cached_dlq_depth() -> int | None:
+    """The DLQ depth, at most DLQ_DEPTH_TTL seconds old: a broker round-trip (seconds when
+    it is down) should not come with every visit of the index page. The dead-letter page
+    itself always asks RabbitMQ."""
+    depth = cache.get(DLQ_DEPTH_KEY)
+    if depth is None:
+        depth = dlq_depth_or_none()
+        if depth is not None:
+            cache.set(DLQ_DEPTH_KEY, depth, DLQ_DEPTH_TTL)
+    return depth
 
 
 def search_state() -> tuple[str, str]:

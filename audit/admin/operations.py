@@ -135,10 +135,14 @@ class DeadLetterAdmin(_TenantScopedMixin, admin.ModelAdmin):
 
     @admin.action(description="Replay selected dead letters", permissions=("change",))
     def replay_selected(self, request, queryset):
-        from audit.services.dead_letters import dead_letters_replay
+        from audit.services.dead_letters import UnknownDeadLetters, dead_letters_replay
 
         ids = list(queryset.values_list("pk", flat=True))
-        replayed = dead_letters_replay(ids=ids, actor=_actor(request))
+        try:
+            replayed = dead_letters_replay(ids=ids, actor=_actor(request))
+        except UnknownDeadLetters as exc:  # rows vanished since the page was rendered
+            self.message_user(request, f"Nothing replayed: {exc}", messages.ERROR)
+            return
         self.message_user(
             request,
             f"Replayed {replayed} of {len(ids)} selected dead letter(s) to audit.ingest.",
@@ -147,10 +151,14 @@ class DeadLetterAdmin(_TenantScopedMixin, admin.ModelAdmin):
 
     @admin.action(description="Discard selected dead letters", permissions=("change",))
     def discard_selected(self, request, queryset):
-        from audit.services.dead_letters import dead_letters_discard
+        from audit.services.dead_letters import UnknownDeadLetters, dead_letters_discard
 
         ids = list(queryset.values_list("pk", flat=True))
-        discarded = dead_letters_discard(ids=ids, actor=_actor(request))
+        try:
+            discarded = dead_letters_discard(ids=ids, actor=_actor(request))
+        except UnknownDeadLetters as exc:
+            self.message_user(request, f"Nothing discarded: {exc}", messages.ERROR)
+            return
         self.message_user(
             request,
             f"Discarded {discarded} of {len(ids)} selected dead letter(s).",
