@@ -10,7 +10,7 @@ Rules (ARCHITECTURE §3: "every read is scoped to the caller's tenant; a superus
 - A superuser passing ``tenant=`` reads that tenant; an unknown slug is a 400 naming ``tenant``.
 - A superuser without ``tenant=`` reads every tenant (the admin's cross-tenant view and
   ``GET /audit-events/{id}``, where the id alone is unambiguous). The list, search and export
-  endpoints pass ``required=True`` instead instead: a person's read is recorded as an
+  endpoints pass ``required=True`` instead: a person's read is recorded as an
   audit event *of the tenant read* (PCI DSS 10.2.1.3), so it must name exactly one tenant.
 """
 
