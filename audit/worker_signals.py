@@ -15,31 +15,15 @@ from celery.worker.consumer import Consumer
 logger = logging.getLogger(__name__)
 
 
-def topology_declare_fallback(connection) -> None:
-    """Declare exchanges and queues of ``traceledger.queues`` (used until audit.topology exists)."""
-    from traceledger.queues import CELERY_QUEUES, DLQ
-
-    channel = connection.default_channel
-    for queue in (*CELERY_QUEUES, DLQ):
-        queue.bind(channel).declare()
-
-
-def _topology_declare():
-    try:
-        from audit.topology import topology_declare
-    except ImportError:
-        return topology_declare_fallback
-    return topology_declare
-
-
 @signals.worker_init.connect
 def declare_topology_on_worker_init(sender=None, **kwargs) -> None:
+    from audit.topology import topology_declare
     from traceledger.celery import app
 
     try:
         with app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=5, interval_start=0.5, interval_max=2)
-            _topology_declare()(connection)
+            topology_declare(connection)
     except Exception:
         # The worker still starts (and retries its own connection); web start-up, drain_dlq
         # and the next worker start declare the DLQ again.

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from kombu import Connection
 
-from audit.worker_signals import _topology_declare
+from audit.topology import topology_declare
 from traceledger.celery import app
 from traceledger.queues import DLQ, INGEST_QUEUE
 
@@ -59,7 +59,7 @@ def wait_until(predicate, *, timeout: float = 20, interval: float = 0.1, what: s
 def purge_queues() -> None:
     """Declare the topology and empty this vhost's ingest, DLQ and delayed-retry queues."""
     with Connection(app.conf.broker_url) as conn:
-        _topology_declare()(conn)
+        topology_declare(conn)
         channel = conn.default_channel
         for name in (INGEST_QUEUE.name, DLQ.name):
             channel.queue_purge(name)
