@@ -237,8 +237,9 @@ def dead_letters_drain(
 def dlq_depth() -> int | None:
     """Messages waiting in the DLQ (passive declare), or None when RabbitMQ cannot say."""
     try:
-        with Connection(_broker_url(), connect_timeout=2) as conn:
-            conn.ensure_connection(max_retries=1)
+        # Admin pages call this: one quick attempt, no retries.
+        with Connection(_broker_url(), connect_timeout=1) as conn:
+            conn.ensure_connection(max_retries=0)
             _, count, _ = conn.default_channel.queue_declare(queue=DLQ.name, passive=True)
             return count
     except Exception as exc:  # any broker or channel error means "unknown", never a 500
