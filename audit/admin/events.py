@@ -11,6 +11,7 @@ from django.utils.html import format_html
 from accounts.models import Role
 from accounts.principal import principal_for_user
 from audit import ports
+from audit.admin.access_log import event_read_record, list_read_record
 from audit.admin.exporting import ExportActionsMixin
 from audit.admin.ledger_status import ledger_status
 from audit.admin.listing import (
@@ -143,6 +144,22 @@ class AuditEventAdmin(ExportActionsMixin, admin.ModelAdmin):
         if len(ids) <= SEARCH_ID_CAP:
             return queryset.filter(pk__in=ids), False
         return matches, False
+
+    # --- reads are recorded (audit the auditors), like the API's ---
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        changelist = getattr(response, "context_data", {}).get("cl")
+        if response.status_code == 200 and changelist is not None:
+            list_read_record(request=request, changelist=changelist)
+        return response
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        response = super().change_view(request, object_id, form_url, extra_context)
+        event = getattr(response, "context_data", {}).get("original")
+        if response.status_code == 200 and event is not None:
+            event_read_record(request=request, event=event)
+        return response
 
     def get_urls(self):
         return [

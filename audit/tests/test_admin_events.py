@@ -27,7 +27,7 @@ def change_url(event) -> str:
     return reverse("admin:audit_auditevent_change", args=[event.pk])
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def recorded(monkeypatch):
     """Audit events the admin submitted (the submission service belongs to the ingest side
     and is exercised end to end in the browser tests with a real worker)."""
@@ -512,13 +512,63 @@ def test_a_superuser_must_name_the_tenant_of_an_unfiltered_export(
 
     assert "Filter by one tenant first" in refused.content.decode()
     assert len(list(csv.DictReader(io.StringIO(text(allowed))))) == 1
-    assert [call["tenant_id"] for call in recorded] == [other_tenant.pk]
+    exports = [call for call in recorded if call["action"] == "audit_log.export"]
+    assert [call["tenant_id"] for call in exports] == [other_tenant.pk]
 
 
 def test_an_unknown_export_format_is_reported(client, tenant, auditor, recorded):
     response = login(client, auditor).get(EXPORT, {"format": "xlsx"}, follow=True)
 
     assert "Format must be one of csv, jsonl" in response.content.decode()
+    assert not [call for call in recorded if call["action"] == "audit_log.export"]
+
+
+# --- reads are recorded, like the API's --------------------------------------------------
+
+
+def test_each_list_page_search_and_event_page_is_recorded_in_the_tenant_read(
+    client, tenant, auditor, recorded
+):
+    event = event_create(tenant_id=tenant.pk)
+    login(client, auditor)
+
+    client.get(CHANGELIST, {"outcome__exact": "success"})
+    client.get(CHANGELIST, {"q": "invoice"})
+    client.get(change_url(event))
+
+    assert [(c["action"], c["tenant_id"]) for c in recorded] == [
+        ("audit_log.read", tenant.pk),
+        ("audit_log.search", tenant.pk),
+        ("audit_log.read", tenant.pk),
+    ]
+    assert recorded[0]["metadata"]["filters"] == {"outcome__exact": "success"}
+    assert recorded[1]["metadata"]["filters"] == {"q": "invoice"}
+    assert recorded[2]["target_id"] == str(event.pk)
+    assert all(c["actor_name"] == "teammate" for c in recorded)
+
+
+def test_a_superusers_list_is_recorded_in_each_tenant_shown(
+    client, tenant, other_tenant, staff_superuser, recorded
+):
+    event_create(tenant_id=tenant.pk)
+    event_create(tenant_id=other_tenant.pk)
+    login(client, staff_superuser)
+
+    client.get(CHANGELIST)
+    client.get(CHANGELIST, {"tenant": tenant.pk})
+
+    assert sorted(c["tenant_id"] for c in recorded) == sorted(
+        [tenant.pk, other_tenant.pk, tenant.pk]
+    )
+
+
+def test_a_refused_or_missing_page_is_not_recorded(client, tenant, other_tenant, auditor, recorded):
+    theirs = event_create(tenant_id=other_tenant.pk)
+    login(client, auditor)
+
+    client.get(change_url(theirs))
+    client.get(CHANGELIST, {"occurred_from": "not-a-date"})
+
     assert recorded == []
 
 

@@ -145,6 +145,20 @@ def test_a_compliance_user_filters_searches_opens_an_event_and_exports_csv(
     )
     assert record.actor_name == "teammate"
     assert record.metadata["filters"]["format"] == "csv"
+    # So are the searches and event pages the user read on the way.
+    search = wait_until(
+        lambda: AuditEvent.objects.filter(tenant=tenant, action="audit_log.search").first(),
+        timeout=20,
+        what="the audit_log.search event",
+    )
+    assert search.metadata["filters"]["q"] == "bank"
+    wait_until(
+        lambda: AuditEvent.objects.filter(
+            tenant=tenant, action="audit_log.read", target_id=str(wanted["bank"].pk)
+        ).exists(),
+        timeout=20,
+        what="the audit_log.read event of the event page",
+    )
 
 
 def test_an_operator_pulls_a_dead_letter_replays_it_and_sees_it_stored(
