@@ -229,6 +229,33 @@ def test_it_retries_with_backoff_while_the_table_is_locked_and_stores_once_it_is
     assert chain_verifies(tenant.pk)
 
 
+def test_it_retries_while_the_database_is_unreachable_and_stores_once_it_is_back(
+    tenant, fault_proxy
+):
+    from testsupport.worker import test_database_url
+
+    db = connection.settings_dict
+    host, port = db.get("HOST") or "localhost", int(db.get("PORT") or 5432)
+    proxy = fault_proxy(host, port)
+    # The worker reaches PostgreSQL only through the proxy.
+    url = test_database_url().replace(f"{host}:{port}/", f"127.0.0.1:{proxy.port}/")
+    assert f":{proxy.port}/" in url
+    worker = WorkerProcess(queues=INGEST_QUEUE.name, extra_env={"DATABASE_URL": url}).start()
+    try:
+        proxy.set_mode("refuse")  # also cuts the worker's open connection
+        batch = [make_event() for _ in range(10)]
+        publish(tenant_id=tenant.pk, events=batch)
+        wait_until(lambda: retries_logged(worker) >= 2, timeout=20, what="two retries")
+        assert stored_count(tenant.pk) == 0
+        assert queue_depth(DLQ.name) == 0
+        proxy.set_mode("pass")
+        wait_stored(tenant.pk, 10, timeout=30)
+    finally:
+        worker.stop()
+
+    assert stored_count(tenant.pk) == 10
+
+
 def test_a_batch_that_exhausts_its_retries_lands_in_the_dead_letter_queue(tenant):
     from audit.models import DeadLetter
     from audit.services.dead_letters import dead_letters_drain
