@@ -1,7 +1,10 @@
 """The ingest pipeline end to end: RabbitMQ (this vhost) → a real Celery worker → PostgreSQL."""
 
+import os
+import signal
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -191,6 +194,32 @@ def test_a_worker_killed_mid_batch_stores_every_event_once_after_restart(tenant)
 
     assert stored_count(tenant.pk) == 201
     assert "'duplicates': 200" in second.log()
+    assert chain_verifies(tenant.pk)
+
+
+def test_a_killed_pool_process_requeues_its_batch_which_is_then_stored_once(tenant):
+    worker = WorkerProcess(queues=INGEST_QUEUE.name).start()
+    try:
+        publish(tenant_id=tenant.pk, events=[make_event()])
+        wait_stored(tenant.pk, 1)
+        batch = [make_event() for _ in range(50)]
+        with connection.cursor() as cursor:
+            cursor.execute("BEGIN")
+            cursor.execute(
+                "SELECT 1 FROM audit_chainhead WHERE tenant_id = %s FOR UPDATE", [tenant.pk]
+            )
+            publish(tenant_id=tenant.pk, events=batch)
+            wait_until(lambda: _waiting_on_lock(cursor), timeout=15, what="the worker to block")
+            main = worker.proc.pid
+            [child] = Path(f"/proc/{main}/task/{main}/children").read_text().split()
+            os.kill(int(child), signal.SIGKILL)  # an OOM kill of the pool process, say
+            cursor.execute("ROLLBACK")
+        wait_stored(tenant.pk, 51)
+    finally:
+        worker.stop()
+
+    assert "WorkerLostError" in worker.log()
+    assert stored_count(tenant.pk) == 51
     assert chain_verifies(tenant.pk)
 
 
