@@ -122,6 +122,9 @@ def test_a_compliance_user_filters_searches_opens_an_event_and_exports_csv(
     assert wanted["bank"].hash in body
     assert page.locator(".field-verification strong").inner_text() == "verified"
     assert '\n  "currency": "EUR",\n' in page.locator("pre.tl-json").inner_text()
+    # The part people come for: metadata, ledger position and verification.
+    page.locator("pre.tl-json").scroll_into_view_if_needed()
+    page.mouse.wheel(0, 250)
     screenshot(page, "admin-event-detail")
 
     page.go_back()
