@@ -28,7 +28,10 @@ logger = logging.getLogger(__name__)
 HOURS = 24
 LAG_WINDOW = timedelta(minutes=15)
 CHART_WIDTH, CHART_HEIGHT = 480, 120
+# Broker and Elasticsearch round-trips (up to the health timeout when one hangs) are
+# cached briefly so that visiting the index page stays cheap.
 DLQ_DEPTH_KEY, DLQ_DEPTH_TTL = "admin:dlq-depth", 15
+SEARCH_STATE_KEY = "admin:search-state"
 
 
 @dataclass
@@ -112,14 +115,15 @@ def dashboard_for(*, user, now: datetime | None = None) -> Dashboard | None:
         # The broker's queue is shared by every tenant: only operators see its depth.
         board.dlq_depth = _cached_dlq_depth()
 
-    board.search_backend, board.search_state = search_state()
+    board.search_backend, board.search_state = cache.get_or_set(
+        SEARCH_STATE_KEY, search_state, DLQ_DEPTH_TTL
+    )
     return board
 
 
 def _cached_dlq_depth() -> int | None:
-    """The DLQ depth, at most DLQ_DEPTH_TTL seconds old: a broker round-trip (seconds when
-    it is down) should not come with every visit of the index page. The dead-letter page
-    itself always asks RabbitMQ."""
+    """The DLQ depth, at most DLQ_DEPTH_TTL seconds old ("unknown" is not cached). The
+    dead-letter page itself always asks RabbitMQ."""
     depth = cache.get(DLQ_DEPTH_KEY)
     if depth is None:
         depth = dlq_depth_or_none()
