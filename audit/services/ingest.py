@@ -276,10 +276,9 @@ def _store_batch(
     """One transaction: lock the chain head, drop stored duplicates, chain, COPY, commit."""
     result = IngestResult()
     with transaction.atomic():
-        _set_timeouts()
         # Django's foreign keys are DEFERRABLE INITIALLY DEFERRED: a missing tenant would only
         # fail at COMMIT, as an IntegrityError indistinguishable from a refused row. Ask.
-        if not Tenant.objects.filter(pk=tenant_id).exists():
+        if not _begin(tenant_id=tenant_id):
             raise InvalidBatch(f"tenant {tenant_id} does not exist")
         started = time.perf_counter()
         head = chain_head_lock(tenant_id=tenant_id)
@@ -359,18 +358,25 @@ def events_ingest(*, tenant_id: int, events: list[dict]) -> IngestResult:
     return result
 
 
-def _set_timeouts() -> None:
-    """Bound lock waits and statements so a locked table becomes a retry, not a hung task.
+def _begin(*, tenant_id: int) -> bool:
+    """Bound lock waits and statements; return whether the tenant exists (one round trip).
 
-    ``lock_timeout``/``statement_timeout`` raise OperationalError (55P03/57014), which the
-    task retries with backoff; both stay far below RabbitMQ's 30 min consumer timeout.
+    ``lock_timeout``/``statement_timeout`` (transaction-local) turn a locked table or a stuck
+    statement into an OperationalError (55P03/57014), which the task retries with backoff,
+    instead of a task that hangs towards RabbitMQ's 30 min consumer timeout.
     """
+    sql = (
+        "SELECT set_config('lock_timeout', %s, true), "  # noqa: S608 (model table name)
+        "set_config('statement_timeout', %s, true), "
+        f"EXISTS (SELECT 1 FROM {Tenant._meta.db_table} WHERE id = %s)"
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT set_config('lock_timeout', %s, true), "
-            "set_config('statement_timeout', %s, true)",
+            sql,
             [
                 f"{int(settings.TRACELEDGER_INGEST_LOCK_TIMEOUT * 1000)}ms",
                 f"{int(settings.TRACELEDGER_INGEST_STATEMENT_TIMEOUT * 1000)}ms",
+                tenant_id,
             ],
         )
+        return cursor.fetchone()[2]
