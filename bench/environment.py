@@ -92,7 +92,7 @@ def queues_purge(*, services: Services) -> dict[str, int]:
     from kombu import Connection
 
     purged = {}
-    with Connection(services.broker_url, connect_timeout=5) as conn:
+    with Connection(services.broker_url, connect_timeout=15) as conn:
         for name in QUEUE_NAMES:
             # A missing queue closes only its channel (404), so each gets a fresh one.
             channel = conn.channel()

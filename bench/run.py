@@ -387,7 +387,7 @@ def _phase_sustain(services, fixture, plan, run_id, args) -> dict:
     purged = 0
     if watcher.done_at is None:
         # The worker did not catch up: drop the backlog so later phases run on an idle worker.
-        purged = queues_purge(services=services).get("audit.ingest", 0)
+        purged = _purge_backlog(services)
         say(f"[bench] sustain: not drained within 120 s; purged {purged} queued batches")
         _settle(services, fixture["tenant_id"], timeout=120)
     with psycopg.connect(**services.conninfo(), autocommit=True) as conn:
@@ -445,6 +445,17 @@ def _phase_ledger(fixtures, plan, run_id, timers) -> dict:
         "worker_single_phase": single,
         "in_process": comparison,
     }
+
+
+def _purge_backlog(services, attempts: int = 5) -> int | str:
+    """Purges ``audit.ingest``; a broker slow to answer after the flood gets a few tries."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return queues_purge(services=services).get("audit.ingest", 0)
+        except Exception as exc:  # reported; the run goes on without the purge
+            say(f"[bench] purge attempt {attempt} failed: {exc!r}")
+            time.sleep(5)
+    return "failed"
 
 
 def _verify(fixtures) -> dict:
