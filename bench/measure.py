@@ -82,7 +82,8 @@ class Progress(threading.Thread):
 
     def _line(self) -> None:
         posted = self.generator.sent_events
-        text = f"  {self.label:<22} posted {posted:>7}/{self.total}"
+        total = f"/{self.total}" if self.total else ""
+        text = f"  {self.label:<22} posted {posted:>7}{total}"
         if self.watcher is not None:
             text += f"  stored {self.watcher.stored:>7}"
             if self.watcher.depth is not None:
