@@ -77,12 +77,17 @@ def vhost_ensure(*, services: Services) -> None:
     ctl = shutil.which("rabbitmqctl")
     if ctl is None:
         return
-    listed = subprocess.run([ctl, "-q", "list_vhosts"], capture_output=True, text=True, check=False)
+    # rabbitmqctl can hang on a wedged node: bounded, so the run fails instead of hanging.
+    listed = subprocess.run(
+        [ctl, "-q", "list_vhosts"], capture_output=True, text=True, check=False, timeout=60
+    )
     if vhost in listed.stdout.split():
         return
-    subprocess.run([ctl, "-q", "add_vhost", vhost], check=True)
+    subprocess.run([ctl, "-q", "add_vhost", vhost], check=True, timeout=60)
     subprocess.run(
-        [ctl, "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True
+        [ctl, "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+        check=True,
+        timeout=60,
     )
 
 
