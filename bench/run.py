@@ -12,6 +12,7 @@ import io
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -99,6 +100,8 @@ def say(text: str) -> None:
 
 def main(argv=None) -> int:
     args, plan = parse_args(argv)
+    # SIGTERM (a timeout, Ctrl-C of make) must still stop the web and worker it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     services = Services(args.database_url, args.broker_url, args.redis_url)
     run_id = uuid.uuid4().hex[:10]
     logs = Path(ROOT) / "var" / "bench" / run_id

@@ -20,6 +20,7 @@ import argparse
 import io
 import json
 import random
+import signal
 import sys
 import threading
 import time
@@ -178,6 +179,8 @@ class Chaos(threading.Thread):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # SIGTERM must still stop the processes and proxies it started (the finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     run_id = uuid.uuid4().hex[:10]
     deadline = time.monotonic() + args.seconds

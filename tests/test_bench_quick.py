@@ -45,17 +45,22 @@ def quick_run(tmp_path_factory):
         ),
         "BENCH_REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://localhost:6379/15"),
     }
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "bench", "--quick", "--port", "8179", "--output", str(output)],
         cwd=ROOT,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=90,
-        check=False,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
-    return json.loads(output.read_text()), proc.stdout
+    try:
+        stdout, stderr = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # the harness stops its gunicorn and worker on SIGTERM
+        stdout, stderr = proc.communicate(timeout=30)
+        pytest.fail(f"python -m bench --quick took more than 90 s:\n{stderr[-3000:]}")
+    assert proc.returncode == 0, stderr[-3000:] + stdout[-2000:]
+    return json.loads(output.read_text()), stdout
 
 
 @pytest.mark.integration
