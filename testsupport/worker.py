@@ -1,5 +1,6 @@
 """Run a real Celery worker as a subprocess against the test database and the real broker."""
 
+import atexit
 import os
 import signal
 import subprocess
@@ -18,6 +19,16 @@ def test_database_url() -> str:
     if s.get("USER"):
         auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "") + "@"
     return f"postgres://{auth}{s.get('HOST') or 'localhost'}:{s.get('PORT') or 5432}/{s['NAME']}"
+
+
+_started: list["WorkerProcess"] = []
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """A test that failed before stopping its worker must not leave it running after pytest."""
+    for worker in _started:
+        worker.kill()
 
 
 class WorkerProcess:
@@ -68,6 +79,7 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        _started.append(self)
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -75,6 +87,8 @@ class WorkerProcess:
             if "ready." in self.log():
                 return self
             time.sleep(0.2)
+        # Never leave a half-started worker behind: it would consume the next test's messages.
+        self.stop()
         raise RuntimeError(f"worker not ready in {ready_timeout}s:\n{self.log()}")
 
     def log(self) -> str:
