@@ -60,6 +60,10 @@ class EventListMixin(ListModelMixin):
             return response
 
     def get_serializer_class(self):
-        if self.request is not None and self.request.method == "GET":
-            return AuditEventOutputSerializer
-        return super().get_serializer_class()
+        # POST's body is validated by msgspec (audit/validation.py); its DRF twin only
+        # describes the fields, which is what OPTIONS (DRF's metadata) asks for.
+        if self.request is not None and self.request.method == "POST":
+            from audit.api.ingest_schema import AuditEventInputSerializer
+
+            return AuditEventInputSerializer
+        return AuditEventOutputSerializer

@@ -295,3 +295,9 @@ def test_it_documents_list_detail_and_export_in_the_openapi_schema():
     assert fmt["required"] and fmt["schema"]["enum"] == ["csv", "jsonl"]
     assert set(export["responses"]["200"]["content"]) == {"text/csv", "application/x-ndjson"}
     assert "severity" in {p["name"] for p in export["parameters"]}
+
+
+def test_it_answers_options_on_the_collection_without_a_server_error(tenant, key_client):
+    response = key_client(scopes=("ingest", "read")).options("/api/v1/audit-events")
+    assert response.status_code == 200
+    assert "occurred_at" in response.json()["actions"]["POST"]
