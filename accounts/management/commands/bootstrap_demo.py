@@ -1,4 +1,4 @@
-"""Demo data for `make run`: a tenant, a superuser and an API key, printed once."""
+"""Demo data for `make run`: a tenant, a superuser and an API key, printed every run."""
 
 import os
 import secrets
@@ -6,11 +6,14 @@ import secrets
 from django.core.management.base import BaseCommand
 
 from accounts.models import ApiKey, User
-from accounts.services import api_key_create, tenant_get_or_create
+from accounts.services import api_key_create, api_key_revoke, tenant_get_or_create
 
 
 class Command(BaseCommand):
-    help = "Creates the demo tenant, an admin superuser and an ingest+read API key (idempotent)."
+    help = (
+        "Creates the demo tenant and an admin superuser (idempotent), then gives the admin a "
+        "fresh password and the tenant a fresh ingest+read 'demo' API key, revoking the old one."
+    )
 
     def handle(self, *args, **options):
         tenant, _ = tenant_get_or_create(slug="demo", name="Demo tenant")
@@ -23,10 +26,11 @@ class Command(BaseCommand):
         else:
             user.set_password(password)
             user.save(update_fields=["password"])
-        key_line = "(unchanged; create another with manage.py create_api_key)"
-        if not ApiKey.objects.filter(tenant=tenant, name="demo", revoked=False).exists():
-            _, key = api_key_create(tenant=tenant, name="demo", scopes=["ingest", "read"])
-            key_line = key
+        # Only the hash of a key is stored, so a key printed by an earlier run cannot be
+        # shown again: replace it, as the password above.
+        for old in ApiKey.objects.filter(tenant=tenant, name="demo", revoked=False):
+            api_key_revoke(api_key=old)
+        _, key_line = api_key_create(tenant=tenant, name="demo", scopes=["ingest", "read"])
         self.stdout.write(
             "\n".join(
                 [
