@@ -19,6 +19,7 @@ Invalid values answer 400 with the field named (``DjangoFilterBackend`` raises a
 
 import re
 from collections.abc import Iterable
+from datetime import UTC
 
 import django_filters
 from django.core.validators import RegexValidator
@@ -32,6 +33,22 @@ ACTION_FILTER_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\*?\Z")
 
 # Query parameters every filtered read understands besides the filters themselves.
 PAGING_PARAMS = frozenset({"cursor", "page_size", "tenant"})
+
+
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """Compares in UTC: PostgreSQL refuses offsets beyond ±15:59 that RFC 3339 allows."""
+
+    def __init__(self, *args, param: str, **kwargs):
+        self.param = param
+        super().__init__(*args, **kwargs)
+
+    def filter(self, qs, value):
+        if value is not None:
+            try:
+                value = value.astimezone(UTC)
+            except OverflowError:
+                raise ValidationError({self.param: ["Out of the supported date range."]}) from None
+        return super().filter(qs, value)
 
 
 class AuditEventFilterSet(django_filters.FilterSet):
@@ -52,12 +69,14 @@ class AuditEventFilterSet(django_filters.FilterSet):
     target_id = django_filters.CharFilter(max_length=256, help_text="Exact target id.")
     outcome = django_filters.ChoiceFilter(choices=Outcome.choices, help_text="Event outcome.")
     severity = django_filters.ChoiceFilter(choices=Severity.choices, help_text="Event severity.")
-    occurred_after = django_filters.IsoDateTimeFilter(
+    occurred_after = UtcDateTimeFilter(
+        param="occurred_after",
         field_name="occurred_at",
         lookup_expr="gte",
         help_text="Inclusive lower bound on occurred_at (RFC 3339; no offset means UTC).",
     )
-    occurred_before = django_filters.IsoDateTimeFilter(
+    occurred_before = UtcDateTimeFilter(
+        param="occurred_before",
         field_name="occurred_at",
         lookup_expr="lt",
         help_text="Exclusive upper bound on occurred_at (RFC 3339; no offset means UTC).",
