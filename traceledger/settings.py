@@ -10,6 +10,7 @@ from pathlib import Path
 import environ
 
 from traceledger.queues import CELERY_QUEUES
+from traceledger.redis_latch import LatchingConnection
 from traceledger.settings_guard import guard_production_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -127,6 +128,8 @@ _REDIS_OPTIONS = {
     "IGNORE_EXCEPTIONS": True,
     "SOCKET_CONNECT_TIMEOUT": env.float("TRACELEDGER_REDIS_TIMEOUT", default=0.25),
     "SOCKET_TIMEOUT": env.float("TRACELEDGER_REDIS_TIMEOUT", default=0.25),
+    # After a failure, skip that Redis for a few seconds instead of waiting on every call.
+    "CONNECTION_POOL_KWARGS": {"connection_class": LatchingConnection},
 }
 CACHES = {
     "default": {
