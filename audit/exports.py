@@ -65,31 +65,15 @@ def _json(value, *, sort_keys: bool = False) -> str:
 
 
 def csv_record(document: dict) -> list:
-    actor = document["actor"]
-    target = document["target"] or {"id": "", "type": "", "name": ""}
-    return [
-        document["id"],
-        document["tenant"],
-        document["event_id"],
-        document["occurred_at"],
-        document["received_at"],
-        document["action"],
-        document["outcome"],
-        document["severity"],
-        actor["id"],
-        actor["type"],
-        actor["name"],
-        target["id"],
-        target["type"],
-        target["name"],
-        document["source_ip"] or "",
-        document["user_agent"],
-        document["description"],
-        _json(document["metadata"], sort_keys=True),
-        document["sequence"],
-        document["prev_hash"],
-        document["hash"],
-    ]
+    """One CSV row in ``CSV_COLUMNS`` order: actor/target flattened, metadata as JSON."""
+    flat = dict(document)
+    for part in ("actor", "target"):
+        obj = flat.pop(part) or {}
+        for key in ("id", "type", "name"):
+            flat[f"{part}_{key}"] = obj.get(key, "")
+    flat["source_ip"] = flat["source_ip"] or ""
+    flat["metadata"] = _json(flat["metadata"], sort_keys=True)
+    return [flat[column] for column in CSV_COLUMNS]
 
 
 def _documents(queryset) -> Iterator[dict]:

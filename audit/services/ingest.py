@@ -178,32 +178,12 @@ def _insert(*, rows: list[dict], stored_at: datetime) -> None:
         raw = cursor.cursor  # Django's wrapper has no copy(); errors are still wrapped below
         with connection.wrap_database_errors, raw.copy(sql) as copy:
             for row in rows:
-                copy.write_row(
-                    (
-                        row["id"],
-                        row["tenant_id"],
-                        row["event_id"],
-                        row["occurred_at"],
-                        row["received_at"],
-                        stored_at,
-                        row["action"],
-                        row["outcome"],
-                        row["severity"],
-                        row["actor_id"],
-                        row["actor_type"],
-                        row["actor_name"],
-                        row["target_id"],
-                        row["target_type"],
-                        row["target_name"],
-                        row["source_ip"],
-                        row["user_agent"],
-                        row["description"],
-                        orjson.dumps(row["metadata"]).decode(),
-                        row["sequence"],
-                        row["prev_hash"],
-                        row["hash"],
-                    )
-                )
+                record = {
+                    **row,
+                    "stored_at": stored_at,
+                    "metadata": orjson.dumps(row["metadata"]).decode(),
+                }
+                copy.write_row([record[column] for column in COLUMNS])
 
 
 def _chain_and_insert(
