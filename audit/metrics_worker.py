@@ -38,3 +38,8 @@ BATCH_SECONDS = Histogram(
     "Wall time of one ingest task (validation, transaction, dead-lettering).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+MESSAGES_PER_TRANSACTION = Histogram(
+    "traceledger_ingest_messages_per_transaction",
+    "Ingest messages stored in one transaction: the task's own plus those it coalesced.",
+    buckets=(1, 2, 5, 10, 20, 50, 100),
+)

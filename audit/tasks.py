@@ -18,8 +18,9 @@ from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerError
 
 from audit import metrics_worker as metrics
+from audit.coalescer import Extra, coalesce_limits, coalescer, contract_violation
 from audit.services.dead_letters import dead_letter_note, events_dead_letter
-from audit.services.ingest import InvalidBatch, events_ingest
+from audit.services.ingest import Batch, events_ingest_many
 from traceledger.queues import INGEST_QUEUE_NAME
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,6 @@ TRANSIENT_ERRORS = (
 # in total, far below RabbitMQ's 30 min consumer timeout (and the countdown lives in the
 # broker's native-delayed-delivery queues, not in the worker).
 MAX_RETRIES = settings.TRACELEDGER_INGEST_MAX_RETRIES
-CONTRACT_KWARGS = frozenset({"tenant_id", "events", "request_id"})
 
 
 class IngestTask(Task):
@@ -84,30 +84,81 @@ class IngestTask(Task):
     time_limit=300,
 )
 def ingest_batch(self, *args, **kwargs) -> dict:
-    """Store one API request's batch: kwargs ``tenant_id``, ``events``, ``request_id``."""
+    """Store one API request's batch (kwargs ``tenant_id``, ``events``, ``request_id``), and
+    under load the batches of other waiting messages in the same transaction."""
     started = time.perf_counter()
-    unknown = set(kwargs) - CONTRACT_KWARGS
-    if args or unknown or "tenant_id" not in kwargs or "events" not in kwargs:
-        reason = "message does not follow the audit.ingest_batch contract"
-        details = f"positional args: {len(args)}; kwargs: {sorted(kwargs)}"
-        _reject(self, reason, details)
+    violation = contract_violation(args, kwargs)
+    if violation:
+        _reject(self, "message does not follow the audit.ingest_batch contract", violation)
+    own = Batch(tenant_id=kwargs["tenant_id"], events=kwargs["events"])
+    extras: list[Extra] = []
+
+    def more() -> list[Batch]:
+        extras.extend(coalescer().take(**coalesce_limits()))
+        return [extra.batch for extra in extras]
+
+    # Only a worker's delivery coalesces; an eager or direct call must not take messages.
+    in_worker = bool(self.request.delivery_info) and not self.request.is_eager
     try:
-        result = events_ingest(tenant_id=kwargs["tenant_id"], events=kwargs["events"])
-    except InvalidBatch as exc:
-        _reject(self, f"invalid batch: {exc}", "")
-    if result.rejected:
+        events_ingest_many([own], more=more if in_worker else None)
+    except BaseException:
+        coalescer().requeue(extras)
+        raise
+    _settle(extras, into=self.request.id)
+    metrics.MESSAGES_PER_TRANSACTION.observe(1 + len(extras))
+    if own.result.invalid:
+        _reject(self, f"invalid batch: {own.result.invalid}", "")
+    if own.result.rejected:
         events_dead_letter(
-            tenant_id=kwargs["tenant_id"],
-            rejected=result.rejected,
+            tenant_id=own.tenant_id,
+            rejected=own.result.rejected,
             request_id=kwargs.get("request_id"),
             task_id=self.request.id,
         )
     metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
     return {
+        **_outcome(own.result),
+        "coalesced_messages": len(extras),
+        "coalesced_stored": sum(len(extra.batch.result.stored_ids) for extra in extras),
+    }
+
+
+def _outcome(result) -> dict:
+    return {
         "stored": len(result.stored_ids),
         "duplicates": result.duplicates,
         "dead_lettered": len(result.rejected),
     }
+
+
+def _settle(extras: list[Extra], *, into: str) -> None:
+    """After the commit: dead-letter each extra's refused events, then ack it; reject an
+    extra whose batch is unusable. On a failure the rest go back to the queue (their rows
+    are committed, so redelivery only drops duplicates and republishes the same letters)."""
+    for index, extra in enumerate(extras):
+        result = extra.batch.result
+        try:
+            if result.invalid:
+                reason = f"invalid batch: {result.invalid}"
+                logger.error("ingest batch %s rejected: %s", extra.task_id, reason)
+                dead_letter_note(task_id=extra.task_id, reason=reason)
+                metrics.BATCHES_REJECTED.inc()
+                coalescer().settle(extra, ack=False)
+                continue
+            if result.rejected:
+                events_dead_letter(
+                    tenant_id=extra.batch.tenant_id,
+                    rejected=result.rejected,
+                    request_id=extra.request_id,
+                    task_id=extra.task_id,
+                )
+            coalescer().settle(extra, ack=True)
+            logger.info(
+                "ingest message %s coalesced into %s: %s", extra.task_id, into, _outcome(result)
+            )
+        except BaseException:
+            coalescer().requeue(extras[index:])
+            raise
 
 
 def _reject(task, reason: str, details: str) -> None:

@@ -163,7 +163,7 @@ def _hashing_cpu_per_event(rows: list[dict]) -> float:
     """CPU µs per event of the ledger's hashing alone (``chain_cost``: canonical form +
     SHA-256, no database), on rows validated as the worker validates them."""
     from audit.ledger.chain import chain_cost
-    from audit.services.ingest import event_row
+    from audit.services.event_rows import event_row
 
     sample = [event_row(tenant_id=1, event=r) for r in rows[:2000]]
     started = time.process_time()

@@ -215,6 +215,11 @@ TRACELEDGER_INGEST_STATEMENT_TIMEOUT = env.float(
 # Retries of a transient failure (backoff 1, 2, 4 ... 60 s with jitter) before the batch is
 # dead-lettered.
 TRACELEDGER_INGEST_MAX_RETRIES = env.int("TRACELEDGER_INGEST_MAX_RETRIES", default=8)
+# Under load an ingest task takes up to this many more waiting messages (and about this many
+# events) from audit.ingest into its own transaction, acked after the commit (issue 9,
+# docs/ingest-worker.md). 0 stores one message per transaction.
+TRACELEDGER_INGEST_COALESCE_MESSAGES = env.int("TRACELEDGER_INGEST_COALESCE_MESSAGES", default=50)
+TRACELEDGER_INGEST_COALESCE_EVENTS = env.int("TRACELEDGER_INGEST_COALESCE_EVENTS", default=5000)
 
 # --- TraceLedger -----------------------------------------------------------------------
 TRACELEDGER_PUBLISH_TIMEOUT = env.float("TRACELEDGER_PUBLISH_TIMEOUT", default=1.0)

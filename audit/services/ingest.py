@@ -1,19 +1,18 @@
-"""The worker's write path: one queued batch becomes chained, stored, deduplicated rows.
+"""The worker's write path: queued batches become chained, stored, deduplicated rows.
 
-Contract of a batch (ARCHITECTURE §5, published by the API side): a list of flat event dicts,
-each carrying every column of ``AuditEvent`` except ``tenant``/``stored_at`` and the ledger
-fields. See ``docs/ingest-worker.md``.
+One transaction can hold the batches of several messages (``events_ingest_many``, issue 9):
+the transaction, the chain-head lock and the COPY are paid once for all of them. Contract of
+a batch (ARCHITECTURE §5, published by the API side): a list of flat event dicts, each
+carrying every column of ``AuditEvent`` except ``tenant``/``stored_at`` and the ledger fields.
+See ``docs/ingest-worker.md``.
 """
 
-import ipaddress
 import logging
-import re
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import orjson
 from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
@@ -22,61 +21,12 @@ from accounts.models import Tenant
 from audit import metrics_worker as metrics
 from audit.ledger.canonical import CanonicalError
 from audit.ledger.chain import chain_head_lock, chain_rows
-from audit.models import AuditEvent, Outcome, Severity
+from audit.models import AuditEvent
+from audit.services.event_rows import event_row, rows_copy
 from audit.signals import events_ingested
 
 logger = logging.getLogger(__name__)
 
-ACTION_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-OUTCOMES = frozenset(Outcome.values)
-SEVERITIES = frozenset(Severity.values)
-# field -> max length; the API enforces the same limits (ARCHITECTURE §4), we re-check because
-# a dead letter may have been edited by hand before it was replayed.
-STRING_FIELDS = {
-    "event_id": 128,
-    "action": 128,
-    "outcome": 8,
-    "severity": 8,
-    "actor_id": 256,
-    "actor_type": 64,
-    "actor_name": 256,
-    "target_id": 256,
-    "target_type": 64,
-    "target_name": 256,
-    "user_agent": 512,
-    "description": 2000,
-}
-REQUIRED_NON_EMPTY = ("event_id", "action", "actor_id")
-EVENT_KEYS = frozenset(
-    {"id", "occurred_at", "received_at", "source_ip", "metadata", *STRING_FIELDS}
-)
-METADATA_MAX_BYTES = 16 * 1024
-
-# Column order of the COPY below.
-COLUMNS = (
-    "id",
-    "tenant_id",
-    "event_id",
-    "occurred_at",
-    "received_at",
-    "stored_at",
-    "action",
-    "outcome",
-    "severity",
-    "actor_id",
-    "actor_type",
-    "actor_name",
-    "target_id",
-    "target_type",
-    "target_name",
-    "source_ip",
-    "user_agent",
-    "description",
-    "metadata",
-    "sequence",
-    "prev_hash",
-    "hash",
-)
 # Errors that mean "this row can never be stored as it is" (as opposed to OperationalError:
 # the database is unavailable, locked or cancelled us, and a retry may succeed).
 # CanonicalError: a value the ledger cannot hash exactly (e.g. an integer beyond 2**53).
@@ -99,135 +49,112 @@ class IngestResult:
     stored_ids: list[str] = field(default_factory=list)
     duplicates: int = 0
     rejected: list[RejectedEvent] = field(default_factory=list)
+    # Set when the batch as a whole is unusable (the message is dead-lettered whole).
+    invalid: str | None = None
 
 
-def _parse_time(value: object, name: str) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be an ISO 8601 string")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{name} is not an ISO 8601 timestamp: {value[:64]!r}") from None
-    if parsed.tzinfo is None:
-        raise ValueError(f"{name} has no UTC offset")
-    return parsed
+@dataclass
+class Batch:
+    """One message's events. ``result`` is filled in by ``events_ingest_many``."""
 
+    tenant_id: object
+    events: object
+    result: IngestResult = field(default_factory=IngestResult)
+    # Valid rows, first occurrence of each event_id within the batch, and the events as
+    # received (by id) for dead letters.
+    rows: list[dict] = field(default_factory=list, repr=False)
+    originals: dict[str, object] = field(default_factory=dict, repr=False)
 
-def event_row(*, tenant_id: int, event: object) -> dict:
-    """Validate one event of the message contract and return it as an AuditEvent row dict.
-
-    Cheap checks only (types, lengths, choices); raises ``ValueError`` naming the field.
-    """
-    if not isinstance(event, dict):
-        raise ValueError("event is not an object")
-    missing = EVENT_KEYS - event.keys()
-    if missing:
-        raise ValueError(f"missing fields: {', '.join(sorted(missing))}")
-    unknown = event.keys() - EVENT_KEYS
-    if unknown:
-        raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
-    row: dict = {"tenant_id": tenant_id}
-    try:
-        row["id"] = str(uuid.UUID(str(event["id"])))
-    except ValueError:
-        raise ValueError(f"id is not a UUID: {str(event['id'])[:64]!r}") from None
-    for name, max_length in STRING_FIELDS.items():
-        value = event[name]
-        if not isinstance(value, str):
-            raise ValueError(f"{name} must be a string")
-        if len(value) > max_length:
-            raise ValueError(f"{name} is longer than {max_length} characters")
-        row[name] = value
-    for name in REQUIRED_NON_EMPTY:
-        if not row[name]:
-            raise ValueError(f"{name} must not be empty")
-    if not ACTION_RE.match(row["action"]):
-        raise ValueError("action may only contain A-Z a-z 0-9 _ . : -")
-    if row["outcome"] not in OUTCOMES:
-        raise ValueError(f"outcome must be one of {', '.join(sorted(OUTCOMES))}")
-    if row["severity"] not in SEVERITIES:
-        raise ValueError(f"severity must be one of {', '.join(sorted(SEVERITIES))}")
-    row["occurred_at"] = _parse_time(event["occurred_at"], "occurred_at")
-    row["received_at"] = _parse_time(event["received_at"], "received_at")
-    source_ip = event["source_ip"]
-    if source_ip is not None:
-        if not isinstance(source_ip, str):
-            raise ValueError("source_ip must be a string or null")
-        try:
-            ipaddress.ip_address(source_ip)
-        except ValueError:
-            raise ValueError(f"source_ip is not an IP address: {source_ip[:64]!r}") from None
-    row["source_ip"] = source_ip
-    metadata = event["metadata"]
-    if not isinstance(metadata, dict):
-        raise ValueError("metadata must be an object")
-    try:
-        size = len(orjson.dumps(metadata))
-    except orjson.JSONEncodeError as exc:
-        raise ValueError(f"metadata cannot be stored as JSON: {exc}") from None
-    if size > METADATA_MAX_BYTES:
-        raise ValueError(f"metadata is larger than {METADATA_MAX_BYTES} bytes")
-    row["metadata"] = metadata
-    return row
-
-
-def _insert(*, rows: list[dict], stored_at: datetime) -> None:
-    """COPY the rows in one round trip (issue 9: ~4x the ORM's bulk_create)."""
-    sql = f"COPY {AuditEvent._meta.db_table} ({', '.join(COLUMNS)}) FROM STDIN"
-    with connection.cursor() as cursor:
-        raw = cursor.cursor  # Django's wrapper has no copy(); errors are still wrapped below
-        with connection.wrap_database_errors, raw.copy(sql) as copy:
-            for row in rows:
-                record = {
-                    **row,
-                    "stored_at": stored_at,
-                    "metadata": orjson.dumps(row["metadata"]).decode(),
-                }
-                copy.write_row([record[column] for column in COLUMNS])
-
-
-def _chain_and_insert(
-    *, head, rows: list[dict], events: dict[str, object], stored_at: datetime, isolate: bool
-) -> tuple[list[dict], list[RejectedEvent], float]:
-    """Chain and store ``rows``. Returns (stored rows, rejected events, seconds chaining).
-
-    Fast path (``isolate=False``): one COPY, no savepoint; a permanent error propagates and
-    the caller redoes the whole transaction with ``isolate=True``, which stores row by row
-    inside savepoints to find the culprits. The chain head is re-read after each rolled-back
-    savepoint, so the chain stays gap-free.
-    """
-    if not isolate:
-        started = time.perf_counter()
-        chain_rows(head=head, rows=rows)
-        chain_seconds = time.perf_counter() - started
-        _insert(rows=rows, stored_at=stored_at)
-        return rows, [], chain_seconds
-
-    stored: list[dict] = []
-    rejected: list[RejectedEvent] = []
-    chain_seconds = 0.0
-    for row in rows:
-        sid = transaction.savepoint()
-        try:
-            started = time.perf_counter()
-            chain_rows(head=head, rows=[row])
-            chain_seconds += time.perf_counter() - started
-            _insert(rows=[row], stored_at=stored_at)
-        except PERMANENT_DB_ERRORS as exc:
-            transaction.savepoint_rollback(sid)
-            head.refresh_from_db()
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-            rejected.append(
-                RejectedEvent(
-                    event=events[row["id"]],
-                    reason=f"{_refusal(exc)}: {first_line}"[:255],
-                    exception=f"{type(exc).__name__}: {exc}",
+    def prepare(self) -> None:
+        """Validate the batch and its events (CPU only); bad events are set aside alone."""
+        tenant_id, events = self.tenant_id, self.events
+        if not isinstance(tenant_id, int) or isinstance(tenant_id, bool):
+            self.result.invalid = f"tenant_id must be an integer, not {type(tenant_id).__name__}"
+            return
+        if not isinstance(events, list):
+            self.result.invalid = f"events must be a list, not {type(events).__name__}"
+            return
+        seen: set[str] = set()
+        for event in events:
+            try:
+                row = event_row(tenant_id=tenant_id, event=event)
+            except ValueError as exc:
+                self.result.rejected.append(
+                    RejectedEvent(event=event, reason=f"invalid event: {exc}")
                 )
-            )
-        else:
-            transaction.savepoint_commit(sid)
-            stored.append(row)
-    return stored, rejected, chain_seconds
+                continue
+            if row["event_id"] in seen:
+                self.result.duplicates += 1
+                continue
+            seen.add(row["event_id"])
+            self.rows.append(row)
+            self.originals[row["id"]] = event
+
+
+@dataclass
+class _Stored:
+    """What one transaction attempt did to one batch (discarded when the attempt fails)."""
+
+    stored_ids: list[str] = field(default_factory=list)
+    duplicates: int = 0
+    rejected: list[RejectedEvent] = field(default_factory=list)
+
+
+@dataclass
+class _Attempt:
+    batches: list[Batch]
+    outcome: dict[int, _Stored] = field(default_factory=dict)  # id(batch) -> what happened
+    ledger_seconds: float = 0.0
+
+    def of(self, batch: Batch) -> _Stored:
+        return self.outcome.setdefault(id(batch), _Stored())
+
+
+def _refusal(exc: Exception) -> str:
+    if isinstance(exc, CanonicalError):
+        return "ledger cannot hash the event"
+    return "database refused the event"
+
+
+def _rejection(event: object, exc: Exception) -> RejectedEvent:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+    return RejectedEvent(
+        event=event,
+        reason=f"{_refusal(exc)}: {first_line}"[:255],
+        exception=f"{type(exc).__name__}: {exc}",
+    )
+
+
+def _begin(*, tenant_ids: list[int]) -> set[int]:
+    """Bound lock waits and statements; return which of the tenants exist (one round trip).
+
+    ``lock_timeout``/``statement_timeout`` (transaction-local) turn a locked table or a stuck
+    statement into an OperationalError (55P03/57014), which the task retries with backoff,
+    instead of a task that hangs towards RabbitMQ's 30 min consumer timeout. Django's foreign
+    keys are DEFERRABLE INITIALLY DEFERRED: a missing tenant would only fail at COMMIT, as an
+    IntegrityError indistinguishable from a refused row, hence the explicit check.
+    """
+    sql = (
+        "SELECT set_config('lock_timeout', %s, true), "  # noqa: S608 (model table name)
+        "set_config('statement_timeout', %s, true), "
+        f"ARRAY(SELECT id FROM {Tenant._meta.db_table} WHERE id = ANY(%s))"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            [
+                f"{int(settings.TRACELEDGER_INGEST_LOCK_TIMEOUT * 1000)}ms",
+                f"{int(settings.TRACELEDGER_INGEST_STATEMENT_TIMEOUT * 1000)}ms",
+                tenant_ids,
+            ],
+        )
+        return set(cursor.fetchone()[2])
+
+
+def _tenants_existing(tenant_ids: list[int]) -> set[int]:
+    if not tenant_ids:
+        return set()
+    return set(Tenant.objects.filter(id__in=tenant_ids).values_list("id", flat=True))
 
 
 def _existing_event_ids(*, tenant_id: int, event_ids: list[str]) -> set[str]:
@@ -250,113 +177,169 @@ def _existing_event_ids(*, tenant_id: int, event_ids: list[str]) -> set[str]:
         return {row[0] for row in cursor.fetchall()}
 
 
-def _store_batch(
-    *, tenant_id: int, rows: list[dict], events: dict[str, object], isolate: bool
-) -> IngestResult:
-    """One transaction: lock the chain head, drop stored duplicates, chain, COPY, commit."""
-    result = IngestResult()
-    with transaction.atomic():
-        # Django's foreign keys are DEFERRABLE INITIALLY DEFERRED: a missing tenant would only
-        # fail at COMMIT, as an IntegrityError indistinguishable from a refused row. Ask.
-        if not _begin(tenant_id=tenant_id):
-            raise InvalidBatch(f"tenant {tenant_id} does not exist")
+def _new_rows_by_tenant(attempt: _Attempt) -> dict[int, list[tuple[Batch, dict]]]:
+    """Rows to store per tenant, in message order; later copies of an event_id are dups."""
+    by_tenant: dict[int, list[tuple[Batch, dict]]] = {}
+    seen: dict[int, set[str]] = {}
+    for batch in attempt.batches:
+        if batch.result.invalid:
+            continue
+        tenant_seen = seen.setdefault(batch.tenant_id, set())
+        for row in batch.rows:
+            if row["event_id"] in tenant_seen:
+                attempt.of(batch).duplicates += 1
+                continue
+            tenant_seen.add(row["event_id"])
+            by_tenant.setdefault(batch.tenant_id, []).append((batch, row))
+    return by_tenant
+
+
+def _chain_heads(attempt: _Attempt, by_tenant: dict) -> dict[int, object]:
+    """Lock each tenant's chain head (ascending tenant id, so two workers holding overlapping
+    tenants never deadlock) and drop what the tenant has stored already. Returns the heads."""
+    heads = {}
+    for tenant_id in sorted(by_tenant):
         started = time.perf_counter()
-        head = chain_head_lock(tenant_id=tenant_id)
-        lock_seconds = time.perf_counter() - started
+        heads[tenant_id] = chain_head_lock(tenant_id=tenant_id)
+        attempt.ledger_seconds += time.perf_counter() - started
         # Queried under the chain-head lock: a concurrent batch of this tenant has either
         # committed (and is visible here, READ COMMITTED) or is waiting behind us.
-        existing = _existing_event_ids(tenant_id=tenant_id, event_ids=[r["event_id"] for r in rows])
-        if existing:
-            result.duplicates = sum(1 for r in rows if r["event_id"] in existing)
-            rows = [r for r in rows if r["event_id"] not in existing]
-        if not rows:
-            return result
-        stored_at = timezone.now()
-        rows, result.rejected, chain_seconds = _chain_and_insert(
-            head=head, rows=rows, events=events, stored_at=stored_at, isolate=isolate
+        pairs = by_tenant[tenant_id]
+        existing = _existing_event_ids(
+            tenant_id=tenant_id, event_ids=[row["event_id"] for _, row in pairs]
         )
-        result.stored_ids = [r["id"] for r in rows]
-        if result.stored_ids:
-            ids = list(result.stored_ids)
-            transaction.on_commit(
-                lambda: events_ingested.send(sender=AuditEvent, tenant_id=tenant_id, event_ids=ids)
+        if existing:
+            for batch, row in pairs:
+                if row["event_id"] in existing:
+                    attempt.of(batch).duplicates += 1
+            by_tenant[tenant_id] = [p for p in pairs if p[1]["event_id"] not in existing]
+    return heads
+
+
+def _insert_fast(attempt: _Attempt, by_tenant: dict, heads: dict, stored_at: datetime) -> None:
+    """One ``chain_rows`` per tenant and one COPY for everything; no savepoint. A permanent
+    error propagates and the caller redoes the transaction with ``_insert_isolated``."""
+    everything = []
+    for tenant_id, pairs in by_tenant.items():
+        rows = [row for _, row in pairs]
+        started = time.perf_counter()
+        chain_rows(head=heads[tenant_id], rows=rows)
+        attempt.ledger_seconds += time.perf_counter() - started
+        everything += rows
+    rows_copy(rows=everything, stored_at=stored_at)
+    for pairs in by_tenant.values():
+        for batch, row in pairs:
+            attempt.of(batch).stored_ids.append(row["id"])
+
+
+def _insert_isolated(attempt: _Attempt, by_tenant: dict, heads: dict, stored_at: datetime) -> None:
+    """Row by row inside savepoints, to store everything but the rows the database refuses.
+    The chain head is re-read after each rolled-back savepoint, so the chain stays gap-free."""
+    for tenant_id, pairs in by_tenant.items():
+        head = heads[tenant_id]
+        for batch, row in pairs:
+            sid = transaction.savepoint()
+            try:
+                started = time.perf_counter()
+                chain_rows(head=head, rows=[row])
+                attempt.ledger_seconds += time.perf_counter() - started
+                rows_copy(rows=[row], stored_at=stored_at)
+            except PERMANENT_DB_ERRORS as exc:
+                transaction.savepoint_rollback(sid)
+                head.refresh_from_db()
+                attempt.of(batch).rejected.append(_rejection(batch.originals[row["id"]], exc))
+            else:
+                transaction.savepoint_commit(sid)
+                attempt.of(batch).stored_ids.append(row["id"])
+
+
+def _announce(attempt: _Attempt) -> None:
+    """After commit, one ``events_ingested`` per tenant with every id it stored."""
+    stored: dict[int, list[str]] = {}
+    for batch in attempt.batches:
+        ids = attempt.of(batch).stored_ids
+        if ids:
+            stored.setdefault(batch.tenant_id, []).extend(ids)
+    for tenant_id, ids in stored.items():
+        transaction.on_commit(
+            lambda t=tenant_id, i=ids: events_ingested.send(
+                sender=AuditEvent, tenant_id=t, event_ids=i
             )
-    metrics.LEDGER_SECONDS.observe(lock_seconds + chain_seconds)
-    for row in rows:
-        metrics.INGEST_LAG.observe(max(0.0, (stored_at - row["received_at"]).total_seconds()))
-    return result
+        )
 
 
-def _refusal(exc: Exception) -> str:
-    if isinstance(exc, CanonicalError):
-        return "ledger cannot hash the event"
-    return "database refused the event"
+def _store(attempt: _Attempt, *, more: Callable[[], list[Batch]] | None, isolate: bool) -> datetime:
+    """One transaction over every batch of the attempt, plus those ``more`` adds."""
+    with transaction.atomic():
+        wanted = sorted({b.tenant_id for b in attempt.batches if not b.result.invalid})
+        existing = _begin(tenant_ids=wanted)
+        if more is not None:
+            # Asked only now that the database has answered: during an outage no extra
+            # message is taken (and requeued, which counts towards its delivery limit).
+            extra = more()
+            for batch in extra:
+                batch.prepare()
+            attempt.batches += extra
+            new = {b.tenant_id for b in extra if not b.result.invalid} - set(wanted)
+            existing |= _tenants_existing(sorted(new))
+        for batch in attempt.batches:
+            if not batch.result.invalid and batch.tenant_id not in existing:
+                batch.result.invalid = f"tenant {batch.tenant_id} does not exist"
+        by_tenant = _new_rows_by_tenant(attempt)
+        heads = _chain_heads(attempt, by_tenant)
+        stored_at = timezone.now()
+        by_tenant = {tenant_id: pairs for tenant_id, pairs in by_tenant.items() if pairs}
+        if by_tenant:
+            insert = _insert_isolated if isolate else _insert_fast
+            insert(attempt, by_tenant, heads, stored_at)
+        _announce(attempt)
+    return stored_at
+
+
+def events_ingest_many(
+    batches: list[Batch], *, more: Callable[[], list[Batch]] | None = None
+) -> list[Batch]:
+    """Store several batches exactly once per (tenant, event_id), chained, in one transaction.
+
+    ``more``, when given, is called once inside the transaction after the database has
+    answered and returns further batches to store with these (the worker's extra messages).
+    Returns every batch, each with its ``result``: stored ids, duplicates dropped, events to
+    dead-letter on their own (invalid, or refused by the database), or ``invalid`` when the
+    batch as a whole is unusable. Raises ``django.db.OperationalError`` (or another
+    ``DatabaseError``) when the database is unavailable: the caller retries.
+    """
+    attempt = _Attempt(batches=list(batches))
+    for batch in attempt.batches:
+        batch.prepare()
+    try:
+        stored_at = _store(attempt, more=more, isolate=False)
+    except PERMANENT_DB_ERRORS:
+        # Rare: some row is refused. Redo everything row by row to store the others.
+        attempt = _Attempt(batches=attempt.batches)
+        stored_at = _store(attempt, more=None, isolate=True)
+    stored = duplicates = 0
+    for batch in attempt.batches:
+        outcome = attempt.of(batch)
+        batch.result.stored_ids = outcome.stored_ids
+        batch.result.duplicates += outcome.duplicates
+        batch.result.rejected += outcome.rejected
+        stored += len(outcome.stored_ids)
+        duplicates += batch.result.duplicates
+        stored_ids = set(outcome.stored_ids)
+        for row in batch.rows:
+            if row["id"] in stored_ids:
+                lag = (stored_at - row["received_at"]).total_seconds()
+                metrics.INGEST_LAG.observe(max(0.0, lag))
+    if stored:
+        metrics.LEDGER_SECONDS.observe(attempt.ledger_seconds)
+    metrics.EVENTS_STORED.inc(stored)
+    metrics.DUPLICATES_DROPPED.inc(duplicates)
+    return attempt.batches
 
 
 def events_ingest(*, tenant_id: int, events: list[dict]) -> IngestResult:
-    """Store a batch exactly once per (tenant, event_id), chained, in one transaction.
-
-    Returns what was stored, how many duplicates were dropped and the events that must be
-    dead-lettered on their own (invalid, or refused by the database). Raises
-    ``InvalidBatch`` when the message as a whole is unusable and ``django.db.OperationalError``
-    (or another ``DatabaseError``) when the database is unavailable: the caller retries.
-    """
-    if not isinstance(tenant_id, int) or isinstance(tenant_id, bool):
-        raise InvalidBatch(f"tenant_id must be an integer, not {type(tenant_id).__name__}")
-    if not isinstance(events, list):
-        raise InvalidBatch(f"events must be a list, not {type(events).__name__}")
-
-    result = IngestResult()
-    rows: list[dict] = []
-    seen: set[str] = set()
-    originals: dict[str, object] = {}  # id -> the event as received, for dead letters
-    for event in events:
-        try:
-            row = event_row(tenant_id=tenant_id, event=event)
-        except ValueError as exc:
-            result.rejected.append(RejectedEvent(event=event, reason=f"invalid event: {exc}"))
-            continue
-        if row["event_id"] in seen:
-            result.duplicates += 1
-            continue
-        seen.add(row["event_id"])
-        rows.append(row)
-        originals[row["id"]] = event
-
-    if rows:
-        try:
-            stored = _store_batch(tenant_id=tenant_id, rows=rows, events=originals, isolate=False)
-        except PERMANENT_DB_ERRORS:
-            # Rare: some row is refused. Redo the batch row by row to store the others.
-            stored = _store_batch(tenant_id=tenant_id, rows=rows, events=originals, isolate=True)
-        result.stored_ids = stored.stored_ids
-        result.duplicates += stored.duplicates
-        result.rejected += stored.rejected
-
-    metrics.EVENTS_STORED.inc(len(result.stored_ids))
-    metrics.DUPLICATES_DROPPED.inc(result.duplicates)
-    return result
-
-
-def _begin(*, tenant_id: int) -> bool:
-    """Bound lock waits and statements; return whether the tenant exists (one round trip).
-
-    ``lock_timeout``/``statement_timeout`` (transaction-local) turn a locked table or a stuck
-    statement into an OperationalError (55P03/57014), which the task retries with backoff,
-    instead of a task that hangs towards RabbitMQ's 30 min consumer timeout.
-    """
-    sql = (
-        "SELECT set_config('lock_timeout', %s, true), "  # noqa: S608 (model table name)
-        "set_config('statement_timeout', %s, true), "
-        f"EXISTS (SELECT 1 FROM {Tenant._meta.db_table} WHERE id = %s)"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            sql,
-            [
-                f"{int(settings.TRACELEDGER_INGEST_LOCK_TIMEOUT * 1000)}ms",
-                f"{int(settings.TRACELEDGER_INGEST_STATEMENT_TIMEOUT * 1000)}ms",
-                tenant_id,
-            ],
-        )
-        return cursor.fetchone()[2]
+    """Store one batch (see ``events_ingest_many``); ``InvalidBatch`` when it is unusable."""
+    (batch,) = events_ingest_many([Batch(tenant_id=tenant_id, events=events)])
+    if batch.result.invalid:
+        raise InvalidBatch(batch.result.invalid)
+    return batch.result

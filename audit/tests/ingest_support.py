@@ -47,6 +47,15 @@ def publish(*, tenant_id: int, events: list[dict], request_id: str | None = "req
     return result.id
 
 
+def settled_line(log: str, task_id: str) -> str | None:
+    """The worker's log line saying how message ``task_id`` ended: its own task succeeded,
+    or another task stored it in its transaction (coalesced)."""
+    for line in log.splitlines():
+        if f"{task_id}] succeeded" in line or f"ingest message {task_id} coalesced" in line:
+            return line
+    return None
+
+
 def wait_until(predicate, *, timeout: float = 20, interval: float = 0.1, what: str = ""):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

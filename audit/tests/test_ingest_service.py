@@ -7,7 +7,8 @@ import pytest
 
 from audit.ledger.canonical import event_hash
 from audit.models import AuditEvent, ChainHead
-from audit.services.ingest import InvalidBatch, event_row, events_ingest
+from audit.services.event_rows import event_row
+from audit.services.ingest import InvalidBatch, events_ingest
 from audit.signals import events_ingested
 from audit.tests.ingest_support import make_event
 

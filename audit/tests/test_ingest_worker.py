@@ -11,7 +11,14 @@ from django.db import connection
 
 from audit.models import AuditEvent
 from audit.services.ingest import events_ingest
-from audit.tests.ingest_support import make_event, publish, purge_queues, queue_depth, wait_until
+from audit.tests.ingest_support import (
+    make_event,
+    publish,
+    purge_queues,
+    queue_depth,
+    settled_line,
+    wait_until,
+)
 from audit.tests.test_ingest_service import chain_verifies
 from testsupport.worker import WorkerProcess
 from traceledger.queues import DLQ, INGEST_QUEUE
@@ -188,12 +195,12 @@ def test_a_worker_killed_mid_batch_stores_every_event_once_after_restart(tenant)
     try:
         wait_stored(tenant.pk, 201)
         late = publish(tenant_id=tenant.pk, events=batch)  # and a late duplicate for good measure
-        wait_until(lambda: f"{late}] succeeded" in second.log(), what="the late duplicate")
+        line = wait_until(lambda: settled_line(second.log(), late), what="the late duplicate")
     finally:
         second.stop()
 
     assert stored_count(tenant.pk) == 201
-    assert "'duplicates': 200" in second.log()
+    assert "'duplicates': 200" in line
     assert chain_verifies(tenant.pk)
 
 
@@ -344,7 +351,7 @@ def test_the_worker_metrics_reach_the_multiprocess_registry(tenant, tmp_path):
         events = [make_event() for _ in range(7)]
         publish(tenant_id=tenant.pk, events=events)
         late = publish(tenant_id=tenant.pk, events=events[:3])
-        wait_until(lambda: f"{late}] succeeded" in worker.log(), what="both batches")
+        wait_until(lambda: settled_line(worker.log(), late), what="both batches")
     finally:
         worker.stop()
 

@@ -210,5 +210,5 @@ def _tasks_succeeded(worker) -> int:
     return sum(
         1
         for line in worker.log().splitlines()
-        if "audit.ingest_batch[" in line and "succeeded" in line
+        if ("audit.ingest_batch[" in line and "succeeded" in line) or " coalesced into " in line
     )

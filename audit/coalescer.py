@@ -1,0 +1,204 @@
+"""Waiting ingest messages that join the running task's transaction (issue 9).
+
+Celery acks each message when its own task returns, so batching several messages inside
+Celery's task model would ack them before their rows commit (celery-batches acks a flush's
+messages when it returns, failed or not). Instead an ingest task keeps Celery's semantics for
+its own message (retries, reject to the DLQ, requeue when its process dies) and, once the
+database has answered, takes up to ``TRACELEDGER_INGEST_COALESCE_MESSAGES`` more messages
+from ``audit.ingest`` with ``basic.get`` on a connection of its own (manual ack). They join
+the same transaction and are:
+
+* acked after the commit (and after their invalid or refused events are dead-lettered);
+* requeued when the transaction fails (the task's own message retries);
+* rejected without requeue (RabbitMQ dead-letters them) when they break the contract;
+* requeued by RabbitMQ when the process dies: the connection closes with them unacked.
+
+Idle or lightly loaded, the queue is empty and a task stores its own message alone, so
+coalescing adds no latency; under load transactions grow up to the limits.
+"""
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import orjson
+from django.conf import settings
+from kombu import Connection
+
+from audit.services.dead_letters import dead_letter_note
+from audit.services.ingest import Batch
+from traceledger.queues import INGEST_QUEUE
+
+logger = logging.getLogger(__name__)
+
+TASK_NAME = "audit.ingest_batch"
+CONTRACT_KWARGS = frozenset({"tenant_id", "events", "request_id"})
+# Bounds for a broker that hangs or is gone: a task never waits long for extras, and after a
+# failure it does not try again for a while (its own message is processed regardless).
+SOCKET_TIMEOUT = 2.0
+BACKOFF_SECONDS = 5.0
+
+
+def contract_violation(args, kwargs) -> str | None:
+    """Why a task message's arguments break the ``audit.ingest_batch`` contract, or None."""
+    if not isinstance(kwargs, dict):
+        return f"kwargs is a {type(kwargs).__name__}, not an object"
+    unknown = set(kwargs) - CONTRACT_KWARGS
+    if args or unknown or "tenant_id" not in kwargs or "events" not in kwargs:
+        return f"positional args: {len(args or ())}; kwargs: {sorted(kwargs)}"
+    return None
+
+
+@dataclass
+class Extra:
+    """A message taken from the queue and the batch it carries."""
+
+    message: object
+    task_id: str
+    request_id: str | None
+    batch: Batch
+
+
+class Coalescer:
+    """One per worker process (created after the fork); not thread-safe, like a pool child."""
+
+    def __init__(self, broker_url: str):
+        self.broker_url = broker_url
+        self.pid = os.getpid()
+        self._conn: Connection | None = None
+        self._queue = None
+        self._skip_until = 0.0
+
+    def take(self, *, max_messages: int, max_events: int) -> list[Extra]:
+        """Up to ``max_messages`` waiting messages carrying about ``max_events`` events.
+
+        Never raises: a broker that fails only means no extras this time.
+        """
+        if max_messages <= 0 or time.monotonic() < self._skip_until:
+            return []
+        taken: list[Extra] = []
+        events = 0
+        try:
+            queue = self._bound_queue()
+            while len(taken) < max_messages and events < max_events:
+                message = queue.get(no_ack=False)
+                if message is None:
+                    break
+                extra = self._extra(message)
+                if extra is not None:
+                    taken.append(extra)
+                    events += len(extra.batch.events) if isinstance(extra.batch.events, list) else 1
+        except Exception:
+            logger.warning("no extra ingest messages this time: broker error", exc_info=True)
+            self._fail()
+        return taken
+
+    def settle(self, extra: Extra, *, ack: bool) -> None:
+        """Ack (stored) or reject without requeue (dead-lettered by RabbitMQ)."""
+        try:
+            if ack:
+                extra.message.ack()
+            else:
+                extra.message.reject(requeue=False)
+        except Exception:
+            # Unacked on a dead channel: RabbitMQ redelivers it and the worker drops the
+            # duplicates, or rejects the same poison again.
+            logger.warning("could not settle extra ingest message %s", extra.task_id, exc_info=True)
+            self._fail()
+
+    def requeue(self, extras: list[Extra]) -> None:
+        """Give messages back after a failed transaction (best effort: a closed channel
+        requeues them anyway)."""
+        for extra in extras:
+            try:
+                extra.message.requeue()
+            except Exception:
+                logger.warning("could not requeue extra ingest messages", exc_info=True)
+                self._fail()
+                return
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.release()
+            except Exception:  # closing a broken connection; nothing left to do
+                logger.debug("closing the coalescer connection failed", exc_info=True)
+        self._conn = self._queue = None
+
+    def _bound_queue(self):
+        if self._queue is None:
+            conn = Connection(
+                self.broker_url,
+                connect_timeout=SOCKET_TIMEOUT,
+                heartbeat=0,
+                transport_options={
+                    "read_timeout": SOCKET_TIMEOUT,
+                    "write_timeout": SOCKET_TIMEOUT,
+                    "client_properties": {
+                        "connection_name": f"traceledger-ingest-coalescer-{os.getpid()}"
+                    },
+                },
+            )
+            self._conn = conn
+            conn.ensure_connection(max_retries=0, timeout=SOCKET_TIMEOUT)
+            self._queue = INGEST_QUEUE(conn.channel())
+        return self._queue
+
+    def _fail(self) -> None:
+        self.close()
+        self._skip_until = time.monotonic() + BACKOFF_SECONDS
+
+    def _extra(self, message) -> Extra | None:
+        """The message as an ``Extra``; a message breaking the contract is rejected to the
+        DLQ here (with a note for ``drain_dlq``) and None returned."""
+        headers = message.headers or {}
+        task_id = str(headers.get("id") or "")
+        kwargs, reason, details = _decode(message, headers)
+        if kwargs is None:
+            logger.error("extra ingest message %s rejected: %s %s", task_id, reason, details)
+            dead_letter_note(task_id=task_id, reason=reason, exception=details)
+            message.reject(requeue=False)
+            return None
+        return Extra(
+            message=message,
+            task_id=task_id,
+            request_id=kwargs.get("request_id"),
+            batch=Batch(tenant_id=kwargs["tenant_id"], events=kwargs["events"]),
+        )
+
+
+def _decode(message, headers: dict) -> tuple[dict | None, str, str]:
+    """(kwargs, "", "") for a message of the contract, else (None, reason, details)."""
+    if headers.get("task") != TASK_NAME:
+        return None, f"not an {TASK_NAME} message", f"task header: {headers.get('task')!r}"
+    if message.content_type != "application/json":
+        return None, "message is not JSON", f"content type: {message.content_type!r}"
+    try:
+        args, kwargs, _embed = orjson.loads(message.body)
+    except (orjson.JSONDecodeError, TypeError, ValueError):
+        return None, "body is not a Celery protocol 2 JSON message", ""
+    violation = contract_violation(args, kwargs)
+    if violation:
+        return None, "message does not follow the audit.ingest_batch contract", violation
+    return kwargs, "", ""
+
+
+_coalescer: Coalescer | None = None
+
+
+def coalescer() -> Coalescer:
+    """This process's coalescer (a forked pool child gets its own, never its parent's)."""
+    global _coalescer
+    if _coalescer is None or _coalescer.pid != os.getpid():
+        from traceledger.celery import app
+
+        _coalescer = Coalescer(app.conf.broker_url)
+    return _coalescer
+
+
+def coalesce_limits() -> dict:
+    return {
+        "max_messages": settings.TRACELEDGER_INGEST_COALESCE_MESSAGES,
+        "max_events": settings.TRACELEDGER_INGEST_COALESCE_EVENTS,
+    }

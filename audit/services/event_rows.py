@@ -1,0 +1,151 @@
+"""One event of the ingest message contract → an ``AuditEvent`` row, and COPY of rows.
+
+The worker re-validates cheaply what the API validated: a replayed dead letter may have been
+edited by hand. See ``docs/ingest-worker.md`` for the message contract.
+"""
+
+import ipaddress
+import re
+import uuid
+from datetime import datetime
+
+import orjson
+from django.db import connection
+
+from audit.models import AuditEvent, Outcome, Severity
+
+ACTION_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+OUTCOMES = frozenset(Outcome.values)
+SEVERITIES = frozenset(Severity.values)
+# field -> max length; the API enforces the same limits (ARCHITECTURE §4), we re-check because
+# a dead letter may have been edited by hand before it was replayed.
+STRING_FIELDS = {
+    "event_id": 128,
+    "action": 128,
+    "outcome": 8,
+    "severity": 8,
+    "actor_id": 256,
+    "actor_type": 64,
+    "actor_name": 256,
+    "target_id": 256,
+    "target_type": 64,
+    "target_name": 256,
+    "user_agent": 512,
+    "description": 2000,
+}
+REQUIRED_NON_EMPTY = ("event_id", "action", "actor_id")
+EVENT_KEYS = frozenset(
+    {"id", "occurred_at", "received_at", "source_ip", "metadata", *STRING_FIELDS}
+)
+METADATA_MAX_BYTES = 16 * 1024
+
+# Column order of the COPY below.
+COLUMNS = (
+    "id",
+    "tenant_id",
+    "event_id",
+    "occurred_at",
+    "received_at",
+    "stored_at",
+    "action",
+    "outcome",
+    "severity",
+    "actor_id",
+    "actor_type",
+    "actor_name",
+    "target_id",
+    "target_type",
+    "target_name",
+    "source_ip",
+    "user_agent",
+    "description",
+    "metadata",
+    "sequence",
+    "prev_hash",
+    "hash",
+)
+
+
+def _parse_time(value: object, name: str) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be an ISO 8601 string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{name} is not an ISO 8601 timestamp: {value[:64]!r}") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{name} has no UTC offset")
+    return parsed
+
+
+def event_row(*, tenant_id: int, event: object) -> dict:
+    """Validate one event of the message contract and return it as an AuditEvent row dict.
+
+    Cheap checks only (types, lengths, choices); raises ``ValueError`` naming the field.
+    """
+    if not isinstance(event, dict):
+        raise ValueError("event is not an object")
+    missing = EVENT_KEYS - event.keys()
+    if missing:
+        raise ValueError(f"missing fields: {', '.join(sorted(missing))}")
+    unknown = event.keys() - EVENT_KEYS
+    if unknown:
+        raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
+    row: dict = {"tenant_id": tenant_id}
+    try:
+        row["id"] = str(uuid.UUID(str(event["id"])))
+    except ValueError:
+        raise ValueError(f"id is not a UUID: {str(event['id'])[:64]!r}") from None
+    for name, max_length in STRING_FIELDS.items():
+        value = event[name]
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string")
+        if len(value) > max_length:
+            raise ValueError(f"{name} is longer than {max_length} characters")
+        row[name] = value
+    for name in REQUIRED_NON_EMPTY:
+        if not row[name]:
+            raise ValueError(f"{name} must not be empty")
+    if not ACTION_RE.match(row["action"]):
+        raise ValueError("action may only contain A-Z a-z 0-9 _ . : -")
+    if row["outcome"] not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {', '.join(sorted(OUTCOMES))}")
+    if row["severity"] not in SEVERITIES:
+        raise ValueError(f"severity must be one of {', '.join(sorted(SEVERITIES))}")
+    row["occurred_at"] = _parse_time(event["occurred_at"], "occurred_at")
+    row["received_at"] = _parse_time(event["received_at"], "received_at")
+    source_ip = event["source_ip"]
+    if source_ip is not None:
+        if not isinstance(source_ip, str):
+            raise ValueError("source_ip must be a string or null")
+        try:
+            ipaddress.ip_address(source_ip)
+        except ValueError:
+            raise ValueError(f"source_ip is not an IP address: {source_ip[:64]!r}") from None
+    row["source_ip"] = source_ip
+    metadata = event["metadata"]
+    if not isinstance(metadata, dict):
+        raise ValueError("metadata must be an object")
+    try:
+        size = len(orjson.dumps(metadata))
+    except orjson.JSONEncodeError as exc:
+        raise ValueError(f"metadata cannot be stored as JSON: {exc}") from None
+    if size > METADATA_MAX_BYTES:
+        raise ValueError(f"metadata is larger than {METADATA_MAX_BYTES} bytes")
+    row["metadata"] = metadata
+    return row
+
+
+def rows_copy(*, rows: list[dict], stored_at: datetime) -> None:
+    """COPY the rows in one round trip (issue 9: ~4x the ORM's bulk_create)."""
+    sql = f"COPY {AuditEvent._meta.db_table} ({', '.join(COLUMNS)}) FROM STDIN"
+    with connection.cursor() as cursor:
+        raw = cursor.cursor  # Django's wrapper has no copy(); errors are still wrapped below
+        with connection.wrap_database_errors, raw.copy(sql) as copy:
+            for row in rows:
+                record = {
+                    **row,
+                    "stored_at": stored_at,
+                    "metadata": orjson.dumps(row["metadata"]).decode(),
+                }
+                copy.write_row([record[column] for column in COLUMNS])
