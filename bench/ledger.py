@@ -90,7 +90,14 @@ def _timed_ledger(timer: dict):
     """Wraps the service's ledger calls with timers (this process only)."""
     from audit.services import ingest
 
-    lock, rows = ingest.chain_head_lock, ingest.chain_rows
+    lock, rows, prepare = ingest.chain_head_lock, ingest.chain_rows, ingest.chain_prepare
+
+    def timed_prepare(row):
+        t0 = time.perf_counter()
+        try:
+            return prepare(row)
+        finally:
+            timer["rows"] += time.perf_counter() - t0
 
     def timed_lock(**kwargs):
         t0 = time.perf_counter()
@@ -107,10 +114,12 @@ def _timed_ledger(timer: dict):
             timer["rows"] += time.perf_counter() - t0
 
     ingest.chain_head_lock, ingest.chain_rows = timed_lock, timed_rows
+    ingest.chain_prepare = timed_prepare
     try:
         yield
     finally:
         ingest.chain_head_lock, ingest.chain_rows = lock, rows
+        ingest.chain_prepare = prepare
 
 
 @contextmanager
@@ -133,7 +142,7 @@ def _without_chaining():
             )
         return ChainHead(tenant_id=tenant_id, sequence=counters[tenant_id])
 
-    def no_hash(*, head, rows):
+    def no_hash(*, head, rows, templates=None):
         sequence = head.sequence
         for row in rows:
             sequence += 1
@@ -142,11 +151,14 @@ def _without_chaining():
             row["prev_hash"] = row["hash"] = ZERO_HASH
         counters[head.tenant_id] = head.sequence = sequence
 
+    prepare = ingest.chain_prepare
     ingest.chain_head_lock, ingest.chain_rows = no_lock, no_hash
+    ingest.chain_prepare = lambda row: (b"", b"")
     try:
         yield
     finally:
         ingest.chain_head_lock, ingest.chain_rows = lock, rows
+        ingest.chain_prepare = prepare
 
 
 def _ingest_all(*, tenant_id: int, batches: list[list[dict]]) -> tuple[float, int]:

@@ -93,9 +93,13 @@ def _group_pids(pgid: int) -> list[int]:
 class Web(Managed):
     name = "web"
 
-    def __init__(self, *, port: int, env: dict[str, str], log_path: Path, workers: int = 2):
+    def __init__(
+        self, *, port: int, env: dict[str, str], log_path: Path, workers: int = 2, threads: int = 1
+    ):
         self.port = port
         bin_dir = Path(sys.executable).parent
+        # More than one thread: gthread, as the product's gunicorn.conf.py runs it.
+        threading = ["--worker-class", "gthread", "--threads", str(threads)] if threads > 1 else []
         super().__init__(
             argv=[
                 str(bin_dir / "gunicorn"),
@@ -106,6 +110,7 @@ class Web(Managed):
                 f"127.0.0.1:{port}",
                 "--workers",
                 str(workers),
+                *threading,
             ],
             env=env,
             log_path=log_path,

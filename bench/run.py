@@ -63,6 +63,12 @@ def parse_args(argv):
     parser.add_argument("--sustain", type=int, help="seconds of the keep-up run (0 = skip)")
     parser.add_argument("--port", type=int, default=8171, help="port of the bench gunicorn")
     parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument(
+        "--web-threads",
+        type=int,
+        default=4,
+        help="threads per web worker, gthread as gunicorn.conf.py ships (4); 1 = sync workers",
+    )
     parser.add_argument("--worker-concurrency", type=int, default=2)
     parser.add_argument(
         "--database-url",
@@ -114,7 +120,13 @@ def main(argv=None) -> int:
     fixtures = _fixtures()
 
     proc_env = process_env(services=services, metrics_dir=logs / "metrics")
-    web = Web(port=args.port, env=proc_env, log_path=logs / "web.log", workers=args.web_workers)
+    web = Web(
+        port=args.port,
+        env=proc_env,
+        log_path=logs / "web.log",
+        workers=args.web_workers,
+        threads=args.web_threads,
+    )
     worker = Worker(env=proc_env, log_path=logs / "worker.log", concurrency=args.worker_concurrency)
     results: dict = {
         "run": {
@@ -127,7 +139,11 @@ def main(argv=None) -> int:
             "git_commit": _git_commit(),
             "database": services.database_name,
             "vhost": services.vhost,
-            "web": f"gunicorn sync x{args.web_workers}",
+            "web": (
+                f"gunicorn gthread x{args.web_workers} ({args.web_threads} threads)"
+                if args.web_threads > 1
+                else f"gunicorn sync x{args.web_workers}"
+            ),
             "worker": f"celery prefork -c {args.worker_concurrency}",
         }
     }

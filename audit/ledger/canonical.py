@@ -205,3 +205,28 @@ def event_hash(prev_hash: str, row: Mapping[str, Any] | Any) -> str:
     except ValueError as exc:
         raise CanonicalError(f"prev_hash is not hex: {prev_hash!r}") from exc
     return hashlib.sha256(prev + canonical_bytes(row)).hexdigest()
+
+
+# In canonical bytes the top-level ``sequence`` is followed by ``severity`` (JCS sorts keys),
+# and everything after it is a flat string or null, whose quotes are escaped: the *last*
+# occurrence of this pattern is the top-level one even if metadata holds the same keys.
+_SEQUENCE_SLOT = b',"sequence":0,"severity":'
+_SLOT_VALUE_AT = len(b',"sequence":')
+
+
+def canonical_template(row: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    """``canonical_bytes(row)`` without its sequence, as (head, tail): for any sequence n,
+    ``head + str(n).encode() + tail`` are the row's canonical bytes. Lets the ingest worker
+    do the canonical form before it takes the chain-head lock and only hash under it."""
+    data = canonical_bytes({**row, "sequence": 0})
+    slot = data.rfind(_SEQUENCE_SLOT)
+    if slot < 0:  # cannot happen for a canonical object; refuse rather than mis-hash
+        raise CanonicalError("canonical form has no top-level sequence")
+    split = slot + _SLOT_VALUE_AT
+    return data[:split], data[split + 1 :]
+
+
+def event_hash_templated(prev_hash: str, template: tuple[bytes, bytes], sequence: int) -> str:
+    """``event_hash`` of the row whose ``canonical_template`` is ``template``."""
+    head, tail = template
+    return hashlib.sha256(bytes.fromhex(prev_hash) + head + b"%d" % sequence + tail).hexdigest()

@@ -15,10 +15,12 @@ from audit.ledger.canonical import (
     GENESIS_HASH,
     CanonicalError,
     canonical_bytes,
+    canonical_template,
     event_hash,
+    event_hash_templated,
     jcs_dumps,
 )
-from audit.ledger.chain import chain_head_lock, chain_rows
+from audit.ledger.chain import chain_head_lock, chain_prepare, chain_rows
 from audit.models import AuditEvent, ChainHead
 from audit.tests.ledger_factories import chained_events_create, event_row
 
@@ -229,3 +231,48 @@ def _tool_module():
     from audit.tests.test_ledger_offline_tool import _tool_module as load
 
     return load()
+
+
+TRICKY_TEXT = st.sampled_from(
+    ['"sequence":0', ',"sequence":0,"severity":"', '\\",\\"sequence\\":0', "plain", ""]
+) | st.text(max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    metadata=st.dictionaries(
+        st.sampled_from(["sequence", "severity", "a", "z"]) | st.text(max_size=8),
+        JSON_VALUES | st.integers(0, 9),
+        max_size=5,
+    ),
+    text=TRICKY_TEXT,
+    sequence=st.integers(min_value=1, max_value=2**53 - 1),
+)
+def test_a_template_made_before_the_lock_hashes_exactly_as_the_whole_row(metadata, text, sequence):
+    """The worker splits the canonical bytes around the sequence before it takes the lock;
+    metadata or strings that look like the sequence's own bytes must not fool the split."""
+    row = event_row(tenant_id=1, description=text, target_name=text, metadata=metadata)
+    try:
+        expected = event_hash(GENESIS_HASH, {**row, "sequence": sequence})
+    except CanonicalError:
+        with pytest.raises(CanonicalError):
+            canonical_template(row)
+        return
+    assert event_hash_templated(GENESIS_HASH, canonical_template(row), sequence) == expected
+
+
+def test_chain_rows_with_templates_stores_what_verifies(tenant):
+    rows = [
+        event_row(tenant_id=tenant.pk, n=n, metadata={"sequence": 0, "severity": n})
+        for n in range(5)
+    ]
+    templates = [chain_prepare(row) for row in rows]
+    with transaction.atomic():
+        head = chain_head_lock(tenant_id=tenant.pk)
+        chain_rows(head=head, rows=rows, templates=templates)
+        AuditEvent.objects.bulk_create([AuditEvent(**row) for row in rows])
+    prev = GENESIS_HASH
+    for stored in AuditEvent.objects.filter(tenant=tenant).order_by("sequence"):
+        assert stored.hash == event_hash(prev, stored)
+        prev = stored.hash
+    assert ChainHead.objects.get(tenant=tenant).hash == prev
