@@ -10,7 +10,9 @@ logger = logging.getLogger(__name__)
 CHUNK = 1000
 
 
-def enqueue_indexing(sender, *, tenant_id: int, event_ids: list, **kwargs) -> None:
+def enqueue_indexing(
+    sender, *, tenant_id: int, event_ids: list, first_sequence: int | None = None, **kwargs
+) -> None:
     """Queue the just-committed events for indexing. Never raises into ingestion.
 
     Runs in the ingest worker after its commit. If RabbitMQ refuses the publish, the events
@@ -21,8 +23,10 @@ def enqueue_indexing(sender, *, tenant_id: int, event_ids: list, **kwargs) -> No
     ids = [str(event_id) for event_id in event_ids]
     for start in range(0, len(ids), CHUNK):
         try:
+            first = None if first_sequence is None else first_sequence + start
             index_events.apply_async(
                 args=[tenant_id, ids[start : start + CHUNK]],
+                kwargs={"first_sequence": first},
                 retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
             )
         except Exception:  # broker down or anything else: ingestion must not notice

@@ -27,10 +27,10 @@ TRANSIENT = (
     retry_jitter=True,
     max_retries=5,
 )
-def index_events(tenant_id: int, event_ids: list[str]) -> int:
+def index_events(tenant_id: int, event_ids: list[str], first_sequence: int | None = None) -> int:
     from search.services import events_index
 
-    return events_index(tenant_id=tenant_id, event_ids=event_ids)
+    return events_index(tenant_id=tenant_id, event_ids=event_ids, first_sequence=first_sequence)
 
 
 @shared_task(name="search.sweep_index", queue="search.index", time_limit=300, soft_time_limit=240)

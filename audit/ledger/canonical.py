@@ -22,6 +22,7 @@ PostgreSQL: jsonb reorders keys (JCS sorts them), inet re-formats addresses (we 
 timestamptz keeps microseconds (we print exactly six digits in UTC).
 """
 
+import functools
 import hashlib
 import ipaddress
 import uuid
@@ -101,7 +102,10 @@ def format_timestamp(value: datetime | str) -> str:
     return utc.isoformat(timespec="microseconds") + "Z"
 
 
+@functools.lru_cache(maxsize=4096)
 def format_ip(value: str | None) -> str | None:
+    # Cached: a tenant's events come from few addresses, and parsing one is ~2 µs of the
+    # ~15 µs the canonical form costs per event.
     if value is None or value == "":
         return None
     try:

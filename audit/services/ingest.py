@@ -118,6 +118,8 @@ class _Attempt:
     batches: list[Batch]
     outcome: dict[int, _Stored] = field(default_factory=dict)  # id(batch) -> what happened
     ledger_seconds: float = 0.0
+    # Per tenant, the sequence its first stored row gets (the head's, locked, plus one).
+    first_sequence: dict[int, int] = field(default_factory=dict)
 
     def of(self, batch: Batch) -> _Stored:
         return self.outcome.setdefault(id(batch), _Stored())
@@ -275,9 +277,12 @@ def _announce(attempt: _Attempt) -> None:
         if ids:
             stored.setdefault(batch.tenant_id, []).extend(ids)
     for tenant_id, ids in stored.items():
+        # Rows were chained in this order, without gaps (a refused row's savepoint is rolled
+        # back with its sequence), so ids[k] has sequence first + k.
+        first = attempt.first_sequence[tenant_id]
         transaction.on_commit(
-            lambda t=tenant_id, i=ids: events_ingested.send(
-                sender=AuditEvent, tenant_id=t, event_ids=i
+            lambda t=tenant_id, i=ids, f=first: events_ingested.send(
+                sender=AuditEvent, tenant_id=t, event_ids=i, first_sequence=f
             )
         )
 
@@ -301,6 +306,7 @@ def _store(attempt: _Attempt, *, more: Callable[[], list[Batch]] | None, isolate
                 batch.result.invalid = f"tenant {batch.tenant_id} does not exist"
         by_tenant = _new_rows_by_tenant(attempt)
         heads = _chain_heads(attempt, by_tenant)
+        attempt.first_sequence = {t: head.sequence + 1 for t, head in heads.items()}
         stored_at = timezone.now()
         by_tenant = {tenant_id: pairs for tenant_id, pairs in by_tenant.items() if pairs}
         if by_tenant:

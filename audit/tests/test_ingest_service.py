@@ -8,7 +8,7 @@ import pytest
 from audit.ledger.canonical import event_hash
 from audit.models import AuditEvent, ChainHead
 from audit.services.event_rows import event_row
-from audit.services.ingest import InvalidBatch, events_ingest
+from audit.services.ingest import Batch, InvalidBatch, events_ingest, events_ingest_many
 from audit.signals import events_ingested
 from audit.tests.ingest_support import make_event
 
@@ -256,3 +256,54 @@ def test_it_counts_stored_and_duplicate_events_and_the_lag(tenant):
         - before["traceledger_ingest_ledger_seconds_count"]
         == 1
     )
+
+
+def test_events_ingested_names_the_first_sequence_of_ids_in_chain_order(
+    tenant, other_tenant, django_capture_on_commit_callbacks
+):
+    """Search indexes by it without reading the rows back, so it must hold across batches,
+    tenants and a refused row in the middle (the slow, row-by-row path)."""
+    events_ingest(tenant_id=tenant.pk, events=[make_event()])  # the chain does not start at 1
+    received = []
+
+    def receiver(sender, **kwargs):
+        received.append(kwargs)
+
+    refused = make_event(description="nul \x00 byte")
+    batches = [
+        Batch(tenant_id=tenant.pk, events=[make_event(), refused, make_event()]),
+        Batch(tenant_id=other_tenant.pk, events=[make_event(), make_event()]),
+        Batch(tenant_id=tenant.pk, events=[make_event()]),
+    ]
+    events_ingested.connect(receiver)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            events_ingest_many(batches)
+    finally:
+        events_ingested.disconnect(receiver)
+
+    assert [len(b.result.stored_ids) for b in batches] == [2, 2, 1]
+    assert {r["tenant_id"] for r in received} == {tenant.pk, other_tenant.pk}
+    for signal in received:
+        stored = dict(
+            AuditEvent.objects.filter(pk__in=signal["event_ids"]).values_list("id", "sequence")
+        )
+        sequences = [stored[uuid.UUID(i)] for i in signal["event_ids"]]
+        first = signal["first_sequence"]
+        assert sequences == list(range(first, first + len(sequences)))
+    assert chain_verifies(tenant.pk) and chain_verifies(other_tenant.pk)
+
+
+def test_several_batches_share_one_transaction_and_drop_duplicates_across_them(tenant):
+    shared = make_event()
+    first = Batch(tenant_id=tenant.pk, events=[shared, make_event()])
+    retried = Batch(tenant_id=tenant.pk, events=[dict(shared, id=str(uuid.uuid4()))])
+    unknown = Batch(tenant_id=987_654, events=[make_event()])
+
+    events_ingest_many([first, retried, unknown])
+
+    assert len(first.result.stored_ids) == 2
+    assert (retried.result.stored_ids, retried.result.duplicates) == ([], 1)
+    assert unknown.result.invalid == "tenant 987654 does not exist"
+    assert AuditEvent.objects.filter(tenant=tenant).count() == 2
+    assert chain_verifies(tenant.pk)

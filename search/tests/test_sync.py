@@ -22,11 +22,22 @@ from search.tests.conftest import found
 @pytest.fixture
 def published(monkeypatch):
     """Captures what the receiver publishes instead of sending it to RabbitMQ."""
-    calls = []
-    monkeypatch.setattr(
-        "search.tasks.index_events.apply_async", lambda args, **kw: calls.append(args)
-    )
+    calls = _Calls()
+
+    def capture(args, kwargs=None, **options):
+        calls.append(args)
+        calls.kwargs.append(kwargs)
+
+    monkeypatch.setattr("search.tasks.index_events.apply_async", capture)
     return calls
+
+
+class _Calls(list):
+    """The args of each publish; ``kwargs`` holds the keyword arguments alongside."""
+
+    def __init__(self):
+        super().__init__()
+        self.kwargs: list = []
 
 
 def _mark(tenant, backend: str) -> int:
@@ -42,9 +53,29 @@ def test_it_enqueues_exactly_the_ingested_ids(published):
 
 def test_it_splits_more_than_a_thousand_ids_into_messages_of_a_thousand(published):
     ids = [str(uuid.uuid4()) for _ in range(2500)]
-    events_ingested.send(sender=AuditEvent, tenant_id=7, event_ids=ids)
+    events_ingested.send(sender=AuditEvent, tenant_id=7, event_ids=ids, first_sequence=11)
     assert [len(args[1]) for args in published] == [1000, 1000, 500]
     assert [i for args in published for i in args[1]] == ids
+    # each message says where its own ids start in the chain
+    assert [kw["first_sequence"] for kw in published.kwargs] == [11, 1011, 2011]
+
+
+def test_indexing_with_a_first_sequence_does_not_read_the_rows_back(tenant):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    events = [_wire_event(n) for n in range(3)]
+    stored = events_ingest(tenant_id=tenant.pk, events=events).stored_ids
+    first = AuditEvent.objects.get(pk=stored[0]).sequence
+
+    with CaptureQueriesContext(connection) as queries:
+        assert events_index(tenant_id=tenant.pk, event_ids=stored, first_sequence=first) == 3
+
+    reads = [q["sql"] for q in queries if q["sql"].startswith('SELECT "audit_auditevent"')]
+    assert reads == []
+
+    assert EventSearchEntry.objects.filter(event_id__in=stored).count() == 3
+    assert _mark(tenant, "postgresql") == first + 2
 
 
 def test_it_never_raises_into_ingestion_when_the_broker_refuses(monkeypatch, caplog):
