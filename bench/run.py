@@ -86,7 +86,6 @@ def parse_args(argv):
         "--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://localhost:6379/15")
     )
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
-    parser.add_argument("--profile", action="store_true", help="py-spy the worker and web")
     args = parser.parse_args(argv)
     base = QUICK if args.quick else FULL
     plan = Plan(
