@@ -25,9 +25,10 @@ timestamptz keeps microseconds (we print exactly six digits in UTC).
 import functools
 import hashlib
 import ipaddress
+import re
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -97,7 +98,13 @@ def parse_timestamp(value: datetime | str) -> datetime:
     return value
 
 
+_ZERO = timedelta(0)
+
+
 def format_timestamp(value: datetime | str) -> str:
+    if type(value) is datetime and value.utcoffset() == _ZERO:
+        # Already UTC (what the worker holds): skip the conversion, same text.
+        return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
     utc = parse_timestamp(value).astimezone(UTC).replace(tzinfo=None)
     return utc.isoformat(timespec="microseconds") + "Z"
 
@@ -119,6 +126,9 @@ def format_ip(value: str | None) -> str | None:
     return address.compressed
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def canonical_object(row: Mapping[str, Any] | Any) -> dict[str, Any]:
     """The JSON object that is serialized; ``row`` is a dict or an ``AuditEvent``."""
     if isinstance(row, Mapping):
@@ -129,10 +139,14 @@ def canonical_object(row: Mapping[str, Any] | Any) -> dict[str, Any]:
     if missing:
         raise CanonicalError(f"missing field {missing[0]!r}")
     obj: dict[str, Any] = {}
-    try:
-        obj["id"] = str(uuid.UUID(str(data["id"])))
-    except ValueError as exc:
-        raise CanonicalError(f"id is not a UUID: {data['id']!r}") from exc
+    raw_id = data["id"]
+    if type(raw_id) is str and _CANONICAL_UUID.fullmatch(raw_id):
+        obj["id"] = raw_id  # already str(UUID(...)): lowercase, hyphenated
+    else:
+        try:
+            obj["id"] = str(uuid.UUID(str(raw_id)))
+        except ValueError as exc:
+            raise CanonicalError(f"id is not a UUID: {raw_id!r}") from exc
     sequence = data["sequence"]
     if type(sequence) is not int:
         raise CanonicalError(f"sequence must be an integer, got {sequence!r}")

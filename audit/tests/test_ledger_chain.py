@@ -3,7 +3,7 @@
 import functools
 import itertools
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import rfc8785
@@ -15,6 +15,7 @@ from audit.ledger.canonical import (
     GENESIS_HASH,
     CanonicalError,
     canonical_bytes,
+    canonical_object,
     canonical_template,
     event_hash,
     event_hash_templated,
@@ -276,3 +277,29 @@ def test_chain_rows_with_templates_stores_what_verifies(tenant):
         assert stored.hash == event_hash(prev, stored)
         prev = stored.hash
     assert ChainHead.objects.get(tenant=tenant).hash == prev
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=st.uuids(),
+    form=st.sampled_from(["str", "upper", "hex", "braces", "urn", "uuid"]),
+    moment=st.datetimes(
+        min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1), timezones=st.timezones()
+    ),
+)
+def test_the_fast_paths_of_the_canonical_form_write_the_reference_text(value, form, moment):
+    """Ids already in canonical form and timestamps already in UTC skip their re-parsing;
+    every other spelling must still come out as the reference conversion writes it."""
+    raw = {
+        "str": str(value),
+        "upper": str(value).upper(),
+        "hex": value.hex,
+        "braces": "{" + str(value) + "}",
+        "urn": value.urn,
+        "uuid": value,
+    }[form]
+    row = event_row(tenant_id=1, id=raw, occurred_at=moment, sequence=1)
+    obj = canonical_object(row)
+    assert obj["id"] == str(value)
+    reference = moment.astimezone(UTC).replace(tzinfo=None)
+    assert obj["occurred_at"] == reference.isoformat(timespec="microseconds") + "Z"
