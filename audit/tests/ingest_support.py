@@ -66,6 +66,18 @@ def wait_until(predicate, *, timeout: float = 20, interval: float = 0.1, what: s
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
+def waiting_on_lock(cursor) -> bool:
+    """Whether another session of this database waits for a lock (the worker, blocked on a
+    row the test holds)."""
+    # Inside a transaction pg_stat_activity is a snapshot taken at first use: refresh it.
+    cursor.execute("SELECT pg_stat_clear_snapshot()")
+    cursor.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    )
+    return cursor.fetchone()[0] > 0
+
+
 def purge_queues() -> None:
     """Declare the topology and empty this vhost's ingest, DLQ and delayed-retry queues."""
     with Connection(app.conf.broker_url) as conn:

@@ -19,6 +19,7 @@ from audit.tests.ingest_support import (
     queue_depth,
     settled_line,
     wait_until,
+    waiting_on_lock,
 )
 from audit.tests.test_ingest_service import chain_verifies
 from testsupport.worker import WorkerProcess
@@ -41,15 +42,6 @@ def stored(tenant_id: int) -> int:
 
 def coalesced_lines(worker: WorkerProcess) -> list[str]:
     return [line for line in worker.log().splitlines() if " coalesced into " in line]
-
-
-def _waiting_on_lock(cursor) -> bool:
-    cursor.execute("SELECT pg_stat_clear_snapshot()")
-    cursor.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-    )
-    return cursor.fetchone()[0] > 0
 
 
 def _hold_chain_head(cursor, tenant_id: int) -> None:
@@ -179,7 +171,7 @@ def test_waiting_messages_taken_by_a_killed_worker_are_redelivered_and_stored_on
             publish(tenant_id=tenant.pk, events=events)
         first = WorkerProcess(queues=INGEST_QUEUE.name).start()
         try:
-            wait_until(lambda: _waiting_on_lock(cursor), timeout=15, what="the worker to block")
+            wait_until(lambda: waiting_on_lock(cursor), timeout=15, what="the worker to block")
             # Its own message is with Celery, the other four are unacked extras.
             assert queue_depth(INGEST_QUEUE.name) == 0
             first.kill()

@@ -18,6 +18,7 @@ from audit.tests.ingest_support import (
     queue_depth,
     settled_line,
     wait_until,
+    waiting_on_lock,
 )
 from audit.tests.test_ingest_service import chain_verifies
 from testsupport.worker import WorkerProcess
@@ -183,7 +184,7 @@ def test_a_worker_killed_mid_batch_stores_every_event_once_after_restart(tenant)
             )
             publish(tenant_id=tenant.pk, events=batch)
             wait_until(
-                lambda: _waiting_on_lock(cursor), timeout=15, what="the worker to block on it"
+                lambda: waiting_on_lock(cursor), timeout=15, what="the worker to block on it"
             )
             first.kill()
             cursor.execute("ROLLBACK")
@@ -216,7 +217,7 @@ def test_a_killed_pool_process_requeues_its_batch_which_is_then_stored_once(tena
                 "SELECT 1 FROM audit_chainhead WHERE tenant_id = %s FOR UPDATE", [tenant.pk]
             )
             publish(tenant_id=tenant.pk, events=batch)
-            wait_until(lambda: _waiting_on_lock(cursor), timeout=15, what="the worker to block")
+            wait_until(lambda: waiting_on_lock(cursor), timeout=15, what="the worker to block")
             main = worker.proc.pid
             [child] = Path(f"/proc/{main}/task/{main}/children").read_text().split()
             os.kill(int(child), signal.SIGKILL)  # an OOM kill of the pool process, say
@@ -228,16 +229,6 @@ def test_a_killed_pool_process_requeues_its_batch_which_is_then_stored_once(tena
     assert "WorkerLostError" in worker.log()
     assert stored_count(tenant.pk) == 51
     assert chain_verifies(tenant.pk)
-
-
-def _waiting_on_lock(cursor) -> bool:
-    # Inside a transaction pg_stat_activity is a snapshot taken at first use: refresh it.
-    cursor.execute("SELECT pg_stat_clear_snapshot()")
-    cursor.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-    )
-    return cursor.fetchone()[0] > 0
 
 
 def test_it_retries_with_backoff_while_the_table_is_locked_and_stores_once_it_is_free(tenant):
