@@ -9,7 +9,9 @@ from ``audit.ingest`` with ``basic.get`` on a connection of its own (manual ack)
 the same transaction and are:
 
 * acked after the commit (and after their invalid or refused events are dead-lettered);
-* requeued when the transaction fails (the task's own message retries);
+* requeued when the transaction fails (the task's own message retries), after which the
+  process takes no extras for a while (they come back as tasks of their own, whose failures
+  retry through Celery instead of counting towards the delivery limit);
 * rejected without requeue (RabbitMQ dead-letters them) when they break the contract;
 * requeued by RabbitMQ when the process dies: the connection closes with them unacked.
 
@@ -38,6 +40,10 @@ CONTRACT_KWARGS = frozenset({"tenant_id", "events", "request_id"})
 # failure it does not try again for a while (its own message is processed regardless).
 SOCKET_TIMEOUT = 2.0
 BACKOFF_SECONDS = 5.0
+# After a failed transaction a process takes no extras for a while, doubling up to this
+# while failures go on: every requeue counts towards the queue's delivery limit (10), so a
+# tenant whose chain head stays locked must not drag other messages into the DLQ with it.
+PAUSE_MAX_SECONDS = 300.0
 
 
 def contract_violation(args, kwargs) -> str | None:
@@ -69,6 +75,7 @@ class Coalescer:
         self._conn: Connection | None = None
         self._queue = None
         self._skip_until = 0.0
+        self._pause = BACKOFF_SECONDS
 
     def take(self, *, max_messages: int, max_events: int) -> list[Extra]:
         """Up to ``max_messages`` waiting messages carrying about ``max_events`` events.
@@ -118,6 +125,14 @@ class Coalescer:
                 self._fail()
                 return
 
+    def transaction_failed(self) -> None:
+        """Take no extras for a while (5 s, doubling up to 5 min while failures go on)."""
+        self._skip_until = max(self._skip_until, time.monotonic() + self._pause)
+        self._pause = min(self._pause * 2, PAUSE_MAX_SECONDS)
+
+    def transaction_succeeded(self) -> None:
+        self._pause = BACKOFF_SECONDS
+
     def close(self) -> None:
         if self._conn is not None:
             try:
@@ -147,7 +162,7 @@ class Coalescer:
 
     def _fail(self) -> None:
         self.close()
-        self._skip_until = time.monotonic() + BACKOFF_SECONDS
+        self._skip_until = max(self._skip_until, time.monotonic() + BACKOFF_SECONDS)
 
     def _extra(self, message) -> Extra | None:
         """The message as an ``Extra``; a message breaking the contract is rejected to the

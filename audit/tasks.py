@@ -102,8 +102,12 @@ def ingest_batch(self, *args, **kwargs) -> dict:
     try:
         events_ingest_many([own], more=more if in_worker else None)
     except BaseException:
-        coalescer().requeue(extras)
+        if in_worker:
+            coalescer().requeue(extras)
+            coalescer().transaction_failed()
         raise
+    if in_worker:
+        coalescer().transaction_succeeded()
     _settle(extras, into=self.request.id)
     metrics.MESSAGES_PER_TRANSACTION.observe(1 + len(extras))
     if own.result.invalid:
