@@ -307,3 +307,15 @@ def test_several_batches_share_one_transaction_and_drop_duplicates_across_them(t
     assert unknown.result.invalid == "tenant 987654 does not exist"
     assert AuditEvent.objects.filter(tenant=tenant).count() == 2
     assert chain_verifies(tenant.pk)
+
+
+@pytest.mark.parametrize("tenant_id", [2**31, 2**63, 2**70, -1, 0])
+def test_a_batch_of_an_impossible_tenant_id_is_invalid_alone(tenant, tenant_id):
+    """Taken as an extra, it must not fail the transaction its neighbours share."""
+    own = Batch(tenant_id=tenant.pk, events=[make_event()])
+    extra = Batch(tenant_id=tenant_id, events=[make_event()])
+
+    events_ingest_many([own], more=lambda: [extra])
+
+    assert len(own.result.stored_ids) == 1
+    assert extra.result.invalid == f"tenant {tenant_id} does not exist"
