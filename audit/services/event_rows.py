@@ -78,6 +78,23 @@ def _parse_time(value: object, name: str) -> datetime:
     return parsed
 
 
+def _holds_nul(value: object) -> bool:
+    """Whether a NUL character is in any key or string of a JSON value (the encoded text
+    alone cannot tell it from a literal backslash-u0000)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def event_row(*, tenant_id: int, event: object) -> dict:
     """Validate one event of the message contract and return it as an AuditEvent row dict.
 
@@ -102,6 +119,10 @@ def event_row(*, tenant_id: int, event: object) -> dict:
             raise ValueError(f"{name} must be a string")
         if len(value) > max_length:
             raise ValueError(f"{name} is longer than {max_length} characters")
+        if "\x00" in value:
+            # PostgreSQL text cannot hold it, and in event_id it would fail the duplicate
+            # probe, i.e. the whole transaction, not just this row. The API refuses it too.
+            raise ValueError(f"{name} contains a NUL character")
         row[name] = value
     for name in REQUIRED_NON_EMPTY:
         if not row[name]:
@@ -127,9 +148,12 @@ def event_row(*, tenant_id: int, event: object) -> dict:
     if not isinstance(metadata, dict):
         raise ValueError("metadata must be an object")
     try:
-        size = len(orjson.dumps(metadata))
+        encoded = orjson.dumps(metadata)
     except orjson.JSONEncodeError as exc:
         raise ValueError(f"metadata cannot be stored as JSON: {exc}") from None
+    if b"\\u0000" in encoded and _holds_nul(metadata):  # jsonb cannot hold it either
+        raise ValueError("metadata contains a NUL character")
+    size = len(encoded)
     if size > METADATA_MAX_BYTES:
         raise ValueError(f"metadata is larger than {METADATA_MAX_BYTES} bytes")
     row["metadata"] = metadata

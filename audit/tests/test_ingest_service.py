@@ -144,9 +144,21 @@ def test_it_rejects_an_event_with_a_missing_field():
         event_row(tenant_id=1, event=event)
 
 
+def _refuse_actor(actor_id: str) -> None:
+    """A constraint the worker's validation does not know: the database refuses the row."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "ALTER TABLE audit_auditevent ADD CONSTRAINT test_refuse_actor "
+            "CHECK (actor_id <> %s) NOT VALID",
+            [actor_id],
+        )
+
+
 def test_an_event_the_database_refuses_does_not_sink_its_neighbours(tenant):
-    # PostgreSQL text cannot hold NUL: valid JSON, permanently refused by the database.
-    poison = make_event(description="nul \x00 byte")
+    _refuse_actor("refuse-me")  # rolled back with the test's transaction
+    poison = make_event(actor_id="refuse-me")
     neighbours = [make_event() for _ in range(4)]
 
     result = events_ingest(tenant_id=tenant.pk, events=[neighbours[0], poison, *neighbours[1:]])
@@ -263,13 +275,14 @@ def test_events_ingested_names_the_first_sequence_of_ids_in_chain_order(
 ):
     """Search indexes by it without reading the rows back, so it must hold across batches,
     tenants and a refused row in the middle (the slow, row-by-row path)."""
+    _refuse_actor("refuse-me")  # before any insert: ALTER TABLE waits for no deferred check
     events_ingest(tenant_id=tenant.pk, events=[make_event()])  # the chain does not start at 1
     received = []
 
     def receiver(sender, **kwargs):
         received.append(kwargs)
 
-    refused = make_event(description="nul \x00 byte")
+    refused = make_event(actor_id="refuse-me")
     batches = [
         Batch(tenant_id=tenant.pk, events=[make_event(), refused, make_event()]),
         Batch(tenant_id=other_tenant.pk, events=[make_event(), make_event()]),
@@ -319,3 +332,35 @@ def test_a_batch_of_an_impossible_tenant_id_is_invalid_alone(tenant, tenant_id):
 
     assert len(own.result.stored_ids) == 1
     assert extra.result.invalid == f"tenant {tenant_id} does not exist"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"event_id": "evt\x00"},
+        {"description": "nul \x00 byte"},
+        {"actor_name": "\x00"},
+        {"metadata": {"k": ["a\x00b"]}},
+        {"metadata": {"k\x00": 1}},
+    ],
+)
+def test_a_nul_character_is_an_invalid_event_alone_even_in_another_message(tenant, overrides):
+    """PostgreSQL cannot store it; in event_id it would fail the duplicate probe, i.e. the
+    transaction every coalesced message shares. The API refuses it; a replay might not."""
+    own = Batch(tenant_id=tenant.pk, events=[make_event()])
+    bad = make_event(**overrides)
+    extra = Batch(tenant_id=tenant.pk, events=[make_event(), bad])
+
+    events_ingest_many([own], more=lambda: [extra])
+
+    assert len(own.result.stored_ids) == 1
+    assert len(extra.result.stored_ids) == 1
+    [rejected] = extra.result.rejected
+    assert rejected.event == bad
+    assert "contains a NUL character" in rejected.reason
+    assert chain_verifies(tenant.pk)
+
+
+def test_a_literal_backslash_u0000_in_metadata_is_just_text(tenant):
+    event = make_event(metadata={"note": "\\u0000 is how JSON escapes NUL"})
+    assert events_ingest(tenant_id=tenant.pk, events=[event]).stored_ids == [event["id"]]
