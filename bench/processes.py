@@ -181,6 +181,30 @@ class Worker(Managed):
         raise RuntimeError(f"celery worker not ready in {timeout}s:\n{self.log_tail()}")
 
 
+class Workers:
+    """Several Celery workers started, stopped and measured as one (``--worker-layout split``)."""
+
+    def __init__(self, workers: list[Worker]):
+        self.workers = workers
+
+    def start(self) -> "Workers":
+        for worker in self.workers:
+            worker.start()
+        return self
+
+    def wait_ready(self, timeout: float = 40) -> "Workers":
+        for worker in self.workers:
+            worker.wait_ready(timeout)
+        return self
+
+    def stop(self, timeout: float = 15) -> None:
+        for worker in self.workers:
+            worker.stop(timeout)
+
+    def cpu_seconds(self) -> float:
+        return sum(worker.cpu_seconds() for worker in self.workers)
+
+
 class Beat(Managed):
     name = "beat"
 

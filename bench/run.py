@@ -32,7 +32,7 @@ from bench.measure import (
     loadgen_figures,
     searchable_count,
 )
-from bench.processes import Web, Worker
+from bench.processes import Web, Worker, Workers
 
 INGEST_PATH = "/api/v1/audit-events"
 RESULTS = Path(ROOT) / "bench" / "results"
@@ -50,6 +50,25 @@ class Plan:
 
 FULL = Plan(naive=5000, single=5000, batch=50000, batch_size=100, clients=16, sustain_seconds=60)
 QUICK = Plan(naive=200, single=300, batch=2000, batch_size=100, clients=16, sustain_seconds=0)
+
+
+def _workers(args, *, env: dict, logs: Path):
+    if args.worker_layout == "shared":
+        return Worker(env=env, log_path=logs / "worker.log", concurrency=args.worker_concurrency)
+    # One ingest process: a single tenant's batches serialize on its chain head anyway, so a
+    # second ingest process mostly waits for the lock; it indexes instead.
+    return Workers(
+        [
+            Worker(env=env, log_path=logs / "worker.log", concurrency=1, queues="audit.ingest"),
+            Worker(
+                env=env,
+                log_path=logs / "worker-index.log",
+                concurrency=max(args.worker_concurrency - 1, 1),
+                queues="search.index,maintenance",
+                node="bench-index",
+            ),
+        ]
+    )
 
 
 def parse_args(argv):
@@ -70,6 +89,13 @@ def parse_args(argv):
         help="threads per web worker, gthread as gunicorn.conf.py ships (4); 1 = sync workers",
     )
     parser.add_argument("--worker-concurrency", type=int, default=2)
+    parser.add_argument(
+        "--worker-layout",
+        choices=("shared", "split"),
+        default="shared",
+        help="shared: one worker on every queue (as make run); split: one process on "
+        "audit.ingest, the others on search.index and maintenance",
+    )
     parser.add_argument(
         "--database-url",
         default=os.environ.get("BENCH_DATABASE_URL", "postgres://localhost:5432/traceledger_bench"),
@@ -126,7 +152,7 @@ def main(argv=None) -> int:
         workers=args.web_workers,
         threads=args.web_threads,
     )
-    worker = Worker(env=proc_env, log_path=logs / "worker.log", concurrency=args.worker_concurrency)
+    worker = _workers(args, env=proc_env, logs=logs)
     results: dict = {
         "run": {
             "id": run_id,
@@ -143,7 +169,12 @@ def main(argv=None) -> int:
                 if args.web_threads > 1
                 else f"gunicorn sync x{args.web_workers}"
             ),
-            "worker": f"celery prefork -c {args.worker_concurrency}",
+            "worker": (
+                f"celery prefork -c {args.worker_concurrency}"
+                if args.worker_layout == "shared"
+                else f"celery -Q audit.ingest -c 1 + -Q search.index,maintenance "
+                f"-c {max(args.worker_concurrency - 1, 1)}"
+            ),
         }
     }
     try:
