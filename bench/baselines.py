@@ -12,34 +12,11 @@ from psycopg.types.json import Jsonb
 from bench.environment import Services
 
 SCRATCH_TABLE = "bench_copy_scratch"
-COLUMNS = (
-    "id",
-    "tenant_id",
-    "event_id",
-    "occurred_at",
-    "received_at",
-    "stored_at",
-    "action",
-    "outcome",
-    "severity",
-    "actor_id",
-    "actor_type",
-    "actor_name",
-    "target_id",
-    "target_type",
-    "target_name",
-    "source_ip",
-    "user_agent",
-    "description",
-    "metadata",
-    "sequence",
-    "prev_hash",
-    "hash",
-)
 
 
 def copy_rows(*, events: list[dict], tenant_id: int) -> list[tuple]:
-    """The rows the worker would store for ``events``, ready for COPY (built before timing)."""
+    """The rows the worker would store for ``events``, ready for COPY (built before timing),
+    each a tuple in the order of the worker's ``COLUMNS`` (the model's field order)."""
     import uuid
 
     now = datetime.now(UTC)
@@ -81,6 +58,8 @@ def copy_rows(*, events: list[dict], tenant_id: int) -> list[tuple]:
 def copy_baseline(*, services: Services, rows: list[tuple]) -> dict:
     """COPY ``rows`` into a scratch table with every index of ``audit_auditevent``, one
     transaction, timed from the first row to the commit. Returns events/s."""
+    from audit.services.event_rows import COLUMNS  # the worker's own list; Django is set up
+
     table = sql.Identifier(SCRATCH_TABLE)
     with psycopg.connect(**services.conninfo(), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))

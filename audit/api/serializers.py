@@ -18,28 +18,10 @@ from audit.models import AuditEvent
 # ambiguity for the offline verifier (isoformat() drops ".000000").
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
-EVENT_VALUES = (
-    "id",
-    "tenant_id",
-    "event_id",
-    "occurred_at",
-    "received_at",
-    "action",
-    "outcome",
-    "severity",
-    "actor_id",
-    "actor_type",
-    "actor_name",
-    "target_id",
-    "target_type",
-    "target_name",
-    "source_ip",
-    "user_agent",
-    "description",
-    "metadata",
-    "sequence",
-    "prev_hash",
-    "hash",
+# Every stored column but stored_at, which is not part of an event's public shape
+# (ARCHITECTURE §4).
+EVENT_VALUES = tuple(
+    field.attname for field in AuditEvent._meta.concrete_fields if field.name != "stored_at"
 )
 
 

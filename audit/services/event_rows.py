@@ -12,58 +12,23 @@ from datetime import datetime
 import orjson
 from django.db import connection
 
+from audit.ledger.canonical import STRING_FIELDS as LEDGER_STRINGS
 from audit.models import AuditEvent, Outcome, Severity
 
 ACTION_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 OUTCOMES = frozenset(Outcome.values)
 SEVERITIES = frozenset(Severity.values)
-# field -> max length; the API enforces the same limits (ARCHITECTURE §4), we re-check because
-# a dead letter may have been edited by hand before it was replayed.
-STRING_FIELDS = {
-    "event_id": 128,
-    "action": 128,
-    "outcome": 8,
-    "severity": 8,
-    "actor_id": 256,
-    "actor_type": 64,
-    "actor_name": 256,
-    "target_id": 256,
-    "target_type": 64,
-    "target_name": 256,
-    "user_agent": 512,
-    "description": 2000,
-}
+# field -> max length, the model's (the API enforces the same limits, ARCHITECTURE §4); we
+# re-check because a dead letter may have been edited by hand before it was replayed.
+STRING_FIELDS = {name: AuditEvent._meta.get_field(name).max_length for name in LEDGER_STRINGS}
 REQUIRED_NON_EMPTY = ("event_id", "action", "actor_id")
 EVENT_KEYS = frozenset(
     {"id", "occurred_at", "received_at", "source_ip", "metadata", *STRING_FIELDS}
 )
 METADATA_MAX_BYTES = 16 * 1024
 
-# Column order of the COPY below.
-COLUMNS = (
-    "id",
-    "tenant_id",
-    "event_id",
-    "occurred_at",
-    "received_at",
-    "stored_at",
-    "action",
-    "outcome",
-    "severity",
-    "actor_id",
-    "actor_type",
-    "actor_name",
-    "target_id",
-    "target_type",
-    "target_name",
-    "source_ip",
-    "user_agent",
-    "description",
-    "metadata",
-    "sequence",
-    "prev_hash",
-    "hash",
-)
+# Every column of the table, in the model's order: what the COPY below writes.
+COLUMNS = tuple(field.attname for field in AuditEvent._meta.concrete_fields)
 
 
 def _parse_time(value: object, name: str) -> datetime:

@@ -77,13 +77,3 @@ def ingest_messages(*, expect: int, timeout: float = 10.0) -> list[dict]:
             )
             message.ack()
     return messages
-
-
-def wait_until(predicate, *, timeout: float = 20.0, interval: float = 0.1, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")

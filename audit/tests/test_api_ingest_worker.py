@@ -11,8 +11,8 @@ from audit.tests.ingest_api_support import (
     post_json,
     purge_ingest_queue,
     valid_event,
-    wait_until,
 )
+from audit.tests.ingest_support import wait_until
 
 
 @pytest.fixture(autouse=True)

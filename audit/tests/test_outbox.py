@@ -20,8 +20,8 @@ from audit.tests.ingest_api_support import (
     post_json,
     purge_ingest_queue,
     valid_event,
-    wait_until,
 )
+from audit.tests.ingest_support import wait_until
 from audit.validation import event_normalize
 from traceledger.metrics import SCRAPE_COLLECTORS
 

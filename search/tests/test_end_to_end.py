@@ -6,7 +6,8 @@ from django.db.models import Max
 
 from audit.models import AuditEvent
 from audit.publisher import publisher_reset
-from audit.tests.ingest_api_support import post_json, purge_ingest_queue, valid_event, wait_until
+from audit.tests.ingest_api_support import post_json, purge_ingest_queue, valid_event
+from audit.tests.ingest_support import wait_until
 from search.models import IndexProgress
 from search.tests.conftest import found
 from testsupport.worker import WorkerProcess
