@@ -76,8 +76,10 @@ def event_queryset(
 
 # --- detail: cache-aside in Redis ---------------------------------------------------------
 # Events are immutable (the table refuses UPDATE), so a cached document is never stale; the
-# only removal is a retention purge, which calls ``event_cache_forget``. The key carries the
-# reader's tenant scope, so an entry written for tenant A is never even looked up for B.
+# only removal is a retention purge, which leaves a per-tenant "purged through sequence N"
+# mark (``event_cache_purged``) that every cache hit is checked against: a purge may remove
+# millions of events, too many to delete one key at a time. The key carries the reader's
+# tenant scope, so an entry written for tenant A is never even looked up for B.
 EVENT_CACHE_VERSION = 1
 
 
@@ -86,13 +88,31 @@ def event_cache_key(*, tenant_id: int | None, event_id) -> str:
     return f"audit:event:v{EVENT_CACHE_VERSION}:{scope}:{event_id}"
 
 
-def event_cache_forget(*, tenant_id: int, event_id) -> None:
-    cache.delete_many(
-        [
-            event_cache_key(tenant_id=tenant_id, event_id=event_id),
-            event_cache_key(tenant_id=None, event_id=event_id),
-        ]
+def _purge_mark_key(tenant_id: int) -> str:
+    return f"audit:event:v{EVENT_CACHE_VERSION}:purged-through:{tenant_id}"
+
+
+def event_cache_purged(*, tenant_id: int, through_sequence: int) -> None:
+    """After a purge commits: cached documents of sequences ≤ ``through_sequence`` are dead.
+    Kept as long as a cached document lives, so every one cached before the purge is covered."""
+    cache.set(
+        _purge_mark_key(tenant_id), through_sequence, timeout=settings.TRACELEDGER_EVENT_CACHE_TTL
     )
+
+
+def _cached_document(*, key: str, tenant_id: int | None) -> dict | None:
+    """The cached entry unless its event was purged since (one round trip when the reader's
+    tenant is known, two for a cross-tenant reader)."""
+    if tenant_id is not None:
+        found = cache.get_many([key, _purge_mark_key(tenant_id)])
+        entry, purged = found.get(key), found.get(_purge_mark_key(tenant_id))
+    else:
+        entry = cache.get(key)
+        purged = None if entry is None else cache.get(_purge_mark_key(entry["tenant_id"]))
+    if entry is not None and purged is not None and entry["document"]["sequence"] <= purged:
+        cache.delete(key)
+        return None
+    return entry
 
 
 @dataclass(frozen=True)
@@ -115,7 +135,7 @@ def event_document_get(
 
     tenant_id = read_tenant_id(principal=principal, tenant_slug=tenant_slug)
     key = event_cache_key(tenant_id=tenant_id, event_id=event_id)
-    cached = cache.get(key)
+    cached = _cached_document(key=key, tenant_id=tenant_id)
     if cached is not None:
         EVENT_CACHE.labels(result="hit").inc()
         return EventRead(document=cached["document"], tenant_id=cached["tenant_id"], cached=True)

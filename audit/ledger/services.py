@@ -14,6 +14,7 @@ from audit.ledger.signing import checkpoint_sign, key_id
 from audit.ledger.verify import ledger_verify
 from audit.models import AuditEvent, ChainHead, Checkpoint
 from audit.models.ledger import CheckpointKind
+from audit.selectors import event_cache_purged
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +138,9 @@ def events_purge(*, tenant_id: int, before: datetime) -> PurgeResult:
         with connection.cursor() as cursor:
             cursor.execute("SELECT traceledger_purge_events(%s, %s)", [tenant_id, through])
             (removed,) = cursor.fetchone()
+        transaction.on_commit(
+            lambda: event_cache_purged(tenant_id=tenant_id, through_sequence=through)
+        )
         checkpoint = checkpoint_create(
             tenant_id=tenant_id,
             sequence=through,

@@ -301,3 +301,30 @@ def test_it_answers_options_on_the_collection_without_a_server_error(tenant, key
     response = key_client(scopes=("ingest", "read")).options("/api/v1/audit-events")
     assert response.status_code == 200
     assert "occurred_at" in response.json()["actions"]["POST"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_purged_event_is_not_served_from_the_cache(reader, key_client, tenant, superuser):
+    """Redis keeps documents for a day; a retention purge must end them at once, for the
+    tenant's readers and for a cross-tenant reader alike."""
+    from datetime import UTC, datetime
+
+    from rest_framework.test import APIClient
+
+    from audit.ledger.services import events_purge
+    from audit.tests.ledger_factories import chained_events_create
+
+    old = datetime(2026, 1, 1, tzinfo=UTC)
+    [purged, kept] = chained_events_create(tenant_id=tenant.pk, count=2, received_at=old)
+    chained_events_create(tenant_id=tenant.pk, count=1, start=5, received_at=datetime.now(UTC))
+    admin = APIClient()
+    admin.force_authenticate(superuser)
+    for client in (reader, admin):
+        for event in (purged, kept):
+            assert client.get(detail_url(event.pk)).status_code == 200  # now cached
+
+    events_purge(tenant_id=tenant.pk, before=datetime(2026, 1, 2, tzinfo=UTC))
+
+    for client in (reader, admin):
+        for event in (purged, kept):
+            assert client.get(detail_url(event.pk)).status_code == 404
