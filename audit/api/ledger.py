@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 from accounts.permissions import CanRead
 from accounts.principal import get_principal
 from audit.ledger import selectors
+from audit.ledger.canonical import format_timestamp
 from audit.ledger.signing import key_id, public_key_pem
 from audit.ledger.verify import ledger_verify
 from audit.selectors import read_tenant_id
@@ -132,7 +133,7 @@ class CheckpointSerializer(serializers.Serializer):
     def to_representation(self, instance):
         data = super().to_representation(instance)
         # Exactly the text that was signed (6 fractional digits, Z), not DRF's rendering.
-        data["signed_at"] = instance.signed_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        data["signed_at"] = format_timestamp(instance.signed_at)
         return data
 
 

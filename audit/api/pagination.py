@@ -21,7 +21,7 @@ from django.db.models import Q
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
 
-from audit.api.serializers import format_timestamp
+from audit.ledger.canonical import format_timestamp
 
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 100

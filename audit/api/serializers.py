@@ -7,15 +7,15 @@ and for the OpenAPI schema; ``test_api_read`` checks that both name the same key
 The offline verifier (``tools/verify_export.py``) reads exactly these names.
 """
 
-from datetime import UTC, datetime
-
 from django.db.models import F
 from rest_framework import serializers
 
+from audit.ledger.canonical import format_timestamp
 from audit.models import AuditEvent
 
-# Every timestamp is UTC with microseconds, always: fixed width, sorts as text, and no
-# ambiguity for the offline verifier (isoformat() drops ".000000").
+# Every timestamp is UTC with microseconds, always: fixed width, sorts as text, and the very
+# text the ledger hashes (``format_timestamp``, shared). This pattern only documents it in the
+# schema: strftime would write year 999 as "999", not "0999".
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 # Every stored column but stored_at, which is not part of an event's public shape
@@ -28,10 +28,6 @@ EVENT_VALUES = tuple(
 def event_rows(queryset):
     """``queryset.values()`` with every field ``event_document`` needs (no model instances)."""
     return queryset.values(*EVENT_VALUES, tenant_slug=F("tenant__slug"))
-
-
-def format_timestamp(value: datetime) -> str:
-    return value.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
 
 
 def event_document(row) -> dict:

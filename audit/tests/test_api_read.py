@@ -328,3 +328,20 @@ def test_a_purged_event_is_not_served_from_the_cache(reader, key_client, tenant,
     for client in (reader, admin):
         for event in (purged, kept):
             assert client.get(detail_url(event.pk)).status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_year_before_1000_is_written_with_four_digits_and_pages_on(reader, tenant):
+    """strftime writes year 999 as "999": not RFC 3339, and a cursor it cannot read back."""
+    from datetime import UTC, datetime
+
+    events_create(
+        tenant_id=tenant.pk,
+        count=3,
+        per_event=lambda i: {"occurred_at": datetime(999, 1, 2, 3, 4, 5, i, tzinfo=UTC)},
+    )
+    first = reader.get(LIST, {"page_size": 2}).json()
+    assert first["results"][0]["occurred_at"] == "0999-01-02T03:04:05.000002Z"
+    second = reader.get(first["next"])
+    assert second.status_code == 200, second.json()
+    assert [e["occurred_at"] for e in second.json()["results"]] == ["0999-01-02T03:04:05.000000Z"]
