@@ -26,15 +26,14 @@ from dataclasses import dataclass
 
 import orjson
 from django.conf import settings
-from kombu import Connection
 
 from audit.services.dead_letters import dead_letter_note
 from audit.services.ingest import Batch
-from traceledger.queues import INGEST_QUEUE
+from audit.topology import broker_connection
+from traceledger.queues import INGEST_QUEUE, INGEST_TASK_NAME
 
 logger = logging.getLogger(__name__)
 
-TASK_NAME = "audit.ingest_batch"
 CONTRACT_KWARGS = frozenset({"tenant_id", "events", "request_id"})
 # Bounds for a broker that hangs or is gone: a task never waits long for extras, and after a
 # failure it does not try again for a while (its own message is processed regardless).
@@ -72,7 +71,7 @@ class Coalescer:
     def __init__(self, broker_url: str):
         self.broker_url = broker_url
         self.pid = os.getpid()
-        self._conn: Connection | None = None
+        self._conn = None
         self._queue = None
         self._skip_until = 0.0
         self._pause = BACKOFF_SECONDS
@@ -98,7 +97,9 @@ class Coalescer:
                     events += len(extra.batch.events) if isinstance(extra.batch.events, list) else 1
         except Exception:
             logger.warning("no extra ingest messages this time: broker error", exc_info=True)
+            # Closing the connection hands back what was taken; none of it can be acked now.
             self._fail()
+            return []
         return taken
 
     def settle(self, extra: Extra, *, ack: bool) -> None:
@@ -143,17 +144,11 @@ class Coalescer:
 
     def _bound_queue(self):
         if self._queue is None:
-            conn = Connection(
+            conn = broker_connection(
                 self.broker_url,
+                name=f"traceledger-ingest-coalescer-{os.getpid()}",
                 connect_timeout=SOCKET_TIMEOUT,
-                heartbeat=0,
-                transport_options={
-                    "read_timeout": SOCKET_TIMEOUT,
-                    "write_timeout": SOCKET_TIMEOUT,
-                    "client_properties": {
-                        "connection_name": f"traceledger-ingest-coalescer-{os.getpid()}"
-                    },
-                },
+                io_timeout=SOCKET_TIMEOUT,
             )
             self._conn = conn
             conn.ensure_connection(max_retries=0, timeout=SOCKET_TIMEOUT)
@@ -185,8 +180,8 @@ class Coalescer:
 
 def _decode(message, headers: dict) -> tuple[dict | None, str, str]:
     """(kwargs, "", "") for a message of the contract, else (None, reason, details)."""
-    if headers.get("task") != TASK_NAME:
-        return None, f"not an {TASK_NAME} message", f"task header: {headers.get('task')!r}"
+    if headers.get("task") != INGEST_TASK_NAME:
+        return None, f"not an {INGEST_TASK_NAME} message", f"task header: {headers.get('task')!r}"
     if message.content_type != "application/json":
         return None, "message is not JSON", f"content type: {message.content_type!r}"
     try:

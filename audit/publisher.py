@@ -26,7 +26,6 @@ import queue
 import socket
 import threading
 import time
-import uuid
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -39,15 +38,16 @@ from django.conf import settings
 from kombu import Connection
 
 from audit import metrics
-from audit.topology import topology_declare
-from traceledger.queues import AUDIT_EXCHANGE, INGEST_QUEUE_NAME
+from audit.topology import broker_connection, topology_declare
+from audit.validation import new_id
+from traceledger.queues import AUDIT_EXCHANGE, INGEST_QUEUE_NAME, INGEST_TASK_NAME
 
 logger = logging.getLogger(__name__)
 
-INGEST_TASK_NAME = "audit.ingest_batch"
 INGEST_ROUTING_KEY = INGEST_QUEUE_NAME
 # The most messages the thread sends before it waits for their confirms.
 MAX_MESSAGES_PER_CONFIRM = 500
+HOSTNAME = socket.gethostname()  # once, not per message
 # A publisher busy on one step for this long is presumed wedged (e.g. a blocked connection's
 # close) and its socket is cut from outside, which unblocks any read or write.
 WEDGED_AFTER_SECONDS = 10.0
@@ -114,7 +114,7 @@ class OutgoingMessage:
 
 def task_message(*, task_name: str, kwargs: dict) -> OutgoingMessage:
     """A Celery protocol 2 message for ``task_name(**kwargs)``, body serialised with orjson."""
-    task_id = str(uuid.uuid4())
+    task_id = new_id()  # batched urandom, as for event ids: no syscall per request
     headers = {
         "lang": "py",
         "task": task_name,
@@ -132,7 +132,7 @@ def task_message(*, task_name: str, kwargs: dict) -> OutgoingMessage:
         # Never the events themselves: headers are logged by workers and the management UI.
         "kwargsrepr": f"{{'tenant_id': {kwargs.get('tenant_id')!r}, "
         f"'events': <{len(kwargs.get('events', ()))} events>}}",
-        "origin": f"traceledger-web@{socket.gethostname()}:{os.getpid()}",
+        "origin": f"traceledger-web@{HOSTNAME}:{os.getpid()}",
         "ignore_result": True,
         "replaced_task_nesting": 0,
         "stamped_headers": None,
@@ -224,17 +224,12 @@ class Publisher:
 
     def _connect(self) -> None:
         timeout = max(self.confirm_timeout, 0.1)
-        conn = Connection(
+        # The request never waits on the socket bounds; they only unstick the thread.
+        conn = broker_connection(
             self.broker_url,
+            name=f"traceledger-web-{os.getpid()}",
             connect_timeout=timeout,
-            heartbeat=0,
-            transport_options={
-                # Socket-level bounds: a blackholed broker fails reads and writes instead of
-                # hanging the thread (the request never waits on these anyway).
-                "read_timeout": max(timeout * 2, 2.0),
-                "write_timeout": max(timeout * 2, 2.0),
-                "client_properties": {"connection_name": f"traceledger-web-{os.getpid()}"},
-            },
+            io_timeout=max(timeout * 2, 2.0),
         )
         self._conn = conn
         # One attempt: a retry loop here would only delay the next batch's own attempt.

@@ -21,7 +21,7 @@ from audit import metrics_worker as metrics
 from audit.coalescer import Extra, coalesce_limits, coalescer, contract_violation
 from audit.services.dead_letters import dead_letter_note, events_dead_letter
 from audit.services.ingest import Batch, events_ingest_many
-from traceledger.queues import INGEST_QUEUE_NAME
+from traceledger.queues import INGEST_QUEUE_NAME, INGEST_TASK_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class IngestTask(Task):
 @shared_task(
     base=IngestTask,
     bind=True,
-    name="audit.ingest_batch",
+    name=INGEST_TASK_NAME,
     # Needed for retries, not only for routing: with quorum queues a retry's countdown goes
     # through Celery's native delayed delivery, which routes by the *queue's* routing key;
     # without a queue here the router picks task_default_queue ("maintenance") and the retry

@@ -6,6 +6,7 @@ no-op; different arguments fail with PRECONDITION_FAILED (notes §1.6), which is
 caller declares the very objects of ``traceledger/queues.py``.
 """
 
+from kombu import Connection
 from kombu.connection import maybe_channel
 
 from traceledger.queues import AUDIT_EXCHANGE, DLQ, DLX_EXCHANGE, INGEST_QUEUE
@@ -24,3 +25,19 @@ def topology_declare(connection) -> None:
     # Queue.declare also declares its exchange and the binding.
     INGEST_QUEUE(channel).declare()
     DLQ(channel).declare()
+
+
+def broker_connection(url: str, *, name: str, connect_timeout: float, io_timeout: float):
+    """A connection of our own for a long-lived thread or process (not Celery's pool): no
+    heartbeats to drive, and socket-level bounds so a blackholed broker fails reads and
+    writes instead of hanging the caller. Not connected yet."""
+    return Connection(
+        url,
+        connect_timeout=connect_timeout,
+        heartbeat=0,
+        transport_options={
+            "read_timeout": io_timeout,
+            "write_timeout": io_timeout,
+            "client_properties": {"connection_name": name},
+        },
+    )

@@ -114,6 +114,7 @@ def build_requests(*, run_id: str, events: int, singles: int, duplicates: float,
             i += size
             requests.append((tenant, chunk))
             posted[tenant].update(e["event_id"] for e in chunk)
+    firsts = len(requests)
     dupes = rng.sample(evs, int(len(evs) * duplicates))
     for k in range(0, len(dupes), 50):
         chunk = dupes[k : k + 50]
@@ -121,8 +122,8 @@ def build_requests(*, run_id: str, events: int, singles: int, duplicates: float,
             same = [e for e in chunk if e["_tenant"] == tenant]
             if same:
                 requests.append((tenant, same))
-    # Duplicates go after their first copies: shuffle only the first 90 %, keep the tail.
-    head, tail = requests[: -len(dupes) // 50 - 2], requests[-len(dupes) // 50 - 2 :]
+    # Duplicates go after their first copies: shuffle the first copies, keep the rest last.
+    head, tail = requests[:firsts], requests[firsts:]
     rng.shuffle(head)
     requests = head + tail
     bodies = []

@@ -67,15 +67,14 @@ def check_search() -> str:
     if not settings.ELASTICSEARCH_URL:
         return DISABLED
     import pybreaker
-    from elasticsearch import Elasticsearch
 
+    from search.backends.elasticsearch import es_client
     from search.breaker import es_breaker
 
     if es_breaker.current_state == pybreaker.STATE_OPEN:
         return DOWN
-    client = Elasticsearch(
-        settings.ELASTICSEARCH_URL, request_timeout=settings.TRACELEDGER_HEALTH_TIMEOUT
-    )
+    # The process's pooled client (a new client per probe leaked its connection pool).
+    client = es_client().options(request_timeout=settings.TRACELEDGER_HEALTH_TIMEOUT)
     return OK if client.ping() else DOWN
 
 

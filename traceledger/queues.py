@@ -13,6 +13,8 @@ AUDIT_EXCHANGE = Exchange("audit", type="topic", durable=True)
 DLX_EXCHANGE = Exchange("audit.dlx", type="topic", durable=True)
 TASKS_EXCHANGE = Exchange("traceledger", type="topic", durable=True)
 
+# The ingest message: Celery task name and queue (the API publishes, the worker consumes).
+INGEST_TASK_NAME = "audit.ingest_batch"
 INGEST_QUEUE_NAME = "audit.ingest"
 DLQ_NAME = "audit.ingest.dlq"
 SEARCH_QUEUE_NAME = "search.index"

@@ -24,11 +24,10 @@ from kombu import Connection
 
 from audit import metrics_worker as metrics
 from audit.models import DeadLetter, DeadLetterStatus
-from traceledger.queues import DLQ, DLX_EXCHANGE, INGEST_QUEUE, INGEST_QUEUE_NAME
+from traceledger.queues import DLQ, DLX_EXCHANGE, INGEST_QUEUE_NAME, INGEST_TASK_NAME
 
 logger = logging.getLogger(__name__)
 
-INGEST_TASK = "audit.ingest_batch"
 NOTE_TTL = 14 * 24 * 3600  # longer than anyone leaves a DLQ undrained
 DRAIN_BATCH = 200  # messages per transaction; acked only after it commits
 PUBLISH_RETRY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
@@ -82,7 +81,7 @@ def events_dead_letter(
                 delivery_mode=2,
                 message_id=f"{task_id or 'no-task'}:{digest}",
                 headers={
-                    "task": INGEST_TASK,
+                    "task": INGEST_TASK_NAME,
                     "x-tl-reason": item.reason[:255],
                     "x-tl-exception": item.exception[:4000],
                     "x-tl-task-id": task_id or "",
@@ -263,16 +262,10 @@ def _publish_ingest(payload: dict) -> None:
 
     A fresh message carries no ``x-death``, so RabbitMQ's dead-letter cycle detection cannot
     drop it (notes §1.7). The API side's ``events_submit`` confirms the publish or falls back
-    to the outbox in the caller's transaction; Celery's ``send_task`` (publisher confirms via
-    ``broker_transport_options``) is the fallback when that module is not installed.
+    to the outbox in the caller's transaction.
     """
-    try:
-        from audit.services.submission import events_submit
-    except ImportError:
-        _app().send_task(
-            INGEST_TASK, kwargs=payload, queue=INGEST_QUEUE, retry=True, retry_policy=PUBLISH_RETRY
-        )
-        return
+    from audit.services.submission import events_submit
+
     events_submit(
         tenant_id=payload["tenant_id"],
         events=payload["events"],

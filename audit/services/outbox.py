@@ -12,7 +12,8 @@ from django.db import transaction
 
 from audit import metrics
 from audit.models import OutboxMessage
-from audit.publisher import INGEST_TASK_NAME, publish_tasks
+from audit.publisher import publish_tasks
+from traceledger.queues import INGEST_TASK_NAME
 
 logger = logging.getLogger(__name__)
 
