@@ -147,7 +147,6 @@ SESSION_ENGINE = "django.contrib.sessions.backends.db"
 # django-ratelimit: fail open when Redis is down (availability of the audit trail wins).
 RATELIMIT_USE_CACHE = "default"
 RATELIMIT_FAIL_OPEN = True
-RATELIMIT_VIEW = "traceledger.api.exceptions.ratelimited_view"
 TRACELEDGER_RATELIMIT_INGEST = env.str("TRACELEDGER_RATELIMIT_INGEST", default="6000/m")
 TRACELEDGER_RATELIMIT_READ = env.str("TRACELEDGER_RATELIMIT_READ", default="1200/m")
 TRACELEDGER_RATELIMIT_LOGIN = env.str("TRACELEDGER_RATELIMIT_LOGIN", default="10/m")

@@ -15,9 +15,8 @@ from rest_framework.response import Response
 from accounts.models import Tenant
 from accounts.principal import get_principal
 from audit.api.ingest_schema import INGEST_REQUEST, IngestAcceptedSerializer
-from audit.services.submission import IngestUnavailable, events_submit
+from audit.services.submission import events_submit
 from audit.validation import InvalidEvents, InvalidJSON, events_parse
-from traceledger.api.exceptions import error_body
 
 JSON_MEDIA_TYPES = frozenset({"application/json"})
 
@@ -88,18 +87,12 @@ class IngestMixin:
             raise exceptions.ValidationError(exc.fields) from None
         principal = get_principal(request)
         tenant_id = _ingest_tenant_id(request, principal)
-        try:
-            events_submit(
-                tenant_id=tenant_id,
-                events=events,
-                request_id=getattr(request._request, "request_id", None),
-            )
-        except IngestUnavailable as exc:
-            response = Response(
-                error_body("unavailable", str(exc)), status=status.HTTP_503_SERVICE_UNAVAILABLE
-            )
-            response["Retry-After"] = str(exc.retry_after)
-            return response
+        # IngestUnavailable → 503 with Retry-After, in the API's exception handler.
+        events_submit(
+            tenant_id=tenant_id,
+            events=events,
+            request_id=getattr(request._request, "request_id", None),
+        )
         return Response(
             {"accepted": len(events), "ids": [event["id"] for event in events]},
             status=status.HTTP_202_ACCEPTED,

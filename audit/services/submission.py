@@ -13,19 +13,17 @@ from django.db import DatabaseError
 from audit import metrics
 from audit.publisher import BrokerSkipped, PublishError, publish_ingest_batch
 from audit.validation import InvalidEvents, event_normalize
+from traceledger.errors import DependencyUnavailable
 from traceledger.request_id import current_request_id
 
 logger = logging.getLogger(__name__)
 
 SYSTEM_TENANT_SLUG = "system"
-# What a 503 tells clients: long enough for a broker or database restart to finish.
-RETRY_AFTER_SECONDS = 30
 
 
-class IngestUnavailable(Exception):
-    """Neither RabbitMQ nor PostgreSQL took the events: nothing was accepted (→ 503)."""
-
-    retry_after = RETRY_AFTER_SECONDS
+class IngestUnavailable(DependencyUnavailable):
+    """Neither RabbitMQ nor PostgreSQL took the events: nothing was accepted (→ 503 from
+    whichever view needed them: the ingest API, or a read whose access record failed)."""
 
 
 def ingest_payload(*, tenant_id: int, events: list[dict], request_id: str | None) -> dict:

@@ -345,3 +345,29 @@ def test_a_year_before_1000_is_written_with_four_digits_and_pages_on(reader, ten
     second = reader.get(first["next"])
     assert second.status_code == 200, second.json()
     assert [e["occurred_at"] for e in second.json()["results"]] == ["0999-01-02T03:04:05.000000Z"]
+
+
+@pytest.mark.django_db
+def test_a_read_whose_access_record_cannot_be_kept_answers_503_not_500(
+    reader, tenant, monkeypatch
+):
+    """Exports are audited (also for API keys); when neither the broker nor the database
+    takes that record, the read answers 503 with Retry-After, like the ingest API, not 500."""
+    from django.db import OperationalError
+
+    from audit.publisher import BrokerSkipped
+
+    events_create(tenant_id=tenant.pk, count=1)
+
+    def broker_down(payload):
+        raise BrokerSkipped("circuit breaker open")
+
+    def database_down(**kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr("audit.services.submission.publish_ingest_batch", broker_down)
+    monkeypatch.setattr("audit.services.outbox.outbox_message_create", database_down)
+    response = reader.get(f"{LIST}/export", {"format": "jsonl"})
+    assert response.status_code == 503
+    assert int(response["Retry-After"]) > 0
+    assert response.json()["error"]["code"] == "unavailable"

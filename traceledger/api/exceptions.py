@@ -7,15 +7,13 @@ that item's field errors, e.g. ``{"2": {"occurred_at": ["..."]}}``.
 import logging
 
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, JsonResponse
-from django_ratelimit.exceptions import Ratelimited
+from django.http import Http404
 from rest_framework import exceptions, status
-from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-logger = logging.getLogger(__name__)
+from traceledger.errors import DependencyUnavailable
 
-RATE_LIMIT_RETRY_AFTER = 60
+logger = logging.getLogger(__name__)
 
 
 def error_body(code: str, message: str, fields=None) -> dict:
@@ -38,10 +36,19 @@ def _flatten_fields(detail):
     return [str(detail)]
 
 
+class _Unavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "unavailable"
+
+    def __init__(self, detail: str, *, wait: int):
+        super().__init__(detail)
+        self.wait = wait  # DRF's handler turns this into Retry-After
+
+
 def exception_handler(exc, context):
-    if isinstance(exc, Ratelimited):
-        return ratelimited_response()
-    if isinstance(exc, Http404):
+    if isinstance(exc, DependencyUnavailable):
+        exc = _Unavailable(str(exc), wait=exc.retry_after)
+    elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
@@ -65,23 +72,4 @@ def exception_handler(exc, context):
             detail = detail.get("detail", "")
         body = error_body(str(getattr(detail, "code", None) or code), str(detail))
     response.data = body
-    return response
-
-
-def ratelimited_response() -> Response:
-    response = Response(
-        error_body("rate_limited", "Too many requests; retry after the given number of seconds."),
-        status=status.HTTP_429_TOO_MANY_REQUESTS,
-    )
-    response["Retry-After"] = str(RATE_LIMIT_RETRY_AFTER)
-    return response
-
-
-def ratelimited_view(request, exception):
-    """django-ratelimit's RATELIMIT_VIEW for plain Django views (it would answer 403)."""
-    response = JsonResponse(
-        error_body("rate_limited", "Too many requests; retry after the given number of seconds."),
-        status=429,
-    )
-    response["Retry-After"] = str(RATE_LIMIT_RETRY_AFTER)
     return response
