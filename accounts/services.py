@@ -11,7 +11,7 @@ from datetime import datetime
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from accounts import keycache
@@ -92,19 +92,23 @@ def user_create(
     except ValidationError as exc:
         raise ValidationError({"password": exc.messages}) from exc
     user.set_password(password)
-    with transaction.atomic():
-        user.full_clean(exclude=["password"])
-        user.save()
-        account_changed_send_on_commit(
-            tenant_id=tenant.pk,
-            action="user.create",
-            actor=actor,
-            target_id=str(user.pk),
-            target_type="user",
-            target_name=user.username,
-            description=f"User {user.username} created with role {role}.",
-            metadata={"role": role},
-        )
+    try:
+        with transaction.atomic():
+            user.full_clean(exclude=["password"])
+            user.save()
+            account_changed_send_on_commit(
+                tenant_id=tenant.pk,
+                action="user.create",
+                actor=actor,
+                target_id=str(user.pk),
+                target_type="user",
+                target_name=user.username,
+                description=f"User {user.username} created with role {role}.",
+                metadata={"role": role},
+            )
+    except IntegrityError:
+        # Another request took the name between the checks above and this insert.
+        raise ValidationError({"username": ["A user with that username already exists."]}) from None
     return user
 
 

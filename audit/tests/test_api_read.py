@@ -348,9 +348,7 @@ def test_a_year_before_1000_is_written_with_four_digits_and_pages_on(reader, ten
 
 
 @pytest.mark.django_db
-def test_a_read_whose_access_record_cannot_be_kept_answers_503_not_500(
-    reader, tenant, monkeypatch
-):
+def test_a_read_whose_access_record_cannot_be_kept_answers_503_not_500(reader, tenant, monkeypatch):
     """Exports are audited (also for API keys); when neither the broker nor the database
     takes that record, the read answers 503 with Retry-After, like the ingest API, not 500."""
     from django.db import OperationalError

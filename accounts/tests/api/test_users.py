@@ -107,6 +107,21 @@ def test_it_rejects_a_taken_username(jwt_client, owner, teammate):
 
 
 @pytest.mark.django_db
+def test_a_name_taken_by_a_concurrent_request_is_a_400_not_a_500(
+    jwt_client, owner, teammate, monkeypatch
+):
+    """Both requests pass the checks before either inserts: the unique index decides."""
+    monkeypatch.setattr("accounts.services.User.full_clean", lambda self, **kwargs: None)
+    monkeypatch.setattr(
+        "accounts.services.User.objects.filter",
+        lambda **kwargs: User.objects.none(),  # the check saw no such user yet
+    )
+    response = jwt_client(owner).post("/api/v1/users", _body(username="teammate"), format="json")
+    assert response.status_code == 400
+    assert "username" in response.json()["error"]["fields"]
+
+
+@pytest.mark.django_db
 def test_it_does_not_allow_open_sign_up(anon_client):
     assert anon_client.post("/api/v1/users", _body(), format="json").status_code == 401
     assert not User.objects.exists()
