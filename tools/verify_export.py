@@ -317,10 +317,9 @@ def verify_chain(events: list[tuple[int, dict]], *, allow_gaps: bool) -> dict[in
     return by_sequence
 
 
-def load_checkpoint(path: str) -> tuple[dict, str | None]:
+def load_checkpoint(path: str) -> dict:
     with open(path, encoding="utf-8") as handle:
         data = json.load(handle)
-    embedded_key = data.get("public_key") if isinstance(data, dict) else None
     if isinstance(data, dict) and isinstance(data.get("results"), list):
         if not data["results"]:
             raise Failure(f"{path} holds no checkpoint")
@@ -328,7 +327,7 @@ def load_checkpoint(path: str) -> tuple[dict, str | None]:
     required = ("tenant_id", "sequence", "hash", "signed_at", "kind", "signature")
     if not isinstance(data, dict) or any(field not in data for field in required):
         raise Failure(f"{path} is not a checkpoint (needs {', '.join(required)})")
-    return data, embedded_key
+    return data
 
 
 def verify_signature(checkpoint: dict, public_key_pem: str) -> None:
@@ -391,19 +390,13 @@ def main(argv=None) -> int:
             chains[tenant] = verify_chain(events, allow_gaps=args.allow_gaps)
             print(f"{tenant or '(no tenant)'}: {len(events)} events verified")
         if args.checkpoint:
-            checkpoint, embedded_key = load_checkpoint(args.checkpoint)
-            if args.public_key:
-                with open(args.public_key, encoding="utf-8") as handle:
-                    key_pem = handle.read()
-            elif embedded_key:
-                key_pem = embedded_key
-                print(
-                    "warning: using the public key from the checkpoint file itself; pin it "
-                    "with --public-key",
-                    file=sys.stderr,
-                )
-            else:
-                parser.error("--checkpoint needs --public-key")
+            checkpoint = load_checkpoint(args.checkpoint)
+            if not args.public_key:
+                # Never the key that the checkpoint page carries: whoever could edit the
+                # files could swap the key along with the signature.
+                parser.error("--checkpoint needs --public-key (obtained apart from the export)")
+            with open(args.public_key, encoding="utf-8") as handle:
+                key_pem = handle.read()
             verify_signature(checkpoint, key_pem)
             if args.tenant:
                 chain = chains.get(args.tenant)

@@ -177,6 +177,23 @@ def test_it_verifies_a_signed_checkpoint_against_the_export(chain, tmp_path):
     assert "signature does not verify" in changed.stdout
 
 
+def test_it_never_trusts_the_public_key_that_comes_with_the_checkpoint(chain, tmp_path):
+    """A checkpoint page carries the key; whoever edits the files can swap both, so the
+    tool refuses to verify a signature without a key given apart from the export."""
+    [checkpoint] = checkpoints_sign()
+    export = tmp_path / "events.jsonl"
+    _write_export(export, chain)
+    single = json.loads(_checkpoint_file(tmp_path / "cp.json", checkpoint).read_text())
+    page = tmp_path / "page.json"
+    page.write_text(json.dumps({"public_key": public_key_pem(), "results": [single]}))
+
+    result = _run(export, "--checkpoint", page)
+
+    assert result.returncode == 2
+    assert "--checkpoint needs --public-key" in result.stderr
+    assert "signature" not in result.stdout
+
+
 def test_a_signed_checkpoint_catches_a_consistently_rewritten_export(chain, tmp_path):
     [checkpoint] = checkpoints_sign()
     tool = _tool_module()
