@@ -39,7 +39,7 @@ TRANSIENT_ERRORS = (
     # neighbours are duplicates by then) and publishes the dead letter again.
     BrokerError,
 )
-# Backoff 1, 2, 4 ... capped at 60 s, full jitter; the default 8 retries wait at most ~4 min
+# Backoff 1, 2, 4 ... capped at 60 s, full jitter; the default 8 retries wait at most ~3 min
 # in total, far below RabbitMQ's 30 min consumer timeout (and the countdown lives in the
 # broker's native-delayed-delivery queues, not in the worker).
 MAX_RETRIES = settings.TRACELEDGER_INGEST_MAX_RETRIES

@@ -14,6 +14,7 @@ from audit.metrics_read import READ_LATENCY
 from audit.models import AuditEvent
 from audit.selectors import event_document_get
 from audit.services.access_log import READ, access_record
+from traceledger.api.responses import NOT_FOUND, READ_ERRORS
 
 
 class AuditEventDetailView(GenericAPIView):
@@ -30,7 +31,7 @@ class AuditEventDetailView(GenericAPIView):
             "is read from PostgreSQL. A person's read is recorded as `audit_log.read`."
         ),
         parameters=[TENANT_PARAMETER],
-        responses={200: AuditEventOutputSerializer},
+        responses={200: AuditEventOutputSerializer, **READ_ERRORS, **NOT_FOUND},
     )
     def get(self, request, pk):
         with READ_LATENCY.labels(endpoint="detail").time():

@@ -23,6 +23,7 @@ from audit.filters import (
 from audit.metrics_read import READ_LATENCY
 from audit.selectors import event_queryset, read_tenant_id
 from audit.services.access_log import EXPORT, access_record
+from traceledger.api.responses import READ_ERRORS
 
 
 class IgnoreFormatQueryParam(DefaultContentNegotiation):
@@ -67,6 +68,7 @@ class AuditEventExportView(GenericAPIView):
             (200, "application/x-ndjson"): OpenApiResponse(
                 OpenApiTypes.STR, description="One JSON document per line"
             ),
+            **READ_ERRORS,
         },
     )
     def get(self, request):

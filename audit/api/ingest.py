@@ -66,8 +66,9 @@ class IngestMixin:
             415: OpenApiResponse(description="The body is not `application/json`."),
             429: OpenApiResponse(description="Rate limited; see `Retry-After`."),
             503: OpenApiResponse(
-                description="Neither RabbitMQ nor PostgreSQL took the events; nothing was "
-                "accepted. Retry after `Retry-After` seconds with the same `event_id`s."
+                description="Nothing was accepted: neither RabbitMQ nor PostgreSQL took the "
+                "events, or the API key could be checked neither in Redis nor in PostgreSQL. "
+                "Retry after `Retry-After` seconds with the same `event_id`s."
             ),
         },
     )

@@ -25,6 +25,7 @@ from audit.ledger.canonical import format_timestamp
 from audit.ledger.signing import key_id, public_key_pem
 from audit.ledger.verify import ledger_verify
 from audit.selectors import read_tenant_id
+from traceledger.api.responses import AUTH_ERRORS, READ_ERRORS
 
 # The API verifies at most this many events per request: 3,000-5,000 events/s were measured
 # on the shared 2-core reference machine under load, so a request stays within seconds.
@@ -94,7 +95,7 @@ class LedgerVerifyView(APIView):
             ),
             TENANT_PARAMETER,
         ],
-        responses={200: VerifyOutputSerializer},
+        responses={200: VerifyOutputSerializer, **READ_ERRORS},
     )
     def get(self, request):
         params = VerifyInputSerializer(data=request.query_params)
@@ -169,6 +170,7 @@ class CheckpointPagination(CursorPagination):
             "with Ed25519; the page carries the public key and its key_id. See docs/ledger.md."
         ),
         parameters=[TENANT_PARAMETER],
+        responses={200: CheckpointSerializer(many=True), **READ_ERRORS},
     )
 )
 class LedgerCheckpointListView(generics.ListAPIView):
@@ -197,7 +199,8 @@ class LedgerPublicKeyView(APIView):
             200: inline_serializer(
                 "LedgerPublicKey",
                 {"key_id": serializers.CharField(), "public_key": serializers.CharField()},
-            )
+            ),
+            **AUTH_ERRORS,
         },
     )
     def get(self, request):

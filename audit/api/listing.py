@@ -11,6 +11,7 @@ from audit.metrics_read import READ_LATENCY
 from audit.models import AuditEvent
 from audit.selectors import event_queryset, read_tenant_id
 from audit.services.access_log import READ, access_record
+from traceledger.api.responses import READ_ERRORS
 
 
 class EventListMixin(ListModelMixin):
@@ -38,7 +39,7 @@ class EventListMixin(ListModelMixin):
             "is recorded as an `audit_log.read` event of the tenant."
         ),
         parameters=[TENANT_PARAMETER],
-        responses={200: AuditEventOutputSerializer(many=True)},
+        responses={200: AuditEventOutputSerializer(many=True), **READ_ERRORS},
     )
     def get(self, request, *args, **kwargs):
         with READ_LATENCY.labels(endpoint="list").time():

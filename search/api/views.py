@@ -27,6 +27,7 @@ from audit.selectors import event_queryset, read_tenant_id
 from audit.services.access_log import SEARCH, access_record
 from search.backends.base import InvalidCursor, SearchRequest
 from search.selectors import events_search
+from traceledger.api.responses import READ_ERRORS
 
 MAX_QUERY_LENGTH = 512
 
@@ -84,7 +85,8 @@ class AuditEventSearchView(APIView):
                     "next": serializers.URLField(allow_null=True),
                     "results": AuditEventOutputSerializer(many=True),
                 },
-            )
+            ),
+            **READ_ERRORS,
         },
     )
     def get(self, request):

@@ -1,0 +1,23 @@
+"""The error responses of the read operations, for the OpenAPI schema. Every error has the
+one shape of ``traceledger.api.exceptions``: ``{"error": {"code", "message", "fields"}}``."""
+
+from drf_spectacular.utils import OpenApiResponse
+
+AUTH_ERRORS = {
+    401: OpenApiResponse(description="No or invalid credentials."),
+    403: OpenApiResponse(
+        description="The credential lacks the `read` scope, or names another tenant."
+    ),
+    429: OpenApiResponse(description="Rate limited; see `Retry-After`."),
+    503: OpenApiResponse(
+        description="The credential, or the record of this access, cannot be kept right now "
+        "(database and cache, or broker and database, unavailable); see `Retry-After`."
+    ),
+}
+READ_ERRORS = {
+    400: OpenApiResponse(
+        description="An invalid or unknown query parameter; `error.fields` names it."
+    ),
+    **AUTH_ERRORS,
+}
+NOT_FOUND = {404: OpenApiResponse(description="No such event, or another tenant's.")}
