@@ -136,8 +136,9 @@ TENANT_PARAMETER = OpenApiParameter(
     OpenApiTypes.STR,
     OpenApiParameter.QUERY,
     description=(
-        "Tenant slug. Superusers must name the tenant on list, search and export; other "
-        "callers may omit it (their own tenant) and get 403 for any other tenant's slug."
+        "Tenant slug. Superusers must name the tenant on list, search, export and the ledger "
+        "endpoints; other callers may omit it (their own tenant) and get 403 for any other "
+        "tenant's slug."
     ),
 )
 

@@ -119,7 +119,6 @@ def _cached_document(*, key: str, tenant_id: int | None) -> dict | None:
 class EventRead:
     document: dict  # the detail document (``event_document``)
     tenant_id: int  # the event's tenant, for the access record
-    cached: bool
 
 
 def event_document_get(
@@ -138,7 +137,7 @@ def event_document_get(
     cached = _cached_document(key=key, tenant_id=tenant_id)
     if cached is not None:
         EVENT_CACHE.labels(result="hit").inc()
-        return EventRead(document=cached["document"], tenant_id=cached["tenant_id"], cached=True)
+        return EventRead(document=cached["document"], tenant_id=cached["tenant_id"])
 
     EVENT_CACHE.labels(result="miss").inc()
     queryset = AuditEvent.objects.filter(pk=event_id)
@@ -153,4 +152,4 @@ def event_document_get(
         {"document": document, "tenant_id": row["tenant_id"]},
         timeout=settings.TRACELEDGER_EVENT_CACHE_TTL,
     )
-    return EventRead(document=document, tenant_id=row["tenant_id"], cached=False)
+    return EventRead(document=document, tenant_id=row["tenant_id"])

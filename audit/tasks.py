@@ -25,15 +25,13 @@ from traceledger.queues import INGEST_QUEUE_NAME, INGEST_TASK_NAME
 
 logger = logging.getLogger(__name__)
 
-# Transient only (STYLE: never Exception). psycopg's serialization failure and deadlock are
-# OperationalError subclasses that Django wraps as django.db.OperationalError; they are named
-# for when a raw psycopg call escapes Django's wrapper. Everything else is permanent: retrying
-# a bad payload only delays the dead letter.
+# Transient only (STYLE: never Exception). psycopg.OperationalError (serialization failure,
+# deadlock, lock and statement timeouts are subclasses) is named for when a raw psycopg call
+# escapes Django's wrapper. Everything else is permanent: retrying a bad payload only delays
+# the dead letter.
 TRANSIENT_ERRORS = (
     OperationalError,
     InterfaceError,
-    psycopg.errors.SerializationFailure,
-    psycopg.errors.DeadlockDetected,
     psycopg.OperationalError,
     # Publishing a single event's dead letter failed: the retry re-stores nothing (its
     # neighbours are duplicates by then) and publishes the dead letter again.

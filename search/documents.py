@@ -10,14 +10,13 @@ Every filter of the list API is a ``keyword`` (exact and prefix match, sortable)
 ``english`` analyzer, the same stemming the PostgreSQL backend uses.
 """
 
-from django.conf import settings
 from django_elasticsearch_dsl import Document, fields
 from django_elasticsearch_dsl.registries import registry
 from elasticsearch.dsl import analyzer, tokenizer
 
 from audit.models import AuditEvent
 
-INDEX_ALIAS = getattr(settings, "TRACELEDGER_SEARCH_INDEX", "traceledger-audit-events")
+INDEX_ALIAS = "traceledger-audit-events"
 
 identifier = analyzer(
     "audit_identifier",

@@ -19,9 +19,9 @@ from django.utils import timezone
 
 from accounts.principal import principal_for_user
 from audit.admin.events import can_view_events
-from audit.admin.operations import dlq_depth_or_none
 from audit.models import DeadLetter, DeadLetterStatus, OutboxMessage
 from audit.selectors import event_queryset
+from audit.services.dead_letters import dlq_depth
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def _cached_dlq_depth() -> int | None:
     dead-letter page itself always asks RabbitMQ."""
     depth = cache.get(DLQ_DEPTH_KEY)
     if depth is None:
-        depth = dlq_depth_or_none()
+        depth = dlq_depth()
         if depth is not None:
             cache.set(DLQ_DEPTH_KEY, depth, DLQ_DEPTH_TTL)
     return depth

@@ -15,6 +15,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from audit.models import DeadLetter, OutboxMessage
+from audit.services.dead_letters import dlq_depth
 
 logger = logging.getLogger(__name__)
 
@@ -36,17 +37,6 @@ def _pretty(value) -> str:
 
 def _actor(request) -> str:
     return request.user.get_username()
-
-
-def dlq_depth_or_none() -> int | None:
-    """Messages waiting in ``audit.ingest.dlq``; None when RabbitMQ does not answer."""
-    try:
-        from audit.services.dead_letters import dlq_depth
-
-        return dlq_depth()
-    except Exception:  # the page must render while the broker is down
-        logger.warning("DLQ depth unavailable", exc_info=True)
-        return None
 
 
 @admin.register(DeadLetter)
@@ -106,7 +96,7 @@ class DeadLetterAdmin(_TenantScopedMixin, admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     def changelist_view(self, request, extra_context=None):
-        extra_context = {**(extra_context or {}), "dlq_depth": dlq_depth_or_none()}
+        extra_context = {**(extra_context or {}), "dlq_depth": dlq_depth()}
         return super().changelist_view(request, extra_context)
 
     def get_urls(self):

@@ -17,6 +17,7 @@ from accounts.principal import get_principal
 from audit.api.ingest_schema import INGEST_REQUEST, IngestAcceptedSerializer
 from audit.services.submission import events_submit
 from audit.validation import InvalidEvents, InvalidJSON, events_parse
+from traceledger.request_id import current_request_id
 
 JSON_MEDIA_TYPES = frozenset({"application/json"})
 
@@ -92,7 +93,7 @@ class IngestMixin:
         events_submit(
             tenant_id=tenant_id,
             events=events,
-            request_id=getattr(request._request, "request_id", None),
+            request_id=current_request_id() or None,
         )
         return Response(
             {"accepted": len(events), "ids": [event["id"] for event in events]},

@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 
 from accounts.permissions import CanRead
 from accounts.principal import get_principal
+from audit.filters import TENANT_PARAMETER
 from audit.ledger import selectors
 from audit.ledger.canonical import format_timestamp
 from audit.ledger.signing import key_id, public_key_pem
@@ -31,12 +32,6 @@ from traceledger.api.responses import AUTH_ERRORS, READ_ERRORS
 # on the shared 2-core reference machine under load, so a request stays within seconds.
 # The whole chain is ``manage.py verify_ledger`` (docs/ledger.md §6).
 VERIFY_MAX_EVENTS = 20_000
-
-TENANT_PARAMETER = OpenApiParameter(
-    "tenant",
-    OpenApiTypes.STR,
-    description="Superusers only: the slug of the tenant to read (required for them).",
-)
 
 
 class VerifyInputSerializer(serializers.Serializer):

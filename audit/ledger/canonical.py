@@ -34,7 +34,6 @@ from typing import Any
 import orjson
 import rfc8785
 
-FORMAT_VERSION = 1
 GENESIS_HASH = "0" * 64
 
 # Defaults of the AuditEvent columns, used when a row dict leaves a field out (the insert

@@ -105,24 +105,16 @@ class Batch:
 
 
 @dataclass
-class _Stored:
-    """What one transaction attempt did to one batch (discarded when the attempt fails)."""
-
-    stored_ids: list[str] = field(default_factory=list)
-    duplicates: int = 0
-    rejected: list[RejectedEvent] = field(default_factory=list)
-
-
-@dataclass
 class _Attempt:
     batches: list[Batch]
-    outcome: dict[int, _Stored] = field(default_factory=dict)  # id(batch) -> what happened
+    # id(batch) -> what this attempt did to it (discarded when the attempt fails)
+    outcome: dict[int, IngestResult] = field(default_factory=dict)
     ledger_seconds: float = 0.0
     # Per tenant, the sequence its first stored row gets (the head's, locked, plus one).
     first_sequence: dict[int, int] = field(default_factory=dict)
 
-    def of(self, batch: Batch) -> _Stored:
-        return self.outcome.setdefault(id(batch), _Stored())
+    def of(self, batch: Batch) -> IngestResult:
+        return self.outcome.setdefault(id(batch), IngestResult())
 
 
 def _refusal(exc: Exception) -> str:

@@ -72,7 +72,7 @@ def send_to_dlq(tenant_id: int) -> str:
 def test_the_list_shows_reason_exception_summary_attempts_failures_and_status(
     operator, tenant, monkeypatch
 ):
-    monkeypatch.setattr("audit.admin.operations.dlq_depth_or_none", lambda: 3)
+    monkeypatch.setattr("audit.admin.operations.dlq_depth", lambda: 3)
     dead_letter(tenant)
 
     response = operator.get(DEAD_LETTERS)

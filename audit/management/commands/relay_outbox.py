@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from audit.services.outbox import outbox_relay
+from audit.services.outbox import RELAY_CHUNK, outbox_relay
 
 
 class Command(BaseCommand):
@@ -15,8 +15,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--chunk-size",
             type=int,
-            default=50,
-            help="Rows claimed (FOR UPDATE SKIP LOCKED) and published per round (default 50).",
+            default=RELAY_CHUNK,
+            help=f"Rows claimed (FOR UPDATE SKIP LOCKED) and published per round "
+            f"(default {RELAY_CHUNK}).",
         )
 
     def handle(self, *args, chunk_size: int, **options):
