@@ -42,7 +42,7 @@ def read_tenant_id(
         if tenant_slug is None:
             if required:
                 raise ValidationError(
-                    {"tenant": ["A superuser must name the tenant to read (tenant=<slug>)."]}
+                    {"tenant": ["A superuser must name the tenant (tenant=<slug>)."]}
                 )
             return None
         tenant_id = Tenant.objects.filter(slug=tenant_slug).values_list("pk", flat=True).first()
@@ -55,7 +55,7 @@ def read_tenant_id(
     if tenant_slug is not None:
         own = Tenant.objects.filter(pk=principal.tenant_id, slug=tenant_slug).exists()
         if not own:
-            raise PermissionDenied("You may only read your own tenant's events.")
+            raise PermissionDenied("You may only use your own tenant's events.")
     return principal.tenant_id
 
 

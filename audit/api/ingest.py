@@ -12,9 +12,9 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from accounts.models import Tenant
 from accounts.principal import get_principal
 from audit.api.ingest_schema import INGEST_REQUEST, IngestAcceptedSerializer
+from audit.selectors import read_tenant_id
 from audit.services.submission import events_submit
 from audit.validation import InvalidEvents, InvalidJSON, events_parse
 from traceledger.request_id import current_request_id
@@ -26,17 +26,6 @@ class PayloadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_code = "too_large"
     default_detail = "The request body is too large."
-
-
-def _ingest_tenant_id(request, principal) -> int:
-    """The caller's tenant; a superuser (no tenant) names one with ``?tenant=<slug>``."""
-    if principal.tenant_id is not None:
-        return principal.tenant_id
-    slug = request.query_params.get("tenant", "")
-    tenant_id = Tenant.objects.filter(slug=slug).values_list("pk", flat=True).first()
-    if tenant_id is None:
-        raise exceptions.ValidationError({"tenant": ["Name an existing tenant (?tenant=slug)."]})
-    return tenant_id
 
 
 class IngestMixin:
@@ -88,7 +77,10 @@ class IngestMixin:
         except InvalidEvents as exc:
             raise exceptions.ValidationError(exc.fields) from None
         principal = get_principal(request)
-        tenant_id = _ingest_tenant_id(request, principal)
+        # As for reads: a superuser names the tenant; another tenant's slug is a 403.
+        tenant_id = read_tenant_id(
+            principal=principal, tenant_slug=request.query_params.get("tenant"), required=True
+        )
         # IngestUnavailable → 503 with Retry-After, in the API's exception handler.
         events_submit(
             tenant_id=tenant_id,

@@ -115,6 +115,28 @@ def test_events_belong_to_the_key_s_tenant_whatever_the_body_says(key_client, ot
     assert "tenant" in response.json()["error"]["fields"]
 
 
+def test_a_key_naming_another_tenant_in_the_query_is_refused_not_redirected(
+    key_client, tenant, other_tenant
+):
+    """As for reads: another tenant's slug is a 403, never silently the key's own tenant."""
+    client = key_client(scopes=["ingest"])
+    response = client.generic(
+        "POST",
+        f"{URL}?tenant={other_tenant.slug}",
+        orjson.dumps(valid_event()),
+        content_type="application/json",
+    )
+    assert response.status_code == 403
+    own = client.generic(
+        "POST",
+        f"{URL}?tenant={tenant.slug}",
+        orjson.dumps(valid_event()),
+        content_type="application/json",
+    )
+    assert own.status_code == 202
+    assert [m["kwargs"]["tenant_id"] for m in ingest_messages(expect=1)] == [tenant.pk]
+
+
 def test_a_superuser_names_the_tenant_in_the_query(user_client, superuser, tenant):
     client = user_client(superuser)
     response = client.generic(
