@@ -1,7 +1,7 @@
 """Export memory benchmark (not a test): stream 1,000,000 events and watch the RSS.
 
     DATABASE_URL=postgres://localhost:5432/<scratch db> REDIS_URL=... CELERY_BROKER_URL=... \
-        .venv/bin/python bench/export_memory.py [--format csv|jsonl] [--rows 1000000]
+        .venv/bin/python bench/export_memory.py [--format csv|jsonl] [--tenant plans-big]
 
 Uses the events ``bench/read_plans.py`` generates (tenant ``plans-big``; run that first).
 Goes through the real endpoint (``GET /api/v1/audit-events/export`` via Django's test

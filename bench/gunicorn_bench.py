@@ -1,8 +1,9 @@
 """Gunicorn settings of the bench's web processes (``-c bench/gunicorn_bench.py``).
 
-Passing a config file keeps the product's ``gunicorn.conf.py`` (gthread, access log to
-stdout) out of the measurement: the bench runs 2 sync workers, one request at a time each,
-as the baselines in issue 9 were measured, with no access log.
+Passing a config file keeps the product's ``gunicorn.conf.py`` (its access log to stdout)
+out of the measurement. The worker class defaults to sync here; ``python -m bench`` passes
+``--worker-class gthread --threads 4`` unless ``--web-threads 1`` (sync, as the baselines in
+issue 9 were measured).
 """
 
 worker_class = "sync"

@@ -1,4 +1,4 @@
-"""The processes under test: gunicorn (sync workers) and Celery workers, each in its own group.
+"""The processes under test: gunicorn and Celery workers, each in its own process group.
 
 Each is started with ``start_new_session`` so that stopping or SIGKILLing it reaches its
 children (gunicorn and prefork workers) and nothing else on the machine.
