@@ -15,8 +15,10 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg import sql
 
+from traceledger.queues import CELERY_QUEUES, DLQ_NAME
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUEUE_NAMES = ("audit.ingest", "audit.ingest.dlq", "search.index", "maintenance")
+QUEUE_NAMES = (*(queue.name for queue in CELERY_QUEUES), DLQ_NAME)
 
 
 @dataclass(frozen=True)

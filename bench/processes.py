@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from bench.environment import ROOT
+from testsupport.worker import ALL_QUEUES, celery_worker_argv
 
 
 class Managed:
@@ -141,29 +142,11 @@ class Worker(Managed):
         env: dict[str, str],
         log_path: Path,
         concurrency: int = 2,
-        queues: str = "audit.ingest,search.index,maintenance",
+        queues: str = ALL_QUEUES,
         node: str = "bench",
     ):
         super().__init__(
-            argv=[
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "traceledger",
-                "worker",
-                "-Q",
-                queues,
-                "-c",
-                str(concurrency),
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"{node}-{os.getpid()}-{time.time_ns()}@%h",
-            ],
+            argv=celery_worker_argv(queues=queues, concurrency=concurrency, node=node),
             env=env,
             log_path=log_path,
         )

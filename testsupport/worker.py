@@ -10,6 +10,8 @@ from pathlib import Path
 
 from django.db import connections
 
+from traceledger.queues import CELERY_QUEUES
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -31,19 +33,44 @@ def _kill_leftovers() -> None:
         worker.kill()
 
 
+# Every queue a worker consumes (the DLQ is not one of them, on purpose).
+ALL_QUEUES = ",".join(queue.name for queue in CELERY_QUEUES)
+
+
+def celery_worker_argv(*, queues: str, concurrency: int, node: str) -> list[str]:
+    """``celery -A traceledger worker`` as the tests and the benchmark start it."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "traceledger",
+        "worker",
+        "-Q",
+        queues,
+        "-c",
+        str(concurrency),
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-n",
+        f"{node}-{os.getpid()}-{time.time_ns()}@%h",
+    ]
+
+
 class WorkerProcess:
     """``celery -A traceledger worker`` with the test database; stop() or kill() it."""
 
     def __init__(
         self,
-        queues: str = "audit.ingest,search.index,maintenance",
+        queues: str = ALL_QUEUES,
         extra_env=None,
         concurrency: int = 1,
-        pool: str = "prefork",
     ):
         self.queues = queues
         self.concurrency = concurrency
-        self.pool = pool
         self.env = {**os.environ, "DATABASE_URL": test_database_url(), **(extra_env or {})}
         self.proc: subprocess.Popen | None = None
         self.log_path = ROOT / "var" / f"test-worker-{os.getpid()}-{time.time_ns()}.log"
@@ -52,27 +79,7 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "traceledger",
-                "worker",
-                "-Q",
-                self.queues,
-                "-c",
-                str(self.concurrency),
-                "-P",
-                self.pool,
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"test-{os.getpid()}-{time.time_ns()}@%h",
-            ],
+            celery_worker_argv(queues=self.queues, concurrency=self.concurrency, node="test"),
             cwd=ROOT,
             env=self.env,
             stdout=self._log,
