@@ -37,7 +37,8 @@ MAX_FUTURE = timedelta(minutes=5)
 # beyond ±(2^53-1) would be hashed as a different number than the one stored.
 MAX_SAFE_INTEGER = 2**53 - 1
 
-Action = Annotated[str, Meta(pattern=r"\A[A-Za-z0-9_.:-]{1,128}\Z")]
+ACTION_PATTERN = r"\A[A-Za-z0-9_.:-]{1,128}\Z"
+Action = Annotated[str, Meta(pattern=ACTION_PATTERN)]
 # A timestamp is kept as text until it is parsed: sub-microsecond digits are truncated
 # first (the parser would round them), so the stored instant is a prefix of the sent one.
 Timestamp = Annotated[str, Meta(max_length=64)]
@@ -225,6 +226,12 @@ def _metadata_fast(raw: msgspec.Raw) -> dict:
         value = _any_decoder.decode(data)
     except (msgspec.DecodeError, RecursionError):
         raise FieldError("Invalid JSON object.") from None
+    return metadata_check_encoded(value, data)
+
+
+def metadata_check_encoded(value: dict, data: bytes) -> dict:
+    """``metadata_check``, run only when ``data`` (``value`` as JSON) shows something it
+    might refuse: most metadata is small, shallow and plain."""
     if (
         len(data) > MAX_METADATA_BYTES
         or data.count(b"{") + data.count(b"[") > MAX_METADATA_DEPTH

@@ -4,7 +4,6 @@ The worker re-validates cheaply what the API validated: a replayed dead letter m
 edited by hand. See ``docs/ingest-worker.md`` for the message contract.
 """
 
-import ipaddress
 import re
 import uuid
 from datetime import datetime
@@ -14,8 +13,10 @@ from django.db import connection
 
 from audit.ledger.canonical import STRING_FIELDS as LEDGER_STRINGS
 from audit.models import AuditEvent, Outcome, Severity
+from audit.validation import ACTION_PATTERN, FieldError, metadata_check_encoded, source_ip_normalize
 
-ACTION_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+# The API's own rules (audit.validation), so a replayed letter meets what a POST meets.
+ACTION_RE = re.compile(ACTION_PATTERN)
 OUTCOMES = frozenset(Outcome.values)
 SEVERITIES = frozenset(Severity.values)
 # field -> max length, the model's (the API enforces the same limits, ARCHITECTURE §4); we
@@ -25,7 +26,6 @@ REQUIRED_NON_EMPTY = ("event_id", "action", "actor_id")
 EVENT_KEYS = frozenset(
     {"id", "occurred_at", "received_at", "source_ip", "metadata", *STRING_FIELDS}
 )
-METADATA_MAX_BYTES = 16 * 1024
 
 # Every column of the table, in the model's order: what the COPY below writes.
 COLUMNS = tuple(field.attname for field in AuditEvent._meta.concrete_fields)
@@ -41,23 +41,6 @@ def _parse_time(value: object, name: str) -> datetime:
     if parsed.tzinfo is None:
         raise ValueError(f"{name} has no UTC offset")
     return parsed
-
-
-def _holds_nul(value: object) -> bool:
-    """Whether a NUL character is in any key or string of a JSON value (the encoded text
-    alone cannot tell it from a literal backslash-u0000)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
 
 
 def event_row(*, tenant_id: int, event: object) -> dict:
@@ -105,22 +88,20 @@ def event_row(*, tenant_id: int, event: object) -> dict:
         if not isinstance(source_ip, str):
             raise ValueError("source_ip must be a string or null")
         try:
-            ipaddress.ip_address(source_ip)
-        except ValueError:
+            # Also refuses zone ids ("fe80::1%eth0"), which PostgreSQL's inet does not take.
+            source_ip = source_ip_normalize(source_ip)
+        except FieldError:
             raise ValueError(f"source_ip is not an IP address: {source_ip[:64]!r}") from None
     row["source_ip"] = source_ip
     metadata = event["metadata"]
     if not isinstance(metadata, dict):
         raise ValueError("metadata must be an object")
     try:
-        encoded = orjson.dumps(metadata)
+        metadata_check_encoded(metadata, orjson.dumps(metadata))
     except orjson.JSONEncodeError as exc:
         raise ValueError(f"metadata cannot be stored as JSON: {exc}") from None
-    if b"\\u0000" in encoded and _holds_nul(metadata):  # jsonb cannot hold it either
-        raise ValueError("metadata contains a NUL character")
-    size = len(encoded)
-    if size > METADATA_MAX_BYTES:
-        raise ValueError(f"metadata is larger than {METADATA_MAX_BYTES} bytes")
+    except FieldError as exc:
+        raise ValueError(f"metadata: {exc}") from None
     row["metadata"] = metadata
     return row
 
