@@ -1,8 +1,9 @@
 """DRF serializers that *document* ``POST /api/v1/audit-events`` in the OpenAPI schema.
 
 Validation does not run through them: ``audit.validation`` (msgspec) is the validator, about
-an order of magnitude cheaper per event (docs/ingest.md). ``test_api_ingest_schema`` keeps
-the two in step (same fields, same limits).
+an order of magnitude cheaper per event (docs/ingest.md).
+``audit/tests/test_api_ingest_schema.py`` keeps the two in step (same fields, limits,
+choices, action pattern).
 """
 
 from drf_spectacular.utils import PolymorphicProxySerializer
