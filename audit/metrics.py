@@ -31,9 +31,8 @@ class OutboxDepthCollector:
 
     def collect(self):
         from django.db import DatabaseError
-        from django.db.models import Count, Sum
 
-        from audit.models import OutboxMessage
+        from audit.selectors import outbox_backlog
 
         rows = GaugeMetricFamily(
             "traceledger_outbox_depth", "Ingest batches waiting in the outbox table."
@@ -42,11 +41,11 @@ class OutboxDepthCollector:
             "traceledger_outbox_events", "Events waiting in the outbox table."
         )
         try:
-            totals = OutboxMessage.objects.aggregate(n=Count("id"), events=Sum("event_count"))
+            totals = outbox_backlog()
         except DatabaseError:
             return  # a scrape must not fail because PostgreSQL is down
-        rows.add_metric([], totals["n"] or 0)
-        events.add_metric([], totals["events"] or 0)
+        rows.add_metric([], totals["messages"])
+        events.add_metric([], totals["events"])
         yield rows
         yield events
 

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Count, Min, QuerySet, Sum
 from rest_framework.exceptions import ValidationError
 
 from accounts.models import Tenant
 from accounts.principal import Principal
 from audit.metrics_read import EVENT_CACHE
-from audit.models import AuditEvent
+from audit.models import AuditEvent, OutboxMessage
 
 
 def read_tenant_id(
@@ -153,3 +153,13 @@ def event_document_get(
         timeout=settings.TRACELEDGER_EVENT_CACHE_TTL,
     )
     return EventRead(document=document, tenant_id=row["tenant_id"])
+
+
+def outbox_backlog(queryset: QuerySet[OutboxMessage] | None = None) -> dict:
+    """``{messages, events, oldest}`` waiting in the outbox (of ``queryset``, e.g. a tenant's)."""
+    queryset = OutboxMessage.objects.all() if queryset is None else queryset
+    totals = queryset.aggregate(
+        messages=Count("pk"), events=Sum("event_count"), oldest=Min("created_at")
+    )
+    totals["events"] = totals["events"] or 0
+    return totals

@@ -13,14 +13,14 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Avg, Count, F, Max, Min, Sum
+from django.db.models import Avg, Count, F, Max
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from accounts.principal import principal_for_user
 from audit.admin.events import can_view_events
 from audit.models import DeadLetter, DeadLetterStatus, OutboxMessage
-from audit.selectors import event_queryset
+from audit.selectors import event_queryset, outbox_backlog
 from audit.services.dead_letters import dlq_depth
 
 logger = logging.getLogger(__name__)
@@ -106,9 +106,9 @@ def dashboard_for(*, user, now: datetime | None = None) -> Dashboard | None:
     if not user.is_superuser:
         outbox = outbox.filter(tenant_id=user.tenant_id)
         dead = dead.filter(tenant_id=user.tenant_id)
-    backlog = outbox.aggregate(n=Count("pk"), events=Sum("event_count"), oldest=Min("created_at"))
-    board.outbox_messages = backlog["n"]
-    board.outbox_events = backlog["events"] or 0
+    backlog = outbox_backlog(outbox)
+    board.outbox_messages = backlog["messages"]
+    board.outbox_events = backlog["events"]
     board.outbox_oldest = backlog["oldest"]
     board.dead_letters_new = dead.count()
     if user.is_superuser:

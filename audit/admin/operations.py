@@ -9,12 +9,12 @@ import logging
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Min, Sum
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from audit.models import DeadLetter, OutboxMessage
+from audit.selectors import outbox_backlog
 from audit.services.dead_letters import dlq_depth
 
 logger = logging.getLogger(__name__)
@@ -221,8 +221,6 @@ class OutboxMessageAdmin(_TenantScopedMixin, admin.ModelAdmin):
         return _pretty(obj.payload)
 
     def changelist_view(self, request, extra_context=None):
-        backlog = self.get_queryset(request).aggregate(
-            messages=Count("id"), events=Sum("event_count"), oldest=Min("created_at")
-        )
+        backlog = outbox_backlog(self.get_queryset(request))
         extra_context = {**(extra_context or {}), "backlog": backlog}
         return super().changelist_view(request, extra_context)
