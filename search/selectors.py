@@ -27,16 +27,12 @@ def events_search(*, request: SearchRequest) -> SearchPage:
 
     Once the breaker is open, the fallback costs no wait on Elasticsearch at all.
     """
-    backend = primary_backend()
-    if backend.name == PostgresBackend.name:
-        page = backend.search(request)
-    else:
-        try:
-            page = backend.search(request)
-        except ES_OUTAGES as exc:
-            logger.warning("search falls back to PostgreSQL", extra={"error": repr(exc)})
-            page = PostgresBackend().search(request)
-            page.degraded = True
+    try:
+        page = primary_backend().search(request)
+    except ES_OUTAGES as exc:  # only the Elasticsearch backend raises these
+        logger.warning("search falls back to PostgreSQL", extra={"error": repr(exc)})
+        page = PostgresBackend().search(request)
+        page.degraded = True
     SEARCH_REQUESTS.labels(page.backend, str(page.degraded).lower()).inc()
     return page
 

@@ -20,7 +20,6 @@ from accounts.models import Tenant
 from audit.models import AuditEvent
 from search.backends import index_backends
 from search.backends.base import SearchBackend
-from search.breaker import es_breaker
 from search.metrics import INDEX_FAILURES, INDEXED_EVENTS
 from search.models import Backend, IndexProgress, ReindexRun
 
@@ -30,24 +29,14 @@ BATCH_SIZE = 1000
 
 
 def _send(backend: SearchBackend, *, event_ids: list[str], **options) -> int:
-    """Index through the breaker when the backend is remote (an open breaker fails at once)."""
+    """Index and count (the Elasticsearch backend goes through its breaker itself)."""
     try:
-        if backend.name == Backend.ELASTICSEARCH:
-            sent = es_breaker.call(backend.index_events, event_ids=event_ids, **options)
-        else:
-            sent = backend.index_events(event_ids=event_ids, **options)
+        sent = backend.index_events(event_ids=event_ids, **options)
     except Exception:
         INDEX_FAILURES.labels(backend.name).inc()
         raise
     INDEXED_EVENTS.labels(backend.name).inc(sent)
     return sent
-
-
-def _alias_ensure() -> None:
-    """A fresh cluster gets its index and alias from the first sweep (writes require it)."""
-    from search.backends.elasticsearch import alias_ensure
-
-    es_breaker.call(alias_ensure)
 
 
 def index_progress_get(*, tenant_id: int, backend: str) -> IndexProgress:
@@ -134,7 +123,10 @@ def search_sweep(*, max_batches: int = 50, batch_size: int = BATCH_SIZE) -> dict
             progress = index_progress_get(tenant_id=tenant_id, backend=backend.name)
             try:
                 if backend.name == Backend.ELASTICSEARCH and not alias_ready:
-                    _alias_ensure()
+                    # A fresh cluster gets its index and alias from the first sweep.
+                    from search.backends.elasticsearch import alias_ensure
+
+                    alias_ensure()
                     alias_ready = True
                 for batch in _batches_after(
                     tenant_id=tenant_id, after=progress.last_sequence, batch_size=batch_size

@@ -170,10 +170,17 @@ class ElasticsearchBackend:
         else:
             # Never let a write auto-create a concrete index with a guessed mapping.
             options["require_alias"] = True
-        ok, errors = helpers.bulk(es_client(write=True), actions, **options)
-        if errors:
-            raise BulkIndexError(f"{len(errors)} of {len(actions)} documents failed: {errors[:3]}")
-        return ok
+        from search.breaker import es_breaker
+
+        # Through the breaker: an open one fails at once, and failures count towards it.
+        return es_breaker.call(_bulk, actions, options)
+
+
+def _bulk(actions: list[dict], options: dict) -> int:
+    ok, errors = helpers.bulk(es_client(write=True), actions, **options)
+    if errors:
+        raise BulkIndexError(f"{len(errors)} of {len(actions)} documents failed: {errors[:3]}")
+    return ok
 
 
 class BulkIndexError(RuntimeError):
@@ -199,7 +206,14 @@ def alias_indices() -> list[str]:
 
 
 def alias_ensure() -> None:
-    """Make sure the alias exists (first run): a fresh concrete index behind it."""
+    """Make sure the alias exists (first run): a fresh concrete index behind it. Through the
+    breaker, like every call to Elasticsearch outside a rebuild."""
+    from search.breaker import es_breaker
+
+    es_breaker.call(_alias_ensure)
+
+
+def _alias_ensure() -> None:
     if alias_indices():
         return
     if es_client(write=True).indices.exists(index=INDEX_ALIAS):
