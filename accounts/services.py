@@ -96,13 +96,10 @@ def user_create(
         with transaction.atomic():
             user.full_clean(exclude=["password"])
             user.save()
-            account_changed_send_on_commit(
-                tenant_id=tenant.pk,
+            _record_user_change(
+                user=user,
                 action="user.create",
                 actor=actor,
-                target_id=str(user.pk),
-                target_type="user",
-                target_name=user.username,
                 description=f"User {user.username} created with role {role}.",
                 metadata={"role": role},
             )
@@ -138,13 +135,10 @@ def user_save(
             action = "user.create" if created else "user.update"
             if not created and "role" in audited:
                 action = "user.role_change"
-            account_changed_send_on_commit(
-                tenant_id=user.tenant_id,
+            _record_user_change(
+                user=user,
                 action=action,
                 actor=actor,
-                target_id=str(user.pk),
-                target_type="user",
-                target_name=user.username,
                 description=f"User {user.username} {'created' if created else 'changed'}.",
                 metadata={
                     "role": user.role,
@@ -160,15 +154,27 @@ def user_password_changed(*, user: User, actor: Actor = SYSTEM_ACTOR) -> None:
     """Records a password change made by Django's own password form (the admin's)."""
     if user.tenant_id is None:
         return
+    _record_user_change(
+        user=user,
+        action="user.update",
+        actor=actor,
+        description=f"Password of user {user.username} changed.",
+        metadata={"role": user.role, "changed": ["password"]},
+    )
+
+
+def _record_user_change(
+    *, user: User, action: str, actor: Actor, description: str, metadata: dict
+) -> None:
     account_changed_send_on_commit(
         tenant_id=user.tenant_id,
-        action="user.update",
+        action=action,
         actor=actor,
         target_id=str(user.pk),
         target_type="user",
         target_name=user.username,
-        description=f"Password of user {user.username} changed.",
-        metadata={"role": user.role, "changed": ["password"]},
+        description=description,
+        metadata=metadata,
     )
 
 
