@@ -49,8 +49,8 @@ def test_it_reindexes_only_events_since_the_given_date(tenant):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--since", "last tuesday"], "not an ISO date"),
-        (["--since", "2026-13-45"], "not an ISO date"),
+        (["--since", "last tuesday"], "not an ISO 8601 date"),
+        (["--since", "2026-13-45"], "not an ISO 8601 date"),
         (["--batch-size", "0"], "--batch-size"),
         (["--backend", "elasticsearch"], "ELASTICSEARCH_URL"),
     ],

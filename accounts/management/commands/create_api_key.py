@@ -3,8 +3,9 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from accounts.management.commands._parsing import parse_expiry, require_tenant
+from accounts.management.commands._parsing import require_tenant
 from accounts.services import api_key_create
+from traceledger.command_args import parse_moment
 
 
 class Command(BaseCommand):
@@ -26,9 +27,10 @@ class Command(BaseCommand):
     def handle(self, *args, tenant: str, name: str, scopes: str, expires: str | None, **options):
         tenant_obj = require_tenant(tenant)
         scope_list = [s.strip() for s in scopes.split(",") if s.strip()]
+        expiry_date = parse_moment(expires, option="--expires") if expires else None
         try:
             api_key, key = api_key_create(
-                tenant=tenant_obj, name=name, scopes=scope_list, expiry_date=parse_expiry(expires)
+                tenant=tenant_obj, name=name, scopes=scope_list, expiry_date=expiry_date
             )
         except ValidationError as exc:
             raise CommandError(

@@ -1,24 +1,12 @@
 """manage.py purge_events --before DATE --tenant SLUG: the one way to remove events."""
 
 import sys
-from datetime import UTC, datetime, time
 
 from django.core.management.base import BaseCommand, CommandError
 
 from audit.ledger import selectors
 from audit.ledger.services import PurgeRefused, events_purge
-
-
-def _parse_before(value: str) -> datetime:
-    try:
-        if len(value) == 10:  # a date: midnight UTC at its start
-            return datetime.combine(datetime.fromisoformat(value).date(), time(0), tzinfo=UTC)
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise CommandError(f"--before {value!r} is not an ISO 8601 date or timestamp") from exc
-    if parsed.tzinfo is None:
-        raise CommandError(f"--before {value!r} needs a UTC offset (e.g. 2026-01-01T00:00Z)")
-    return parsed
+from traceledger.command_args import parse_moment
 
 
 class Command(BaseCommand):
@@ -38,7 +26,7 @@ class Command(BaseCommand):
         parser.add_argument("--tenant", required=True, metavar="SLUG")
 
     def handle(self, *args, before, tenant, **options):
-        cutoff = _parse_before(before)
+        cutoff = parse_moment(before, option="--before", require_offset=True)
         found = selectors.tenant_by_slug(slug=tenant)
         if found is None:
             raise CommandError(f"no tenant with slug {tenant!r}")

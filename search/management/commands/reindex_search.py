@@ -1,9 +1,6 @@
 """manage.py reindex_search [--since ISO-DATE]: rebuild the search index from PostgreSQL."""
 
-from datetime import UTC, datetime, time
-
 from django.core.management.base import BaseCommand, CommandError
-from django.utils.dateparse import parse_date, parse_datetime
 from tqdm import tqdm
 
 from search.backends import index_backends
@@ -16,21 +13,7 @@ from search.services import (
     reindex_run_start,
     reindex_total,
 )
-
-
-def parse_since(raw: str) -> datetime:
-    """An ISO date (midnight UTC) or an ISO datetime (no offset means UTC)."""
-    try:
-        moment = parse_datetime(raw)
-        if moment is None:
-            day = parse_date(raw)
-            if day is not None:
-                moment = datetime.combine(day, time.min)
-    except ValueError:
-        moment = None
-    if moment is None:
-        raise CommandError(f"--since {raw!r} is not an ISO date or datetime (e.g. 2026-11-01)")
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+from traceledger.command_args import parse_moment
 
 
 class Command(BaseCommand):
@@ -58,7 +41,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, since=None, backend="all", restart=False, **options):
-        since_at = parse_since(since) if since else None
+        since_at = parse_moment(since, option="--since") if since else None
         self.batch_size = options.get("batch_size", 1000)
         if not 1 <= self.batch_size <= 10_000:
             raise CommandError("--batch-size must be from 1 to 10000")
