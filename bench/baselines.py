@@ -16,41 +16,42 @@ SCRATCH_TABLE = "bench_copy_scratch"
 
 def copy_rows(*, events: list[dict], tenant_id: int) -> list[tuple]:
     """The rows the worker would store for ``events``, ready for COPY (built before timing),
-    each a tuple in the order of the worker's ``COLUMNS`` (the model's field order)."""
+    each a tuple in the order of the worker's ``COLUMNS``."""
     import uuid
+
+    from audit.services.event_rows import COLUMNS
 
     now = datetime.now(UTC)
     prev = "0" * 64
     rows = []
     for sequence, event in enumerate(events, start=1):
         digest = hashlib.sha256((prev + event["event_id"]).encode()).hexdigest()
-        target = event.get("target") or {}
-        rows.append(
-            (
-                uuid.uuid4(),
-                tenant_id,
-                event["event_id"],
-                event["occurred_at"],
-                now,
-                now,
-                event["action"],
-                event.get("outcome", "success"),
-                event.get("severity", "info"),
-                event["actor"]["id"],
-                event["actor"].get("type", "user"),
-                event["actor"].get("name", ""),
-                target.get("id", ""),
-                target.get("type", ""),
-                target.get("name", ""),
-                event.get("source_ip"),
-                event.get("user_agent", ""),
-                event.get("description", ""),
-                Jsonb(event.get("metadata") or {}),
-                sequence,
-                prev,
-                digest,
-            )
-        )
+        actor, target = event["actor"], event.get("target") or {}
+        row = {
+            "id": uuid.uuid4(),
+            "tenant_id": tenant_id,
+            "event_id": event["event_id"],
+            "occurred_at": event["occurred_at"],
+            "received_at": now,
+            "stored_at": now,
+            "action": event["action"],
+            "outcome": event.get("outcome", "success"),
+            "severity": event.get("severity", "info"),
+            "actor_id": actor["id"],
+            "actor_type": actor.get("type", "user"),
+            "actor_name": actor.get("name", ""),
+            "target_id": target.get("id", ""),
+            "target_type": target.get("type", ""),
+            "target_name": target.get("name", ""),
+            "source_ip": event.get("source_ip"),
+            "user_agent": event.get("user_agent", ""),
+            "description": event.get("description", ""),
+            "metadata": Jsonb(event.get("metadata") or {}),
+            "sequence": sequence,
+            "prev_hash": prev,
+            "hash": digest,
+        }
+        rows.append(tuple(row[column] for column in COLUMNS))
         prev = digest
     return rows
 

@@ -16,8 +16,9 @@ Two measurements, both reported:
 import time
 import uuid
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
+
+import orjson
 
 ZERO_HASH = "0" * 64
 LEDGER = "traceledger_ingest_ledger_seconds"
@@ -55,34 +56,14 @@ def share_between(before: dict[str, float], after: dict[str, float]) -> dict:
 
 
 def worker_events(*, events: list[dict]) -> list[dict]:
-    """API-shaped events as the API hands them to the worker (flat, ids and received_at set)."""
-    received_at = datetime.now(UTC).isoformat()
-    out = []
-    for event in events:
-        actor = event["actor"]
-        target = event.get("target") or {}
-        out.append(
-            {
-                "id": str(uuid.uuid4()),
-                "event_id": event["event_id"],
-                "occurred_at": event["occurred_at"],
-                "received_at": received_at,
-                "action": event["action"],
-                "outcome": event.get("outcome", "success"),
-                "severity": event.get("severity", "info"),
-                "actor_id": actor["id"],
-                "actor_type": actor.get("type", "user"),
-                "actor_name": actor.get("name", ""),
-                "target_id": target.get("id", ""),
-                "target_type": target.get("type", ""),
-                "target_name": target.get("name", ""),
-                "source_ip": event.get("source_ip"),
-                "user_agent": event.get("user_agent", ""),
-                "description": event.get("description", ""),
-                "metadata": event.get("metadata") or {},
-            }
-        )
-    return out
+    """API-shaped events as the API hands them to the worker: the API's own parser."""
+    from audit.validation import MAX_EVENTS_PER_REQUEST, events_parse
+
+    parsed = []
+    for start in range(0, len(events), MAX_EVENTS_PER_REQUEST):
+        chunk, _ = events_parse(orjson.dumps(events[start : start + MAX_EVENTS_PER_REQUEST]))
+        parsed += chunk
+    return parsed
 
 
 @contextmanager
