@@ -16,7 +16,6 @@ import itertools
 import os
 import re
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -33,8 +32,8 @@ from django.http import QueryDict  # noqa: E402
 from accounts.models import Tenant  # noqa: E402
 from accounts.principal import Principal  # noqa: E402
 from audit.filters import AuditEventFilterSet  # noqa: E402
-from audit.models import AuditEvent  # noqa: E402
 from audit.selectors import event_queryset  # noqa: E402
+from bench import synthetic  # noqa: E402
 
 GENERATE_SQL = """
 INSERT INTO audit_auditevent (
@@ -94,19 +93,12 @@ EXTRA_CASES = [
 ]
 
 
-def generate(tenant: Tenant, total: int, chunk: int = 100_000) -> None:
-    have = AuditEvent.objects.filter(tenant=tenant).count()
+def generate(tenant: Tenant, total: int) -> None:
     # one year of events whatever the total: several per second, ties on occurred_at exist
     step = max(1, int(365 * 86400 * 1000 / total))
-    while have < total:
-        stop = min(total, have + chunk)
-        started = time.monotonic()
-        with connection.cursor() as cursor:
-            cursor.execute(
-                GENERATE_SQL, {"tenant": tenant.pk, "start": have + 1, "stop": stop, "step": step}
-            )
-        print(f"  {tenant.slug}: rows {have + 1}..{stop} in {time.monotonic() - started:.1f}s")
-        have = stop
+    synthetic.generate(
+        tenant_id=tenant.pk, label=tenant.slug, total=total, insert_sql=GENERATE_SQL, step=step
+    )
 
 
 def principal(tenant: Tenant) -> Principal:
