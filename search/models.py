@@ -22,7 +22,6 @@ class EventSearchEntry(models.Model):
         related_name="search_entry",
     )
     tenant_id = models.BigIntegerField()
-    sequence = models.BigIntegerField()
     vector = SearchVectorField()
     indexed_at = models.DateTimeField(auto_now=True)
 

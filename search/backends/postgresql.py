@@ -19,8 +19,8 @@ SEARCH_CONFIG = "english"
 
 # The vector recipe. 'english' must match SEARCH_CONFIG (the query side).
 _INSERT_SQL = """
-    INSERT INTO search_eventsearchentry (event_id, tenant_id, sequence, vector, indexed_at)
-    SELECT e.id, e.tenant_id, e.sequence,
+    INSERT INTO search_eventsearchentry (event_id, tenant_id, vector, indexed_at)
+    SELECT e.id, e.tenant_id,
         setweight(to_tsvector('english', concat_ws(' ',
             e.action, regexp_replace(e.action, '[._:-]+', ' ', 'g'),
             e.actor_id, e.actor_name, e.target_id, e.target_type, e.target_name)), 'A')
