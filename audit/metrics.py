@@ -19,6 +19,11 @@ OUTBOX_WRITES = Counter("traceledger_outbox_writes", "Ingest batches written to 
 OUTBOX_RELAYED = Counter(
     "traceledger_outbox_relayed", "Outbox batches republished and confirmed by RabbitMQ."
 )
+REFUSED_FOR_BACKLOG = Counter(
+    "traceledger_ingest_refused_backlog",
+    "Ingest requests answered 429 because audit.ingest held more than "
+    "TRACELEDGER_INGEST_MAX_BACKLOG messages.",
+)
 PUBLISH_SECONDS = Histogram(
     "traceledger_publish_seconds",
     "Time from sending a group of messages to RabbitMQ's last confirm.",

@@ -53,6 +53,10 @@ HOSTNAME = socket.gethostname()  # once, not per message
 WEDGED_AFTER_SECONDS = 10.0
 BREAKER_FAIL_MAX = 3
 BREAKER_RESET_TIMEOUT = 15
+# A backlog reading older than this (the thread is stuck, or the broker went away) is not
+# acted on: admission control must never refuse on stale news.
+BACKLOG_STALE_SECONDS = 5.0
+MIN_IDLE_PROBE_SECONDS = 0.05
 
 
 class PublishError(Exception):
@@ -159,6 +163,8 @@ class Publisher:
         self._stopped = False
         # Monotonic time the thread started its current step, or None while idle.
         self.busy_since: float | None = None
+        # (messages ready in audit.ingest, monotonic time read): see ``ingest_backlog``.
+        self._backlog: tuple[int, float] | None = None
         self._thread = threading.Thread(target=self._run, name="traceledger-publisher", daemon=True)
         self._thread.start()
 
@@ -169,6 +175,14 @@ class Publisher:
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
+
+    def ingest_backlog(self) -> int | None:
+        """Messages waiting in ``audit.ingest`` as last read by the thread, or None when
+        unknown or stale (not connected, no reading for ``BACKLOG_STALE_SECONDS``)."""
+        reading = self._backlog
+        if reading is None or time.monotonic() - reading[1] > BACKLOG_STALE_SECONDS:
+            return None
+        return reading[0]
 
     def is_wedged(self) -> bool:
         since = self.busy_since
@@ -190,7 +204,11 @@ class Publisher:
     # -- publisher thread ------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stopped:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=self._idle_timeout())
+            except queue.Empty:
+                self._probe_backlog()
+                continue
             if first is None:
                 break
             batch = [first]
@@ -218,9 +236,42 @@ class Publisher:
                 for message in batch:
                     if not message.future.done():
                         message.future.set_exception(failure)
+            else:
+                self._probe_backlog(only_if_older_than=settings.TRACELEDGER_INGEST_BACKLOG_PROBE)
             finally:
                 self.busy_since = None
         self._drop_connection()
+
+    def _idle_timeout(self) -> float | None:
+        """While requests are refused for the backlog nothing is published, so nothing
+        would refresh the reading that refuses them: the idle thread re-reads it. Otherwise
+        it sleeps until the next message (no broker traffic from an idle web process)."""
+        limit = settings.TRACELEDGER_INGEST_MAX_BACKLOG
+        reading = self._backlog
+        if limit and reading is not None and reading[0] >= limit:
+            return max(settings.TRACELEDGER_INGEST_BACKLOG_PROBE, MIN_IDLE_PROBE_SECONDS)
+        return None
+
+    def _probe_backlog(self, *, only_if_older_than: float = 0.0) -> None:
+        """Read the depth of ``audit.ingest`` (a passive declare, one round trip) on the
+        publishing channel; never connects just for this."""
+        if not settings.TRACELEDGER_INGEST_MAX_BACKLOG or self._channel is None:
+            self._backlog = None
+            return
+        reading = self._backlog
+        if reading is not None and time.monotonic() - reading[1] < only_if_older_than:
+            return
+        self.busy_since = time.monotonic()
+        try:
+            declared = self._channel.queue_declare(queue=INGEST_QUEUE_NAME, passive=True)
+        except Exception as exc:
+            logger.warning("reading the ingest backlog failed", extra={"error": repr(exc)})
+            self._drop_connection()
+            self._backlog = None
+        else:
+            self._backlog = (declared.message_count, time.monotonic())
+        finally:
+            self.busy_since = None
 
     def _connect(self) -> None:
         timeout = max(self.confirm_timeout, 0.1)
@@ -362,6 +413,14 @@ def publisher_reset() -> None:
             _publisher.stop()
         _publisher = None
     broker_breaker.close()
+
+
+def ingest_backlog() -> int | None:
+    """Messages waiting in ``audit.ingest`` as this process last read them (None: unknown,
+    e.g. before its first publish, while the breaker is open, or when the reading is stale)."""
+    if breaker_is_open():
+        return None
+    return get_publisher().ingest_backlog()
 
 
 def publish_tasks(

@@ -13,6 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+# 429s are waited out (Retry-After) this many times per body before it counts as failed.
+MAX_REFUSALS = 600
+MAX_RETRY_AFTER = 5.0
 
 
 @dataclass
@@ -109,13 +112,16 @@ class LoadGenerator:
         events = requests = retries = 0
         while (item := self._next(bodies, factory, deadline, counter)) is not None:
             body, count = item
-            for attempt in range(1, self.max_attempts + 1):
+            attempt = refusals = 0
+            while True:
                 t0 = time.perf_counter()
+                retry_after = None
                 try:
                     conn.request("POST", self.path, body, self.headers)
                     response = conn.getresponse()
                     payload = response.read()
                     status = response.status
+                    retry_after = response.getheader("Retry-After")
                 except (OSError, http.client.HTTPException) as exc:
                     conn.close()
                     status, payload = 0, repr(exc).encode()
@@ -128,6 +134,15 @@ class LoadGenerator:
                     events += count
                     self.sent_events += count
                     break
+                if status == 429 and refusals < MAX_REFUSALS:
+                    # Back-pressure (rate limit or ingest backlog): a well-behaved client
+                    # waits as told and tries again; it is not a failed attempt.
+                    refusals += 1
+                    if deadline is not None and time.perf_counter() >= deadline:
+                        break  # the timed run is over: this body is simply not sent
+                    time.sleep(_seconds(retry_after))
+                    continue
+                attempt += 1
                 if (status == 0 or status in RETRYABLE_STATUSES) and attempt < self.max_attempts:
                     retries += 1
                     time.sleep(min(0.05 * 2**attempt, 2.0))
@@ -145,6 +160,14 @@ class LoadGenerator:
             result.accepted_bodies.extend(accepted_bodies)
             for status, n in statuses.items():
                 result.statuses[status] = result.statuses.get(status, 0) + n
+
+
+def _seconds(retry_after: str | None) -> float:
+    """``Retry-After`` in seconds (bounded), 1 s when missing or not a number."""
+    try:
+        return min(max(float(retry_after), 0.0), MAX_RETRY_AFTER)
+    except (TypeError, ValueError):
+        return 1.0
 
 
 def percentile(values: list[float], q: float) -> float | None:

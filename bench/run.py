@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench import NAIVE_PATH, baselines, events, ledger, report
 from bench.environment import ROOT, Services, prepare, process_env, queues_purge
-from bench.loadgen import LoadGenerator, percentile
+from bench.loadgen import LoadGenerator
 from bench.measure import (
     Progress,
     StoreWatcher,
@@ -33,6 +33,7 @@ from bench.measure import (
     searchable_count,
 )
 from bench.processes import Web, Worker, Workers
+from bench.sustain import sustain_growth
 
 INGEST_PATH = "/api/v1/audit-events"
 RESULTS = Path(ROOT) / "bench" / "results"
@@ -438,38 +439,40 @@ def _phase_sustain(services, fixture, plan, run_id, args) -> dict:
         say(f"[bench] sustain: not drained within 120 s; purged {purged} queued batches")
         _settle(services, fixture["tenant_id"], timeout=120)
     with psycopg.connect(**services.conninfo(), autocommit=True) as conn:
-        windows = conn.execute(
+        rows = conn.execute(
             """
-            SELECT floor(extract(epoch FROM received_at - min(received_at) OVER ()) / 10) AS w,
+            SELECT extract(epoch FROM received_at - min(received_at) OVER ()) AS offset_s,
                    extract(epoch FROM stored_at - received_at) AS lag
             FROM audit_auditevent WHERE tenant_id = %s AND event_id LIKE %s
             """,
             (fixture["tenant_id"], f"{run_id}-sustain-%"),
         ).fetchall()
-    by_window: dict[int, list[float]] = {}
-    for window, lag in windows:
-        by_window.setdefault(int(window), []).append(float(lag))
-    lag_p99 = {
-        f"{w * 10}-{w * 10 + 10}s": round(1000 * percentile(v, 99), 1)
-        for w, v in sorted(by_window.items())
-    }
-    depths = [d for _, d in watcher.depth_samples]
-    third = max(len(depths) // 3, 1)
     return {
         "seconds": plan.sustain_seconds,
         "accepted_events": result.events_accepted,
         "accepted_events_per_s": round(result.events_accepted / result.wall, 1),
+        "refused_429": result.statuses.get(429, 0),
+        "max_backlog_setting": _max_backlog(),
         "drained_after_s": None
         if watcher.done_at is None
         else round(watcher.done_at - result.finished, 2),
         "queue_depth_samples": watcher.depth_samples,
-        "queue_depth_first_third_max": max(depths[:third], default=None),
-        "queue_depth_last_third_max": max(depths[-third:], default=None),
-        "lag_p99_ms_by_10s_window": lag_p99,
-        "stored_events": len(windows),
+        **sustain_growth(
+            rows=[(float(o), float(lag)) for o, lag in rows],
+            depth_samples=watcher.depth_samples,
+            seconds=plan.sustain_seconds,
+        ),
+        "stored_events": len(rows),
         "purged_batches": purged,
         "error_count": len(result.errors),
     }
+
+
+def _max_backlog() -> int:
+    """The web's TRACELEDGER_INGEST_MAX_BACKLOG (it inherits this process's environment)."""
+    from django.conf import settings
+
+    return settings.TRACELEDGER_INGEST_MAX_BACKLOG
 
 
 def _phase_ledger(fixtures, plan, run_id, timers) -> dict:

@@ -6,3 +6,12 @@ class DependencyUnavailable(Exception):
     ``Retry-After`` (the API's exception handler does), never 500."""
 
     retry_after = 30  # long enough for a broker or database restart to finish
+
+
+class Overloaded(Exception):
+    """Refused before doing anything, to keep a queue bounded: answer 429 with
+    ``Retry-After`` (the API's exception handler does). The client retries later."""
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after

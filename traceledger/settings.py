@@ -219,6 +219,15 @@ TRACELEDGER_INGEST_MAX_RETRIES = env.int("TRACELEDGER_INGEST_MAX_RETRIES", defau
 # docs/ingest-worker.md). 0 stores one message per transaction.
 TRACELEDGER_INGEST_COALESCE_MESSAGES = env.int("TRACELEDGER_INGEST_COALESCE_MESSAGES", default=50)
 TRACELEDGER_INGEST_COALESCE_EVENTS = env.int("TRACELEDGER_INGEST_COALESCE_EVENTS", default=5000)
+# Admission control (issue 9 target 3): while audit.ingest holds at least this many messages
+# (requests), POST /api/v1/audit-events answers 429 with Retry-After instead of growing the
+# backlog and the lag without bound. Each web process reads the depth on its publishing
+# channel at most every TRACELEDGER_INGEST_BACKLOG_PROBE seconds. 0 turns it off.
+TRACELEDGER_INGEST_MAX_BACKLOG = env.int("TRACELEDGER_INGEST_MAX_BACKLOG", default=1000)
+TRACELEDGER_INGEST_BACKLOG_PROBE = env.float("TRACELEDGER_INGEST_BACKLOG_PROBE", default=0.5)
+TRACELEDGER_INGEST_BACKLOG_RETRY_AFTER = env.int(
+    "TRACELEDGER_INGEST_BACKLOG_RETRY_AFTER", default=1
+)
 
 # --- TraceLedger -----------------------------------------------------------------------
 TRACELEDGER_PUBLISH_TIMEOUT = env.float("TRACELEDGER_PUBLISH_TIMEOUT", default=1.0)

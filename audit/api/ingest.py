@@ -2,7 +2,8 @@
 
 The view stays thin: read the raw body (no DRF parser: msgspec decodes and validates in one
 pass, see ``audit.validation``), resolve the tenant, hand the events to
-``events_submit`` and answer 202. Authentication, permissions and throttling (rate limits,
+``events_submit`` and answer 202 (or 429 first, while the ingest queue is over its backlog
+limit: ``ingest_admit``). Authentication, permissions and throttling (rate limits,
 ``AuditEventCollectionView.get_throttles``) run before ``post`` as for any DRF view.
 """
 
@@ -15,7 +16,7 @@ from rest_framework.response import Response
 from accounts.principal import get_principal
 from audit.api.ingest_schema import INGEST_REQUEST, IngestAcceptedSerializer
 from audit.selectors import read_tenant_id
-from audit.services.submission import events_submit
+from audit.services.submission import events_submit, ingest_admit
 from audit.validation import InvalidEvents, InvalidJSON, events_parse
 from traceledger.request_id import current_request_id
 
@@ -54,7 +55,11 @@ class IngestMixin:
             403: OpenApiResponse(description="The credential lacks the `ingest` scope."),
             413: OpenApiResponse(description="The body is larger than the limit (5 MiB)."),
             415: OpenApiResponse(description="The body is not `application/json`."),
-            429: OpenApiResponse(description="Rate limited; see `Retry-After`."),
+            429: OpenApiResponse(
+                description="Rate limited, or the ingest queue is over its backlog limit "
+                "(`error.code` `overloaded`); nothing was accepted. Retry after `Retry-After` "
+                "seconds with the same `event_id`s."
+            ),
             503: OpenApiResponse(
                 description="Nothing was accepted: neither RabbitMQ nor PostgreSQL took the "
                 "events, or the API key could be checked neither in Redis nor in PostgreSQL. "
@@ -63,6 +68,8 @@ class IngestMixin:
         },
     )
     def post(self, request, *args, **kwargs):
+        # Before anything costs CPU: a refusal is how the workers' backlog stays bounded.
+        ingest_admit()
         media_type = request.content_type.split(";", 1)[0].strip().lower()
         if media_type not in JSON_MEDIA_TYPES:
             raise exceptions.UnsupportedMediaType(media_type or "(none)")

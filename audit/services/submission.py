@@ -8,12 +8,13 @@ or the outbox row is committed, and raises ``IngestUnavailable`` when neither ha
 import logging
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.db import DatabaseError
 
 from audit import metrics
-from audit.publisher import BrokerSkipped, PublishError, publish_ingest_batch
+from audit.publisher import BrokerSkipped, PublishError, ingest_backlog, publish_ingest_batch
 from audit.validation import InvalidEvents, event_normalize
-from traceledger.errors import DependencyUnavailable
+from traceledger.errors import DependencyUnavailable, Overloaded
 from traceledger.request_id import current_request_id
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,33 @@ SYSTEM_TENANT_SLUG = "system"
 class IngestUnavailable(DependencyUnavailable):
     """Neither RabbitMQ nor PostgreSQL took the events: nothing was accepted (→ 503 from
     whichever view needed them: the ingest API, or a read whose access record failed)."""
+
+
+class IngestBacklogged(Overloaded):
+    """``audit.ingest`` holds more requests than the workers should be behind (→ 429)."""
+
+
+def ingest_admit() -> None:
+    """Refuse new events while the ingest queue is over ``TRACELEDGER_INGEST_MAX_BACKLOG``.
+
+    Without it a client faster than the workers grows the backlog, and the lag between
+    202 and searchable, for as long as it keeps posting (issue 9 target 3). Refusing is
+    cheap, happens before the body is parsed, and accepts nothing: the client retries after
+    ``Retry-After`` with the same ``event_id``s. Unknown depth (broker unreachable, reading
+    stale) admits: the outbox path has its own bounds.
+    """
+    limit = settings.TRACELEDGER_INGEST_MAX_BACKLOG
+    if not limit:
+        return
+    backlog = ingest_backlog()
+    if backlog is not None and backlog >= limit:
+        metrics.REFUSED_FOR_BACKLOG.inc()
+        wait = settings.TRACELEDGER_INGEST_BACKLOG_RETRY_AFTER
+        raise IngestBacklogged(
+            f"The ingest queue holds {backlog} requests, the limit is {limit}: nothing was "
+            "accepted. Retry with the same event_ids.",
+            retry_after=wait,
+        )
 
 
 def ingest_payload(*, tenant_id: int, events: list[dict], request_id: str | None) -> dict:

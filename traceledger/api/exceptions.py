@@ -11,7 +11,7 @@ from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from traceledger.errors import DependencyUnavailable
+from traceledger.errors import DependencyUnavailable, Overloaded
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +45,19 @@ class _Unavailable(exceptions.APIException):
         self.wait = wait  # DRF's handler turns this into Retry-After
 
 
+class _Overloaded(exceptions.Throttled):
+    default_code = "overloaded"
+
+    def __init__(self, detail: str, *, wait: int):
+        super().__init__(wait=wait)
+        self.detail = exceptions.ErrorDetail(detail, code=self.default_code)
+
+
 def exception_handler(exc, context):
     if isinstance(exc, DependencyUnavailable):
         exc = _Unavailable(str(exc), wait=exc.retry_after)
+    elif isinstance(exc, Overloaded):
+        exc = _Overloaded(str(exc), wait=exc.retry_after)
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
