@@ -26,6 +26,7 @@ import functools
 import hashlib
 import ipaddress
 import re
+import socket
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -110,10 +111,17 @@ def format_timestamp(value: datetime | str) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def format_ip(value: str | None) -> str | None:
-    # Cached: a tenant's events come from few addresses, and parsing one is ~2 µs of the
-    # ~15 µs the canonical form costs per event.
+    # Cached: a tenant's events come from few addresses, and parsing one with ipaddress
+    # costs as much as a third of the rest of the canonical form.
     if value is None or value == "":
         return None
+    if type(value) is str and "." in value and ":" not in value:
+        try:
+            # IPv4 already in its canonical form (what the API stores): no ipaddress object.
+            if socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, value)) == value:
+                return value
+        except (OSError, ValueError):
+            pass
     try:
         address = ipaddress.ip_address(str(value))
     except ValueError as exc:
@@ -237,12 +245,108 @@ def canonical_template(row: Mapping[str, Any]) -> tuple[bytes, bytes]:
     """``canonical_bytes(row)`` without its sequence, as (head, tail): for any sequence n,
     ``head + str(n).encode() + tail`` are the row's canonical bytes. Lets the ingest worker
     do the canonical form before it takes the chain-head lock and only hash under it."""
+    template = _template_assembled(row)
+    if template is not None:
+        return template
     data = canonical_bytes({**row, "sequence": 0})
     slot = data.rfind(_SEQUENCE_SLOT)
     if slot < 0:  # cannot happen for a canonical object; refuse rather than mis-hash
         raise CanonicalError("canonical form has no top-level sequence")
     split = slot + _SLOT_VALUE_AT
     return data[:split], data[split + 1 :]
+
+
+_UTC_SUFFIX = "+00:00"
+
+
+def _utc_text(value: Any) -> str | None:
+    if type(value) is datetime and value.utcoffset() == _ZERO:
+        text = value.isoformat(timespec="microseconds")
+        if text.endswith(_UTC_SUFFIX):  # not e.g. "+00:00:00.000001" (utcoffset is zero)
+            return text[: -len(_UTC_SUFFIX)] + "Z"
+    return None
+
+
+def _template_assembled(r: Mapping[str, Any]) -> tuple[bytes, bytes] | None:
+    """The template of a row as the ingest worker holds it (every field present, strings,
+    canonical id, UTC datetimes, a metadata object that orjson writes as JCS does), built
+    from three small serializations whose keys are written in JCS order (all ASCII: code
+    point order) around the metadata's own: ~3x cheaper than one sorted object. None for
+    anything else; the general path then decides, and refuses what it must."""
+    try:
+        for name in STRING_FIELDS:
+            if type(r[name]) is not str:
+                return None
+        raw_id, metadata = r["id"], r["metadata"]
+        occurred_at, received_at = _utc_text(r["occurred_at"]), _utc_text(r["received_at"])
+        source_ip = r["source_ip"]
+    except KeyError:
+        return None
+    if (
+        occurred_at is None
+        or received_at is None
+        or type(raw_id) is not str
+        or not _CANONICAL_UUID.fullmatch(raw_id)
+        or type(metadata) is not dict
+        or not _json_dumps_is_jcs(metadata)
+    ):
+        return None
+    try:
+        before = orjson.dumps(
+            {
+                "action": r["action"],
+                "actor_id": r["actor_id"],
+                "actor_name": r["actor_name"],
+                "actor_type": r["actor_type"],
+                "description": r["description"],
+                "event_id": r["event_id"],
+                "id": raw_id,
+                "metadata": None,  # replaced by the sorted metadata below
+            }
+        )
+        meta = orjson.dumps(metadata, option=orjson.OPT_SORT_KEYS)
+        middle = orjson.dumps(
+            {"occurred_at": occurred_at, "outcome": r["outcome"], "received_at": received_at}
+        )
+        after = orjson.dumps(
+            {
+                "severity": r["severity"],
+                "source_ip": format_ip(source_ip),
+                "target_id": r["target_id"],
+                "target_name": r["target_name"],
+                "target_type": r["target_type"],
+                "user_agent": r["user_agent"],
+            }
+        )
+    except (orjson.JSONEncodeError, CanonicalError):
+        return None
+    head = before[: -len(b"null}")] + meta + b"," + middle[1:-1] + b',"sequence":'
+    return head, b"," + after[1:]
+
+
+if sorted(CANONICAL_FIELDS) != list(
+    CANONICAL_FIELDS_IN_TEMPLATE_ORDER := (
+        "action",
+        "actor_id",
+        "actor_name",
+        "actor_type",
+        "description",
+        "event_id",
+        "id",
+        "metadata",
+        "occurred_at",
+        "outcome",
+        "received_at",
+        "sequence",
+        "severity",
+        "source_ip",
+        "target_id",
+        "target_name",
+        "target_type",
+        "user_agent",
+    )
+):  # pragma: no cover - a new canonical field must be placed in _template_assembled
+    raise ImportError("_template_assembled no longer writes the canonical keys in JCS order")
 
 
 def event_hash_templated(prev_hash: str, template: tuple[bytes, bytes], sequence: int) -> str:

@@ -33,10 +33,14 @@ def chain_head_lock(*, tenant_id: int) -> ChainHead:
         raise transaction.TransactionManagementError(
             "chain_head_lock() must run inside transaction.atomic(): the lock lives until commit"
         )
-    # INSERT … ON CONFLICT DO NOTHING: two first writers of a new tenant both succeed here,
-    # then the row lock below serializes them.
-    ChainHead.objects.bulk_create([ChainHead(tenant_id=tenant_id)], ignore_conflicts=True)
-    return ChainHead.objects.select_for_update().get(tenant_id=tenant_id)
+    heads = ChainHead.objects.select_for_update()
+    head = heads.filter(tenant_id=tenant_id).first()  # one round trip, once the head exists
+    if head is None:
+        # INSERT … ON CONFLICT DO NOTHING: two first writers of a new tenant both succeed
+        # here, then the row lock below serializes them.
+        ChainHead.objects.bulk_create([ChainHead(tenant_id=tenant_id)], ignore_conflicts=True)
+        head = heads.get(tenant_id=tenant_id)
+    return head
 
 
 def chain_prepare(row: dict[str, Any]) -> tuple[bytes, bytes]:

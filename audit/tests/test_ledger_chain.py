@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 
 from audit.ledger.canonical import (
     GENESIS_HASH,
+    STRING_FIELDS,
     CanonicalError,
+    _template_assembled,
     canonical_bytes,
     canonical_object,
     canonical_template,
@@ -303,3 +305,48 @@ def test_the_fast_paths_of_the_canonical_form_write_the_reference_text(value, fo
     assert obj["id"] == str(value)
     reference = moment.astimezone(UTC).replace(tzinfo=None)
     assert obj["occurred_at"] == reference.isoformat(timespec="microseconds") + "Z"
+
+
+ANY_TEXT = st.text(max_size=12) | st.sampled_from(["\ud800", "\x00", '"', "\\", "é€😀"])
+SOURCE_IPS = st.sampled_from(
+    [None, "", "203.0.113.7", "0.0.0.0", "010.1.1.1", "1.2.3", "1.2.3.4 ", "::ffff:1.2.3.4"]
+) | st.ip_addresses().map(str)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    strings=st.fixed_dictionaries(dict.fromkeys(STRING_FIELDS, ANY_TEXT)),
+    source_ip=SOURCE_IPS,
+    moment=st.datetimes(
+        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.timezones()
+    ),
+    metadata=JSON_VALUES.filter(lambda v: isinstance(v, dict)) | st.just({}),
+    sequence=st.integers(min_value=1, max_value=2**53 - 1),
+)
+def test_the_assembled_template_is_the_general_canonical_form(
+    strings, source_ip, moment, metadata, sequence
+):
+    """The worker's template is written in pieces (keys in JCS order around the metadata);
+    for any row it must hash exactly as the general path, or be refused as it is."""
+    row = event_row(
+        tenant_id=1, **strings, source_ip=source_ip, occurred_at=moment, metadata=metadata
+    )
+    try:
+        expected = event_hash(GENESIS_HASH, {**row, "sequence": sequence})
+    except CanonicalError:
+        with pytest.raises(CanonicalError):
+            canonical_template(row)
+        return
+    assert event_hash_templated(GENESIS_HASH, canonical_template(row), sequence) == expected
+
+
+def test_the_assembled_template_is_taken_for_the_rows_the_worker_holds():
+    row = event_row(
+        tenant_id=1, source_ip="203.0.113.7", metadata={"z": [1, None, True], "a": {"b": "c"}}
+    )
+    head, tail = _template_assembled(row)
+    assert head + b"7" + tail == canonical_bytes({**row, "sequence": 7})
+    # Anything the fast path does not cover goes the general way (and gets the same bytes).
+    for odd in ({"occurred_at": "2026-01-02T03:04:05Z"}, {"metadata": {"x": 1.5}}):
+        assert _template_assembled({**row, **odd}) is None
+        canonical_template({**row, **odd})
