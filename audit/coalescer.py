@@ -115,6 +115,19 @@ class Coalescer:
             logger.warning("could not settle extra ingest message %s", extra.task_id, exc_info=True)
             self._fail()
 
+    def ack_all(self, extras: list[Extra]) -> None:
+        """Ack every one of ``extras`` (taken in this order, so in delivery-tag order) with a
+        single ``basic.ack(multiple=True)``: one frame, and one settle command in the quorum
+        queue's log, instead of one per message. Only messages of the current transaction
+        are unacked on this channel, and those settled otherwise are settled already."""
+        if not extras:
+            return
+        try:
+            extras[-1].message.ack(multiple=True)
+        except Exception:
+            logger.warning("could not ack %d extra ingest messages", len(extras), exc_info=True)
+            self._fail()
+
     def requeue(self, extras: list[Extra]) -> None:
         """Give messages back after a failed transaction (best effort: a closed channel
         requeues them anyway)."""

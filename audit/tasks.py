@@ -135,8 +135,11 @@ def _outcome(result) -> dict:
 
 def _settle(extras: list[Extra], *, into: str) -> None:
     """After the commit: dead-letter each extra's refused events, then ack it; reject an
-    extra whose batch is unusable. On a failure the rest go back to the queue (their rows
-    are committed, so redelivery only drops duplicates and republishes the same letters)."""
+    extra whose batch is unusable. Acks go out together (``Coalescer.ack_all``), flushed
+    before any dead letter is published, so on a failure exactly the messages not yet
+    settled go back to the queue (their rows are committed, so redelivery only drops
+    duplicates and republishes the same letters)."""
+    to_ack: list[Extra] = []
     for index, extra in enumerate(extras):
         result = extra.batch.result
         try:
@@ -148,19 +151,23 @@ def _settle(extras: list[Extra], *, into: str) -> None:
                 coalescer().settle(extra, ack=False)
                 continue
             if result.rejected:
+                coalescer().ack_all(to_ack)
+                to_ack = []
                 events_dead_letter(
                     tenant_id=extra.batch.tenant_id,
                     rejected=result.rejected,
                     request_id=extra.request_id,
                     task_id=extra.task_id,
                 )
-            coalescer().settle(extra, ack=True)
+            to_ack.append(extra)
             logger.info(
                 "ingest message %s coalesced into %s: %s", extra.task_id, into, _outcome(result)
             )
         except BaseException:
+            coalescer().ack_all(to_ack)
             coalescer().requeue(extras[index:])
             raise
+    coalescer().ack_all(to_ack)
 
 
 def _reject(task, reason: str, details: str) -> None:

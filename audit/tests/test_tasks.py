@@ -60,3 +60,74 @@ def test_a_message_off_the_contract_is_rejected_without_requeue(kwargs):
 
     assert raised.value.requeue is False
     assert "does not follow the audit.ingest_batch contract" in str(raised.value.reason)
+
+
+class _Recorder:
+    """Stands in for the coalescer and the dead-letter publisher: records the order."""
+
+    def __init__(self, fail_on: str | None = None):
+        self.calls: list[tuple] = []
+        self.fail_on = fail_on
+
+    def ack_all(self, extras):
+        if extras:
+            self.calls.append(("ack", [e.task_id for e in extras]))
+
+    def settle(self, extra, *, ack):
+        self.calls.append(("ack" if ack else "reject", [extra.task_id]))
+
+    def requeue(self, extras):
+        self.calls.append(("requeue", [e.task_id for e in extras]))
+
+    def dead_letter(self, *, task_id, **kwargs):
+        if task_id == self.fail_on:
+            raise OSError("broker gone")
+        self.calls.append(("dead-letter", [task_id]))
+
+
+def _extra(task_id: str, *, invalid=None, rejected=()):
+    from audit.coalescer import Extra
+    from audit.services.ingest import Batch, IngestResult
+
+    batch = Batch(tenant_id=1, events=[])
+    batch.result = IngestResult(invalid=invalid, rejected=list(rejected))
+    return Extra(message=None, task_id=task_id, request_id=None, batch=batch)
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    from audit import tasks
+
+    def install(**kwargs):
+        rec = _Recorder(**kwargs)
+        monkeypatch.setattr(tasks, "coalescer", lambda: rec)
+        monkeypatch.setattr(tasks, "events_dead_letter", rec.dead_letter)
+        monkeypatch.setattr(tasks, "dead_letter_note", lambda **kw: None)
+        return rec
+
+    return install
+
+
+def test_extras_are_acked_together_and_before_any_dead_letter_is_published(recorder):
+    from audit.tasks import _settle
+
+    rec = recorder()
+    extras = [_extra("a"), _extra("b"), _extra("c", rejected=["x"]), _extra("d", invalid="bad")]
+    extras.append(_extra("e"))
+    _settle(extras, into="own")
+    assert rec.calls == [
+        ("ack", ["a", "b"]),
+        ("dead-letter", ["c"]),
+        ("reject", ["d"]),
+        ("ack", ["c", "e"]),
+    ]
+
+
+def test_a_failed_dead_letter_requeues_only_what_was_not_settled(recorder):
+    from audit.tasks import _settle
+
+    rec = recorder(fail_on="c")
+    extras = [_extra("a"), _extra("b"), _extra("c", rejected=["x"]), _extra("d")]
+    with pytest.raises(OSError):
+        _settle(extras, into="own")
+    assert rec.calls == [("ack", ["a", "b"]), ("requeue", ["c", "d"])]
