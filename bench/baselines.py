@@ -9,6 +9,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from bench.cpu import machine_busy_seconds
 from bench.environment import Services
 
 SCRATCH_TABLE = "bench_copy_scratch"
@@ -75,14 +76,19 @@ def copy_baseline(*, services: Services, rows: list[tuple]) -> dict:
             table, sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
         )
         started = time.perf_counter()
+        busy0, client0 = machine_busy_seconds(), time.process_time()
         with conn.transaction(), conn.cursor() as cur, cur.copy(copy) as cp:
             for row in rows:
                 cp.write_row(row)
         seconds = time.perf_counter() - started
+        busy, client = machine_busy_seconds() - busy0, time.process_time() - client0
         conn.execute(sql.SQL("DROP TABLE {}").format(table))
     return {
         "events": len(rows),
         "seconds": round(seconds, 3),
         "events_per_s": round(len(rows) / seconds, 1),
         "indexes": indexes,
+        # What the limit costs, to set beside the pipeline's CPU per event (bench/cpu.py).
+        "machine_busy_ms_per_1000_events": round(1e6 * busy / len(rows), 1),
+        "client_cpu_ms_per_1000_events": round(1e6 * client / len(rows), 1),
     }

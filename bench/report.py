@@ -76,6 +76,48 @@ def _fmt(value, digits=0):
     return f"{round(value):,}"
 
 
+CPU_GROUPS = (
+    ("web", "web"),
+    ("worker", "worker"),
+    ("postgres", "PostgreSQL"),
+    ("rabbitmq", "RabbitMQ"),
+    ("redis", "Redis"),
+    ("loadgen", "load gen."),
+)
+
+
+def cpu_table(results: dict) -> list[str]:
+    """CPU ms per 1,000 events by process group, and how busy the machine was (bench/cpu)."""
+    header = " | ".join(name for _, name in CPU_GROUPS)
+    lines = [
+        "",
+        f"| CPU ms per 1,000 events | {header} | whole machine | machine busy |",
+        "| --- |" + " ---: |" * (len(CPU_GROUPS) + 2),
+    ]
+    copy = results.get("copy", {})
+    if copy.get("machine_busy_ms_per_1000_events") is not None:
+        blanks = " | ".join("—" for _ in CPU_GROUPS)
+        lines.append(
+            f"| PostgreSQL COPY (limit) | {blanks} "
+            f"| {_fmt(copy['machine_busy_ms_per_1000_events'])} | — |"
+        )
+    for key, name in (
+        ("naive", "naive endpoint"),
+        ("single", "1 per POST"),
+        ("batch", "100 per POST"),
+    ):
+        usage = results.get(key, {}).get("cpu")
+        if not usage:
+            continue
+        per_k = usage["cpu_ms_per_1000_events"]
+        cells = " | ".join(_fmt(per_k.get(group)) for group, _ in CPU_GROUPS)
+        lines.append(
+            f"| {name} | {cells} | {_fmt(usage['machine_busy_ms_per_1000_events'])} "
+            f"| {round(100 * usage['machine_utilization'])} % |"
+        )
+    return lines if len(lines) > 3 else []
+
+
 def table(results: dict) -> str:
     run = results["run"]
     plan = run["plan"]
@@ -107,6 +149,7 @@ def table(results: dict) -> str:
             f"| {_fmt(r.get('post_p99_ms'), 1)} | {_fmt(r.get('lag_p50_ms'), 1)} "
             f"| {_fmt(r.get('lag_p99_ms'), 1)} |"
         )
+    lines += cpu_table(results)
     lines += ["", "| ratio | value | target | met |", "| --- | ---: | --- | --- |"]
     for name, t in results.get("targets", {}).items():
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import NAIVE_PATH, baselines, events, ledger, report
+from bench.cpu import CpuMeter
 from bench.environment import ROOT, Services, prepare, process_env, queues_purge
 from bench.loadgen import LoadGenerator
 from bench.measure import (
@@ -311,7 +312,8 @@ def _phase_http(
     progress = Progress(
         label=label, total=total, generator=generator, watcher=None if synchronous else watcher
     )
-    cpu0 = {"web": web.cpu_seconds(), "worker": worker.cpu_seconds()}
+    meter = CpuMeter(web=web, worker=worker)
+    meter.start()
     watcher.started = time.perf_counter()
     if not synchronous:
         watcher.start()
@@ -327,11 +329,13 @@ def _phase_http(
         watcher.stop()
         stored_at = watcher.done_at
     progress.stop()
-    cpu = {
-        "web_cpu_s": round(web.cpu_seconds() - cpu0["web"], 2),
-        "worker_cpu_s": round(worker.cpu_seconds() - cpu0["worker"], 2),
-    }
     searchable = _searchable(fixture["tenant_id"], run_id, accepted + warm_events, synchronous)
+    usage = meter.stop(events=accepted, loadgen_cpu_s=result.cpu_seconds)
+    cpu = {
+        "web_cpu_s": usage["cpu_s"]["web"],
+        "worker_cpu_s": usage["cpu_s"]["worker"],
+        "cpu": usage,
+    }
     e2e_end = stored_at
     if stored_at is not None and searchable.get("searchable_at") is not None:
         e2e_end = max(stored_at, searchable["searchable_at"])
