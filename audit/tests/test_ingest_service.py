@@ -4,6 +4,9 @@ import uuid
 from datetime import datetime
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from audit.ledger.canonical import event_hash
 from audit.models import AuditEvent, ChainHead
@@ -367,3 +370,34 @@ def test_a_nul_character_is_an_invalid_event_alone_even_in_another_message(tenan
 def test_a_literal_backslash_u0000_in_metadata_is_just_text(tenant):
     event = make_event(metadata={"note": "\\u0000 is how JSON escapes NUL"})
     assert events_ingest(tenant_id=tenant.pk, events=[event]).stored_ids == [event["id"]]
+
+
+COPY_TRICKY = st.text(max_size=40) | st.sampled_from(
+    ["\\", "\\N", "a\tb", "line\nbreak\r\n", "\\.", "back\\slash\\", "é€😀", "\\\\t"]
+)
+
+
+@hyp_settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    text=COPY_TRICKY.filter(lambda t: "\x00" not in t),
+    note=COPY_TRICKY.filter(lambda t: "\x00" not in t),
+)
+def test_any_text_is_stored_exactly_as_sent_and_hashed(tenant, text, note):
+    """Through COPY's text format and jsonb: backslashes, tabs, newlines and text that looks
+    like their escapes must come back as sent, and hash as stored."""
+    event = make_event(
+        event_id=f"copy-{uuid.uuid4().hex}",
+        description=text,
+        actor_name=note,
+        user_agent=text + note,
+        metadata={"note": note, text[:20]: [text, 1]},
+    )
+    (stored_id,) = events_ingest(tenant_id=tenant.pk, events=[event]).stored_ids
+    row = AuditEvent.objects.get(pk=stored_id)
+    assert (row.description, row.actor_name, row.user_agent) == (text, note, text + note)
+    assert row.metadata == event["metadata"]
+    assert row.hash == event_hash(row.prev_hash, row)
