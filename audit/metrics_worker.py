@@ -33,6 +33,12 @@ LEDGER_SECONDS = Histogram(
     "Ledger time per transaction that stored rows: canonical form, chain-head locks, hashing.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+LEDGER_LOCK_SECONDS = Histogram(
+    "traceledger_ingest_ledger_lock_seconds",
+    "The part of the ledger time spent taking the chain-head locks, waiting included: under "
+    "load on one tenant, mostly waiting for another worker's transaction to commit.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 BATCH_SECONDS = Histogram(
     "traceledger_ingest_batch_seconds",
     "Wall time of one ingest task (validation, transaction, dead-lettering).",

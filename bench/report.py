@@ -161,7 +161,9 @@ def table(results: dict) -> str:
     if batch_phase:
         lines.append(
             f"\nledger inside the worker (batch phase): {batch_phase['ledger_ms_per_batch']} ms "
-            f"of {batch_phase['ms_per_batch']} ms per batch = share {batch_phase['share']}"
+            f"of {batch_phase['ms_per_batch']} ms per batch = share {batch_phase['share']}; "
+            f"of which {batch_phase.get('lock_ms_per_batch')} ms taking the chain-head lock "
+            f"(share without it: {batch_phase.get('share_without_lock_wait')})"
         )
     if in_process:
         lines.append(

@@ -492,9 +492,10 @@ def _phase_ledger(fixtures, plan, run_id, timers) -> dict:
     )
     return {
         "share": batch["share"],
-        "method": "inside the worker: traceledger_ingest_ledger_seconds (chain-head lock wait "
-        "+ chain_rows) / traceledger_ingest_batch_seconds (whole task), summed over the batch "
-        "phase from the worker's Prometheus multiprocess files",
+        "method": "inside the worker: traceledger_ingest_ledger_seconds (canonical form, "
+        "chain-head lock wait, chain_rows) / traceledger_ingest_batch_seconds (whole task), "
+        "summed over the batch phase from the worker's Prometheus multiprocess files; the "
+        "lock's part from traceledger_ingest_ledger_lock_seconds",
         "worker_batch_phase": batch,
         "worker_single_phase": single,
         "in_process": comparison,

@@ -110,6 +110,7 @@ class _Attempt:
     # id(batch) -> what this attempt did to it (discarded when the attempt fails)
     outcome: dict[int, IngestResult] = field(default_factory=dict)
     ledger_seconds: float = 0.0
+    lock_seconds: float = 0.0  # the part of ledger_seconds spent in chain_head_lock
     # Per tenant, the sequence its first stored row gets (the head's, locked, plus one).
     first_sequence: dict[int, int] = field(default_factory=dict)
 
@@ -218,7 +219,9 @@ def _chain_heads(attempt: _Attempt, by_tenant: dict) -> dict[int, object]:
     for tenant_id in sorted(by_tenant):
         started = time.perf_counter()
         heads[tenant_id] = chain_head_lock(tenant_id=tenant_id)
-        attempt.ledger_seconds += time.perf_counter() - started
+        locking = time.perf_counter() - started
+        attempt.ledger_seconds += locking
+        attempt.lock_seconds += locking
         # Queried under the chain-head lock: a concurrent batch of this tenant has either
         # committed (and is visible here, READ COMMITTED) or is waiting behind us.
         pairs = by_tenant[tenant_id]
@@ -355,6 +358,7 @@ def events_ingest_many(
     if stored:
         preparing = sum(batch.ledger_seconds for batch in attempt.batches)
         metrics.LEDGER_SECONDS.observe(preparing + attempt.ledger_seconds)
+        metrics.LEDGER_LOCK_SECONDS.observe(attempt.lock_seconds)
     metrics.EVENTS_STORED.inc(stored)
     metrics.DUPLICATES_DROPPED.inc(duplicates)
     return attempt.batches

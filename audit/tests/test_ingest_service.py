@@ -250,6 +250,9 @@ def test_it_counts_stored_and_duplicate_events_and_the_lag(tenant):
             "traceledger_events_duplicates_dropped_total",
             "traceledger_ingest_lag_seconds_count",
             "traceledger_ingest_ledger_seconds_count",
+            "traceledger_ingest_ledger_seconds_sum",
+            "traceledger_ingest_ledger_lock_seconds_count",
+            "traceledger_ingest_ledger_lock_seconds_sum",
         )
     }
     events = [make_event(), make_event()]
@@ -274,6 +277,21 @@ def test_it_counts_stored_and_duplicate_events_and_the_lag(tenant):
         - before["traceledger_ingest_ledger_seconds_count"]
         == 1
     )
+    assert (
+        sample("traceledger_ingest_ledger_lock_seconds_count")
+        - before["traceledger_ingest_ledger_lock_seconds_count"]
+        == 1
+    )
+    # Taking the lock is a part of the ledger's time, never more than all of it.
+    lock = (
+        sample("traceledger_ingest_ledger_lock_seconds_sum")
+        - before["traceledger_ingest_ledger_lock_seconds_sum"]
+    )
+    ledger = (
+        sample("traceledger_ingest_ledger_seconds_sum")
+        - before["traceledger_ingest_ledger_seconds_sum"]
+    )
+    assert 0 < lock < ledger
 
 
 def test_events_ingested_names_the_first_sequence_of_ids_in_chain_order(
