@@ -75,6 +75,10 @@ def test_it_stores_every_posted_event_exactly_once_in_each_phase(quick_run):
         assert figures["distinct_event_ids"] == figures["events"], phase
         assert figures["complete"] is True, phase
         assert figures["e2e_events_per_s"] > 0, phase
+        usage = figures["cpu"]  # bench/cpu.py: read from /proc over the phase
+        assert usage["cpu_s"]["web"] > 0 and usage["cpu_s"]["postgres"] > 0, phase
+        assert 0 < usage["machine_utilization"] <= 1.05, phase
+        assert usage["machine_busy_s"] >= usage["cpu_s"]["web"], phase
 
 
 @pytest.mark.integration
@@ -94,6 +98,9 @@ def test_it_measures_the_ledger_inside_the_worker_and_with_and_without_chaining(
     ledger = quick_run[0]["ledger"]
     assert ledger["worker_batch_phase"]["batches"] >= 1
     assert 0 < ledger["share"] < 1
+    batch = ledger["worker_batch_phase"]
+    assert 0 < batch["lock_ms_per_batch"] < batch["ledger_ms_per_batch"]
+    assert 0 < batch["share_without_lock_wait"] < ledger["share"]
     in_process = ledger["in_process"]
     assert in_process["stored_without_chaining"] == in_process["events"] > 0
     assert in_process["with_chaining_events_per_s"] > 0

@@ -166,7 +166,7 @@ def _begin(*, tenant_ids: list[int]) -> set[int]:
         return set(cursor.fetchone()[2])
 
 
-def _tenants_existing(tenant_ids: list[int]) -> set[int]:
+def _tenants_lock(tenant_ids: list[int]) -> set[int]:
     """Which of the tenants exist, locked as in ``_begin``."""
     if not tenant_ids:
         return set()
@@ -305,7 +305,7 @@ def _store(attempt: _Attempt, *, more: Callable[[], list[Batch]] | None, isolate
                 batch.prepare()
             attempt.batches += extra
             new = {b.tenant_id for b in extra if not b.result.invalid} - set(wanted)
-            existing |= _tenants_existing(sorted(new))
+            existing |= _tenants_lock(sorted(new))
         for batch in attempt.batches:
             if not batch.result.invalid and batch.tenant_id not in existing:
                 batch.result.invalid = f"tenant {batch.tenant_id} does not exist"

@@ -10,23 +10,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audit.models import OutboxMessage
-from audit.publisher import publisher_reset
 from audit.tests.ingest_api_support import (
     URL,
     ingest_messages,
     post_json,
-    purge_ingest_queue,
     valid_event,
 )
 
-
-@pytest.fixture(autouse=True)
-def clean_broker():
-    publisher_reset()
-    purge_ingest_queue()
-    yield
-    publisher_reset()
-    purge_ingest_queue()
+pytestmark = pytest.mark.usefixtures("clean_broker")
 
 
 @pytest.fixture

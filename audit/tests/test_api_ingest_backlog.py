@@ -7,11 +7,10 @@ import pytest
 from kombu import Connection
 
 from audit import metrics
-from audit.publisher import get_publisher, publisher_reset
+from audit.publisher import get_publisher
 from audit.tests.ingest_api_support import (
     ingest_messages,
     post_json,
-    purge_ingest_queue,
     real_broker_url,
     valid_event,
 )
@@ -21,14 +20,9 @@ LIMIT = 2
 
 
 @pytest.fixture(autouse=True)
-def small_backlog_limit(settings):
+def small_backlog_limit(settings, clean_broker):
     settings.TRACELEDGER_INGEST_MAX_BACKLOG = LIMIT
     settings.TRACELEDGER_INGEST_BACKLOG_PROBE = 0  # read the depth after every publish
-    publisher_reset()
-    purge_ingest_queue()
-    yield
-    publisher_reset()
-    purge_ingest_queue()
 
 
 @pytest.fixture

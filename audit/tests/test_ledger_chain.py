@@ -236,6 +236,18 @@ def _tool_module():
     return load()
 
 
+def _assert_template_hashes_as_the_row(row: dict, sequence: int) -> None:
+    """The template made before the lock, completed with ``sequence``, hashes exactly as the
+    whole row through the general path; or both refuse it."""
+    try:
+        expected = event_hash(GENESIS_HASH, {**row, "sequence": sequence})
+    except CanonicalError:
+        with pytest.raises(CanonicalError):
+            canonical_template(row)
+        return
+    assert event_hash_templated(GENESIS_HASH, canonical_template(row), sequence) == expected
+
+
 TRICKY_TEXT = st.sampled_from(
     ['"sequence":0', ',"sequence":0,"severity":"', '\\",\\"sequence\\":0', "plain", ""]
 ) | st.text(max_size=30)
@@ -255,13 +267,7 @@ def test_a_template_made_before_the_lock_hashes_exactly_as_the_whole_row(metadat
     """The worker splits the canonical bytes around the sequence before it takes the lock;
     metadata or strings that look like the sequence's own bytes must not fool the split."""
     row = event_row(tenant_id=1, description=text, target_name=text, metadata=metadata)
-    try:
-        expected = event_hash(GENESIS_HASH, {**row, "sequence": sequence})
-    except CanonicalError:
-        with pytest.raises(CanonicalError):
-            canonical_template(row)
-        return
-    assert event_hash_templated(GENESIS_HASH, canonical_template(row), sequence) == expected
+    _assert_template_hashes_as_the_row(row, sequence)
 
 
 def test_chain_rows_with_templates_stores_what_verifies(tenant):
@@ -331,13 +337,7 @@ def test_the_assembled_template_is_the_general_canonical_form(
     row = event_row(
         tenant_id=1, **strings, source_ip=source_ip, occurred_at=moment, metadata=metadata
     )
-    try:
-        expected = event_hash(GENESIS_HASH, {**row, "sequence": sequence})
-    except CanonicalError:
-        with pytest.raises(CanonicalError):
-            canonical_template(row)
-        return
-    assert event_hash_templated(GENESIS_HASH, canonical_template(row), sequence) == expected
+    _assert_template_hashes_as_the_row(row, sequence)
 
 
 def test_the_assembled_template_is_taken_for_the_rows_the_worker_holds():

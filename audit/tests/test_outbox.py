@@ -9,7 +9,6 @@ from django.core.management.base import CommandError
 from django.db import connection, transaction
 
 from audit.models import AuditEvent, OutboxMessage
-from audit.publisher import publisher_reset
 from audit.services.outbox import outbox_message_create, outbox_relay
 from audit.services.submission import events_submit
 from audit.tasks_outbox import relay_outbox
@@ -18,7 +17,6 @@ from audit.tests.ingest_api_support import (
     broker_url_via,
     ingest_messages,
     post_json,
-    purge_ingest_queue,
     valid_event,
 )
 from audit.tests.ingest_support import wait_until
@@ -27,13 +25,8 @@ from traceledger.metrics import SCRAPE_COLLECTORS
 
 
 @pytest.fixture(autouse=True)
-def clean_broker(settings):
+def short_publish_timeout(settings, clean_broker):
     settings.TRACELEDGER_PUBLISH_TIMEOUT = 1.0
-    publisher_reset()
-    purge_ingest_queue()
-    yield
-    publisher_reset()
-    purge_ingest_queue()
 
 
 @pytest.fixture

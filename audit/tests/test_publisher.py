@@ -24,7 +24,6 @@ from audit.tests.ingest_api_support import (
     broker_url_via,
     ingest_messages,
     post_json,
-    purge_ingest_queue,
     valid_event,
 )
 
@@ -35,13 +34,8 @@ MARGIN = 1.0
 
 
 @pytest.fixture(autouse=True)
-def clean_broker(settings):
+def short_publish_timeout(settings, clean_broker):
     settings.TRACELEDGER_PUBLISH_TIMEOUT = TIMEOUT
-    publisher_reset()
-    purge_ingest_queue()
-    yield
-    publisher_reset()
-    purge_ingest_queue()
 
 
 @pytest.fixture

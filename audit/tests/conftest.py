@@ -1,0 +1,17 @@
+"""Fixtures of the audit app's tests."""
+
+import pytest
+
+from audit.publisher import publisher_reset
+from audit.tests.ingest_api_support import purge_ingest_queue
+
+
+@pytest.fixture
+def clean_broker():
+    """A fresh publisher (breaker closed) and an empty ``audit.ingest``, before and after:
+    for tests that publish and then read the queue (no worker consumes it)."""
+    publisher_reset()
+    purge_ingest_queue()
+    yield
+    publisher_reset()
+    purge_ingest_queue()
