@@ -140,6 +140,18 @@ def _settle(extras: list[Extra], *, into: str) -> None:
     settled go back to the queue (their rows are committed, so redelivery only drops
     duplicates and republishes the same letters)."""
     to_ack: list[Extra] = []
+
+    def flush() -> None:
+        coalescer().ack_all(to_ack)
+        for acked in to_ack:  # logged once settled: the line says how the message ended
+            logger.info(
+                "ingest message %s coalesced into %s: %s",
+                acked.task_id,
+                into,
+                _outcome(acked.batch.result),
+            )
+        to_ack.clear()
+
     for index, extra in enumerate(extras):
         result = extra.batch.result
         try:
@@ -151,8 +163,7 @@ def _settle(extras: list[Extra], *, into: str) -> None:
                 coalescer().settle(extra, ack=False)
                 continue
             if result.rejected:
-                coalescer().ack_all(to_ack)
-                to_ack = []
+                flush()
                 events_dead_letter(
                     tenant_id=extra.batch.tenant_id,
                     rejected=result.rejected,
@@ -160,14 +171,11 @@ def _settle(extras: list[Extra], *, into: str) -> None:
                     task_id=extra.task_id,
                 )
             to_ack.append(extra)
-            logger.info(
-                "ingest message %s coalesced into %s: %s", extra.task_id, into, _outcome(result)
-            )
         except BaseException:
-            coalescer().ack_all(to_ack)
+            flush()
             coalescer().requeue(extras[index:])
             raise
-    coalescer().ack_all(to_ack)
+    flush()
 
 
 def _reject(task, reason: str, details: str) -> None:

@@ -167,8 +167,7 @@ def test_waiting_messages_taken_by_a_killed_worker_are_redelivered_and_stored_on
     with connection.cursor() as cursor:
         _hold_chain_head(cursor, tenant.pk)
         sent = [[make_event() for _ in range(20)] for _ in range(5)]
-        for events in sent:
-            publish(tenant_id=tenant.pk, events=events)
+        task_ids = [publish(tenant_id=tenant.pk, events=events) for events in sent]
         first = WorkerProcess(queues=INGEST_QUEUE.name).start()
         try:
             wait_until(lambda: waiting_on_lock(cursor), timeout=15, what="the worker to block")
@@ -183,6 +182,12 @@ def test_waiting_messages_taken_by_a_killed_worker_are_redelivered_and_stored_on
     second = WorkerProcess(queues=INGEST_QUEUE.name).start()
     try:
         wait_until(lambda: stored(tenant.pk) == 101, what="every event", timeout=30)
+        # Rows are visible at commit, acks go out after: stop only once every message is
+        # settled, or the stop itself would requeue what was about to be acked.
+        wait_until(
+            lambda: all(settled_line(second.log(), task_id) for task_id in task_ids),
+            what="every message settled",
+        )
     finally:
         second.stop()
     assert chain_verifies(tenant.pk)

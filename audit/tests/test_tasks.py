@@ -103,6 +103,9 @@ def recorder(monkeypatch):
         monkeypatch.setattr(tasks, "coalescer", lambda: rec)
         monkeypatch.setattr(tasks, "events_dead_letter", rec.dead_letter)
         monkeypatch.setattr(tasks, "dead_letter_note", lambda **kw: None)
+        monkeypatch.setattr(
+            tasks.logger, "info", lambda msg, task_id, *args: rec.calls.append(("log", [task_id]))
+        )
         return rec
 
     return install
@@ -115,11 +118,17 @@ def test_extras_are_acked_together_and_before_any_dead_letter_is_published(recor
     extras = [_extra("a"), _extra("b"), _extra("c", rejected=["x"]), _extra("d", invalid="bad")]
     extras.append(_extra("e"))
     _settle(extras, into="own")
+    # Each "coalesced into" line comes after the ack it reports (tests and operators read
+    # it as "settled").
     assert rec.calls == [
         ("ack", ["a", "b"]),
+        ("log", ["a"]),
+        ("log", ["b"]),
         ("dead-letter", ["c"]),
         ("reject", ["d"]),
         ("ack", ["c", "e"]),
+        ("log", ["c"]),
+        ("log", ["e"]),
     ]
 
 
@@ -130,4 +139,9 @@ def test_a_failed_dead_letter_requeues_only_what_was_not_settled(recorder):
     extras = [_extra("a"), _extra("b"), _extra("c", rejected=["x"]), _extra("d")]
     with pytest.raises(OSError):
         _settle(extras, into="own")
-    assert rec.calls == [("ack", ["a", "b"]), ("requeue", ["c", "d"])]
+    assert rec.calls == [
+        ("ack", ["a", "b"]),
+        ("log", ["a"]),
+        ("log", ["b"]),
+        ("requeue", ["c", "d"]),
+    ]
