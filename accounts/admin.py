@@ -6,10 +6,12 @@ another tenant or grant superuser or staff rights. Every save goes through the s
 so each change is recorded in the tenant's audit trail.
 """
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
@@ -105,8 +107,29 @@ class UserAdmin(DjangoUserAdmin):
         )
 
 
+class ApiKeyAdminForm(forms.ModelForm):
+    class Meta:
+        model = ApiKey
+        fields = ["name", "tenant", "scopes", "expiry_date", "revoked", "last_used_at"]
+
+    def clean_expiry_date(self):
+        # A key created already expired is shown once and never works; moving a key's expiry
+        # into the past is a revocation in disguise, and the revoke action records it as one.
+        expiry_date = self.cleaned_data.get("expiry_date")
+        if (
+            expiry_date is not None
+            and "expiry_date" in self.changed_data
+            and expiry_date <= timezone.now()
+        ):
+            raise forms.ValidationError(
+                "The expiry date must be in the future. To stop a key now, revoke it."
+            )
+        return expiry_date
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(APIKeyModelAdmin):
+    form = ApiKeyAdminForm
     list_display = [
         "prefix",
         "name",

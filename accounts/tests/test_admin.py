@@ -114,6 +114,25 @@ def test_it_shows_a_new_key_once_and_stores_its_hash(admin_client_for, superuser
 
 
 @pytest.mark.django_db
+def test_it_refuses_a_key_that_would_be_expired_already(admin_client_for, superuser, tenant):
+    client = admin_client_for(superuser)
+    response = client.post(
+        reverse("admin:accounts_apikey_add"),
+        {
+            "name": "stillborn",
+            "tenant": tenant.pk,
+            "scopes": "read",
+            "expiry_date_0": "2020-01-01",
+            "expiry_date_1": "10:00:00",
+        },
+    )
+    assert response.status_code == 200  # the form again, with the error on the field
+    assert "The expiry date must be in the future" in response.content.decode()
+    assert "The API key for" not in response.content.decode()
+    assert not ApiKey.objects.filter(name="stillborn").exists()
+
+
+@pytest.mark.django_db
 def test_it_revokes_keys_with_the_admin_action(
     admin_client_for, tenant_staff, tenant, django_capture_on_commit_callbacks
 ):
