@@ -15,7 +15,8 @@ instances) through a server-side cursor (``iterator(chunk_size=…)``) inside a 
 
 The JSONL line is exactly the detail endpoint's document (``event_document``), which the
 ledger's offline verifier reads. CSV has one column per scalar, ``actor_*``/``target_*``
-flattened, ``metadata`` as compact JSON, timestamps ISO 8601 UTC with microseconds.
+flattened, ``metadata`` as compact JSON, timestamps ISO 8601 UTC with microseconds, and
+text a spreadsheet would run as a formula prefixed with ``'``.
 """
 
 import csv
@@ -64,8 +65,21 @@ def _json(value, *, sort_keys: bool = False) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV
+# injection"), and most event fields are written by whoever caused the event.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """The value, with a leading ``'`` when a spreadsheet would read it as a formula."""
+    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+        return "'" + value
+    return value
+
+
 def csv_record(document: dict) -> list:
-    """One CSV row in ``CSV_COLUMNS`` order: actor/target flattened, metadata as JSON."""
+    """One CSV row in ``CSV_COLUMNS`` order: actor/target flattened, metadata as JSON,
+    formula-like text defused (the JSON Lines export stays byte-exact)."""
     flat = dict(document)
     for part in ("actor", "target"):
         obj = flat.pop(part) or {}
@@ -73,7 +87,7 @@ def csv_record(document: dict) -> list:
             flat[f"{part}_{key}"] = obj.get(key, "")
     flat["source_ip"] = flat["source_ip"] or ""
     flat["metadata"] = _json(flat["metadata"], sort_keys=True)
-    return [flat[column] for column in CSV_COLUMNS]
+    return [csv_cell(flat[column]) for column in CSV_COLUMNS]
 
 
 def _documents(queryset) -> Iterator[dict]:

