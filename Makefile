@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PY
 
-.PHONY: run test lint format bench soak schemathesis services venv migrate clean
+.PHONY: run test lint format bench soak schemathesis screenshots services venv migrate clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -48,6 +48,11 @@ soak: services
 ## schemathesis: fuzz the whole OpenAPI schema with an ingest+read API key; fails on any 5xx
 schemathesis: services
 	$(PY) -m bench.schemathesis_run $(SCHEMATHESIS_ARGS)
+
+## screenshots: the admin browser tests, saving docs/screenshots/*.png for the README
+screenshots: services
+	@scripts/test-setup.sh
+	TRACELEDGER_SCREENSHOTS=1 $(VENV)/bin/pytest -m browser $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache var/celerybeat-schedule*

@@ -1,5 +1,6 @@
 """Headless Chromium (Debian's, installed by scripts/test-setup.sh) driven by Playwright."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -49,12 +50,15 @@ def browser_page(live_server, monkeypatch):
 
 
 @pytest.fixture
-def screenshot():
-    """screenshot(page, name): a PNG of the viewport into docs/screenshots/ (committed)."""
+def screenshot(tmp_path):
+    """screenshot(page, name): a PNG of the viewport. Into docs/screenshots/ (committed, shown
+    in the README) when TRACELEDGER_SCREENSHOTS=1 (``make screenshots``), else into the
+    test's temporary directory, so that ``make test`` leaves the working tree clean."""
+    directory = SCREENSHOTS if os.environ.get("TRACELEDGER_SCREENSHOTS") == "1" else tmp_path
 
     def take(page, name: str) -> Path:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        path = SCREENSHOTS / f"{name}.png"
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{name}.png"
         page.screenshot(path=str(path), full_page=False)
         return path
 

@@ -2,7 +2,7 @@
 
 Compliance staff log in, filter, search, open an event and export CSV; an operator pulls a
 dead letter from RabbitMQ, replays it and sees the event stored by a real Celery worker.
-Screenshots for the README are written to docs/screenshots/ on the way.
+Screenshots for the README are taken on the way (``make screenshots`` refreshes docs/screenshots/).
 """
 
 import csv
