@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import pybreaker
+from django.db import connection
 from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -44,20 +45,38 @@ def index_progress_get(*, tenant_id: int, backend: str) -> IndexProgress:
     return progress
 
 
+# One statement instead of get_or_create plus a conditional UPDATE (three round trips and
+# most of the index task's ORM time on the single-event path): the row is created at the
+# run's end when the run starts the tenant's sequence, else at 0; an existing mark moves only
+# when the run continues it. Django's upsert (bulk_create(update_conflicts=…)) has no WHERE.
+_ADVANCE_SQL = f"""
+    INSERT INTO {IndexProgress._meta.db_table} AS mark
+        (tenant_id, backend, last_sequence, updated_at)
+    VALUES (%(tenant_id)s, %(backend)s, CASE WHEN %(first)s <= 1 THEN %(last)s ELSE 0 END, %(now)s)
+    ON CONFLICT (tenant_id, backend) DO UPDATE
+        SET last_sequence = %(last)s, updated_at = %(now)s
+        WHERE mark.last_sequence >= %(first)s - 1 AND mark.last_sequence < %(last)s
+    RETURNING mark.last_sequence
+"""  # noqa: S608 - the table name is the model's; every value is a parameter
+
+
 def index_progress_advance(*, tenant_id: int, backend: str, first: int, last: int) -> bool:
     """Move the mark to ``last`` if ``first..last`` continues it; True when it moved.
 
-    A conditional UPDATE, so two workers finishing batches out of order never move the mark
-    past a batch that is not indexed: the later batch simply leaves it to the sweep.
+    Conditional, so two workers finishing batches out of order never move the mark past a
+    batch that is not indexed: the later batch simply leaves it to the sweep.
     """
-    index_progress_get(tenant_id=tenant_id, backend=backend)
-    moved = IndexProgress.objects.filter(
-        tenant_id=tenant_id,
-        backend=backend,
-        last_sequence__gte=first - 1,
-        last_sequence__lt=last,
-    ).update(last_sequence=last, updated_at=timezone.now())
-    return moved == 1
+    params = {
+        "tenant_id": tenant_id,
+        "backend": backend,
+        "first": first,
+        "last": last,
+        "now": timezone.now(),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_ADVANCE_SQL, params)
+        row = cursor.fetchone()
+    return row is not None and row[0] == last
 
 
 def events_index(*, tenant_id: int, event_ids: list[str], first_sequence: int | None = None) -> int:
