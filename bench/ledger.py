@@ -159,8 +159,8 @@ def _ingest_all(*, tenant_id: int, batches: list[list[dict]]) -> tuple[float, in
 
 
 def _hashing_cpu_per_event(rows: list[dict]) -> float:
-    """CPU µs per event of the ledger's hashing alone (``chain_cost``: canonical form +
-    SHA-256, no database), on rows validated as the worker validates them."""
+    """CPU µs per event of the ledger's hashing alone (``chain_cost``: the worker's
+    canonical template + SHA-256, no database), on rows validated as the worker does."""
     from audit.ledger.chain import chain_cost
     from audit.services.event_rows import event_row
 
