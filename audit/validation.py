@@ -33,6 +33,7 @@ MAX_EVENTS_PER_REQUEST = 1000
 MAX_METADATA_BYTES = 16 * 1024
 MAX_METADATA_DEPTH = 32
 MAX_FUTURE = timedelta(minutes=5)
+_NUL_MESSAGE = "Must not contain the NUL character (\\u0000)."
 # RFC 8785 canonical JSON (the ledger hash) represents numbers as IEEE doubles: an integer
 # beyond ±(2^53-1) would be hashed as a different number than the one stored.
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -104,7 +105,7 @@ class FieldError(ValueError):
 # -- semantic checks (what msgspec cannot express) ---------------------------------------------
 def _check_no_nul(value: str) -> None:
     if "\x00" in value:
-        raise FieldError("Must not contain the NUL character (\\u0000).")
+        raise FieldError(_NUL_MESSAGE)
 
 
 def occurred_at_normalize(value: str, *, now: datetime) -> str:
@@ -157,32 +158,64 @@ def _inet_text(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     return ip.compressed
 
 
+def _metadata_walk(value: dict) -> bool:
+    """Raise ``FieldError`` for what PostgreSQL jsonb or RFC 8785 cannot hold (a NUL, an
+    integer beyond ±(2^53-1), a non-finite number) or nesting deeper than the limit. Returns
+    whether a float was seen: the only value whose JSON text can grow when re-serialized.
+
+    Exact type checks first (the JSON decoders only produce these), subclasses after.
+    """
+    has_float = False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            for key in node:
+                if "\x00" in key:
+                    raise FieldError(_NUL_MESSAGE)
+            children = node.values()
+        else:
+            children = node
+        if children and depth >= MAX_METADATA_DEPTH:
+            raise FieldError(f"Nested deeper than {MAX_METADATA_DEPTH} levels.")
+        for child in children:
+            kind = type(child)
+            if kind is str:
+                if "\x00" in child:
+                    raise FieldError(_NUL_MESSAGE)
+            elif kind is dict or kind is list:
+                stack.append((child, depth + 1))
+            elif kind is int:
+                if not -MAX_SAFE_INTEGER <= child <= MAX_SAFE_INTEGER:
+                    raise FieldError("Integers must be within ±(2^53-1).")
+            elif kind is bool or child is None:
+                continue
+            elif kind is float:
+                has_float = True
+                if not math.isfinite(child):
+                    raise FieldError("Numbers must be finite.")
+            elif isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+            elif isinstance(child, str):
+                if "\x00" in child:
+                    raise FieldError(_NUL_MESSAGE)
+            elif isinstance(child, bool):
+                continue
+            elif isinstance(child, int):
+                if not -MAX_SAFE_INTEGER <= child <= MAX_SAFE_INTEGER:
+                    raise FieldError("Integers must be within ±(2^53-1).")
+            elif isinstance(child, float):
+                has_float = True
+                if not math.isfinite(child):
+                    raise FieldError("Numbers must be finite.")
+    return has_float
+
+
 def metadata_check(value: dict | None) -> dict:
     """Reject what PostgreSQL jsonb or RFC 8785 cannot hold; bound size and depth."""
     if value is None:
         return {}
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_METADATA_DEPTH:
-            raise FieldError(f"Nested deeper than {MAX_METADATA_DEPTH} levels.")
-        if isinstance(node, dict):
-            for key, child in node.items():
-                if "\x00" in key:
-                    raise FieldError("Must not contain the NUL character (\\u0000).")
-                stack.append((child, depth + 1))
-        elif isinstance(node, list):
-            stack.extend((child, depth + 1) for child in node)
-        elif isinstance(node, str):
-            if "\x00" in node:
-                raise FieldError("Must not contain the NUL character (\\u0000).")
-        elif isinstance(node, bool) or node is None:
-            continue
-        elif isinstance(node, int):
-            if not -MAX_SAFE_INTEGER <= node <= MAX_SAFE_INTEGER:
-                raise FieldError("Integers must be within ±(2^53-1).")
-        elif isinstance(node, float) and not math.isfinite(node):
-            raise FieldError("Numbers must be finite.")
+    _metadata_walk(value)
     if len(orjson.dumps(value)) > MAX_METADATA_BYTES:
         raise FieldError(f"Must be at most {MAX_METADATA_BYTES} bytes serialized.")
     return value
@@ -209,13 +242,6 @@ class _UuidSource(threading.local):
 new_id = _UuidSource()
 
 
-# Anything that might break a rule makes the fast path fall back to the full walk: a NUL
-# escape, a run of 16+ digits (an integer beyond 2^53-1 has at least 16), an exponent (the
-# only way a re-serialized number grows, or overflows to infinity), or more brackets than
-# the depth limit. Without those, orjson's compact output is never longer than the input.
-_METADATA_SUSPECT = re.compile(rb"\\u0000|\d{16}|\d[eE]")
-
-
 def _metadata_fast(raw: msgspec.Raw) -> dict:
     data = bytes(raw)
     if data == b"null":
@@ -230,14 +256,15 @@ def _metadata_fast(raw: msgspec.Raw) -> dict:
 
 
 def metadata_check_encoded(value: dict, data: bytes) -> dict:
-    """``metadata_check``, run only when ``data`` (``value`` as JSON) shows something it
-    might refuse: most metadata is small, shallow and plain."""
-    if (
-        len(data) > MAX_METADATA_BYTES
-        or data.count(b"{") + data.count(b"[") > MAX_METADATA_DEPTH
-        or _METADATA_SUSPECT.search(data)
-    ):
-        return metadata_check(value)
+    """``metadata_check`` of ``value`` decoded from ``data``, which stands for its size:
+    orjson's compact text is never longer than any JSON text of the same value unless a
+    float is re-written (``1e5`` becomes ``100000.0``), so it is only serialized again when
+    ``data`` is over the limit or holds a float."""
+    has_float = _metadata_walk(value)
+    if (len(data) > MAX_METADATA_BYTES or has_float) and len(
+        orjson.dumps(value)
+    ) > MAX_METADATA_BYTES:
+        raise FieldError(f"Must be at most {MAX_METADATA_BYTES} bytes serialized.")
     return value
 
 
@@ -293,15 +320,11 @@ def _has_nul(ev: EventIn) -> dict:
     for name in _STRING_FIELDS:
         value = getattr(ev, name)
         if value is not None and "\x00" in value:
-            errors[name] = ["Must not contain the NUL character (\\u0000)."]
+            errors[name] = [_NUL_MESSAGE]
     for name, obj in (("actor", ev.actor), ("target", ev.target)):
         if obj is None:
             continue
-        nested = {
-            f: ["Must not contain the NUL character (\\u0000)."]
-            for f in ("id", "type", "name")
-            if "\x00" in getattr(obj, f)
-        }
+        nested = {f: [_NUL_MESSAGE] for f in ("id", "type", "name") if "\x00" in getattr(obj, f)}
         if nested:
             errors[name] = nested
     return errors

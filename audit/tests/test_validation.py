@@ -243,6 +243,52 @@ def test_it_accepts_metadata_of_exactly_the_limit():
     assert "metadata" in errors_of(valid_event(metadata={"p": "x" * (padding + 1)}))
 
 
+def _nested(levels: int) -> dict:
+    root: dict = {}
+    node = root
+    for _ in range(levels - 1):
+        node["n"] = {}
+        node = node["n"]
+    return root
+
+
+def test_metadata_may_nest_to_the_limit_and_no_deeper():
+    from audit.validation import MAX_METADATA_DEPTH
+
+    assert events_parse(orjson.dumps(valid_event(metadata=_nested(MAX_METADATA_DEPTH))))
+    too_deep = _nested(MAX_METADATA_DEPTH)
+    leaf = too_deep
+    while leaf:
+        leaf = leaf["n"]
+    leaf["scalar"] = 1  # a scalar one level below the limit
+    assert "metadata" in errors_of(valid_event(metadata=too_deep))
+
+
+def test_the_size_limit_counts_metadata_as_stored_not_as_sent():
+    body = b'{"occurred_at": "2026-01-01T00:00:00Z", "action": "a", "actor": {"id": "u"},'
+    # 3 bytes sent, 8 stored ("100000.0"): 3,000 of them fit the limit as sent, not stored.
+    grows = b'{"x": [' + b",".join([b"1e5"] * 3000) + b"]}"
+    assert len(grows) < 16 * 1024
+    with pytest.raises(InvalidEvents) as caught:
+        events_parse(body + b' "metadata": ' + grows + b"}")
+    assert "bytes" in str(caught.value.fields["metadata"])
+    # Whitespace and escapes are not stored: over the limit as sent, well under it stored.
+    shrinks = b'{"x": "' + b"\\u0041" * 3000 + b'"' + b" " * 8000 + b"}"
+    assert len(shrinks) > 16 * 1024
+    (event,), _ = events_parse(body + b' "metadata": ' + shrinks + b"}")
+    assert event["metadata"] == {"x": "A" * 3000}
+
+
+def test_metadata_full_of_ids_and_hashes_passes_untouched():
+    metadata = {
+        "request_id": "3e4b9c2d-9e1f-4a7e-8d2c-1e5f6a7b8c9d",
+        "sha": "1e5f" * 16,
+        "n": [1, 2.5, -3],
+    }
+    (event,), _ = events_parse(orjson.dumps(valid_event(metadata=metadata)))
+    assert event["metadata"] == metadata
+
+
 def test_it_names_every_bad_item_of_a_list_by_index_and_only_those():
     body = [
         valid_event(),
@@ -379,7 +425,8 @@ metadata_objects = st.dictionaries(
 @settings(max_examples=500, deadline=None)
 @given(metadata_objects, st.sampled_from([None, " ", "\n  "]))
 def test_the_metadata_fast_path_agrees_with_the_full_check(value, indent):
-    """The byte-scan shortcut never lets through what the full walk would refuse."""
+    """The request path (size taken from the bytes sent) never lets through what the full
+    check would refuse, nor refuses what it accepts."""
     import msgspec
 
     from audit.validation import FieldError, _metadata_fast, metadata_check
