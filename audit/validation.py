@@ -18,7 +18,6 @@ import json
 import math
 import os
 import re
-import socket
 import struct
 import threading
 import uuid
@@ -28,6 +27,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 import orjson
 from msgspec import Meta
+
+from audit.ledger.canonical import ipv4_is_canonical
 
 MAX_EVENTS_PER_REQUEST = 1000
 MAX_METADATA_BYTES = 16 * 1024
@@ -128,12 +129,8 @@ def occurred_at_normalize(value: str, *, now: datetime) -> str:
 def source_ip_normalize(value: str | None) -> str | None:
     if value is None:
         return None
-    try:
-        # Fast path for the common case: an IPv4 address already in canonical form.
-        if socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, value)) == value:
-            return value
-    except (OSError, ValueError):
-        pass
+    if ipv4_is_canonical(value):  # the common case, without an ipaddress object
+        return value
     # A zone index ("fe80::1%eth0") is accepted by Python but refused by PostgreSQL's inet.
     if "%" in value or "\x00" in value:
         raise FieldError("Must be an IPv4 or IPv6 address.")

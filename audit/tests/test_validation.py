@@ -441,3 +441,22 @@ def test_the_metadata_fast_path_agrees_with_the_full_check(value, indent):
     except FieldError:
         got = FieldError
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "canonical"),
+    [
+        ("203.0.113.9", True),
+        ("0.0.0.0", True),
+        ("203.000.113.9", False),
+        ("1.2.3", False),
+        ("::ffff:1.2.3.4", False),
+        ("2001:db8::1", False),
+        ("", False),
+        ("1.2.3.4 ", False),
+    ],
+)
+def test_the_ipv4_shortcut_takes_only_addresses_already_as_stored(value, canonical):
+    from audit.ledger.canonical import ipv4_is_canonical
+
+    assert ipv4_is_canonical(value) is canonical
