@@ -266,29 +266,37 @@ def canonical_template(row: Mapping[str, Any]) -> tuple[bytes, bytes]:
     template = _template_assembled(row)
     if template is not None:
         return template
-    data = canonical_bytes({**row, "sequence": 0})
-    slot = data.rfind(_SEQUENCE_SLOT)
-    if slot < 0:  # cannot happen for a canonical object; refuse rather than mis-hash
-        raise CanonicalError("canonical form has no top-level sequence")
-    split = slot + _SLOT_VALUE_AT
-    return data[:split], data[split + 1 :]
+    return _template_split(canonical_bytes({**row, "sequence": 0}))
+
+
+# What orjson writes for a ``datetime`` with this option is the canonical text when the
+# tzinfo is UTC itself and the microseconds are not zero (it drops ".000000").
+_TEMPLATE_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z
+
+
+def _utc_value(value: Any) -> datetime | str | None:
+    """What the template serializes for a timestamp: the datetime itself where orjson writes
+    the canonical text (most events), else that text (``_utc_text``); None if not UTC."""
+    if type(value) is datetime and value.tzinfo is UTC and value.microsecond:
+        return value
+    return _utc_text(value)
 
 
 def _template_assembled(r: Mapping[str, Any]) -> tuple[bytes, bytes] | None:
     """The template of a row as the ingest worker holds it (every field present, strings,
-    canonical id, UTC datetimes, a metadata object that orjson writes as JCS does), built
-    from three small serializations whose keys are written in JCS order (all ASCII: code
-    point order) around the metadata's own: ~3x cheaper than one sorted object. None for
-    anything else; the general path then decides, and refuses what it must."""
+    canonical id, UTC datetimes, a metadata object that orjson writes as JCS does), written
+    by one sorted orjson call: the top-level keys are ASCII, so code-point order is JCS
+    order. None for anything else; the general path then decides, and refuses what it must."""
     try:
-        for name in STRING_FIELDS:
-            if type(r[name]) is not str:
-                return None
+        obj = {name: r[name] for name in STRING_FIELDS}
         raw_id, metadata = r["id"], r["metadata"]
-        occurred_at, received_at = _utc_text(r["occurred_at"]), _utc_text(r["received_at"])
+        occurred_at, received_at = _utc_value(r["occurred_at"]), _utc_value(r["received_at"])
         source_ip = r["source_ip"]
     except KeyError:
         return None
+    for value in obj.values():
+        if type(value) is not str:
+            return None
     if (
         occurred_at is None
         or received_at is None
@@ -298,60 +306,28 @@ def _template_assembled(r: Mapping[str, Any]) -> tuple[bytes, bytes] | None:
         or not _json_dumps_is_jcs(metadata)
     ):
         return None
+    obj["id"], obj["metadata"], obj["sequence"] = raw_id, metadata, 0
+    obj["occurred_at"], obj["received_at"] = occurred_at, received_at
     try:
-        before = orjson.dumps(
-            {
-                "action": r["action"],
-                "actor_id": r["actor_id"],
-                "actor_name": r["actor_name"],
-                "actor_type": r["actor_type"],
-                "description": r["description"],
-                "event_id": r["event_id"],
-                "id": raw_id,
-                "metadata": None,  # replaced by the sorted metadata below
-            }
-        )
-        meta = orjson.dumps(metadata, option=orjson.OPT_SORT_KEYS)
-        middle = orjson.dumps(
-            {"occurred_at": occurred_at, "outcome": r["outcome"], "received_at": received_at}
-        )
-        after = orjson.dumps(
-            {
-                "severity": r["severity"],
-                "source_ip": format_ip(source_ip),
-                "target_id": r["target_id"],
-                "target_name": r["target_name"],
-                "target_type": r["target_type"],
-                "user_agent": r["user_agent"],
-            }
-        )
-    except (orjson.JSONEncodeError, CanonicalError):
+        obj["source_ip"] = format_ip(source_ip)
+        data = orjson.dumps(obj, option=_TEMPLATE_OPTIONS)
+    except (orjson.JSONEncodeError, CanonicalError, TypeError):
         return None
-    head = before[: -len(b"null}")] + meta + b"," + middle[1:-1] + b',"sequence":'
-    return head, b"," + after[1:]
+    return _template_split(data)
 
 
-if sorted(CANONICAL_FIELDS) != [  # the keys in the order _template_assembled writes them
-    "action",
-    "actor_id",
-    "actor_name",
-    "actor_type",
-    "description",
-    "event_id",
-    "id",
-    "metadata",
-    "occurred_at",
-    "outcome",
-    "received_at",
-    "sequence",
-    "severity",
-    "source_ip",
-    "target_id",
-    "target_name",
-    "target_type",
-    "user_agent",
-]:  # pragma: no cover - a new canonical field must be placed in _template_assembled
-    raise ImportError("_template_assembled no longer writes the canonical keys in JCS order")
+def _template_split(data: bytes) -> tuple[bytes, bytes]:
+    slot = data.rfind(_SEQUENCE_SLOT)
+    if slot < 0:  # cannot happen for a canonical object; refuse rather than mis-hash
+        raise CanonicalError("canonical form has no top-level sequence")
+    split = slot + _SLOT_VALUE_AT
+    return data[:split], data[split + 1 :]
+
+
+# _template_assembled writes these (plus source_ip): a new canonical field must join them.
+_TEMPLATE_FIELDS = {*STRING_FIELDS, "id", "metadata", "sequence", "occurred_at", "received_at"}
+if _TEMPLATE_FIELDS | {"source_ip"} != set(CANONICAL_FIELDS):  # pragma: no cover
+    raise ImportError("_template_assembled no longer writes every canonical field")
 
 
 def event_hash_templated(prev_hash: str, template: tuple[bytes, bytes], sequence: int) -> str:
