@@ -28,7 +28,7 @@ import msgspec
 import orjson
 from msgspec import Meta
 
-from audit.ledger.canonical import ipv4_is_canonical
+from audit.ledger.canonical import FIRST_NON_BMP, ipv4_is_canonical
 
 MAX_EVENTS_PER_REQUEST = 1000
 MAX_METADATA_BYTES = 16 * 1024
@@ -157,12 +157,15 @@ def _inet_text(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
 
 def _metadata_walk(value: dict) -> bool:
     """Raise ``FieldError`` for what PostgreSQL jsonb or RFC 8785 cannot hold (a NUL, an
-    integer beyond ±(2^53-1), a non-finite number) or nesting deeper than the limit. Returns
-    whether a float was seen: the only value whose JSON text can grow when re-serialized.
+    integer beyond ±(2^53-1), a non-finite number) or nesting deeper than the limit.
 
-    Exact type checks first (the JSON decoders only produce these), subclasses after.
+    Returns whether the value is *plain*: exact JSON types, no float, no key outside the
+    Basic Multilingual Plane. orjson's sorted text of a plain value is its RFC 8785 form
+    (the ledger's ``_json_dumps_is_jcs``), and only a float can make the text grow when it
+    is serialized again. Exact type checks first (the JSON decoders only produce these),
+    subclasses after.
     """
-    has_float = False
+    plain = type(value) is dict
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
@@ -170,6 +173,8 @@ def _metadata_walk(value: dict) -> bool:
             for key in node:
                 if "\x00" in key:
                     raise FieldError(_NUL_MESSAGE)
+                if type(key) is not str or (not key.isascii() and max(key) >= FIRST_NON_BMP):
+                    plain = False  # JCS sorts by UTF-16 unit, orjson by code point
             children = node.values()
         else:
             children = node
@@ -188,24 +193,27 @@ def _metadata_walk(value: dict) -> bool:
             elif kind is bool or child is None:
                 continue
             elif kind is float:
-                has_float = True
+                plain = False
                 if not math.isfinite(child):
                     raise FieldError("Numbers must be finite.")
             elif isinstance(child, (dict, list)):
+                plain = False
                 stack.append((child, depth + 1))
             elif isinstance(child, str):
+                plain = False
                 if "\x00" in child:
                     raise FieldError(_NUL_MESSAGE)
             elif isinstance(child, bool):
                 continue
             elif isinstance(child, int):
+                plain = False
                 if not -MAX_SAFE_INTEGER <= child <= MAX_SAFE_INTEGER:
                     raise FieldError("Integers must be within ±(2^53-1).")
             elif isinstance(child, float):
-                has_float = True
+                plain = False
                 if not math.isfinite(child):
                     raise FieldError("Numbers must be finite.")
-    return has_float
+    return plain
 
 
 def metadata_check(value: dict | None) -> dict:
@@ -249,20 +257,22 @@ def _metadata_fast(raw: msgspec.Raw) -> dict:
         value = _any_decoder.decode(data)
     except (msgspec.DecodeError, RecursionError):
         raise FieldError("Invalid JSON object.") from None
-    return metadata_check_encoded(value, data)
+    metadata_check_encoded(value, data)
+    return value
 
 
-def metadata_check_encoded(value: dict, data: bytes) -> dict:
+def metadata_check_encoded(value: dict, data: bytes) -> bool:
     """``metadata_check`` of ``value`` decoded from ``data``, which stands for its size:
     orjson's compact text is never longer than any JSON text of the same value unless a
     float is re-written (``1e5`` becomes ``100000.0``), so it is only serialized again when
-    ``data`` is over the limit or holds a float."""
-    has_float = _metadata_walk(value)
-    if (len(data) > MAX_METADATA_BYTES or has_float) and len(
+    ``data`` is over the limit or the value is not plain. Returns whether it is plain (see
+    ``_metadata_walk``)."""
+    plain = _metadata_walk(value)
+    if (len(data) > MAX_METADATA_BYTES or not plain) and len(
         orjson.dumps(value)
     ) > MAX_METADATA_BYTES:
         raise FieldError(f"Must be at most {MAX_METADATA_BYTES} bytes serialized.")
-    return value
+    return plain
 
 
 def _event_dict(ev: EventIn, *, now: datetime, received_at: str) -> dict:

@@ -14,6 +14,7 @@ before* inserting, so the lock is held for as short a time as possible.
 """
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connection, transaction
@@ -59,14 +60,17 @@ def chain_head_lock(*, tenant_id: int) -> ChainHead:
     return ChainHead.from_db(connection.alias, _HEAD_FIELDS, row)
 
 
-def chain_prepare(row: dict[str, Any]) -> tuple[bytes, bytes]:
+def chain_prepare(row: dict[str, Any], *, metadata_is_jcs: bool = False) -> tuple[bytes, bytes]:
     """The row's canonical form without its sequence, computed before the lock is taken
     (it is most of the hashing cost); pass it to ``chain_rows`` as ``templates``. Raises
     ``CanonicalError`` when the row cannot be hashed. Timestamps given as ISO strings are
-    replaced by aware datetimes, so what is inserted is what was hashed."""
+    replaced by aware datetimes, so what is inserted is what was hashed.
+    ``metadata_is_jcs``: see ``canonical_template``."""
     for field in ("occurred_at", "received_at"):
-        row[field] = parse_timestamp(row[field])
-    return canonical_template(row)
+        value = row[field]
+        if type(value) is not datetime or value.tzinfo is not UTC:
+            row[field] = parse_timestamp(value)
+    return canonical_template(row, metadata_is_jcs=metadata_is_jcs)
 
 
 def chain_rows(

@@ -43,8 +43,10 @@ def _parse_time(value: object, name: str) -> datetime:
     return parsed
 
 
-def event_row(*, tenant_id: int, event: object) -> dict:
-    """Validate one event of the message contract and return it as an AuditEvent row dict.
+def event_row(*, tenant_id: int, event: object) -> tuple[dict, bool]:
+    """Validate one event of the message contract and return it as an AuditEvent row dict,
+    with whether its metadata is plain (``metadata_check_encoded``): the ledger then skips
+    its own walk (``chain_prepare(metadata_is_jcs=True)``).
 
     Cheap checks only (types, lengths, choices); raises ``ValueError`` naming the field.
     """
@@ -97,13 +99,13 @@ def event_row(*, tenant_id: int, event: object) -> dict:
     if not isinstance(metadata, dict):
         raise ValueError("metadata must be an object")
     try:
-        metadata_check_encoded(metadata, orjson.dumps(metadata))
+        plain = metadata_check_encoded(metadata, orjson.dumps(metadata))
     except orjson.JSONEncodeError as exc:
         raise ValueError(f"metadata cannot be stored as JSON: {exc}") from None
     except FieldError as exc:
         raise ValueError(f"metadata: {exc}") from None
     row["metadata"] = metadata
-    return row
+    return row, plain
 
 
 def rows_copy(*, rows: list[dict], stored_at: datetime) -> None:

@@ -81,7 +81,7 @@ class Batch:
         seen: set[str] = set()
         for event in events:
             try:
-                row = event_row(tenant_id=tenant_id, event=event)
+                row, metadata_is_jcs = event_row(tenant_id=tenant_id, event=event)
             except ValueError as exc:
                 self.result.rejected.append(
                     RejectedEvent(event=event, reason=f"invalid event: {exc}")
@@ -92,7 +92,7 @@ class Batch:
                 continue
             started = time.perf_counter()
             try:
-                template = chain_prepare(row)
+                template = chain_prepare(row, metadata_is_jcs=metadata_is_jcs)
             except CanonicalError as exc:
                 self.result.rejected.append(_rejection(event, exc))
                 continue

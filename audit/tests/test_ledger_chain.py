@@ -5,6 +5,7 @@ import itertools
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 
+import orjson
 import pytest
 import rfc8785
 from django.db import close_old_connections, connection, transaction
@@ -15,6 +16,7 @@ from audit.ledger.canonical import (
     GENESIS_HASH,
     STRING_FIELDS,
     CanonicalError,
+    _json_dumps_is_jcs,
     _template_assembled,
     canonical_bytes,
     canonical_object,
@@ -26,6 +28,7 @@ from audit.ledger.canonical import (
 from audit.ledger.chain import chain_head_lock, chain_prepare, chain_rows
 from audit.models import AuditEvent, ChainHead
 from audit.tests.ledger_factories import chained_events_create, event_row
+from audit.validation import FieldError, metadata_check_encoded
 
 
 @pytest.mark.parametrize(
@@ -227,6 +230,27 @@ def test_its_fast_serializer_and_the_offline_tools_agree_with_the_rfc8785_packag
     reference = _or_error(rfc8785.dumps, value)
     assert _or_error(jcs_dumps, value) == reference
     assert _or_error(lambda v: tool.jcs(v).encode(), value) == reference
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    metadata=st.dictionaries(
+        st.text(max_size=4) | st.sampled_from(["\U0001f600", "\uffff", "a\U00010000", "é"]),
+        JSON_VALUES,
+        max_size=5,
+    )
+)
+def test_metadata_the_worker_validates_as_plain_is_what_orjson_writes_as_rfc8785(metadata):
+    """The worker's validation walk lets the ledger skip its own check of the metadata
+    (``chain_prepare(metadata_is_jcs=True)``): it must never call plain what orjson's sorted
+    text does not write as RFC 8785, and it must agree with the ledger's own check."""
+    try:
+        plain = metadata_check_encoded(metadata, orjson.dumps(metadata))
+    except (FieldError, orjson.JSONEncodeError):
+        return  # refused by validation: never reaches the ledger
+    assert plain == _json_dumps_is_jcs(metadata)
+    if plain:
+        assert orjson.dumps(metadata, option=orjson.OPT_SORT_KEYS) == rfc8785.dumps(metadata)
 
 
 @functools.cache
