@@ -79,10 +79,10 @@ def _timed_ledger(timer: dict):
 
     lock, rows, prepare = ingest.chain_head_lock, ingest.chain_rows, ingest.chain_prepare
 
-    def timed_prepare(row):
+    def timed_prepare(row, **kwargs):
         t0 = time.perf_counter()
         try:
-            return prepare(row)
+            return prepare(row, **kwargs)
         finally:
             timer["rows"] += time.perf_counter() - t0
 
@@ -140,7 +140,7 @@ def _without_chaining():
 
     prepare = ingest.chain_prepare
     ingest.chain_head_lock, ingest.chain_rows = no_lock, no_hash
-    ingest.chain_prepare = lambda row: (b"", b"")
+    ingest.chain_prepare = lambda row, **kwargs: (b"", b"")
     try:
         yield
     finally:
