@@ -164,7 +164,7 @@ def _hashing_cpu_per_event(rows: list[dict]) -> float:
     from audit.ledger.chain import chain_cost
     from audit.services.event_rows import event_row
 
-    sample = [event_row(tenant_id=1, event=r)[0] for r in rows[:2000]]
+    sample = [event_row(tenant_id=1, event=r) for r in rows[:2000]]
     started = time.process_time()
     chain_cost(rows=sample)
     return round(1e6 * (time.process_time() - started) / max(len(sample), 1), 1)

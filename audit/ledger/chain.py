@@ -110,11 +110,12 @@ def chain_rows(
             cursor.execute(_HEAD_MOVE_SQL, [sequence, prev_hash, head.updated_at, head.tenant_id])
 
 
-def chain_cost(*, rows: Iterable[dict[str, Any]], prev_hash: str = "0" * 64) -> str:
-    """Hash ``rows`` as the ingest worker does (``chain_prepare``, then SHA-256 of each
+def chain_cost(*, rows: Iterable[tuple[dict[str, Any], bool]], prev_hash: str = "0" * 64) -> str:
+    """Hash ``rows`` — pairs of a row and its ``metadata_is_jcs``, as the worker's validation
+    returns them — as the ingest worker does (``chain_prepare``, then SHA-256 of each
     template), without a database: for the benchmark to time the ledger's CPU per event.
     Returns the last hash."""
-    for sequence, row in enumerate(rows, start=1):
-        template = chain_prepare({**row})
+    for sequence, (row, metadata_is_jcs) in enumerate(rows, start=1):
+        template = chain_prepare({**row}, metadata_is_jcs=metadata_is_jcs)
         prev_hash = event_hash_templated(prev_hash, template, sequence)
     return prev_hash
