@@ -213,6 +213,8 @@ def _metadata_walk(value: dict) -> bool:
                 plain = False
                 if not math.isfinite(child):
                     raise FieldError("Numbers must be finite.")
+            else:
+                plain = False  # not a JSON type: the ledger's general path decides
     return plain
 
 

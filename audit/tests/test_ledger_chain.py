@@ -253,6 +253,12 @@ def test_metadata_the_worker_validates_as_plain_is_what_orjson_writes_as_rfc8785
         assert orjson.dumps(metadata, option=orjson.OPT_SORT_KEYS) == rfc8785.dumps(metadata)
 
 
+def test_metadata_holding_a_value_json_has_no_type_for_is_never_plain():
+    metadata = {"at": datetime(2026, 1, 2, tzinfo=UTC), "n": 1}
+    assert metadata_check_encoded(metadata, orjson.dumps(metadata)) is False
+    assert metadata_check_encoded({"n": 1, "list": [1, "a"]}, b'{"n":1,"list":[1,"a"]}') is True
+
+
 @functools.cache
 def _tool_module():
     from audit.tests.test_ledger_offline_tool import _tool_module as load
