@@ -14,7 +14,7 @@ rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 
 pids=()
 cleanup() {
-  trap - INT TERM EXIT
+  trap - INT TERM HUP EXIT
   echo "[run] stopping..."
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for _ in $(seq 1 20); do
@@ -27,8 +27,13 @@ cleanup() {
   wait 2>/dev/null || true
   echo "[run] stopped"
 }
-trap cleanup INT TERM EXIT
+trap cleanup INT TERM HUP EXIT
 
+# Each child in its own process group: Ctrl-C then reaches this script only, and each child
+# gets one TERM from cleanup. Otherwise a gunicorn worker gets the terminal's INT and, an
+# instant later, the master's QUIT; gthread's quit handler is not re-entrant (it takes the
+# thread pool's shutdown lock), so the worker could hang until the master SIGKILLs it.
+set -m
 GUNICORN_BIND="0.0.0.0:$PORT" "$BIN/gunicorn" traceledger.wsgi:application &
 pids+=($!)
 "$BIN/celery" -A traceledger worker --loglevel INFO --concurrency 2 \
