@@ -155,6 +155,9 @@ def _inet_text(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     return ip.compressed
 
 
+_JSON_BASES = (str, int, float, dict, list)  # bool cannot be subclassed
+
+
 def _metadata_walk(value: dict) -> bool:
     """Raise ``FieldError`` for what PostgreSQL jsonb or RFC 8785 cannot hold (a NUL, an
     integer beyond ±(2^53-1), a non-finite number) or nesting deeper than the limit.
@@ -196,25 +199,17 @@ def _metadata_walk(value: dict) -> bool:
                 plain = False
                 if not math.isfinite(child):
                     raise FieldError("Numbers must be finite.")
-            elif isinstance(child, (dict, list)):
-                plain = False
-                stack.append((child, depth + 1))
-            elif isinstance(child, str):
-                plain = False
-                if "\x00" in child:
-                    raise FieldError(_NUL_MESSAGE)
-            elif isinstance(child, bool):
-                continue
-            elif isinstance(child, int):
-                plain = False
-                if not -MAX_SAFE_INTEGER <= child <= MAX_SAFE_INTEGER:
-                    raise FieldError("Integers must be within ±(2^53-1).")
-            elif isinstance(child, float):
-                plain = False
-                if not math.isfinite(child):
-                    raise FieldError("Numbers must be finite.")
             else:
-                plain = False  # not a JSON type: the ledger's general path decides
+                # Never from the JSON decoders. A subclass of a JSON type is checked as its
+                # base type: a container where it is, a scalar converted, in a one-item list
+                # at its parent's depth (which passed the depth check). Anything else is
+                # left to orjson and to the ledger's general path.
+                plain = False
+                base = next((t for t in _JSON_BASES if isinstance(child, t)), None)
+                if base is dict or base is list:
+                    stack.append((child, depth + 1))
+                elif base is not None:
+                    stack.append(([base(child)], depth))
     return plain
 
 

@@ -460,3 +460,40 @@ def test_the_ipv4_shortcut_takes_only_addresses_already_as_stored(value, canonic
     from audit.ledger.canonical import ipv4_is_canonical
 
     assert ipv4_is_canonical(value) is canonical
+
+
+class _Text(str):
+    pass
+
+
+class _Number(int):
+    pass
+
+
+class _Real(float):
+    pass
+
+
+class _Mapping(dict):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("metadata", "refusal"),
+    [
+        ({"k": _Text("a\x00b")}, "NUL"),
+        ({"k": [_Number(2**53)]}, "Integers"),
+        ({"k": _Mapping(deep=_Real("inf"))}, "finite"),
+        ({"k": _Mapping(n=_Number(1), s=_Text("ok"), r=_Real(1.5))}, None),
+    ],
+)
+def test_subclasses_of_json_types_are_checked_as_their_base_type(metadata, refusal):
+    """Python callers (not the JSON decoders) may pass subclasses: the same rules hold, and
+    such metadata is never called plain, so the ledger checks it itself."""
+    from audit.validation import FieldError, _metadata_walk
+
+    if refusal is None:
+        assert _metadata_walk(metadata) is False
+    else:
+        with pytest.raises(FieldError, match=refusal):
+            _metadata_walk(metadata)
