@@ -80,6 +80,8 @@ MIDDLEWARE = [
     "traceledger.request_id.RequestIdMiddleware",
     "traceledger.query_guard.RejectNulQueryMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Serves the admin's CSS and JS from gunicorn itself (no other web server in front).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -317,6 +319,13 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# WhiteNoise serves STATIC_ROOT (filled by `collectstatic`, which `make run` and the image
+# run); with DEBUG on it also finds files in the apps directly. Compressed, not hashed
+# names: a template naming a file `collectstatic` has not seen must not fail the page.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 
 # --- Logging: one JSON object per line, each carrying the request id ----------------------
 LOG_LEVEL = env.str("DJANGO_LOG_LEVEL", default="INFO")

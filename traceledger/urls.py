@@ -1,9 +1,16 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from traceledger.health import healthz, readyz
 from traceledger.metrics import metrics_view
+
+admin.site.site_header = "TraceLedger"
+admin.site.site_title = "TraceLedger"
+admin.site.index_title = "Audit trail and operations"
+# The admin is the only HTML site: no "View site" link, and "/" opens it.
+admin.site.site_url = None
 
 api_v1 = [
     path("", include("accounts.api.urls")),
@@ -20,4 +27,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/v1/", include(api_v1)),
     path("admin/", admin.site.urls),
+    path("", RedirectView.as_view(pattern_name="admin:index"), name="root"),
 ]
