@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponseRedirect, StreamingHttpResponse
 from django.utils import timezone
 
 from audit.admin.access_log import ExportNotAttributable, export_record
+from audit.admin.listing import filter_param_problems
 from audit.exports import FORMATS, export_rows
 
 
@@ -43,9 +44,11 @@ class ExportActionsMixin:
 
     def _export_selection(self, request, queryset, fmt):
         selected_across = request.POST.get("select_across") == "1"
-        scope = {"selection": "filter" if selected_across else "selected"}
-        if not selected_across:
-            scope["ids"] = request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME)[:1000]
+        if selected_across:  # "select all N": the changelist's filter is the selection
+            scope = {"selection": "filter", "query": request.GET.urlencode()}
+        else:
+            ids = request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME)
+            scope = {"selection": "selected", "ids": ids[:1000]}
         try:
             return export_response(
                 request=request, queryset=queryset.order_by(*self.ordering), fmt=fmt, scope=scope
@@ -58,6 +61,9 @@ class ExportActionsMixin:
         """GET ``export/?format=csv|jsonl&<the changelist's own filters>``."""
         if not self.has_view_permission(request):
             raise PermissionDenied
+        problems = filter_param_problems(request.GET, date_hierarchy=self.date_hierarchy)
+        if problems:
+            return self.without_bad_params(request, problems, "Cannot export")
         request.GET = request.GET.copy()
         fmt = request.GET.pop("format", ["csv"])[-1]
         if fmt not in FORMATS:

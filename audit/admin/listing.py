@@ -226,10 +226,7 @@ class OccurredRangeFilter(admin.ListFilter):
         raw = self.values.get(name)
         if not raw:
             return None
-        try:
-            day = parse_date(raw)
-        except ValueError:
-            day = None
+        day = _parse_day(raw)
         if day is None:
             raise IncorrectLookupParameters(f"{name} must be a date (YYYY-MM-DD), got {raw!r}")
         return day
@@ -241,7 +238,7 @@ class OccurredRangeFilter(admin.ListFilter):
             queryset = queryset.filter(
                 occurred_at__gte=dt.datetime.combine(start, dt.time.min, tzinfo=tz)
             )
-        if end:
+        if end and end < dt.date.max:  # to 9999-12-31 inclusive: no upper bound at all
             queryset = queryset.filter(
                 occurred_at__lt=dt.datetime.combine(
                     end + dt.timedelta(days=1), dt.time.min, tzinfo=tz
@@ -256,6 +253,57 @@ class OccurredRangeFilter(admin.ListFilter):
             "hidden": _other_params(changelist, set(self.expected_parameters())),
             "clear": changelist.get_query_string(remove=self.expected_parameters()),
         }
+
+
+def filter_param_problems(params, *, date_hierarchy: str) -> dict[str, str]:
+    """The date and tenant parameters of an event list that cannot be used: name -> why.
+
+    Checked before the changelist is built, so that the page can say which parameter it
+    dropped and keep the others. Otherwise the admin answers a bad lookup by redirecting to
+    ``?e=1``, which silently lists everything unfiltered, and Django's date drill-down
+    raises (a 500) for a year whose end is past 9999.
+    """
+    problems = {}
+    for name in (OccurredRangeFilter.parameter_from, OccurredRangeFilter.parameter_to):
+        raw = params.get(name)
+        if raw and _parse_day(raw) is None:
+            problems[name] = f"{name} must be a date (YYYY-MM-DD), got {raw!r}"
+    tenant = params.get(TenantFilter.parameter_name)
+    if tenant and not tenant.isdigit():
+        problems[TenantFilter.parameter_name] = f"tenant must be a tenant id, got {tenant!r}"
+    parts = [f"{date_hierarchy}__{part}" for part in ("year", "month", "day")]
+    given = {name: params[name] for name in parts if name in params}
+    if given and not _drill_down_valid(*(params.get(name) for name in parts)):
+        shown = ", ".join(f"{name}={value}" for name, value in given.items())
+        for name in given:
+            problems[name] = f"no such period in the date drill-down: {shown}"
+    return problems
+
+
+def _parse_day(raw: str) -> dt.date | None:
+    try:
+        return parse_date(raw)
+    except ValueError:
+        return None
+
+
+def _drill_down_valid(year: str | None, month: str | None, day: str | None) -> bool:
+    """Whether Django's date hierarchy can bound this period (it computes the next one)."""
+    if year is None:
+        return False
+    try:
+        start = dt.datetime(
+            int(year), int(month if month is not None else 1), int(day if day is not None else 1)
+        )
+        if day:
+            end = start + dt.timedelta(days=1)
+        elif month:
+            end = (start + dt.timedelta(days=32)).replace(day=1)
+        else:
+            end = start.replace(year=start.year + 1)
+    except (ValueError, OverflowError):
+        return False
+    return end > start
 
 
 def _other_params(changelist, exclude: set[str]) -> list[tuple[str, str]]:

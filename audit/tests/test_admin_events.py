@@ -241,12 +241,89 @@ def test_each_filter_narrows_the_list(client, tenant, auditor):
     assert count(occurred_to="2026-03-09") == 1
 
 
-def test_a_malformed_date_is_reported_not_a_server_error(client, tenant, auditor):
+def page_messages(response) -> list[str]:
+    return [str(message) for message in response.context["messages"]]
+
+
+def test_a_malformed_date_is_named_and_dropped_while_the_other_filters_stay(
+    client, tenant, auditor
+):
+    event_create(tenant_id=tenant.pk, outcome="failure")
+    event_create(tenant_id=tenant.pk, outcome="success")
+    login(client, auditor)
+
+    first = client.get(CHANGELIST, {"occurred_from": "2026-13-45", "outcome__exact": "failure"})
+    page = client.get(first.url)
+
+    assert first.status_code == 302
+    assert first.url == f"{CHANGELIST}?outcome__exact=failure"
+    assert [e.outcome for e in results(page)] == ["failure"]
+    assert page_messages(page) == [
+        "Filter ignored: occurred_from must be a date (YYYY-MM-DD), got '2026-13-45'"
+    ]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"occurred_at__year": "9999"},
+        {"occurred_at__year": "9999", "occurred_at__month": "12"},
+        {"occurred_at__year": "2026", "occurred_at__month": "13"},
+        {"occurred_at__year": "2026", "occurred_at__month": "2", "occurred_at__day": "30"},
+        {"occurred_at__year": "0"},
+        {"occurred_at__year": "x"},
+        {"tenant": "acme"},
+    ],
+)
+def test_an_impossible_drill_down_or_tenant_is_named_not_a_server_error(
+    client, tenant, auditor, params
+):
     event_create(tenant_id=tenant.pk)
-    response = login(client, auditor).get(CHANGELIST, {"occurred_from": "yesterday"})
+    login(client, auditor)
+
+    first = client.get(CHANGELIST, {**params, "severity__exact": "info"})
+    page = client.get(first.url)
+
+    assert first.status_code == 302
+    assert first.url == f"{CHANGELIST}?severity__exact=info"
+    assert len(results(page)) == 1
+    assert page_messages(page)[0].startswith("Filter ignored: ")
+
+
+def test_a_date_range_to_the_last_day_of_the_calendar_has_no_upper_bound(client, tenant, auditor):
+    event_create(tenant_id=tenant.pk)
+
+    page = login(client, auditor).get(CHANGELIST, {"occurred_to": "9999-12-31"})
+
+    assert len(results(page)) == 1
+
+
+def test_an_export_of_an_impossible_period_is_refused_with_the_reason(
+    client, tenant, auditor, recorded
+):
+    event_create(tenant_id=tenant.pk)
+
+    response = login(client, auditor).get(
+        EXPORT, {"format": "csv", "occurred_at__year": "9999"}, follow=True
+    )
+
+    assert response.status_code == 200
+    assert "Cannot export: no such period in the date drill-down" in response.content.decode()
+    assert not [call for call in recorded if call["action"] == "audit_log.export"]
+
+
+def test_a_selection_holding_something_else_than_an_event_id_is_refused(
+    client, tenant, auditor, recorded
+):
+    event = event_create(tenant_id=tenant.pk)
+
+    response = login(client, auditor).post(
+        CHANGELIST, {"action": "export_csv", "_selected_action": [str(event.pk), "not-a-uuid"]}
+    )
 
     assert response.status_code == 302
-    assert response.url.endswith("?e=1")
+    assert page_messages(client.get(response.url)) == ["The selection holds an invalid event id."]
+    assert not [call for call in recorded if call["action"] == "audit_log.export"]
 
 
 def test_the_same_actor_and_same_target_links_list_exactly_those_events(client, tenant, auditor):
@@ -498,6 +575,7 @@ def test_selecting_all_matching_exports_the_whole_filter(client, tenant, auditor
 
     assert len(list(csv.DictReader(io.StringIO(text(response))))) == 3
     assert recorded[0]["metadata"]["filters"]["selection"] == "filter"
+    assert recorded[0]["metadata"]["filters"]["query"] == "severity__exact=info"
 
 
 def test_a_superuser_must_name_the_tenant_of_an_unfiltered_export(
