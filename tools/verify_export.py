@@ -70,9 +70,14 @@ class Invalid(Exception):
 
 def _jcs_number(value) -> str:
     if isinstance(value, int):
-        if abs(value) > MAX_SAFE_INTEGER:
-            raise Invalid(f"integer {value} is outside the range JSON numbers carry exactly")
-        return str(value)
+        if abs(value) <= MAX_SAFE_INTEGER:
+            return str(value)
+        # A JSON number is a double: a float of the event comes back from the database (and
+        # so in the export) as the integer its digits spell, e.g. 1e20 as 100000000000000000000.
+        try:
+            value = float(value)
+        except OverflowError:
+            raise Invalid(f"number {value} is beyond the range of a JSON number") from None
     if math.isnan(value) or math.isinf(value):
         raise Invalid("NaN and Infinity are not JSON")
     if value == 0:

@@ -230,9 +230,34 @@ def jcs_dumps(value: Any) -> bytes:
             # values (same escapes, keys by code point), 5x faster; the property test
             # compares both with the rfc8785 package.
             return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-        return rfc8785.dumps(value)
-    except (rfc8785.CanonicalizationError, UnicodeEncodeError, orjson.JSONEncodeError) as exc:
+        return rfc8785.dumps(_large_integers_as_doubles(value))
+    except (
+        rfc8785.CanonicalizationError,
+        UnicodeEncodeError,
+        orjson.JSONEncodeError,
+        OverflowError,
+    ) as exc:
         raise CanonicalError(f"cannot canonicalize the event: {exc}") from exc
+
+
+def _large_integers_as_doubles(value: Any) -> Any:
+    """``value`` with every integer beyond ±(2**53-1) replaced by the double nearest to it.
+
+    A JSON number is a double (RFC 8785 §3.2.2.3). Ingest refuses such integers, so one read
+    back from PostgreSQL was a float when it was hashed: jsonb keeps the decimal digits
+    orjson wrote (``1e20`` comes back as ``100000000000000000000``), and the nearest double
+    to those digits is that float again. Returns ``value`` itself when it holds none.
+    """
+    kind = type(value)
+    if kind is int:
+        return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else float(value)
+    if kind is dict:
+        items = {key: _large_integers_as_doubles(item) for key, item in value.items()}
+        return value if all(items[key] is item for key, item in value.items()) else items
+    if kind is list:
+        items = [_large_integers_as_doubles(item) for item in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    return value
 
 
 def canonical_bytes(row: Mapping[str, Any] | Any) -> bytes:

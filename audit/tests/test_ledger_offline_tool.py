@@ -232,3 +232,20 @@ def test_it_verifies_the_real_jsonl_export_endpoint(chain, key_client, tmp_path)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "10 events verified" in result.stdout
+
+
+def test_it_verifies_an_export_holding_floats_beyond_the_safe_integers(
+    tenant, key_client, tmp_path
+):
+    """The database gives 1e20 back as 100000000000000000000, and so does the export."""
+    chained_events_create(tenant_id=tenant.id, count=3, metadata={"n": 1e20, "m": -1.5e16})
+    cache.clear()
+    response = key_client(scopes=["read"]).get("/api/v1/audit-events/export", {"format": "jsonl"})
+    export = tmp_path / "export.jsonl"
+    export.write_bytes(b"".join(response.streaming_content))
+    assert b'"n":100000000000000000000' in export.read_bytes()
+
+    result = _run(export)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 events verified" in result.stdout
