@@ -13,6 +13,7 @@ defaults applied), already in the form the ledger hashes: ``occurred_at`` in UTC
 six fractional digits (extra digits truncated), ``source_ip`` compressed.
 """
 
+import hashlib
 import ipaddress
 import json
 import math
@@ -243,6 +244,31 @@ class _UuidSource(threading.local):
 
 new_id = _UuidSource()
 
+# An event's id derives from its tenant and event_id (a version-5 UUID): a retry of an event
+# already sent is answered with the id the first copy is stored under (the worker keeps that
+# one), so the ids of a 202 always resolve. Never change it: stored ids were made with it.
+EVENT_ID_NAMESPACE = uuid.UUID("3f1b6c2e-9a57-4c1e-8d2a-5b7e0c4f9a61")
+
+
+def event_uuid(tenant_id: int, event_id: str) -> str:
+    """``uuid5(EVENT_ID_NAMESPACE, f"{tenant_id}:{event_id}")``, as text."""
+    return _uuid5_maker(tenant_id)(event_id)
+
+
+def _uuid5_maker(tenant_id: int):
+    """``event_uuid`` for one tenant, three times faster than ``uuid.uuid5`` (a batch of
+    1,000 events makes 1,000 of them)."""
+    prefix, sha1 = EVENT_ID_NAMESPACE.bytes + f"{tenant_id}:".encode(), hashlib.sha1
+
+    def make(event_id: str) -> str:
+        digest = bytearray(sha1(prefix + event_id.encode()).digest()[:16])
+        digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+        digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+        h = digest.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+    return make
+
 
 def _metadata_fast(raw: msgspec.Raw) -> dict:
     data = bytes(raw)
@@ -272,7 +298,7 @@ def metadata_check_encoded(value: dict, data: bytes) -> bool:
     return plain
 
 
-def _event_dict(ev: EventIn, *, now: datetime, received_at: str) -> dict:
+def _event_dict(ev: EventIn, *, now: datetime, received_at: str, make_id) -> dict:
     """The flat event of the worker contract. Raises FieldError-carrying InvalidEvents."""
     errors: dict[str, list[str]] = {}
     occurred_at = source_ip = metadata = None
@@ -294,9 +320,15 @@ def _event_dict(ev: EventIn, *, now: datetime, received_at: str) -> dict:
     if errors:
         raise InvalidEvents(errors)
     target = ev.target or _NO_TARGET
+    if ev.event_id is None:  # the server assigns it: a fresh UUID, also the event's id
+        event_id = pk = new_id()
+    elif make_id is None:
+        event_id, pk = ev.event_id, new_id()
+    else:
+        event_id, pk = ev.event_id, make_id(ev.event_id)
     return {
-        "id": new_id(),
-        "event_id": ev.event_id if ev.event_id is not None else new_id(),
+        "id": pk,
+        "event_id": event_id,
         "occurred_at": occurred_at,
         "received_at": received_at,
         "action": ev.action,
@@ -454,13 +486,18 @@ def _duplicate_errors(events: list[dict]) -> dict:
     return errors
 
 
-def events_parse(body: bytes, *, now: datetime | None = None) -> tuple[list[dict], bool]:
+def events_parse(
+    body: bytes, *, now: datetime | None = None, tenant_id: int | None = None
+) -> tuple[list[dict], bool]:
     """Validate and normalise a request body. Returns ``(events, is_list)``.
 
+    With ``tenant_id`` an event's id is ``event_uuid(tenant_id, event_id)`` when the client
+    gave the ``event_id``; otherwise a random UUID (which is also the event_id it lacks).
     Raises ``InvalidJSON`` when the body is not JSON and ``InvalidEvents`` naming every bad
     field (by item index for a list) otherwise.
     """
     now = now or datetime.now(UTC)
+    make_id = _uuid5_maker(tenant_id) if tenant_id is not None else None
     received_at = now.isoformat(timespec="microseconds")
     try:
         decoded = _body_decoder.decode(body)
@@ -477,7 +514,7 @@ def events_parse(body: bytes, *, now: datetime | None = None) -> tuple[list[dict
             for ev in items:
                 if scan_nul and _has_nul(ev):
                     raise InvalidEvents({})
-                events.append(_event_dict(ev, now=now, received_at=received_at))
+                events.append(_event_dict(ev, now=now, received_at=received_at, make_id=make_id))
         except InvalidEvents:
             pass
         else:

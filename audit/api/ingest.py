@@ -77,17 +77,19 @@ class IngestMixin:
             body = request.body
         except RequestDataTooBig:
             raise PayloadTooLarge() from None
+        # As for reads: a superuser names the tenant; another tenant's slug is a 403.
+        tenant_id = read_tenant_id(
+            principal=get_principal(request),
+            tenant_slug=request.query_params.get("tenant"),
+            required=True,
+        )
         try:
-            events, _ = events_parse(body)
+            # The tenant makes the ids: the same event_id always gets the same one.
+            events, _ = events_parse(body, tenant_id=tenant_id)
         except InvalidJSON as exc:
             raise exceptions.ParseError(str(exc)) from None
         except InvalidEvents as exc:
             raise exceptions.ValidationError(exc.fields) from None
-        principal = get_principal(request)
-        # As for reads: a superuser names the tenant; another tenant's slug is a 403.
-        tenant_id = read_tenant_id(
-            principal=principal, tenant_slug=request.query_params.get("tenant"), required=True
-        )
         # IngestUnavailable → 503 with Retry-After, in the API's exception handler.
         events_submit(
             tenant_id=tenant_id,

@@ -69,6 +69,28 @@ def test_posted_events_are_stored_with_every_field_under_the_returned_ids(
     )
 
 
+@pytest.mark.integration
+def test_a_retry_is_answered_with_the_ids_of_the_events_stored_by_the_first_try(
+    celery_worker_process, tenant, key_client
+):
+    client = key_client(scopes=["ingest", "read"])
+    body = [valid_event(event_id="retry-1"), valid_event(event_id="retry-2")]
+    first = post_json(client, body)
+    wait_until(
+        lambda: AuditEvent.objects.filter(tenant=tenant).count() == 2, timeout=30, what="stored"
+    )
+
+    retry = post_json(client, [body[1], body[0], valid_event(event_id="retry-3")])
+    wait_until(
+        lambda: AuditEvent.objects.filter(tenant=tenant).count() == 3, timeout=30, what="stored"
+    )
+
+    assert retry.status_code == 202
+    assert retry.json()["ids"][:2] == first.json()["ids"][::-1]
+    for pk in retry.json()["ids"]:
+        assert client.get(f"/api/v1/audit-events/{pk}").status_code == 200
+
+
 @pytest.mark.django_db
 def test_record_system_event_publishes_a_valid_event_for_the_system_tenant():
     event_id = record_system_event(

@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 
 from audit.tests.ingest_api_support import valid_event
 from audit.validation import (
+    EVENT_ID_NAMESPACE,
     MAX_EVENTS_PER_REQUEST,
     InvalidEvents,
     InvalidJSON,
     event_normalize,
+    event_uuid,
     events_parse,
 )
 
@@ -101,6 +103,30 @@ def test_it_converts_occurred_at_to_utc_and_truncates_to_microseconds():
     assert event["occurred_at"] == "2026-01-02T01:04:05.123456+00:00"
     (event,), _ = events_parse(orjson.dumps(valid_event(occurred_at="2026-01-02T03:04:05Z")))
     assert event["occurred_at"] == "2026-01-02T03:04:05.000000+00:00"
+
+
+def test_an_events_id_derives_from_its_tenant_and_event_id():
+    body = orjson.dumps([valid_event(event_id="evt-1"), valid_event(event_id="évt-😀")])
+
+    first, _ = events_parse(body, tenant_id=7)
+    again, _ = events_parse(body, tenant_id=7)
+    other_tenant, _ = events_parse(body, tenant_id=8)
+
+    assert [e["id"] for e in first] == [
+        str(uuid.uuid5(EVENT_ID_NAMESPACE, "7:evt-1")),
+        str(uuid.uuid5(EVENT_ID_NAMESPACE, "7:évt-😀")),
+    ]
+    assert [e["id"] for e in again] == [e["id"] for e in first]
+    assert {e["id"] for e in other_tenant}.isdisjoint(e["id"] for e in first)
+    assert event_uuid(7, "evt-1") == first[0]["id"]
+
+
+def test_an_event_without_event_id_gets_a_fresh_uuid_as_both_its_id_and_event_id():
+    events, _ = events_parse(orjson.dumps([valid_event(), valid_event()]), tenant_id=7)
+
+    assert [e["id"] for e in events] == [e["event_id"] for e in events]
+    assert len({e["id"] for e in events}) == 2
+    assert all(uuid.UUID(e["id"]).version == 4 for e in events)
 
 
 def test_received_at_is_the_same_utc_instant_for_every_event_of_a_request():
