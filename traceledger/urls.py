@@ -1,8 +1,9 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from traceledger.api.not_found import api_not_found
 from traceledger.health import healthz, readyz
 from traceledger.metrics import metrics_view
 
@@ -26,6 +27,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/v1/", include(api_v1)),
+    re_path(r"^api/", api_not_found),
     path("admin/", admin.site.urls),
     path("", RedirectView.as_view(pattern_name="admin:index"), name="root"),
 ]

@@ -1,0 +1,16 @@
+"""The 404 of any path under ``/api/`` that names no endpoint, in the API's error shape.
+
+Without it Django answers such a path (``/api/v1/audit-events/not-a-uuid``, a typo, a
+trailing slash) with an HTML page, and with DEBUG on a page that lists every URL pattern.
+"""
+
+from django.http import JsonResponse
+
+from traceledger.api.exceptions import error_body
+
+
+def api_not_found(request, *args, **kwargs) -> JsonResponse:
+    return JsonResponse(
+        error_body("not_found", f"No API endpoint at {request.path}; see /api/docs/."),
+        status=404,
+    )
