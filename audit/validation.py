@@ -49,16 +49,18 @@ _TZ_DATETIME = Annotated[datetime, Meta(tz=True)]
 _EXTRA_DIGITS = re.compile(r"(\.\d{6})\d+")
 
 
+# Every optional field takes ``null`` for "absent" (clients that serialise None); the
+# defaults are applied in ``_event_dict``.
 class Actor(msgspec.Struct, forbid_unknown_fields=True):
     id: Annotated[str, Meta(min_length=1, max_length=256)]
-    type: Annotated[str, Meta(min_length=1, max_length=64)] = "user"
-    name: Annotated[str, Meta(max_length=256)] = ""
+    type: Annotated[str, Meta(min_length=1, max_length=64)] | None = None  # "user"
+    name: Annotated[str, Meta(max_length=256)] | None = None
 
 
 class Target(msgspec.Struct, forbid_unknown_fields=True):
-    id: Annotated[str, Meta(max_length=256)] = ""
-    type: Annotated[str, Meta(max_length=64)] = ""
-    name: Annotated[str, Meta(max_length=256)] = ""
+    id: Annotated[str, Meta(max_length=256)] | None = None
+    type: Annotated[str, Meta(max_length=64)] | None = None
+    name: Annotated[str, Meta(max_length=256)] | None = None
 
 
 class EventIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -66,12 +68,12 @@ class EventIn(msgspec.Struct, forbid_unknown_fields=True):
     action: Action
     actor: Actor
     event_id: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
-    outcome: Literal["success", "failure", "unknown"] = "success"
-    severity: Literal["info", "notice", "warning", "critical"] = "info"
+    outcome: Literal["success", "failure", "unknown"] | None = None  # "success"
+    severity: Literal["info", "notice", "warning", "critical"] | None = None  # "info"
     target: Target | None = None
     source_ip: Annotated[str, Meta(max_length=64)] | None = None
-    user_agent: Annotated[str, Meta(max_length=512)] = ""
-    description: Annotated[str, Meta(max_length=2000)] = ""
+    user_agent: Annotated[str, Meta(max_length=512)] | None = None
+    description: Annotated[str, Meta(max_length=2000)] | None = None
     metadata: dict[str, Any] | None = None
 
 
@@ -332,17 +334,17 @@ def _event_dict(ev: EventIn, *, now: datetime, received_at: str, make_id) -> dic
         "occurred_at": occurred_at,
         "received_at": received_at,
         "action": ev.action,
-        "outcome": ev.outcome,
-        "severity": ev.severity,
+        "outcome": ev.outcome or "success",
+        "severity": ev.severity or "info",
         "actor_id": ev.actor.id,
-        "actor_type": ev.actor.type,
-        "actor_name": ev.actor.name,
-        "target_id": target.id,
-        "target_type": target.type,
-        "target_name": target.name,
+        "actor_type": ev.actor.type or "user",
+        "actor_name": ev.actor.name or "",
+        "target_id": target.id or "",
+        "target_type": target.type or "",
+        "target_name": target.name or "",
         "source_ip": source_ip,
-        "user_agent": ev.user_agent,
-        "description": ev.description,
+        "user_agent": ev.user_agent or "",
+        "description": ev.description or "",
         "metadata": metadata,
     }
 
@@ -360,7 +362,9 @@ def _has_nul(ev: EventIn) -> dict:
     for name, obj in (("actor", ev.actor), ("target", ev.target)):
         if obj is None:
             continue
-        nested = {f: [_NUL_MESSAGE] for f in ("id", "type", "name") if "\x00" in getattr(obj, f)}
+        nested = {
+            f: [_NUL_MESSAGE] for f in ("id", "type", "name") if "\x00" in (getattr(obj, f) or "")
+        }
         if nested:
             errors[name] = nested
     return errors

@@ -14,16 +14,17 @@ from audit.validation import MAX_EVENTS_PER_REQUEST
 ACTION_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 
 
+# Every optional field also takes null, meaning absent.
 class ActorInputSerializer(serializers.Serializer):
     id = serializers.CharField(max_length=256)
-    type = serializers.CharField(max_length=64, required=False, default="user")
-    name = serializers.CharField(max_length=256, required=False, allow_blank=True)
+    type = serializers.CharField(max_length=64, required=False, allow_null=True, default="user")
+    name = serializers.CharField(max_length=256, required=False, allow_blank=True, allow_null=True)
 
 
 class TargetInputSerializer(serializers.Serializer):
-    id = serializers.CharField(max_length=256, required=False, allow_blank=True)
-    type = serializers.CharField(max_length=64, required=False, allow_blank=True)
-    name = serializers.CharField(max_length=256, required=False, allow_blank=True)
+    id = serializers.CharField(max_length=256, required=False, allow_blank=True, allow_null=True)
+    type = serializers.CharField(max_length=64, required=False, allow_blank=True, allow_null=True)
+    name = serializers.CharField(max_length=256, required=False, allow_blank=True, allow_null=True)
 
 
 class AuditEventInputSerializer(serializers.Serializer):
@@ -39,17 +40,21 @@ class AuditEventInputSerializer(serializers.Serializer):
     )
     action = serializers.RegexField(ACTION_PATTERN, max_length=128)
     outcome = serializers.ChoiceField(
-        ["success", "failure", "unknown"], required=False, default="success"
+        ["success", "failure", "unknown"], required=False, allow_null=True, default="success"
     )
     severity = serializers.ChoiceField(
-        ["info", "notice", "warning", "critical"], required=False, default="info"
+        ["info", "notice", "warning", "critical"], required=False, allow_null=True, default="info"
     )
     actor = ActorInputSerializer()
     target = TargetInputSerializer(required=False, allow_null=True)
     source_ip = serializers.IPAddressField(required=False, allow_null=True)
-    user_agent = serializers.CharField(max_length=512, required=False, allow_blank=True)
-    description = serializers.CharField(max_length=2000, required=False, allow_blank=True)
-    metadata = serializers.JSONField(
+    user_agent = serializers.CharField(
+        max_length=512, required=False, allow_blank=True, allow_null=True
+    )
+    description = serializers.CharField(
+        max_length=2000, required=False, allow_blank=True, allow_null=True
+    )
+    metadata = serializers.DictField(
         required=False,
         allow_null=True,
         help_text="A JSON object, at most 16 KiB serialized, 32 levels deep; integers within "

@@ -25,6 +25,21 @@ def _max_length(field_type) -> int | None:
     return getattr(field_type, "max_length", None)
 
 
+def _members(field_type) -> list:
+    if isinstance(field_type, msgspec.inspect.UnionType):
+        return list(field_type.types)
+    return [field_type]
+
+
+def _choices(field_type) -> list[str]:
+    (literal,) = [m for m in _members(field_type) if isinstance(m, msgspec.inspect.LiteralType)]
+    return literal.values
+
+
+def _takes_null(field_type) -> bool:
+    return any(isinstance(m, msgspec.inspect.NoneType) for m in _members(field_type))
+
+
 @pytest.mark.parametrize(
     ("struct", "serializer"),
     [
@@ -44,8 +59,9 @@ def test_the_documented_fields_and_limits_are_the_validated_ones(struct, seriali
         if isinstance(doc, serializers.CharField) and plain_string:
             assert doc.max_length == _max_length(field.type), name
         if isinstance(doc, serializers.ChoiceField):
-            assert set(doc.choices) == set(field.type.values), name
+            assert set(doc.choices) == set(_choices(field.type)), name
         assert doc.required == field.required, name
+        assert doc.allow_null == _takes_null(field.type), name
 
 
 def test_the_documented_action_pattern_is_the_validated_one():

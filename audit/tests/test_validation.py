@@ -523,3 +523,34 @@ def test_subclasses_of_json_types_are_checked_as_their_base_type(metadata, refus
     else:
         with pytest.raises(FieldError, match=refusal):
             _metadata_walk(metadata)
+
+
+def test_null_for_any_optional_field_means_absent():
+    now = datetime(2026, 11, 29, 10, tzinfo=UTC)
+    explicit_nulls = valid_event(
+        occurred_at="2026-11-29T09:00:00Z",
+        event_id=None,
+        outcome=None,
+        severity=None,
+        actor={"id": "a", "type": None, "name": None},
+        target={"id": None, "type": None, "name": None},
+        source_ip=None,
+        user_agent=None,
+        description=None,
+        metadata=None,
+    )
+    absent = valid_event(occurred_at="2026-11-29T09:00:00Z", actor={"id": "a"})
+    (with_nulls,), _ = events_parse(orjson.dumps(explicit_nulls), now=now, tenant_id=1)
+    (absent,), _ = events_parse(orjson.dumps(absent), now=now, tenant_id=1)
+
+    differing = {"id", "event_id"}  # both fresh UUIDs
+    assert {k: v for k, v in with_nulls.items() if k not in differing} == {
+        k: v for k, v in absent.items() if k not in differing
+    }
+    assert (with_nulls["outcome"], with_nulls["severity"]) == ("success", "info")
+    assert (with_nulls["actor_type"], with_nulls["actor_name"]) == ("user", "")
+
+
+def test_null_is_not_accepted_for_a_required_field():
+    fields = errors_of(valid_event(action=None, actor={"id": None}))
+    assert set(fields) == {"action", "actor"} and set(fields["actor"]) == {"id"}
