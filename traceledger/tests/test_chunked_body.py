@@ -66,7 +66,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def gunicorn(transactional_db):
+def gunicorn(transactional_db, tmp_path):
     """The product's WSGI application under gunicorn (which de-chunks), on the test database."""
     port = _free_port()
     env = {
@@ -74,7 +74,7 @@ def gunicorn(transactional_db):
         "DATABASE_URL": worker.test_database_url(),
         "TRACELEDGER_MAX_BODY_BYTES": "100000",
         "TRACELEDGER_INGEST_MAX_BACKLOG": "0",
-        "PROMETHEUS_MULTIPROC_DIR": "",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
     }
     proc = subprocess.Popen(
         [
