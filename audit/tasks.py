@@ -15,11 +15,16 @@ from celery import Task, shared_task
 from celery.exceptions import Reject
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from audit import metrics_worker as metrics
 from audit.coalescer import Extra, coalesce_limits, coalescer, contract_violation
-from audit.services.dead_letters import dead_letter_note, events_dead_letter
+from audit.services.dead_letters import (
+    FIRST_FAILED_HEADER,
+    dead_letter_note,
+    events_dead_letter,
+)
 from audit.services.ingest import Batch, events_ingest_many
 from traceledger.queues import INGEST_QUEUE_NAME, INGEST_TASK_NAME
 
@@ -44,6 +49,20 @@ MAX_RETRIES = settings.TRACELEDGER_INGEST_MAX_RETRIES
 
 
 class IngestTask(Task):
+    def retry(self, *args, **kwargs):
+        """Carry the time of the first failure in a header of the retry message.
+
+        A retry is a new message and Celery drops ``x-death`` from it, so when retries run
+        out RabbitMQ's ``x-death`` knows only the last failure. Celery copies the request's
+        custom headers into each retry (``Context.as_execution_options``), so a header set
+        at the first failure reaches the dead letter, where ``drain_dlq`` reads it as
+        ``first_failed_at`` (tested with a real worker in test_dead_letters_failure_times).
+        """
+        headers = self.request.headers or {}
+        if FIRST_FAILED_HEADER not in headers:
+            self.request.headers = {**headers, FIRST_FAILED_HEADER: timezone.now().isoformat()}
+        return super().retry(*args, **kwargs)
+
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         """Retries exhausted (or an unexpected error): the worker rejects the message next.
 

@@ -10,7 +10,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import OperationalError, connection
 from kombu import Connection, Producer
 
 from accounts.models import Tenant
@@ -172,7 +172,11 @@ def test_a_message_the_worker_cannot_decode_is_dead_lettered_not_acked(worker):
 
     letter = DeadLetter.objects.get()
     assert letter.reason == "body is not JSON"
-    assert letter.payload == {"undecodable_body": "{not json"}
+    assert letter.payload == {
+        "undecodable_body": "{not json",
+        "content_type": "application/json",
+        "content_encoding": "utf-8",
+    }
 
 
 def test_draining_the_same_dead_letter_twice_keeps_one_row(tenant):
@@ -195,10 +199,11 @@ def test_nothing_is_acked_when_the_drain_cannot_commit(tenant, monkeypatch):
     dead_letter_event(tenant.pk)
 
     def refuse(*args, **kwargs):
-        raise RuntimeError("database went away")
+        # The database itself failing (not one message it refuses) fails the whole batch.
+        raise OperationalError("database went away")
 
     monkeypatch.setattr(DeadLetter.objects, "get_or_create", refuse)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(OperationalError):
         service.dead_letters_drain()
 
     # The channel closed with the messages unacked: RabbitMQ put them back.

@@ -11,7 +11,8 @@ class Command(BaseCommand):
     help = (
         f"Moves messages from the RabbitMQ queue {DLQ_NAME} into the DeadLetter table (shown "
         "in the admin). Each batch is acked only after it is committed; draining a message "
-        "twice keeps one row."
+        "twice keeps one row. A message that cannot be stored is left in the queue, named, "
+        "and makes the command fail after the others are moved."
     )
 
     def add_arguments(self, parser):
@@ -32,8 +33,20 @@ class Command(BaseCommand):
             if show_progress:
                 self.stderr.write(f"  {moved}/{total} moved")
 
+        left: list[str] = []
+
+        def report_left(message_id: str, exc: Exception) -> None:
+            left.append(message_id)
+            self.stderr.write(f"  left in {DLQ_NAME}: {message_id}: {type(exc).__name__}: {exc}")
+
         try:
-            moved = dead_letters_drain(limit=limit, progress=progress)
+            moved = dead_letters_drain(limit=limit, progress=progress, on_left=report_left)
         except BrokerError as exc:
             raise CommandError(f"RabbitMQ failed during the drain: {exc}") from exc
         self.stdout.write(f"moved {moved} dead letter(s) from {DLQ_NAME} into the DeadLetter table")
+        if left:
+            # A non-zero exit: an unattended drain (cron) must make someone look.
+            raise CommandError(
+                f"{len(left)} message(s) could not be stored and were left in {DLQ_NAME} "
+                f"(see the log): {', '.join(left[:10])}{', …' if len(left) > 10 else ''}"
+            )
