@@ -12,7 +12,7 @@ from accounts.models import Tenant
 from audit.models import AuditEvent
 from search.backends import index_backends, primary_backend
 from search.backends.base import SearchPage, SearchRequest
-from search.backends.postgresql import SEARCH_CONFIG, PostgresBackend
+from search.backends.postgresql import SEARCH_CONFIG, PostgresBackend, query_check
 from search.metrics import SEARCH_REQUESTS
 from search.models import IndexProgress
 
@@ -25,8 +25,11 @@ ES_OUTAGES = (pybreaker.CircuitBreakerError, TransportError, ApiError)
 def events_search(*, request: SearchRequest) -> SearchPage:
     """Search with the configured backend; Elasticsearch trouble falls back to PostgreSQL.
 
-    Once the breaker is open, the fallback costs no wait on Elasticsearch at all.
+    Once the breaker is open, the fallback costs no wait on Elasticsearch at all. A text
+    PostgreSQL cannot parse raises ``InvalidQuery`` whichever backend would answer, so the
+    same query is never refused only during a fallback.
     """
+    query_check(request.q)
     try:
         page = primary_backend().search(request)
     except ES_OUTAGES as exc:  # only the Elasticsearch backend raises these
@@ -41,10 +44,13 @@ def event_queryset_search(queryset: QuerySet, q: str) -> QuerySet:
     """``audit.ports.event_search``: narrow an events queryset to full-text matches.
 
     Always PostgreSQL (the admin must work without Elasticsearch); ordering is the caller's.
+    Raises ``InvalidQuery`` (a Django ``ValidationError``) for a text PostgreSQL cannot
+    parse, now rather than when the caller evaluates the queryset.
     """
     q = (q or "").strip()
     if not q:
         return queryset
+    query_check(q)
     query = SearchQuery(q, search_type="websearch", config=SEARCH_CONFIG)
     return queryset.filter(search_entry__vector=query)
 

@@ -4,6 +4,8 @@ Thin views: the tenant comes from ``audit.selectors.read_tenant_id`` (a superuse
 with ``tenant=``), the work from ``audit.ledger``.
 """
 
+import re
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -13,14 +15,14 @@ from drf_spectacular.utils import (
 )
 from rest_framework import generics, serializers
 from rest_framework.exceptions import ValidationError
-from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import CanRead
 from accounts.principal import get_principal
-from audit.filters import TENANT_PARAMETER
+from audit.api.pagination import MAX_PAGE_SIZE, StrictCursorPagination
+from audit.filters import TENANT_PARAMETER, reject_unknown_params
 from audit.ledger import selectors
 from audit.ledger.canonical import format_timestamp
 from audit.ledger.signing import key_id, public_key_pem
@@ -32,6 +34,7 @@ from traceledger.api.responses import AUTH_ERRORS, READ_ERRORS
 # on the shared 2-core reference machine under load, so a request stays within seconds.
 # The whole chain is ``manage.py verify_ledger`` (docs/ledger.md §6).
 VERIFY_MAX_EVENTS = 20_000
+VERIFY_PARAMS = frozenset({"from_sequence", "to_sequence", "last"})
 
 
 class VerifyInputSerializer(serializers.Serializer):
@@ -78,7 +81,8 @@ class LedgerVerifyView(APIView):
             "fewer). ``from_sequence``/``to_sequence`` choose a range of at most "
             f"{VERIFY_MAX_EVENTS} events; ``from_sequence`` alone verifies "
             f"{VERIFY_MAX_EVENTS} events from there. A range starts from the stored hash of "
-            "the event before it. The whole chain: ``manage.py verify_ledger``."
+            "the event before it. The whole chain: ``manage.py verify_ledger``. Unknown "
+            "parameters are a 400."
         ),
         parameters=[
             OpenApiParameter("from_sequence", OpenApiTypes.INT, description="First sequence."),
@@ -93,6 +97,9 @@ class LedgerVerifyView(APIView):
         responses={200: VerifyOutputSerializer, **READ_ERRORS},
     )
     def get(self, request):
+        reject_unknown_params(
+            request.query_params, extra=VERIFY_PARAMS, paging=False, filters=False
+        )
         params = VerifyInputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         data = params.validated_data
@@ -133,11 +140,24 @@ class CheckpointSerializer(serializers.Serializer):
         return data
 
 
-class CheckpointPagination(CursorPagination):
+_CHECKPOINT_POSITION = re.compile(r"[0-9]{1,19}")
+_MAX_BIGINT = 2**63 - 1
+
+
+class CheckpointPagination(StrictCursorPagination):
+    """Newest first by id; bad ``page_size`` and ``cursor`` values are a 400 like the event
+    list's. The position is DRF's own: the id of the page's boundary checkpoint."""
+
     ordering = ("-id",)
-    page_size = 100
-    page_size_query_param = "page_size"
-    max_page_size = 500
+    page_size_query_description = (
+        f"Checkpoints per page, 1 to {MAX_PAGE_SIZE} (default {StrictCursorPagination.page_size})."
+    )
+
+    @staticmethod
+    def _parse_position(position: str) -> int:
+        if _CHECKPOINT_POSITION.fullmatch(position) and int(position) <= _MAX_BIGINT:
+            return int(position)
+        raise ValidationError({"cursor": ["Invalid cursor."]})
 
     def get_paginated_response(self, data):
         response = super().get_paginated_response(data)
@@ -162,7 +182,8 @@ class CheckpointPagination(CursorPagination):
         summary="Signed checkpoints of the tenant's chain, newest first",
         description=(
             "Each checkpoint signs (tenant_id, sequence, hash, signed_at, kind, details) "
-            "with Ed25519; the page carries the public key and its key_id. See docs/ledger.md."
+            "with Ed25519; the page carries the public key and its key_id. See docs/ledger.md. "
+            "Follow `next` until it is null. Unknown parameters are a 400."
         ),
         parameters=[TENANT_PARAMETER],
         responses={200: CheckpointSerializer(many=True), **READ_ERRORS},
@@ -173,6 +194,10 @@ class LedgerCheckpointListView(generics.ListAPIView):
     serializer_class = CheckpointSerializer
     pagination_class = CheckpointPagination
     filter_backends: list = []
+
+    def list(self, request, *args, **kwargs):
+        reject_unknown_params(request.query_params, filters=False)
+        return super().list(request, *args, **kwargs)
 
     def get_queryset(self):
         principal = get_principal(self.request)

@@ -27,14 +27,18 @@ MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 100
 
 
-class EventCursorPagination(CursorPagination):
-    ordering = ("-occurred_at", "-id")
+class StrictCursorPagination(CursorPagination):
+    """DRF's cursor pagination with bad input answered 400, naming ``page_size`` or ``cursor``.
+
+    DRF itself quietly replaces a bad or too large ``page_size``, answers 404 to a cursor it
+    cannot decode, and passes a decodable cursor's position unchecked into the query (a 500
+    when it is not of the ordering field's type). A subclass says what a valid position is
+    in ``_parse_position``.
+    """
+
     page_size = DEFAULT_PAGE_SIZE
     page_size_query_param = "page_size"
     max_page_size = MAX_PAGE_SIZE
-    page_size_query_description = (
-        f"Events per page, 1 to {MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE})."
-    )
     template = None
 
     def get_page_size(self, request) -> int:
@@ -63,6 +67,19 @@ class EventCursorPagination(CursorPagination):
             return super().decode_cursor(request)
         except NotFound:
             raise ValidationError({"cursor": ["Invalid cursor."]}) from None
+
+    @staticmethod
+    def _parse_position(position: str):
+        """The position as the query compares it; ``ValidationError`` naming ``cursor`` if
+        it is not one this pagination issues."""
+        raise NotImplementedError
+
+
+class EventCursorPagination(StrictCursorPagination):
+    ordering = ("-occurred_at", "-id")
+    page_size_query_description = (
+        f"Events per page, 1 to {MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE})."
+    )
 
     @staticmethod
     def _parse_position(position: str) -> tuple[datetime, UUID]:

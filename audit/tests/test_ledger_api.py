@@ -1,5 +1,7 @@
 """GET /api/v1/ledger/verify, /ledger/checkpoints, /ledger/public-key."""
 
+import base64
+
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from django.core.cache import cache
@@ -88,13 +90,65 @@ def test_it_verifies_only_the_last_n_events_when_asked(key_client, chain):
         ({"from_sequence": 1, "to_sequence": VERIFY_MAX_EVENTS + 1}, "to_sequence"),
         ({"last": VERIFY_MAX_EVENTS + 1}, "last"),
         ({"last": 3, "from_sequence": 1}, "last"),
+        ({"foo": 1}, "foo"),
+        ({"cursor": "x"}, "cursor"),
+        ({"page_size": 10}, "page_size"),
+        ({"last": 3, "actor_id": "alice"}, "actor_id"),
     ],
 )
 def test_it_names_the_bad_parameter(key_client, chain, params, field):
     response = key_client(scopes=["read"]).get(VERIFY, params)
 
     assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid"
     assert field in response.json()["error"]["fields"]
+
+
+def _cursor(query: str) -> str:
+    """A cursor as DRF encodes one: base64 of a query string (o=offset, r=reverse, p=position)."""
+    return base64.b64encode(query.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"page_size": "0"}, "page_size"),
+        ({"page_size": "-1"}, "page_size"),
+        ({"page_size": "abc"}, "page_size"),
+        ({"page_size": "501"}, "page_size"),
+        ({"foo": "1"}, "foo"),
+        ({"last": "3"}, "last"),
+        ({"actor_id": "alice"}, "actor_id"),
+        ({"cursor": "bad"}, "cursor"),
+        ({"cursor": _cursor("p=garbage")}, "cursor"),
+        ({"cursor": _cursor("o=99999999&p=garbage")}, "cursor"),
+        ({"cursor": _cursor("p=2026-01-01T00:00:00.000000Z|" + "0" * 32)}, "cursor"),
+        ({"cursor": _cursor("p=1.5")}, "cursor"),
+        ({"cursor": _cursor("p=-1")}, "cursor"),
+        ({"cursor": _cursor("p=" + "9" * 30)}, "cursor"),
+        ({"cursor": _cursor("r=x&p=1")}, "cursor"),
+    ],
+)
+def test_checkpoints_name_the_bad_parameter(key_client, chain, params, field):
+    checkpoints_sign()
+
+    response = key_client(scopes=["read"]).get(CHECKPOINTS, params)
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "invalid"
+    assert field in error["fields"]
+
+
+def test_checkpoints_accept_the_page_size_bounds_and_their_own_cursor(key_client, chain):
+    checkpoints_sign()
+    client = key_client(scopes=["read"])
+
+    assert client.get(CHECKPOINTS, {"page_size": 1}).status_code == 200
+    assert client.get(CHECKPOINTS, {"page_size": 500}).status_code == 200
+    assert client.get(CHECKPOINTS, {"page_size": ""}).status_code == 200
+    page = client.get(CHECKPOINTS, {"cursor": _cursor("p=999999")}).json()
+    assert [c["sequence"] for c in page["results"]] == [6]
 
 
 def test_it_refuses_another_tenants_slug(user_client, outsider, chain):
@@ -164,3 +218,20 @@ def test_it_rate_limits_verification(key_client, chain, settings):
     response = client.get(VERIFY)
     assert response.status_code == 429
     assert "Retry-After" in response
+
+
+def test_the_ledger_endpoints_document_their_parameters_and_the_400():
+    from drf_spectacular.generators import SchemaGenerator
+
+    paths = SchemaGenerator().get_schema(request=None, public=True)["paths"]
+
+    expected = {
+        VERIFY: {"from_sequence", "to_sequence", "last", "tenant"},
+        CHECKPOINTS: {"cursor", "page_size", "tenant"},
+    }
+    for path, names in expected.items():
+        operation = paths[path]["get"]
+        assert {p["name"] for p in operation["parameters"]} == names
+        assert "400" in operation["responses"]
+    page_size = next(p for p in paths[CHECKPOINTS]["get"]["parameters"] if p["name"] == "page_size")
+    assert "1 to 500" in page_size["description"]

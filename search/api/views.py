@@ -25,7 +25,7 @@ from audit.filters import (
 )
 from audit.selectors import event_queryset, read_tenant_id
 from audit.services.access_log import SEARCH, access_record
-from search.backends.base import InvalidCursor, SearchRequest
+from search.backends.base import InvalidCursor, InvalidQuery, SearchRequest
 from search.selectors import events_search
 from traceledger.api.responses import READ_ERRORS
 
@@ -117,6 +117,8 @@ class AuditEventSearchView(APIView):
             page = events_search(request=search_request)
         except InvalidCursor as exc:
             raise ValidationError({"cursor": [str(exc)]}) from None
+        except InvalidQuery as exc:
+            raise ValidationError({"q": exc.messages}) from None
 
         next_url = None
         if page.next_cursor:

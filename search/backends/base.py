@@ -5,11 +5,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 
 class InvalidCursor(ValueError):
     """The cursor is not one this backend issued (tampered, or from the other backend)."""
+
+
+class InvalidQuery(ValidationError):
+    """The search text is one PostgreSQL's ``websearch_to_tsquery`` refuses to parse.
+
+    A Django ``ValidationError`` so that callers that must not import this app (the audit
+    admin, through ``audit.ports.event_search``) can still tell it from a server error.
+    """
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,52 @@ the keyset cursor total.
 import uuid
 
 from django.contrib.postgres.search import SearchQuery, SearchRank
-from django.db import connection
+from django.db import DatabaseError, DataError, connection, transaction
 from django.db.models import F, FloatField, Q
 from django.db.models.functions import Cast
 
-from search.backends.base import SearchPage, SearchRequest, cursor_values, make_cursor
+from search.backends.base import (
+    InvalidQuery,
+    SearchPage,
+    SearchRequest,
+    cursor_values,
+    make_cursor,
+)
 
 SEARCH_CONFIG = "english"
+
+QUERY_TOO_COMPLEX = "The search text is too complex to search (for example, too many '-' in a row)."
+QUERY_UNSEARCHABLE = "The search text contains characters that cannot be searched."
+
+
+def query_check(q: str) -> None:
+    """Raise ``InvalidQuery`` if PostgreSQL cannot turn ``q`` into a tsquery.
+
+    The parser has limits no length check captures: it keeps pending operators on a stack
+    of 32 (``STACKDEPTH`` in src/backend/utils/adt/tsquery.c), and each ``-`` waiting for its
+    word is one, as is the implicit AND after a word, so ``a`` followed by 32 ``-`` fails
+    with "tsquery stack too small". Rather than mirror the parser, ask it, once, in a
+    savepoint: the request may run inside a transaction, which an error would abort.
+    Both backends accept the same syntax, so this runs before either answers.
+    """
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT websearch_to_tsquery(%s::regconfig, %s)", [SEARCH_CONFIG, q])
+    except DataError as exc:  # e.g. a NUL character, refused by the driver
+        raise InvalidQuery(QUERY_UNSEARCHABLE, code="invalid") from exc
+    except DatabaseError as exc:
+        if not _is_parser_limit(exc):
+            raise
+        raise InvalidQuery(QUERY_TOO_COMPLEX, code="too_complex") from exc
+
+
+def _is_parser_limit(exc: DatabaseError) -> bool:
+    sqlstate = getattr(exc.__cause__, "sqlstate", None) or ""
+    # 54xxx program_limit_exceeded ("tsquery is too large", "word is too long in tsquery",
+    # stack depth); the operator stack is an elog(), so internal_error (XX000), whose
+    # message is never translated.
+    return sqlstate.startswith("54") or (sqlstate == "XX000" and "tsquery" in str(exc))
+
 
 # The vector recipe. 'english' must match SEARCH_CONFIG (the query side).
 _INSERT_SQL = """

@@ -58,6 +58,41 @@ def test_it_answers_400_naming_the_bad_parameter(search_get, params, field):
     assert field in response.json()["error"]["fields"]
 
 
+# PostgreSQL's websearch_to_tsquery keeps pending operators on a stack of 32 (STACKDEPTH in
+# src/backend/utils/adt/tsquery.c): each "-" waiting for its word is one, and so is the
+# implicit AND after a word.
+TOO_COMPLEX = ["-" * 33, " ".join(["-"] * 33), "a " + "-" * 33, "payroll -" + "-!" * 40]
+
+
+@pytest.mark.parametrize("q", TOO_COMPLEX)
+def test_it_answers_400_naming_q_when_the_query_is_too_complex_for_postgresql(
+    search_get, indexed, q
+):
+    indexed(description="payroll")
+
+    response = search_get(q)
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "invalid"
+    assert "too complex" in error["fields"]["q"][0]
+
+
+def test_it_still_searches_up_to_the_limit(search_get, indexed):
+    indexed(event_id="e-1", description="payroll")
+
+    assert found(search_get("-" * 32)) == []
+    assert found(search_get("payroll " + "-" * 31)) == ["e-1"]
+
+
+def test_it_refuses_a_too_complex_query_before_asking_elasticsearch(search_get, indexed, fake_es):
+    response = search_get("-" * 33)
+
+    assert response.status_code == 400
+    assert "q" in response.json()["error"]["fields"]
+    assert fake_es.search_bodies == []
+
+
 def test_it_refuses_a_cursor_of_the_other_backend(search_get, indexed):
     indexed(description="payroll")
     cursor = cursor_encode(

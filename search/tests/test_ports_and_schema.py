@@ -18,6 +18,21 @@ def test_it_narrows_the_admins_queryset_through_the_audit_port(indexed, tenant, 
     assert ports.event_search(scoped, "   ").count() == 2
 
 
+def test_the_port_refuses_a_query_too_complex_for_postgresql_without_aborting_the_transaction(
+    indexed, tenant
+):
+    from django.core.exceptions import ValidationError
+    from django.db import transaction
+
+    mine = indexed(description="payroll")[0]
+    scoped = AuditEvent.objects.filter(tenant=tenant)
+
+    with transaction.atomic():  # as under ATOMIC_REQUESTS: the error must not abort it
+        with pytest.raises(ValidationError, match="too complex"):
+            ports.event_search(scoped, "-" * 33)
+        assert list(ports.event_search(scoped, "payroll")) == [mine]
+
+
 def test_it_describes_the_search_endpoint_in_the_openapi_schema():
     schema = SchemaGenerator().get_schema(request=None, public=True)
     operation = schema["paths"]["/api/v1/audit-events/search"]["get"]
