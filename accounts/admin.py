@@ -2,14 +2,15 @@
 
 Superusers see and manage everything. Other staff (a tenant admin given ``is_staff`` and
 the model permissions) see only their own tenant's users and keys and cannot move anyone to
-another tenant or grant superuser or staff rights. Every save goes through the services,
-so each change is recorded in the tenant's audit trail.
+another tenant or grant superuser or staff rights. Every save and delete goes through the
+services, so each change is recorded in the tenant's audit trail.
 """
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 from rest_framework_api_key.admin import APIKeyModelAdmin
@@ -17,6 +18,7 @@ from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
 from accounts import selectors, services
 from accounts.models import ApiKey, Tenant, User
+from traceledger.admin_confirm import confirm_first
 
 # The library registers its own (unused) key model; ours is accounts.ApiKey.
 if admin.site.is_registered(LibraryAPIKey):
@@ -27,10 +29,59 @@ def _is_tenant_staff(request) -> bool:
     return not request.user.is_superuser and request.user.tenant_id is not None
 
 
+# --- forms: the services' rules, shown on the field -----------------------------------------
+def _field_check(field: str, check, **kwargs) -> None:
+    """Runs a service validator; its error (keyed by field) becomes this form field's."""
+    try:
+        check(**kwargs)
+    except ValidationError as exc:
+        raise forms.ValidationError(exc.message_dict.get(field) or exc.messages) from exc
+
+
+class _NoSystemTenantMixin:
+    """Nobody joins the system tenant (``services.tenant_members_validate``)."""
+
+    def clean_tenant(self):
+        tenant = self.cleaned_data.get("tenant")
+        if "tenant" in self.changed_data:
+            _field_check("tenant", services.tenant_members_validate, tenant=tenant)
+        return tenant
+
+
+class TenantAdminForm(forms.ModelForm):
+    class Meta:
+        model = Tenant
+        fields = ["slug", "name"]
+
+    def clean_slug(self):
+        slug = self.cleaned_data.get("slug")
+        if self.instance.pk is None:  # read-only afterwards
+            _field_check("slug", services.tenant_slug_validate, slug=slug)
+        return slug
+
+    def clean_name(self):
+        name = self.cleaned_data.get("name")
+        _field_check("name", services.tenant_name_validate, name=name or "")
+        return name
+
+
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
+    form = TenantAdminForm
     list_display = ["slug", "name", "created_at"]
     search_fields = ["slug", "name"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Scripts, API callers (tenant=<slug>) and JWT claims name a tenant by its slug.
+        return ["slug"] if obj is not None else []
+
+    def save_model(self, request, obj, form, change):
+        services.tenant_save(
+            tenant=obj,
+            created=not change,
+            changed_fields=list(form.changed_data),
+            actor=services.actor_for_user(request.user),
+        )
 
     def has_module_permission(self, request) -> bool:
         return request.user.is_superuser
@@ -48,8 +99,18 @@ class TenantAdmin(admin.ModelAdmin):
         return False  # tenants own an append-only trail; PROTECT keeps them anyway
 
 
+class UserAdminChangeForm(_NoSystemTenantMixin, UserChangeForm):
+    pass
+
+
+class UserAdminCreationForm(_NoSystemTenantMixin, AdminUserCreationForm):
+    pass
+
+
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
+    form = UserAdminChangeForm
+    add_form = UserAdminCreationForm
     list_display = ["username", "tenant", "role", "email", "is_active", "is_staff"]
     list_filter = ["role", "is_active", "is_staff", "is_superuser", "tenant"]
     fieldsets = (
@@ -106,8 +167,14 @@ class UserAdmin(DjangoUserAdmin):
             actor=services.actor_for_user(request.user),
         )
 
+    def delete_model(self, request, obj):
+        services.user_delete(user=obj, actor=services.actor_for_user(request.user))
 
-class ApiKeyAdminForm(forms.ModelForm):
+    def delete_queryset(self, request, queryset):
+        services.users_delete(users=list(queryset), actor=services.actor_for_user(request.user))
+
+
+class ApiKeyAdminForm(_NoSystemTenantMixin, forms.ModelForm):
     class Meta:
         model = ApiKey
         fields = ["name", "tenant", "scopes", "expiry_date", "revoked", "last_used_at"]
@@ -186,7 +253,12 @@ class ApiKeyAdmin(APIKeyModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # revoke instead: a deleted key leaves audit events pointing nowhere
 
-    @admin.action(description="Revoke selected API keys (cannot be undone)")
+    @confirm_first(
+        description="Revoke selected API keys (cannot be undone)",
+        question="Revoke these API keys? Each one stops working at once, in every process; "
+        "a revoked key cannot be restored.",
+        button="Yes, revoke them",
+    )
     def revoke_selected(self, request, queryset):
         actor = services.actor_for_user(request.user)
         revoked = sum(services.api_key_revoke(api_key=key, actor=actor) for key in queryset)

@@ -6,6 +6,7 @@ except the plain key returned once by ``api_key_create``.
 """
 
 import logging
+from collections.abc import Iterable
 from datetime import datetime
 
 from django.contrib.auth.password_validation import validate_password
@@ -22,6 +23,14 @@ logger = logging.getLogger(__name__)
 
 VALID_SCOPES = frozenset(Scope.values)
 TENANT_SLUG_MAX_LENGTH = Tenant._meta.get_field("slug").max_length
+TENANT_NAME_MAX_LENGTH = Tenant._meta.get_field("name").max_length
+# The tenant of TraceLedger's own records (dead-letter replays, drains, account changes of
+# tenant-less superusers). accounts owns tenants, so the slug lives here; audit records into
+# it (``audit.services.submission``) and must use this constant. Nobody may log in, hold an
+# API key or create it by hand there: a key of it could post events indistinguishable from
+# the operators' own records.
+SYSTEM_TENANT_SLUG = "system"
+SYSTEM_TENANT_NAME = "System"
 # How often last_used_at may be written per key: a date to the minute is enough for
 # spotting unused keys, and the hot ingest path must not write to PostgreSQL per request.
 LAST_USED_RESOLUTION_SECONDS = 60
@@ -39,8 +48,11 @@ def actor_for_user(user) -> Actor:
 
 
 # --- tenants -------------------------------------------------------------------------------
-def tenant_slug_validate(*, slug: str) -> None:
-    """Raises ``ValidationError({"slug": ...})`` unless ``slug`` is a usable tenant slug."""
+def tenant_slug_validate(*, slug: str, reserved_ok: bool = False) -> None:
+    """Raises ``ValidationError({"slug": ...})`` unless ``slug`` is a usable tenant slug.
+
+    The system tenant's slug is refused unless ``reserved_ok``: only TraceLedger creates it.
+    """
     if not slug or len(slug) > TENANT_SLUG_MAX_LENGTH:
         raise ValidationError(
             {"slug": [f"A tenant slug has 1 to {TENANT_SLUG_MAX_LENGTH} characters."]}
@@ -49,26 +61,130 @@ def tenant_slug_validate(*, slug: str) -> None:
         validate_slug(slug)
     except ValidationError as exc:
         raise ValidationError({"slug": exc.messages}) from exc
+    if slug == SYSTEM_TENANT_SLUG and not reserved_ok:
+        raise ValidationError(
+            {
+                "slug": [
+                    f"{SYSTEM_TENANT_SLUG!r} is reserved: it is TraceLedger's own tenant, "
+                    "created by TraceLedger itself when it first records an operator action."
+                ]
+            }
+        )
+
+
+def tenant_name_validate(*, name: str) -> None:
+    """Raises ``ValidationError({"name": ...})`` for a name the column cannot hold."""
+    if len(name) > TENANT_NAME_MAX_LENGTH:
+        raise ValidationError(
+            {
+                "name": [
+                    f"A tenant name has at most {TENANT_NAME_MAX_LENGTH} characters "
+                    f"(this one has {len(name)})."
+                ]
+            }
+        )
 
 
 def tenant_get_or_create(
     *, slug: str, name: str = "", actor: Actor = SYSTEM_ACTOR
 ) -> tuple[Tenant, bool]:
-    tenant_slug_validate(slug=slug)
+    """Idempotent: an existing tenant is returned as it is. Raises ``ValidationError`` keyed
+    by field (``slug``, ``name``).
+
+    The reserved system slug is accepted here, because this is how TraceLedger creates its
+    own tenant (``audit.services.submission.system_tenant_id``), always with its own name.
+    People go through ``tenant_provision`` (``manage.py create_tenant``) or ``tenant_save``
+    (the admin), which refuse it.
+    """
+    tenant_slug_validate(slug=slug, reserved_ok=True)
+    if slug == SYSTEM_TENANT_SLUG:
+        name = SYSTEM_TENANT_NAME
+    name = name or slug
+    tenant_name_validate(name=name)
     with transaction.atomic():
-        tenant, created = Tenant.objects.get_or_create(slug=slug, defaults={"name": name or slug})
+        tenant, created = Tenant.objects.get_or_create(slug=slug, defaults={"name": name})
         if created:
-            account_changed_send_on_commit(
-                tenant_id=tenant.pk,
-                action="tenant.create",
-                actor=actor,
-                target_id=str(tenant.pk),
-                target_type="tenant",
-                target_name=tenant.slug,
-                description=f"Tenant {tenant.slug} created.",
-                metadata={"name": tenant.name},
-            )
+            _record_tenant_change(tenant=tenant, action="tenant.create", actor=actor)
     return tenant, created
+
+
+def tenant_provision(
+    *, slug: str, name: str = "", actor: Actor = SYSTEM_ACTOR
+) -> tuple[Tenant, bool]:
+    """``tenant_get_or_create`` for people (``manage.py create_tenant``): refuses the
+    reserved system slug, whether or not that tenant exists yet."""
+    tenant_slug_validate(slug=slug)
+    return tenant_get_or_create(slug=slug, name=name, actor=actor)
+
+
+def tenant_save(
+    *, tenant: Tenant, created: bool, changed_fields: list[str], actor: Actor = SYSTEM_ACTOR
+) -> Tenant:
+    """Saves a tenant edited elsewhere (the admin form) and records ``tenant.create`` or,
+    when its name changed, ``tenant.update`` in the tenant's own trail.
+
+    A new tenant may not take the reserved system slug. A slug never changes afterwards
+    (API callers, scripts and JWT claims name tenants by it): the admin shows it read-only.
+    """
+    if created:
+        tenant_slug_validate(slug=tenant.slug)
+    tenant_name_validate(name=tenant.name)
+    with transaction.atomic():
+        if created:
+            tenant.save()
+            _record_tenant_change(tenant=tenant, action="tenant.create", actor=actor)
+            return tenant
+        previous = Tenant.objects.select_for_update().values("slug", "name").get(pk=tenant.pk)
+        if previous["slug"] != tenant.slug:
+            raise ValidationError({"slug": ["A tenant's slug cannot be changed."]})
+        tenant.save()
+        if "name" in changed_fields and previous["name"] != tenant.name:
+            _record_tenant_change(
+                tenant=tenant,
+                action="tenant.update",
+                actor=actor,
+                description=f"Tenant {tenant.slug} renamed.",
+                metadata={
+                    "changed": ["name"],
+                    "name": tenant.name,
+                    "previous_name": previous["name"],
+                },
+            )
+    return tenant
+
+
+def _record_tenant_change(
+    *,
+    tenant: Tenant,
+    action: str,
+    actor: Actor,
+    description: str = "",
+    metadata: dict | None = None,
+) -> None:
+    account_changed_send_on_commit(
+        tenant_id=tenant.pk,
+        action=action,
+        actor=actor,
+        target_id=str(tenant.pk),
+        target_type="tenant",
+        target_name=tenant.slug,
+        description=description or f"Tenant {tenant.slug} created.",
+        metadata=metadata if metadata is not None else {"name": tenant.name},
+    )
+
+
+def tenant_members_validate(*, tenant: Tenant | None) -> None:
+    """Raises ``ValidationError({"tenant": ...})`` for the system tenant, which no user and
+    no API key may belong to (users, keys: command line, admin and API alike)."""
+    if tenant is not None and tenant.slug == SYSTEM_TENANT_SLUG:
+        raise ValidationError(
+            {
+                "tenant": [
+                    f"The {SYSTEM_TENANT_SLUG!r} tenant holds TraceLedger's own records: "
+                    "it has no users and no API keys."
+                ]
+            }
+        )
 
 
 # --- users ---------------------------------------------------------------------------------
@@ -82,6 +198,7 @@ def user_create(
     actor: Actor = SYSTEM_ACTOR,
 ) -> User:
     """Creates a tenant user with a role. Raises ``ValidationError`` keyed by field."""
+    tenant_members_validate(tenant=tenant)
     if role not in Role.values:
         raise ValidationError({"role": [f"Must be one of {', '.join(Role.values)}."]})
     if User.objects.filter(username=username).exists():
@@ -127,7 +244,14 @@ USER_AUDITED_FIELDS = (
 def user_save(
     *, user: User, created: bool, changed_fields: list[str], actor: Actor = SYSTEM_ACTOR
 ) -> User:
-    """Saves a user edited elsewhere (the admin form) and records what changed."""
+    """Saves a user edited elsewhere (the admin form) and records what changed.
+
+    Raises ``ValidationError({"tenant": ...})`` when a user would join the system tenant
+    (the admin's forms check the same with ``tenant_members_validate`` first, to show it on
+    the field). A user already there can still be edited, e.g. deactivated.
+    """
+    if user.tenant_id is not None and (created or "tenant" in changed_fields):
+        tenant_members_validate(tenant=user.tenant)
     with transaction.atomic():
         user.save()
         audited = sorted(set(changed_fields) & set(USER_AUDITED_FIELDS))
@@ -161,6 +285,39 @@ def user_password_changed(*, user: User, actor: Actor = SYSTEM_ACTOR) -> None:
         description=f"Password of user {user.username} changed.",
         metadata={"role": user.role, "changed": ["password"]},
     )
+
+
+def user_delete(*, user: User, actor: Actor = SYSTEM_ACTOR) -> None:
+    """Deletes a user and records ``user.delete`` in the user's tenant trail (a superuser
+    without a tenant: the system tenant's)."""
+    users_delete(users=[user], actor=actor)
+
+
+@transaction.atomic
+def users_delete(*, users: Iterable[User], actor: Actor = SYSTEM_ACTOR) -> int:
+    """Deletes each user (the admin's bulk delete), recording ``user.delete`` for each one
+    after commit. Returns how many were deleted."""
+    deleted = 0
+    for user in users:
+        user_id = user.pk  # delete() clears it; the record names whom it was about
+        user.delete()
+        account_changed_send_on_commit(
+            # None (a superuser without a tenant): audit records it in the system tenant.
+            tenant_id=user.tenant_id,
+            action="user.delete",
+            actor=actor,
+            target_id=str(user_id),
+            target_type="user",
+            target_name=user.username,
+            description=f"User {user.username} deleted.",
+            metadata={
+                "role": user.role,
+                "is_staff": user.is_staff,
+                "is_superuser": user.is_superuser,
+            },
+        )
+        deleted += 1
+    return deleted
 
 
 def _record_user_change(
@@ -202,6 +359,7 @@ def api_key_create(
     actor: Actor = SYSTEM_ACTOR,
 ) -> tuple[ApiKey, str]:
     """Returns the key row and the plain key. Only the key's hash is stored."""
+    tenant_members_validate(tenant=tenant)
     scopes = api_key_scopes_validate(scopes=scopes)
     if not name or len(name) > ApiKey._meta.get_field("name").max_length:
         raise ValidationError({"name": ["A key name has 1 to 50 characters."]})
@@ -219,6 +377,8 @@ def api_key_save(
     *, api_key: ApiKey, created: bool, actor: Actor = SYSTEM_ACTOR
 ) -> tuple[ApiKey, str | None]:
     """Saves a key edited elsewhere (the admin form); returns the plain key when created."""
+    if created:
+        tenant_members_validate(tenant=api_key.tenant)
     api_key.scopes = api_key_scopes_validate(scopes=list(api_key.scopes or []))
     key = None
     with transaction.atomic():

@@ -315,6 +315,8 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
+# Admin times to the second with their zone (2026-11-24 22:14:05 UTC): traceledger/formats.
+FORMAT_MODULE_PATH = ["traceledger.formats"]
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
-from accounts.models import ApiKey, Role, User
+from accounts.models import ApiKey, Role, Tenant, User
 from accounts.services import api_key_create
 
 PASSWORD = "violet-Anchor-47-river"
@@ -133,20 +133,45 @@ def test_it_refuses_a_key_that_would_be_expired_already(admin_client_for, superu
 
 
 @pytest.mark.django_db
-def test_it_revokes_keys_with_the_admin_action(
+def test_it_revokes_keys_with_the_admin_action_after_asking(
     admin_client_for, tenant_staff, tenant, django_capture_on_commit_callbacks
 ):
     api_key, key = api_key_create(tenant=tenant, name="old", scopes=["read"])
+    kept, _ = api_key_create(tenant=tenant, name="kept", scopes=["read"])
     client = admin_client_for(tenant_staff)
+    changelist = reverse("admin:accounts_apikey_changelist")
+    go = {"action": "revoke_selected", "_selected_action": [api_key.pk], "index": "0"}
+
+    question = client.post(changelist, go)
+
+    # "Go" only asks: the page names the key and posts the same selection back.
+    assert question.status_code == 200
+    assert question.templates[0].name == "admin/action_confirmation.html"
+    body = question.content.decode()
+    assert "Are you sure?" in body and "Revoke these API keys?" in body
+    assert ">old</a>" in body and "kept" not in body
+    assert f'name="_selected_action" value="{api_key.pk}"' in body
+    assert 'name="action" value="revoke_selected"' in body
+    assert 'name="post" value="yes"' in body
+    assert f'href="{changelist}"' in body  # "No, take me back"
+    api_key.refresh_from_db()
+    assert not api_key.revoked
+
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
-            reverse("admin:accounts_apikey_changelist"),
-            {"action": "revoke_selected", "_selected_action": [api_key.pk]},
+            changelist,
+            {
+                "action": "revoke_selected",
+                "_selected_action": [api_key.pk],
+                "select_across": "0",
+                "post": "yes",
+            },
             follow=True,
         )
     assert "1 API key(s) revoked" in response.content.decode()
     api_key.refresh_from_db()
-    assert api_key.revoked
+    kept.refresh_from_db()
+    assert api_key.revoked and not kept.revoked
     from rest_framework.test import APIClient
 
     api = APIClient()
@@ -198,3 +223,118 @@ def test_it_records_a_password_change_made_in_the_admin(
     assert event["action"] == "user.update"
     assert event["metadata"]["changed"] == ["password"]
     assert PASSWORD not in repr(event)
+
+
+@pytest.fixture
+def announced():
+    """account_changed sends (run the code under django_capture_on_commit_callbacks)."""
+    from accounts.signals import account_changed
+
+    seen: list[dict] = []
+    account_changed.connect(
+        lambda sender, **kw: seen.append(kw), dispatch_uid="test-admin-announced", weak=False
+    )
+    yield seen
+    account_changed.disconnect(dispatch_uid="test-admin-announced")
+
+
+@pytest.mark.django_db
+def test_it_records_a_tenant_created_and_renamed_in_the_admin(
+    admin_client_for, superuser, announced, django_capture_on_commit_callbacks
+):
+    client = admin_client_for(superuser)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("admin:accounts_tenant_add"), {"slug": "initech", "name": "Initech"}
+        )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    tenant = Tenant.objects.get(slug="initech")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("admin:accounts_tenant_change", args=[tenant.pk]),
+            {"slug": "renamed-slug", "name": "Initech Ltd"},
+        )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    tenant.refresh_from_db()
+    assert (tenant.slug, tenant.name) == ("initech", "Initech Ltd")  # the slug is read-only
+
+    events = [e for e in announced if e["target_type"] == "tenant"]
+    assert [(e["action"], e["tenant_id"]) for e in events] == [
+        ("tenant.create", tenant.pk),
+        ("tenant.update", tenant.pk),
+    ]
+    for event in events:
+        assert (event["actor_type"], event["actor_id"]) == ("user", str(superuser.pk))
+    assert events[1]["metadata"]["previous_name"] == "Initech"
+
+
+@pytest.mark.django_db
+def test_it_refuses_the_reserved_system_slug_and_an_overlong_name_in_the_admin(
+    admin_client_for, superuser
+):
+    client = admin_client_for(superuser)
+    reserved = client.post(reverse("admin:accounts_tenant_add"), {"slug": "system", "name": "S"})
+    assert reserved.status_code == 200
+    assert "reserved" in str(reserved.context["adminform"].form.errors["slug"])
+    overlong = client.post(reverse("admin:accounts_tenant_add"), {"slug": "x", "name": "n" * 201})
+    assert "name" in overlong.context["adminform"].form.errors
+    assert not Tenant.objects.filter(slug__in=["system", "x"]).exists()
+
+
+@pytest.mark.django_db
+def test_it_refuses_users_and_keys_of_the_system_tenant_in_the_admin(admin_client_for, superuser):
+    system = Tenant.objects.create(slug="system", name="System")
+    client = admin_client_for(superuser)
+    key = client.post(
+        reverse("admin:accounts_apikey_add"),
+        {"name": "backdoor", "tenant": system.pk, "scopes": "ingest"},
+    )
+    user = client.post(
+        reverse("admin:accounts_user_add"),
+        {
+            "username": "mallory",
+            "password1": PASSWORD,
+            "password2": PASSWORD,
+            "usable_password": "true",
+            "tenant": system.pk,
+            "role": "ingest",
+        },
+    )
+    for response in (key, user):
+        assert response.status_code == 200
+        assert "no users and no API keys" in str(response.context["adminform"].form.errors)
+    assert not ApiKey.objects.filter(tenant=system).exists()
+    assert not User.objects.filter(username="mallory").exists()
+
+
+@pytest.mark.django_db
+def test_it_records_users_deleted_in_the_admin(
+    admin_client_for, superuser, owner, teammate, announced, django_capture_on_commit_callbacks
+):
+    other_root = User.objects.create_superuser(username="root2", password=PASSWORD)
+    gone = User.objects.create_user(username="gone", password=PASSWORD, tenant=owner.tenant)
+    client = admin_client_for(superuser)
+    with django_capture_on_commit_callbacks(execute=True):
+        one = client.post(
+            reverse("admin:accounts_user_delete", args=[teammate.pk]), {"post": "yes"}
+        )
+        bulk = client.post(
+            reverse("admin:accounts_user_changelist"),
+            {
+                "action": "delete_selected",
+                "_selected_action": [gone.pk, other_root.pk],
+                "post": "yes",
+            },
+        )
+    assert one.status_code == 302 and bulk.status_code == 302
+    assert not User.objects.filter(username__in=["teammate", "gone", "root2"]).exists()
+    deleted = sorted(
+        (e["target_name"], e["tenant_id"], e["actor_id"])
+        for e in announced
+        if e["action"] == "user.delete"
+    )
+    assert deleted == [
+        ("gone", owner.tenant_id, str(superuser.pk)),
+        ("root2", None, str(superuser.pk)),  # no tenant: the system tenant's trail
+        ("teammate", owner.tenant_id, str(superuser.pk)),
+    ]

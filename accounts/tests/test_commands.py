@@ -180,3 +180,47 @@ def test_it_exits_1_with_a_clear_error_for_an_unknown_tenant():
     assert "no tenant 'no-such-tenant-xyz'" in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_tenant_name_too_long_naming_the_field():
+    with pytest.raises(CommandError, match=r"invalid name: .*at most 200 characters"):
+        _run("create_tenant", "qaops-n", "--name", "n" * 300)
+    assert not Tenant.objects.exists()
+
+
+def test_it_exits_1_with_one_line_for_a_tenant_name_too_long():
+    result = _manage("create_tenant", "qaops-n", "--name", "n" * 300)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "DataError" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "CommandError: invalid name: A tenant name has at most 200 characters (this one has 300)."
+    ]
+
+
+@pytest.mark.django_db
+def test_it_refuses_to_create_the_system_tenant_by_hand():
+    with pytest.raises(CommandError, match="reserved"):
+        _run("create_tenant", "system", "--name", "Mine")
+    assert not Tenant.objects.filter(slug="system").exists()
+
+
+@pytest.mark.django_db
+def test_it_refuses_keys_and_users_for_the_system_tenant():
+    Tenant.objects.create(slug="system", name="System")
+    with pytest.raises(CommandError, match=r"tenant: .*no users and no API keys"):
+        _run("create_api_key", "--tenant", "system", "--name", "x", "--scopes", "ingest")
+    with pytest.raises(CommandError, match="tenant: "):
+        _run(
+            "create_user",
+            "--tenant",
+            "system",
+            "--username",
+            "mallory",
+            "--role",
+            "ingest",
+            "--password-stdin",
+            stdin="violet-Anchor-47-river\n",
+        )
+    assert not ApiKey.objects.exists()
+    assert not User.objects.filter(username="mallory").exists()

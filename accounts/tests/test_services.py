@@ -5,13 +5,19 @@ import logging
 import pytest
 from django.core.exceptions import ValidationError
 
-from accounts.models import Role
+from accounts.models import ApiKey, Role, Tenant, User
 from accounts.services import (
+    SYSTEM_TENANT_SLUG,
     actor_for_user,
     api_key_create,
     api_key_revoke,
     tenant_get_or_create,
+    tenant_provision,
+    tenant_save,
+    user_create,
+    user_delete,
     user_save,
+    users_delete,
 )
 from accounts.signals import account_changed
 
@@ -105,3 +111,81 @@ def test_it_logs_but_does_not_raise_when_recording_fails(
         account_changed.disconnect(dispatch_uid="test-broken")
     assert api_key.pk
     assert any("not recorded" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_tenant_name_longer_than_the_column_naming_the_field(db):
+    with pytest.raises(ValidationError) as exc:
+        tenant_get_or_create(slug="qaops-n", name="n" * 201)
+    assert list(exc.value.message_dict) == ["name"]
+    assert not Tenant.objects.filter(slug="qaops-n").exists()
+    tenant, _ = tenant_get_or_create(slug="qaops-n", name="n" * 200)
+    assert len(tenant.name) == 200
+
+
+@pytest.mark.django_db
+def test_it_reserves_the_system_slug_for_traceledger_itself(db):
+    with pytest.raises(ValidationError) as exc:
+        tenant_provision(slug=SYSTEM_TENANT_SLUG, name="Mine now")
+    assert "reserved" in " ".join(exc.value.message_dict["slug"])
+    assert not Tenant.objects.filter(slug=SYSTEM_TENANT_SLUG).exists()
+    # TraceLedger's own path (audit's system_tenant_id) creates it, always with its name ...
+    tenant, created = tenant_get_or_create(slug=SYSTEM_TENANT_SLUG, name="Mine now")
+    assert created and tenant.name == "System"
+    # ... and people are refused when it exists, too.
+    with pytest.raises(ValidationError):
+        tenant_provision(slug=SYSTEM_TENANT_SLUG)
+
+
+@pytest.mark.django_db
+def test_it_gives_the_system_tenant_no_users_and_no_api_keys(db):
+    system, _ = tenant_get_or_create(slug=SYSTEM_TENANT_SLUG)
+    with pytest.raises(ValidationError) as exc:
+        api_key_create(tenant=system, name="backdoor", scopes=["ingest"])
+    assert list(exc.value.message_dict) == ["tenant"]
+    with pytest.raises(ValidationError) as exc:
+        user_create(
+            tenant=system, username="mallory", password="violet-Anchor-47-river", role="ingest"
+        )
+    assert list(exc.value.message_dict) == ["tenant"]
+    with pytest.raises(ValidationError):
+        user_save(user=User(username="eve", tenant=system), created=True, changed_fields=[])
+    assert not ApiKey.objects.filter(tenant=system).exists()
+    assert not User.objects.filter(tenant=system).exists()
+
+
+@pytest.mark.django_db
+def test_it_announces_a_deleted_user_in_their_tenant_or_for_the_system_tenant(
+    teammate, owner, superuser, announced, django_capture_on_commit_callbacks
+):
+    teammate_id, superuser_id = teammate.pk, superuser.pk
+    with django_capture_on_commit_callbacks(execute=True):
+        user_delete(user=teammate, actor=actor_for_user(owner))
+        users_delete(users=[superuser], actor=actor_for_user(owner))
+    assert not User.objects.filter(pk__in=[teammate_id, superuser_id]).exists()
+    deleted = [e for e in announced if e["action"] == "user.delete"]
+    assert [(e["action"], e["tenant_id"], e["target_id"]) for e in deleted] == [
+        ("user.delete", owner.tenant_id, str(teammate_id)),
+        ("user.delete", None, str(superuser_id)),  # None: audit records it in "system"
+    ]
+    assert deleted[0]["target_name"] == "teammate"
+    assert deleted[0]["actor_id"] == str(owner.pk)
+
+
+@pytest.mark.django_db
+def test_it_records_a_tenant_rename_with_the_previous_name(
+    tenant, superuser, announced, django_capture_on_commit_callbacks
+):
+    tenant.name = "Acme Corporation"
+    with django_capture_on_commit_callbacks(execute=True):
+        tenant_save(
+            tenant=tenant, created=False, changed_fields=["name"], actor=actor_for_user(superuser)
+        )
+        tenant_save(
+            tenant=tenant, created=False, changed_fields=[], actor=actor_for_user(superuser)
+        )
+    [event] = announced
+    assert event["action"] == "tenant.update"
+    assert event["tenant_id"] == tenant.pk
+    assert event["metadata"]["previous_name"] == "Acme"
+    assert event["metadata"]["name"] == "Acme Corporation"

@@ -6,6 +6,8 @@ from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.core.exceptions import ValidationError
+from django.db.models import Case, IntegerField, Value, When
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -21,16 +23,26 @@ from audit.admin.listing import (
     ActorTypeFilter,
     BoundedDatesQuerySet,
     EstimatedCountPaginator,
+    EventChangeList,
     OccurredRangeFilter,
     TargetTypeFilter,
     TenantFilter,
     filter_param_problems,
 )
-from audit.models import AuditEvent
+from audit.models import AuditEvent, Severity
 from audit.selectors import event_queryset
 
 # Searches matching at most this many events are listed by id (see get_search_results).
 SEARCH_ID_CAP = 2000
+
+# Severities from least to most severe: the severity column sorts by this rank, not by name
+# (alphabetically "critical" < "info" < "notice" < "warning").
+SEVERITY_RANK = (Severity.INFO, Severity.NOTICE, Severity.WARNING, Severity.CRITICAL)
+SEVERITY_ORDER = Case(
+    *(When(severity=severity, then=Value(rank)) for rank, severity in enumerate(SEVERITY_RANK)),
+    default=Value(len(SEVERITY_RANK)),
+    output_field=IntegerField(),
+)
 
 # Staff of a tenant with one of these roles browse their tenant's events (compliance staff).
 EVENT_VIEWER_ROLES = frozenset({Role.AUDITOR, Role.ADMIN})
@@ -55,7 +67,7 @@ class AuditEventAdmin(ExportActionsMixin, admin.ModelAdmin):
         "action",
         "target_display",
         "outcome",
-        "severity",
+        "severity_display",
     )
     list_display_links = ("occurred_at",)
     list_filter = (
@@ -76,6 +88,8 @@ class AuditEventAdmin(ExportActionsMixin, admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     list_per_page = 50
+    # "Show all" (on one page) is offered only up to this count, which is then exact
+    # (listing.EXACT_COUNT_BELOW is above it), so the link really shows all.
     list_max_show_all = 500
     # Facet counts are one COUNT per filter choice over the filtered set: never on this table.
     show_facets = admin.ShowFacets.NEVER
@@ -127,6 +141,9 @@ class AuditEventAdmin(ExportActionsMixin, admin.ModelAdmin):
         actions.pop("delete_selected", None)
         return actions
 
+    def get_changelist(self, request, **kwargs):
+        return EventChangeList
+
     # --- tenant scoping: the read selector decides, as for the API ---
 
     def get_queryset(self, request: HttpRequest):
@@ -137,7 +154,11 @@ class AuditEventAdmin(ExportActionsMixin, admin.ModelAdmin):
         search_term = search_term.strip()
         if not search_term:
             return queryset, False
-        matches = ports.event_search(queryset, search_term)
+        try:
+            matches = ports.event_search(queryset, search_term)
+        except ValidationError as exc:  # a text the search backend cannot parse
+            self.message_user(request, f"Search not run: {' '.join(exc.messages)}", messages.ERROR)
+            return queryset.none(), False
         # PostgreSQL cannot estimate how many rows a full-text match keeps, so for "newest
         # first, LIMIT 50" it walks the time index and tests every row: seconds for a rare
         # term (a request id) on a big table. Fetch up to SEARCH_ID_CAP matching ids without
@@ -207,6 +228,10 @@ class AuditEventAdmin(ExportActionsMixin, admin.ModelAdmin):
     @admin.display(description="actor", ordering="actor_id")
     def actor_display(self, obj: AuditEvent) -> str:
         return f"{obj.actor_type}:{obj.actor_id}"
+
+    @admin.display(description="severity", ordering=SEVERITY_ORDER)
+    def severity_display(self, obj: AuditEvent) -> str:
+        return obj.get_severity_display()
 
     @admin.display(description="target")
     def target_display(self, obj: AuditEvent) -> str:

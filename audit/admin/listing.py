@@ -11,18 +11,25 @@ import json
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import IGNORED_PARAMS, ChangeList
 from django.core.exceptions import EmptyResultSet
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import QuerySet
+from django.db.models import F, Max, Min, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date
 from django.utils.functional import cached_property
 
 from accounts.models import Tenant
 
-# Below this planner estimate an exact COUNT(*) is cheap enough and reads better.
+# Below this planner estimate an exact COUNT(*) is cheap enough and reads better. Keep it
+# above the event admin's ``list_max_show_all``: "Show all" is offered only for a count
+# at most that big, which must then be exact for the link to really show all.
 EXACT_COUNT_BELOW = 1000
+# At most this many index probes find the years of the date drill-down (one per year that
+# holds events). A trail spanning more years than that (garbage timestamps) lists the
+# first ones and the last; the date range filter still reaches every other.
+YEAR_PROBES_MAX = 60
 
 
 class EstimatedCountPaginator(Paginator):
@@ -85,12 +92,18 @@ def time_bounds(
 
 
 class BoundedDatesQuerySet(QuerySet):
-    """``datetimes()`` from the set's first and last timestamp instead of a DISTINCT scan.
+    """``datetimes()`` from index probes instead of a ``DISTINCT date_trunc(...)`` scan.
 
     The admin's ``date_hierarchy`` lists the years, months or days that hold events with
-    ``DISTINCT date_trunc(...)``, which reads every row of the (filtered) table. The two
-    bounds are two index probes, so the drill-down offers every period between them; a
-    period without events simply shows an empty list. Only the admin uses this class.
+    ``DISTINCT date_trunc(...)``, which reads every row of the (filtered) table. Here:
+
+    - years: only years that hold events, each found by one ``ORDER BY … LIMIT 1`` probe from
+      the start of the next year (an index walk that stops at the first row), so one event
+      dated 0001-01-01 adds one year link, not two thousand; at most ``YEAR_PROBES_MAX``;
+    - months and days (inside one chosen year or month): every period between the first and
+      the last event (two probes); a period without events shows an empty list.
+
+    Only the admin uses this class.
     """
 
     def datetimes(self, field_name, kind, order="ASC", tzinfo=None):
@@ -99,8 +112,60 @@ class BoundedDatesQuerySet(QuerySet):
             return []
         tz = tzinfo or timezone.get_current_timezone()
         first, last = timezone.localtime(first, tz), timezone.localtime(last, tz)
-        periods = list(_periods(first, last, kind))
+        if kind == "year":
+            periods = [
+                first.replace(year=year, month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+                for year in self._years_with_rows(field_name, first, last, tz)
+            ]
+        else:
+            periods = list(_periods(first, last, kind))
         return periods if order == "ASC" else periods[::-1]
+
+    def aggregate(self, *args, **kwargs):
+        """Django's date hierarchy, when no period is chosen yet, picks its start level from
+        ``aggregate(first=Min(f), last=Max(f))``: answered by the two probes of
+        ``time_bounds`` instead (a MIN/MAX behind a full-text join reads every match). Any
+        other aggregate runs as usual."""
+        bounds = _min_max_field(args, kwargs)
+        if bounds is None:
+            return super().aggregate(*args, **kwargs)
+        first, last = time_bounds(self, bounds)
+        return {"first": first, "last": last}
+
+    def _years_with_rows(
+        self, field_name: str, first: dt.datetime, last: dt.datetime, tz
+    ) -> list[int]:
+        """The years (in ``tz``) holding rows, from ``first`` up: each probe asks for the
+        earliest row at or after the next year's start, which names the next year to list."""
+        years = [first.year]
+        values = self.values_list(field_name, flat=True).order_by(field_name)
+        probes = 0
+        while years[-1] < last.year and probes < YEAR_PROBES_MAX:
+            start = dt.datetime(years[-1] + 1, 1, 1, tzinfo=tz)
+            following = values.filter(**{f"{field_name}__gte": start}).first()
+            probes += 1
+            if following is None:
+                break
+            years.append(timezone.localtime(following, tz).year)
+        if years[-1] < last.year:  # out of probes: at least the last year stays reachable
+            years.append(last.year)
+        return years
+
+
+def _min_max_field(args, kwargs) -> str | None:
+    """The field name when the aggregate is exactly ``first=Min(f), last=Max(f)``."""
+    if args or set(kwargs) != {"first", "last"}:
+        return None
+    low, high = kwargs["first"], kwargs["last"]
+    if type(low) is not Min or type(high) is not Max or low.filter or high.filter:
+        return None
+    names = set()
+    for aggregate in (low, high):
+        sources = aggregate.source_expressions  # the aggregated expressions alone
+        if len(sources) != 1 or not isinstance(sources[0], F):
+            return None
+        names.add(sources[0].name)
+    return names.pop() if len(names) == 1 else None
 
 
 def _periods(first: dt.datetime, last: dt.datetime, kind: str):
@@ -131,6 +196,27 @@ def _periods(first: dt.datetime, last: dt.datetime, kind: str):
             day += dt.timedelta(days=1)
     else:
         raise ValueError(f"unsupported date hierarchy kind {kind!r}")
+
+
+class EventChangeList(ChangeList):
+    """The event list's changelist: says "N results (Show all)" only when something narrows it.
+
+    With ``show_full_result_count = False`` Django never knows the unfiltered total, so its
+    search bar always reads "N results (Show all)", the link going to the unfiltered list,
+    which for an unfiltered list is the same page (QA: offered with 2,966 results, it opened
+    the same 50 rows). When no filter, drill-down or search is given, the total *is* the
+    result count, and saying so hides the line without another count.
+    """
+
+    @property
+    def narrowed(self) -> bool:
+        """Whether a search, filter or drill-down narrows the list (not just order or page)."""
+        return bool(self.query) or any(name not in IGNORED_PARAMS for name in self.filter_params)
+
+    def get_results(self, request):
+        super().get_results(request)
+        if not self.narrowed:
+            self.full_result_count = self.result_count
 
 
 class TenantFilter(admin.SimpleListFilter):

@@ -16,6 +16,7 @@ from django.utils.html import format_html
 from audit.models import DeadLetter, OutboxMessage
 from audit.selectors import outbox_backlog
 from audit.services.dead_letters import dlq_depth
+from traceledger.admin_confirm import confirm_first
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,14 @@ class DeadLetterAdmin(_TenantScopedMixin, admin.ModelAdmin):
     def headers_pretty(self, obj: DeadLetter) -> str:
         return _pretty(obj.headers)
 
-    @admin.action(description="Replay selected dead letters", permissions=("change",))
+    @confirm_first(
+        description="Replay selected dead letters",
+        question="Replay these dead letters? Their events are republished to audit.ingest "
+        "(events stored already are dropped by the worker) and each letter is marked replayed; "
+        "this cannot be undone. Only letters still new are replayed.",
+        button="Yes, replay them",
+        permissions=("change",),
+    )
     def replay_selected(self, request, queryset):
         from audit.services.dead_letters import UnknownDeadLetters, dead_letters_replay
 
@@ -139,7 +147,13 @@ class DeadLetterAdmin(_TenantScopedMixin, admin.ModelAdmin):
             messages.SUCCESS if replayed else messages.WARNING,
         )
 
-    @admin.action(description="Discard selected dead letters", permissions=("change",))
+    @confirm_first(
+        description="Discard selected dead letters",
+        question="Discard these dead letters? They are kept, marked discarded, and can no "
+        "longer be replayed; this cannot be undone. Only letters still new are discarded.",
+        button="Yes, discard them",
+        permissions=("change",),
+    )
     def discard_selected(self, request, queryset):
         from audit.services.dead_letters import UnknownDeadLetters, dead_letters_discard
 

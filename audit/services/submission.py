@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.db import DatabaseError
 
+from accounts.services import SYSTEM_TENANT_SLUG
 from audit import metrics
 from audit.publisher import BrokerSkipped, PublishError, ingest_backlog, publish_ingest_batch
 from audit.validation import InvalidEvents, event_normalize
@@ -18,8 +19,6 @@ from traceledger.errors import DependencyUnavailable, Overloaded
 from traceledger.request_id import current_request_id
 
 logger = logging.getLogger(__name__)
-
-SYSTEM_TENANT_SLUG = "system"
 
 
 class IngestUnavailable(DependencyUnavailable):

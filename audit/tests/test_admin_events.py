@@ -420,6 +420,18 @@ def test_the_search_box_finds_words_with_the_full_text_backend(client, tenant, a
     assert [e.pk for e in found] == [events[0].pk]
 
 
+def test_a_search_too_complex_for_the_full_text_backend_is_named_not_a_server_error(
+    client, tenant, auditor
+):
+    events_create(tenant_id=tenant.pk, count=2)
+
+    response = login(client, auditor).get(CHANGELIST, {"q": "-" * 33})
+
+    assert response.status_code == 200
+    assert results(response) == []
+    assert "too complex" in response.content.decode()
+
+
 def test_the_date_hierarchy_drills_down_without_a_distinct_scan(client, tenant, auditor):
     events_create(
         tenant_id=tenant.pk,

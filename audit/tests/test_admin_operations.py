@@ -82,8 +82,8 @@ def test_the_list_shows_reason_exception_summary_attempts_failures_and_status(
     for text in (
         "failed after 2 retries: OperationalError",
         "OperationalError: lock timeout",  # the exception's last line, not the traceback
-        "March 1, 2026, noon",
-        "March 1, 2026, 12:05 p.m.",
+        "2026-03-01 12:00:00 UTC",  # to the second, with the zone (traceledger/formats)
+        "2026-03-01 12:05:00 UTC",
         '<td class="field-attempts">3</td>',
         "new",
     ):
@@ -110,7 +110,7 @@ def test_discarding_marks_the_letters_and_records_the_operator_action(operator, 
 
     response = operator.post(
         DEAD_LETTERS,
-        {"action": "discard_selected", "_selected_action": [letters[0].pk]},
+        {"action": "discard_selected", "_selected_action": [letters[0].pk], "post": "yes"},
         follow=True,
     )
 
@@ -129,7 +129,9 @@ def test_replaying_republishes_to_the_ingest_queue_and_records_it(
     letter = dead_letter(tenant)
 
     response = operator.post(
-        DEAD_LETTERS, {"action": "replay_selected", "_selected_action": [letter.pk]}, follow=True
+        DEAD_LETTERS,
+        {"action": "replay_selected", "_selected_action": [letter.pk], "post": "yes"},
+        follow=True,
     )
 
     assert "Replayed 1 of 1 selected dead letter(s) to audit.ingest." in response.content.decode()
@@ -137,6 +139,73 @@ def test_replaying_republishes_to_the_ingest_queue_and_records_it(
     assert letter.status == DeadLetterStatus.REPLAYED
     wait_until(lambda: queue_depth(INGEST_QUEUE.name) == 1, timeout=5, what="the replayed batch")
     assert [c["action"] for c in recorded] == ["dead_letter.replay"]
+
+
+@pytest.mark.parametrize(
+    ("action", "question"),
+    [("replay_selected", "Replay these dead letters?"), ("discard_selected", "Discard these")],
+)
+def test_replay_and_discard_ask_first_and_change_nothing_until_confirmed(
+    operator, tenant, recorded, action, question
+):
+    letters = [dead_letter(tenant), dead_letter(tenant)]
+
+    response = operator.post(
+        DEAD_LETTERS, {"action": action, "_selected_action": [letters[0].pk], "index": "0"}
+    )
+
+    assert response.status_code == 200
+    assert response.templates[0].name == "admin/action_confirmation.html"
+    body = response.content.decode()
+    assert "Are you sure?" in body and question in body
+    assert f"dead letter #{letters[0].pk}:" in body
+    assert f"dead letter #{letters[1].pk}:" not in body
+    assert f'name="_selected_action" value="{letters[0].pk}"' in body
+    assert f'name="action" value="{action}"' in body
+    assert 'name="select_across" value="0"' in body
+    assert 'name="post" value="yes"' in body
+    assert f'href="{DEAD_LETTERS}" class="button cancel-link"' in body
+    assert {letter.status for letter in DeadLetter.objects.all()} == {DeadLetterStatus.NEW}
+    assert recorded == []
+
+
+def test_select_all_asks_for_every_letter_of_the_filter_and_confirms_that_set(
+    operator, tenant, recorded
+):
+    mine = [dead_letter(tenant, reason="poison") for _ in range(3)]
+    other = dead_letter(tenant, reason="other")
+    filtered = f"{DEAD_LETTERS}?reason__exact=poison"
+    # "Select all 3": the page's boxes are ticked and select_across is set.
+    go = {
+        "action": "discard_selected",
+        "_selected_action": [mine[0].pk],
+        "select_across": "1",
+        "index": "0",
+    }
+
+    question = operator.post(filtered, go)
+
+    body = question.content.decode()
+    assert "3 dead letters (every one matching the list's filters)" in body
+    assert all(f"dead letter #{letter.pk}:" in body for letter in mine)
+    assert f"dead letter #{other.pk}:" not in body
+    assert 'name="select_across" value="1"' in body
+    assert 'href="/admin/audit/deadletter/?reason__exact=poison"' in body
+
+    # The page's form has no action attribute: it posts back to the filtered URL.
+    assert '<form method="post">' in body
+    operator.post(
+        filtered,
+        {
+            "action": "discard_selected",
+            "_selected_action": [mine[0].pk],
+            "select_across": "1",
+            "post": "yes",
+        },
+    )
+    statuses = dict(DeadLetter.objects.values_list("pk", "status"))
+    assert [statuses[letter.pk] for letter in mine] == [DeadLetterStatus.DISCARDED] * 3
+    assert statuses[other.pk] == DeadLetterStatus.NEW
 
 
 def test_pull_from_rabbitmq_drains_the_dlq_reports_the_count_and_records_it(

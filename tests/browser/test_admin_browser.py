@@ -195,6 +195,8 @@ def test_an_operator_pulls_a_dead_letter_replays_it_and_sees_it_stored(
     row.locator("input.action-select").check()
     page.select_option("select[name=action]", "replay_selected")
     page.click("button[name=index]")
+    assert "1 dead letter" in page.locator("#content h2").inner_text()  # "Are you sure?"
+    page.click("#tl-confirm")
     page.wait_for_selector(".messagelist")
     assert "Replayed 1 of 1 selected dead letter(s)" in page.locator(".messagelist").inner_text()
     assert DeadLetter.objects.get().status == DeadLetterStatus.REPLAYED

@@ -2,7 +2,8 @@ import uuid
 
 import pytest
 
-from accounts.models import Role, User
+from accounts.models import Role, Tenant, User
+from accounts.services import SYSTEM_TENANT_SLUG
 from accounts.signals import account_changed
 
 STRONG = "violet-Anchor-47-river"
@@ -44,6 +45,17 @@ def test_it_rejects_another_tenant_from_a_tenant_admin(jwt_client, owner, other_
         assert response.status_code == 400
         assert "tenant" in response.json()["error"]["fields"]
     assert not User.objects.filter(tenant=other_tenant).exists()
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_user_in_the_system_tenant_naming_the_tenant(jwt_client, superuser):
+    Tenant.objects.create(slug=SYSTEM_TENANT_SLUG, name="System")
+    response = jwt_client(superuser).post(
+        "/api/v1/users", _body(tenant=SYSTEM_TENANT_SLUG, role="ingest"), format="json"
+    )
+    assert response.status_code == 400
+    assert "tenant" in response.json()["error"]["fields"]
+    assert not User.objects.filter(tenant__slug=SYSTEM_TENANT_SLUG).exists()
 
 
 @pytest.mark.django_db

@@ -1,0 +1,85 @@
+"""The "Are you sure?" step of irreversible admin actions (accounts' key revocation, audit's
+dead-letter replay and discard): one decorator and one template for every app."""
+
+import functools
+
+from django.contrib import admin
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import quote
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, reverse
+
+ACTION_CONFIRMATION_TEMPLATE = "admin/action_confirmation.html"
+# The confirmation page names at most this many of the selected objects, then "and N more".
+CONFIRMATION_LISTED = 100
+
+
+def confirm_first(*, description: str, question: str, button: str, permissions=None):
+    """``@admin.action`` for an irreversible action: the first POST (the changelist's "Go")
+    answers an "Are you sure?" page, as Django's own ``delete_selected`` does; the action runs
+    only when that page posts back with ``post=yes``.
+
+    The page lists the selection and posts back the action, the selected ids and
+    ``select_across`` to the same URL, so "select all N" still means the same filtered set;
+    "No, take me back" returns to the list with its filters.
+    """
+
+    def decorate(func):
+        @functools.wraps(func)
+        def action(modeladmin, request, queryset):
+            if request.POST.get("post") == "yes":
+                return func(modeladmin, request, queryset)
+            return action_confirmation(
+                modeladmin,
+                request,
+                queryset,
+                action=func.__name__,
+                description=description,
+                question=question,
+                button=button,
+            )
+
+        return admin.action(description=description, permissions=permissions)(action)
+
+    return decorate
+
+
+def action_confirmation(
+    modeladmin, request, queryset, *, action: str, description: str, question: str, button: str
+) -> TemplateResponse:
+    opts = modeladmin.model._meta
+    shown = list(queryset[: CONFIRMATION_LISTED + 1])
+    total = len(shown) if len(shown) <= CONFIRMATION_LISTED else queryset.count()
+    shown = shown[:CONFIRMATION_LISTED]
+    objects = []
+    for obj in shown:
+        try:
+            url = reverse(
+                f"admin:{opts.app_label}_{opts.model_name}_change",
+                args=[quote(obj.pk)],
+                current_app=modeladmin.admin_site.name,
+            )
+        except NoReverseMatch:
+            url = ""
+        objects.append({"label": str(obj), "url": url})
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": "Are you sure?",
+        "subtitle": None,
+        "description": description,
+        "question": question,
+        "button": button,
+        "action": action,
+        "objects": objects,
+        "total": total,
+        "more": total - len(objects),
+        "objects_name": opts.verbose_name if total == 1 else opts.verbose_name_plural,
+        "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+        "select_across": request.POST.get("select_across", "0"),
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "cancel_url": request.get_full_path(),
+        "opts": opts,
+        "media": modeladmin.media,
+    }
+    request.current_app = modeladmin.admin_site.name
+    return TemplateResponse(request, ACTION_CONFIRMATION_TEMPLATE, context)
