@@ -13,4 +13,5 @@ def api_not_found(request, *args, **kwargs) -> JsonResponse:
     return JsonResponse(
         error_body("not_found", f"No API endpoint at {request.path}; see /api/docs/."),
         status=404,
+        json_dumps_params={"separators": (",", ":")},  # compact, as DRF renders the others
     )
