@@ -3,6 +3,13 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from rest_framework_api_key.models import AbstractAPIKey
 
+# The tenant of TraceLedger's own records (dead-letter replays, drains, account changes of
+# tenant-less superusers), created by TraceLedger itself. Nobody may log in, hold an API key
+# or create it by hand there: a key of it could post events indistinguishable from the
+# operators' own records (``accounts.services`` refuses; authentication refuses a key that
+# predates that rule).
+SYSTEM_TENANT_SLUG = "system"
+
 
 class Tenant(models.Model):
     """An organisation whose audit trail is kept apart from every other's."""

@@ -8,7 +8,7 @@ from django.db import DatabaseError
 from django.db.models import QuerySet
 
 from accounts import keycache
-from accounts.models import ApiKey, Tenant, User
+from accounts.models import SYSTEM_TENANT_SLUG, ApiKey, Tenant, User
 from accounts.principal import Principal
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def api_key_principal_get(*, key: str) -> Principal | None:
             extra={"api_key_prefix": entry["prefix"]},
         )
         return _principal_from_entry(entry, now)
-    if api_key.has_expired:
+    if api_key.has_expired or api_key.tenant.slug == SYSTEM_TENANT_SLUG:
         return None
     entry = {
         "prefix": api_key.prefix,

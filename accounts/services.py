@@ -16,7 +16,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from accounts import keycache
-from accounts.models import ApiKey, Role, Scope, Tenant, User
+from accounts.models import SYSTEM_TENANT_SLUG, ApiKey, Role, Scope, Tenant, User
 from accounts.signals import SYSTEM_ACTOR, Actor, account_changed_send_on_commit
 
 logger = logging.getLogger(__name__)
@@ -24,12 +24,6 @@ logger = logging.getLogger(__name__)
 VALID_SCOPES = frozenset(Scope.values)
 TENANT_SLUG_MAX_LENGTH = Tenant._meta.get_field("slug").max_length
 TENANT_NAME_MAX_LENGTH = Tenant._meta.get_field("name").max_length
-# The tenant of TraceLedger's own records (dead-letter replays, drains, account changes of
-# tenant-less superusers). accounts owns tenants, so the slug lives here; audit records into
-# it (``audit.services.submission``) and must use this constant. Nobody may log in, hold an
-# API key or create it by hand there: a key of it could post events indistinguishable from
-# the operators' own records.
-SYSTEM_TENANT_SLUG = "system"
 SYSTEM_TENANT_NAME = "System"
 # How often last_used_at may be written per key: a date to the minute is enough for
 # spotting unused keys, and the hot ingest path must not write to PostgreSQL per request.

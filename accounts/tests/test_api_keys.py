@@ -11,7 +11,7 @@ from django_redis import get_redis_connection
 from rest_framework.test import APIClient
 
 from accounts import keycache, selectors
-from accounts.models import ApiKey
+from accounts.models import SYSTEM_TENANT_SLUG, ApiKey, Tenant
 from accounts.selectors import api_key_principal_get
 from accounts.services import api_key_create, api_key_revoke
 
@@ -121,6 +121,16 @@ def test_it_rejects_an_expired_key(read_key):
     api_key, key = read_key
     ApiKey.objects.filter(pk=api_key.pk).update(expiry_date=timezone.now() - timedelta(seconds=1))
     assert _status(key) == 401
+
+
+@pytest.mark.django_db
+def test_it_rejects_a_key_of_the_system_tenant_made_before_the_services_refused_them():
+    system = Tenant.objects.create(slug=SYSTEM_TENANT_SLUG, name="System")
+    # What api_key_create did before it refused the system tenant.
+    _, key = ApiKey.objects.create_key(name="old", tenant=system, scopes=["ingest", "read"])
+
+    assert _status(key) == 401
+    assert api_key_principal_get(key=key) is None
 
 
 @pytest.mark.django_db
