@@ -1,7 +1,29 @@
+from django.db import connection, transaction
 from rest_framework import serializers
-from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
+from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
+from rest_framework_simplejwt.settings import api_settings
 
 from accounts.models import Role, User
+
+
+class RotatingRefreshSerializer(TokenRefreshSerializer):
+    """simplejwt's refresh, one at a time per refresh token.
+
+    simplejwt checks that the token is not blacklisted, then blacklists it: two requests
+    with the same token at the same moment both pass the check, and a stolen token could
+    be redeemed beside the real client's, each turning into a lasting session. A
+    transaction-scoped advisory lock on the token's ``jti`` makes the second request wait
+    for the first to commit the blacklisting, and then fail it (401).
+    """
+
+    def validate(self, attrs):
+        jti = self.token_class(attrs["refresh"])[api_settings.JTI_CLAIM]  # also verifies it
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"refresh:{jti}"]
+                )
+            return super().validate(attrs)
 
 
 class LoginSerializer(TokenObtainPairSerializer):

@@ -9,6 +9,7 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from accounts.api.serializers import (
     LoginSerializer,
+    RotatingRefreshSerializer,
     TokenPairOutputSerializer,
     UserCreateInputSerializer,
     UserOutputSerializer,
@@ -44,6 +45,7 @@ class LoginView(TokenObtainPairView):
     responses={200: TokenPairOutputSerializer, **_ERRORS},
 )
 class RefreshView(TokenRefreshView):
+    serializer_class = RotatingRefreshSerializer
     # A refresh token is a signed, unguessable JWT: nothing to brute-force here.
     throttle_classes: list = []
 

@@ -1,7 +1,9 @@
+import threading
 import uuid
 
 import jwt
 import pytest
+from django.db import connection
 from django.test import override_settings
 from rest_framework.test import APIClient
 
@@ -75,6 +77,29 @@ def test_it_rotates_the_refresh_token_and_blacklists_the_old_one(anon_client, pe
     reused = anon_client.post("/api/v1/auth/refresh", {"refresh": refresh}, format="json")
     assert reused.status_code == 401
     assert reused.json()["error"]["code"] == "token_not_valid"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_refresh_token_sent_many_times_at_once_is_redeemed_once(person):
+    refresh = _login(APIClient(REMOTE_ADDR=unique_ip()), person.username).json()["refresh"]
+    start = threading.Barrier(8)
+    statuses = []
+
+    def redeem():
+        try:
+            start.wait()
+            response = APIClient().post("/api/v1/auth/refresh", {"refresh": refresh}, format="json")
+            statuses.append(response.status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=redeem) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sorted(statuses) == [200] + [401] * 7
 
 
 @pytest.mark.django_db
