@@ -13,6 +13,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
+from accounts.models import SYSTEM_TENANT_SLUG
 from accounts.principal import get_principal
 from audit.api.ingest_schema import INGEST_REQUEST, IngestAcceptedSerializer
 from audit.selectors import read_tenant_id
@@ -78,10 +79,15 @@ class IngestMixin:
         except RequestDataTooBig:
             raise PayloadTooLarge() from None
         # As for reads: a superuser names the tenant; another tenant's slug is a 403.
+        tenant_slug = request.query_params.get("tenant")
+        if (tenant_slug or "").strip() == SYSTEM_TENANT_SLUG:
+            # TraceLedger's own records (operators' actions): posting there would forge them.
+            raise exceptions.PermissionDenied(
+                f"The {SYSTEM_TENANT_SLUG!r} tenant holds TraceLedger's own records; "
+                "events cannot be posted into it."
+            )
         tenant_id = read_tenant_id(
-            principal=get_principal(request),
-            tenant_slug=request.query_params.get("tenant"),
-            required=True,
+            principal=get_principal(request), tenant_slug=tenant_slug, required=True
         )
         try:
             # The tenant makes the ids: the same event_id always gets the same one.

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from accounts.models import SYSTEM_TENANT_SLUG, Tenant
 from audit.models import OutboxMessage
 from audit.tests.ingest_api_support import (
     URL,
@@ -141,6 +142,20 @@ def test_a_superuser_names_the_tenant_in_the_query(user_client, superuser, tenan
     response = post_json(client, valid_event())
     assert response.status_code == 400
     assert "tenant" in response.json()["error"]["fields"]
+
+
+def test_not_even_a_superuser_posts_into_the_system_tenant(user_client, superuser):
+    Tenant.objects.create(slug=SYSTEM_TENANT_SLUG, name="System")
+    response = user_client(superuser).generic(
+        "POST",
+        f"{URL}?tenant={SYSTEM_TENANT_SLUG}",
+        orjson.dumps(valid_event()),
+        content_type="application/json",
+    )
+
+    assert response.status_code == 403
+    assert "TraceLedger's own records" in response.json()["error"]["message"]
+    assert ingest_messages(expect=1, timeout=0.5) == []
 
 
 @pytest.mark.parametrize(
