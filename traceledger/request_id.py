@@ -5,6 +5,8 @@ import logging
 import re
 import uuid
 
+from django.core.signals import request_finished
+
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 # Accept a caller's id only when it is short and plain, so it cannot forge log structure.
@@ -25,13 +27,20 @@ class RequestIdMiddleware:
         incoming = request.META.get(self.header, "")
         request_id = incoming if _VALID_ID.match(incoming) else uuid.uuid4().hex
         request.request_id = request_id
-        token = request_id_var.set(request_id)
-        try:
-            response = self.get_response(request)
-        finally:
-            request_id_var.reset(token)
+        # Not reset when this returns: Django logs the request's own warnings ("Not Found:",
+        # "Forbidden:", server errors) after the middleware chain, and a streamed export logs
+        # while it is sent. It is forgotten once the response is closed (request_finished).
+        request_id_var.set(request_id)
+        response = self.get_response(request)
         response["X-Request-ID"] = request_id
         return response
+
+
+def _forget_request_id(**kwargs) -> None:
+    request_id_var.set("")
+
+
+request_finished.connect(_forget_request_id, dispatch_uid="traceledger.request_id.forget")
 
 
 class RequestIdLogFilter(logging.Filter):

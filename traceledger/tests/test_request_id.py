@@ -2,6 +2,7 @@ import json
 import logging
 
 import pytest
+from django.core.signals import request_finished
 from django.http import HttpResponse
 from django.test import RequestFactory
 
@@ -21,6 +22,14 @@ def json_log_lines():
     old_stream = handler.setStream(stream)
     yield lambda: [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
     handler.setStream(old_stream)
+
+
+@pytest.fixture(autouse=True)
+def _request_finished():
+    """The middleware is called directly here; a server closes each response, which ends the
+    request's id (``request_finished``)."""
+    yield
+    request_finished.send(sender=None)
 
 
 def _view(request):
@@ -53,3 +62,20 @@ def test_it_logs_no_request_id_outside_a_request(json_log_lines):
 @pytest.mark.django_db
 def test_it_sets_the_header_on_real_responses(client):
     assert client.get("/healthz", HTTP_X_REQUEST_ID="r-1")["X-Request-ID"] == "r-1"
+
+
+@pytest.mark.django_db
+def test_djangos_own_log_line_of_a_refused_request_carries_its_id(client, json_log_lines):
+    response = client.get("/api/v1/audit-events", HTTP_X_REQUEST_ID="r-403")
+
+    assert response.status_code == 401
+    lines = [line for line in json_log_lines() if line["message"].startswith("Unauthorized:")]
+    assert [line["request_id"] for line in lines] == ["r-403"]
+
+
+@pytest.mark.django_db
+def test_the_id_is_forgotten_once_the_response_is_closed(client, json_log_lines):
+    client.get("/healthz", HTTP_X_REQUEST_ID="r-done")
+    log.warning("after the request")
+
+    assert json_log_lines()[-1]["request_id"] is None
