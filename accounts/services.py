@@ -189,15 +189,17 @@ def user_create(
     password: str,
     role: str,
     email: str = "",
+    is_staff: bool = False,
     actor: Actor = SYSTEM_ACTOR,
 ) -> User:
-    """Creates a tenant user with a role. Raises ``ValidationError`` keyed by field."""
+    """Creates a tenant user with a role (``is_staff``: may also log in to the admin, where an
+    auditor or admin browses the tenant's trail). Raises ``ValidationError`` keyed by field."""
     tenant_members_validate(tenant=tenant)
     if role not in Role.values:
         raise ValidationError({"role": [f"Must be one of {', '.join(Role.values)}."]})
     if User.objects.filter(username=username).exists():
         raise ValidationError({"username": ["A user with that username already exists."]})
-    user = User(username=username, email=email, tenant=tenant, role=role)
+    user = User(username=username, email=email, tenant=tenant, role=role, is_staff=is_staff)
     try:
         validate_password(password, user=user)
     except ValidationError as exc:
@@ -212,7 +214,7 @@ def user_create(
                 action="user.create",
                 actor=actor,
                 description=f"User {user.username} created with role {role}.",
-                metadata={"role": role},
+                metadata={"role": role, "is_staff": is_staff},
             )
     except IntegrityError:
         # Another request took the name between the checks above and this insert.

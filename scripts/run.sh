@@ -12,7 +12,7 @@ rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 
 # gunicorn serves the admin's CSS and JS through WhiteNoise, from STATIC_ROOT.
 "$PY" manage.py collectstatic --noinput --verbosity 0
-"$PY" manage.py bootstrap_demo
+PORT="$PORT" "$PY" manage.py bootstrap_demo
 
 pids=()
 cleanup() {

@@ -142,6 +142,26 @@ def test_it_creates_a_user_with_a_validated_password(tenant):
         )
 
 
+@pytest.mark.django_db
+def test_it_creates_a_staff_user_who_may_log_in_to_the_admin(tenant, client):
+    out, _ = _run(
+        "create_user",
+        "--tenant",
+        "acme",
+        "--username",
+        "grace",
+        "--role",
+        "auditor",
+        "--staff",
+        "--password-stdin",
+        stdin="violet-Anchor-47-river\n",
+    )
+
+    assert "(auditor, admin access)" in out
+    assert client.login(username="grace", password="violet-Anchor-47-river")
+    assert client.get("/admin/audit/auditevent/").status_code == 200
+
+
 def _manage(*args: str) -> subprocess.CompletedProcess:
     from testsupport.worker import test_database_url
 

@@ -52,7 +52,7 @@ def test_it_records_user_and_key_changes_in_the_tenants_trail(
         "owner",
     )
     assert (user_event.target_type, user_event.target_name) == ("user", "grace")
-    assert user_event.metadata == {"role": "auditor"}
+    assert user_event.metadata == {"role": "auditor", "is_staff": False}
     assert (key_event.target_type, key_event.target_id) == ("api_key", api_key.prefix)
     assert key_event.metadata["scopes"] == ["ingest"]
     assert revoke_event.metadata["revoked"] is True

@@ -31,17 +31,18 @@ class Command(BaseCommand):
         for old in ApiKey.objects.filter(tenant=tenant, name="demo", revoked=False):
             api_key_revoke(api_key=old)
         _, key_line = api_key_create(tenant=tenant, name="demo", scopes=["ingest", "read"])
+        # make run passes the port it serves on (PORT, default 8000).
+        site = f"http://localhost:{os.environ.get('PORT', '8000')}"
         self.stdout.write(
             "\n".join(
                 [
                     "",
                     "TraceLedger demo",
                     f"  tenant:   {tenant.slug}",
-                    f"  admin:    http://localhost:8000/admin/  user {username!r} "
-                    f"password {password!r}",
+                    f"  admin:    {site}/admin/  user {username!r} password {password!r}",
                     f"  API key:  {key_line}",
                     "  try:      curl -H 'Authorization: Api-Key <key>' "
-                    "http://localhost:8000/api/v1/audit-events",
+                    f"{site}/api/v1/audit-events",
                     "",
                 ]
             )

@@ -1,4 +1,4 @@
-"""manage.py create_user --tenant SLUG --username NAME --role ROLE [--password-stdin]."""
+"""manage.py create_user --tenant SLUG --username NAME --role ROLE [--staff] [--password-stdin]."""
 
 import getpass
 import sys
@@ -23,6 +23,12 @@ class Command(BaseCommand):
         parser.add_argument("--role", required=True, choices=Role.values)
         parser.add_argument("--email", default="")
         parser.add_argument(
+            "--staff",
+            action="store_true",
+            help="may also log in to the admin (/admin/): an auditor or admin there browses "
+            "the tenant's trail, read-only",
+        )
+        parser.add_argument(
             "--password-stdin", action="store_true", help="read the password from stdin"
         )
 
@@ -41,9 +47,13 @@ class Command(BaseCommand):
                 password=password,
                 role=options["role"],
                 email=options["email"],
+                is_staff=options["staff"],
             )
         except ValidationError as exc:
             raise CommandError(
                 "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
             ) from exc
-        self.stdout.write(f"user {user.username} ({user.role}) created in tenant {tenant.slug}")
+        staff = ", admin access" if user.is_staff else ""
+        self.stdout.write(
+            f"user {user.username} ({user.role}{staff}) created in tenant {tenant.slug}"
+        )

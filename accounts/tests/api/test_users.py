@@ -173,5 +173,5 @@ def test_it_announces_the_new_user_without_the_password(
     assert event["actor_id"] == str(owner.pk)
     assert event["actor_type"] == "user"
     assert event["target_name"] == body["username"]
-    assert event["metadata"] == {"role": "admin"}
+    assert event["metadata"] == {"role": "admin", "is_staff": False}
     assert STRONG not in repr(event)
