@@ -70,6 +70,8 @@ INSTALLED_APPS = [
     "rest_framework_simplejwt.token_blacklist",
     "django_filters",
     "drf_spectacular",
+    # Swagger UI's and Redoc's JS/CSS as static files, so /api/docs/ works offline.
+    "drf_spectacular_sidecar",
     "django_elasticsearch_dsl",
     "accounts",
     "audit",
@@ -274,6 +276,13 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Serve the UI's assets from our own static files (drf-spectacular-sidecar, version
+    # pinned in requirements.txt) instead of the unpinned jsdelivr CDN: /api/docs/ must
+    # not be a blank page on a machine without internet access.
+    # https://drf-spectacular.readthedocs.io/en/latest/settings.html
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(
