@@ -8,6 +8,7 @@ terminal failure a ``basic.reject(requeue=False)``, which RabbitMQ dead-letters 
 """
 
 import logging
+import random
 import time
 
 import psycopg.errors
@@ -42,10 +43,18 @@ TRANSIENT_ERRORS = (
     # neighbours are duplicates by then) and publishes the dead letter again.
     BrokerError,
 )
-# Backoff 1, 2, 4 ... capped at 60 s, full jitter; the default 8 retries wait at most ~3 min
-# in total, far below RabbitMQ's 30 min consumer timeout (and the countdown lives in the
-# broker's native-delayed-delivery queues, not in the worker).
+# Backoff 1, 2, 4 ... capped at 60 s, "equal jitter" (each wait between half and all of
+# that): the default 8 retries ride out at least ~1.5 min of database outage and wait at most
+# ~3 min in total, far below RabbitMQ's 30 min consumer timeout (the countdown lives in the
+# broker's native-delayed-delivery queues, not in the worker). Not Celery's own full jitter
+# (a wait anywhere from 0 to the cap): its 8 waits can add up to seconds, so a 37 s outage
+# dead-lettered a batch, and a failover of a minute or two would dead-letter most of them.
 MAX_RETRIES = settings.TRACELEDGER_INGEST_MAX_RETRIES
+
+
+def equal_jitter(cap: float) -> float:
+    """A wait between ``cap / 2`` and ``cap``: spread out, yet never much shorter."""
+    return cap / 2 + random.uniform(0, cap / 2)
 
 
 class IngestTask(Task):
@@ -61,6 +70,8 @@ class IngestTask(Task):
         headers = self.request.headers or {}
         if FIRST_FAILED_HEADER not in headers:
             self.request.headers = {**headers, FIRST_FAILED_HEADER: timezone.now().isoformat()}
+        if kwargs.get("countdown"):  # autoretry's exponential step (its own jitter is off)
+            kwargs["countdown"] = equal_jitter(kwargs["countdown"])
         return super().retry(*args, **kwargs)
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
@@ -95,7 +106,7 @@ class IngestTask(Task):
     dont_autoretry_for=(Reject,),
     retry_backoff=1,
     retry_backoff_max=60,
-    retry_jitter=True,
+    retry_jitter=False,  # IngestTask.retry applies equal jitter instead
     max_retries=MAX_RETRIES,
     soft_time_limit=240,
     time_limit=300,

@@ -1,11 +1,13 @@
 """audit.ingest_batch: the retry policy and the reliability settings it depends on (R21)."""
 
+import random
+
 import pytest
 from celery.exceptions import Reject
 from django.conf import settings
 from django.db import OperationalError
 
-from audit.tasks import TRANSIENT_ERRORS, ingest_batch
+from audit.tasks import TRANSIENT_ERRORS, equal_jitter, ingest_batch
 from traceledger.celery import app
 from traceledger.queues import CELERY_QUEUES, DLQ_NAME, INGEST_QUEUE_NAME
 
@@ -20,11 +22,35 @@ def test_it_retries_transient_errors_only_never_reject():
     assert Exception not in TRANSIENT_ERRORS
     assert OperationalError in ingest_batch.autoretry_for
     assert Reject in ingest_batch.dont_autoretry_for
-    assert ingest_batch.retry_backoff and ingest_batch.retry_jitter
+    assert ingest_batch.retry_backoff and not ingest_batch.retry_jitter  # equal jitter instead
     assert ingest_batch.max_retries == settings.TRACELEDGER_INGEST_MAX_RETRIES
     # Every countdown and the run time stay far below RabbitMQ's 30 min consumer timeout.
     assert ingest_batch.retry_backoff_max <= 60
     assert ingest_batch.time_limit < 30 * 60
+
+
+def test_its_retries_ride_out_a_database_outage_of_a_minute_and_a_half(monkeypatch):
+    """Each wait is between half and all of 1, 2, 4 ... 60 s: with the default 8 retries
+    the shortest possible total is ~91 s (Celery's full jitter could make it ~0)."""
+    caps = [min(60, 2**n) for n in range(settings.TRACELEDGER_INGEST_MAX_RETRIES)]
+    monkeypatch.setattr(random, "uniform", lambda low, high: low)
+    shortest = sum(equal_jitter(cap) for cap in caps)
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
+    longest = sum(equal_jitter(cap) for cap in caps)
+
+    assert (shortest, longest) == (91.5, 183)
+
+
+def test_the_task_spreads_the_countdown_autoretry_gives_it(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(ingest_batch.request, "headers", None, raising=False)
+    monkeypatch.setattr(
+        "celery.app.task.Task.retry", lambda self, *a, **kw: seen.update(kw) or "retried"
+    )
+    monkeypatch.setattr(random, "uniform", lambda low, high: (low + high) / 2)
+
+    assert ingest_batch.retry(countdown=8) == "retried"
+    assert seen["countdown"] == 6  # 8 / 2 + 4 / 2
 
 
 def test_it_names_its_queue_so_delayed_retries_route_back_to_it():

@@ -7,6 +7,7 @@ that item's field errors, e.g. ``{"2": {"occurred_at": ["..."]}}``.
 import logging
 
 from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -53,9 +54,18 @@ class _Overloaded(exceptions.Throttled):
         self.detail = exceptions.ErrorDetail(detail, code=self.default_code)
 
 
+# Seconds a client waits before retrying a read while PostgreSQL is unreachable.
+DATABASE_RETRY_AFTER = 5
+
+
 def exception_handler(exc, context):
     if isinstance(exc, DependencyUnavailable):
         exc = _Unavailable(str(exc), wait=exc.retry_after)
+    elif isinstance(exc, OperationalError | InterfaceError):
+        # PostgreSQL unreachable, or a lock or statement timeout: a dependency is down or
+        # busy, not a bug. (A DataError or IntegrityError still answers 500: that is one.)
+        logger.warning("database unavailable, answering 503: %s", type(exc).__name__)
+        exc = _Unavailable("The database is unavailable; retry later.", wait=DATABASE_RETRY_AFTER)
     elif isinstance(exc, Overloaded):
         exc = _Overloaded(str(exc), wait=exc.retry_after)
     elif isinstance(exc, Http404):

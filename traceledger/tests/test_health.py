@@ -86,3 +86,27 @@ def test_it_reports_search_down_when_elasticsearch_is_unreachable(client, fault_
         response = client.get("/readyz")
     assert response.json()["checks"]["search"] == "down"
     assert response.json()["status"] == "degraded"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "error", ["OperationalError", "InterfaceError"], ids=["unreachable", "connection-lost"]
+)
+def test_a_read_while_the_database_is_unavailable_is_a_503_with_retry_after(
+    key_client, monkeypatch, error
+):
+    from django import db
+
+    client = key_client(scopes=["read"])
+
+    def unavailable(**kwargs):
+        raise getattr(db, error)("connection to server at 127.0.0.1 failed")
+
+    monkeypatch.setattr("audit.api.listing.event_queryset", unavailable)
+    response = client.get("/api/v1/audit-events")
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert response.json() == {
+        "error": {"code": "unavailable", "message": "The database is unavailable; retry later."}
+    }
