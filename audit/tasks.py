@@ -52,9 +52,13 @@ TRANSIENT_ERRORS = (
 MAX_RETRIES = settings.TRACELEDGER_INGEST_MAX_RETRIES
 
 
-def equal_jitter(cap: float) -> float:
-    """A wait between ``cap / 2`` and ``cap``: spread out, yet never much shorter."""
-    return cap / 2 + random.uniform(0, cap / 2)
+def retry_countdown(cap: float) -> int:
+    """A wait between ``cap / 2`` and ``cap`` seconds: spread out, yet never much shorter.
+
+    Whole seconds, at least 1: a countdown goes through RabbitMQ's native delayed delivery,
+    which routes by ``int(countdown)`` and refuses 0 ("countdown must be a positive
+    number"), and the task's retry would then reject the message outright."""
+    return max(1, round(cap / 2 + random.uniform(0, cap / 2)))
 
 
 class IngestTask(Task):
@@ -71,7 +75,7 @@ class IngestTask(Task):
         if FIRST_FAILED_HEADER not in headers:
             self.request.headers = {**headers, FIRST_FAILED_HEADER: timezone.now().isoformat()}
         if kwargs.get("countdown"):  # autoretry's exponential step (its own jitter is off)
-            kwargs["countdown"] = equal_jitter(kwargs["countdown"])
+            kwargs["countdown"] = retry_countdown(kwargs["countdown"])
         return super().retry(*args, **kwargs)
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:

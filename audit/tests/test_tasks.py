@@ -7,7 +7,7 @@ from celery.exceptions import Reject
 from django.conf import settings
 from django.db import OperationalError
 
-from audit.tasks import TRANSIENT_ERRORS, equal_jitter, ingest_batch
+from audit.tasks import TRANSIENT_ERRORS, ingest_batch, retry_countdown
 from traceledger.celery import app
 from traceledger.queues import CELERY_QUEUES, DLQ_NAME, INGEST_QUEUE_NAME
 
@@ -30,15 +30,16 @@ def test_it_retries_transient_errors_only_never_reject():
 
 
 def test_its_retries_ride_out_a_database_outage_of_a_minute_and_a_half(monkeypatch):
-    """Each wait is between half and all of 1, 2, 4 ... 60 s: with the default 8 retries
-    the shortest possible total is ~91 s (Celery's full jitter could make it ~0)."""
+    """Each wait is between half and all of 1, 2, 4 ... 60 s, in whole seconds, at least 1:
+    with the default 8 retries the shortest possible total is 92 s (Celery's full jitter
+    could make it ~0)."""
     caps = [min(60, 2**n) for n in range(settings.TRACELEDGER_INGEST_MAX_RETRIES)]
     monkeypatch.setattr(random, "uniform", lambda low, high: low)
-    shortest = sum(equal_jitter(cap) for cap in caps)
+    shortest = sum(retry_countdown(cap) for cap in caps)
     monkeypatch.setattr(random, "uniform", lambda low, high: high)
-    longest = sum(equal_jitter(cap) for cap in caps)
+    longest = sum(retry_countdown(cap) for cap in caps)
 
-    assert (shortest, longest) == (91.5, 183)
+    assert (shortest, longest) == (92, 183)
 
 
 def test_the_task_spreads_the_countdown_autoretry_gives_it(monkeypatch):
@@ -51,6 +52,8 @@ def test_the_task_spreads_the_countdown_autoretry_gives_it(monkeypatch):
 
     assert ingest_batch.retry(countdown=8) == "retried"
     assert seen["countdown"] == 6  # 8 / 2 + 4 / 2
+    assert ingest_batch.retry(countdown=1) == "retried"
+    assert seen["countdown"] == 1  # never 0: native delayed delivery refuses it
 
 
 def test_it_names_its_queue_so_delayed_retries_route_back_to_it():
