@@ -121,12 +121,18 @@ def fault_proxy():
 
 @pytest.fixture(autouse=True)
 def _redis_latch_reset():
-    """A Redis cut by one test (through a proxy) must not be skipped in the next."""
-    from traceledger import redis_latch
+    """A Redis or PostgreSQL cut by one test (through a proxy) must not be skipped in the
+    next, nor its log lines throttled there."""
+    from accounts import keycache
+    from traceledger import log_throttle, redis_latch
 
     redis_latch.reset()
+    keycache.database_latch_reset()
+    log_throttle.reset()
     yield
     redis_latch.reset()
+    keycache.database_latch_reset()
+    log_throttle.reset()
 
 
 @pytest.fixture(autouse=True)

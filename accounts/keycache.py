@@ -10,9 +10,14 @@ which knows the prefix but not the key, can delete the entry.
 
 Every call goes through django-redis with ``IGNORE_EXCEPTIONS``: with Redis down a read is
 a miss and a write is a no-op, so authentication falls back to PostgreSQL.
+
+When PostgreSQL fails, this process stops asking it about keys it holds a stale entry for
+(and stops recording last use) for ``DATABASE_RETRY_AFTER`` seconds: see
+``database_skipped``.
 """
 
 import hashlib
+import threading
 import time
 
 from django.conf import settings
@@ -67,3 +72,47 @@ def claim_touch(*, prefix: str, seconds: int) -> bool:
         _asked.clear()
     _asked[prefix] = now
     return bool(cache.add(f"apikey:v1:touched:{prefix}", 1, seconds))
+
+
+# PostgreSQL unreachable from this process: when to ask it again (monotonic), or None while
+# it answers. A blackholed database costs each connection attempt its connect_timeout (2 s):
+# without this, every request with a stale entry paid it, for the whole outage.
+#
+# Process memory on purpose, not a refreshed ``checked_at`` in Redis: nothing is written,
+# so a revocation (which deletes the entry) still takes effect on the next request, and an
+# entry is never made fresh again without PostgreSQL having checked it. The cost is that a
+# revocation that bypassed the services may be noticed up to DATABASE_RETRY_AFTER later.
+DATABASE_RETRY_AFTER = 5.0
+_database_retry_at: float | None = None
+_database_lock = threading.Lock()
+
+
+def database_skipped() -> bool:
+    """True while PostgreSQL failed less than ``DATABASE_RETRY_AFTER`` seconds ago: serve a
+    stale entry and skip last-use writes without trying it. Then one request tries again."""
+    retry_at = _database_retry_at
+    return retry_at is not None and time.monotonic() < retry_at
+
+
+def database_failed() -> None:
+    """Record that a key look-up or last-use write failed with a ``DatabaseError``."""
+    global _database_retry_at
+    with _database_lock:
+        _database_retry_at = time.monotonic() + DATABASE_RETRY_AFTER
+
+
+def database_answered() -> bool:
+    """Record that PostgreSQL answered. True when it had failed until now (outage over)."""
+    global _database_retry_at
+    if _database_retry_at is None:  # the usual case: no lock on the hot path
+        return False
+    with _database_lock:
+        ended, _database_retry_at = _database_retry_at is not None, None
+    return ended
+
+
+def database_latch_reset() -> None:
+    """Forget a failure (tests)."""
+    global _database_retry_at
+    with _database_lock:
+        _database_retry_at = None

@@ -26,31 +26,48 @@ def _principal_from_entry(entry: dict, now: float) -> Principal | None:
     )
 
 
+def _principal_from_stale_entry(entry: dict, now: float) -> Principal | None:
+    # Once per request; ``LOGGING`` throttles it to one line per 30 s that counts the rest.
+    logger.warning(
+        "database unreachable: authenticating an API key from its cached entry",
+        extra={"api_key_prefix": entry["prefix"]},
+    )
+    return _principal_from_entry(entry, now)
+
+
+def _database_answered() -> None:
+    if keycache.database_answered():
+        logger.info("database reachable again: API keys are checked against it")
+
+
 def api_key_principal_get(*, key: str) -> Principal | None:
     """The caller behind a plain API key, or None when the key is unknown, revoked or expired.
 
     Served from the Redis cache while the entry is fresh; re-checked against PostgreSQL
-    after that; a stale entry is used only when PostgreSQL is unreachable. Raises
-    ``DatabaseError`` when neither the cache nor PostgreSQL can answer.
+    after that; a stale entry is used only when PostgreSQL is unreachable, and for
+    ``keycache.DATABASE_RETRY_AFTER`` seconds after it failed without asking it again.
+    Raises ``DatabaseError`` when neither the cache nor PostgreSQL can answer.
     """
     now = time.time()
     entry = keycache.get(key=key)
     if entry is not None and now - entry["checked_at"] < settings.TRACELEDGER_API_KEY_CACHE_SECONDS:
         return _principal_from_entry(entry, now)
+    if entry is not None and keycache.database_skipped():
+        # PostgreSQL failed moments ago: do not wait out its connect timeout again.
+        return _principal_from_stale_entry(entry, now)
     try:
         api_key = ApiKey.objects.get_from_key(key)
     except ApiKey.DoesNotExist:
+        _database_answered()
         if entry is not None:
             keycache.forget(prefix=entry["prefix"])
         return None
     except DatabaseError:
+        keycache.database_failed()
         if entry is None:
             raise
-        logger.warning(
-            "database unreachable: authenticating an API key from its cached entry",
-            extra={"api_key_prefix": entry["prefix"]},
-        )
-        return _principal_from_entry(entry, now)
+        return _principal_from_stale_entry(entry, now)
+    _database_answered()
     if api_key.has_expired or api_key.tenant.slug == SYSTEM_TENANT_SLUG:
         return None
     entry = {

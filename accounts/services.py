@@ -412,13 +412,21 @@ def api_key_touch(*, prefix: str) -> None:
 
     ``cache.add`` is the gate: only the first request of a minute writes. With Redis down
     ``add`` answers None and nothing is written (the hot path stays free of DB writes).
+    Skipped, without using up the minute, while PostgreSQL failed moments ago
+    (``keycache.database_skipped``): the write would only wait out the connect timeout.
     """
+    if keycache.database_skipped():
+        return
     if not keycache.claim_touch(prefix=prefix, seconds=LAST_USED_RESOLUTION_SECONDS):
         return
     try:
         ApiKey.objects.filter(prefix=prefix).update(last_used_at=timezone.now())
     except DatabaseError:
-        logger.warning("could not record API key last use", extra={"api_key_prefix": prefix})
+        keycache.database_failed()
+        # Its own logger, which LOGGING throttles to one line per 30 s during an outage.
+        logging.getLogger(f"{__name__}.last_use").warning(
+            "could not record API key last use", extra={"api_key_prefix": prefix}
+        )
 
 
 def _record_key_change(*, api_key: ApiKey, action: str, actor: Actor) -> None:

@@ -71,6 +71,39 @@ class MessageNacked(PublishError):
     pass
 
 
+class BreakerStateLog(pybreaker.CircuitBreakerListener):
+    """Logs the breaker's state changes, never its per-request outcomes: one WARNING when it
+    opens after working, one INFO when it closes again, with how long it was open. The
+    re-openings in between (each failed trial, every ``reset_timeout`` seconds while the
+    broker stays down) and the half-open steps are DEBUG."""
+
+    def __init__(self) -> None:
+        self.opened_at: float | None = None  # monotonic time of the open that began the outage
+
+    def state_change(self, cb, old_state, new_state) -> None:
+        old = old_state.name if old_state is not None else None
+        new = new_state.name
+        if new == pybreaker.STATE_OPEN and old == pybreaker.STATE_CLOSED:
+            self.opened_at = time.monotonic()
+            logger.warning(
+                "RabbitMQ circuit breaker opened after %s failed publishes in a row: requests "
+                "put their batches in the outbox without trying the broker, and retry it "
+                "every %s s",
+                cb.fail_max,
+                cb.reset_timeout,
+                extra={"breaker": cb.name},
+            )
+        elif new == pybreaker.STATE_CLOSED and old not in (None, pybreaker.STATE_CLOSED):
+            opened_at, self.opened_at = self.opened_at, None
+            open_seconds = round(time.monotonic() - opened_at, 1) if opened_at else None
+            logger.info(
+                "RabbitMQ circuit breaker closed: publishing to the broker again",
+                extra={"breaker": cb.name, "open_seconds": open_seconds},
+            )
+        elif new != old:
+            logger.debug("RabbitMQ circuit breaker %s -> %s", old, new, extra={"breaker": cb.name})
+
+
 # In-process state is enough for a handful of processes (notes §6); each process learns on
 # its own within BREAKER_FAIL_MAX requests. Only its state is used through pybreaker: the
 # publish itself happens outside ``breaker.call`` because pybreaker holds its lock for the
@@ -80,6 +113,7 @@ broker_breaker = pybreaker.CircuitBreaker(
     reset_timeout=BREAKER_RESET_TIMEOUT,
     name="rabbitmq-publish",
     exclude=[BrokerSkipped],
+    listeners=[BreakerStateLog()],
 )
 
 

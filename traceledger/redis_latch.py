@@ -5,14 +5,21 @@ call still waits for the socket timeout first (0.25 s). A request makes several 
 (API key, last-use gate, rate limit), so a hanging Redis cost every request over a second.
 This connection class remembers, per Redis address, that a connect or read just failed and
 fails the next calls at once for ``RETRY_AFTER`` seconds; then one call tries again.
+
+It also logs the two state changes (logger ``traceledger.redis_latch``): one WARNING when a
+Redis that answered fails, one INFO when it answers again, so an outage has a start and an
+end in the logs whatever django-redis's own (throttled) lines say in between.
 """
 
+import logging
 import threading
 import time
 
 from redis.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+logger = logging.getLogger(__name__)
 
 RETRY_AFTER = 5.0
 _FAILURES = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -39,13 +46,24 @@ class LatchingConnection(Connection):
             raise RedisSkipped(f"Redis at {self.host}:{self.port} failed recently; skipped")
 
     def _trip(self) -> None:
+        # An address stays in _down_until until a call succeeds (``_recovered``), so only
+        # the first failure of an outage finds it missing.
         with _lock:
+            went_down = self._address() not in _down_until
             _down_until[self._address()] = time.monotonic() + RETRY_AFTER
+        if went_down:
+            logger.warning(
+                "Redis unreachable: cache calls are skipped for %s s at a time until it answers",
+                RETRY_AFTER,
+                extra={"redis": f"{self.host}:{self.port}"},
+            )
 
     def _recovered(self) -> None:
         if self._address() in _down_until:
             with _lock:
-                _down_until.pop(self._address(), None)
+                came_back = _down_until.pop(self._address(), None) is not None
+            if came_back:
+                logger.info("Redis answers again", extra={"redis": f"{self.host}:{self.port}"})
 
     def connect(self):
         self._check()

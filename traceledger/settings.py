@@ -119,6 +119,13 @@ DATABASES = {
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=600)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("OPTIONS", {})
+# How long a connection attempt to an unreachable PostgreSQL (down host, dropped packets)
+# may take before OperationalError; without it psycopg waits 130 s. 2 s is the least libpq
+# and psycopg accept (they raise 1 to 2), and far above a healthy connect (~13 ms, notes
+# §2c). A request with a stale cached API key pays it once, then skips PostgreSQL for a few
+# seconds (accounts/keycache.py). It applies per address a host name resolves to. A
+# ?connect_timeout= in DATABASE_URL wins.
+# https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNECT-CONNECT-TIMEOUT
 DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 2)
 DATABASES["default"]["TEST"] = {"NAME": env.str("TRACELEDGER_TEST_DB", default=None)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -343,7 +350,13 @@ LOG_LEVEL = env.str("DJANGO_LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "traceledger.request_id.RequestIdLogFilter"}},
+    "filters": {
+        "request_id": {"()": "traceledger.request_id.RequestIdLogFilter"},
+        # During an outage these loggers repeat one line per request or per cache call: let
+        # the first through (with its traceback), then one line per 30 s per process that
+        # counts the rest (traceledger/log_throttle.py).
+        "outage_throttle": {"()": "traceledger.log_throttle.ThrottleFilter", "interval": 30},
+    },
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
@@ -364,5 +377,11 @@ LOGGING = {
         "amqp": {"level": "WARNING"},
         "kombu": {"level": "WARNING"},
         "elastic_transport": {"level": "WARNING"},
+        # django-redis: every cache call IGNORE_EXCEPTIONS turned into a miss or no-op.
+        DJANGO_REDIS_LOGGER: {"filters": ["outage_throttle"]},
+        # API keys served from stale cached entries while PostgreSQL is unreachable, and
+        # last-use writes that failed (its recovery line is a kind of its own).
+        "accounts.selectors": {"filters": ["outage_throttle"]},
+        "accounts.services.last_use": {"filters": ["outage_throttle"]},
     },
 }

@@ -1,10 +1,12 @@
 """Service API keys: hashed at rest, cached by hash, revocation and expiry, last use."""
 
+import copy
+import logging
 import time
 from datetime import timedelta
 
 import pytest
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, connections
 from django.test import override_settings
 from django.utils import timezone
 from django_redis import get_redis_connection
@@ -13,7 +15,10 @@ from rest_framework.test import APIClient
 from accounts import keycache, selectors
 from accounts.models import SYSTEM_TENANT_SLUG, ApiKey, Tenant
 from accounts.selectors import api_key_principal_get
-from accounts.services import api_key_create, api_key_revoke
+from accounts.services import api_key_create, api_key_revoke, api_key_touch
+from traceledger import log_throttle
+
+STALE_ENTRY_LINE = "database unreachable: authenticating an API key from its cached entry"
 
 
 def _client(key: str) -> APIClient:
@@ -30,6 +35,58 @@ def _status(key: str) -> int:
 @pytest.fixture
 def read_key(tenant):
     return api_key_create(tenant=tenant, name="reader", scopes=["read"])
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_state():
+    """No test inherits another's "PostgreSQL failed moments ago" or log throttling."""
+    keycache.database_latch_reset()
+    log_throttle.reset()
+    yield
+    keycache.database_latch_reset()
+    log_throttle.reset()
+
+
+def _database_down(*args, **kwargs):
+    raise OperationalError("connection refused")
+
+
+CUT_ALIAS = "apikey_cut"
+
+
+@pytest.fixture
+def database_cut(db, fault_proxy, monkeypatch):
+    """database_cut(mode): from then on, key look-ups and last-use writes go to the test
+    database through a fault proxy in ``mode``, on a connection alias of their own (the
+    test's connection, inside its transaction, is left alone). Returns the list of look-ups
+    that reached the alias."""
+    default = connections["default"].settings_dict
+    proxy = fault_proxy(default["HOST"] or "localhost", int(default["PORT"] or 5432))
+    connections.settings[CUT_ALIAS] = {
+        **copy.deepcopy(default),
+        "HOST": "127.0.0.1",
+        "PORT": str(proxy.port),
+    }
+    cut_connection = connections[CUT_ALIAS]
+    # Out of the settings again, it counts as a dynamically created connection, which
+    # Django's test case lets a test use (an alias it knows would need a test database).
+    del connections.settings[CUT_ALIAS]
+    cut = ApiKey.objects.db_manager(CUT_ALIAS)
+    lookups = []
+
+    def get_from_key(key):
+        lookups.append(key)
+        return cut.get_from_key(key)
+
+    def make(mode: str) -> list:
+        proxy.set_mode(mode)
+        monkeypatch.setattr(ApiKey.objects, "get_from_key", get_from_key)
+        monkeypatch.setattr(ApiKey.objects, "filter", cut.filter)  # api_key_touch's UPDATE
+        return lookups
+
+    yield make
+    cut_connection.close()
+    del connections[CUT_ALIAS]
 
 
 @pytest.mark.django_db
@@ -225,3 +282,154 @@ def test_it_checks_keys_against_postgresql_when_redis_is_cut(read_key, redis_cut
         assert _status(key) == 200
         ApiKey.objects.filter(pk=api_key.pk).update(revoked=True)
         assert _status(key) == 401
+
+
+@pytest.mark.django_db
+def test_a_blackholed_database_costs_one_connect_timeout_then_the_stale_entry_serves_at_once(
+    read_key, database_cut, monkeypatch, caplog
+):
+    """D4: every request with a stale entry used to wait out connect_timeout (2 s), and the
+    minute's last-use write another 2 s, for the whole outage."""
+    api_key, key = read_key
+    api_key_principal_get(key=key)  # cached while PostgreSQL answers
+    lookups = database_cut("blackhole")
+    connect_timeout = connections[CUT_ALIAS].settings_dict["OPTIONS"]["connect_timeout"]
+    assert connect_timeout == 2
+
+    with override_settings(TRACELEDGER_API_KEY_CACHE_SECONDS=0), caplog.at_level(logging.INFO):
+        started = time.monotonic()
+        assert _status(key) == 200  # from the stale entry, after the connect timeout
+        first = time.monotonic() - started
+        started = time.monotonic()
+        assert [_status(key) for _ in range(5)] == [200] * 5
+        then = time.monotonic() - started
+
+        assert connect_timeout - 0.5 < first < 2 * connect_timeout - 0.5, first  # no touch
+        assert then < connect_timeout, then  # five requests: PostgreSQL skipped, not waited for
+        assert len(lookups) == 1
+
+        # After DATABASE_RETRY_AFTER one request tries PostgreSQL again.
+        real_clock = time.monotonic
+        shift = keycache.DATABASE_RETRY_AFTER + 0.1
+        monkeypatch.setattr(keycache.time, "monotonic", lambda: real_clock() + shift)
+        assert _status(key) == 200
+        assert len(lookups) == 2
+
+    stale_lines = [r for r in caplog.records if r.getMessage().startswith(STALE_ENTRY_LINE)]
+    assert len(stale_lines) == 1  # D3: not one per request
+    api_key.refresh_from_db()
+    assert api_key.last_used_at is None  # the write was skipped, not attempted
+
+
+@pytest.mark.django_db
+def test_it_skips_the_database_for_a_stale_entry_only_for_a_few_seconds(read_key, monkeypatch):
+    _api_key, key = read_key
+    principal = api_key_principal_get(key=key)
+    lookups = []
+
+    def database_down(key):
+        lookups.append(key)
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(ApiKey.objects, "get_from_key", database_down)
+    with override_settings(TRACELEDGER_API_KEY_CACHE_SECONDS=0):
+        assert [api_key_principal_get(key=key) for _ in range(10)] == [principal] * 10
+        assert len(lookups) == 1
+        real_clock = time.monotonic
+        shift = keycache.DATABASE_RETRY_AFTER + 0.1
+        monkeypatch.setattr(keycache.time, "monotonic", lambda: real_clock() + shift)
+        assert api_key_principal_get(key=key) == principal
+        assert len(lookups) == 2
+
+
+@pytest.mark.django_db
+def test_it_asks_the_database_again_as_soon_as_it_answers(read_key, monkeypatch, caplog):
+    api_key, key = read_key
+    api_key_principal_get(key=key)
+    keycache.database_failed()
+    monkeypatch.setattr(keycache, "DATABASE_RETRY_AFTER", 0)
+    with override_settings(TRACELEDGER_API_KEY_CACHE_SECONDS=0), caplog.at_level(logging.INFO):
+        keycache.database_failed()
+        assert api_key_principal_get(key=key) is not None  # checked in PostgreSQL
+        ApiKey.objects.filter(pk=api_key.pk).update(revoked=True)
+        assert api_key_principal_get(key=key) is None
+    assert not keycache.database_skipped()
+    recovered = [r for r in caplog.records if r.name == "accounts.selectors"]
+    assert [r.getMessage() for r in recovered] == [
+        "database reachable again: API keys are checked against it"
+    ]
+
+
+@pytest.mark.django_db
+def test_a_revocation_takes_effect_at_once_while_the_database_is_being_skipped(
+    read_key, django_capture_on_commit_callbacks
+):
+    """Skipping is process memory, nothing is written to the cache: revoking deletes the
+    entry, and a key without an entry is always checked in PostgreSQL."""
+    api_key, key = read_key
+    assert _status(key) == 200
+    keycache.database_failed()  # as after a failed look-up moments ago
+    with override_settings(TRACELEDGER_API_KEY_CACHE_SECONDS=0):
+        assert _status(key) == 200  # the stale entry, PostgreSQL skipped
+        with django_capture_on_commit_callbacks(execute=True):
+            api_key_revoke(api_key=api_key)
+        assert _status(key) == 401
+
+
+@pytest.mark.django_db
+def test_it_does_not_try_to_record_last_use_while_the_database_is_being_skipped(
+    read_key, monkeypatch, django_assert_num_queries
+):
+    api_key, key = read_key
+    principal = api_key_principal_get(key=key)
+    keycache.database_failed()
+    with django_assert_num_queries(0):
+        api_key_touch(prefix=principal.api_key_id)
+    keycache.database_latch_reset()
+    api_key_touch(prefix=principal.api_key_id)  # the minute was not used up by the skip
+    api_key.refresh_from_db()
+    assert api_key.last_used_at is not None
+
+
+@pytest.mark.django_db
+def test_a_failed_last_use_write_makes_the_next_requests_skip_the_database(
+    read_key, monkeypatch, caplog
+):
+    _api_key, key = read_key
+    api_key_principal_get(key=key)
+    monkeypatch.setattr(ApiKey.objects, "filter", _database_down)
+    with caplog.at_level(logging.WARNING, logger="accounts.services.last_use"):
+        assert _status(key) == 200  # fresh entry: only the last-use write needs PostgreSQL
+    assert keycache.database_skipped()
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("accounts.")] == [
+        "could not record API key last use"
+    ]
+
+
+@pytest.mark.django_db
+def test_a_stale_entry_served_many_times_is_logged_once(read_key, monkeypatch, caplog):
+    _api_key, key = read_key
+    api_key_principal_get(key=key)
+    monkeypatch.setattr(ApiKey.objects, "get_from_key", _database_down)
+    with override_settings(TRACELEDGER_API_KEY_CACHE_SECONDS=0), caplog.at_level(logging.INFO):
+        for _ in range(20):
+            assert _status(key) == 200
+    assert [r.getMessage() for r in caplog.records if r.name == "accounts.selectors"] == [
+        STALE_ENTRY_LINE
+    ]
+
+
+@pytest.mark.django_db
+def test_a_redis_outage_logs_one_line_not_one_traceback_per_cache_call(read_key, redis_cut, caplog):
+    """D3: 50 requests with Redis refusing made 200 "Exception ignored" lines, each with a
+    traceback."""
+    _api_key, key = read_key
+    with redis_cut("refuse"), caplog.at_level(logging.INFO):
+        assert [_status(key) for _ in range(50)] == [200] * 50
+    ignored = [r for r in caplog.records if r.name == "traceledger.cache"]
+    assert len(ignored) == 1
+    assert ignored[0].getMessage() == "Exception ignored"
+    assert ignored[0].exc_info is not None  # the outage's one traceback
+    latch = [r.getMessage() for r in caplog.records if r.name == "traceledger.redis_latch"]
+    assert len(latch) == 1 and latch[0].startswith("Redis unreachable")
+    assert len(caplog.records) <= 5, [(r.name, r.getMessage()) for r in caplog.records]

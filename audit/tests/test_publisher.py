@@ -1,5 +1,6 @@
 """The publisher under broker faults: a TCP fault proxy between the app and real RabbitMQ."""
 
+import logging
 import threading
 import time
 
@@ -106,6 +107,67 @@ def test_the_breaker_lets_a_trial_through_after_its_reset_timeout_and_closes_on_
     assert OutboxMessage.objects.count() == BREAKER_FAIL_MAX  # the trial went to RabbitMQ
     (message,) = ingest_messages(expect=1)
     assert message["kwargs"]["events"][0]["id"] == response.json()["ids"][0]
+
+
+def _breaker_lines(caplog) -> list[tuple[str, str]]:
+    return [
+        (r.levelname, r.getMessage())
+        for r in caplog.records
+        if r.name == "audit.publisher"
+        and "circuit breaker" in r.getMessage()
+        and r.levelno >= logging.INFO
+    ]
+
+
+def test_it_logs_the_breaker_opening_once_and_closing_once(
+    ingest_client, broker_proxy, monkeypatch, caplog
+):
+    broker_proxy.set_mode("refuse")
+    with caplog.at_level(logging.DEBUG, logger="audit.publisher"):
+        for _ in range(BREAKER_FAIL_MAX + 5):  # opens, then skips the broker
+            post_json(ingest_client, valid_event())
+        monkeypatch.setattr(broker_breaker, "_reset_timeout", 0)
+        post_json(ingest_client, valid_event())  # a failed trial re-opens it: not news
+        assert broker_breaker.current_state == pybreaker.STATE_OPEN
+        opened = _breaker_lines(caplog)
+        broker_proxy.set_mode("pass")
+        post_json(ingest_client, valid_event())  # the trial succeeds
+        assert broker_breaker.current_state == pybreaker.STATE_CLOSED
+        publisher_reset()  # closing a closed breaker is not a state change either
+
+    assert opened == [
+        (
+            "WARNING",
+            f"RabbitMQ circuit breaker opened after {BREAKER_FAIL_MAX} failed publishes in a "
+            "row: requests put their batches in the outbox without trying the broker, and "
+            f"retry it every {publisher.BREAKER_RESET_TIMEOUT} s",
+        )
+    ]
+    assert _breaker_lines(caplog) == [
+        *opened,
+        ("INFO", "RabbitMQ circuit breaker closed: publishing to the broker again"),
+    ]
+    closed = [
+        r for r in caplog.records if r.getMessage().startswith("RabbitMQ circuit breaker closed")
+    ]
+    assert closed[0].open_seconds >= 0 and closed[0].breaker == "rabbitmq-publish"
+
+
+def test_it_logs_the_breaker_closing_when_the_relay_gets_through(broker_proxy, caplog):
+    for _ in range(BREAKER_FAIL_MAX):
+        publisher._breaker_record(PublishError("refused"))
+    assert broker_breaker.current_state == pybreaker.STATE_OPEN
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="audit.publisher"):
+        publisher.publish_tasks(
+            task_name=publisher.INGEST_TASK_NAME,
+            kwargs_list=[{"tenant_id": 0, "events": []}],
+            force=True,
+        )
+    assert broker_breaker.current_state == pybreaker.STATE_CLOSED
+    assert _breaker_lines(caplog) == [
+        ("INFO", "RabbitMQ circuit breaker closed: publishing to the broker again")
+    ]
 
 
 def test_it_answers_503_with_retry_after_only_when_the_database_refuses_too(

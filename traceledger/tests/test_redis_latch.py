@@ -1,3 +1,4 @@
+import logging
 import time
 
 import pytest
@@ -55,3 +56,34 @@ def test_a_failing_redis_does_not_make_another_one_skipped(fault_proxy):
         caches["default"].get("k")  # trips the latch for the proxy's address only
     caches["default"].set("latch-probe", "1", 5)
     assert caches["default"].get("latch-probe") == "1"
+
+
+def test_it_logs_an_outage_once_when_it_starts_and_once_when_it_ends(
+    cache_through, monkeypatch, caplog
+):
+    proxy, cache = cache_through
+    monkeypatch.setattr(redis_latch, "RETRY_AFTER", 0.2)
+    proxy.set_mode("refuse")
+    with caplog.at_level(logging.INFO, logger="traceledger.redis_latch"):
+        for _ in range(3):  # each round: one real attempt that fails, then skipped calls
+            for _ in range(10):
+                cache.get("k")
+            time.sleep(0.25)
+        proxy.set_mode("pass")
+        cache.set("k", "v")
+        assert cache.get("k") == "v"
+        cache.get("k")
+    lines = [
+        (r.levelname, r.getMessage(), r.redis)
+        for r in caplog.records
+        if r.name == "traceledger.redis_latch"
+    ]
+    address = f"127.0.0.1:{proxy.port}"
+    assert lines == [
+        (
+            "WARNING",
+            "Redis unreachable: cache calls are skipped for 0.2 s at a time until it answers",
+            address,
+        ),
+        ("INFO", "Redis answers again", address),
+    ]

@@ -1,0 +1,80 @@
+"""A logging filter that turns a flood of identical lines into one line per interval.
+
+During an outage some loggers repeat the same record on every request, or several times per
+request: django-redis logs each cache call it turned into a miss (``Exception ignored``,
+with a full traceback), and the API key look-up logs each stale entry it served. 50
+requests made 200 such lines. ``ThrottleFilter`` (attached to those loggers in
+``LOGGING``) lets through the first record of a kind, then at most one per ``interval``
+seconds, which says how many it stands for (``suppressed``) and carries the exception as
+one line (``error``) instead of another traceback.
+
+A *kind* is the logger, level and message template (``record.msg``, before the arguments
+are merged in): the arguments and extras, such as the API key prefix, may differ. A kind
+quiet for ``interval`` seconds starts afresh: the next outage is logged at once, with its
+traceback. State is per process and per filter, like the rate-limit "failing open" line.
+"""
+
+import logging
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+
+# The most kinds a filter remembers; message templates are few, but a caller formatting its
+# message itself (an f-string) would make every record a kind of its own.
+MAX_KINDS = 1000
+
+_filters: "weakref.WeakSet[ThrottleFilter]" = weakref.WeakSet()
+
+
+@dataclass
+class _Kind:
+    passed_at: float  # when a record of this kind last went through
+    seen_at: float  # when one last arrived, passed or not
+    suppressed: int = 0  # dropped since passed_at
+
+
+class ThrottleFilter(logging.Filter):
+    def __init__(self, interval: float = 30.0, name: str = ""):
+        super().__init__(name)
+        self.interval = float(interval)
+        self._kinds: dict[tuple, _Kind] = {}
+        self._lock = threading.Lock()
+        _filters.add(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not super().filter(record):
+            return False
+        key = (record.name, record.levelno, str(record.msg))
+        now = time.monotonic()
+        with self._lock:
+            kind = self._kinds.get(key)
+            if kind is None or now - kind.seen_at >= self.interval:
+                # The first of an episode goes through whole, traceback included.
+                if len(self._kinds) >= MAX_KINDS:
+                    self._kinds.clear()
+                self._kinds[key] = _Kind(passed_at=now, seen_at=now)
+                return True
+            kind.seen_at = now
+            if now - kind.passed_at < self.interval:
+                kind.suppressed += 1
+                return False
+            suppressed, kind.suppressed, kind.passed_at = kind.suppressed, 0, now
+        # Still the same episode: a summary line. One traceback per episode is enough.
+        record.suppressed = suppressed
+        record.msg = f"{record.msg} (and {suppressed} more in the last {self.interval:g} s)"
+        if record.exc_info and record.exc_info[1] is not None:
+            record.error = repr(record.exc_info[1])
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+    def reset(self) -> None:
+        with self._lock:
+            self._kinds.clear()
+
+
+def reset() -> None:
+    """Forget every filter's state (tests: each starts with a fresh episode)."""
+    for throttle in list(_filters):
+        throttle.reset()
