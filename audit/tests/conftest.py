@@ -4,6 +4,7 @@ import pytest
 
 from audit.publisher import publisher_reset
 from audit.tests.ingest_api_support import purge_ingest_queue
+from audit.tests.ingest_support import purge_queues
 
 
 @pytest.fixture
@@ -15,3 +16,11 @@ def clean_broker():
     yield
     publisher_reset()
     purge_ingest_queue()
+
+
+@pytest.fixture
+def empty_queues():
+    """``audit.ingest`` and its dead-letter queue empty before and after the test."""
+    purge_queues()
+    yield
+    purge_queues()

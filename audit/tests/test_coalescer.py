@@ -8,21 +8,12 @@ import pytest
 
 from audit import coalescer as module
 from audit.coalescer import Coalescer, contract_violation
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from testsupport.clock import fake_monotonic
 
 
 @pytest.fixture
 def clock(monkeypatch):
-    clock = Clock()
-    monkeypatch.setattr(module.time, "monotonic", clock)
-    return clock
+    return fake_monotonic(monkeypatch, module)
 
 
 class Unreachable(Coalescer):

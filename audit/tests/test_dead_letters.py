@@ -17,19 +17,12 @@ from accounts.models import Tenant
 from audit.models import AuditEvent, DeadLetter, DeadLetterStatus
 from audit.services import dead_letters as service
 from audit.services.ingest import RejectedEvent
-from audit.tests.ingest_support import make_event, publish, purge_queues, queue_depth, wait_until
+from audit.tests.ingest_support import make_event, publish, queue_depth, wait_until
 from testsupport.worker import WorkerProcess
 from traceledger.celery import app
 from traceledger.queues import AUDIT_EXCHANGE, DLQ, INGEST_QUEUE
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def clean_queues():
-    purge_queues()
-    yield
-    purge_queues()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_queues")]
 
 
 @pytest.fixture

@@ -20,19 +20,12 @@ from kombu import Connection, Producer
 from audit.models import DeadLetter
 from audit.services import dead_letters as service
 from audit.services.ingest import RejectedEvent
-from audit.tests.ingest_support import make_event, purge_queues, queue_depth, wait_until
+from audit.tests.ingest_support import make_event, queue_depth, wait_until
 from testsupport.worker import WorkerProcess
 from traceledger.celery import app
 from traceledger.queues import AUDIT_EXCHANGE, DLQ, DLX_EXCHANGE, INGEST_QUEUE
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def clean_queues():
-    purge_queues()
-    yield
-    purge_queues()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_queues")]
 
 
 def publish_to_dlq(

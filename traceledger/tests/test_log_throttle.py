@@ -6,23 +6,14 @@ import sys
 import pytest
 from django.conf import settings
 
+from testsupport.clock import fake_monotonic
 from traceledger import log_throttle
 from traceledger.log_throttle import ThrottleFilter
 
 
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock(monkeypatch):
-    clock = Clock()
-    monkeypatch.setattr(log_throttle.time, "monotonic", clock)
-    return clock
+    return fake_monotonic(monkeypatch, log_throttle)
 
 
 def _record(msg="Exception ignored", *, name="traceledger.cache", level=logging.ERROR, exc=None):
