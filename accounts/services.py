@@ -295,16 +295,12 @@ def users_delete(*, users: Iterable[User], actor: Actor = SYSTEM_ACTOR) -> int:
     after commit. Returns how many were deleted."""
     deleted = 0
     for user in users:
-        user_id = user.pk  # delete() clears it; the record names whom it was about
-        user.delete()
-        account_changed_send_on_commit(
-            # None (a superuser without a tenant): audit records it in the system tenant.
-            tenant_id=user.tenant_id,
+        # Recorded before delete() clears the pk; sent only once the deletion commits. A
+        # superuser without a tenant (tenant None) lands in the system tenant's trail.
+        _record_user_change(
+            user=user,
             action="user.delete",
             actor=actor,
-            target_id=str(user_id),
-            target_type="user",
-            target_name=user.username,
             description=f"User {user.username} deleted.",
             metadata={
                 "role": user.role,
@@ -312,6 +308,7 @@ def users_delete(*, users: Iterable[User], actor: Actor = SYSTEM_ACTOR) -> int:
                 "is_superuser": user.is_superuser,
             },
         )
+        user.delete()
         deleted += 1
     return deleted
 

@@ -53,7 +53,10 @@ class IngestMixin:
             202: IngestAcceptedSerializer,
             400: OpenApiResponse(description="Invalid JSON or invalid fields, each named."),
             401: OpenApiResponse(description="No or invalid credentials."),
-            403: OpenApiResponse(description="The credential lacks the `ingest` scope."),
+            403: OpenApiResponse(
+                description="The credential lacks the `ingest` scope, or `tenant` names "
+                "another tenant or the reserved `system` tenant."
+            ),
             413: OpenApiResponse(description="The body is larger than the limit (5 MiB)."),
             415: OpenApiResponse(description="The body is not `application/json`."),
             429: OpenApiResponse(

@@ -1,4 +1,4 @@
-"""The event list's columns, times, date drill-down and result count (QA of compliance staff)."""
+"""The event list's columns, times, date drill-down and result count."""
 
 import re
 from datetime import UTC, datetime

@@ -10,8 +10,8 @@ AUTH_ERRORS = {
     ),
     429: OpenApiResponse(description="Rate limited; see `Retry-After`."),
     503: OpenApiResponse(
-        description="The credential, or the record of this access, cannot be kept right now "
-        "(database and cache, or broker and database, unavailable); see `Retry-After`."
+        description="The database is unreachable, or the credential or the record of this "
+        "access cannot be checked or kept right now; see `Retry-After`."
     ),
 }
 READ_ERRORS = {
