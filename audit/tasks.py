@@ -10,6 +10,7 @@ terminal failure a ``basic.reject(requeue=False)``, which RabbitMQ dead-letters 
 import logging
 import random
 import time
+from collections.abc import Callable
 
 import psycopg.errors
 from celery import Task, shared_task
@@ -28,6 +29,7 @@ from audit.services.dead_letters import (
 )
 from audit.services.ingest import Batch, events_ingest_many
 from traceledger.queues import INGEST_QUEUE_NAME, INGEST_TASK_NAME
+from traceledger.request_id import bound_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -178,38 +180,48 @@ def _settle(extras: list[Extra], *, into: str) -> None:
     def flush() -> None:
         coalescer().ack_all(to_ack)
         for acked in to_ack:  # logged once settled: the line says how the message ended
-            logger.info(
-                "ingest message %s coalesced into %s: %s",
-                acked.task_id,
-                into,
-                _outcome(acked.batch.result),
-            )
+            with bound_request_id(acked.request_id):
+                logger.info(
+                    "ingest message %s coalesced into %s: %s",
+                    acked.task_id,
+                    into,
+                    _outcome(acked.batch.result),
+                )
         to_ack.clear()
 
     for index, extra in enumerate(extras):
-        result = extra.batch.result
         try:
-            if result.invalid:
-                reason = f"invalid batch: {result.invalid}"
-                logger.error("ingest batch %s rejected: %s", extra.task_id, reason)
-                dead_letter_note(task_id=extra.task_id, reason=reason)
-                metrics.BATCHES_REJECTED.inc()
-                coalescer().settle(extra, ack=False)
-                continue
-            if result.rejected:
-                flush()
-                events_dead_letter(
-                    tenant_id=extra.batch.tenant_id,
-                    rejected=result.rejected,
-                    request_id=extra.request_id,
-                    task_id=extra.task_id,
-                )
-            to_ack.append(extra)
+            # The extra's own request id on its lines, not that of the task it joined.
+            with bound_request_id(extra.request_id):
+                if _settle_one(extra, flush):
+                    to_ack.append(extra)
         except BaseException:
             flush()
             coalescer().requeue(extras[index:])
             raise
     flush()
+
+
+def _settle_one(extra: Extra, flush: Callable[[], None]) -> bool:
+    """Reject an unusable extra (False), or dead-letter its refused events and return True:
+    it is to be acked."""
+    result = extra.batch.result
+    if result.invalid:
+        reason = f"invalid batch: {result.invalid}"
+        logger.error("ingest batch %s rejected: %s", extra.task_id, reason)
+        dead_letter_note(task_id=extra.task_id, reason=reason)
+        metrics.BATCHES_REJECTED.inc()
+        coalescer().settle(extra, ack=False)
+        return False
+    if result.rejected:
+        flush()  # acks before any dead letter is published (see _settle)
+        events_dead_letter(
+            tenant_id=extra.batch.tenant_id,
+            rejected=result.rejected,
+            request_id=extra.request_id,
+            task_id=extra.task_id,
+        )
+    return True
 
 
 def _reject(task, reason: str, details: str) -> None:

@@ -1,10 +1,14 @@
-"""A request id on every log line of a request, echoed back in ``X-Request-ID``."""
+"""A request id on every log line of a request, echoed back in ``X-Request-ID``, and on the
+worker's log lines of the task that carries it (the ingest message's ``request_id``)."""
 
 import contextvars
 import logging
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from celery import signals
 from django.core.signals import request_finished
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
@@ -41,6 +45,33 @@ def _forget_request_id(**kwargs) -> None:
 
 
 request_finished.connect(_forget_request_id, dispatch_uid="traceledger.request_id.forget")
+
+
+def _plain(value: object) -> str:
+    """``value`` when it could be a request id of ours, else "" (a replayed or foreign
+    message may carry anything)."""
+    return value if isinstance(value, str) and _VALID_ID.match(value) else ""
+
+
+@contextmanager
+def bound_request_id(value: object) -> Iterator[None]:
+    """Log lines inside the block carry ``value`` as their request id."""
+    token = request_id_var.set(_plain(value))
+    try:
+        yield
+    finally:
+        request_id_var.reset(token)
+
+
+@signals.task_prerun.connect(dispatch_uid="traceledger.request_id.task_bind")
+def _bind_task_request_id(kwargs=None, **_) -> None:
+    # Celery logs a task's outcome ("succeeded", "Retry in", a failure) before task_postrun.
+    request_id_var.set(_plain(kwargs.get("request_id")) if isinstance(kwargs, dict) else "")
+
+
+@signals.task_postrun.connect(dispatch_uid="traceledger.request_id.task_forget")
+def _forget_task_request_id(**_) -> None:
+    request_id_var.set("")
 
 
 class RequestIdLogFilter(logging.Filter):
