@@ -1,6 +1,8 @@
 from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import UserManager as DjangoUserManager
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.db.models.functions import Lower
 from rest_framework_api_key.models import AbstractAPIKey
 
 # The tenant of TraceLedger's own records (dead-letter replays, drains, account changes of
@@ -36,8 +38,18 @@ class Scope(models.TextChoices):
     READ = "read", "Read, search and export events"
 
 
+class UserManager(DjangoUserManager):
+    def get_by_natural_key(self, username):
+        # Usernames are unique ignoring case (the constraint below), so "Ada" logs in as
+        # "ada": people do not remember the case they were given, and two accounts whose
+        # names differ only in case would read as one person in the audit trail.
+        return self.get(username__iexact=username)
+
+
 class User(AbstractUser):
     """A person. Belongs to one tenant with one role; superusers are global."""
+
+    objects = UserManager()
 
     tenant = models.ForeignKey(
         Tenant, null=True, blank=True, on_delete=models.PROTECT, related_name="users"
@@ -50,7 +62,12 @@ class User(AbstractUser):
                 condition=models.Q(is_superuser=True) | models.Q(tenant__isnull=False),
                 name="user_has_tenant_unless_superuser",
                 violation_error_message="Every user except a superuser belongs to a tenant.",
-            )
+            ),
+            models.UniqueConstraint(
+                Lower("username"),
+                name="user_username_unique_ignoring_case",
+                violation_error_message="A user with that username already exists.",
+            ),
         ]
 
 

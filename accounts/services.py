@@ -197,7 +197,7 @@ def user_create(
     tenant_members_validate(tenant=tenant)
     if role not in Role.values:
         raise ValidationError({"role": [f"Must be one of {', '.join(Role.values)}."]})
-    if User.objects.filter(username=username).exists():
+    if User.objects.filter(username__iexact=username).exists():
         raise ValidationError({"username": ["A user with that username already exists."]})
     user = User(username=username, email=email, tenant=tenant, role=role, is_staff=is_staff)
     try:

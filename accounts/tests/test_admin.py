@@ -93,6 +93,28 @@ def test_it_keeps_tenant_staff_from_granting_superuser_or_moving_users(
 
 
 @pytest.mark.django_db
+def test_renaming_a_user_to_a_case_variant_of_another_is_refused_on_the_form(
+    admin_client_for, superuser, teammate, owner
+):
+    url = reverse("admin:accounts_user_change", args=[teammate.pk])
+    response = admin_client_for(superuser).post(
+        url,
+        {
+            "username": owner.username.upper(),
+            "role": teammate.role,
+            "tenant": teammate.tenant_id,
+            "is_active": "on",
+            "date_joined_0": "2026-01-01",
+            "date_joined_1": "00:00:00",
+        },
+    )
+    assert response.status_code == 200
+    assert "A user with that username already exists." in response.content.decode()
+    teammate.refresh_from_db()
+    assert teammate.username == "teammate"
+
+
+@pytest.mark.django_db
 def test_it_shows_a_new_key_once_and_stores_its_hash(admin_client_for, superuser, tenant):
     client = admin_client_for(superuser)
     response = client.post(

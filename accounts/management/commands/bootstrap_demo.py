@@ -20,7 +20,7 @@ class Command(BaseCommand):
         username = os.environ.get("TRACELEDGER_DEMO_ADMIN", "admin")
         # A fresh password every run, so the one printed below always works.
         password = os.environ.get("TRACELEDGER_DEMO_PASSWORD") or secrets.token_urlsafe(12)
-        user = User.objects.filter(username=username).first()
+        user = User.objects.filter(username__iexact=username).first()
         if user is None:
             User.objects.create_superuser(username=username, email="", password=password)
         else:

@@ -154,3 +154,11 @@ def test_it_lets_logins_through_when_redis_is_cut(anon_client, person, redis_cut
     with redis_cut(mode):
         statuses = [_login(anon_client, person.username).status_code for _ in range(3)]
     assert statuses == [200, 200, 200]
+
+
+@pytest.mark.django_db
+def test_the_username_is_matched_ignoring_case_at_login(anon_client, person):
+    response = _login(anon_client, person.username.upper())
+    assert response.status_code == 200
+    claims = jwt.decode(response.json()["access"], options={"verify_signature": False})
+    assert claims["user_id"] == str(person.pk)

@@ -1,6 +1,7 @@
 import uuid
 
 import pytest
+from django.db import IntegrityError
 
 from accounts.models import Role, Tenant, User
 from accounts.services import SYSTEM_TENANT_SLUG
@@ -116,6 +117,21 @@ def test_it_rejects_a_taken_username(jwt_client, owner, teammate):
     response = jwt_client(owner).post("/api/v1/users", _body(username="teammate"), format="json")
     assert response.status_code == 400
     assert "username" in response.json()["error"]["fields"]
+
+
+@pytest.mark.django_db
+def test_it_rejects_a_username_differing_only_in_case(jwt_client, owner, teammate):
+    """Two accounts "teammate" and "TeamMate" would read as one person in the trail."""
+    response = jwt_client(owner).post("/api/v1/users", _body(username="TeamMate"), format="json")
+    assert response.status_code == 400
+    assert "username" in response.json()["error"]["fields"]
+    assert User.objects.filter(username__iexact="teammate").count() == 1
+
+
+@pytest.mark.django_db
+def test_the_database_refuses_a_username_differing_only_in_case(teammate):
+    with pytest.raises(IntegrityError):
+        User.objects.create(username="TEAMMATE", tenant=teammate.tenant, role=Role.AUDITOR)
 
 
 @pytest.mark.django_db
