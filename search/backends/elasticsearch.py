@@ -27,30 +27,38 @@ QUERY_FIELDS = [
     "description^2",
     "metadata_text",
 ]
-# Only the operators websearch_to_tsquery understands: "phrase", OR (as |), -exclusion.
-# Prefix (*), fuzzy (~) and precedence are off, so those characters are plain text.
-QUERY_FLAGS = "AND|OR|NOT|PHRASE|WHITESPACE"
+# Only the operators websearch_to_tsquery understands: "phrase", OR (as |), -exclusion; and
+# parentheses, which only the translation below writes (to give AND precedence over OR, as
+# websearch_to_tsquery does: simple_query_string reads operators strictly left to right).
+# Prefix (*) and fuzzy (~) are off, so those characters are plain text.
+QUERY_FLAGS = "AND|OR|NOT|PHRASE|PRECEDENCE|WHITESPACE"
 TERM_FILTERS = ("actor_id", "actor_type", "target_type", "target_id", "outcome", "severity")
 _QUOTED = re.compile(r'("[^"]*"?)')
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def user_query_to_simple_query_string(q: str) -> str:
-    """Rewrite websearch syntax for ``simple_query_string``: the word ``OR`` becomes ``|``.
+    """Rewrite websearch syntax for ``simple_query_string``, with the same meaning.
 
-    Outside quotes, ``|`` and ``+`` typed by the user are dropped (websearch_to_tsquery
-    treats them as plain punctuation, so must we).
+    ``a OR b c -d`` means ``a | (b & c & !d)`` to websearch_to_tsquery, but ``(a | b) c -d``
+    to simple_query_string, which reads left to right: so the words between ORs are grouped
+    in parentheses. Outside quotes, ``|``, ``+`` and parentheses typed by the user are
+    dropped (websearch_to_tsquery treats them as plain punctuation, so must we).
     """
-    parts = []
+    groups: list[list[str]] = [[]]
     for chunk in _QUOTED.split(q):
         if chunk.startswith('"'):
-            parts.append(chunk if chunk.endswith('"') and len(chunk) > 1 else chunk + '"')
+            groups[-1].append(chunk if chunk.endswith('"') and len(chunk) > 1 else chunk + '"')
             continue
-        words = [
-            "|" if word.upper() == "OR" else word for word in re.sub(r"[|+]", " ", chunk).split()
-        ]
-        parts.append(" ".join(words))
-    return " ".join(part for part in parts if part).strip()
+        for word in re.sub(r"[|+()]", " ", chunk).split():
+            if word.upper() == "OR":
+                groups.append([])
+            else:
+                groups[-1].append(word)
+    groups = [group for group in groups if group]
+    if len(groups) == 1:
+        return " ".join(groups[0])
+    return " | ".join(group[0] if len(group) == 1 else f"({' '.join(group)})" for group in groups)
 
 
 def _millis(value: datetime) -> int:

@@ -136,6 +136,16 @@ def test_it_collects_nested_metadata_strings_only():
         ('"or else" OR x', '"or else" | x'),
         ("a | b + c", "a b c"),
         ('"unclosed phrase', '"unclosed phrase"'),
+        # AND binds tighter than OR in websearch_to_tsquery; simple_query_string needs the
+        # parentheses to read it so.
+        ('"annual report" OR payroll -mallory', '"annual report" | (payroll -mallory)'),
+        ("a OR b c", "a | (b c)"),
+        ("a b OR c OR d -e", "(a b) | c | (d -e)"),
+        ("(a OR b) c", "a | (b c)"),
+        ('"(kept) inside" OR x', '"(kept) inside" | x'),
+        ("OR payroll OR", "payroll"),
+        ("a OR OR b", "a | b"),
+        ("", ""),
     ],
 )
 def test_it_translates_the_user_syntax_for_simple_query_string(typed, sent):
@@ -174,10 +184,10 @@ def test_it_builds_the_query_with_every_filter_and_the_tenant(tenant):
                 "must": [
                     {
                         "simple_query_string": {
-                            "query": 'payroll | "annual report" -draft',
+                            "query": 'payroll | ("annual report" -draft)',
                             "fields": QUERY_FIELDS,
                             "default_operator": "and",
-                            "flags": "AND|OR|NOT|PHRASE|WHITESPACE",
+                            "flags": "AND|OR|NOT|PHRASE|PRECEDENCE|WHITESPACE",
                         }
                     }
                 ],
