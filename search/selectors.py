@@ -30,14 +30,26 @@ def events_search(*, request: SearchRequest) -> SearchPage:
     same query is never refused only during a fallback.
     """
     query_check(request.q)
-    try:
-        page = primary_backend().search(request)
-    except ES_OUTAGES as exc:  # only the Elasticsearch backend raises these
-        logger.warning("search falls back to PostgreSQL", extra={"error": repr(exc)})
+    primary = primary_backend()
+    if primary.name != PostgresBackend.name and _cursor_backend(request) == PostgresBackend.name:
+        # The search began on the fallback (its first page was degraded): it pages on there,
+        # since ranks are not comparable across engines. Refusing the cursor would leave the
+        # caller only the first page for as long as Elasticsearch is down.
         page = PostgresBackend().search(request)
         page.degraded = True
+    else:
+        try:
+            page = primary.search(request)
+        except ES_OUTAGES as exc:  # only the Elasticsearch backend raises these
+            logger.warning("search falls back to PostgreSQL", extra={"error": repr(exc)})
+            page = PostgresBackend().search(request)
+            page.degraded = True
     SEARCH_REQUESTS.labels(page.backend, str(page.degraded).lower()).inc()
     return page
+
+
+def _cursor_backend(request: SearchRequest) -> object:
+    return request.cursor.get("b") if request.cursor else None
 
 
 def event_queryset_search(queryset: QuerySet, q: str) -> QuerySet:

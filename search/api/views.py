@@ -45,7 +45,7 @@ def cursor_decode(raw: str) -> dict:
         cursor = json.loads(base64.urlsafe_b64decode(raw.encode()))
     except (binascii.Error, ValueError, UnicodeError):
         raise ValidationError({"cursor": ["Invalid cursor."]}) from None
-    if not isinstance(cursor, dict):
+    if not isinstance(cursor, dict) or not cursor:
         raise ValidationError({"cursor": ["Invalid cursor."]})
     return cursor
 
@@ -61,8 +61,9 @@ class AuditEventSearchView(APIView):
             "`websearch_to_tsquery` syntax, the same on Elasticsearch), plus every list "
             "filter. Best match first, newest first among equals. Follow `next` until it is "
             "null. `backend` names the engine that answered; `degraded` is true when "
-            "Elasticsearch was unavailable and PostgreSQL answered instead (a cursor of one "
-            "backend is refused by the other: start again). A person's search is recorded "
+            "Elasticsearch was unavailable and PostgreSQL answered instead; a search that began "
+            "so pages on from PostgreSQL, while a cursor of Elasticsearch is refused by "
+            "PostgreSQL (start again). A person's search is recorded "
             "as an `audit_log.search` event of the tenant."
         ),
         parameters=[

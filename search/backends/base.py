@@ -1,5 +1,6 @@
 """The small interface every search backend implements, and the shapes they share."""
 
+import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,14 +61,18 @@ def cursor_values(cursor: dict, backend: str) -> tuple[float, datetime, str]:
     if cursor.get("b") != backend:
         raise InvalidCursor("This cursor belongs to another search backend; start again.")
     try:
-        score = float(cursor["s"])
+        score = cursor["s"]
         occurred_at = parse_datetime(cursor["t"])
         event_id = str(uuid.UUID(str(cursor["i"])))
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidCursor("The cursor is malformed.") from exc
-    if occurred_at is None:
+    # Only what this code writes: a finite rank (JSON has no NaN, but Python's parser takes
+    # one) and an aware time, which is what the keyset comparison needs.
+    if type(score) not in (int, float) or not math.isfinite(score):
         raise InvalidCursor("The cursor is malformed.")
-    return score, occurred_at, event_id
+    if occurred_at is None or occurred_at.tzinfo is None:
+        raise InvalidCursor("The cursor is malformed.")
+    return float(score), occurred_at, event_id
 
 
 def make_cursor(backend: str, score: float, event) -> dict:

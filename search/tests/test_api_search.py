@@ -1,5 +1,7 @@
 """GET /api/v1/audit-events/search: the endpoint minimum (401, 403, 400, happy path)."""
 
+import base64
+
 import pytest
 
 from audit.api.serializers import event_document
@@ -100,6 +102,27 @@ def test_it_refuses_a_cursor_of_the_other_backend(search_get, indexed):
     )
     response = search_get("payroll", cursor=cursor)
     assert response.status_code == 400
+    assert "cursor" in response.json()["error"]["fields"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{}",
+        '{"b": "postgresql", "s": NaN, "t": "2026-01-01T00:00:00+00:00", "i": "%(id)s"}',
+        '{"b": "postgresql", "s": Infinity, "t": "2026-01-01T00:00:00+00:00", "i": "%(id)s"}',
+        '{"b": "postgresql", "s": 1e400, "t": "2026-01-01T00:00:00+00:00", "i": "%(id)s"}',
+        '{"b": "postgresql", "s": true, "t": "2026-01-01T00:00:00+00:00", "i": "%(id)s"}',
+        '{"b": "postgresql", "s": "0.5", "t": "2026-01-01T00:00:00+00:00", "i": "%(id)s"}',
+        '{"b": "postgresql", "s": 0.5, "t": "2026-01-01T00:00:00", "i": "%(id)s"}',
+    ],
+)
+def test_it_refuses_a_cursor_it_could_not_have_written(search_get, indexed, text):
+    event = indexed(description="payroll")[0]
+    raw = text % {"id": event.id}
+    cursor = base64.urlsafe_b64encode(raw.encode()).decode()
+    response = search_get("payroll", cursor=cursor)
+    assert response.status_code == 400, raw
     assert "cursor" in response.json()["error"]["fields"]
 
 

@@ -84,3 +84,46 @@ def test_it_counts_degraded_searches(client, es_refused, indexed, search_get):
     search_get("payroll")
     text = client.get("/metrics").content.decode()
     assert 'traceledger_search_requests_total{backend="postgresql",degraded="true"}' in text
+
+
+def _follow(response, client):
+    """The responses of every page from ``response`` on, following ``next``."""
+    pages = [response]
+    while pages[-1].json()["next"]:
+        pages.append(client.get(pages[-1].json()["next"]))
+        assert pages[-1].status_code == 200, pages[-1].content
+    return pages
+
+
+def test_a_search_that_began_degraded_pages_on_from_postgresql(
+    es_refused, indexed, search_get, key_client
+):
+    """Its cursor is PostgreSQL's; Elasticsearch refusing it would leave only page 1."""
+    indexed(count=3, description="payroll exported")
+    client = key_client(scopes=["read"])
+    pages = _follow(search_get("payroll", client=client, page_size=1), client)
+
+    assert len(pages) == 3
+    assert {page.json()["backend"] for page in pages} == {"postgresql"}
+    assert all(page.json()["degraded"] is True for page in pages)
+    ids = [event["id"] for page in pages for event in page.json()["results"]]
+    assert len(set(ids)) == 3
+
+
+def test_once_elasticsearch_is_back_a_degraded_search_still_ends_on_postgresql(
+    fake_es, indexed, search_get, key_client, settings, closed_port
+):
+    indexed(count=2, description="payroll exported")
+    client = key_client(scopes=["read"])
+    real_url = settings.ELASTICSEARCH_URL
+    settings.ELASTICSEARCH_URL = f"http://127.0.0.1:{closed_port}"
+    first = search_get("payroll", client=client, page_size=1)
+    assert first.json()["degraded"] is True
+    settings.ELASTICSEARCH_URL = real_url
+
+    second = client.get(first.json()["next"])
+
+    assert second.status_code == 200
+    assert (second.json()["backend"], second.json()["degraded"]) == ("postgresql", True)
+    assert fake_es.search_bodies == []  # the page was not asked of Elasticsearch
+    assert second.json()["results"][0]["id"] != first.json()["results"][0]["id"]
