@@ -14,4 +14,8 @@ threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 10
 keepalive = 5
+# The longest request line gunicorn allows (its default, 4094, answers an HTML 414): a search
+# of 512 characters outside ASCII is 4-12 bytes per character once URL-encoded, and its `next`
+# link adds the filters and the cursor.
+limit_request_line = 8190
 accesslog = "-"

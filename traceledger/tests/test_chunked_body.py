@@ -2,18 +2,12 @@
 
 import http.client
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
 
 import orjson
 import pytest
 
 from accounts.services import api_key_create
 from audit.tests.ingest_api_support import valid_event
-from testsupport import worker
 from traceledger.chunked_body import ChunkedBodyMiddleware
 
 
@@ -57,48 +51,6 @@ def test_a_stream_the_server_does_not_end_is_left_alone():
 def test_a_sized_body_is_left_alone():
     seen = _through_middleware(_chunked(b'{"a": 1}', CONTENT_LENGTH="2"))
     assert seen == {"length": "2", "body": b'{"'}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def gunicorn(transactional_db, tmp_path):
-    """The product's WSGI application under gunicorn (which de-chunks), on the test database."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": worker.test_database_url(),
-        "TRACELEDGER_MAX_BODY_BYTES": "100000",
-        "TRACELEDGER_INGEST_MAX_BACKLOG": "0",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "traceledger.wsgi:application",
-            *("--bind", f"127.0.0.1:{port}", "--workers", "1", "--access-logfile", "-"),
-        ],
-        cwd=worker.ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    yield port
-    proc.terminate()
-    proc.wait(15)
 
 
 def _post_chunked(port: int, key: str, chunks: list[bytes]) -> tuple[int, dict]:
