@@ -21,6 +21,15 @@ def django_db_setup(django_db_setup, django_db_blocker):
         connection.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _ledger_signing_key():
+    """A deployment has its signing key from its first checkpoint; tests that read the
+    public key first must not depend on which test signed before them."""
+    from audit.ledger.signing import signing_key
+
+    signing_key(create=True)
+
+
 @pytest.fixture
 def tenant(db) -> Tenant:
     return Tenant.objects.create(slug="acme", name="Acme")

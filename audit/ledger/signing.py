@@ -1,9 +1,12 @@
 """Ed25519 signing of checkpoints.
 
 The key comes from ``settings.TRACELEDGER_SIGNING_KEY`` (a PEM private key; ``_FILE``
-works too) or, when that is empty, from ``DATA_DIR/ledger-signing-key.pem``, generated on
-first use with mode 0600. ``key_id`` is the SHA-256 of the raw 32-byte public key (hex),
-so a verifier can tell which key signed a checkpoint.
+works too) or, when that is empty, from ``DATA_DIR/ledger-signing-key.pem``, generated with
+mode 0600 by the first signing. Only signing creates it: a process
+that verifies or shows the public key and finds none raises ``SigningKeyMissing`` instead
+of making up an unrelated key (which would call every signed checkpoint forged).
+``key_id`` is the SHA-256 of the raw 32-byte public key (hex), so a verifier can tell which
+key signed a checkpoint.
 
 The signed message is the RFC 8785 serialization of
 ``{"details", "hash", "kind", "sequence", "signed_at", "tenant_id"}`` (``checkpoint_message``),
@@ -25,8 +28,13 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from audit.ledger.canonical import format_timestamp
+from traceledger.errors import DependencyUnavailable
 
 KEY_FILE_NAME = "ledger-signing-key.pem"
+
+
+class SigningKeyMissing(DependencyUnavailable):
+    """No signing key where this process looks for one (an API answers 503)."""
 
 
 def _key_file() -> Path:
@@ -51,13 +59,22 @@ def _load_or_create_key_file(path: Path) -> bytes:
 
 
 @lru_cache(maxsize=4)
-def _private_key(configured_pem: str, key_file: str) -> Ed25519PrivateKey:
+def _private_key(configured_pem: str, key_file: str, create: bool) -> Ed25519PrivateKey:
     if configured_pem:
         pem = configured_pem.encode()
         source = "TRACELEDGER_SIGNING_KEY"
     else:
         path = Path(key_file)
-        pem = path.read_bytes() if path.exists() else _load_or_create_key_file(path)
+        if path.exists():
+            pem = path.read_bytes()
+        elif create:
+            pem = _load_or_create_key_file(path)
+        else:
+            raise SigningKeyMissing(
+                f"the ledger signing key is not available: {path} does not exist and "
+                "TRACELEDGER_SIGNING_KEY is empty (run this where the checkpoints are signed, "
+                "with the same TRACELEDGER_DATA_DIR or TRACELEDGER_SIGNING_KEY)"
+            )
         source = str(path)
     try:
         key = serialization.load_pem_private_key(pem, password=None)
@@ -68,8 +85,9 @@ def _private_key(configured_pem: str, key_file: str) -> Ed25519PrivateKey:
     return key
 
 
-def signing_key() -> Ed25519PrivateKey:
-    return _private_key(settings.TRACELEDGER_SIGNING_KEY, str(_key_file()))
+def signing_key(*, create: bool = False) -> Ed25519PrivateKey:
+    """The key; with ``create``, generated into the data folder when there is none."""
+    return _private_key(settings.TRACELEDGER_SIGNING_KEY, str(_key_file()), create)
 
 
 def public_key() -> Ed25519PublicKey:
@@ -116,7 +134,7 @@ def checkpoint_message(
 
 def checkpoint_sign(**fields: Any) -> str:
     """Hex Ed25519 signature of ``checkpoint_message(**fields)`` with the current key."""
-    return signing_key().sign(checkpoint_message(**fields)).hex()
+    return signing_key(create=True).sign(checkpoint_message(**fields)).hex()
 
 
 def checkpoint_signature_valid(checkpoint, *, key: Ed25519PublicKey | None = None) -> bool:

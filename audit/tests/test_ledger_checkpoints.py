@@ -35,11 +35,25 @@ def _received(day: int) -> dict:
     return {"occurred_at": at, "received_at": at}
 
 
-def test_a_key_is_generated_on_first_use_readable_only_by_its_owner(settings, tmp_path):
+def checkpoint_key_pem_after_signing() -> str:
+    from audit.ledger.signing import checkpoint_sign
+
+    checkpoint_sign(
+        tenant_id=1,
+        sequence=1,
+        hash="0" * 64,
+        signed_at=datetime.now(UTC),
+        kind="periodic",
+        details={},
+    )
+    return public_key_pem()
+
+
+def test_a_key_is_generated_by_the_first_signing_readable_only_by_its_owner(settings, tmp_path):
     settings.DATA_DIR = tmp_path
     settings.TRACELEDGER_SIGNING_KEY = ""
 
-    first = public_key_pem()
+    first = checkpoint_key_pem_after_signing()
 
     key_file = tmp_path / "ledger-signing-key.pem"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
@@ -225,9 +239,59 @@ def test_verify_ledger_exits_1_naming_the_first_broken_sequence(tenant):
     assert "acme: BROKEN at sequence 2" in out.getvalue()
 
 
-def test_verify_ledger_rejects_an_unknown_tenant(db):
-    with pytest.raises(CommandError, match="no tenant with slug 'nope'"):
+def test_verify_ledger_rejects_an_unknown_tenant_with_exit_2(db):
+    with pytest.raises(CommandError, match="no tenant with slug 'nope'") as raised:
         call_command("verify_ledger", "--tenant", "nope")
+    assert raised.value.returncode == 2
+
+
+@pytest.fixture
+def elsewhere(settings, tmp_path):
+    """elsewhere() → from then on, this process looks for the signing key where there is
+    none (as a command run with another TRACELEDGER_DATA_DIR); returns that folder."""
+    from audit.ledger.signing import _private_key
+
+    def move():
+        settings.TRACELEDGER_SIGNING_KEY = ""
+        settings.DATA_DIR = tmp_path
+        _private_key.cache_clear()
+        return tmp_path
+
+    yield move
+    _private_key.cache_clear()
+
+
+def test_verify_ledger_without_the_signing_key_says_so_and_makes_none(tenant, elsewhere):
+    chained_events_create(tenant_id=tenant.id, count=2)
+    assert checkpoints_sign()  # with the deployment's key
+    folder = elsewhere()
+
+    with pytest.raises(CommandError, match="signing key is not available") as raised:
+        call_command("verify_ledger", "--tenant", "acme", stdout=StringIO())
+
+    assert raised.value.returncode == 2
+    assert list(folder.iterdir()) == []  # no stray private key left behind
+
+
+def test_ledger_public_key_without_the_signing_key_fails_and_makes_none(elsewhere):
+    folder = elsewhere()
+    with pytest.raises(CommandError, match="signing key is not available"):
+        call_command("ledger_public_key")
+    assert list(folder.iterdir()) == []
+
+
+def test_the_public_key_endpoint_without_the_signing_key_is_a_503(key_client, elsewhere):
+    elsewhere()
+    response = key_client(scopes=["read"]).get("/api/v1/ledger/public-key")
+    assert response.status_code == 503
+    assert "signing key is not available" in response.json()["error"]["message"]
+
+
+def test_signing_makes_the_key_when_there_is_none(tenant, elsewhere):
+    folder = elsewhere()
+    chained_events_create(tenant_id=tenant.id, count=1)
+    assert checkpoints_sign()
+    assert [path.name for path in folder.iterdir()] == ["ledger-signing-key.pem"]
 
 
 def test_ledger_public_key_prints_the_pem():
@@ -252,6 +316,7 @@ def test_verify_ledger_shows_a_progress_bar_for_big_tenants(tenant, monkeypatch,
     monkeypatch.setattr("audit.management.commands.verify_ledger.PROGRESS_MIN_EVENTS", 5)
     chained_events_create(tenant_id=tenant.id, count=6)
 
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
     call_command("verify_ledger", stdout=StringIO())
     shown = capsys.readouterr().err
     call_command("verify_ledger", "--no-progress", stdout=StringIO())

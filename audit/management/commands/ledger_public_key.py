@@ -1,8 +1,8 @@
 """manage.py ledger_public_key: print the PEM public key that verifies checkpoints."""
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from audit.ledger.signing import key_id, public_key_pem
+from audit.ledger.signing import SigningKeyMissing, key_id, public_key_pem
 
 
 class Command(BaseCommand):
@@ -14,6 +14,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
+        try:
+            pem = public_key_pem()
+        except SigningKeyMissing as exc:
+            raise CommandError(str(exc)) from None
         if options.get("key_id"):
             self.stderr.write(f"key_id: {key_id()}")
-        self.stdout.write(public_key_pem(), ending="")
+        self.stdout.write(pem, ending="")

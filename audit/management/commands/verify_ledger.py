@@ -1,12 +1,15 @@
-"""manage.py verify_ledger [--tenant SLUG]: exit 0 when every chain verifies, 1 otherwise."""
+"""manage.py verify_ledger [--tenant SLUG]: exit 0 when every chain verifies, 1 when one does
+not, 2 when it could not check (unknown tenant, database unavailable, no signing key)."""
 
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import InterfaceError, OperationalError
 from tqdm import tqdm
 
 from accounts.models import Tenant
 from audit.ledger import selectors
+from audit.ledger.signing import SigningKeyMissing
 from audit.ledger.verify import ledger_verify
 
 # Below this many events a progress bar is noise.
@@ -16,7 +19,8 @@ PROGRESS_MIN_EVENTS = 10_000
 class Command(BaseCommand):
     help = (
         "Recompute each tenant's hash chain and check its signed checkpoints. Exits 0 when "
-        "every chain verifies, 1 naming the first broken sequence."
+        "every chain verifies, 1 naming the first broken sequence, 2 when it could not check "
+        "(unknown tenant, database unavailable, no signing key)."
     )
 
     def add_arguments(self, parser):
@@ -24,10 +28,21 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
 
     def handle(self, *args, tenant=None, no_progress=False, **options):
+        # Exit 1 means a chain does not verify, and only that: a cron job must be able to
+        # tell tampering from a typo or an outage, which exit 2.
+        try:
+            self._verify_all(tenant, show_progress=not no_progress and sys.stderr.isatty())
+        except (OperationalError, InterfaceError) as exc:
+            raise CommandError(f"database unavailable: {exc}".strip(), returncode=2) from None
+        except SigningKeyMissing as exc:
+            message = f"cannot check the signed checkpoints: {exc}"
+            raise CommandError(message, returncode=2) from None
+
+    def _verify_all(self, tenant: str | None, *, show_progress: bool) -> None:
         if tenant is not None:
             found = selectors.tenant_by_slug(slug=tenant)
             if found is None:
-                raise CommandError(f"no tenant with slug {tenant!r}")
+                raise CommandError(f"no tenant with slug {tenant!r}", returncode=2)
             tenants = [found]
         else:
             tenants = list(
@@ -36,7 +51,7 @@ class Command(BaseCommand):
 
         broken = 0
         for each in tenants:
-            result = self._verify(each, show_progress=not no_progress)
+            result = self._verify(each, show_progress=show_progress)
             if result.ok:
                 self.stdout.write(
                     f"{each.slug}: ok, {result.checked} events, "
