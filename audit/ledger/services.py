@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from audit.ledger import selectors
 from audit.ledger.chain import chain_head_lock
-from audit.ledger.signing import checkpoint_sign, key_id
+from audit.ledger.signing import checkpoint_sign, key_id, key_id_of, signing_key
 from audit.ledger.verify import ledger_verify
 from audit.models import AuditEvent, ChainHead, Checkpoint
 from audit.models.ledger import CheckpointKind
@@ -68,18 +68,51 @@ def checkpoints_sign() -> list[Checkpoint]:
             .filter(Q(signed__isnull=True) | Q(signed__lt=F("sequence")))
             .order_by("tenant_id")
         )
-        created = [
-            checkpoint_create(
-                tenant_id=head.tenant_id,
-                sequence=head.sequence,
-                hash=head.hash,
-                kind=CheckpointKind.PERIODIC,
+        created = []
+        for head in moved:
+            problem = _unsignable(head)
+            if problem:
+                logger.error(
+                    "ledger checkpoint NOT signed for tenant %s: %s", head.tenant_id, problem
+                )
+                continue
+            created.append(
+                checkpoint_create(
+                    tenant_id=head.tenant_id,
+                    sequence=head.sequence,
+                    hash=head.hash,
+                    kind=CheckpointKind.PERIODIC,
+                )
             )
-            for head in moved
-        ]
     if created:
         logger.info("ledger checkpoints signed", extra={"checkpoints": len(created)})
     return created
+
+
+def _unsignable(head: ChainHead) -> str:
+    """Why the chain up to ``head`` must not be signed, or "".
+
+    A new checkpoint vouches for the chain: without this check a rewritten chain (hashes
+    recomputed, head moved) got freshly signed, and a verifier holding only the newest
+    checkpoint would accept it. So the chain is verified from this key's latest checkpoint
+    (whose hash the stored chain must still have) to the head: the events since the last
+    tick, or the whole chain the first time.
+    """
+    last = (
+        Checkpoint.objects.filter(
+            tenant_id=head.tenant_id, key_id=key_id_of(signing_key(create=True).public_key())
+        )
+        .order_by("-sequence")
+        .values_list("sequence", flat=True)
+        .first()
+    )
+    result = ledger_verify(tenant_id=head.tenant_id, from_sequence=last, to_sequence=head.sequence)
+    if not result.ok:
+        return f"the chain does not verify at sequence {result.first_bad_sequence}: {result.reason}"
+    stored = selectors.chain_event_get(tenant_id=head.tenant_id, sequence=head.sequence)
+    if stored is None or stored["hash"] != head.hash:
+        return f"the chain head's hash differs from event {head.sequence}'s"
+    return ""
 
 
 class PurgeRefused(Exception):

@@ -187,3 +187,46 @@ def test_progress_is_reported_for_every_checked_event(chain):
     seen = []
     ledger_verify(tenant_id=chain.id, progress=seen.append, chunk_size=3)
     assert sum(seen) == 10
+
+
+def _rewrite_from(tenant_id: int, sequence: int) -> None:
+    """A forger with the database: change one event, recompute every hash after it and move
+    the chain head along, so the chain links again from genesis."""
+    rows = list(
+        AuditEvent.objects.filter(tenant_id=tenant_id, sequence__gte=sequence)
+        .order_by("sequence")
+        .values()
+    )
+    prev = AuditEvent.objects.get(tenant_id=tenant_id, sequence=sequence - 1).hash
+    for row in rows:
+        if row["sequence"] == sequence:
+            row["description"] = "rewritten"
+        row["prev_hash"] = prev
+        prev = event_hash(prev, row)
+        _tamper(
+            "UPDATE audit_auditevent SET description = %s, prev_hash = %s, hash = %s "
+            "WHERE tenant_id = %s AND sequence = %s",
+            [row["description"], row["prev_hash"], prev, tenant_id, row["sequence"]],
+        )
+    ChainHead.objects.filter(tenant_id=tenant_id).update(hash=prev)
+
+
+def test_the_signer_refuses_to_vouch_for_a_chain_rewritten_under_a_checkpoint(
+    chain, other_tenant, caplog
+):
+    checkpoints_sign()  # checkpoint at 10
+    _rewrite_from(chain.id, 5)
+    chained_events_create(tenant_id=chain.id, count=2, start=100)  # the head moves on
+    chained_events_create(tenant_id=other_tenant.id, count=1)
+
+    signed = checkpoints_sign()
+
+    assert [c.tenant_id for c in signed] == [other_tenant.id]
+    assert "NOT signed" in caplog.text and "checkpoint" in caplog.text
+    assert not ledger_verify(tenant_id=chain.id).ok
+
+
+def test_the_signer_signs_a_chain_that_verifies_since_its_last_checkpoint(chain):
+    checkpoints_sign()
+    chained_events_create(tenant_id=chain.id, count=3, start=100)
+    assert [c.sequence for c in checkpoints_sign()] == [13]
