@@ -11,7 +11,8 @@ import environ
 
 from traceledger.queues import CELERY_QUEUES
 from traceledger.redis_latch import LatchingConnection
-from traceledger.settings_guard import guard_production_settings
+from traceledger.settings_env import names, rate, seconds
+from traceledger.settings_guard import guard_production_settings, guard_signing_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -44,10 +45,10 @@ INSECURE_SECRET_KEY = "django-insecure-traceledger-local-development-only"
 
 DEBUG = _strict_bool("DJANGO_DEBUG", True)
 SECRET_KEY = _secret("DJANGO_SECRET_KEY", INSECURE_SECRET_KEY)
-ALLOWED_HOSTS = env.list(
+ALLOWED_HOSTS = names(
     "DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else []
 )
-CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+CSRF_TRUSTED_ORIGINS = names("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 DATA_DIR = Path(env.str("TRACELEDGER_DATA_DIR", default=str(BASE_DIR / "var")))
 
 guard_production_settings(
@@ -137,8 +138,8 @@ _REDIS_OPTIONS = {
     # A Redis outage must degrade (cache miss, rate limit fails open), never fail a request.
     # https://github.com/jazzband/django-redis#memcached-exceptions-behavior
     "IGNORE_EXCEPTIONS": True,
-    "SOCKET_CONNECT_TIMEOUT": env.float("TRACELEDGER_REDIS_TIMEOUT", default=0.25),
-    "SOCKET_TIMEOUT": env.float("TRACELEDGER_REDIS_TIMEOUT", default=0.25),
+    "SOCKET_CONNECT_TIMEOUT": seconds("TRACELEDGER_REDIS_TIMEOUT", default=0.25),
+    "SOCKET_TIMEOUT": seconds("TRACELEDGER_REDIS_TIMEOUT", default=0.25),
     # After a failure, skip that Redis for a few seconds instead of waiting on every call.
     "CONNECTION_POOL_KWARGS": {"connection_class": LatchingConnection},
 }
@@ -158,9 +159,9 @@ SESSION_ENGINE = "django.contrib.sessions.backends.db"
 # django-ratelimit: fail open when Redis is down (availability of the audit trail wins).
 RATELIMIT_USE_CACHE = "default"
 RATELIMIT_FAIL_OPEN = True
-TRACELEDGER_RATELIMIT_INGEST = env.str("TRACELEDGER_RATELIMIT_INGEST", default="6000/m")
-TRACELEDGER_RATELIMIT_READ = env.str("TRACELEDGER_RATELIMIT_READ", default="1200/m")
-TRACELEDGER_RATELIMIT_LOGIN = env.str("TRACELEDGER_RATELIMIT_LOGIN", default="10/m")
+TRACELEDGER_RATELIMIT_INGEST = rate("TRACELEDGER_RATELIMIT_INGEST", default="6000/m")
+TRACELEDGER_RATELIMIT_READ = rate("TRACELEDGER_RATELIMIT_READ", default="1200/m")
+TRACELEDGER_RATELIMIT_LOGIN = rate("TRACELEDGER_RATELIMIT_LOGIN", default="10/m")
 # Verified API keys are cached in Redis (accounts/keycache.py): re-checked against PostgreSQL
 # after CACHE_SECONDS (a revocation outside the services takes at most this long), and the
 # stale entry serves only while PostgreSQL is unreachable, for up to STALE_SECONDS.
@@ -206,7 +207,7 @@ CELERY_BEAT_SCHEDULE["audit-relay-outbox"] = {
     "options": {"queue": "maintenance", "expires": 9},
 }
 # Ledger: sign a checkpoint for every tenant whose chain moved (docs/ledger.md).
-TRACELEDGER_CHECKPOINT_SECONDS = env.float("TRACELEDGER_CHECKPOINT_SECONDS", default=300.0)
+TRACELEDGER_CHECKPOINT_SECONDS = seconds("TRACELEDGER_CHECKPOINT_SECONDS", default=300.0)
 CELERY_BEAT_SCHEDULE["ledger-sign-checkpoints"] = {
     "task": "audit.ledger.sign_checkpoints",
     "schedule": TRACELEDGER_CHECKPOINT_SECONDS,
@@ -218,10 +219,8 @@ CELERY_DB_REUSE_MAX = env.int("TRACELEDGER_DB_REUSE_MAX", default=1000)
 CELERY_WORKER_CONSUMER = "audit.worker_signals:DeadLetteringConsumer"
 # The ingest transaction gives up waiting for a lock / a statement after these many seconds
 # and the task retries with backoff (docs/ingest-worker.md).
-TRACELEDGER_INGEST_LOCK_TIMEOUT = env.float("TRACELEDGER_INGEST_LOCK_TIMEOUT", default=5.0)
-TRACELEDGER_INGEST_STATEMENT_TIMEOUT = env.float(
-    "TRACELEDGER_INGEST_STATEMENT_TIMEOUT", default=60.0
-)
+TRACELEDGER_INGEST_LOCK_TIMEOUT = seconds("TRACELEDGER_INGEST_LOCK_TIMEOUT", default=5.0)
+TRACELEDGER_INGEST_STATEMENT_TIMEOUT = seconds("TRACELEDGER_INGEST_STATEMENT_TIMEOUT", default=60.0)
 # Retries of a transient failure (backoff 1, 2, 4 ... 60 s with jitter) before the batch is
 # dead-lettered.
 TRACELEDGER_INGEST_MAX_RETRIES = env.int("TRACELEDGER_INGEST_MAX_RETRIES", default=8)
@@ -235,15 +234,16 @@ TRACELEDGER_INGEST_COALESCE_EVENTS = env.int("TRACELEDGER_INGEST_COALESCE_EVENTS
 # backlog and the lag without bound. Each web process reads the depth on its publishing
 # channel at most every TRACELEDGER_INGEST_BACKLOG_PROBE seconds. 0 turns it off.
 TRACELEDGER_INGEST_MAX_BACKLOG = env.int("TRACELEDGER_INGEST_MAX_BACKLOG", default=1000)
-TRACELEDGER_INGEST_BACKLOG_PROBE = env.float("TRACELEDGER_INGEST_BACKLOG_PROBE", default=0.5)
+TRACELEDGER_INGEST_BACKLOG_PROBE = seconds("TRACELEDGER_INGEST_BACKLOG_PROBE", default=0.5)
 TRACELEDGER_INGEST_BACKLOG_RETRY_AFTER = env.int(
     "TRACELEDGER_INGEST_BACKLOG_RETRY_AFTER", default=1
 )
 
 # --- TraceLedger -----------------------------------------------------------------------
-TRACELEDGER_PUBLISH_TIMEOUT = env.float("TRACELEDGER_PUBLISH_TIMEOUT", default=1.0)
+TRACELEDGER_PUBLISH_TIMEOUT = seconds("TRACELEDGER_PUBLISH_TIMEOUT", default=1.0)
 TRACELEDGER_SIGNING_KEY = _secret("TRACELEDGER_SIGNING_KEY", "")
-TRACELEDGER_HEALTH_TIMEOUT = env.float("TRACELEDGER_HEALTH_TIMEOUT", default=0.8)
+guard_signing_key(TRACELEDGER_SIGNING_KEY)
+TRACELEDGER_HEALTH_TIMEOUT = seconds("TRACELEDGER_HEALTH_TIMEOUT", default=0.8)
 # Detail reads are cached this long (s); events are immutable, so only memory bounds it.
 TRACELEDGER_EVENT_CACHE_TTL = env.int("TRACELEDGER_EVENT_CACHE_TTL", default=86400)
 
@@ -257,9 +257,9 @@ ELASTICSEARCH_DSL = {
 }
 # A search waits at most this long for Elasticsearch before answering from PostgreSQL;
 # after BREAKER_FAILURES outages in a row it stops asking for BREAKER_RESET seconds.
-TRACELEDGER_SEARCH_TIMEOUT = env.float("TRACELEDGER_SEARCH_TIMEOUT", default=1.0)
+TRACELEDGER_SEARCH_TIMEOUT = seconds("TRACELEDGER_SEARCH_TIMEOUT", default=1.0)
 TRACELEDGER_SEARCH_BREAKER_FAILURES = env.int("TRACELEDGER_SEARCH_BREAKER_FAILURES", default=3)
-TRACELEDGER_SEARCH_BREAKER_RESET = env.float("TRACELEDGER_SEARCH_BREAKER_RESET", default=30.0)
+TRACELEDGER_SEARCH_BREAKER_RESET = seconds("TRACELEDGER_SEARCH_BREAKER_RESET", default=30.0)
 
 # --- API --------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -318,7 +318,7 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 # W021 asks for HSTS preloading, a domain-wide decision that is hard to undo: opt in with
 # DJANGO_SECURE_HSTS_PRELOAD=1, so `check --deploy` stays clean until then.
-SILENCED_SYSTEM_CHECKS = env.list(
+SILENCED_SYSTEM_CHECKS = names(
     "DJANGO_SILENCED_SYSTEM_CHECKS", default=[] if SECURE_HSTS_PRELOAD else ["security.W021"]
 )
 

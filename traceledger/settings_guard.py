@@ -20,3 +20,22 @@ def guard_production_settings(
         raise ImproperlyConfigured(
             "Refusing to start with DJANGO_DEBUG=0 and insecure settings: " + "; ".join(problems)
         )
+
+
+def guard_signing_key(pem: str) -> None:
+    """A configured checkpoint key that is not an Ed25519 private key stops the process now,
+    not at the first signature or verification (500s on the ledger API)."""
+    if not pem:
+        return
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    try:
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError):
+        key = None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ImproperlyConfigured(
+            "TRACELEDGER_SIGNING_KEY (or TRACELEDGER_SIGNING_KEY_FILE) is not an unencrypted PEM "
+            "Ed25519 private key (make one with: openssl genpkey -algorithm ed25519)"
+        )

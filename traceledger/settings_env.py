@@ -1,0 +1,51 @@
+"""Strict readers of environment variables for ``settings.py``.
+
+A value that is not what the setting needs stops the process with an error naming the
+variable, instead of becoming a different value: django-environ's ``float`` drops every
+character that is not a digit (``500ms`` became 500 seconds), its ``list`` keeps the space
+after a comma (``"a.com, b.com"`` allowed `` b.com`` only), and django-ratelimit only
+parses a rate at the first request (a 500 on every one).
+"""
+
+import math
+import re
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+env = environ.Env()
+env.smart_cast = False
+
+# django-ratelimit's form: N per [n] second(s), minute(s), hour(s) or day(s).
+_RATE = re.compile(r"\d+/\d*[smhd]")
+
+
+def seconds(name: str, *, default: float) -> float:
+    raw = env.str(name, default="").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        message = f"{name}={raw!r} is not a number of seconds (e.g. 0.5)"
+        raise ImproperlyConfigured(message) from None
+    if not math.isfinite(value) or value < 0:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be a finite number of seconds, >= 0")
+    return value
+
+
+def names(name: str, *, default: list[str]) -> list[str]:
+    """A comma-separated list; blanks around the commas do not count."""
+    raw = env.str(name, default="")
+    if not raw.strip():
+        return list(default)
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def rate(name: str, *, default: str) -> str:
+    raw = env.str(name, default="").strip() or default
+    if not _RATE.fullmatch(raw):
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} is not a rate: use N/s, N/m, N/h or N/d (e.g. 6000/m)"
+        )
+    return raw
