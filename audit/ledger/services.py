@@ -8,6 +8,7 @@ from django.db import connection, transaction
 from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
 
+from accounts.signals import SYSTEM_ACTOR, Actor
 from audit.ledger import selectors
 from audit.ledger.chain import chain_head_lock
 from audit.ledger.signing import checkpoint_sign, key_id, key_id_of, signing_key
@@ -115,6 +116,29 @@ def _unsignable(head: ChainHead) -> str:
     return ""
 
 
+def _purge_record(*, tenant_id: int, actor: Actor, checkpoint: Checkpoint) -> None:
+    # Imported here: the submission service pulls in the publisher (as audit.receivers).
+    from audit.services.submission import record_system_event
+
+    details = checkpoint.details
+    record_system_event(
+        tenant_id=tenant_id,
+        action="ledger.purge",
+        actor_id=actor.id,
+        actor_type=actor.type,
+        actor_name=actor.name,
+        target_id=f"{details['from_sequence']}..{details['through_sequence']}",
+        target_type="ledger",
+        description=(
+            f"Retention purge removed {details['removed']} events (sequences "
+            f"{details['from_sequence']}..{details['through_sequence']}) received before "
+            f"{details['before']}; purge checkpoint #{checkpoint.pk}."
+        ),
+        metadata={**details, "checkpoint_id": checkpoint.pk},
+        severity="warning",
+    )
+
+
 class PurgeRefused(Exception):
     """The purge would destroy evidence (the chain to remove does not verify) or raced."""
 
@@ -127,15 +151,14 @@ class PurgeResult:
     checkpoint: Checkpoint | None
 
 
-def events_purge(*, tenant_id: int, before: datetime) -> PurgeResult:
-    """Remove the oldest events of a tenant: the longest prefix of its chain whose events
-    were all received before ``before``, and sign a ``purge`` checkpoint at the last removed
-    event, from which verification resumes.
-
-    A prefix, not "every event older than": removing from the middle would break the chain.
-    The prefix is verified first; a chain that does not verify is never purged, so a purge
-    cannot erase the evidence of tampering.
-    """
+def purge_span(*, tenant_id: int, before: datetime) -> tuple[int, int] | None:
+    """The sequences ``(first, last)`` a purge before ``before`` would remove, or None.
+    Raises ``PurgeRefused`` for a cutoff in the future."""
+    if before > timezone.now():
+        raise PurgeRefused(
+            f"the cutoff {before.isoformat()} is in the future: it would remove events still "
+            "arriving; nothing was purged"
+        )
     base = selectors.chain_base(tenant_id=tenant_id)
     head = selectors.chain_head_get(tenant_id=tenant_id)
     first_kept = (
@@ -145,8 +168,24 @@ def events_purge(*, tenant_id: int, before: datetime) -> PurgeResult:
         .first()
     )
     through = head.sequence if first_kept is None else first_kept - 1
-    if through <= base.sequence:
+    return None if through <= base.sequence else (base.sequence + 1, through)
+
+
+def events_purge(*, tenant_id: int, before: datetime, actor: Actor = SYSTEM_ACTOR) -> PurgeResult:
+    """Remove the oldest events of a tenant: the longest prefix of its chain whose events
+    were all received before ``before``, sign a ``purge`` checkpoint at the last removed
+    event, from which verification resumes, and record the purge (``ledger.purge``, by
+    ``actor``) in the tenant's trail.
+
+    A prefix, not "every event older than": removing from the middle would break the chain.
+    The prefix is verified first; a chain that does not verify is never purged, so a purge
+    cannot erase the evidence of tampering.
+    """
+    span = purge_span(tenant_id=tenant_id, before=before)
+    if span is None:
         return PurgeResult(removed=0, from_sequence=None, through_sequence=None, checkpoint=None)
+    base = selectors.chain_base(tenant_id=tenant_id)
+    through = span[1]
 
     # Outside the head lock: the rows to remove are immutable, so ingest is not held up
     # for as long as verification takes.
@@ -188,6 +227,11 @@ def events_purge(*, tenant_id: int, before: datetime) -> PurgeResult:
                 "newest_received_at": last["received_at"].isoformat(),
                 "resumes_at_sequence": through + 1,
             },
+        )
+        # robust: the purge is done and signed; a record that cannot be submitted is logged.
+        transaction.on_commit(
+            lambda: _purge_record(tenant_id=tenant_id, actor=actor, checkpoint=checkpoint),
+            robust=True,
         )
     logger.warning(
         "ledger purge",

@@ -195,10 +195,65 @@ def test_the_purge_command_reports_what_it_removed(tenant):
     chained_events_create(tenant_id=tenant.id, count=1, start=3, **_received(5))
     out = StringIO()
 
-    call_command("purge_events", "--before", "2026-01-02", "--tenant", tenant.slug, stdout=out)
+    call_command(
+        "purge_events", "--before", "2026-01-02", "--tenant", tenant.slug, "--yes", stdout=out
+    )
 
     assert "removed 3 events (sequences 1..3); verification resumes at 4" in out.getvalue()
     assert Checkpoint.objects.get(tenant=tenant).kind == CheckpointKind.PURGE
+
+
+def test_the_purge_command_asks_and_off_a_terminal_needs_yes(tenant, monkeypatch):
+    chained_events_create(tenant_id=tenant.id, count=3, **_received(1))
+    args = ("purge_events", "--before", "2026-01-02", "--tenant", tenant.slug)
+
+    with pytest.raises(CommandError, match=r"Remove 3 events .*Run with --yes"):
+        call_command(*args)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True, raising=False)
+    monkeypatch.setattr("builtins.input", lambda question: "n")
+    with pytest.raises(CommandError, match="nothing was purged"):
+        call_command(*args)
+    assert AuditEvent.objects.filter(tenant=tenant).count() == 3
+
+    monkeypatch.setattr("builtins.input", lambda question: "y")
+    call_command(*args, stdout=StringIO())
+    assert AuditEvent.objects.filter(tenant=tenant).count() == 0
+
+
+def test_a_purge_with_a_cutoff_in_the_future_is_refused(tenant):
+    chained_events_create(tenant_id=tenant.id, count=2)
+    with pytest.raises(PurgeRefused, match="in the future"):
+        events_purge(tenant_id=tenant.id, before=datetime.now(UTC) + timedelta(minutes=1))
+    assert AuditEvent.objects.filter(tenant=tenant).count() == 2
+
+
+def test_a_purge_is_recorded_in_the_tenants_trail_with_its_actor(
+    tenant, monkeypatch, django_capture_on_commit_callbacks
+):
+    from audit.services import submission
+
+    submitted = []
+    monkeypatch.setattr(
+        submission,
+        "events_submit",
+        lambda *, tenant_id, events, request_id: (
+            submitted.extend({**event, "tenant_id": tenant_id} for event in events) or "broker"
+        ),
+    )
+    chained_events_create(tenant_id=tenant.id, count=3, **_received(1))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        result = events_purge(tenant_id=tenant.id, before=datetime(2026, 1, 2, tzinfo=UTC))
+
+    [event] = submitted
+    assert (event["action"], event["actor_id"], event["tenant_id"]) == (
+        "ledger.purge",
+        "manage.py",
+        tenant.id,
+    )
+    assert event["metadata"]["removed"] == 3
+    assert event["metadata"]["checkpoint_id"] == result.checkpoint.pk
+    assert "removed 3 events (sequences 1..3)" in event["description"]
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 
 from audit.ledger import selectors
-from audit.ledger.services import PurgeRefused, events_purge
+from audit.ledger.services import PurgeRefused, events_purge, purge_span
 from traceledger.command_args import parse_moment
 
 
@@ -13,7 +13,8 @@ class Command(BaseCommand):
     help = (
         "Retention purge: remove a tenant's oldest events (the longest prefix of its chain "
         "received before DATE), after verifying them, and sign a 'purge' checkpoint from "
-        "which verification resumes."
+        "which verification resumes. Asks before removing anything, unless --yes; recorded "
+        "as a ledger.purge event of the tenant."
     )
 
     def add_arguments(self, parser):
@@ -24,13 +25,19 @@ class Command(BaseCommand):
             help="ISO date (midnight UTC) or timestamp with offset",
         )
         parser.add_argument("--tenant", required=True, metavar="SLUG")
+        parser.add_argument(
+            "--yes", action="store_true", help="do not ask (needed when not on a terminal)"
+        )
 
-    def handle(self, *args, before, tenant, **options):
+    def handle(self, *args, before, tenant, yes=False, **options):
         cutoff = parse_moment(before, option="--before", require_offset=True)
         found = selectors.tenant_by_slug(slug=tenant)
         if found is None:
             raise CommandError(f"no tenant with slug {tenant!r}")
         try:
+            span = purge_span(tenant_id=found.id, before=cutoff)
+            if span is not None and not yes:
+                self._confirm(found.slug, span, cutoff)
             result = events_purge(tenant_id=found.id, before=cutoff)
         except PurgeRefused as exc:
             self.stderr.write(f"purge refused: {exc}")
@@ -44,3 +51,14 @@ class Command(BaseCommand):
             f"verification resumes at {result.through_sequence + 1}; "
             f"purge checkpoint #{result.checkpoint.pk} signed"
         )
+
+    def _confirm(self, slug: str, span: tuple[int, int], cutoff) -> None:
+        first, last = span
+        question = (
+            f"Remove {last - first + 1} events of tenant {slug} (sequences {first}..{last}, "
+            f"received before {cutoff.isoformat()})? This cannot be undone. [y/N] "
+        )
+        if not sys.stdin.isatty():
+            raise CommandError(f"{question.split('?')[0]}? Run with --yes to confirm.")
+        if input(question).strip().lower() not in {"y", "yes"}:
+            raise CommandError("nothing was purged")
