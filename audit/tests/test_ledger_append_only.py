@@ -68,3 +68,41 @@ def test_the_purge_flag_does_not_outlive_the_purge_function(tenant):
         assert cursor.fetchone() == (1,)
         cursor.execute("DELETE FROM audit_auditevent WHERE tenant_id = %s", [tenant.id])
     assert AuditEvent.objects.filter(tenant=tenant).count() == 3
+
+
+@pytest.fixture
+def delete_only_role(db):
+    """A role that may DELETE from the events table but does not own it."""
+    import uuid
+
+    name = f"tl_test_deleter_{uuid.uuid4().hex[:8]}"
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE ROLE {name} NOLOGIN")
+        cursor.execute(f"GRANT SELECT, DELETE, TRUNCATE ON audit_auditevent TO {name}")
+    yield name
+    with connection.cursor() as cursor:
+        cursor.execute(f"REVOKE ALL ON audit_auditevent FROM {name}")
+        cursor.execute(f"DROP ROLE {name}")
+
+
+@pytest.mark.parametrize(
+    ("switch", "statement"),
+    [
+        ("traceledger.purge", "DELETE FROM audit_auditevent WHERE tenant_id = %s"),
+        ("traceledger.allow_truncate", "TRUNCATE audit_auditevent"),
+    ],
+)
+def test_the_switches_do_nothing_for_a_role_that_does_not_own_the_table(
+    tenant, delete_only_role, switch, statement
+):
+    chained_events_create(tenant_id=tenant.id, count=2)
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute(f"SET LOCAL ROLE {delete_only_role}")
+        cursor.execute(f"SET LOCAL {switch} = 'on'")
+        cursor.execute(statement, [tenant.id] if "%s" in statement else [])
+    assert AuditEvent.objects.filter(tenant=tenant).count() == 2
