@@ -4,18 +4,25 @@
 Needs Python 3.11+ and, for checkpoints only, the ``cryptography`` package.
 
     python tools/verify_export.py events.jsonl
-    python tools/verify_export.py events.jsonl --checkpoint checkpoint.json --public-key key.pem
+    python tools/verify_export.py events.jsonl --checkpoint checkpoints.json --public-key key.pem
 
 Each line is one event as the API returns it (``GET /api/v1/audit-events/export?format=jsonl``:
 ``actor``/``target`` objects, ``tenant`` slug) or flat with the database column names
 (``actor_id``, ...). For each tenant, events are put in ``sequence`` order and each one's
 ``hash`` is recomputed from its ``prev_hash`` and its content (the canonical form of
 docs/ledger.md, re-implemented here); consecutive events must link (``prev_hash`` = the
-previous ``hash``), sequence 1 must start from 64 zeros, and a missing sequence is a gap
-(``--allow-gaps`` for a filtered export). ``--checkpoint`` (one checkpoint object, or a page
-of ``GET /api/v1/ledger/checkpoints``) is verified with the Ed25519 public key, and its hash
-must match the exported event at its sequence (a ``purge`` checkpoint: the ``prev_hash`` of
-the event after it).
+previous ``hash``) and a missing sequence is a gap (``--allow-gaps`` for a filtered export).
+A tenant's events must start at sequence 1, from 64 zeros, or, after a retention purge, right
+after a ``purge`` checkpoint given with ``--checkpoint`` (its ``hash`` is the first event's
+``prev_hash``); with ``--allow-gaps`` the start may be missing too, and the output says from
+which sequence on the chain was verified. A file without events does not verify.
+
+``--checkpoint`` (one checkpoint object, or a page of ``GET /api/v1/ledger/checkpoints``;
+repeatable) is verified with the Ed25519 public key: of the given checkpoints, the one with the
+highest sequence that falls within the export must verify and match the exported event at its
+sequence (a ``purge`` checkpoint: the ``prev_hash`` of the event after it). Checkpoints beyond
+the export's last event (signed after it, e.g. after the export's own ``audit_log.export``
+event) are skipped and named; none within the export does not verify.
 
 Exit status: 0 verified, 1 not verified (the first bad line and sequence are named), 2 the
 input could not be read.
@@ -322,17 +329,36 @@ def verify_chain(events: list[tuple[int, dict]], *, allow_gaps: bool) -> dict[in
     return by_sequence
 
 
-def load_checkpoint(path: str) -> dict:
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
-    if isinstance(data, dict) and isinstance(data.get("results"), list):
-        if not data["results"]:
-            raise Failure(f"{path} holds no checkpoint")
-        data = data["results"][0]  # a page is newest first: check the latest
-    required = ("tenant_id", "sequence", "hash", "signed_at", "kind", "signature")
-    if not isinstance(data, dict) or any(field not in data for field in required):
-        raise Failure(f"{path} is not a checkpoint (needs {', '.join(required)})")
-    return data
+CHECKPOINT_FIELDS = ("tenant_id", "sequence", "hash", "signed_at", "kind", "signature")
+
+
+def load_checkpoints(paths: list[str]) -> list[dict]:
+    """The checkpoints of the files (each one checkpoint or a page of them), in file order."""
+    checkpoints = []
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        if isinstance(data, dict) and isinstance(data.get("results"), list):
+            if not data["results"]:
+                raise Failure(f"{path} holds no checkpoint")
+            found = data["results"]  # a page is newest first
+        else:
+            found = [data]
+        for checkpoint in found:
+            if not isinstance(checkpoint, dict) or any(
+                f not in checkpoint for f in CHECKPOINT_FIELDS
+            ):
+                raise Failure(f"{path} is not a checkpoint (needs {', '.join(CHECKPOINT_FIELDS)})")
+            sequence = checkpoint["sequence"]
+            if isinstance(sequence, bool) or not isinstance(sequence, int):
+                raise Failure(f"{path}: a checkpoint's sequence is not an integer: {sequence!r}")
+        checkpoints.extend(found)
+    return checkpoints
+
+
+def checkpoint_label(checkpoint: dict) -> str:
+    number = f" #{checkpoint['id']}" if checkpoint.get("id") is not None else ""
+    return f"checkpoint{number} at sequence {checkpoint['sequence']}"
 
 
 def verify_signature(checkpoint: dict, public_key_pem: str) -> None:
@@ -347,9 +373,9 @@ def verify_signature(checkpoint: dict, public_key_pem: str) -> None:
         raise Failure("the public key is not an Ed25519 key")
     try:
         key.verify(bytes.fromhex(checkpoint["signature"]), checkpoint_message(checkpoint))
-    except (InvalidSignature, ValueError) as exc:
+    except (InvalidSignature, Invalid, TypeError, ValueError) as exc:
         raise Failure(
-            f"checkpoint at sequence {checkpoint['sequence']}: the signature does not verify",
+            f"{checkpoint_label(checkpoint)}: the signature does not verify",
             sequence=checkpoint["sequence"],
         ) from exc
 
@@ -377,12 +403,98 @@ def verify_checkpoint_against(checkpoint: dict, chain: dict[int, tuple]) -> None
     raise Failure(f"the export has no event at the checkpoint's sequence {sequence}")
 
 
+def verify_start(
+    chain: dict[int, tuple],
+    checkpoints: list[dict] | None,
+    key_pem: str | None,
+    *,
+    name: str,
+    allow_gaps: bool,
+) -> tuple[str, int | None]:
+    """Checks where one tenant's chain starts: at sequence 1 (``verify_chain`` checked that
+    it starts from the genesis hash) or, after a retention purge (docs/ledger.md §4), right
+    after a given ``purge`` checkpoint, whose signature is checked and whose ``hash`` must be
+    the first event's ``prev_hash``. Anything else means the oldest events were cut from the
+    file, unless ``allow_gaps`` (a filtered export): the chain is then verified only from its
+    first sequence, which is returned with the summary's note."""
+    first = min(chain)
+    line = chain[first][0]
+    if first < 1:
+        raise Failure(f"tenant {name}: sequences start at 1", line=line, sequence=first)
+    if first == 1:
+        return "", None
+    purges = [c for c in checkpoints or () if c["kind"] == "purge"]
+    anchors = [c for c in purges if c["sequence"] == first - 1]
+    if anchors:
+        verify_signature(anchors[0], key_pem)
+        verify_checkpoint_against(anchors[0], chain)
+        label = checkpoint_label(anchors[0])
+        return (
+            f", from sequence {first} on, after the purge {label} (signature and hash verified)",
+            None,
+        )
+    if allow_gaps:
+        return (
+            f"; the chain was only verified from sequence {first} on (the events before it "
+            "are not in the export: --allow-gaps)",
+            first,
+        )
+    expected = "sequence 1 (from the genesis hash)"
+    if purges:
+        expected += "".join(
+            f", or {c['sequence'] + 1} (after the purge {checkpoint_label(c)})" for c in purges
+        )
+    else:
+        expected += (
+            ", or, after a retention purge, the sequence after the tenant's purge checkpoint, "
+            "given with --checkpoint"
+        )
+        if checkpoints is not None:
+            expected += " (none of the given checkpoints is a purge checkpoint)"
+    raise Failure(
+        f"tenant {name}: the export starts at sequence {first}; expected {expected}",
+        line=line,
+        sequence=first,
+    )
+
+
+def checkpoint_choose(checkpoints: list[dict], chain: dict[int, tuple]) -> dict:
+    """Of the given checkpoints, the one with the highest sequence (normally the newest) that falls
+    within the export: its sequence is exported, or the one after it (a purge checkpoint the
+    export resumes from; a checkpoint in a gap of a filtered export). An export records its
+    own ``audit_log.export`` event, so a checkpoint signed after it lies beyond the file's
+    last event: such ones are skipped, and named."""
+    first, last = min(chain), max(chain)
+    # Stable: of two at one sequence, the first given (a page is newest first).
+    for checkpoint in sorted(checkpoints, key=lambda c: c["sequence"], reverse=True):
+        sequence = checkpoint["sequence"]
+        if sequence in chain or sequence + 1 in chain:
+            return checkpoint
+        if sequence > last:
+            why = f"is beyond this export; skipped (the export ends at sequence {last})"
+        elif sequence < first:
+            why = f"is before this export; skipped (the export starts at sequence {first})"
+        else:
+            why = "falls in a gap of this export; skipped"
+        print(f"{checkpoint_label(checkpoint)} {why}")
+    raise Failure(
+        f"none of the given checkpoints ({len(checkpoints)}) falls within this export "
+        f"(sequences {first} to {last}), so it was checked against none: give checkpoints "
+        "signed while these events were stored (a larger page_size, or the next page)"
+    )
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("export", help="JSONL export, one event per line")
-    parser.add_argument("--checkpoint", help="a checkpoint (JSON) to check the export against")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        help="a checkpoint or a page of them (JSON) to check the export against; repeatable "
+        "(e.g. a page of recent ones and the purge checkpoint)",
+    )
     parser.add_argument("--public-key", help="PEM public key (manage.py ledger_public_key)")
-    parser.add_argument("--tenant", help="the tenant slug the checkpoint belongs to")
+    parser.add_argument("--tenant", help="the tenant slug the checkpoints belong to")
     parser.add_argument(
         "--allow-gaps", action="store_true", help="a filtered export: do not require every sequence"
     )
@@ -390,29 +502,50 @@ def main(argv=None) -> int:
 
     try:
         by_tenant = read_export(args.export)
-        chains = {}
-        for tenant, events in sorted(by_tenant.items()):
-            chains[tenant] = verify_chain(events, allow_gaps=args.allow_gaps)
-            print(f"{tenant or '(no tenant)'}: {len(events)} events verified")
+        if not by_tenant:
+            raise Failure("the export holds no events")
+        checkpoints, key_pem, checked = None, None, None
         if args.checkpoint:
-            checkpoint = load_checkpoint(args.checkpoint)
+            checkpoints = load_checkpoints(args.checkpoint)
             if not args.public_key:
                 # Never the key that the checkpoint page carries: whoever could edit the
                 # files could swap the key along with the signature.
                 parser.error("--checkpoint needs --public-key (obtained apart from the export)")
+            tenant_ids = sorted({str(c["tenant_id"]) for c in checkpoints})
+            if len(tenant_ids) > 1:
+                parser.error(
+                    f"the checkpoints are of several tenants (tenant_id {', '.join(tenant_ids)}): "
+                    "give one tenant's"
+                )
             with open(args.public_key, encoding="utf-8") as handle:
                 key_pem = handle.read()
-            verify_signature(checkpoint, key_pem)
             if args.tenant:
-                chain = chains.get(args.tenant)
-                if chain is None:
+                if args.tenant not in by_tenant:
                     raise Failure(f"the export has no events of tenant {args.tenant!r}")
-            elif len(chains) == 1:
-                chain = next(iter(chains.values()))
+                checked = args.tenant
+            elif len(by_tenant) == 1:
+                checked = next(iter(by_tenant))
             else:
                 parser.error("the export holds several tenants: name the checkpoint's --tenant")
-            verify_checkpoint_against(checkpoint, chain)
-            print(f"checkpoint at sequence {checkpoint['sequence']}: signature and hash verified")
+        chains, partial = {}, []
+        for tenant, events in sorted(by_tenant.items()):
+            name = tenant or "(no tenant)"
+            chains[tenant] = verify_chain(events, allow_gaps=args.allow_gaps)
+            note, verified_from = verify_start(
+                chains[tenant],
+                checkpoints if tenant == checked else None,
+                key_pem,
+                name=name,
+                allow_gaps=args.allow_gaps,
+            )
+            if verified_from is not None:
+                partial.append(f"{name}: only from sequence {verified_from}")
+            print(f"{name}: {len(events)} events verified{note}")
+        if checkpoints:
+            checkpoint = checkpoint_choose(checkpoints, chains[checked])
+            verify_signature(checkpoint, key_pem)
+            verify_checkpoint_against(checkpoint, chains[checked])
+            print(f"{checkpoint_label(checkpoint)}: signature and hash verified")
     except Failure as failure:
         where = []
         if failure.line is not None:
@@ -424,7 +557,7 @@ def main(argv=None) -> int:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print("verified")
+    print(f"verified ({'; '.join(partial)})" if partial else "verified")
     return 0
 
 

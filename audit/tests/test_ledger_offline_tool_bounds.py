@@ -1,0 +1,376 @@
+"""tools/verify_export.py: where an export must start and end, and which checkpoint it is
+checked against (docs/ledger.md §7).
+
+An export must start at sequence 1, or right after the purge checkpoint of a retention purge;
+a page of checkpoints is checked through its newest one within the export, since checkpoints
+signed after the export (its own ``audit_log.export`` event moved the head) lie beyond it.
+"""
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from django.core.cache import cache
+
+from audit.ledger.services import checkpoints_sign, events_purge
+from audit.ledger.signing import public_key_pem
+from audit.tests.ledger_factories import chained_events_create
+from audit.tests.test_ledger_offline_tool import (
+    _checkpoint_file,
+    _run,
+    _tool_module,
+    _write_export,
+)
+
+pytestmark = pytest.mark.django_db
+CHECKPOINTS = "/api/v1/ledger/checkpoints"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    cache.clear()
+
+
+@pytest.fixture
+def key(tmp_path) -> Path:
+    path = tmp_path / "ledger.pub"
+    path.write_text(public_key_pem())
+    return path
+
+
+@pytest.fixture
+def chain(tenant):
+    chained_events_create(tenant_id=tenant.id, count=10)
+    return tenant
+
+
+def _write_lines(path: Path, documents: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(d) + "\n" for d in documents))
+    return path
+
+
+def _checkpoint_page(key_client, path: Path, page_size: int = 20) -> Path:
+    """What the docs tell users to fetch: GET /api/v1/ledger/checkpoints?page_size=20."""
+    response = key_client(scopes=["read"]).get(CHECKPOINTS, {"page_size": page_size})
+    assert response.status_code == 200
+    path.write_bytes(response.content)
+    return path
+
+
+def _received(day: int) -> dict:
+    at = datetime(2026, 1, day, 12, tzinfo=UTC)
+    return {"occurred_at": at, "received_at": at}
+
+
+@pytest.fixture
+def purged(tenant):
+    """Sequences 1-3 received on January 1st and purged; 4-8 kept; a purge checkpoint at 3."""
+    chained_events_create(tenant_id=tenant.id, count=3, **_received(1))
+    chained_events_create(tenant_id=tenant.id, count=5, start=3, **_received(5))
+    checkpoints_sign()  # a periodic checkpoint at 8, before the purge
+    result = events_purge(tenant_id=tenant.id, before=datetime(2026, 1, 2, tzinfo=UTC))
+    assert (result.through_sequence, result.checkpoint.kind) == (3, "purge")
+    return result.checkpoint
+
+
+# --- where the export starts -------------------------------------------------------------------
+
+
+def test_an_export_whose_oldest_events_were_removed_does_not_verify(chain, tmp_path):
+    documents = _write_export(tmp_path / "all.jsonl", chain, newest_first=False)
+    export = _write_lines(tmp_path / "cut.jsonl", documents[3:])  # sequences 4-10
+
+    result = _run(export)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        "NOT VERIFIED at line 1, sequence 4: tenant acme: the export starts at sequence 4; "
+        "expected sequence 1 (from the genesis hash)"
+    ) in result.stdout
+    assert "verified" not in result.stdout.splitlines()
+
+
+def test_a_recent_periodic_checkpoint_does_not_excuse_a_removed_head(chain, tmp_path, key):
+    [checkpoint] = checkpoints_sign()  # at sequence 10, within the cut export
+    documents = _write_export(tmp_path / "all.jsonl", chain, newest_first=False)
+    export = _write_lines(tmp_path / "cut.jsonl", documents[3:])
+    single = _checkpoint_file(tmp_path / "c.json", checkpoint)
+
+    result = _run(export, "--checkpoint", single, "--public-key", key)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "the export starts at sequence 4" in result.stdout
+    assert "none of the given checkpoints is a purge checkpoint" in result.stdout
+
+
+@pytest.mark.parametrize("content", ["", "\n\n  \n"])
+def test_a_file_without_events_does_not_verify(tmp_path, content):
+    export = tmp_path / "empty.jsonl"
+    export.write_text(content)
+
+    result = _run(export)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout == "NOT VERIFIED: the export holds no events\n"
+
+
+def test_with_allow_gaps_it_says_the_chain_was_only_verified_from_the_first_sequence(
+    chain, tmp_path
+):
+    documents = _write_export(tmp_path / "all.jsonl", chain, newest_first=False)
+    export = _write_lines(tmp_path / "filtered.jsonl", documents[3:])
+
+    result = _run(export, "--allow-gaps")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "acme: 7 events verified; the chain was only verified from sequence 4 on" in (
+        result.stdout
+    )
+    assert result.stdout.splitlines()[-1] == "verified (acme: only from sequence 4)"
+
+
+def test_with_allow_gaps_a_complete_export_is_verified_without_reservation(chain, tmp_path):
+    export = tmp_path / "events.jsonl"
+    _write_export(export, chain)
+
+    result = _run(export, "--allow-gaps")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "verified"
+
+
+def test_every_tenant_of_the_export_must_start_at_genesis(tenant, other_tenant, tmp_path):
+    chained_events_create(tenant_id=tenant.id, count=3)
+    chained_events_create(tenant_id=other_tenant.id, count=4)
+    acme = _write_export(tmp_path / "acme.jsonl", tenant, newest_first=False)
+    globex = _write_export(tmp_path / "globex.jsonl", other_tenant, newest_first=False)
+    export = _write_lines(tmp_path / "both.jsonl", acme + globex[2:])
+
+    result = _run(export)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "acme: 3 events verified" in result.stdout
+    assert "line 4, sequence 3: tenant globex: the export starts at sequence 3" in result.stdout
+
+
+# --- after a retention purge -------------------------------------------------------------------
+
+
+def test_a_purged_chain_verifies_from_its_purge_checkpoint(
+    tenant, purged, key_client, tmp_path, key
+):
+    export = tmp_path / "events.jsonl"
+    _write_export(export, tenant)
+    page = _checkpoint_page(key_client, tmp_path / "checkpoints.json")
+
+    result = _run(export, "--checkpoint", page, "--public-key", key)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (
+        f"acme: 5 events verified, from sequence 4 on, after the purge checkpoint #{purged.pk} "
+        "at sequence 3 (signature and hash verified)"
+    ) in result.stdout
+    assert result.stdout.splitlines()[-1] == "verified"
+
+
+def test_a_purged_chain_needs_its_purge_checkpoint(tenant, purged, tmp_path):
+    export = tmp_path / "events.jsonl"
+    _write_export(export, tenant)
+
+    result = _run(export)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "tenant acme: the export starts at sequence 4" in result.stdout
+    assert "after a retention purge, the sequence after the tenant's purge checkpoint" in (
+        result.stdout
+    )
+
+
+def test_the_purge_checkpoint_can_be_given_apart_from_the_page(
+    tenant, purged, key_client, tmp_path, key
+):
+    """The purge checkpoint is soon off the first page: it is given as a second file."""
+    export = tmp_path / "events.jsonl"
+    _write_export(export, tenant)
+    chained_events_create(tenant_id=tenant.id, count=2, start=20, **_received(6))
+    [periodic] = checkpoints_sign()  # at 10, beyond the export
+    recent = _checkpoint_file(tmp_path / "recent.json", periodic)
+    purge = _checkpoint_file(tmp_path / "purge.json", purged, id=purged.pk)
+
+    without = _run(export, "--checkpoint", recent, "--public-key", key)
+    both = _run(export, "--checkpoint", recent, "--checkpoint", purge, "--public-key", key)
+
+    assert without.returncode == 1
+    assert "none of the given checkpoints is a purge checkpoint" in without.stdout
+    assert both.returncode == 0, both.stdout + both.stderr
+    assert f"after the purge checkpoint #{purged.pk} at sequence 3" in both.stdout
+    assert "checkpoint at sequence 10 is beyond this export; skipped" in both.stdout
+
+
+def test_an_export_cut_after_the_purge_checkpoint_does_not_verify(
+    tenant, purged, key_client, tmp_path, key
+):
+    documents = _write_export(tmp_path / "all.jsonl", tenant, newest_first=False)
+    export = _write_lines(tmp_path / "cut.jsonl", documents[1:])  # 5-8: 4 removed too
+    page = _checkpoint_page(key_client, tmp_path / "checkpoints.json")
+
+    result = _run(export, "--checkpoint", page, "--public-key", key)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        "the export starts at sequence 5; expected sequence 1 (from the genesis hash), or 4 "
+        f"(after the purge checkpoint #{purged.pk} at sequence 3)"
+    ) in result.stdout
+
+
+def test_an_export_that_does_not_resume_from_the_purge_checkpoint_does_not_verify(
+    tenant, purged, tmp_path, key
+):
+    """Events 4-8 replaced by a consistent forgery: their chain links, but not to the
+    signed purge checkpoint."""
+    tool = _tool_module()
+    documents = _write_export(tmp_path / "all.jsonl", tenant, newest_first=False)
+    prev = "f" * 64
+    for document in documents:
+        document["prev_hash"] = prev
+        document["hash"] = prev = tool.event_hash(prev, document)
+    export = _write_lines(tmp_path / "forged.jsonl", documents)
+    purge = _checkpoint_file(tmp_path / "purge.json", purged)
+
+    result = _run(export, "--checkpoint", purge, "--public-key", key)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "sequence 4: the export does not resume from the signed checkpoint at sequence 3" in (
+        result.stdout
+    )
+
+
+# --- which checkpoint of a page ----------------------------------------------------------------
+
+
+@pytest.fixture
+def exported_then_signed(tenant, key_client, tmp_path):
+    """Checkpoints at 5 and 10, the export (1-10), then the export's own event and another
+    (11-12) and the next periodic checkpoint at 12: the documented procedure."""
+    chained_events_create(tenant_id=tenant.id, count=5)
+    checkpoints_sign()
+    chained_events_create(tenant_id=tenant.id, count=5, start=5)
+    checkpoints_sign()
+    export = tmp_path / "events.jsonl"
+    export.write_bytes(
+        b"".join(
+            key_client(scopes=["read"])
+            .get("/api/v1/audit-events/export", {"format": "jsonl"})
+            .streaming_content
+        )
+    )
+    chained_events_create(tenant_id=tenant.id, count=2, start=10, action="audit_log.export")
+    checkpoints_sign()
+    return export
+
+
+def test_checkpoints_beyond_the_export_are_skipped_and_the_newest_within_it_is_checked(
+    tenant, exported_then_signed, key_client, tmp_path, key
+):
+    page = _checkpoint_page(key_client, tmp_path / "checkpoints.json")
+    ids = {c["sequence"]: c["id"] for c in json.loads(page.read_text())["results"]}
+    assert sorted(ids) == [5, 10, 12]
+
+    result = _run(exported_then_signed, "--checkpoint", page, "--public-key", key)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        "acme: 10 events verified",
+        f"checkpoint #{ids[12]} at sequence 12 is beyond this export; skipped (the export "
+        "ends at sequence 10)",
+        f"checkpoint #{ids[10]} at sequence 10: signature and hash verified",
+        "verified",
+    ]
+
+
+def test_no_checkpoint_within_the_export_does_not_verify(
+    tenant, exported_then_signed, key_client, tmp_path, key
+):
+    page = _checkpoint_page(key_client, tmp_path / "checkpoints.json", page_size=1)
+
+    result = _run(exported_then_signed, "--checkpoint", page, "--public-key", key)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "at sequence 12 is beyond this export; skipped" in result.stdout
+    assert (
+        "NOT VERIFIED: none of the given checkpoints (1) falls within this export (sequences 1 "
+        "to 10)"
+    ) in result.stdout
+
+
+def test_it_does_not_fall_back_to_an_older_checkpoint_when_the_newest_within_fails(
+    tenant, exported_then_signed, key_client, tmp_path, key
+):
+    page = _checkpoint_page(key_client, tmp_path / "checkpoints.json")
+    data = json.loads(page.read_text())
+    for checkpoint in data["results"]:
+        if checkpoint["sequence"] == 10:
+            checkpoint["hash"] = "e" * 64
+    page.write_text(json.dumps(data))
+
+    result = _run(exported_then_signed, "--checkpoint", page, "--public-key", key)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "at sequence 10: the signature does not verify" in result.stdout
+
+
+def test_checkpoints_of_several_tenants_are_refused(chain, other_tenant, tmp_path, key):
+    chained_events_create(tenant_id=other_tenant.id, count=1)
+    mine, theirs = sorted(checkpoints_sign(), key=lambda c: c.tenant_id != chain.id)
+    export = tmp_path / "events.jsonl"
+    _write_export(export, chain)
+
+    result = _run(
+        export,
+        "--checkpoint",
+        _checkpoint_file(tmp_path / "mine.json", mine),
+        "--checkpoint",
+        _checkpoint_file(tmp_path / "theirs.json", theirs),
+        "--public-key",
+        key,
+    )
+
+    assert result.returncode == 2
+    assert "the checkpoints are of several tenants" in result.stderr
+
+
+def test_sequences_below_1_do_not_verify(tenant, tmp_path):
+    tool = _tool_module()
+    chained_events_create(tenant_id=tenant.id, count=1)
+    [document] = _write_export(tmp_path / "one.jsonl", tenant)
+    document.update(sequence=0, prev_hash="a" * 64)
+    document["hash"] = tool.event_hash(document["prev_hash"], document)
+    export = _write_lines(tmp_path / "zero.jsonl", [document])
+
+    result = _run(export, "--allow-gaps")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "NOT VERIFIED at line 1, sequence 0: tenant acme: sequences start at 1" in (
+        result.stdout
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"signed_at": "yesterday"}, "checkpoint at sequence 10: the signature does not verify"),
+        ({"sequence": "10"}, "a checkpoint's sequence is not an integer: '10'"),
+    ],
+)
+def test_a_malformed_checkpoint_does_not_verify(chain, tmp_path, key, change, message):
+    [checkpoint] = checkpoints_sign()
+    export = tmp_path / "events.jsonl"
+    _write_export(export, chain)
+    malformed = _checkpoint_file(tmp_path / "c.json", checkpoint, **change)
+
+    result = _run(export, "--checkpoint", malformed, "--public-key", key)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert message in result.stdout
+    assert "Traceback" not in result.stderr
