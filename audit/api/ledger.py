@@ -38,8 +38,8 @@ VERIFY_PARAMS = frozenset({"from_sequence", "to_sequence", "last"})
 
 
 class VerifyInputSerializer(serializers.Serializer):
-    from_sequence = serializers.IntegerField(required=False, min_value=1)
-    to_sequence = serializers.IntegerField(required=False, min_value=1)
+    from_sequence = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    to_sequence = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
     last = serializers.IntegerField(required=False, min_value=1, max_value=VERIFY_MAX_EVENTS)
     tenant = serializers.CharField(required=False, allow_blank=True)
 
@@ -114,12 +114,33 @@ class LedgerVerifyView(APIView):
             low = max(head.sequence - last + 1, 1)
             # From the chain's start, a run covers genesis/the purge checkpoint too.
             low = None if low <= base.sequence + 1 else low
-        elif low is None:
-            low = max(high - VERIFY_MAX_EVENTS + 1, 1)
-        elif high is None:
-            high = low + VERIFY_MAX_EVENTS - 1
+        else:
+            if low is None:
+                low = max(high - VERIFY_MAX_EVENTS + 1, 1)
+            elif high is None:
+                high = low + VERIFY_MAX_EVENTS - 1
+            _range_check(tenant_id=tenant_id, low=low, high=high)
         result = ledger_verify(tenant_id=tenant_id, from_sequence=low, to_sequence=high)
         return Response(VerifyOutputSerializer(result.as_dict()).data)
+
+
+def _range_check(*, tenant_id: int, low: int, high: int) -> None:
+    """A range with no stored event to check is a 400, not ``ok: true, checked: 0``."""
+    head = selectors.chain_head_get(tenant_id=tenant_id)
+    if low > head.sequence:
+        raise ValidationError(
+            {"from_sequence": [f"Beyond the chain's head ({head.sequence}): nothing to verify."]}
+        )
+    base = selectors.chain_base(tenant_id=tenant_id)
+    if high <= base.sequence:
+        raise ValidationError(
+            {
+                "to_sequence": [
+                    f"Sequences up to {base.sequence} were removed by a retention purge; "
+                    f"verification starts at {base.sequence + 1}."
+                ]
+            }
+        )
 
 
 class CheckpointSerializer(serializers.Serializer):

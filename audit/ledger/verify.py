@@ -175,9 +175,10 @@ def _verify(*, tenant_id, base, start, to_sequence, whole, state, progress, chun
         )
     if start <= end == head.sequence and head.hash != expected_prev:
         raise _Broken(head.sequence, "the chain head's hash differs from the chain")
-    if to_sequence is None:
-        # Max first, head second: an append commits its rows and its head together, so a
-        # row seen by the first query has its head visible to the second.
+    if to_sequence is None or to_sequence > head.sequence:
+        # A range reaching past the head covers what lies beyond it too. Max first, head
+        # second: an append commits its rows and its head together, so a row seen by the
+        # first query has its head visible to the second.
         last_stored = selectors.chain_max_sequence(tenant_id=tenant_id)
         fresh_head = selectors.chain_head_get(tenant_id=tenant_id)
         if last_stored is not None and last_stored > fresh_head.sequence:

@@ -94,6 +94,9 @@ def test_it_verifies_only_the_last_n_events_when_asked(key_client, chain):
         ({"cursor": "x"}, "cursor"),
         ({"page_size": 10}, "page_size"),
         ({"last": 3, "actor_id": "alice"}, "actor_id"),
+        ({"from_sequence": 99999999999999999999}, "from_sequence"),
+        ({"to_sequence": 2**63}, "to_sequence"),
+        ({"from_sequence": 7}, "from_sequence"),  # beyond the head (6): nothing to verify
     ],
 )
 def test_it_names_the_bad_parameter(key_client, chain, params, field):
@@ -235,3 +238,34 @@ def test_the_ledger_endpoints_document_their_parameters_and_the_400():
         assert "400" in operation["responses"]
     page_size = next(p for p in paths[CHECKPOINTS]["get"]["parameters"] if p["name"] == "page_size")
     assert "1 to 500" in page_size["description"]
+
+
+def test_a_range_over_the_head_sees_an_event_stored_beyond_it(key_client, chain):
+    from audit.models import AuditEvent
+    from audit.tests.test_ledger_verify import _forged_row
+
+    six = AuditEvent.objects.get(tenant=chain, sequence=6)
+    AuditEvent.objects.create(
+        **_forged_row(chain.id, sequence=7, prev_hash=six.hash, valid_hash=True)
+    )
+
+    body = key_client(scopes=["read"]).get(VERIFY, {"from_sequence": 2, "to_sequence": 20}).json()
+
+    assert (body["ok"], body["first_bad_sequence"]) == (False, 7)
+
+
+def test_a_range_inside_the_purged_prefix_is_a_400(key_client, tenant):
+    from datetime import UTC, datetime
+
+    from audit.ledger.services import events_purge
+
+    chained_events_create(
+        tenant_id=tenant.id, count=3, received_at=datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    chained_events_create(tenant_id=tenant.id, count=1, start=3)
+    events_purge(tenant_id=tenant.id, before=datetime(2026, 1, 2, tzinfo=UTC))
+
+    response = key_client(scopes=["read"]).get(VERIFY, {"to_sequence": 2})
+
+    assert response.status_code == 400
+    assert "retention purge" in response.json()["error"]["fields"]["to_sequence"][0]
