@@ -15,6 +15,7 @@ from django_elasticsearch_dsl.registries import registry
 from elasticsearch.dsl import analyzer, tokenizer
 
 from audit.models import AuditEvent
+from audit.services.access_log import ACCESS_ACTIONS
 
 INDEX_ALIAS = "traceledger-audit-events"
 
@@ -97,4 +98,8 @@ class AuditEventDocument(Document):
         return instance.tenant_id
 
     def prepare_metadata_text(self, instance) -> str:
+        # As the PostgreSQL vector: an access record's filters and search text are not
+        # searchable content (search/backends/postgresql.py).
+        if instance.action in ACCESS_ACTIONS:
+            return ""
         return metadata_text(instance.metadata)

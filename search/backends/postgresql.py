@@ -13,6 +13,7 @@ from django.db import DatabaseError, DataError, connection, transaction
 from django.db.models import F, FloatField, Q
 from django.db.models.functions import Cast
 
+from audit.services.access_log import ACCESS_ACTIONS
 from search.backends.base import (
     InvalidQuery,
     SearchPage,
@@ -56,6 +57,11 @@ def _is_parser_limit(exc: DatabaseError) -> bool:
     return sqlstate.startswith("54") or (sqlstate == "XX000" and "tsquery" in str(exc))
 
 
+# Records of people reading the trail (audit_log.read/search/export) carry the filters and
+# search text they used in their metadata; indexed, every search would find the earlier
+# searches for the same words. They are found by action, actor and description instead.
+UNSEARCHED_METADATA_ACTIONS = sorted(ACCESS_ACTIONS)
+
 # The vector recipe. 'english' must match SEARCH_CONFIG (the query side).
 _INSERT_SQL = """
     INSERT INTO search_eventsearchentry (event_id, tenant_id, vector, indexed_at)
@@ -64,7 +70,8 @@ _INSERT_SQL = """
             e.action, regexp_replace(e.action, '[._:-]+', ' ', 'g'),
             e.actor_id, e.actor_name, e.target_id, e.target_type, e.target_name)), 'A')
         || setweight(to_tsvector('english', e.description), 'B')
-        || setweight(jsonb_to_tsvector('english', e.metadata, '["string"]'), 'C'),
+        || CASE WHEN e.action = ANY(%s) THEN ''::tsvector
+           ELSE setweight(jsonb_to_tsvector('english', e.metadata, '["string"]'), 'C') END,
         now()
     FROM audit_auditevent e
     WHERE e.id = ANY(%s)
@@ -115,6 +122,7 @@ class PostgresBackend:
         # recipe changed, which is what ``reindex_search`` (overwrite) is for.
         with connection.cursor() as cursor:
             cursor.execute(
-                _INSERT_SQL + _ON_CONFLICT[overwrite], [[uuid.UUID(str(i)) for i in event_ids]]
+                _INSERT_SQL + _ON_CONFLICT[overwrite],
+                [UNSEARCHED_METADATA_ACTIONS, [uuid.UUID(str(i)) for i in event_ids]],
             )
         return len(event_ids)

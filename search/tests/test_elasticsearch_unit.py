@@ -111,6 +111,17 @@ def test_it_builds_the_document_of_a_stored_event(tenant):
 
 
 @pytest.mark.django_db
+def test_an_access_records_filters_are_not_searchable_text(tenant):
+    event = events_create(
+        tenant_id=tenant.pk,
+        action="audit_log.search",
+        metadata={"filters": {"q": "payroll"}, "endpoint": "search"},
+    )[0]
+    document = AuditEventDocument().prepare(AuditEvent.objects.get(pk=event.pk))
+    assert document["metadata_text"] == ""
+
+
+@pytest.mark.django_db
 def test_it_indexes_each_event_under_its_own_id_so_reindexing_overwrites(tenant):
     events = events_create(tenant_id=tenant.pk, count=2)
     stored = list(AuditEvent.objects.filter(tenant=tenant).order_by("sequence"))

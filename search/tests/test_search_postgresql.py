@@ -55,6 +55,22 @@ def test_it_searches_action_actor_target_and_metadata_text(indexed, search_get):
     assert found(search_get("zanzibar")) == ["by-metadata"]
 
 
+def test_an_earlier_search_is_not_found_by_the_words_it_searched_for(indexed, search_get):
+    """A person's search is recorded with its text in metadata; indexed, every search for
+    "payroll" would find the records of earlier searches for "payroll"."""
+    _one(indexed, "real", description="payroll exported")
+    _one(
+        indexed,
+        "record",
+        action="audit_log.search",
+        description="Ada searched the audit log",
+        metadata={"filters": {"q": "payroll zanzibar"}, "endpoint": "search"},
+    )
+    assert found(search_get("payroll")) == ["real"]
+    assert found(search_get("zanzibar")) == []
+    assert found(search_get("searched")) == ["record"]
+
+
 def test_it_ranks_an_action_match_above_a_description_match(indexed, search_get):
     _one(indexed, "in-description", description="payroll changed", occurred_at=BASE_TIME)
     _one(
