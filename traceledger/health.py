@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import connections
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 from kombu import Connection
 
 logger = logging.getLogger(__name__)
@@ -120,13 +120,13 @@ def readiness() -> dict:
 
 
 @never_cache
-@require_GET
+@require_safe
 def healthz(request):
     return JsonResponse({"status": "ok"})
 
 
 @never_cache
-@require_GET
+@require_safe
 def readyz(request):
     report = readiness()
     return JsonResponse(report, status=503 if report["status"] == "down" else 200)

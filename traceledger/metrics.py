@@ -9,7 +9,7 @@ import os
 
 from django.http import HttpResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 # Collectors that compute gauges at scrape time (queue depths, lag): apps append here.
@@ -28,7 +28,7 @@ def _registry() -> CollectorRegistry:
 
 
 @never_cache
-@require_GET
+@require_safe
 def metrics_view(request):
     output = generate_latest(_registry())
     if SCRAPE_COLLECTORS:

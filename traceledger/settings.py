@@ -11,7 +11,7 @@ import environ
 
 from traceledger.queues import CELERY_QUEUES
 from traceledger.redis_latch import LatchingConnection
-from traceledger.settings_env import names, rate, seconds
+from traceledger.settings_env import meta_key, names, rate, seconds
 from traceledger.settings_guard import guard_production_settings, guard_signing_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -159,6 +159,9 @@ SESSION_ENGINE = "django.contrib.sessions.backends.db"
 # django-ratelimit: fail open when Redis is down (availability of the audit trail wins).
 RATELIMIT_USE_CACHE = "default"
 RATELIMIT_FAIL_OPEN = True
+# Behind a reverse proxy: the request header holding the one client address it sets, as a
+# META key (e.g. HTTP_X_REAL_IP). Not X-Forwarded-For: a list there is not one address.
+RATELIMIT_IP_META_KEY = meta_key("RATELIMIT_IP_META_KEY")
 TRACELEDGER_RATELIMIT_INGEST = rate("TRACELEDGER_RATELIMIT_INGEST", default="6000/m")
 TRACELEDGER_RATELIMIT_READ = rate("TRACELEDGER_RATELIMIT_READ", default="1200/m")
 TRACELEDGER_RATELIMIT_LOGIN = rate("TRACELEDGER_RATELIMIT_LOGIN", default="10/m")

@@ -49,3 +49,16 @@ def rate(name: str, *, default: str) -> str:
             f"{name}={raw!r} is not a rate: use N/s, N/m, N/h or N/d (e.g. 6000/m)"
         )
     return raw
+
+
+def meta_key(name: str) -> str | None:
+    """A ``request.META`` key (``HTTP_X_REAL_IP``), or None when unset."""
+    raw = env.str(name, default="").strip()
+    if not raw:
+        return None
+    if not re.fullmatch(r"HTTP_[A-Z0-9_]+|REMOTE_ADDR", raw) or raw == "HTTP_X_FORWARDED_FOR":
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} must name one request header holding one address, as Django's "
+            "META key (e.g. HTTP_X_REAL_IP); X-Forwarded-For holds a list"
+        )
+    return raw

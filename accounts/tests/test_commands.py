@@ -226,6 +226,13 @@ def test_it_refuses_to_create_the_system_tenant_by_hand():
 
 
 @pytest.mark.django_db
+def test_before_the_system_tenant_exists_it_is_not_offered_for_creation():
+    with pytest.raises(CommandError, match="TraceLedger's own tenant") as raised:
+        _run("create_api_key", "--tenant", "system", "--name", "x", "--scopes", "ingest")
+    assert "create_tenant" not in str(raised.value)
+
+
+@pytest.mark.django_db
 def test_it_refuses_keys_and_users_for_the_system_tenant():
     Tenant.objects.create(slug="system", name="System")
     with pytest.raises(CommandError, match=r"tenant: .*no users and no API keys"):

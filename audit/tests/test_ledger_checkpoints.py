@@ -360,6 +360,7 @@ def test_sign_checkpoints_command_signs_moved_heads(tenant):
     out = StringIO()
     call_command("sign_checkpoints", stdout=out)
     assert "1 checkpoints signed" in out.getvalue()
+    assert out.getvalue().startswith("acme: signed sequence 2 ")
     assert (
         timedelta(0)
         <= (datetime.now(UTC) - Checkpoint.objects.get().signed_at)

@@ -15,6 +15,11 @@ def test_it_answers_healthz_without_io(client):
     assert response.json() == {"status": "ok"}
 
 
+def test_monitoring_endpoints_answer_head_as_get(client):
+    # Load balancers and uptime checks often probe with HEAD.
+    assert client.head("/healthz").status_code == 200
+
+
 @pytest.mark.django_db
 def test_it_reports_every_dependency_ok_and_search_disabled(client):
     response = client.get("/readyz")

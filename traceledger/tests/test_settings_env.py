@@ -5,7 +5,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.exceptions import ImproperlyConfigured
 
-from traceledger.settings_env import names, rate, seconds
+from traceledger.settings_env import meta_key, names, rate, seconds
 from traceledger.settings_guard import guard_signing_key
 from traceledger.tests.test_settings_guard import run_check
 
@@ -70,3 +70,16 @@ def test_the_process_does_not_start_with_such_a_value(env, message):
     result = run_check(**env)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+@pytest.mark.parametrize(("raw", "value"), [("", None), ("HTTP_X_REAL_IP", "HTTP_X_REAL_IP")])
+def test_the_client_address_header_is_a_meta_key(monkeypatch, raw, value):
+    monkeypatch.setenv("TL_TEST_META", raw)
+    assert meta_key("TL_TEST_META") == value
+
+
+@pytest.mark.parametrize("raw", ["X-Real-IP", "HTTP_X_FORWARDED_FOR", "http_x_real_ip"])
+def test_a_header_that_is_not_one_address_as_a_meta_key_is_refused(monkeypatch, raw):
+    monkeypatch.setenv("TL_TEST_META", raw)
+    with pytest.raises(ImproperlyConfigured, match="TL_TEST_META"):
+        meta_key("TL_TEST_META")

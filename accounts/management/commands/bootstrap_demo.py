@@ -3,7 +3,7 @@
 import os
 import secrets
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import ApiKey, User
 from accounts.services import api_key_create, api_key_revoke, tenant_get_or_create
@@ -21,6 +21,12 @@ class Command(BaseCommand):
         # A fresh password every run, so the one printed below always works.
         password = os.environ.get("TRACELEDGER_DEMO_PASSWORD") or secrets.token_urlsafe(12)
         user = User.objects.filter(username__iexact=username).first()
+        if user is not None and not user.is_superuser:
+            # Resetting an ordinary account's password to a printed one would hand it over.
+            raise CommandError(
+                f"user {user.username!r} exists and is not a superuser: set "
+                "TRACELEDGER_DEMO_ADMIN to another name"
+            )
         if user is None:
             User.objects.create_superuser(username=username, email="", password=password)
         else:

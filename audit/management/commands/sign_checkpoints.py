@@ -2,6 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
+from accounts.models import Tenant
 from audit.ledger.services import checkpoints_sign
 
 
@@ -13,9 +14,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         created = checkpoints_sign()
+        slugs = dict(
+            Tenant.objects.filter(id__in=[c.tenant_id for c in created]).values_list("id", "slug")
+        )
         for checkpoint in created:
             self.stdout.write(
-                f"tenant {checkpoint.tenant_id}: signed sequence {checkpoint.sequence} "
-                f"{checkpoint.hash}"
+                f"{slugs.get(checkpoint.tenant_id, checkpoint.tenant_id)}: signed sequence "
+                f"{checkpoint.sequence} {checkpoint.hash}"
             )
         self.stdout.write(f"{len(created)} checkpoints signed")
