@@ -117,7 +117,7 @@ def _batches_after(
     while True:
         qs = AuditEvent.objects.filter(tenant_id=tenant_id, sequence__gt=after)
         if since is not None:
-            qs = qs.filter(occurred_at__gte=since)
+            qs = qs.filter(received_at__gte=since)
         batch = [
             (str(pk), seq)
             for pk, seq in qs.order_by("sequence").values_list("id", "sequence")[:batch_size]
@@ -186,7 +186,7 @@ def reindex_total(*, run: ReindexRun) -> int:
             tenant_id=tenant_id, sequence__gt=run.cursor.get(str(tenant_id), 0)
         )
         if run.since is not None:
-            qs = qs.filter(occurred_at__gte=run.since)
+            qs = qs.filter(received_at__gte=run.since)
         total += qs.count()
     return total
 

@@ -28,7 +28,7 @@ def test_it_rebuilds_the_postgresql_index_of_every_tenant(tenant, other_tenant, 
     call_command("reindex_search", "--backend", "postgresql")
     assert _entries(tenant) == {e.id for e in mine}
     assert _entries(other_tenant) == {e.id for e in theirs}
-    assert "postgresql: reindexed" in capsys.readouterr().out
+    assert "postgresql: reindexed 5 events" in capsys.readouterr().out
     assert ReindexRun.objects.get().finished_at is not None
     # A full run moves the sync marks, so the sweep has nothing left to do.
     assert index_lag() == {"postgresql": 0}
@@ -46,9 +46,28 @@ def test_it_reindexes_only_events_since_the_given_date(tenant):
     assert index_lag() == {"postgresql": 2}  # --since covers a window: the marks stay
 
 
+def test_since_is_when_events_arrived_so_an_outages_late_events_are_covered(tenant):
+    """After an outage the events stored meanwhile are what needs indexing, whenever they
+    occurred (a batch posted late carries old times)."""
+    earlier = events_create(
+        tenant_id=tenant.pk,
+        occurred_at=BASE_TIME - timedelta(days=2),
+        received_at=BASE_TIME - timedelta(days=2),
+    )
+    late = events_create(
+        tenant_id=tenant.pk, occurred_at=BASE_TIME - timedelta(days=30), received_at=BASE_TIME
+    )
+    call_command(
+        "reindex_search", "--backend", "postgresql", "--since", BASE_TIME.date().isoformat()
+    )
+    assert _entries(tenant) == {late[0].id}
+    assert earlier[0].id not in _entries(tenant)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--since", ""], "--since needs a date"),
         (["--since", "last tuesday"], "not an ISO 8601 date"),
         (["--since", "2026-13-45"], "not an ISO 8601 date"),
         (["--batch-size", "0"], "--batch-size"),

@@ -21,12 +21,17 @@ class Command(BaseCommand):
         "Rebuild the search index from PostgreSQL, in bulk, safe while ingestion continues. "
         "Without --since, the PostgreSQL vectors are rewritten and Elasticsearch (when "
         "ELASTICSEARCH_URL is set) is rebuilt into a new index, then its alias is swapped. "
-        "With --since, events that occurred since then are (re)indexed in place. An "
+        "With --since, events received since then are (re)indexed in place. An "
         "interrupted run resumes when started again with the same arguments."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--since", help="Only events that occurred at or after this date.")
+        parser.add_argument(
+            "--since",
+            metavar="DATE",
+            help="Only events received at or after this ISO date (midnight UTC) or RFC 3339 "
+            "time: those stored during an outage, whenever they occurred.",
+        )
         parser.add_argument(
             "--backend",
             choices=[*Backend.values, "all"],
@@ -41,6 +46,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, since=None, backend="all", restart=False, **options):
+        if since is not None and not since.strip():
+            raise CommandError("--since needs a date; leave it out to rebuild everything")
         since_at = parse_moment(since, option="--since") if since else None
         self.batch_size = options.get("batch_size", 1000)
         if not 1 <= self.batch_size <= 10_000:
@@ -62,6 +69,7 @@ class Command(BaseCommand):
     def _reindex(self, backend: SearchBackend, since, restart: bool, verbosity: int) -> None:
         from search.backends.elasticsearch import BulkIndexError
 
+        self.indexed = 0
         run = reindex_run_start(backend=backend.name, since=since, restart=restart)
         if run.cursor:
             self.stdout.write(f"{backend.name}: resuming the run started {run.started_at}")
@@ -78,22 +86,25 @@ class Command(BaseCommand):
         except BulkIndexError as exc:
             raise CommandError(f"{exc}; run the same command again to resume.") from exc
         reindex_run_finish(run=run)
-        self.stdout.write(self.style.SUCCESS(f"{backend.name}: reindexed"))
+        self.stdout.write(self.style.SUCCESS(f"{backend.name}: reindexed {self.indexed} events"))
 
     def _run_batches(self, run, backend, verbosity: int, index: str | None = None) -> int:
         done = 0
+        out = self.stderr._out
         with tqdm(
             total=reindex_total(run=run),
             unit="event",
             desc=backend.name,
-            disable=verbosity < 1,
-            file=self.stderr._out,
+            # A terminal only: in a log a bar is noise.
+            disable=verbosity < 1 or not getattr(out, "isatty", lambda: False)(),
+            file=out,
         ) as bar:
             for count in reindex_batches(
                 run=run, backend=backend, index=index, batch_size=self.batch_size
             ):
                 bar.update(count)
                 done += count
+        self.indexed += done
         return done
 
     def _rebuild_elasticsearch(self, run, backend, verbosity: int) -> None:
