@@ -62,20 +62,28 @@ def check_cache() -> str:
 
 
 def check_search() -> str:
-    """Elasticsearch: ``down`` at once while this process's breaker is open (searches are
-    answering from PostgreSQL), else a ping; ``disabled`` when search runs on PostgreSQL."""
+    """Elasticsearch: ``disabled`` when search runs on PostgreSQL; else a probe through this
+    process's breaker: ``down`` at once while it is open (searches are answering from
+    PostgreSQL), and once its reset time has passed the probe is its trial call, so readiness
+    (and searches) come back when Elasticsearch does, not at the next search."""
     if not settings.ELASTICSEARCH_URL:
         return DISABLED
     import pybreaker
+    from elastic_transport import TransportError
+    from elasticsearch import ApiError
 
     from search.backends.elasticsearch import es_client
     from search.breaker import es_breaker
 
-    if es_breaker.current_state == pybreaker.STATE_OPEN:
-        return DOWN
     # The process's pooled client (a new client per probe leaked its connection pool).
     client = es_client().options(request_timeout=settings.TRACELEDGER_HEALTH_TIMEOUT)
-    return OK if client.ping() else DOWN
+    try:
+        # info(), not ping(): ping turns a failure into False, which the breaker would count
+        # as a success.
+        es_breaker.call(client.info)
+    except (pybreaker.CircuitBreakerError, ApiError, TransportError):
+        return DOWN
+    return OK
 
 
 CHECKS: dict[str, Callable[..., str]] = {

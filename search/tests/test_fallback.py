@@ -59,6 +59,24 @@ def test_it_reports_search_down_on_readyz_while_the_breaker_is_open(
     assert client.get("/readyz").json()["checks"]["search"] == "down"
 
 
+def test_readyz_tries_elasticsearch_again_once_the_breaker_may_close(
+    client, fake_es, closed_breaker, monkeypatch
+):
+    """Without it, /readyz said down until some search happened to close the breaker."""
+    monkeypatch.setattr(closed_breaker, "_reset_timeout", 0.2)
+    closed_breaker.open()
+    assert client.get("/readyz").json()["checks"]["search"] == "down"
+    time.sleep(0.3)
+    assert client.get("/readyz").json()["checks"]["search"] == "ok"
+    assert closed_breaker.current_state == pybreaker.STATE_CLOSED
+
+
+def test_readyz_counts_a_failed_probe_against_the_breaker(client, es_refused, closed_breaker):
+    for _ in range(closed_breaker.fail_max):
+        assert client.get("/readyz").json()["checks"]["search"] == "down"
+    assert closed_breaker.current_state == pybreaker.STATE_OPEN
+
+
 def test_it_reports_search_disabled_on_readyz_without_elasticsearch(client, settings):
     settings.ELASTICSEARCH_URL = ""
     assert client.get("/readyz").json()["checks"]["search"] == "disabled"
