@@ -5,9 +5,23 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "traceledger.settings")
+    from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
+    from django.db import InterfaceError, OperationalError
 
-    execute_from_command_line(sys.argv)
+    # What an operator can fix, in one line instead of a traceback: a setting (the message
+    # names the variable) or an unreachable PostgreSQL. Exit 2, as for a bad argument.
+    try:
+        execute_from_command_line(sys.argv)
+    except ImproperlyConfigured as exc:
+        _fail(f"configuration error: {exc}")
+    except (OperationalError, InterfaceError) as exc:
+        _fail(f"database unavailable: {str(exc).strip() or type(exc).__name__}")
+
+
+def _fail(message: str) -> None:
+    print(message, file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ class Command(BaseCommand):
     def handle(self, *args, ids: list[int], replay_all: bool, actor: str | None, **options):
         if replay_all == bool(ids):
             raise CommandError("give dead letter ids or --all (not both)")
+        ids = list(dict.fromkeys(ids))  # an id given twice is one dead letter
         if replay_all:
             ids = dead_letter_ids_new()
             if not ids:

@@ -1,0 +1,34 @@
+"""manage.py answers what an operator can fix in one line, exit 2, instead of a traceback."""
+
+import os
+import subprocess
+import sys
+
+from testsupport.worker import ROOT
+
+
+def _manage(*args, **env):
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_an_unreachable_database_is_one_line():
+    result = _manage("create_tenant", "zz", DATABASE_URL="postgres://127.0.0.1:9/nowhere")
+    assert result.returncode == 2
+    assert result.stderr.startswith("database unavailable: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bad_setting_is_one_line_naming_the_variable():
+    result = _manage("check", TRACELEDGER_PUBLISH_TIMEOUT="5ms")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "configuration error: TRACELEDGER_PUBLISH_TIMEOUT='5ms' is not a number of seconds "
+        "(e.g. 0.5)"
+    )
