@@ -6,6 +6,7 @@ except the plain key returned once by ``api_key_create``.
 """
 
 import logging
+import re
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 VALID_SCOPES = frozenset(Scope.values)
 TENANT_SLUG_MAX_LENGTH = Tenant._meta.get_field("slug").max_length
+_TENANT_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]*")
 TENANT_NAME_MAX_LENGTH = Tenant._meta.get_field("name").max_length
 SYSTEM_TENANT_NAME = "System"
 # How often last_used_at may be written per key: a date to the minute is enough for
@@ -55,6 +57,17 @@ def tenant_slug_validate(*, slug: str, reserved_ok: bool = False) -> None:
         validate_slug(slug)
     except ValidationError as exc:
         raise ValidationError({"slug": exc.messages}) from exc
+    if not _TENANT_SLUG.fullmatch(slug):
+        # Lower case only: "Acme" and "acme" would be two tenants (and "SYSTEM" the reserved
+        # one); a leading "-" reads as an option to every command that takes --tenant.
+        raise ValidationError(
+            {
+                "slug": [
+                    "A tenant slug is lower-case letters, digits, '-' and '_', starting with a "
+                    "letter or a digit."
+                ]
+            }
+        )
     if slug == SYSTEM_TENANT_SLUG and not reserved_ok:
         raise ValidationError(
             {

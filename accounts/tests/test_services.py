@@ -52,7 +52,7 @@ def test_it_announces_a_new_tenant_once(db, django_capture_on_commit_callbacks):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("slug", ["", "a b", "x" * 65, "ü"])
+@pytest.mark.parametrize("slug", ["", "a b", "x" * 65, "ü", "Acme", "SYSTEM", "-dash", "_under"])
 def test_it_refuses_a_bad_slug_naming_the_field(slug):
     with pytest.raises(ValidationError) as exc:
         tenant_get_or_create(slug=slug)
