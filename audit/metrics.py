@@ -12,7 +12,8 @@ EVENTS_ACCEPTED = Counter(
 )
 PUBLISH_FAILURES = Counter(
     "traceledger_publish_failures",
-    "Ingest batches not confirmed by RabbitMQ in time, by reason (timeout, skipped, error).",
+    "Ingest batches not confirmed by RabbitMQ, by reason: unconfirmed (timeout, nack, "
+    "connection error) or skipped (publish breaker open).",
     ["reason"],
 )
 OUTBOX_WRITES = Counter("traceledger_outbox_writes", "Ingest batches written to the outbox table.")
@@ -24,6 +25,13 @@ REFUSED_FOR_BACKLOG = Counter(
     "Ingest requests answered 429 because audit.ingest held more than "
     "TRACELEDGER_INGEST_MAX_BACKLOG messages.",
 )
+# Every label value from the start, at 0: a series that appears only after its first
+# failure cannot be alerted on by rate() and reads as "not exported" to whoever looks.
+for _path in ("broker", "outbox"):
+    EVENTS_ACCEPTED.labels(path=_path)
+for _reason in ("unconfirmed", "skipped"):
+    PUBLISH_FAILURES.labels(reason=_reason)
+
 PUBLISH_SECONDS = Histogram(
     "traceledger_publish_seconds",
     "Time from sending a group of messages to RabbitMQ's last confirm.",

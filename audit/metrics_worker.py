@@ -19,6 +19,8 @@ EVENTS_DEAD_LETTERED = Counter(
     "Events the worker sent to audit.ingest.dlq on their own (invalid or refused).",
     ["reason"],
 )
+for _reason in ("invalid", "refused"):  # at 0 from the start (see audit/metrics.py)
+    EVENTS_DEAD_LETTERED.labels(reason=_reason)
 BATCHES_REJECTED = Counter(
     "traceledger_ingest_batches_rejected",
     "Whole ingest messages rejected to the dead-letter queue (poison or retries exhausted).",

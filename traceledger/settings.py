@@ -308,7 +308,13 @@ SIMPLE_JWT = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("TRACELEDGER_MAX_BODY_BYTES", default=5 * 1024 * 1024)
 
 # --- Security (production) ----------------------------------------------------------------
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# TLS usually ends at a reverse proxy, which says so in X-Forwarded-Proto. Without such a
+# proxy in front, a client could send the header itself: turn the trust off there.
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https")
+    if _strict_bool("DJANGO_TRUST_X_FORWARDED_PROTO", True)
+    else None
+)
 SECURE_SSL_REDIRECT = _strict_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)

@@ -47,3 +47,22 @@ def test_it_refuses_to_start_in_production_with_the_insecure_key():
     result = _check({"DJANGO_SECRET_KEY": ""})
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY" in result.stderr
+
+
+def test_trusting_x_forwarded_proto_can_be_turned_off_where_no_proxy_sets_it():
+    def proxy_header(value: str | None) -> str:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+        if value is not None:
+            env["DJANGO_TRUST_X_FORWARDED_PROTO"] = value
+        script = "from django.conf import settings; print(settings.SECURE_PROXY_SSL_HEADER)"
+        return subprocess.run(
+            [sys.executable, "manage.py", "shell", "-v", "0", "-c", script],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
+
+    assert proxy_header(None) == "('HTTP_X_FORWARDED_PROTO', 'https')"
+    assert proxy_header("0") == "None"

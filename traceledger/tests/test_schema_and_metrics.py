@@ -33,3 +33,35 @@ def test_it_gives_a_readable_message_for_a_bad_bearer_token(client):
     error = response.json()["error"]
     assert error["code"] == "token_not_valid"
     assert "ErrorDetail" not in error["message"] and error["message"]
+
+
+def test_failure_series_are_exported_at_zero_before_the_first_failure():
+    """An alert on rate(...) needs the series before anything fails; a fresh process (no
+    test has counted anything in it) exports each label value at 0."""
+    import os
+    import subprocess
+    import sys
+
+    from testsupport.worker import ROOT
+
+    script = (
+        "import django; django.setup(); import audit.metrics, audit.metrics_worker; "
+        "from prometheus_client import generate_latest; print(generate_latest().decode())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["DJANGO_SETTINGS_MODULE"] = "traceledger.settings"
+    text = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    for series in (
+        'traceledger_publish_failures_total{reason="unconfirmed"} 0.0',
+        'traceledger_publish_failures_total{reason="skipped"} 0.0',
+        'traceledger_events_accepted_total{path="outbox"} 0.0',
+        'traceledger_events_dead_lettered_total{reason="refused"} 0.0',
+    ):
+        assert series in text

@@ -19,9 +19,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--tenant", required=True, help="tenant slug")
-        parser.add_argument("--username", required=True)
-        parser.add_argument("--role", required=True, choices=Role.values)
-        parser.add_argument("--email", default="")
+        parser.add_argument(
+            "--username", required=True, help="unique ignoring case; how the person logs in"
+        )
+        parser.add_argument(
+            "--role",
+            required=True,
+            choices=Role.values,
+            help="admin: read, ingest and manage users; auditor: read; ingest: post events",
+        )
+        parser.add_argument("--email", default="", help="optional contact address")
         parser.add_argument(
             "--staff",
             action="store_true",
