@@ -19,7 +19,7 @@ from audit.selectors import event_cache_purged
 
 logger = logging.getLogger(__name__)
 
-# pg_advisory_xact_lock key: one checkpoint signer at a time ("TLCK" in ASCII).
+# Advisory lock key: one checkpoint signer at a time ("TLCK" in ASCII).
 CHECKPOINT_LOCK_KEY = 0x544C434B
 
 
@@ -52,7 +52,10 @@ def checkpoint_create(
 def checkpoints_sign() -> list[Checkpoint]:
     """A periodic checkpoint for every tenant whose chain head moved since its last one.
 
-    Safe to run twice at once (an advisory lock serializes signers) and to re-run.
+    Safe to re-run, and to run twice at once: an advisory lock lets one signer through and
+    the other returns at once with nothing signed (a signer verifies what it signs, which the
+    first time for a large tenant takes minutes: a second one waiting for the lock would hold
+    a worker process, which also stores events, for as long).
     """
     latest = (
         Checkpoint.objects.filter(tenant_id=OuterRef("tenant_id"))
@@ -61,7 +64,10 @@ def checkpoints_sign() -> list[Checkpoint]:
     )
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHECKPOINT_LOCK_KEY])
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [CHECKPOINT_LOCK_KEY])
+            if not cursor.fetchone()[0]:
+                logger.info("ledger checkpoints: another signer is running; nothing signed")
+                return []
         # Committed heads only, never locked: signing must not wait on (or stall) ingest.
         moved = (
             ChainHead.objects.filter(sequence__gt=0)

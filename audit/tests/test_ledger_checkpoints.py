@@ -380,3 +380,21 @@ def test_verify_ledger_shows_a_progress_bar_for_big_tenants(tenant, monkeypatch,
 
     assert "acme: 100%" in shown and "6.00/6.00" in shown
     assert hidden == ""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_second_signer_returns_at_once_while_one_is_running(tenant):
+    """It does not wait for the lock: that would hold a worker process for as long as the
+    first signer verifies."""
+    import psycopg
+    from django.db import connection
+
+    from audit.ledger.services import CHECKPOINT_LOCK_KEY
+
+    chained_events_create(tenant_id=tenant.id, count=2)
+    with psycopg.connect(**connection.get_connection_params()) as other:
+        other.execute("SELECT pg_advisory_xact_lock(%s)", [CHECKPOINT_LOCK_KEY])
+        started = time.monotonic()
+        assert checkpoints_sign() == []
+        assert time.monotonic() - started < 2
+    assert [c.sequence for c in checkpoints_sign()] == [2]
