@@ -43,7 +43,8 @@ class UserManager(DjangoUserManager):
         # Usernames are unique ignoring case (the constraint below), so "Ada" logs in as
         # "ada": people do not remember the case they were given, and two accounts whose
         # names differ only in case would read as one person in the audit trail.
-        return self.get(username__iexact=username)
+        # NFKC first, as Django stores names: a fullwidth "ADA" is "ADA".
+        return self.get(username__iexact=self.model.normalize_username(username))
 
 
 class User(AbstractUser):

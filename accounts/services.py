@@ -210,6 +210,7 @@ def user_create(
     tenant_members_validate(tenant=tenant)
     if role not in Role.values:
         raise ValidationError({"role": [f"Must be one of {', '.join(Role.values)}."]})
+    username = User.normalize_username(username)  # NFKC, as Django stores it (fullwidth too)
     if User.objects.filter(username__iexact=username).exists():
         raise ValidationError({"username": ["A user with that username already exists."]})
     user = User(username=username, email=email, tenant=tenant, role=role, is_staff=is_staff)

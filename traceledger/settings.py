@@ -11,7 +11,7 @@ import environ
 
 from traceledger.queues import CELERY_QUEUES
 from traceledger.redis_latch import LatchingConnection
-from traceledger.settings_env import meta_key, names, rate, seconds
+from traceledger.settings_env import integer, log_level, meta_key, names, rate, seconds
 from traceledger.settings_guard import guard_production_settings, guard_signing_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -24,7 +24,12 @@ env.smart_cast = False
 def _secret(name: str, default: str) -> str:
     path = env.str(f"{name}_FILE", default="")
     if path:
-        return Path(path).read_text().strip()
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise environ.ImproperlyConfigured(
+                f"{name}_FILE={path!r} cannot be read: {exc.strerror}"
+            ) from None
     return env.str(name, default=default)
 
 
@@ -117,7 +122,7 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default="postgres://localhost:5432/traceledger"),
 }
 # Persistent connections: reconnecting per request/task costs ~13 ms here (notes §2c).
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=600)
+DATABASES["default"]["CONN_MAX_AGE"] = integer("DJANGO_CONN_MAX_AGE", default=600)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("OPTIONS", {})
 # How long a connection attempt to an unreachable PostgreSQL (down host, dropped packets)
@@ -168,8 +173,8 @@ TRACELEDGER_RATELIMIT_LOGIN = rate("TRACELEDGER_RATELIMIT_LOGIN", default="10/m"
 # Verified API keys are cached in Redis (accounts/keycache.py): re-checked against PostgreSQL
 # after CACHE_SECONDS (a revocation outside the services takes at most this long), and the
 # stale entry serves only while PostgreSQL is unreachable, for up to STALE_SECONDS.
-TRACELEDGER_API_KEY_CACHE_SECONDS = env.int("TRACELEDGER_API_KEY_CACHE_SECONDS", default=30)
-TRACELEDGER_API_KEY_CACHE_STALE_SECONDS = env.int(
+TRACELEDGER_API_KEY_CACHE_SECONDS = integer("TRACELEDGER_API_KEY_CACHE_SECONDS", default=30)
+TRACELEDGER_API_KEY_CACHE_STALE_SECONDS = integer(
     "TRACELEDGER_API_KEY_CACHE_STALE_SECONDS", default=3600
 )
 
@@ -188,7 +193,7 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # Failed tasks are rejected (dead-lettered), not acked and lost (notes §1.2).
 CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = False
 # One unacked message per process: batches are large, and a killed worker redelivers little.
-CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("TRACELEDGER_WORKER_PREFETCH", default=1)
+CELERY_WORKER_PREFETCH_MULTIPLIER = integer("TRACELEDGER_WORKER_PREFETCH", default=1)
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
@@ -217,7 +222,7 @@ CELERY_BEAT_SCHEDULE["ledger-sign-checkpoints"] = {
     "options": {"queue": "maintenance", "expires": TRACELEDGER_CHECKPOINT_SECONDS * 0.9},
 }
 # Celery's Django fixup closes the DB connection around every task unless this is set.
-CELERY_DB_REUSE_MAX = env.int("TRACELEDGER_DB_REUSE_MAX", default=1000)
+CELERY_DB_REUSE_MAX = integer("TRACELEDGER_DB_REUSE_MAX", default=1000)
 # Celery acks a message it cannot decode (lost); this consumer rejects it to the DLQ.
 CELERY_WORKER_CONSUMER = "audit.worker_signals:DeadLetteringConsumer"
 # The ingest transaction gives up waiting for a lock / a statement after these many seconds
@@ -226,20 +231,20 @@ TRACELEDGER_INGEST_LOCK_TIMEOUT = seconds("TRACELEDGER_INGEST_LOCK_TIMEOUT", def
 TRACELEDGER_INGEST_STATEMENT_TIMEOUT = seconds("TRACELEDGER_INGEST_STATEMENT_TIMEOUT", default=60.0)
 # Retries of a transient failure (backoff 1, 2, 4 ... 60 s with jitter) before the batch is
 # dead-lettered.
-TRACELEDGER_INGEST_MAX_RETRIES = env.int("TRACELEDGER_INGEST_MAX_RETRIES", default=8)
+TRACELEDGER_INGEST_MAX_RETRIES = integer("TRACELEDGER_INGEST_MAX_RETRIES", default=8)
 # Under load an ingest task takes up to this many more waiting messages (and about this many
 # events) from audit.ingest into its own transaction, acked after the commit (issue 9,
 # docs/ingest-worker.md). 0 stores one message per transaction.
-TRACELEDGER_INGEST_COALESCE_MESSAGES = env.int("TRACELEDGER_INGEST_COALESCE_MESSAGES", default=50)
-TRACELEDGER_INGEST_COALESCE_EVENTS = env.int("TRACELEDGER_INGEST_COALESCE_EVENTS", default=5000)
+TRACELEDGER_INGEST_COALESCE_MESSAGES = integer("TRACELEDGER_INGEST_COALESCE_MESSAGES", default=50)
+TRACELEDGER_INGEST_COALESCE_EVENTS = integer("TRACELEDGER_INGEST_COALESCE_EVENTS", default=5000)
 # Admission control (issue 9 target 3): while audit.ingest holds at least this many messages
 # (requests), POST /api/v1/audit-events answers 429 with Retry-After instead of growing the
 # backlog and the lag without bound. Each web process reads the depth on its publishing
 # channel at most every TRACELEDGER_INGEST_BACKLOG_PROBE seconds. 0 turns it off.
-TRACELEDGER_INGEST_MAX_BACKLOG = env.int("TRACELEDGER_INGEST_MAX_BACKLOG", default=1000)
+TRACELEDGER_INGEST_MAX_BACKLOG = integer("TRACELEDGER_INGEST_MAX_BACKLOG", default=1000)
 TRACELEDGER_INGEST_BACKLOG_PROBE = seconds("TRACELEDGER_INGEST_BACKLOG_PROBE", default=0.5)
-TRACELEDGER_INGEST_BACKLOG_RETRY_AFTER = env.int(
-    "TRACELEDGER_INGEST_BACKLOG_RETRY_AFTER", default=1
+TRACELEDGER_INGEST_BACKLOG_RETRY_AFTER = integer(
+    "TRACELEDGER_INGEST_BACKLOG_RETRY_AFTER", default=1, minimum=1
 )
 
 # --- TraceLedger -----------------------------------------------------------------------
@@ -248,7 +253,7 @@ TRACELEDGER_SIGNING_KEY = _secret("TRACELEDGER_SIGNING_KEY", "")
 guard_signing_key(TRACELEDGER_SIGNING_KEY)
 TRACELEDGER_HEALTH_TIMEOUT = seconds("TRACELEDGER_HEALTH_TIMEOUT", default=0.8)
 # Detail reads are cached this long (s); events are immutable, so only memory bounds it.
-TRACELEDGER_EVENT_CACHE_TTL = env.int("TRACELEDGER_EVENT_CACHE_TTL", default=86400)
+TRACELEDGER_EVENT_CACHE_TTL = integer("TRACELEDGER_EVENT_CACHE_TTL", default=86400)
 
 # --- Search -----------------------------------------------------------------------------
 ELASTICSEARCH_URL = env.str("ELASTICSEARCH_URL", default="")
@@ -261,7 +266,9 @@ ELASTICSEARCH_DSL = {
 # A search waits at most this long for Elasticsearch before answering from PostgreSQL;
 # after BREAKER_FAILURES outages in a row it stops asking for BREAKER_RESET seconds.
 TRACELEDGER_SEARCH_TIMEOUT = seconds("TRACELEDGER_SEARCH_TIMEOUT", default=1.0)
-TRACELEDGER_SEARCH_BREAKER_FAILURES = env.int("TRACELEDGER_SEARCH_BREAKER_FAILURES", default=3)
+TRACELEDGER_SEARCH_BREAKER_FAILURES = integer(
+    "TRACELEDGER_SEARCH_BREAKER_FAILURES", default=3, minimum=1
+)
 TRACELEDGER_SEARCH_BREAKER_RESET = seconds("TRACELEDGER_SEARCH_BREAKER_RESET", default=30.0)
 
 # --- API --------------------------------------------------------------------------------
@@ -296,7 +303,7 @@ SPECTACULAR_SETTINGS = {
 }
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(
-        minutes=env.int("TRACELEDGER_JWT_ACCESS_MINUTES", default=10)
+        minutes=integer("TRACELEDGER_JWT_ACCESS_MINUTES", default=10, minimum=1)
     ),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=1),
     "ROTATE_REFRESH_TOKENS": True,
@@ -305,7 +312,9 @@ SIMPLE_JWT = {
     "AUTH_HEADER_TYPES": ("Bearer",),
 }
 # Largest accepted request body: 1,000 events of up to ~16 KiB metadata each, plus slack.
-DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("TRACELEDGER_MAX_BODY_BYTES", default=5 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = integer(
+    "TRACELEDGER_MAX_BODY_BYTES", default=5 * 1024 * 1024, minimum=1
+)
 
 # --- Security (production) ----------------------------------------------------------------
 # TLS usually ends at a reverse proxy, which says so in X-Forwarded-Proto. Without such a
@@ -317,7 +326,7 @@ SECURE_PROXY_SSL_HEADER = (
 )
 SECURE_SSL_REDIRECT = _strict_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
-SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_SECONDS = integer("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = _strict_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
 SECURE_HSTS_PRELOAD = _strict_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
 SESSION_COOKIE_SECURE = not DEBUG
@@ -355,7 +364,7 @@ STORAGES = {
 }
 
 # --- Logging: one JSON object per line, each carrying the request id ----------------------
-LOG_LEVEL = env.str("DJANGO_LOG_LEVEL", default="INFO")
+LOG_LEVEL = log_level("DJANGO_LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -34,6 +34,28 @@ def seconds(name: str, *, default: float) -> float:
     return value
 
 
+def integer(name: str, *, default: int, minimum: int = 0) -> int:
+    raw = env.str(name, default="").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def log_level(name: str, *, default: str) -> str:
+    raw = env.str(name, default="").strip().upper() or default
+    if raw not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} is not a log level (DEBUG, INFO, WARNING, ERROR, CRITICAL)"
+        )
+    return raw
+
+
 def names(name: str, *, default: list[str]) -> list[str]:
     """A comma-separated list; blanks around the commas do not count."""
     raw = env.str(name, default="")

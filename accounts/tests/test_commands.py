@@ -233,6 +233,14 @@ def test_before_the_system_tenant_exists_it_is_not_offered_for_creation():
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("typed", ["ACME", " acme"])
+def test_a_slug_typed_in_another_case_is_pointed_to_its_lower_case(tenant, typed):
+    with pytest.raises(CommandError, match="did you mean 'acme'") as raised:
+        _run("create_api_key", "--tenant", typed, "--name", "x", "--scopes", "ingest")
+    assert "create_tenant" not in str(raised.value)
+
+
+@pytest.mark.django_db
 def test_it_refuses_keys_and_users_for_the_system_tenant():
     Tenant.objects.create(slug="system", name="System")
     with pytest.raises(CommandError, match=r"tenant: .*no users and no API keys"):

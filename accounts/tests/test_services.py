@@ -189,3 +189,21 @@ def test_it_records_a_tenant_rename_with_the_previous_name(
     assert event["tenant_id"] == tenant.pk
     assert event["metadata"]["previous_name"] == "Acme"
     assert event["metadata"]["name"] == "Acme Corporation"
+
+
+def test_the_case_migration_names_clashing_usernames_instead_of_failing_on_the_index(tenant):
+    from importlib import import_module
+
+    from django.apps import apps
+    from django.core.management.base import CommandError
+    from django.db import connection, transaction
+
+    migration = import_module("accounts.migrations.0002_username_unique_ignoring_case")
+    with transaction.atomic():
+        with connection.cursor() as cursor:  # as before the migration
+            cursor.execute("DROP INDEX user_username_unique_ignoring_case")
+        User.objects.create(username="ada", tenant=tenant, role="auditor")
+        User.objects.create(username="Ada", tenant=tenant, role="auditor")
+        with pytest.raises(CommandError, match="all but one of: Ada, ada"):
+            migration.refuse_names_differing_only_in_case(apps, None)
+        transaction.set_rollback(True)

@@ -49,9 +49,10 @@ def checkpoint_create(
     )
 
 
-def checkpoints_sign() -> list[Checkpoint]:
+def checkpoints_sign(*, refused: list[int] | None = None) -> list[Checkpoint]:
     """A periodic checkpoint for every tenant whose chain head moved since its last one.
 
+    The tenants whose chain does not verify are left unsigned (and appended to ``refused``).
     Safe to re-run, and to run twice at once: an advisory lock lets one signer through and
     the other returns at once with nothing signed (a signer verifies what it signs, which the
     first time for a large tenant takes minutes: a second one waiting for the lock would hold
@@ -82,6 +83,8 @@ def checkpoints_sign() -> list[Checkpoint]:
                 logger.error(
                     "ledger checkpoint NOT signed for tenant %s: %s", head.tenant_id, problem
                 )
+                if refused is not None:
+                    refused.append(head.tenant_id)
                 continue
             created.append(
                 checkpoint_create(

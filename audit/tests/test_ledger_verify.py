@@ -1,5 +1,7 @@
 """Verification names the first broken sequence for every kind of tampering."""
 
+from io import StringIO
+
 import pytest
 from django.db import connection, transaction
 
@@ -219,9 +221,11 @@ def test_the_signer_refuses_to_vouch_for_a_chain_rewritten_under_a_checkpoint(
     chained_events_create(tenant_id=chain.id, count=2, start=100)  # the head moves on
     chained_events_create(tenant_id=other_tenant.id, count=1)
 
-    signed = checkpoints_sign()
+    refused = []
+    signed = checkpoints_sign(refused=refused)
 
     assert [c.tenant_id for c in signed] == [other_tenant.id]
+    assert refused == [chain.id]
     assert "NOT signed" in caplog.text and "checkpoint" in caplog.text
     assert not ledger_verify(tenant_id=chain.id).ok
 
@@ -230,3 +234,14 @@ def test_the_signer_signs_a_chain_that_verifies_since_its_last_checkpoint(chain)
     checkpoints_sign()
     chained_events_create(tenant_id=chain.id, count=3, start=100)
     assert [c.sequence for c in checkpoints_sign()] == [13]
+
+
+def test_the_sign_command_fails_naming_a_tenant_it_would_not_sign(chain):
+    from django.core.management import CommandError, call_command
+
+    checkpoints_sign()
+    _rewrite_from(chain.id, 5)
+    chained_events_create(tenant_id=chain.id, count=1, start=100)
+
+    with pytest.raises(CommandError, match=r"does not verify .*: acme"):
+        call_command("sign_checkpoints", stdout=StringIO())

@@ -5,7 +5,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.exceptions import ImproperlyConfigured
 
-from traceledger.settings_env import meta_key, names, rate, seconds
+from traceledger.settings_env import integer, log_level, meta_key, names, rate, seconds
 from traceledger.settings_guard import guard_signing_key
 from traceledger.tests.test_settings_guard import run_check
 
@@ -83,3 +83,29 @@ def test_a_header_that_is_not_one_address_as_a_meta_key_is_refused(monkeypatch, 
     monkeypatch.setenv("TL_TEST_META", raw)
     with pytest.raises(ImproperlyConfigured, match="TL_TEST_META"):
         meta_key("TL_TEST_META")
+
+
+def test_whole_numbers_are_read_strictly_with_their_minimum(monkeypatch):
+    monkeypatch.setenv("TL_TEST_INT", " 42 ")
+    assert integer("TL_TEST_INT", default=1) == 42
+    for raw, message in (("5MB", "not a whole number"), ("-1", "at least 0"), ("1.5", "whole")):
+        monkeypatch.setenv("TL_TEST_INT", raw)
+        with pytest.raises(ImproperlyConfigured, match=f"TL_TEST_INT='{raw}'.*{message}"):
+            integer("TL_TEST_INT", default=1)
+    monkeypatch.setenv("TL_TEST_INT", "0")
+    with pytest.raises(ImproperlyConfigured, match="at least 1"):
+        integer("TL_TEST_INT", default=1, minimum=1)
+
+
+def test_log_levels_are_the_standard_ones_in_any_case(monkeypatch):
+    monkeypatch.setenv("TL_TEST_LEVEL", "warning")
+    assert log_level("TL_TEST_LEVEL", default="INFO") == "WARNING"
+    monkeypatch.setenv("TL_TEST_LEVEL", "LOUD")
+    with pytest.raises(ImproperlyConfigured, match="TL_TEST_LEVEL='LOUD'"):
+        log_level("TL_TEST_LEVEL", default="INFO")
+
+
+def test_an_unreadable_secret_file_is_named():
+    result = run_check(TRACELEDGER_SIGNING_KEY_FILE="/nonexistent/key.pem")
+    assert result.returncode == 2
+    assert "TRACELEDGER_SIGNING_KEY_FILE='/nonexistent/key.pem' cannot be read" in result.stderr

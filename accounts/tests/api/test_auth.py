@@ -162,3 +162,9 @@ def test_the_username_is_matched_ignoring_case_at_login(anon_client, person):
     assert response.status_code == 200
     claims = jwt.decode(response.json()["access"], options={"verify_signature": False})
     assert claims["user_id"] == str(person.pk)
+
+
+@pytest.mark.django_db
+def test_a_fullwidth_spelling_of_the_username_logs_in_as_its_plain_form(anon_client, person):
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in person.username)
+    assert _login(anon_client, fullwidth).status_code == 200

@@ -129,6 +129,14 @@ def test_it_rejects_a_username_differing_only_in_case(jwt_client, owner, teammat
 
 
 @pytest.mark.django_db
+def test_a_fullwidth_spelling_of_a_taken_name_is_refused_on_username(jwt_client, owner, teammate):
+    fullwidth = "".join(chr(ord(c) - 0x20 + 0xFF00) for c in "TEAMMATE")  # U+FF34 ...
+    response = jwt_client(owner).post("/api/v1/users", _body(username=fullwidth), format="json")
+    assert response.status_code == 400
+    assert "username" in response.json()["error"]["fields"]
+
+
+@pytest.mark.django_db
 def test_the_database_refuses_a_username_differing_only_in_case(teammate):
     with pytest.raises(IntegrityError):
         User.objects.create(username="TEAMMATE", tenant=teammate.tenant, role=Role.AUDITOR)

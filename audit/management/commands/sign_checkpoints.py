@@ -1,6 +1,6 @@
 """manage.py sign_checkpoints: sign a checkpoint for each tenant whose chain moved."""
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Tenant
 from audit.ledger.services import checkpoints_sign
@@ -13,9 +13,12 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options):
-        created = checkpoints_sign()
+        refused: list[int] = []
+        created = checkpoints_sign(refused=refused)
         slugs = dict(
-            Tenant.objects.filter(id__in=[c.tenant_id for c in created]).values_list("id", "slug")
+            Tenant.objects.filter(id__in=[c.tenant_id for c in created] + refused).values_list(
+                "id", "slug"
+            )
         )
         for checkpoint in created:
             self.stdout.write(
@@ -23,3 +26,7 @@ class Command(BaseCommand):
                 f"{checkpoint.sequence} {checkpoint.hash}"
             )
         self.stdout.write(f"{len(created)} checkpoints signed")
+        if refused:
+            # Non-zero for cron: a chain that does not verify is evidence to look at.
+            names = ", ".join(str(slugs.get(tenant_id, tenant_id)) for tenant_id in refused)
+            raise CommandError(f"not signed, the chain does not verify (see the log): {names}")
