@@ -16,7 +16,8 @@ def main() -> None:
     except ImproperlyConfigured as exc:
         _fail(f"configuration error: {exc}")
     except (OperationalError, InterfaceError) as exc:
-        _fail(f"database unavailable: {str(exc).strip() or type(exc).__name__}")
+        # libpq's message spans lines ("Is the server running…"): one line for logs and cron.
+        _fail(f"database unavailable: {' '.join(str(exc).split()) or type(exc).__name__}")
 
 
 def _fail(message: str) -> None:

@@ -33,7 +33,8 @@ class Command(BaseCommand):
         try:
             self._verify_all(tenant, show_progress=not no_progress and sys.stderr.isatty())
         except (OperationalError, InterfaceError) as exc:
-            raise CommandError(f"database unavailable: {exc}".strip(), returncode=2) from None
+            message = f"database unavailable: {' '.join(str(exc).split())}"
+            raise CommandError(message, returncode=2) from None
         except SigningKeyMissing as exc:
             message = f"cannot check the signed checkpoints: {exc}"
             raise CommandError(message, returncode=2) from None
