@@ -13,6 +13,9 @@ rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 # gunicorn serves the admin's CSS and JS through WhiteNoise, from STATIC_ROOT.
 "$PY" manage.py collectstatic --noinput --verbosity 0
 PORT="$PORT" "$PY" manage.py bootstrap_demo
+# Signs what there is and makes the ledger key on a first run, so the public key is served
+# at once (beat signs every TRACELEDGER_CHECKPOINT_SECONDS after that).
+"$PY" manage.py sign_checkpoints >/dev/null
 
 pids=()
 cleanup() {

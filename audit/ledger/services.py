@@ -58,6 +58,9 @@ def checkpoints_sign(*, refused: list[int] | None = None) -> list[Checkpoint]:
     first time for a large tenant takes minutes: a second one waiting for the lock would hold
     a worker process, which also stores events, for as long).
     """
+    # The signer owns the key: made now, even with nothing to sign yet, so the public key is
+    # served from the first run (make run signs once at start) instead of a 503 until then.
+    signing_key(create=True)
     latest = (
         Checkpoint.objects.filter(tenant_id=OuterRef("tenant_id"))
         .order_by("-sequence")

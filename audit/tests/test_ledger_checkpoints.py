@@ -342,6 +342,14 @@ def test_the_public_key_endpoint_without_the_signing_key_is_a_503(key_client, el
     assert "signing key is not available" in response.json()["error"]["message"]
 
 
+def test_the_signer_makes_its_key_even_with_nothing_to_sign(db, elsewhere, key_client):
+    """make run signs once at start, so the public key is served from the first minute."""
+    folder = elsewhere()
+    assert checkpoints_sign() == []
+    assert [path.name for path in folder.iterdir()] == ["ledger-signing-key.pem"]
+    assert key_client(scopes=["read"]).get("/api/v1/ledger/public-key").status_code == 200
+
+
 def test_signing_makes_the_key_when_there_is_none(tenant, elsewhere):
     folder = elsewhere()
     chained_events_create(tenant_id=tenant.id, count=1)

@@ -109,3 +109,22 @@ def test_an_unreadable_secret_file_is_named():
     result = run_check(TRACELEDGER_SIGNING_KEY_FILE="/nonexistent/key.pem")
     assert result.returncode == 2
     assert "TRACELEDGER_SIGNING_KEY_FILE='/nonexistent/key.pem' cannot be read" in result.stderr
+
+
+def test_env_example_is_plain_assignments_that_start_the_project():
+    """Usable as `docker run --env-file`, which keeps an inline comment in the value (and
+    the strict readers would then refuse to start)."""
+    import re
+
+    from testsupport.worker import ROOT
+
+    values = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            assert re.fullmatch(r"[A-Z][A-Z0-9_]*=[^\s#]*", line), line
+            name, _, value = line.partition("=")
+            values[name] = value
+    assert "DATABASE_URL" in values
+    values.pop("DATABASE_URL")  # the test database, not the example's
+    result = run_check(**values)
+    assert result.returncode == 0, result.stderr
