@@ -99,11 +99,28 @@ class TenantAdmin(admin.ModelAdmin):
         return False  # tenants own an append-only trail; PROTECT keeps them anyway
 
 
-class UserAdminChangeForm(_NoSystemTenantMixin, UserChangeForm):
+class _TenantUnlessSuperuserMixin:
+    """The database refuses a user without a tenant unless a superuser; the add form has no
+    superuser box, so the check (which Django skips for fields missing from a form) is here,
+    on the field."""
+
+    def clean(self):
+        cleaned = super().clean()
+        is_superuser = cleaned.get("is_superuser", getattr(self.instance, "is_superuser", False))
+        if "tenant" in self.fields and not cleaned.get("tenant") and not is_superuser:
+            self.add_error(
+                "tenant", "Every user except a superuser belongs to a tenant: choose one."
+            )
+        return cleaned
+
+
+class UserAdminChangeForm(_TenantUnlessSuperuserMixin, _NoSystemTenantMixin, UserChangeForm):
     pass
 
 
-class UserAdminCreationForm(_NoSystemTenantMixin, AdminUserCreationForm):
+class UserAdminCreationForm(
+    _TenantUnlessSuperuserMixin, _NoSystemTenantMixin, AdminUserCreationForm
+):
     pass
 
 
@@ -219,7 +236,8 @@ class ApiKeyAdmin(APIKeyModelAdmin):
         return ["revoked", "created"] if _is_tenant_staff(request) else self.list_filter
 
     def get_readonly_fields(self, request, obj=None):
-        readonly = [*super().get_readonly_fields(request, obj), "last_used_at"]
+        # Revoking is the list's action, which asks first; a checkbox here revoked at once.
+        readonly = [*super().get_readonly_fields(request, obj), "last_used_at", "revoked"]
         if obj is not None:
             readonly.append("tenant")  # a key never changes tenant
         return readonly
@@ -269,3 +287,15 @@ class ApiKeyAdmin(APIKeyModelAdmin):
         if not self.has_change_permission(request):
             actions.pop("revoke_selected", None)
         return actions
+
+
+@admin.site.admin_view
+def own_password_change(request):
+    """The admin's "Change password" for one's own account, recorded like the user page's
+    (Django's view has no hook; ``traceledger/urls.py`` routes it here first)."""
+    response = admin.site.password_change(request)
+    if request.method == "POST" and response.status_code == 302:
+        services.user_password_changed(
+            user=request.user, actor=services.actor_for_user(request.user)
+        )
+    return response

@@ -251,6 +251,18 @@ USER_AUDITED_FIELDS = (
 )
 
 
+# Values a user change records as "previous" (the password is never recorded).
+_USER_BEFORE_FIELDS = (
+    "username",
+    "email",
+    "role",
+    "tenant_id",
+    "is_active",
+    "is_staff",
+    "is_superuser",
+)
+
+
 def user_save(
     *, user: User, created: bool, changed_fields: list[str], actor: Actor = SYSTEM_ACTOR
 ) -> User:
@@ -263,31 +275,59 @@ def user_save(
     if user.tenant_id is not None and (created or "tenant" in changed_fields):
         tenant_members_validate(tenant=user.tenant)
     with transaction.atomic():
+        before = (
+            None
+            if created
+            else User.objects.filter(pk=user.pk).values(*_USER_BEFORE_FIELDS).first()
+        )
         user.save()
         audited = sorted(set(changed_fields) & set(USER_AUDITED_FIELDS))
-        if user.tenant_id is not None and (created or audited):
-            action = "user.create" if created else "user.update"
-            if not created and "role" in audited:
-                action = "user.role_change"
-            _record_user_change(
-                user=user,
-                action=action,
+        if not (created or audited):
+            return user
+        action = "user.create" if created else "user.update"
+        if not created and "role" in audited:
+            action = "user.role_change"
+        metadata = {
+            "role": user.role,
+            "changed": audited,
+            "is_active": user.is_active,
+            "is_staff": user.is_staff,
+            "is_superuser": user.is_superuser,
+        }
+        if before is not None:
+            # What it was, for each audited field that holds a value (not the password).
+            metadata["previous"] = {
+                name.removesuffix("_id"): before[name]
+                for name in _USER_BEFORE_FIELDS
+                if name.removesuffix("_id") in audited
+            }
+        # A superuser without a tenant: the system tenant's trail (tenant_id None).
+        _record_user_change(
+            user=user,
+            action=action,
+            actor=actor,
+            description=f"User {user.username} {'created' if created else 'changed'}.",
+            metadata=metadata,
+        )
+        previous_tenant = before["tenant_id"] if before is not None else None
+        if previous_tenant is not None and previous_tenant != user.tenant_id:
+            # Moved: the tenant it left records the departure too.
+            account_changed_send_on_commit(
+                tenant_id=previous_tenant,
+                action="user.update",
                 actor=actor,
-                description=f"User {user.username} {'created' if created else 'changed'}.",
-                metadata={
-                    "role": user.role,
-                    "changed": audited,
-                    "is_active": user.is_active,
-                    "is_staff": user.is_staff,
-                },
+                target_id=str(user.pk),
+                target_type="user",
+                target_name=user.username,
+                description=f"User {user.username} moved to another tenant.",
+                metadata={"changed": ["tenant"], "previous": {"tenant": previous_tenant}},
             )
     return user
 
 
 def user_password_changed(*, user: User, actor: Actor = SYSTEM_ACTOR) -> None:
-    """Records a password change made by Django's own password form (the admin's)."""
-    if user.tenant_id is None:
-        return
+    """Records a password change made by Django's own password forms (the admin's, and a
+    person's own); a superuser without a tenant in the system tenant's trail."""
     _record_user_change(
         user=user,
         action="user.update",

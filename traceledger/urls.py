@@ -3,6 +3,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from accounts.admin import own_password_change
 from traceledger.api.not_found import api_not_found
 from traceledger.health import healthz, readyz
 from traceledger.metrics import metrics_view
@@ -28,6 +29,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/v1/", include(api_v1)),
     re_path(r"^api/", api_not_found),
+    # Before the admin's own: a person's password change is recorded (accounts/admin.py).
+    path("admin/password_change/", own_password_change),
     path("admin/", admin.site.urls),
     path("", RedirectView.as_view(pattern_name="admin:index"), name="root"),
 ]

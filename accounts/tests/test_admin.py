@@ -360,3 +360,107 @@ def test_it_records_users_deleted_in_the_admin(
         ("root2", None, str(superuser.pk)),  # no tenant: the system tenant's trail
         ("teammate", owner.tenant_id, str(superuser.pk)),
     ]
+
+
+def _user_form(user, **overrides) -> dict:
+    data = {
+        "username": user.username,
+        "role": user.role,
+        "tenant": user.tenant_id or "",
+        "is_active": "on",
+        "date_joined_0": "2026-01-01",
+        "date_joined_1": "00:00:00",
+    }
+    data.update(overrides)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+@pytest.mark.django_db
+def test_a_change_to_a_superuser_without_a_tenant_is_recorded_in_the_system_trail(
+    admin_client_for, superuser, announced, django_capture_on_commit_callbacks
+):
+    root2 = User.objects.create_superuser(username="root2", password=PASSWORD)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client_for(superuser).post(
+            reverse("admin:accounts_user_change", args=[root2.pk]),
+            _user_form(root2, username="root3", is_staff="on", is_superuser="on", is_active=None),
+        )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    [event] = [e for e in announced if e["target_type"] == "user"]
+    assert (event["tenant_id"], event["action"]) == (None, "user.update")
+    assert event["metadata"]["previous"]["username"] == "root2"
+    assert event["metadata"]["previous"]["is_active"] is True
+
+
+@pytest.mark.django_db
+def test_a_user_moved_to_another_tenant_is_recorded_in_both(
+    admin_client_for,
+    superuser,
+    teammate,
+    other_tenant,
+    announced,
+    django_capture_on_commit_callbacks,
+):
+    old_tenant = teammate.tenant_id
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client_for(superuser).post(
+            reverse("admin:accounts_user_change", args=[teammate.pk]),
+            _user_form(teammate, tenant=other_tenant.pk),
+        )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    events = [e for e in announced if e["target_type"] == "user"]
+    assert sorted(e["tenant_id"] for e in events) == sorted([old_tenant, other_tenant.pk])
+    for event in events:
+        assert event["metadata"]["previous"]["tenant"] == old_tenant
+
+
+@pytest.mark.django_db
+def test_a_persons_own_password_change_is_recorded(
+    admin_client_for, tenant_staff, announced, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client_for(tenant_staff).post(
+            reverse("admin:password_change"),
+            {
+                "old_password": "correct-horse-battery",
+                "new_password1": "violet-Anchor-47-river-2",
+                "new_password2": "violet-Anchor-47-river-2",
+            },
+        )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    [event] = announced
+    assert (event["action"], event["target_id"]) == ("user.update", str(tenant_staff.pk))
+    assert event["metadata"]["changed"] == ["password"]
+
+
+@pytest.mark.django_db
+def test_adding_a_user_without_a_tenant_is_a_form_error_not_a_500(admin_client_for, superuser):
+    response = admin_client_for(superuser).post(
+        reverse("admin:accounts_user_add"),
+        {
+            "username": "eve",
+            "password1": PASSWORD,
+            "password2": PASSWORD,
+            "usable_password": "true",
+            "role": "auditor",
+            "tenant": "",
+            "_continue": "1",
+        },
+    )
+    assert response.status_code == 200
+    assert "belongs to a tenant" in str(response.context["adminform"].form.errors["tenant"])
+    assert not User.objects.filter(username="eve").exists()
+
+
+@pytest.mark.django_db
+def test_the_key_form_cannot_revoke_without_the_confirmed_action(
+    admin_client_for, superuser, tenant
+):
+    api_key, _ = ApiKey.objects.create_key(name="svc", tenant=tenant, scopes=["read"])
+    response = admin_client_for(superuser).post(
+        reverse("admin:accounts_apikey_change", args=[api_key.pk]),
+        {"name": "svc", "scopes": ["read"], "revoked": "on"},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    api_key.refresh_from_db()
+    assert not api_key.revoked

@@ -97,7 +97,9 @@ class DeadLetterAdmin(_TenantScopedMixin, admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     def changelist_view(self, request, extra_context=None):
-        extra_context = {**(extra_context or {}), "dlq_depth": dlq_depth()}
+        # The queue holds every tenant's dead letters: its depth is for operators only.
+        depth = dlq_depth() if request.user.is_superuser else None
+        extra_context = {**(extra_context or {}), "dlq_depth": depth}
         return super().changelist_view(request, extra_context)
 
     def get_urls(self):
