@@ -19,6 +19,7 @@ from rest_framework_api_key.models import APIKey as LibraryAPIKey
 from accounts import selectors, services
 from accounts.models import ApiKey, Tenant, User
 from traceledger.admin_confirm import confirm_first
+from traceledger.admin_lookups import NoPatternLookupsMixin
 
 # The library registers its own (unused) key model; ours is accounts.ApiKey.
 if admin.site.is_registered(LibraryAPIKey):
@@ -66,7 +67,7 @@ class TenantAdminForm(forms.ModelForm):
 
 
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
+class TenantAdmin(NoPatternLookupsMixin, admin.ModelAdmin):
     form = TenantAdminForm
     list_display = ["slug", "name", "created_at"]
     search_fields = ["slug", "name"]
@@ -125,7 +126,7 @@ class UserAdminCreationForm(
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(NoPatternLookupsMixin, DjangoUserAdmin):
     form = UserAdminChangeForm
     add_form = UserAdminCreationForm
     list_display = ["username", "tenant", "role", "email", "is_active", "is_staff"]
@@ -212,7 +213,7 @@ class ApiKeyAdminForm(_NoSystemTenantMixin, forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(APIKeyModelAdmin):
+class ApiKeyAdmin(NoPatternLookupsMixin, APIKeyModelAdmin):
     form = ApiKeyAdminForm
     list_display = [
         "prefix",

@@ -464,3 +464,17 @@ def test_the_key_form_cannot_revoke_without_the_confirmed_action(
     assert response.status_code == 302, response.content.decode()[:2000]
     api_key.refresh_from_db()
     assert not api_key.revoked
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("model", "lookup"),
+    [("user", "username__regex"), ("apikey", "name__iregex"), ("tenant", "slug__regex")],
+)
+def test_a_pattern_lookup_in_a_hand_edited_url_is_a_400_not_a_500(
+    admin_client_for, superuser, model, lookup
+):
+    response = admin_client_for(superuser).get(
+        reverse(f"admin:accounts_{model}_changelist"), {lookup: "("}
+    )
+    assert response.status_code == 400

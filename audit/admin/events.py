@@ -172,7 +172,9 @@ class AuditEventAdmin(ExportActionsMixin, admin.ModelAdmin):
     # --- reads are recorded (audit the auditors), like the API's ---
 
     def changelist_view(self, request, extra_context=None):
-        problems = filter_param_problems(request.GET, date_hierarchy=self.date_hierarchy)
+        problems = filter_param_problems(
+            request.GET, date_hierarchy=self.date_hierarchy, model=self.model
+        )
         if problems:
             return self.without_bad_params(request, problems, "Filter ignored")
         response = super().changelist_view(request, extra_context)

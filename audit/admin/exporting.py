@@ -61,7 +61,9 @@ class ExportActionsMixin:
         """GET ``export/?format=csv|jsonl&<the changelist's own filters>``."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        problems = filter_param_problems(request.GET, date_hierarchy=self.date_hierarchy)
+        problems = filter_param_problems(
+            request.GET, date_hierarchy=self.date_hierarchy, model=self.model
+        )
         if problems:
             return self.without_bad_params(request, problems, "Cannot export")
         request.GET = request.GET.copy()

@@ -12,7 +12,7 @@ import json
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import IGNORED_PARAMS, ChangeList
-from django.core.exceptions import EmptyResultSet
+from django.core.exceptions import EmptyResultSet, FieldDoesNotExist, ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import F, Max, Min, QuerySet
@@ -337,7 +337,7 @@ class OccurredRangeFilter(admin.ListFilter):
         }
 
 
-def filter_param_problems(params, *, date_hierarchy: str) -> dict[str, str]:
+def filter_param_problems(params, *, date_hierarchy: str, model=None) -> dict[str, str]:
     """The date and tenant parameters of an event list that cannot be used: name -> why.
 
     Checked before the changelist is built, so that the page can say which parameter it
@@ -359,6 +359,38 @@ def filter_param_problems(params, *, date_hierarchy: str) -> dict[str, str]:
         shown = ", ".join(f"{name}={value}" for name, value in given.items())
         for name in given:
             problems[name] = f"no such period in the date drill-down: {shown}"
+    if model is not None:
+        problems.update(field_value_problems(params, model=model, skip=problems))
+    return problems
+
+
+# Lookups whose value is one value of the field's type (checked before the query runs).
+_VALUE_LOOKUPS = frozenset({"", "exact", "iexact", "gt", "gte", "lt", "lte"})
+
+
+def field_value_problems(params, *, model, skip=()) -> dict[str, str]:
+    """Hand-edited field lookups the database would answer with an error (a 500): a pattern
+    lookup (``__regex``; an invalid pattern fails in PostgreSQL, a valid one can scan for
+    long), or a value that is not one of the field's type (``source_ip=notanip``)."""
+    problems = {}
+    for name, raw in params.items():
+        if name in skip:
+            continue
+        field_name, _, lookup = name.partition("__")
+        if lookup in ("regex", "iregex"):
+            problems[name] = f"{name}: pattern (regex) lookups are not offered"
+            continue
+        try:
+            field = model._meta.get_field(field_name)
+        except FieldDoesNotExist:
+            continue
+        plain = getattr(field, "concrete", False) and not field.is_relation
+        if lookup not in _VALUE_LOOKUPS or not plain:
+            continue
+        try:
+            field.run_validators(field.to_python(raw))
+        except ValidationError as exc:
+            problems[name] = f"{name}: {' '.join(exc.messages)} (got {raw!r})"
     return problems
 
 

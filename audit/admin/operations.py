@@ -17,6 +17,7 @@ from audit.models import DeadLetter, OutboxMessage
 from audit.selectors import outbox_backlog
 from audit.services.dead_letters import dlq_depth
 from traceledger.admin_confirm import confirm_first
+from traceledger.admin_lookups import NoPatternLookupsMixin
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def _actor(request) -> str:
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(_TenantScopedMixin, admin.ModelAdmin):
+class DeadLetterAdmin(NoPatternLookupsMixin, _TenantScopedMixin, admin.ModelAdmin):
     change_list_template = "admin/audit/deadletter/change_list.html"
     list_display = (
         "id",
@@ -206,7 +207,7 @@ class DeadLetterAdmin(_TenantScopedMixin, admin.ModelAdmin):
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(_TenantScopedMixin, admin.ModelAdmin):
+class OutboxMessageAdmin(NoPatternLookupsMixin, _TenantScopedMixin, admin.ModelAdmin):
     """Read-only: the relay owns these rows. Visible so operators see the backlog."""
 
     change_list_template = "admin/audit/outboxmessage/change_list.html"

@@ -273,6 +273,12 @@ def test_a_malformed_date_is_named_and_dropped_while_the_other_filters_stay(
         {"occurred_at__year": "0"},
         {"occurred_at__year": "x"},
         {"tenant": "acme"},
+        # hand-edited lookups the database would refuse (a 500 before)
+        {"source_ip": "notanip"},
+        {"actor_id__regex": "("},
+        {"hash__iregex": "*"},
+        {"id": "notauuid"},
+        {"sequence": "abc"},
     ],
 )
 def test_an_impossible_drill_down_or_tenant_is_named_not_a_server_error(

@@ -288,3 +288,7 @@ def test_the_outbox_is_listed_read_only_with_its_backlog(operator, tenant):
     assert response.context["action_form"] is None or "delete_selected" not in str(
         response.context["action_form"]
     )
+
+
+def test_a_pattern_lookup_in_a_hand_edited_url_is_a_400_not_a_500(operator):
+    assert operator.get(DEAD_LETTERS, {"reason__regex": "("}).status_code == 400
