@@ -17,7 +17,7 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
 from accounts import selectors, services
-from accounts.models import ApiKey, Tenant, User
+from accounts.models import ApiKey, Role, Tenant, User
 from traceledger.admin_confirm import confirm_first
 from traceledger.admin_lookups import NoPatternLookupsMixin
 
@@ -28,6 +28,31 @@ if admin.site.is_registered(LibraryAPIKey):
 
 def _is_tenant_staff(request) -> bool:
     return not request.user.is_superuser and request.user.tenant_id is not None
+
+
+class _TenantAdminAccessMixin:
+    """A tenant's ``admin`` with admin access manages that tenant's users and keys (the
+    README's role table), without a superuser having to grant model permissions by hand;
+    the querysets and read-only fields below keep them inside their tenant."""
+
+    def _tenant_admin(self, request) -> bool:
+        user = request.user
+        return bool(user.is_active and user.is_staff and user.tenant_id and user.role == Role.ADMIN)
+
+    def has_module_permission(self, request) -> bool:
+        return self._tenant_admin(request) or super().has_module_permission(request)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return self._tenant_admin(request) or super().has_view_permission(request, obj)
+
+    def has_add_permission(self, request) -> bool:
+        return self._tenant_admin(request) or super().has_add_permission(request)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return self._tenant_admin(request) or super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return self._tenant_admin(request) or super().has_delete_permission(request, obj)
 
 
 # --- forms: the services' rules, shown on the field -----------------------------------------
@@ -126,7 +151,7 @@ class UserAdminCreationForm(
 
 
 @admin.register(User)
-class UserAdmin(NoPatternLookupsMixin, DjangoUserAdmin):
+class UserAdmin(_TenantAdminAccessMixin, NoPatternLookupsMixin, DjangoUserAdmin):
     form = UserAdminChangeForm
     add_form = UserAdminCreationForm
     list_display = ["username", "tenant", "role", "email", "is_active", "is_staff"]
@@ -213,7 +238,7 @@ class ApiKeyAdminForm(_NoSystemTenantMixin, forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(NoPatternLookupsMixin, APIKeyModelAdmin):
+class ApiKeyAdmin(_TenantAdminAccessMixin, NoPatternLookupsMixin, APIKeyModelAdmin):
     form = ApiKeyAdminForm
     list_display = [
         "prefix",

@@ -478,3 +478,21 @@ def test_a_pattern_lookup_in_a_hand_edited_url_is_a_400_not_a_500(
         reverse(f"admin:accounts_{model}_changelist"), {lookup: "("}
     )
     assert response.status_code == 400
+
+
+@pytest.mark.django_db
+def test_a_tenant_admin_with_admin_access_manages_users_and_keys_without_extra_grants(
+    client, owner, teammate, outsider
+):
+    owner.is_staff = True
+    owner.save()
+    client.force_login(owner)
+    users = client.get(reverse("admin:accounts_user_changelist"))
+    keys = client.get(reverse("admin:accounts_apikey_changelist"))
+    assert (users.status_code, keys.status_code) == (200, 200)
+    assert "teammate" in users.content.decode() and "outsider" not in users.content.decode()
+
+    teammate.is_staff = True
+    teammate.save()
+    client.force_login(teammate)  # an auditor: reads the trail, manages nobody
+    assert client.get(reverse("admin:accounts_user_changelist")).status_code == 403
