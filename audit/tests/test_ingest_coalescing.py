@@ -76,6 +76,12 @@ def test_waiting_messages_of_two_tenants_are_stored_together_once_and_acked(
     try:
         wait_until(lambda: stored(tenant.pk) == 120 and stored(other_tenant.pk) == 120)
         line = wait_until(lambda: settled_line(worker.log(), late), what="the duplicate")
+        # Rows are visible at commit, the ack comes after: stopping the worker in between
+        # hands the message back to the queue (as it should). Wait for every settlement.
+        wait_until(
+            lambda: all(settled_line(worker.log(), task_id) for task_id in published),
+            what="every message settled",
+        )
     finally:
         worker.stop()
 
