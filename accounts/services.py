@@ -12,7 +12,6 @@ from datetime import datetime
 
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_slug
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
@@ -53,10 +52,6 @@ def tenant_slug_validate(*, slug: str, reserved_ok: bool = False) -> None:
         raise ValidationError(
             {"slug": [f"A tenant slug has 1 to {TENANT_SLUG_MAX_LENGTH} characters."]}
         )
-    try:
-        validate_slug(slug)
-    except ValidationError as exc:
-        raise ValidationError({"slug": exc.messages}) from exc
     if not _TENANT_SLUG.fullmatch(slug):
         # Lower case only: "Acme" and "acme" would be two tenants (and "SYSTEM" the reserved
         # one); a leading "-" reads as an option to every command that takes --tenant.
@@ -251,15 +246,12 @@ USER_AUDITED_FIELDS = (
 )
 
 
-# Values a user change records as "previous" (the password is never recorded).
-_USER_BEFORE_FIELDS = (
-    "username",
-    "email",
-    "role",
-    "tenant_id",
-    "is_active",
-    "is_staff",
-    "is_superuser",
+# The audited fields that hold one value, read before a change to record as "previous"
+# (column names: "tenant_id"; never the password; groups and permissions are relations).
+_USER_BEFORE_FIELDS = tuple(
+    "tenant_id" if name == "tenant" else name
+    for name in USER_AUDITED_FIELDS
+    if name not in ("password", "groups", "user_permissions")
 )
 
 
@@ -312,13 +304,11 @@ def user_save(
         previous_tenant = before["tenant_id"] if before is not None else None
         if previous_tenant is not None and previous_tenant != user.tenant_id:
             # Moved: the tenant it left records the departure too.
-            account_changed_send_on_commit(
+            _record_user_change(
+                user=user,
                 tenant_id=previous_tenant,
                 action="user.update",
                 actor=actor,
-                target_id=str(user.pk),
-                target_type="user",
-                target_name=user.username,
                 description=f"User {user.username} moved to another tenant.",
                 metadata={"changed": ["tenant"], "previous": {"tenant": previous_tenant}},
             )
@@ -368,10 +358,18 @@ def users_delete(*, users: Iterable[User], actor: Actor = SYSTEM_ACTOR) -> int:
 
 
 def _record_user_change(
-    *, user: User, action: str, actor: Actor, description: str, metadata: dict
+    *,
+    user: User,
+    action: str,
+    actor: Actor,
+    description: str,
+    metadata: dict,
+    tenant_id: int | None = None,
 ) -> None:
+    """In the user's tenant's trail (``tenant_id``: another's), the system tenant's when
+    the user has none (a superuser)."""
     account_changed_send_on_commit(
-        tenant_id=user.tenant_id,
+        tenant_id=tenant_id if tenant_id is not None else user.tenant_id,
         action=action,
         actor=actor,
         target_id=str(user.pk),

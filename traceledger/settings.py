@@ -11,45 +11,29 @@ import environ
 
 from traceledger.queues import CELERY_QUEUES
 from traceledger.redis_latch import LatchingConnection
-from traceledger.settings_env import integer, log_level, meta_key, names, rate, seconds
+from traceledger.settings_env import (
+    boolean,
+    integer,
+    log_level,
+    meta_key,
+    names,
+    rate,
+    seconds,
+    secret,
+)
 from traceledger.settings_guard import guard_production_settings, guard_signing_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+# Plain strings and URLs; typed values go through the strict readers of settings_env.
 env = environ.Env()
-# Secrets may come from files (Docker/Kubernetes secrets): NAME_FILE wins over NAME.
 env.smart_cast = False
-
-
-def _secret(name: str, default: str) -> str:
-    path = env.str(f"{name}_FILE", default="")
-    if path:
-        try:
-            return Path(path).read_text().strip()
-        except OSError as exc:
-            raise environ.ImproperlyConfigured(
-                f"{name}_FILE={path!r} cannot be read: {exc.strerror}"
-            ) from None
-    return env.str(name, default=default)
-
-
-def _strict_bool(name: str, default: bool) -> bool:
-    """A boolean that is not one of the known spellings is an error, never a silent False."""
-    raw = env.str(name, default="")
-    if raw == "":
-        return default
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise environ.ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use 1/0, true/false)")
 
 
 INSECURE_SECRET_KEY = "django-insecure-traceledger-local-development-only"
 
-DEBUG = _strict_bool("DJANGO_DEBUG", True)
-SECRET_KEY = _secret("DJANGO_SECRET_KEY", INSECURE_SECRET_KEY)
+DEBUG = boolean("DJANGO_DEBUG", True)
+SECRET_KEY = secret("DJANGO_SECRET_KEY", INSECURE_SECRET_KEY)
 ALLOWED_HOSTS = names(
     "DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else []
 )
@@ -249,7 +233,7 @@ TRACELEDGER_INGEST_BACKLOG_RETRY_AFTER = integer(
 
 # --- TraceLedger -----------------------------------------------------------------------
 TRACELEDGER_PUBLISH_TIMEOUT = seconds("TRACELEDGER_PUBLISH_TIMEOUT", default=1.0)
-TRACELEDGER_SIGNING_KEY = _secret("TRACELEDGER_SIGNING_KEY", "")
+TRACELEDGER_SIGNING_KEY = secret("TRACELEDGER_SIGNING_KEY", "")
 guard_signing_key(TRACELEDGER_SIGNING_KEY)
 TRACELEDGER_HEALTH_TIMEOUT = seconds("TRACELEDGER_HEALTH_TIMEOUT", default=0.8)
 # Detail reads are cached this long (s); events are immutable, so only memory bounds it.
@@ -320,15 +304,13 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = integer(
 # TLS usually ends at a reverse proxy, which says so in X-Forwarded-Proto. Without such a
 # proxy in front, a client could send the header itself: turn the trust off there.
 SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https")
-    if _strict_bool("DJANGO_TRUST_X_FORWARDED_PROTO", True)
-    else None
+    ("HTTP_X_FORWARDED_PROTO", "https") if boolean("DJANGO_TRUST_X_FORWARDED_PROTO", True) else None
 )
-SECURE_SSL_REDIRECT = _strict_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_SSL_REDIRECT = boolean("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = integer("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = _strict_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
-SECURE_HSTS_PRELOAD = _strict_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = boolean("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = boolean("DJANGO_SECURE_HSTS_PRELOAD", False)
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SESSION_COOKIE_HTTPONLY = True

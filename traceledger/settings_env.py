@@ -1,4 +1,4 @@
-"""Strict readers of environment variables for ``settings.py``.
+"""Strict readers of environment variables for ``settings.py`` (every setting uses one).
 
 A value that is not what the setting needs stops the process with an error naming the
 variable, instead of becoming a different value: django-environ's ``float`` drops every
@@ -9,6 +9,7 @@ parses a rate at the first request (a 500 on every one).
 
 import math
 import re
+from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -18,6 +19,32 @@ env.smart_cast = False
 
 # django-ratelimit's form: N per [n] second(s), minute(s), hour(s) or day(s).
 _RATE = re.compile(r"\d+/\d*[smhd]")
+
+
+def secret(name: str, default: str) -> str:
+    """``NAME``, or the content of the file ``NAME_FILE`` names (Docker/Kubernetes secrets),
+    which wins."""
+    path = env.str(f"{name}_FILE", default="")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            message = f"{name}_FILE={path!r} cannot be read: {exc.strerror}"
+            raise ImproperlyConfigured(message) from None
+    return env.str(name, default=default)
+
+
+def boolean(name: str, default: bool) -> bool:
+    """A boolean that is not one of the known spellings is an error, never a silent False."""
+    raw = env.str(name, default="")
+    if raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use 1/0, true/false)")
 
 
 def seconds(name: str, *, default: float) -> float:

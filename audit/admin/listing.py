@@ -21,6 +21,7 @@ from django.utils.dateparse import parse_date
 from django.utils.functional import cached_property
 
 from accounts.models import Tenant
+from traceledger.admin_lookups import PATTERN_LOOKUPS
 
 # Below this planner estimate an exact COUNT(*) is cheap enough and reads better. Keep it
 # above the event admin's ``list_max_show_all``: "Show all" is offered only for a count
@@ -377,7 +378,7 @@ def field_value_problems(params, *, model, skip=()) -> dict[str, str]:
         if name in skip:
             continue
         field_name, _, lookup = name.partition("__")
-        if lookup in ("regex", "iregex"):
+        if lookup in PATTERN_LOOKUPS:
             problems[name] = f"{name}: pattern (regex) lookups are not offered"
             continue
         try:

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from testsupport.worker import ROOT
 
 
@@ -18,8 +20,9 @@ def _manage(*args, **env):
     )
 
 
-def test_an_unreachable_database_is_one_line():
-    result = _manage("create_tenant", "zz", DATABASE_URL="postgres://127.0.0.1:9/nowhere")
+@pytest.mark.parametrize("command", [("create_tenant", "zz"), ("verify_ledger",)])
+def test_an_unreachable_database_is_one_line(command):
+    result = _manage(*command, DATABASE_URL="postgres://127.0.0.1:9/nowhere")
     assert result.returncode == 2
     assert result.stderr.startswith("database unavailable: ")
     assert len(result.stderr.strip().splitlines()) == 1
