@@ -255,7 +255,10 @@ def _fixtures() -> dict:
 
 
 def _phase_copy(services, fixtures, plan, run_id) -> dict:
-    say(f"[bench] COPY of {plan.batch} rows into a scratch table like audit_auditevent")
+    say(
+        f"[bench] COPY of {plan.batch} rows into a scratch table like audit_auditevent, "
+        "without and with their full-text index"
+    )
     rows = baselines.copy_rows(
         events=events.event_dicts(run_id=run_id, phase="batch", count=plan.batch),
         tenant_id=fixtures["batch"]["tenant_id"],

@@ -86,6 +86,11 @@ def test_it_reports_the_ratios_against_the_same_runs_baselines(quick_run):
     results, stdout = quick_run
     assert results["copy"]["events"] == results["batch"]["events"]
     assert results["copy"]["events_per_s"] > 0
+    # The limit builds the full-text index too; the stricter one without it is beside it.
+    assert results["copy"]["full_text_index"] is True
+    assert results["copy"]["indexes"] > results["copy"]["events_table_only"]["indexes"]
+    assert results["copy"]["events_table_only"]["events"] == results["batch"]["events"]
+    assert isinstance(results["ratios"]["batch_e2e_vs_copy_events_table_only"], float)
     assert results["ratios"].keys() >= RATIOS
     for name in RATIOS:
         assert isinstance(results["ratios"][name], float), name
