@@ -8,6 +8,7 @@ except the plain key returned once by ``api_key_create``.
 import logging
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth.password_validation import validate_password
@@ -75,7 +76,10 @@ def tenant_slug_validate(*, slug: str, reserved_ok: bool = False) -> None:
 
 
 def tenant_name_validate(*, name: str) -> None:
-    """Raises ``ValidationError({"name": ...})`` for a name the column cannot hold."""
+    """Raises ``ValidationError({"name": ...})`` for a blank name (empty or only whitespace)
+    or one the column cannot hold. The services strip a name before storing it."""
+    if not name.strip():
+        raise ValidationError({"name": ["A tenant name cannot be empty or only whitespace."]})
     if len(name) > TENANT_NAME_MAX_LENGTH:
         raise ValidationError(
             {
@@ -88,10 +92,11 @@ def tenant_name_validate(*, name: str) -> None:
 
 
 def tenant_get_or_create(
-    *, slug: str, name: str = "", actor: Actor = SYSTEM_ACTOR
+    *, slug: str, name: str | None = None, actor: Actor = SYSTEM_ACTOR
 ) -> tuple[Tenant, bool]:
     """Idempotent: an existing tenant is returned as it is. Raises ``ValidationError`` keyed
-    by field (``slug``, ``name``).
+    by field (``slug``, ``name``). ``name`` is stripped; None (not given) means the slug,
+    while a blank one is refused rather than silently replaced.
 
     The reserved system slug is accepted here, because this is how TraceLedger creates its
     own tenant (``audit.services.submission.system_tenant_id``), always with its own name.
@@ -101,7 +106,7 @@ def tenant_get_or_create(
     tenant_slug_validate(slug=slug, reserved_ok=True)
     if slug == SYSTEM_TENANT_SLUG:
         name = SYSTEM_TENANT_NAME
-    name = name or slug
+    name = slug if name is None else name.strip()
     tenant_name_validate(name=name)
     with transaction.atomic():
         tenant, created = Tenant.objects.get_or_create(slug=slug, defaults={"name": name})
@@ -110,26 +115,57 @@ def tenant_get_or_create(
     return tenant, created
 
 
+@dataclass(frozen=True)
+class TenantProvisioned:
+    tenant: Tenant
+    created: bool
+    previous_name: str | None  # the name it had, when this call renamed it; else None
+
+
 def tenant_provision(
-    *, slug: str, name: str = "", actor: Actor = SYSTEM_ACTOR
-) -> tuple[Tenant, bool]:
-    """``tenant_get_or_create`` for people (``manage.py create_tenant``): refuses the
-    reserved system slug, whether or not that tenant exists yet."""
+    *, slug: str, name: str | None = None, actor: Actor = SYSTEM_ACTOR
+) -> TenantProvisioned:
+    """Creates the tenant, or brings an existing one to ``name`` (``manage.py create_tenant``).
+
+    Idempotent: a repeat changes nothing. A different ``name`` (stripped) renames an existing
+    tenant through ``tenant_save``, so the rename is recorded in its trail exactly as the
+    admin records one; ``name=None`` leaves an existing tenant's name alone. Refuses the
+    reserved system slug, whether or not that tenant exists yet, and a blank name.
+    """
     tenant_slug_validate(slug=slug)
-    return tenant_get_or_create(slug=slug, name=name, actor=actor)
+    if name is not None:
+        name = name.strip()
+        tenant_name_validate(name=name)  # before get_or_create: a blank rename creates nothing
+    with transaction.atomic():
+        tenant, created = tenant_get_or_create(slug=slug, name=name, actor=actor)
+        if created or name is None:
+            return TenantProvisioned(tenant=tenant, created=created, previous_name=None)
+        # Locked before comparing, so two concurrent renames each report the name they
+        # replaced (tenant_save re-reads it under the same lock to record the change).
+        current = (
+            Tenant.objects.select_for_update().values_list("name", flat=True).get(pk=tenant.pk)
+        )
+        tenant.name = name
+        if current == name:
+            return TenantProvisioned(tenant=tenant, created=False, previous_name=None)
+        tenant_save(tenant=tenant, created=False, changed_fields=["name"], actor=actor)
+    return TenantProvisioned(tenant=tenant, created=False, previous_name=current)
 
 
 def tenant_save(
     *, tenant: Tenant, created: bool, changed_fields: list[str], actor: Actor = SYSTEM_ACTOR
 ) -> Tenant:
-    """Saves a tenant edited elsewhere (the admin form) and records ``tenant.create`` or,
-    when its name changed, ``tenant.update`` in the tenant's own trail.
+    """Saves a tenant edited elsewhere (the admin form; a rename by ``tenant_provision``) and
+    records ``tenant.create`` or, when its name changed, ``tenant.update`` in the tenant's own
+    trail. The name is stored stripped; a blank one is refused (``ValidationError`` on
+    ``name``).
 
     A new tenant may not take the reserved system slug. A slug never changes afterwards
     (API callers, scripts and JWT claims name tenants by it): the admin shows it read-only.
     """
     if created:
         tenant_slug_validate(slug=tenant.slug)
+    tenant.name = (tenant.name or "").strip()
     tenant_name_validate(name=tenant.name)
     with transaction.atomic():
         if created:

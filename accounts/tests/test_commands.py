@@ -11,6 +11,7 @@ from django.core.management import CommandError, call_command, load_command_clas
 from rest_framework.test import APIClient
 
 from accounts.models import ApiKey, Tenant, User
+from accounts.signals import account_changed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,13 +27,85 @@ def _run(*args: str, stdin: str = "") -> tuple[str, str]:
     return out.getvalue(), err.getvalue()
 
 
+@pytest.fixture
+def announced():
+    """account_changed sends (run the command under django_capture_on_commit_callbacks)."""
+    seen: list[dict] = []
+    account_changed.connect(
+        lambda sender, **kw: seen.append(kw), dispatch_uid="test-commands-announced", weak=False
+    )
+    yield seen
+    account_changed.disconnect(dispatch_uid="test-commands-announced")
+
+
 @pytest.mark.django_db
-def test_it_creates_a_tenant_once(db):
-    out, _ = _run("create_tenant", "initech", "--name", "Initech")
-    assert "created" in out
-    out, _ = _run("create_tenant", "initech", "--name", "Other name")
-    assert "exists already" in out
+def test_it_creates_a_tenant_once(db, announced, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        out, _ = _run("create_tenant", "initech", "--name", "Initech")
+        assert out == "tenant initech (Initech) created\n"
+        out, _ = _run("create_tenant", "initech", "--name", "Initech")
+        assert out == "tenant initech (Initech) exists already\n"
+    assert [e["action"] for e in announced] == ["tenant.create"]
+
+
+@pytest.mark.django_db
+def test_without_a_name_an_existing_tenant_keeps_its_own(db):
+    _run("create_tenant", "initech", "--name", "Initech")
+
+    out, _ = _run("create_tenant", "initech")
+
+    assert out == "tenant initech (Initech) exists already\n"
     assert Tenant.objects.get(slug="initech").name == "Initech"
+
+
+@pytest.mark.django_db
+def test_it_renames_an_existing_tenant_given_another_name_as_the_admin_records_it(
+    db, announced, django_capture_on_commit_callbacks
+):
+    _run("create_tenant", "initech", "--name", "Initech")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        out, _ = _run("create_tenant", "initech", "--name", "Initech Ltd")
+
+    assert out == "tenant initech (Initech Ltd) exists already, renamed from 'Initech'\n"
+    tenant = Tenant.objects.get(slug="initech")
+    assert tenant.name == "Initech Ltd"
+    # What tenant_save records for an admin rename, with the command line as the actor.
+    [event] = [e for e in announced if e["action"] != "tenant.create"]
+    assert (event["action"], event["tenant_id"], event["target_id"]) == (
+        "tenant.update",
+        tenant.pk,
+        str(tenant.pk),
+    )
+    assert event["description"] == "Tenant initech renamed."
+    assert event["metadata"] == {
+        "changed": ["name"],
+        "name": "Initech Ltd",
+        "previous_name": "Initech",
+    }
+    assert (event["actor_type"], event["actor_id"]) == ("system", "manage.py")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["", "   ", "\t\n"])
+def test_it_refuses_a_blank_tenant_name_naming_the_field(name):
+    with pytest.raises(CommandError, match=r"^invalid name: .*empty or only whitespace"):
+        _run("create_tenant", "initech", "--name", name)
+    assert not Tenant.objects.exists()
+
+    _run("create_tenant", "initech", "--name", "Initech")
+    with pytest.raises(CommandError, match=r"^invalid name: "):
+        _run("create_tenant", "initech", "--name", name)
+    assert Tenant.objects.get(slug="initech").name == "Initech"
+
+
+@pytest.mark.django_db
+def test_it_strips_the_tenant_name(db):
+    out, _ = _run("create_tenant", "initech", "--name", "  Initech \t")
+    assert out == "tenant initech (Initech) created\n"
+    out, _ = _run("create_tenant", "initech", "--name", " Initech Ltd ")
+    assert out == "tenant initech (Initech Ltd) exists already, renamed from 'Initech'\n"
+    assert Tenant.objects.get(slug="initech").name == "Initech Ltd"
 
 
 @pytest.mark.django_db
@@ -216,6 +289,15 @@ def test_it_exits_1_with_one_line_for_a_tenant_name_too_long():
     assert result.stderr.strip().splitlines() == [
         "CommandError: invalid name: A tenant name has at most 200 characters (this one has 300)."
     ]
+
+
+def test_it_exits_1_with_one_line_for_a_blank_tenant_name():
+    result = _manage("create_tenant", "qaops-blank", "--name", "   ")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "CommandError: invalid name: A tenant name cannot be empty or only whitespace."
+    ]
+    assert result.stdout == ""
 
 
 @pytest.mark.django_db

@@ -124,6 +124,59 @@ def test_it_refuses_a_tenant_name_longer_than_the_column_naming_the_field(db):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("name", ["", " ", "\t\n "])
+def test_it_refuses_a_blank_tenant_name_naming_the_field(tenant, name):
+    for create in (tenant_get_or_create, tenant_provision):
+        with pytest.raises(ValidationError) as exc:
+            create(slug="initech", name=name)
+        assert list(exc.value.message_dict) == ["name"]
+    assert not Tenant.objects.filter(slug="initech").exists()
+
+    with pytest.raises(ValidationError) as exc:
+        tenant_provision(slug=tenant.slug, name=name)
+    assert list(exc.value.message_dict) == ["name"]
+    tenant.name = name
+    with pytest.raises(ValidationError) as exc:
+        tenant_save(tenant=tenant, created=False, changed_fields=["name"])
+    assert list(exc.value.message_dict) == ["name"]
+    assert Tenant.objects.get(pk=tenant.pk).name == "Acme"
+
+
+@pytest.mark.django_db
+def test_it_stores_a_tenant_name_stripped(tenant):
+    created, _ = tenant_get_or_create(slug="initech", name="  Initech\t")
+    assert created.name == "Initech"
+    tenant.name = " Acme Corporation "
+    tenant_save(tenant=tenant, created=False, changed_fields=["name"])
+    assert Tenant.objects.get(pk=tenant.pk).name == "Acme Corporation"
+
+
+@pytest.mark.django_db
+def test_provisioning_an_existing_tenant_with_another_name_renames_it_through_tenant_save(
+    tenant, announced, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        unchanged = tenant_provision(slug=tenant.slug)
+        same = tenant_provision(slug=tenant.slug, name=" Acme ")
+        renamed = tenant_provision(slug=tenant.slug, name="Acme Corporation")
+    assert (unchanged.created, unchanged.previous_name, unchanged.tenant.name) == (
+        False,
+        None,
+        "Acme",
+    )
+    assert (same.created, same.previous_name) == (False, None)
+    assert (renamed.created, renamed.previous_name) == (False, "Acme")
+    assert Tenant.objects.get(pk=tenant.pk).name == "Acme Corporation"
+    [event] = announced  # only the real rename is recorded, as tenant_save records one
+    assert (event["action"], event["tenant_id"]) == ("tenant.update", tenant.pk)
+    assert event["metadata"] == {
+        "changed": ["name"],
+        "name": "Acme Corporation",
+        "previous_name": "Acme",
+    }
+
+
+@pytest.mark.django_db
 def test_it_reserves_the_system_slug_for_traceledger_itself(db):
     with pytest.raises(ValidationError) as exc:
         tenant_provision(slug=SYSTEM_TENANT_SLUG, name="Mine now")

@@ -64,8 +64,16 @@ class VerifyOutputSerializer(serializers.Serializer):
         allow_null=True, help_text="The first sequence that does not verify; null when ok."
     )
     reason = serializers.CharField(help_text="Why the chain breaks there; empty when ok.")
-    from_sequence = serializers.IntegerField()
-    to_sequence = serializers.IntegerField(allow_null=True)
+    from_sequence = serializers.IntegerField(
+        help_text="First sequence of the range verified (one inside a prefix removed by a "
+        "retention purge comes back as the first sequence after it)."
+    )
+    to_sequence = serializers.IntegerField(
+        allow_null=True,
+        help_text="Last sequence of the range verified: the requested to_sequence, or the "
+        "chain head when none was asked or the one asked lies beyond it. Null when there was "
+        "no event to verify, or when a checkpoint's signature failed before the range was read.",
+    )
     checkpoints_checked = serializers.IntegerField()
 
 
@@ -81,8 +89,10 @@ class LedgerVerifyView(APIView):
             "fewer). ``from_sequence``/``to_sequence`` choose a range of at most "
             f"{VERIFY_MAX_EVENTS} events; ``from_sequence`` alone verifies "
             f"{VERIFY_MAX_EVENTS} events from there. A range starts from the stored hash of "
-            "the event before it. The whole chain: ``manage.py verify_ledger``. Unknown "
-            "parameters are a 400."
+            "the event before it. The response's ``from_sequence``/``to_sequence`` is the "
+            "range actually verified: a ``to_sequence`` beyond the chain head comes back as "
+            "the head. The whole chain: ``manage.py verify_ledger``. Unknown parameters are "
+            "a 400."
         ),
         parameters=[
             OpenApiParameter("from_sequence", OpenApiTypes.INT, description="First sequence."),

@@ -28,7 +28,11 @@ class LedgerVerification:
     first_bad_sequence: int | None
     reason: str  # why it is bad ("" when ok)
     from_sequence: int
-    to_sequence: int | None  # None: through the chain head
+    # The range's real end, not the one asked for: the requested to_sequence (the head when
+    # none was asked) clipped to the chain head read for this run (a broken run reports
+    # where it broke in first_bad_sequence). None when the run failed before reading the head (a
+    # checkpoint's signature) or the range held no event (empty chain, start beyond the head).
+    to_sequence: int | None
     checkpoints_checked: int
 
     def as_dict(self) -> dict:
@@ -58,7 +62,9 @@ def ledger_verify(
     """
     base = selectors.chain_base(tenant_id=tenant_id)
     start = max(from_sequence or 1, base.sequence + 1)
-    state = {"checked": 0, "checkpoints": 0}
+    # "end": set by _verify once it has read the head, so the result reports the range it
+    # covered rather than echoing a to_sequence beyond the head.
+    state = {"checked": 0, "checkpoints": 0, "end": None}
     try:
         # Inside a transaction: in autocommit Django declares the server-side cursor WITH
         # HOLD, and PostgreSQL then materialises the whole result before the first fetch.
@@ -81,7 +87,7 @@ def ledger_verify(
             first_bad_sequence=broken.sequence,
             reason=broken.reason,
             from_sequence=start,
-            to_sequence=to_sequence,
+            to_sequence=state["end"],
             checkpoints_checked=state["checkpoints"],
         )
     return LedgerVerification(
@@ -91,7 +97,7 @@ def ledger_verify(
         first_bad_sequence=None,
         reason="",
         from_sequence=start,
-        to_sequence=to_sequence,
+        to_sequence=state["end"],
         checkpoints_checked=state["checkpoints"],
     )
 
@@ -123,6 +129,7 @@ def _verify(*, tenant_id, base, start, to_sequence, whole, state, progress, chun
     # are left for the next run (the range ends at this head).
     head = selectors.chain_head_get(tenant_id=tenant_id)
     end = head.sequence if to_sequence is None else min(to_sequence, head.sequence)
+    state["end"] = end if end >= start else None
 
     if start == base.sequence + 1 or start > end:
         expected_prev = base.hash

@@ -254,6 +254,36 @@ def test_a_range_over_the_head_sees_an_event_stored_beyond_it(key_client, chain)
     assert (body["ok"], body["first_bad_sequence"]) == (False, 7)
 
 
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"from_sequence": 2, "to_sequence": 20}, (5, 2, 6)),  # past the head (6)
+        ({"from_sequence": 3}, (4, 3, 6)),  # alone: 20,000 events asked, 4 stored
+        ({"to_sequence": 4}, (4, 1, 4)),
+        ({}, (6, 1, 6)),
+        ({"last": 2}, (2, 5, 6)),
+    ],
+)
+def test_it_answers_with_the_range_it_verified_not_the_one_asked(
+    key_client, chain, params, expected
+):
+    body = key_client(scopes=["read"]).get(VERIFY, params).json()
+
+    assert body["ok"] is True
+    assert (body["checked"], body["from_sequence"], body["to_sequence"]) == expected
+
+
+def test_it_documents_the_verified_range_in_the_schema():
+    from drf_spectacular.generators import SchemaGenerator
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    properties = schema["components"]["schemas"]["VerifyOutput"]["properties"]
+
+    assert "chain head" in properties["to_sequence"]["description"]
+    assert properties["to_sequence"]["nullable"] is True
+    assert "range actually verified" in schema["paths"][VERIFY]["get"]["description"]
+
+
 def test_a_range_inside_the_purged_prefix_is_a_400(key_client, tenant):
     from datetime import UTC, datetime
 

@@ -154,6 +154,22 @@ def test_it_verifies_a_bounded_range_from_the_stored_hash_before_it(chain):
     assert (result.ok, result.checked) == (True, 4)
 
 
+def test_it_reports_the_range_it_verified_not_an_end_beyond_the_head(chain):
+    past = ledger_verify(tenant_id=chain.id, from_sequence=4, to_sequence=100)
+    whole = ledger_verify(tenant_id=chain.id)
+    inside = ledger_verify(tenant_id=chain.id, from_sequence=4, to_sequence=7)
+
+    assert (past.ok, past.checked, past.from_sequence, past.to_sequence) == (True, 7, 4, 10)
+    assert (whole.checked, whole.from_sequence, whole.to_sequence) == (10, 1, 10)
+    assert (inside.from_sequence, inside.to_sequence) == (4, 7)
+
+
+def test_a_range_with_no_event_reports_no_end(tenant):
+    result = ledger_verify(tenant_id=tenant.id, from_sequence=1, to_sequence=5)
+
+    assert (result.ok, result.checked, result.to_sequence) == (True, 0, None)
+
+
 def test_a_range_after_the_change_verifies_and_a_range_over_it_does_not(chain):
     _tamper(
         "UPDATE audit_auditevent SET action = 'x' WHERE tenant_id = %s AND sequence = 3",
