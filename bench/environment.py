@@ -156,13 +156,17 @@ def django_setup(*, services: Services, settings_module: str = "bench.settings")
 
 
 def prepare(*, services: Services) -> dict[str, int]:
-    """A fresh, migrated database, the vhost, empty queues; Django set up on them."""
+    """A fresh, migrated database with its signing key, the vhost, empty queues; Django set
+    up on them."""
     database_recreate(services=services)
     vhost_ensure(services=services)
     django_setup(services=services)
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    # As `make run` and compose start: the checkpoint signer makes the signing key, without
+    # which the ledger's checkpoint and public-key endpoints answer 503.
+    call_command("sign_checkpoints", verbosity=0)
     return queues_purge(services=services)
 
 

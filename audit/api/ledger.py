@@ -9,6 +9,7 @@ import re
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
+    OpenApiResponse,
     extend_schema,
     extend_schema_view,
     inline_serializer,
@@ -29,6 +30,17 @@ from audit.ledger.signing import key_id, public_key_pem
 from audit.ledger.verify import ledger_verify
 from audit.selectors import read_tenant_id
 from traceledger.api.responses import AUTH_ERRORS, READ_ERRORS
+
+# These operations need the signing key (verify checks checkpoint signatures with it); a
+# process that finds none answers 503 rather than inventing one (audit.ledger.signing).
+_KEY_UNAVAILABLE = {
+    503: OpenApiResponse(
+        description="The database is unreachable, the credential or the record of this "
+        "access cannot be checked or kept right now, or the ledger signing key is not "
+        "available to this process (`manage.py sign_checkpoints` creates it; `make run` and "
+        "compose run it at start); see `Retry-After`."
+    )
+}
 
 # The API verifies at most this many events per request: 3,000-5,000 events/s were measured
 # on the shared 2-core reference machine under load, so a request stays within seconds.
@@ -104,7 +116,7 @@ class LedgerVerifyView(APIView):
             ),
             TENANT_PARAMETER,
         ],
-        responses={200: VerifyOutputSerializer, **READ_ERRORS},
+        responses={200: VerifyOutputSerializer, **READ_ERRORS, **_KEY_UNAVAILABLE},
     )
     def get(self, request):
         reject_unknown_params(
@@ -217,7 +229,7 @@ class CheckpointPagination(StrictCursorPagination):
             "Follow `next` until it is null. Unknown parameters are a 400."
         ),
         parameters=[TENANT_PARAMETER],
-        responses={200: CheckpointSerializer(many=True), **READ_ERRORS},
+        responses={200: CheckpointSerializer(many=True), **READ_ERRORS, **_KEY_UNAVAILABLE},
     )
 )
 class LedgerCheckpointListView(generics.ListAPIView):
@@ -252,6 +264,7 @@ class LedgerPublicKeyView(APIView):
                 {"key_id": serializers.CharField(), "public_key": serializers.CharField()},
             ),
             **AUTH_ERRORS,
+            **_KEY_UNAVAILABLE,
         },
     )
     def get(self, request):
