@@ -291,6 +291,19 @@ _USER_BEFORE_FIELDS = tuple(
 )
 
 
+def _previous_values(*, before: dict, fields: tuple[str, ...], changed) -> dict:
+    """What a row held before a change (``before``: its ``values(*fields)``, read before the
+    save), for each changed audited field, keyed by field name ("tenant", not "tenant_id");
+    dates as ISO 8601 text, as the event's metadata is JSON."""
+    previous = {}
+    for column in fields:
+        name = column.removesuffix("_id")
+        if name in changed:
+            value = before[column]
+            previous[name] = value.isoformat() if isinstance(value, datetime) else value
+    return previous
+
+
 def user_save(
     *, user: User, created: bool, changed_fields: list[str], actor: Actor = SYSTEM_ACTOR
 ) -> User:
@@ -324,11 +337,9 @@ def user_save(
         }
         if before is not None:
             # What it was, for each audited field that holds a value (not the password).
-            metadata["previous"] = {
-                name.removesuffix("_id"): before[name]
-                for name in _USER_BEFORE_FIELDS
-                if name.removesuffix("_id") in audited
-            }
+            metadata["previous"] = _previous_values(
+                before=before, fields=_USER_BEFORE_FIELDS, changed=audited
+            )
         # A superuser without a tenant: the system tenant's trail (tenant_id None).
         _record_user_change(
             user=user,
@@ -454,15 +465,32 @@ def api_key_create(
     return api_key, key
 
 
+# A key's fields whose change an update records with the value it replaced (all of them
+# hold one value; the hash, prefix and tenant never change after creation).
+_KEY_AUDITED_FIELDS = ("name", "scopes", "expiry_date", "revoked")
+
+
 def api_key_save(
     *, api_key: ApiKey, created: bool, actor: Actor = SYSTEM_ACTOR
 ) -> tuple[ApiKey, str | None]:
-    """Saves a key edited elsewhere (the admin form); returns the plain key when created."""
+    """Saves a key edited elsewhere (the admin form); returns the plain key when created.
+
+    An update records which audited fields changed and, as for users, their previous values
+    (compared with the stored row, read under lock before the save).
+    """
     if created:
         tenant_members_validate(tenant=api_key.tenant)
     api_key.scopes = api_key_scopes_validate(scopes=list(api_key.scopes or []))
     key = None
     with transaction.atomic():
+        before = (
+            None
+            if created
+            else ApiKey.objects.select_for_update()
+            .filter(pk=api_key.pk)
+            .values(*_KEY_AUDITED_FIELDS)
+            .first()
+        )
         if created:
             key = ApiKey.objects.assign_key(api_key)
         api_key.save()
@@ -472,7 +500,16 @@ def api_key_save(
         action = "api_key.create" if created else "api_key.update"
         if not created and api_key.revoked and not api_key._initial_revoked:
             action = "api_key.revoke"
-        _record_key_change(api_key=api_key, action=action, actor=actor)
+        changes = None
+        if before is not None:
+            changed = [f for f in _KEY_AUDITED_FIELDS if before[f] != getattr(api_key, f)]
+            changes = {
+                "changed": changed,
+                "previous": _previous_values(
+                    before=before, fields=_KEY_AUDITED_FIELDS, changed=changed
+                ),
+            }
+        _record_key_change(api_key=api_key, action=action, actor=actor, changes=changes)
     return api_key, key
 
 
@@ -514,7 +551,10 @@ def api_key_touch(*, prefix: str) -> None:
         )
 
 
-def _record_key_change(*, api_key: ApiKey, action: str, actor: Actor) -> None:
+def _record_key_change(
+    *, api_key: ApiKey, action: str, actor: Actor, changes: dict | None = None
+) -> None:
+    """``changes``: an update's ``changed`` and ``previous``, added to the metadata."""
     verb = {"api_key.create": "created", "api_key.revoke": "revoked"}.get(action, "changed")
     account_changed_send_on_commit(
         tenant_id=api_key.tenant_id,
@@ -529,5 +569,6 @@ def _record_key_change(*, api_key: ApiKey, action: str, actor: Actor) -> None:
             "scopes": list(api_key.scopes),
             "expiry_date": api_key.expiry_date.isoformat() if api_key.expiry_date else None,
             "revoked": api_key.revoked,
+            **(changes or {}),
         },
     )

@@ -1,6 +1,7 @@
 """The accounts admin: tenant staff see only their tenant; keys shown once; revoke action."""
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -496,3 +497,31 @@ def test_a_tenant_admin_with_admin_access_manages_users_and_keys_without_extra_g
     teammate.save()
     client.force_login(teammate)  # an auditor: reads the trail, manages nobody
     assert client.get(reverse("admin:accounts_user_changelist")).status_code == 403
+
+
+@pytest.mark.django_db
+def test_a_key_changed_in_the_admin_is_recorded_with_its_previous_values(
+    admin_client_for, tenant_staff, tenant, announced, django_capture_on_commit_callbacks
+):
+    expiry = datetime(2099, 1, 1, 12, tzinfo=UTC)
+    api_key, _ = api_key_create(tenant=tenant, name="svc", scopes=["read"], expiry_date=expiry)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client_for(tenant_staff).post(
+            reverse("admin:accounts_apikey_change", args=[api_key.pk]),
+            {
+                "name": "svc-renamed",
+                "scopes": "ingest,read",
+                "expiry_date_0": "2099-06-01",
+                "expiry_date_1": "00:00:00",
+            },
+        )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    [event] = [e for e in announced if e["action"] == "api_key.update"]
+    assert event["tenant_id"] == tenant.pk
+    assert event["metadata"]["changed"] == ["name", "scopes", "expiry_date"]
+    assert event["metadata"]["previous"] == {
+        "name": "svc",
+        "scopes": ["read"],
+        "expiry_date": expiry.isoformat(),
+    }
+    assert event["metadata"]["scopes"] == ["ingest", "read"]  # the values it has now

@@ -8,12 +8,17 @@ A person browsing the admin reads the trail as much as one calling the API: each
 The read side's ``access_record`` records an access as an event *of the tenant read*. A
 tenant's staff always read their own tenant. A superuser's export must therefore be
 attributable: filtered to one tenant, or a selection whose (few) tenants are looked up;
-an unfiltered export across every tenant is refused rather than recorded nowhere.
+an unfiltered export across every tenant is refused rather than recorded nowhere. A
+superuser's list or search that shows nothing is still a read (that nothing matched is
+itself an answer): ``read_tenant_ids`` then names the tenant filtered to or, unfiltered,
+the system tenant.
 """
 
 from django.http import HttpRequest
 
+from accounts.models import Tenant
 from accounts.principal import principal_for_user
+from audit.admin.listing import TenantFilter
 from audit.services.access_log import EXPORT, READ, SEARCH, access_record
 
 
@@ -21,17 +26,41 @@ class ExportNotAttributable(Exception):
     """A superuser's export spans tenants that cannot be named cheaply."""
 
 
-def export_tenant_ids(*, request: HttpRequest, queryset, scope: dict) -> list[int]:
+def _filtered_tenant_param(request: HttpRequest) -> str:
+    # An action posts to the changelist's own URL, so its filters are in GET too.
+    return request.GET.get(TenantFilter.parameter_name, "")
+
+
+def read_tenant_ids(*, request: HttpRequest, shown) -> list[int | None]:
+    """The tenants whose trails record a read of the event list: the one place that decides.
+
+    Tenant staff read their own tenant. A superuser's read is recorded in the tenants of the
+    events ``shown`` (tenant ids); when none was shown, in the tenant the list is filtered to,
+    or under ``None`` (the system tenant's trail, as ``record_system_event`` takes it) when it
+    is not filtered to one that exists: a search that found nothing must still be in a trail.
+    """
     user = request.user
     if not user.is_superuser:
         return [user.tenant_id]
-    # An action posts to the changelist's own URL, so its filters are in GET too.
-    tenant = request.GET.get("tenant", "")
-    if tenant and tenant.isdigit():
+    tenant_ids = sorted(set(shown))
+    if tenant_ids:
+        return tenant_ids
+    tenant = _filtered_tenant_param(request)
+    # isdecimal, not isdigit: int() refuses "²", which isdigit accepts.
+    if tenant.isdecimal() and Tenant.objects.filter(pk=int(tenant)).exists():
         return [int(tenant)]
+    return [None]
+
+
+def export_tenant_ids(*, request: HttpRequest, queryset, scope: dict) -> list[int | None]:
+    """``read_tenant_ids`` of an export; raises ExportNotAttributable for a superuser's
+    export of an unfiltered list (its tenants could be every tenant)."""
+    if not request.user.is_superuser or _filtered_tenant_param(request):
+        return read_tenant_ids(request=request, shown=())
     if scope.get("selection") == "selected":
         # At most one page of selected rows: a cheap DISTINCT through the primary key.
-        return sorted(set(queryset.values_list("tenant_id", flat=True).order_by()))
+        shown = queryset.values_list("tenant_id", flat=True).order_by().distinct()
+        return read_tenant_ids(request=request, shown=shown)
     raise ExportNotAttributable(
         "Filter by one tenant first: every export is recorded in the audit trail of the "
         "tenant whose events it contains."
@@ -61,12 +90,9 @@ def list_read_record(*, request: HttpRequest, changelist) -> None:
     """Record one changelist page: the filters and search used, in each tenant shown."""
     principal = principal_for_user(request.user)
     filters = {k: v for k, v in request.GET.items() if k not in _VIEW_ONLY_PARAMS}
-    if request.user.is_superuser:
-        # The rows on screen (one page, already fetched for rendering) name the tenants read.
-        tenant_ids = sorted({event.tenant_id for event in changelist.result_list})
-    else:
-        tenant_ids = [request.user.tenant_id]
-    for tenant_id in tenant_ids:
+    # The rows on screen (one page, already fetched for rendering) name the tenants read.
+    shown = {event.tenant_id for event in changelist.result_list}
+    for tenant_id in read_tenant_ids(request=request, shown=shown):
         access_record(
             principal=principal,
             action=SEARCH if changelist.query else READ,

@@ -229,7 +229,7 @@ class TenantFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value():
-            if not self.value().isdigit():
+            if not self.value().isdecimal():
                 raise IncorrectLookupParameters("tenant must be a tenant id")
             return queryset.filter(tenant_id=int(self.value()))
         return queryset
@@ -352,7 +352,7 @@ def filter_param_problems(params, *, date_hierarchy: str, model=None) -> dict[st
         if raw and _parse_day(raw) is None:
             problems[name] = f"{name} must be a date (YYYY-MM-DD), got {raw!r}"
     tenant = params.get(TenantFilter.parameter_name)
-    if tenant and not tenant.isdigit():
+    if tenant and not tenant.isdecimal():
         problems[TenantFilter.parameter_name] = f"tenant must be a tenant id, got {tenant!r}"
     parts = [f"{date_hierarchy}__{part}" for part in ("year", "month", "day")]
     given = {name: params[name] for name in parts if name in params}

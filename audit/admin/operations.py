@@ -41,6 +41,12 @@ def _actor(request) -> str:
     return request.user.get_username()
 
 
+def _actor_tenant_id(request) -> int | None:
+    """The tenant of staff acting on their own tenant's letters (None: a superuser), whose
+    trail then records the action beside the system tenant's."""
+    return None if request.user.is_superuser else request.user.tenant_id
+
+
 @admin.register(DeadLetter)
 class DeadLetterAdmin(NoPatternLookupsMixin, _TenantScopedMixin, admin.ModelAdmin):
     change_list_template = "admin/audit/deadletter/change_list.html"
@@ -140,7 +146,9 @@ class DeadLetterAdmin(NoPatternLookupsMixin, _TenantScopedMixin, admin.ModelAdmi
 
         ids = list(queryset.values_list("pk", flat=True))
         try:
-            replayed = dead_letters_replay(ids=ids, actor=_actor(request))
+            replayed = dead_letters_replay(
+                ids=ids, actor=_actor(request), tenant_id=_actor_tenant_id(request)
+            )
         except UnknownDeadLetters as exc:  # rows vanished since the page was rendered
             self.message_user(request, f"Nothing replayed: {exc}", messages.ERROR)
             return
@@ -162,7 +170,9 @@ class DeadLetterAdmin(NoPatternLookupsMixin, _TenantScopedMixin, admin.ModelAdmi
 
         ids = list(queryset.values_list("pk", flat=True))
         try:
-            discarded = dead_letters_discard(ids=ids, actor=_actor(request))
+            discarded = dead_letters_discard(
+                ids=ids, actor=_actor(request), tenant_id=_actor_tenant_id(request)
+            )
         except UnknownDeadLetters as exc:
             self.message_user(request, f"Nothing discarded: {exc}", messages.ERROR)
             return

@@ -20,14 +20,18 @@ def access_record(
     *,
     principal: Principal,
     action: str,
-    tenant_id: int,
+    tenant_id: int | None,
     filters: dict | None = None,
     endpoint: str = "",
     target_id: str = "",
     target_type: str = "",
     description: str = "",
 ) -> bool:
-    """Record (or count) one access; returns True when an audit event was submitted."""
+    """Record (or count) one access; returns True when an audit event was submitted.
+
+    ``tenant_id`` None records it in the system tenant's trail: a superuser's read that
+    named no tenant and showed no event (``audit.admin.access_log.read_tenant_ids``).
+    """
     if action not in ACCESS_ACTIONS:
         raise ValueError(f"action must be one of {sorted(ACCESS_ACTIONS)}, got {action!r}")
     READ_REQUESTS.labels(endpoint=endpoint or action, principal_kind=principal.kind).inc()

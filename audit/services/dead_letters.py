@@ -443,8 +443,12 @@ def dlq_depth() -> int | None:
 # --- replay and discard --------------------------------------------------------------------
 
 
-def _selected(ids: list[int]) -> list[DeadLetter]:
-    letters = list(DeadLetter.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
+def _selected(ids: list[int], tenant_id: int | None) -> list[DeadLetter]:
+    letters = DeadLetter.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+    if tenant_id is not None:
+        # Another tenant's letter reads as unknown: its id is not confirmed to exist.
+        letters = letters.filter(tenant_id=tenant_id)
+    letters = list(letters)
     missing = sorted(set(ids) - {letter.pk for letter in letters})
     if missing:
         raise UnknownDeadLetters(missing)
@@ -467,25 +471,29 @@ def _publish_ingest(payload: dict) -> None:
     )
 
 
-def _record(*, action: str, actor: str, letters: list[DeadLetter]) -> None:
-    """Record the operator's action in the system tenant's trail (after our commit)."""
+def _record(*, action: str, actor: str, letters: list[DeadLetter], tenant_id: int | None) -> None:
+    """Record the operator's action in the system tenant's trail (after our commit) and,
+    when the actor is a tenant's staff (``tenant_id``), in that tenant's trail too: its
+    compliance staff cannot read the system tenant's trail, yet the letters were theirs."""
     from audit.services.submission import record_system_event
 
     ids = [letter.pk for letter in letters]
     verb = action.rsplit(".", 1)[-1]
-    record_system_event(
-        tenant_id=None,
-        action=action,
-        actor_id=actor[:256],
-        actor_type="user",
-        target_type="dead_letter",
-        target_id=",".join(map(str, ids))[:256],
-        description=f"{len(ids)} dead letter(s) {verb}ed by {actor}"[:2000],
-        metadata={
+    event = {
+        "action": action,
+        "actor_id": actor[:256],
+        "actor_type": "user",
+        "target_type": "dead_letter",
+        "target_id": ",".join(map(str, ids))[:256],
+        "description": f"{len(ids)} dead letter(s) {verb}ed by {actor}"[:2000],
+        "metadata": {
             "dead_letter_ids": ids,
             "event_count": sum(letter.event_count for letter in letters),
         },
-    )
+    }
+    record_system_event(tenant_id=None, **event)
+    if tenant_id is not None:
+        record_system_event(tenant_id=tenant_id, **event)
 
 
 def _replayable(payload) -> bool:
@@ -496,17 +504,19 @@ def _replayable(payload) -> bool:
     )
 
 
-def dead_letters_replay(*, ids: list[int], actor: str) -> int:
+def dead_letters_replay(*, ids: list[int], actor: str, tenant_id: int | None = None) -> int:
     """Republish dead letters to ``audit.ingest`` and mark them replayed; returns how many.
 
-    Raises ``UnknownDeadLetters`` (and publishes nothing) when an id does not exist. Letters
-    that are not ``new`` (already replayed or discarded) are skipped. Replaying twice is
-    harmless anyway: the worker drops events whose (tenant, event_id) is stored.
+    Raises ``UnknownDeadLetters`` (and publishes nothing) when an id does not exist, or, with
+    ``tenant_id`` (the actor is that tenant's staff), is not that tenant's; the replay is then
+    recorded in that tenant's trail as well as the system tenant's. Letters that are not
+    ``new`` (already replayed or discarded) are skipped. Replaying twice is harmless anyway:
+    the worker drops events whose (tenant, event_id) is stored.
     """
     with transaction.atomic():
         letters = [
             letter
-            for letter in _selected(ids)
+            for letter in _selected(ids, tenant_id)
             if letter.status == DeadLetterStatus.NEW and _replayable(letter.payload)
         ]
         # Publish (confirmed) before the status commits: a failed commit only replays twice.
@@ -517,21 +527,27 @@ def dead_letters_replay(*, ids: list[int], actor: str) -> int:
             status=DeadLetterStatus.REPLAYED, status_changed_at=now, status_changed_by=actor
         )
     if letters:
-        _record(action="dead_letter.replay", actor=actor, letters=letters)
+        _record(action="dead_letter.replay", actor=actor, letters=letters, tenant_id=tenant_id)
     return len(letters)
 
 
-def dead_letters_discard(*, ids: list[int], actor: str) -> int:
-    """Mark dead letters discarded (kept for the record, never replayed); returns how many."""
+def dead_letters_discard(*, ids: list[int], actor: str, tenant_id: int | None = None) -> int:
+    """Mark dead letters discarded (kept for the record, never replayed); returns how many.
+
+    ``tenant_id`` as for ``dead_letters_replay``: only that tenant's letters, and the discard
+    recorded in its trail too.
+    """
     with transaction.atomic():
-        letters = [letter for letter in _selected(ids) if letter.status == DeadLetterStatus.NEW]
+        letters = [
+            letter for letter in _selected(ids, tenant_id) if letter.status == DeadLetterStatus.NEW
+        ]
         DeadLetter.objects.filter(pk__in=[letter.pk for letter in letters]).update(
             status=DeadLetterStatus.DISCARDED,
             status_changed_at=timezone.now(),
             status_changed_by=actor,
         )
     if letters:
-        _record(action="dead_letter.discard", actor=actor, letters=letters)
+        _record(action="dead_letter.discard", actor=actor, letters=letters, tenant_id=tenant_id)
     return len(letters)
 
 

@@ -273,6 +273,7 @@ def test_a_malformed_date_is_named_and_dropped_while_the_other_filters_stay(
         {"occurred_at__year": "0"},
         {"occurred_at__year": "x"},
         {"tenant": "acme"},
+        {"tenant": "²"},  # str.isdigit() says yes, int() says no (a 500 before)
         # hand-edited lookups the database would refuse (a 500 before)
         {"source_ip": "notanip"},
         {"actor_id__regex": "("},
@@ -656,6 +657,42 @@ def test_a_superusers_list_is_recorded_in_each_tenant_shown(
     assert sorted(c["tenant_id"] for c in recorded) == sorted(
         [tenant.pk, other_tenant.pk, tenant.pk]
     )
+
+
+@pytest.mark.parametrize("params", [{"q": "nothing"}, {"outcome__exact": "failure"}])
+def test_a_superusers_read_that_finds_nothing_is_recorded_in_the_tenant_filtered_to(
+    client, tenant, other_tenant, staff_superuser, recorded, monkeypatch, params
+):
+    event_create(tenant_id=tenant.pk)
+    event_create(tenant_id=other_tenant.pk)
+    monkeypatch.setattr(ports, "_event_search", lambda qs, q: qs.none())
+    login(client, staff_superuser)
+
+    found = results(client.get(CHANGELIST, {**params, "tenant": other_tenant.pk}))
+
+    assert found == []
+    action = "audit_log.search" if "q" in params else "audit_log.read"
+    assert [(c["action"], c["tenant_id"]) for c in recorded] == [(action, other_tenant.pk)]
+    assert recorded[0]["metadata"]["filters"] == {**params, "tenant": str(other_tenant.pk)}
+
+
+@pytest.mark.parametrize(
+    "params", [{"q": "nothing"}, {"outcome__exact": "failure"}, {"tenant": "999999"}]
+)
+def test_a_superusers_read_that_finds_nothing_in_no_one_tenant_is_recorded_in_the_system_trail(
+    client, tenant, staff_superuser, recorded, monkeypatch, params
+):
+    event_create(tenant_id=tenant.pk)
+    monkeypatch.setattr(ports, "_event_search", lambda qs, q: qs.none())
+    login(client, staff_superuser)
+
+    assert results(client.get(CHANGELIST, params)) == []
+
+    # tenant_id None: record_system_event writes it to the system tenant's trail (a tenant
+    # id that names no tenant could not hold it either).
+    action = "audit_log.search" if "q" in params else "audit_log.read"
+    assert [(c["action"], c["tenant_id"]) for c in recorded] == [(action, None)]
+    assert recorded[0]["metadata"]["superuser"] is True
 
 
 def test_a_refused_or_missing_page_is_not_recorded(client, tenant, other_tenant, auditor, recorded):

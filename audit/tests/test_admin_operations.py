@@ -269,6 +269,70 @@ def test_tenant_staff_see_only_their_tenants_dead_letters_and_cannot_pull(
     assert client.post(PULL).status_code == 403
 
 
+@pytest.fixture
+def tenant_operator(client, owner):
+    """The tenant's admin, with admin access and the dead-letter permissions."""
+    from django.contrib.auth.models import Permission
+
+    owner.is_staff = True
+    owner.save()
+    owner.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_deadletter", "change_deadletter"])
+    )
+    client.force_login(owner)
+    return client
+
+
+@pytest.mark.parametrize(
+    ("action", "recorded_action"),
+    [("discard_selected", "dead_letter.discard"), ("replay_selected", "dead_letter.replay")],
+)
+def test_tenant_staffs_discard_or_replay_is_recorded_in_their_own_trail_and_the_systems(
+    tenant_operator, tenant, recorded, clean_queues, action, recorded_action
+):
+    letter = dead_letter(tenant)
+
+    tenant_operator.post(
+        DEAD_LETTERS, {"action": action, "_selected_action": [letter.pk], "post": "yes"}
+    )
+
+    letter.refresh_from_db()
+    assert letter.status != DeadLetterStatus.NEW
+    # tenant_id None is the system tenant's trail (record_system_event's convention).
+    assert len(recorded) == 2
+    assert {(c["action"], c["tenant_id"], c["actor_id"]) for c in recorded} == {
+        (recorded_action, None, "owner"),
+        (recorded_action, tenant.pk, "owner"),
+    }
+    assert all(c["metadata"]["dead_letter_ids"] == [letter.pk] for c in recorded)
+
+
+def test_a_superusers_discard_is_recorded_in_the_system_trail_only(operator, tenant, recorded):
+    letter = dead_letter(tenant)
+
+    operator.post(
+        DEAD_LETTERS,
+        {"action": "discard_selected", "_selected_action": [letter.pk], "post": "yes"},
+    )
+
+    assert [(c["action"], c["tenant_id"]) for c in recorded] == [("dead_letter.discard", None)]
+
+
+def test_the_service_refuses_another_tenants_letters_to_tenant_staff(
+    tenant, other_tenant, recorded
+):
+    from audit.services.dead_letters import UnknownDeadLetters, dead_letters_discard
+
+    theirs = dead_letter(other_tenant)
+
+    with pytest.raises(UnknownDeadLetters):
+        dead_letters_discard(ids=[theirs.pk], actor="owner", tenant_id=tenant.pk)
+
+    theirs.refresh_from_db()
+    assert theirs.status == DeadLetterStatus.NEW
+    assert recorded == []
+
+
 def test_staff_without_dead_letter_permissions_cannot_open_the_page(client, teammate):
     teammate.is_staff = True
     teammate.save()

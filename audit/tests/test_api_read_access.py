@@ -69,6 +69,39 @@ def test_it_records_a_superusers_detail_read_in_the_events_tenant(
 
 
 @pytest.mark.django_db
+def test_it_records_a_superusers_list_that_finds_nothing_in_the_tenant_named(
+    user_client, superuser, tenant, other_tenant, recorded
+):
+    events_create(tenant_id=tenant.pk, count=1)
+    response = user_client(superuser).get(LIST, {"tenant": other_tenant.slug})
+    assert response.status_code == 200
+    assert response.json()["results"] == []
+    assert [(r["action"], r["tenant_id"]) for r in recorded] == [
+        ("audit_log.read", other_tenant.pk)
+    ]
+
+
+@pytest.mark.django_db
+def test_an_access_record_of_no_tenant_goes_to_the_system_tenants_trail(superuser, monkeypatch):
+    from accounts.principal import principal_for_user
+    from audit.services.access_log import SEARCH, access_record
+    from audit.services.submission import system_tenant_id
+
+    submitted = []
+    monkeypatch.setattr(
+        "audit.services.submission.events_submit", lambda **kw: submitted.append(kw)
+    )
+
+    access_record(
+        principal=principal_for_user(superuser), action=SEARCH, tenant_id=None, endpoint="x"
+    )
+
+    [submission] = submitted
+    assert submission["tenant_id"] == system_tenant_id()
+    assert submission["events"][0]["action"] == "audit_log.search"
+
+
+@pytest.mark.django_db
 def test_it_counts_but_does_not_record_a_service_keys_reads(key_client, tenant, recorded, client):
     [event] = events_create(tenant_id=tenant.pk, count=1)
 
