@@ -64,6 +64,7 @@ class LoadGenerator:
         self.timeout = timeout
         self.sent_events = 0  # read by the progress line; races are harmless
         self.record_bodies = False  # keep every accepted body (the soak checks them)
+        self._spread: float | None = None
         self._lock = threading.Lock()
 
     def run(
@@ -72,12 +73,20 @@ class LoadGenerator:
         *,
         factory: Callable[[int], tuple[bytes, int]] | None = None,
         duration: float | None = None,
+        spread: float | None = None,
     ) -> LoadResult:
-        """Posts ``bodies`` once each, or ``factory(i)`` bodies until ``duration`` is over."""
+        """Posts ``bodies`` once each, or ``factory(i)`` bodies until ``duration`` is over.
+
+        ``spread`` (seconds, with ``bodies``): body ``i`` is not sent before
+        ``i / len(bodies) * spread`` seconds into the run, so the posting lasts at least that
+        long however fast the server answers (the soak's faults must meet it)."""
         if (bodies is None) == (factory is None):
             raise ValueError("pass bodies or factory")
         if factory is not None and duration is None:
             raise ValueError("a factory needs a duration")
+        if spread is not None and bodies is None:
+            raise ValueError("spread paces bodies, not a factory")
+        self._spread = spread
         result = LoadResult()
         counter = itertools.count()
         self.sent_events = 0
@@ -100,17 +109,21 @@ class LoadGenerator:
         result.cpu_seconds = time.process_time() - cpu0
         return result
 
-    def _next(self, bodies, factory, deadline, counter):
+    def _next(self, bodies, factory, deadline, counter, started):
         i = next(counter)
         if factory is not None:
             return factory(i) if time.perf_counter() < deadline else None
-        return bodies[i] if i < len(bodies) else None
+        if i >= len(bodies):
+            return None
+        if self._spread:
+            time.sleep(max(0.0, started + self._spread * i / len(bodies) - time.perf_counter()))
+        return bodies[i]
 
     def _client(self, bodies, factory, deadline, counter, result: LoadResult) -> None:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         latencies, statuses, errors, accepted_bodies = [], {}, [], []
         events = requests = retries = 0
-        while (item := self._next(bodies, factory, deadline, counter)) is not None:
+        while (item := self._next(bodies, factory, deadline, counter, result.started)) is not None:
             body, count = item
             attempt = refusals = 0
             while True:

@@ -61,6 +61,13 @@ def parse_args(argv):
     parser.add_argument(
         "--fault-seconds", type=float, default=120, help="faults last at least this long"
     )
+    parser.add_argument(
+        "--load-seconds",
+        type=float,
+        default=120,
+        help="post the events over at least this long, so that faults of every kind meet "
+        "the posting on a fast machine too (0: as fast as the API takes them)",
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--port", type=int, default=8172)
     parser.add_argument(
@@ -142,6 +149,7 @@ class Chaos(threading.Thread):
         self.mean_gap = mean_gap
         self.rng = random.Random(seed)
         self.log: list[dict] = []
+        self.posting = threading.Event()  # set by main while the load runs
         self._halt = threading.Event()
 
     def stop(self) -> None:
@@ -173,6 +181,7 @@ class Chaos(threading.Thread):
                 "fault": kind,
                 "detail": detail,
                 "seconds": round(time.perf_counter() - started, 1),
+                "while_posting": self.posting.is_set(),
             }
             self.log.append(entry)
             say(f"fault: {kind} {detail} for {entry['seconds']} s")
@@ -260,9 +269,11 @@ def main(argv=None) -> int:
             mean_gap=args.fault_every,
             seed=seed,
         )
+        chaos.posting.set()
         chaos.start()
         chaos_started = time.monotonic()
         accepted, failed = _post_all(args, keys, bodies, deadline)
+        chaos.posting.clear()
         # Keep failing for at least --fault-seconds: the drain must survive faults as well.
         remaining = args.fault_seconds - (time.monotonic() - chaos_started)
         if remaining > 0:
@@ -278,6 +289,15 @@ def main(argv=None) -> int:
             f"{len(failed)} requests failed for good; faults: {len(chaos.log)}; draining"
         )
         report["faults"] = chaos.log
+        report["faults_while_posting"] = {
+            kind: sum(1 for f in chaos.log if f["fault"] == kind and f["while_posting"])
+            for kind in FAULTS
+        }
+        if not all(report["faults_while_posting"].values()):
+            say(
+                "note: not every kind of fault met the posting "
+                f"{report['faults_while_posting']}; raise --load-seconds"
+            )
         report["failed_requests"] = failed[:20]
         report["http_statuses_of_attempts"] = dict(STATUSES)
         report.update(_drain_and_check(services, tenants, accepted, posted, args, deadline))
@@ -320,7 +340,7 @@ def _post_all(args, keys, bodies, deadline):
         )
         generator.record_bodies = True
         say(f"posting {sum(n for _, n in mine)} events of {slug} in {len(mine)} requests")
-        results[slug] = generator.run(mine)
+        results[slug] = generator.run(mine, spread=args.load_seconds or None)
 
     threads = [threading.Thread(target=post, args=item) for item in keys.items()]
     for thread in threads:

@@ -84,3 +84,18 @@ def test_the_load_generator_waits_out_429s_without_counting_them_as_failures(ref
     assert result.events_accepted == 3
     assert result.statuses == {429: 2, 202: 1}
     assert result.retries == 0
+
+
+def test_the_load_generator_spreads_bodies_over_the_time_asked(refusing_server):
+    # The soak's faults must meet the posting: 5 bodies spread over 0.5 s leave the last one
+    # at 0.4 s however fast the server answers (this server answers in microseconds).
+    generator = LoadGenerator(
+        host="127.0.0.1",
+        port=refusing_server.server_address[1],
+        path="/",
+        headers={},
+        clients=4,
+    )
+    result = generator.run([(b"[]", 1)] * 5, spread=0.5)
+    assert result.events_accepted == 5
+    assert result.wall >= 0.4
