@@ -31,7 +31,9 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate(self, request):
         header = request.META.get("HTTP_AUTHORIZATION", "")
-        if not header.startswith(f"{self.keyword} "):
+        # Auth schemes are case-insensitive (RFC 9110 §11.1), as the key parser below treats
+        # them: "api-key …" is this scheme, not "no credentials".
+        if header[: len(self.keyword) + 1].lower() != f"{self.keyword.lower()} ":
             return None
         key = KeyParser().get_from_authorization(request._request) or ""
         if not key:

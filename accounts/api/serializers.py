@@ -1,3 +1,5 @@
+from collections.abc import Mapping
+
 from django.db import connection, transaction
 from rest_framework import serializers
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
@@ -53,6 +55,15 @@ class UserCreateInputSerializer(serializers.Serializer):
         help_text="Tenant slug. Required for a superuser; a tenant admin may omit it or "
         "give their own tenant.",
     )
+
+    def to_internal_value(self, data):
+        # Refused, not dropped, as for events: an "is_superuser" or a misspelt "emial" must
+        # not pass as if it had been applied.
+        if isinstance(data, Mapping):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
 
 
 class UserOutputSerializer(serializers.ModelSerializer):

@@ -141,6 +141,15 @@ def test_it_answers_401_for_a_bad_key(db, header):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("scheme", ["api-key", "API-KEY", "Api-key"])
+def test_the_scheme_is_case_insensitive(read_key, scheme):
+    _api_key, key = read_key
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"{scheme} {key}")
+    assert client.get("/api/v1/audit-events").status_code == 200
+
+
+@pytest.mark.django_db
 def test_it_rejects_a_key_whose_secret_part_is_wrong(read_key):
     api_key, _key = read_key
     assert _status(f"{api_key.prefix}.{'x' * 32}") == 401

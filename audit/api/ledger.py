@@ -100,11 +100,12 @@ class LedgerVerifyView(APIView):
             f"it. Without parameters: the last {VERIFY_MAX_EVENTS} events (``last=N`` for "
             "fewer). ``from_sequence``/``to_sequence`` choose a range of at most "
             f"{VERIFY_MAX_EVENTS} events; ``from_sequence`` alone verifies "
-            f"{VERIFY_MAX_EVENTS} events from there. A range starts from the stored hash of "
-            "the event before it. The response's ``from_sequence``/``to_sequence`` is the "
-            "range actually verified: a ``to_sequence`` beyond the chain head comes back as "
-            "the head. The whole chain: ``manage.py verify_ledger``. Unknown parameters are "
-            "a 400."
+            f"{VERIFY_MAX_EVENTS} events from there, ``to_sequence`` alone the "
+            f"{VERIFY_MAX_EVENTS} events up to it (or up to the head). A range starts from "
+            "the stored hash of the event before it. The response's "
+            "``from_sequence``/``to_sequence`` is the range actually verified: a "
+            "``to_sequence`` beyond the chain head comes back as the head. The whole chain: "
+            "``manage.py verify_ledger``. Unknown parameters are a 400."
         ),
         parameters=[
             OpenApiParameter("from_sequence", OpenApiTypes.INT, description="First sequence."),
@@ -137,21 +138,26 @@ class LedgerVerifyView(APIView):
             # From the chain's start, a run covers genesis/the purge checkpoint too.
             low = None if low <= base.sequence + 1 else low
         else:
+            # A range beyond the head is named by the parameter the client sent.
+            beyond = "from_sequence" if low is not None else "to_sequence"
             if low is None:
-                low = max(high - VERIFY_MAX_EVENTS + 1, 1)
+                # The events ending at to_sequence, or at the head when it lies beyond.
+                head = selectors.chain_head_get(tenant_id=tenant_id)
+                low = max(min(high, head.sequence) - VERIFY_MAX_EVENTS + 1, 1)
             elif high is None:
                 high = low + VERIFY_MAX_EVENTS - 1
-            _range_check(tenant_id=tenant_id, low=low, high=high)
+            _range_check(tenant_id=tenant_id, low=low, high=high, beyond=beyond)
         result = ledger_verify(tenant_id=tenant_id, from_sequence=low, to_sequence=high)
         return Response(VerifyOutputSerializer(result.as_dict()).data)
 
 
-def _range_check(*, tenant_id: int, low: int, high: int) -> None:
-    """A range with no stored event to check is a 400, not ``ok: true, checked: 0``."""
+def _range_check(*, tenant_id: int, low: int, high: int, beyond: str) -> None:
+    """A range with no stored event to check is a 400, not ``ok: true, checked: 0``;
+    ``beyond`` names the parameter that put it past the head."""
     head = selectors.chain_head_get(tenant_id=tenant_id)
     if low > head.sequence:
         raise ValidationError(
-            {"from_sequence": [f"Beyond the chain's head ({head.sequence}): nothing to verify."]}
+            {beyond: [f"Beyond the chain's head ({head.sequence}): nothing to verify."]}
         )
     base = selectors.chain_base(tenant_id=tenant_id)
     if high <= base.sequence:

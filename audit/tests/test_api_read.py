@@ -185,6 +185,8 @@ def test_it_answers_403_when_a_tenant_asks_for_another_tenants_events(reader, ot
     events_create(tenant_id=other_tenant.pk, count=1)
     response = reader.get(LIST, {"tenant": "globex"})
     assert response.status_code == 403
+    # The reason, not DRF's generic "You do not have permission to perform this action."
+    assert response.json()["error"]["message"] == "You may only use your own tenant's events."
     assert reader.get(LIST, {"tenant": "no-such-tenant"}).status_code == 403
 
 

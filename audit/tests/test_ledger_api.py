@@ -260,6 +260,7 @@ def test_a_range_over_the_head_sees_an_event_stored_beyond_it(key_client, chain)
         ({"from_sequence": 2, "to_sequence": 20}, (5, 2, 6)),  # past the head (6)
         ({"from_sequence": 3}, (4, 3, 6)),  # alone: 20,000 events asked, 4 stored
         ({"to_sequence": 4}, (4, 1, 4)),
+        ({"to_sequence": 999_999}, (6, 1, 6)),  # alone, past the head: up to the head
         ({}, (6, 1, 6)),
         ({"last": 2}, (2, 5, 6)),
     ],
@@ -299,3 +300,10 @@ def test_a_range_inside_the_purged_prefix_is_a_400(key_client, tenant):
 
     assert response.status_code == 400
     assert "retention purge" in response.json()["error"]["fields"]["to_sequence"][0]
+
+
+def test_to_sequence_alone_on_an_empty_chain_is_a_400_naming_it(key_client):
+    response = key_client(scopes=["read"]).get(VERIFY, {"to_sequence": 5})
+
+    assert response.status_code == 400
+    assert set(response.json()["error"]["fields"]) == {"to_sequence"}

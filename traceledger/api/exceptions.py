@@ -6,7 +6,7 @@ that item's field errors, e.g. ``{"2": {"occurred_at": ["..."]}}``.
 
 import logging
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -54,6 +54,12 @@ class _Overloaded(exceptions.Throttled):
         self.detail = exceptions.ErrorDetail(detail, code=self.default_code)
 
 
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "too_large"
+    default_detail = "The request body is too large."
+
+
 # Seconds a client waits before retrying a read while PostgreSQL is unreachable.
 DATABASE_RETRY_AFTER = 5
 
@@ -68,10 +74,16 @@ def exception_handler(exc, context):
         exc = _Unavailable("The database is unavailable; retry later.", wait=DATABASE_RETRY_AFTER)
     elif isinstance(exc, Overloaded):
         exc = _Overloaded(str(exc), wait=exc.retry_after)
+    elif isinstance(exc, RequestDataTooBig):
+        # Any DRF view that parses a body over DATA_UPLOAD_MAX_MEMORY_SIZE; Django's own
+        # handling of it is an HTML 400.
+        exc = PayloadTooLarge()
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
-        exc = exceptions.PermissionDenied()
+        # Keep the reason our selectors give ("You may only use your own tenant's events.");
+        # Django's bare PermissionDenied() has none and gets DRF's default.
+        exc = exceptions.PermissionDenied(str(exc) or None)
 
     response = drf_exception_handler(exc, context)
     if response is None:

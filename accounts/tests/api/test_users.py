@@ -199,3 +199,12 @@ def test_it_announces_the_new_user_without_the_password(
     assert event["target_name"] == body["username"]
     assert event["metadata"] == {"role": "admin", "is_staff": False}
     assert STRONG not in repr(event)
+
+
+@pytest.mark.django_db
+def test_it_refuses_unknown_fields_naming_them(jwt_client, owner):
+    body = _body(is_superuser=True, emial="ada@example.com")
+    response = jwt_client(owner).post("/api/v1/users", body, format="json")
+    assert response.status_code == 400
+    assert set(response.json()["error"]["fields"]) == {"is_superuser", "emial"}
+    assert not User.objects.filter(username=body["username"]).exists()

@@ -1,0 +1,27 @@
+"""The one error shape also where Django, not our views, refuses a request."""
+
+import pytest
+from rest_framework.test import APIClient
+
+BODY = '{"username": "x", "password": "y", "pad": "' + "z" * 2048 + '"}'
+
+
+def _assert_json_413(response):
+    assert response.status_code == 413
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json()["error"]["code"] == "too_large"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/v1/auth/login", "/api/v1/auth/refresh"])
+def test_a_body_over_the_limit_is_a_json_413_before_login(settings, path):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    _assert_json_413(APIClient().generic("POST", path, BODY, content_type="application/json"))
+
+
+def test_a_body_over_the_limit_is_a_json_413_for_a_signed_in_admin(settings, owner, user_client):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    response = user_client(owner).generic(
+        "POST", "/api/v1/users", BODY, content_type="application/json"
+    )
+    _assert_json_413(response)
