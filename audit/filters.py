@@ -10,11 +10,14 @@ Semantics:
 - ``outcome``, ``severity``: one of the contract's values, else 400.
 - ``occurred_after``: inclusive (``occurred_at >= value``); ``occurred_before``: exclusive
   (``occurred_at < value``), so consecutive windows ``[a, b)``, ``[b, c)`` never overlap.
-  ISO 8601 / RFC 3339; a value without an offset is read as UTC.
+  ISO 8601 / RFC 3339, ``T``/``Z`` in either case as ingest takes them; a value without an
+  offset is read as UTC.
 
 Invalid values answer 400 with the field named (``DjangoFilterBackend`` raises a DRF
-``ValidationError`` from the form errors). Unknown query parameters are refused too
-(``reject_unknown_params``), so a misspelt filter never silently returns everything.
+``ValidationError`` from the form errors). ``reject_unknown_params`` refuses the query
+string's other mistakes, also with the parameter named: an unknown parameter (a misspelt
+filter would silently return everything), a repeated one (only the last value would be
+applied), and an integer parameter that is not plain ASCII digits.
 """
 
 import re
@@ -22,7 +25,9 @@ from collections.abc import Iterable
 from datetime import UTC
 
 import django_filters
+from django import forms
 from django.core.validators import RegexValidator
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework.exceptions import ValidationError
@@ -34,9 +39,42 @@ ACTION_FILTER_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\*?\Z")
 # Query parameters every filtered read understands besides the filters themselves.
 PAGING_PARAMS = frozenset({"cursor", "page_size", "tenant"})
 
+# Query parameters that are whole numbers wherever an endpoint takes them (the ledger's verify
+# range too, whose DRF IntegerField relies on this check). Python's int(), and so DRF's
+# IntegerField, also reads "1_0", "+5", " 5", non-ASCII digits (Arabic-Indic, fullwidth...)
+# and, in DRF, "5.0".
+INTEGER_PARAMS = frozenset({"page_size", "from_sequence", "to_sequence", "last"})
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+
+
+def plain_int(raw: str) -> int | None:
+    """``raw`` as an int when it is plain ASCII digits, else None."""
+    if _ASCII_DIGITS.fullmatch(raw) is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:  # beyond int()'s limit of 4,300 digits
+        return None
+
+
+class RfcDateTimeField(IsoDateTimeField):
+    """django-filter's ISO 8601 field, also reading a lowercase ``t`` and ``z`` (RFC 3339
+    §5.6 allows them, and ingest takes them), and refusing non-ASCII digits (Django's
+    ISO pattern reads any Unicode digit)."""
+
+    def to_python(self, value):
+        if isinstance(value, str):
+            if not value.isascii():
+                raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+            # Upper-casing ASCII changes only letters; Python reads the designators upper case.
+            value = value.upper()
+        return super().to_python(value)
+
 
 class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
     """Compares in UTC: PostgreSQL refuses offsets beyond ±15:59 that RFC 3339 allows."""
+
+    field_class = RfcDateTimeField
 
     def __init__(self, *args, param: str, **kwargs):
         self.param = param
@@ -109,17 +147,27 @@ FILTER_NAMES = frozenset(AuditEventFilterSet.base_filters)
 def reject_unknown_params(
     query_params, *, extra: Iterable[str] = (), paging: bool = True, filters: bool = True
 ) -> None:
-    """400 naming every query parameter that is not ``tenant``, a filter, paging or ``extra``."""
+    """400 naming every query parameter that is not ``tenant``, a filter, paging or ``extra``,
+    every one given more than once (each is single-valued: the view would read only the
+    last value), and every ``INTEGER_PARAMS`` value that is not plain ASCII digits."""
     allowed = (
         {"tenant"}
         | (FILTER_NAMES if filters else set())
         | (PAGING_PARAMS if paging else set())
         | set(extra)
     )
-    unknown = sorted(set(query_params) - allowed)
-    if unknown:
-        message = f"Unknown query parameter; allowed: {', '.join(sorted(allowed))}."
-        raise ValidationError({name: [message] for name in unknown})
+    errors: dict[str, list[str]] = {}
+    unknown = set(query_params) - allowed
+    for name in sorted(query_params):
+        values = query_params.getlist(name)
+        if name in unknown:
+            errors[name] = [f"Unknown query parameter; allowed: {', '.join(sorted(allowed))}."]
+        elif len(values) > 1:
+            errors[name] = ["Given more than once; give it once."]
+        elif name in INTEGER_PARAMS and values[0] != "" and plain_int(values[0]) is None:
+            errors[name] = ["Must be a whole number written in the digits 0-9."]
+    if errors:
+        raise ValidationError(errors)
 
 
 def used_filters(query_params) -> dict[str, str]:

@@ -263,6 +263,12 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # No ?format= renderer override: the API renders JSON only, so DRF would answer 404 to
+    # ?format=csv before the view could name the unknown parameter (400), and the export
+    # endpoint's ?format=csv|jsonl is its own parameter. /api/schema/ keeps ?format=json|yaml
+    # (traceledger/urls.py).
+    # https://www.django-rest-framework.org/api-guide/settings/#url_format_override
+    "URL_FORMAT_OVERRIDE": None,
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

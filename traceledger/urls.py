@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.negotiation import DefaultContentNegotiation
 
 from accounts.admin import own_password_change
 from traceledger.api.not_found import api_not_found
@@ -14,6 +15,16 @@ admin.site.index_title = "Audit trail and operations"
 # The admin is the only HTML site: no "View site" link, and "/" opens it.
 admin.site.site_url = None
 
+
+class SchemaFormatNegotiation(DefaultContentNegotiation):
+    """``/api/schema/?format=json|yaml``, drf-spectacular's documented switch, although the
+    API itself has DRF's ``?format=`` override turned off (``URL_FORMAT_OVERRIDE``)."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        format_suffix = format_suffix or request.query_params.get("format")
+        return super().select_renderer(request, renderers, format_suffix)
+
+
 api_v1 = [
     path("", include("accounts.api.urls")),
     # search before audit: /audit-events/search must not be read as an event id
@@ -25,7 +36,11 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path(
+        "api/schema/",
+        SpectacularAPIView.as_view(content_negotiation_class=SchemaFormatNegotiation),
+        name="schema",
+    ),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/v1/", include(api_v1)),
     re_path(r"^api/", api_not_found),

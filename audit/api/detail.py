@@ -1,6 +1,7 @@
 """GET /api/v1/audit-events/{id}: one event, cache-aside in Redis."""
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.exceptions import NotFound
 from rest_framework.generics import GenericAPIView
 from rest_framework.permissions import IsAuthenticated
@@ -30,7 +31,11 @@ class AuditEventDetailView(GenericAPIView):
             "Served from Redis after the first read (events are immutable); without Redis it "
             "is read from PostgreSQL. A person's read is recorded as `audit_log.read`."
         ),
-        parameters=[TENANT_PARAMETER],
+        parameters=[
+            # The route takes either case (audit/api/urls.py); a UUID all the same.
+            OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH),
+            TENANT_PARAMETER,
+        ],
         responses={200: AuditEventOutputSerializer, **READ_ERRORS, **NOT_FOUND},
     )
     def get(self, request, pk):

@@ -27,8 +27,10 @@ from traceledger.api.responses import READ_ERRORS
 
 
 class IgnoreFormatQueryParam(DefaultContentNegotiation):
-    """``format`` here names the export format, not DRF's renderer override (which would
-    answer 404 for ``format=csv``). Errors still render as JSON."""
+    """``format`` here names the export format (DRF's ``?format=`` renderer override is off
+    everywhere: ``URL_FORMAT_OVERRIDE`` in settings), and ``Accept`` is not negotiated either:
+    a client asking for ``text/csv`` gets the stream rather than a 406. Errors render as
+    JSON."""
 
     def select_renderer(self, request, renderers, format_suffix=None):
         renderer = renderers[0]

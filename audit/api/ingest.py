@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from accounts.models import SYSTEM_TENANT_SLUG
 from accounts.principal import get_principal
 from audit.api.ingest_schema import INGEST_REQUEST, IngestAcceptedSerializer
+from audit.filters import reject_unknown_params
 from audit.selectors import read_tenant_id
 from audit.services.submission import events_submit, ingest_admit
 from audit.validation import InvalidEvents, InvalidJSON, events_parse
@@ -74,6 +75,9 @@ class IngestMixin:
     def post(self, request, *args, **kwargs):
         # Before anything costs CPU: a refusal is how the workers' backlog stays bounded.
         ingest_admit()
+        if request.META.get("QUERY_STRING"):  # the usual POST has none: nothing to parse
+            # Only tenant=, once: anything else would be silently ignored.
+            reject_unknown_params(request.query_params, paging=False, filters=False)
         media_type = request.content_type.split(";", 1)[0].strip().lower()
         if media_type not in JSON_MEDIA_TYPES:
             raise exceptions.UnsupportedMediaType(media_type or "(none)")

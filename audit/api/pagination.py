@@ -14,13 +14,14 @@ The first conjunct is an index condition on ``auditevent_tenant_time`` (tenant, 
 the first one. DRF's link building (next/previous, offsets) is reused unchanged.
 """
 
-from datetime import datetime
+from datetime import UTC, datetime
 from uuid import UUID
 
 from django.db.models import Q
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
 
+from audit.filters import plain_int
 from audit.ledger.canonical import format_timestamp
 
 MAX_PAGE_SIZE = 500
@@ -45,11 +46,9 @@ class StrictCursorPagination(CursorPagination):
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None or raw == "":
             return self.page_size
-        try:
-            size = int(raw)
-        except ValueError:
-            size = 0
-        if not 1 <= size <= self.max_page_size:
+        # Plain ASCII digits only: int() would also read "1_0", "+5", " 5" and Arabic-Indic "5".
+        size = plain_int(raw)
+        if size is None or not 1 <= size <= self.max_page_size:
             raise ValidationError(
                 {"page_size": [f"Must be an integer from 1 to {self.max_page_size}."]}
             )
@@ -88,8 +87,10 @@ class EventCursorPagination(StrictCursorPagination):
             parsed = datetime.fromisoformat(when.replace("Z", "+00:00"))
             if parsed.tzinfo is None:
                 raise ValueError("naive")
-            return parsed, UUID(pk)
-        except ValueError:
+            # In UTC: PostgreSQL refuses offsets beyond ±15:59, which Python reads (up to
+            # ±23:59); OverflowError when the UTC time falls outside years 1 to 9999.
+            return parsed.astimezone(UTC), UUID(pk)
+        except (ValueError, OverflowError):
             raise ValidationError({"cursor": ["Invalid cursor."]}) from None
 
     def _get_position_from_instance(self, instance, ordering) -> str:

@@ -1,7 +1,9 @@
 """GET /api/v1/audit-events and /api/v1/audit-events/{id}."""
 
+import base64
 import uuid
 from datetime import datetime, timedelta
+from urllib.parse import urlencode
 
 import pytest
 from django.conf import settings
@@ -101,6 +103,10 @@ def test_it_applies_the_filters_through_the_api(reader, tenant):
         ({"page_size": "501"}, "page_size"),
         ({"page_size": "0"}, "page_size"),
         ({"page_size": "ten"}, "page_size"),
+        ({"page_size": "1_0"}, "page_size"),
+        ({"page_size": "\u0665"}, "page_size"),
+        ({"actor_id": ["a1", "a2"]}, "actor_id"),
+        ({"format": "csv"}, "format"),
         ({"cursor": "garbage"}, "cursor"),
         ({"actorid": "bob"}, "actorid"),
     ],
@@ -110,6 +116,21 @@ def test_it_answers_400_naming_the_bad_parameter(reader, tenant, params, field):
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid"
     assert list(response.json()["error"]["fields"]) == [field]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "value", ["2026-03-01T12:00:05z", "2026-03-01t12:00:05Z", "2026-03-01t12:00:05+00:00"]
+)
+def test_it_takes_a_time_filter_with_lowercase_t_or_z_as_ingest_does(reader, tenant, value):
+    events = events_create(tenant_id=tenant.pk, count=10)  # a second apart from BASE_TIME
+    cut = datetime.fromisoformat("2026-03-01T12:00:05+00:00")
+    response = reader.get(LIST, {"occurred_after": value})
+    assert response.status_code == 200, response.json()
+    assert {e["id"] for e in response.json()["results"]} == {
+        str(e.pk) for e in events if e.occurred_at >= cut
+    }
+    assert 0 < len(response.json()["results"]) < 10
 
 
 @pytest.mark.django_db
@@ -144,6 +165,48 @@ def test_it_pages_through_every_event_exactly_once_while_new_events_arrive(reade
     assert len(seen) == len(set(seen)), "an event was returned twice"
     assert {str(e.pk) for e in originals} <= set(seen), "an event was skipped"
     assert pages >= 6
+
+
+def _cursor(position: str) -> str:
+    """A cursor as DRF writes one: base64 of the url-encoded position."""
+    return base64.b64encode(urlencode({"p": position}).encode()).decode()
+
+
+ZERO_ID = "00000000-0000-0000-0000-000000000000"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "when",
+    [
+        "0001-01-01T00:00:00+01:00",  # before year 1 in UTC
+        "9999-12-31T23:59:59-00:01",  # after year 9999 in UTC
+    ],
+)
+def test_it_answers_400_naming_the_cursor_for_a_time_outside_utcs_range(reader, tenant, when):
+    events_create(tenant_id=tenant.pk, count=2)
+    response = reader.get(LIST, {"cursor": _cursor(f"{when}|{ZERO_ID}")})
+    assert response.status_code == 400
+    assert list(response.json()["error"]["fields"]) == ["cursor"]
+
+
+@pytest.mark.django_db
+def test_a_cursor_time_with_an_offset_means_the_same_instant_in_utc(reader, tenant):
+    events = events_create(tenant_id=tenant.pk, count=4)
+    third = events[2]  # newest first: the page after it holds the two oldest
+    # Python reads offsets up to ±23:59, PostgreSQL only up to ±15:59: compared in UTC, each
+    # is the instant it names, not a 500 (DataError: time zone displacement out of range).
+    for offset in ("+20:00", "-23:59", "+14:00", "-15:59"):
+        sign = 1 if offset[0] == "+" else -1
+        hours, minutes = map(int, offset[1:].split(":"))
+        shift = timedelta(hours=hours, minutes=minutes) * sign
+        local = (third.occurred_at + shift).replace(tzinfo=None).isoformat()
+        response = reader.get(LIST, {"cursor": _cursor(f"{local}{offset}|{third.pk}")})
+        assert response.status_code == 200, (offset, response.json())
+        assert [e["id"] for e in response.json()["results"]] == [
+            str(events[1].pk),
+            str(events[0].pk),
+        ], offset
 
 
 @pytest.mark.django_db
@@ -235,6 +298,25 @@ def test_it_refuses_list_parameters_on_the_detail(reader, tenant):
     response = reader.get(detail_url(event.pk), {"severity": "info"})
     assert response.status_code == 400
     assert list(response.json()["error"]["fields"]) == ["severity"]
+
+
+@pytest.mark.django_db
+def test_it_finds_an_event_by_its_id_in_upper_case(reader, tenant):
+    [event] = events_create(tenant_id=tenant.pk, count=1)
+    response = reader.get(detail_url(str(event.pk).upper()))
+    assert response.status_code == 200, response.content
+    assert response.json()["id"] == str(event.pk)
+    mixed = str(event.pk)[:18].upper() + str(event.pk)[18:]
+    assert reader.get(detail_url(mixed)).json()["id"] == str(event.pk)
+
+
+@pytest.mark.django_db
+def test_an_upper_case_id_shares_the_lower_case_ids_cache_entry(reader, tenant):
+    [event] = events_create(tenant_id=tenant.pk, count=1)
+    assert reader.get(detail_url(event.pk)).status_code == 200
+    with CaptureQueriesContext(connection) as ctx:
+        assert reader.get(detail_url(str(event.pk).upper())).status_code == 200
+    assert _event_queries(ctx) == []
 
 
 @pytest.mark.django_db

@@ -154,6 +154,25 @@ def test_it_reads_a_timestamp_without_offset_as_utc(tenant):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-03-01T12:05:00.123456z",
+        "2026-03-01t12:05:00.123456Z",
+        "2026-03-01t12:05:00.123456z",
+        "2026-03-01 12:05:00.123456z",
+        "2026-03-01t13:05:00.123456+01:00",
+        "2026-03-01t12:05:00.1234567z",  # more than 6 fraction digits: Django's own pattern
+    ],
+)
+def test_it_reads_a_lowercase_t_and_z_as_rfc_3339_and_ingest_do(tenant, text):
+    at = BASE_TIME + timedelta(minutes=5)
+    [event] = events_create(tenant_id=tenant.pk, count=1, occurred_at=at)
+    assert _filtered({"occurred_after": text}) == [event.pk]
+    assert _filtered({"occurred_before": text}) == []
+
+
+@pytest.mark.django_db
 def test_it_does_not_treat_an_underscore_in_an_action_prefix_as_a_wildcard(tenant):
     events_create(tenant_id=tenant.pk, count=1, action="invoicex.update")
     [kept] = events_create(tenant_id=tenant.pk, count=1, action="invoice_x.update")
@@ -166,6 +185,8 @@ def test_it_does_not_treat_an_underscore_in_an_action_prefix_as_a_wildcard(tenan
     [
         ("occurred_after", "yesterday"),
         ("occurred_before", "2026-13-01T00:00:00Z"),
+        ("occurred_after", "٢٠٢٦-03-01T12:00:00Z"),  # Arabic-Indic digits
+        ("occurred_after", "2026-03-01T12:00:00.1234567\uff3a"),
         ("outcome", "maybe"),
         ("severity", "fatal"),
         ("action", "*"),

@@ -3,7 +3,7 @@
 import math
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 from django.core.exceptions import ValidationError
@@ -55,7 +55,7 @@ class SearchBackend(Protocol):
 
 
 def cursor_values(cursor: dict, backend: str) -> tuple[float, datetime, str]:
-    """(score, occurred_at, id) of the last hit of the previous page, validated."""
+    """(score, occurred_at in UTC, id) of the last hit of the previous page, validated."""
     from django.utils.dateparse import parse_datetime
 
     if cursor.get("b") != backend:
@@ -64,16 +64,32 @@ def cursor_values(cursor: dict, backend: str) -> tuple[float, datetime, str]:
         score = cursor["s"]
         occurred_at = parse_datetime(cursor["t"])
         event_id = str(uuid.UUID(str(cursor["i"])))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise InvalidCursor("The cursor is malformed.") from exc
     # Only what this code writes: a finite rank (JSON has no NaN, but Python's parser takes
-    # one) and an aware time, which is what the keyset comparison needs.
-    if type(score) not in (int, float) or not math.isfinite(score):
+    # one, and an integer beyond float range converts to none) and an aware time, which is
+    # what the keyset comparison needs.
+    if type(score) not in (int, float):
         raise InvalidCursor("The cursor is malformed.")
-    if occurred_at is None or occurred_at.tzinfo is None:
+    try:
+        score = float(score)
+    except OverflowError:
+        raise InvalidCursor("The cursor is malformed.") from None
+    if not math.isfinite(score) or occurred_at is None or occurred_at.tzinfo is None:
         raise InvalidCursor("The cursor is malformed.")
-    return float(score), occurred_at, event_id
+    try:
+        # In UTC: PostgreSQL refuses offsets beyond ±15:59, which Python reads (up to ±23:59);
+        # OverflowError when the UTC time falls outside years 1 to 9999.
+        occurred_at = occurred_at.astimezone(UTC)
+    except OverflowError:
+        raise InvalidCursor("The cursor is malformed.") from None
+    return score, occurred_at, event_id
 
 
 def make_cursor(backend: str, score: float, event) -> dict:
-    return {"b": backend, "s": score, "t": event.occurred_at.isoformat(), "i": str(event.id)}
+    return {
+        "b": backend,
+        "s": float(score),
+        "t": event.occurred_at.astimezone(UTC).isoformat(),
+        "i": str(event.id),
+    }

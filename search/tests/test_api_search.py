@@ -1,6 +1,9 @@
 """GET /api/v1/audit-events/search: the endpoint minimum (401, 403, 400, happy path)."""
 
 import base64
+import json
+from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -51,6 +54,12 @@ def test_it_answers_403_when_asked_for_another_tenant(search_get, other_tenant):
         ({"q": "payroll", "cursor": "not-base64!"}, "cursor"),
         ({"q": "payroll", "cursor": cursor_encode({"b": "postgresql", "s": "x"})}, "cursor"),
         ({"q": "payroll", "sort": "oldest"}, "sort"),
+        ({"q": "payroll", "format": "csv"}, "format"),
+        ({"q": "payroll", "page_size": "1_0"}, "page_size"),
+        ({"q": "payroll", "page_size": "+5"}, "page_size"),
+        ({"q": ["payroll", "invoice"]}, "q"),
+        ({"q": "payroll", "actor_id": ["a1", "a2"]}, "actor_id"),
+        ({"q": "payroll", "occurred_after": "٢٠٢٦-01-01T00:00:00Z"}, "occurred_after"),
     ],
     ids=lambda value: value if isinstance(value, str) else None,
 )
@@ -115,15 +124,39 @@ def test_it_refuses_a_cursor_of_the_other_backend(search_get, indexed):
         '{"b": "postgresql", "s": true, "t": "2026-01-01T00:00:00+00:00", "i": "%(id)s"}',
         '{"b": "postgresql", "s": "0.5", "t": "2026-01-01T00:00:00+00:00", "i": "%(id)s"}',
         '{"b": "postgresql", "s": 0.5, "t": "2026-01-01T00:00:00", "i": "%(id)s"}',
+        # outside years 1 to 9999 in UTC
+        '{"b": "postgresql", "s": 0.5, "t": "0001-01-01T00:00:00+01:00", "i": "%(id)s"}',
+        '{"b": "postgresql", "s": 0.5, "t": "9999-12-31T23:59:59-00:01", "i": "%(id)s"}',
+        # an integer beyond a float's range
+        '{"b": "postgresql", "s": 1%(zeros)s, "t": "2026-01-01T00:00:00+00:00", "i": "%(id)s"}',
+        '{"b": "postgresql", "s": 0.5, "t": ["2026"], "i": "%(id)s"}',
     ],
 )
 def test_it_refuses_a_cursor_it_could_not_have_written(search_get, indexed, text):
     event = indexed(description="payroll")[0]
-    raw = text % {"id": event.id}
+    raw = text % {"id": event.id, "zeros": "0" * 400}
     cursor = base64.urlsafe_b64encode(raw.encode()).decode()
     response = search_get("payroll", cursor=cursor)
     assert response.status_code == 400, raw
     assert "cursor" in response.json()["error"]["fields"]
+
+
+def test_a_cursor_time_with_an_offset_means_the_same_instant_in_utc(search_get, indexed):
+    indexed(count=3, description="payroll")
+    first = search_get("payroll", page_size=1).json()
+    cursor = json.loads(
+        base64.urlsafe_b64decode(parse_qs(urlsplit(first["next"]).query)["cursor"][0])
+    )
+    expected = found(search_get("payroll", cursor=cursor_encode(cursor)))
+    assert len(expected) == 2
+    at = datetime.fromisoformat(cursor["t"])
+    # Python reads offsets up to ±23:59, PostgreSQL only up to ±15:59: compared in UTC, each
+    # is the instant it names, not a 500 (DataError: time zone displacement out of range).
+    for offset in (timedelta(hours=20), timedelta(hours=-23, minutes=-59), timedelta(hours=14)):
+        local = at.astimezone(timezone(offset)).isoformat()
+        assert found(search_get("payroll", cursor=cursor_encode({**cursor, "t": local}))) == (
+            expected
+        ), local
 
 
 def test_it_answers_in_the_documented_shape(search_get, indexed):
