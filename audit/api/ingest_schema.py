@@ -57,8 +57,9 @@ class AuditEventInputSerializer(serializers.Serializer):
     metadata = serializers.DictField(
         required=False,
         allow_null=True,
-        help_text="A JSON object, at most 16 KiB serialized, 32 levels deep; integers within "
-        "±(2^53-1), no NUL characters.",
+        help_text="A JSON object, at most 16 KiB serialized, at most 32 nested objects or "
+        "arrays (the metadata object is the first); numbers within ±(2^53-1), no NUL "
+        "characters.",
     )
 
 

@@ -132,11 +132,13 @@ def record_system_event(
     }
     if target_id or target_type or target_name:
         data["target"] = {"id": target_id, "type": target_type, "name": target_name}
-    try:
-        event = event_normalize(data)
-    except InvalidEvents as exc:
-        raise ValueError(f"invalid system event {action!r}: {exc.fields}") from None
     if tenant_id is None:
         tenant_id = system_tenant_id()
+    try:
+        # With the tenant, the id derives from (tenant, event_id) as for the API: a client
+        # event later sent with this event_id is answered with this event's id.
+        event = event_normalize(data, tenant_id=tenant_id)
+    except InvalidEvents as exc:
+        raise ValueError(f"invalid system event {action!r}: {exc.fields}") from None
     events_submit(tenant_id=tenant_id, events=[event], request_id=current_request_id() or None)
     return event["id"]

@@ -17,6 +17,7 @@ from audit.tests.ingest_api_support import (
     post_json,
     valid_event,
 )
+from audit.validation import event_uuid
 
 pytestmark = pytest.mark.usefixtures("clean_broker")
 
@@ -266,10 +267,47 @@ def test_a_body_over_the_limit_is_a_413(ingest_client, settings):
     assert response.json()["error"]["code"] == "too_large"
 
 
-def test_the_response_ids_are_uuids_assigned_by_the_server(ingest_client):
+def test_without_event_id_the_server_assigns_one_and_derives_the_id_from_it(ingest_client, tenant):
     response = post_json(ingest_client, [valid_event(), valid_event()])
     ids = response.json()["ids"]
-    assert all(uuid.UUID(i).version == 4 for i in ids)
+    (message,) = ingest_messages(expect=1)
+    published = message["kwargs"]["events"]
+    assert [e["id"] for e in published] == ids
+    assert all(uuid.UUID(e["event_id"]).version == 4 for e in published)
+    assert ids == [event_uuid(tenant.pk, e["event_id"]) for e in published]
+
+
+def test_an_event_sent_with_a_server_assigned_event_id_gets_the_same_id(ingest_client):
+    """The worker keeps the first copy of an event_id: the later 202 must name its id."""
+    first = post_json(ingest_client, valid_event())
+    (published,) = ingest_messages(expect=1)[0]["kwargs"]["events"]
+    again = post_json(ingest_client, valid_event(event_id=published["event_id"]))
+    assert again.status_code == 202
+    assert again.json()["ids"] == first.json()["ids"]
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"", "Malformed JSON: the request body is empty."),
+        (b"\xef\xbb\xbf" + orjson.dumps(valid_event()), "byte-order mark (BOM), which is not"),
+        (b'{"action": "a", "actor": {"id": "\\ud800"}}', "unpaired UTF-16 surrogate \\ud800"),
+    ],
+)
+def test_a_malformed_body_is_a_parse_error_that_says_what_is_wrong(ingest_client, body, says):
+    response = post_json(ingest_client, body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "parse_error"
+    assert says in error["message"] and "truncated" not in error["message"]
+    assert "invalid character" not in error["message"]
+
+
+@pytest.mark.parametrize("number", [1e21, 1.5e300, -(2.0**53)])
+def test_a_float_beyond_the_safe_integer_range_is_refused_in_metadata(ingest_client, number):
+    response = post_json(ingest_client, valid_event(metadata={"n": number}))
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"metadata": ["Numbers must be within ±(2^53-1)."]}
 
 
 json_leaves = (

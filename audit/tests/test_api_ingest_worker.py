@@ -13,6 +13,7 @@ from audit.tests.ingest_api_support import (
     valid_event,
 )
 from audit.tests.ingest_support import wait_until
+from audit.validation import event_uuid
 
 
 @pytest.fixture(autouse=True)
@@ -89,6 +90,36 @@ def test_a_retry_is_answered_with_the_ids_of_the_events_stored_by_the_first_try(
         assert client.get(f"/api/v1/audit-events/{pk}").status_code == 200
 
 
+@pytest.mark.integration
+def test_an_event_sent_with_a_server_assigned_event_id_is_answered_with_the_stored_id(
+    celery_worker_process, tenant, key_client
+):
+    """QA: the id of an event posted without event_id was its random event_id X, so an event
+    later posted with event_id X got another id (derived), was dropped as a duplicate, and
+    its 202 named an id that never resolved."""
+    client = key_client(scopes=["ingest", "read"])
+    first = post_json(client, valid_event(action="first.copy"))
+    (first_id,) = first.json()["ids"]
+    stored = AuditEvent.objects.filter(tenant=tenant, action="first.copy")
+    wait_until(stored.exists, timeout=30, what="stored")
+    event_id = client.get(f"/api/v1/audit-events/{first_id}").json()["event_id"]
+
+    # One request, one message, one transaction: once the marker is stored, the worker has
+    # handled (dropped) the second copy too.
+    again = post_json(
+        client,
+        [valid_event(event_id=event_id, action="second.copy"), valid_event(event_id="marker")],
+    )
+    marker = AuditEvent.objects.filter(tenant=tenant, event_id="marker")
+    wait_until(marker.exists, timeout=30, what="the marker stored")
+
+    assert again.status_code == 202
+    assert again.json()["ids"][0] == first_id
+    assert not AuditEvent.objects.filter(tenant=tenant, action="second.copy").exists()
+    assert client.get(f"/api/v1/audit-events/{first_id}").status_code == 200
+    assert AuditEvent.objects.filter(tenant=tenant, event_id=event_id).count() == 1
+
+
 @pytest.mark.django_db
 def test_record_system_event_publishes_a_valid_event_for_the_system_tenant():
     event_id = record_system_event(
@@ -105,6 +136,9 @@ def test_record_system_event_publishes_a_valid_event_for_the_system_tenant():
     assert message["kwargs"]["tenant_id"] == system.pk
     (event,) = message["kwargs"]["events"]
     assert event["id"] == event_id
+    # As for the API: the id derives from (tenant, event_id), so a client event sent later
+    # with this event_id is answered with this event's id.
+    assert event_id == event_uuid(system.pk, event["event_id"])
     assert (event["action"], event["actor_id"], event["actor_type"]) == (
         "dead_letter.replayed",
         "7",
@@ -133,3 +167,4 @@ def test_record_system_event_falls_back_to_the_outbox_when_the_broker_is_down(
     event_id = record_system_event(tenant_id=tenant.pk, action="api_key.created", actor_id="1")
     (row,) = OutboxMessage.objects.all()
     assert row.payload["events"][0]["id"] == event_id
+    assert event_id == event_uuid(tenant.pk, row.payload["events"][0]["event_id"])

@@ -3,6 +3,7 @@
 import uuid
 from datetime import datetime
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
@@ -13,7 +14,9 @@ from audit.models import AuditEvent, ChainHead
 from audit.services.event_rows import event_row
 from audit.services.ingest import Batch, InvalidBatch, events_ingest, events_ingest_many
 from audit.signals import events_ingested
+from audit.tests.ingest_api_support import valid_event
 from audit.tests.ingest_support import make_event
+from audit.validation import events_parse
 
 pytestmark = pytest.mark.django_db
 
@@ -90,6 +93,19 @@ def test_it_drops_events_already_stored_and_duplicates_within_the_batch(tenant):
     assert AuditEvent.objects.get(event_id="same-1").pk == uuid.UUID(first["id"])
 
 
+def test_an_event_sent_with_a_server_assigned_event_id_resolves_to_the_stored_copy(tenant):
+    """The API's ids and the worker's dedupe agree for server-assigned event_ids too."""
+    (auto,), _ = events_parse(orjson.dumps(valid_event()), tenant_id=tenant.pk)
+    events_ingest(tenant_id=tenant.pk, events=[auto])
+    body = orjson.dumps(valid_event(event_id=auto["event_id"], action="second.copy"))
+    (again,), _ = events_parse(body, tenant_id=tenant.pk)
+
+    result = events_ingest(tenant_id=tenant.pk, events=[again])
+
+    assert result.duplicates == 1 and result.stored_ids == []
+    assert AuditEvent.objects.get(pk=again["id"]).action == auto["action"]
+
+
 def test_it_keeps_the_same_event_id_apart_per_tenant(tenant, other_tenant):
     events_ingest(tenant_id=tenant.pk, events=[make_event(event_id="shared")])
     result = events_ingest(tenant_id=other_tenant.pk, events=[make_event(event_id="shared")])
@@ -124,6 +140,7 @@ def test_a_redelivered_batch_stores_nothing_twice(tenant):
         ({"metadata": ["not", "an", "object"]}, "metadata must be an object"),
         ({"metadata": {"blob": "x" * 17000}}, "metadata: Must be at most 16384 bytes"),
         ({"metadata": {"huge": 2**60}}, "metadata: Integers must be within"),
+        ({"metadata": {"huge": [1e21]}}, "metadata: Numbers must be within"),
         ({"action": "invoice.update\n"}, "action may only contain"),
         ({"source_ip": "fe80::1%eth0"}, "source_ip is not an IP address"),
         ({"id": "not-a-uuid"}, "id is not a UUID"),

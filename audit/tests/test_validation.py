@@ -4,6 +4,7 @@ import ipaddress
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -21,6 +22,16 @@ from audit.validation import (
     event_uuid,
     events_parse,
 )
+
+
+class _RangeMessage:
+    """Equal to the refusal of an integer or of a float beyond ±(2^53-1)."""
+
+    def __eq__(self, other):
+        return other in ("Integers must be within ±(2^53-1).", "Numbers must be within ±(2^53-1).")
+
+
+ANY_RANGE_MESSAGE = _RangeMessage()
 
 CONTRACT_KEYS = {
     "id",
@@ -121,12 +132,39 @@ def test_an_events_id_derives_from_its_tenant_and_event_id():
     assert event_uuid(7, "evt-1") == first[0]["id"]
 
 
-def test_an_event_without_event_id_gets_a_fresh_uuid_as_both_its_id_and_event_id():
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=1, max_value=2**31), st.text(min_size=1, max_size=128))
+def test_event_uuid_is_uuid5_of_the_tenant_and_event_id(tenant_id, event_id):
+    """Stored ids were made with it: it must never change."""
+    expected = uuid.uuid5(EVENT_ID_NAMESPACE, f"{tenant_id}:{event_id}")
+    assert event_uuid(tenant_id, event_id) == str(expected)
+
+
+def test_an_event_without_event_id_gets_a_fresh_uuid_event_id_and_an_id_derived_from_it():
     events, _ = events_parse(orjson.dumps([valid_event(), valid_event()]), tenant_id=7)
 
-    assert [e["id"] for e in events] == [e["event_id"] for e in events]
-    assert len({e["id"] for e in events}) == 2
-    assert all(uuid.UUID(e["id"]).version == 4 for e in events)
+    assert all(uuid.UUID(e["event_id"]).version == 4 for e in events)
+    assert len({e["event_id"] for e in events}) == 2
+    assert [e["id"] for e in events] == [event_uuid(7, e["event_id"]) for e in events]
+
+
+def test_it_answers_a_repost_of_a_server_assigned_event_id_with_the_first_copy_s_id():
+    """The worker keeps the first copy of an event_id: the later one's 202 must name it."""
+    (auto,), _ = events_parse(orjson.dumps(valid_event()), tenant_id=7)
+    (again,), _ = events_parse(orjson.dumps(valid_event(event_id=auto["event_id"])), tenant_id=7)
+
+    assert again["event_id"] == auto["event_id"]
+    assert again["id"] == auto["id"]
+
+
+def test_without_a_tenant_every_event_still_gets_an_event_id_and_a_random_id():
+    (auto, given), _ = events_parse(orjson.dumps([valid_event(), valid_event(event_id="e")]))
+
+    assert uuid.UUID(auto["event_id"]).version == 4 and uuid.UUID(auto["id"]).version == 4
+    assert given["event_id"] == "e" and uuid.UUID(given["id"]).version == 4
+    assert event_normalize(valid_event(), tenant_id=7)["id"] != event_normalize(valid_event())["id"]
+    normalized = event_normalize(valid_event(event_id="e"), tenant_id=7)
+    assert normalized["id"] == event_uuid(7, "e")
 
 
 def test_received_at_is_the_same_utc_instant_for_every_event_of_a_request():
@@ -246,6 +284,35 @@ def test_it_refuses_nul_characters_anywhere_even_in_metadata(event):
     assert "NUL" in orjson.dumps(fields).decode()
 
 
+@pytest.mark.parametrize(
+    "number", [1e21, -1e21, 1.5e300, -1.5e300, 2.0**53, -(2.0**53), 1e16, 2**53, -(2**53)]
+)
+def test_it_refuses_numbers_beyond_the_safe_integer_range_in_metadata(number):
+    """PostgreSQL's jsonb would give a float like 1e21 back as a huge integer: another type
+    for clients, and an event that could not be posted again."""
+    fields = errors_of(valid_event(metadata={"n": [{"x": number}]}))
+    assert fields == {"metadata": [ANY_RANGE_MESSAGE]}
+    detailed = errors_of(valid_event(action="not valid!", metadata={"n": number}))
+    assert detailed["metadata"] == fields["metadata"]
+
+
+@pytest.mark.parametrize(
+    "number", [2.0**53 - 1, -(2.0**53 - 1), 1e15, 1.5, -0.0, 5e-324, 2**53 - 1, -(2**53 - 1)]
+)
+def test_it_accepts_numbers_within_the_safe_integer_range_in_metadata(number):
+    (event,), _ = events_parse(dumps(valid_event(metadata={"n": number})))
+    assert event["metadata"]["n"] == number
+    assert type(event["metadata"]["n"]) is type(number)
+
+
+def test_the_worker_refuses_a_float_beyond_the_safe_integer_range_too():
+    from audit.services.event_rows import event_row
+    from audit.tests.ingest_support import make_event
+
+    with pytest.raises(ValueError, match=r"metadata: Numbers must be within ±\(2\^53-1\)"):
+        event_row(tenant_id=1, event=make_event(metadata={"n": 1e21}))
+
+
 def test_it_refuses_non_finite_numbers_in_metadata():
     body = b'{"occurred_at": "2026-01-01T00:00:00Z", "action": "a", "actor": {"id": "u"},'
     with pytest.raises(InvalidEvents) as caught:
@@ -269,25 +336,71 @@ def test_it_accepts_metadata_of_exactly_the_limit():
     assert "metadata" in errors_of(valid_event(metadata={"p": "x" * (padding + 1)}))
 
 
-def _nested(levels: int) -> dict:
-    root: dict = {}
-    node = root
-    for _ in range(levels - 1):
-        node["n"] = {}
-        node = node["n"]
-    return root
+def _nested(kinds: str, innermost: tuple = ()) -> dict:
+    """Containers nested in the order of ``kinds`` (``o`` object, ``a`` array; the first,
+    the metadata itself, an object), the last one holding ``innermost`` (empty: nothing)."""
+    assert kinds[0] == "o"
+    if kinds[-1] == "o":
+        node: Any = {f"k{i}": value for i, value in enumerate(innermost)}
+    else:
+        node = list(innermost)
+    for kind in reversed(kinds[:-1]):
+        node = {"n": node} if kind == "o" else [node]
+    return node
 
 
-def test_metadata_may_nest_to_the_limit_and_no_deeper():
-    from audit.validation import MAX_METADATA_DEPTH
+_DEPTH_SHAPES = {
+    "objects": lambda n: "o" * n,
+    "arrays": lambda n: "o" + "a" * (n - 1),
+    "alternating": lambda n: ("oa" * n)[:n],
+    "objects then one array": lambda n: "o" * (n - 1) + "a",
+    "arrays then one object": lambda n: "o" + "a" * (n - 2) + "o",
+}
+_INNERMOST = {
+    "empty": (),
+    "an integer": (1,),
+    "a string": ("s",),
+    "null and a float": (None, 2.5),
+}
 
-    assert events_parse(orjson.dumps(valid_event(metadata=_nested(MAX_METADATA_DEPTH))))
-    too_deep = _nested(MAX_METADATA_DEPTH)
-    leaf = too_deep
-    while leaf:
-        leaf = leaf["n"]
-    leaf["scalar"] = 1  # a scalar one level below the limit
-    assert "metadata" in errors_of(valid_event(metadata=too_deep))
+
+@pytest.mark.parametrize("shape", _DEPTH_SHAPES)
+@pytest.mark.parametrize("innermost", _INNERMOST)
+@pytest.mark.parametrize(("levels", "accepted"), [(32, True), (33, False)])
+def test_metadata_may_hold_32_nested_containers_and_not_33(shape, innermost, levels, accepted):
+    """The limit counts objects and arrays, the metadata object being level 1; values inside
+    the 32nd container are allowed. Every checker agrees: the fast path, the detailed path
+    (taken when another field is bad), ``metadata_check`` and the worker's ``event_row``."""
+    from audit.services.event_rows import event_row
+    from audit.tests.ingest_support import make_event
+    from audit.validation import MAX_METADATA_DEPTH, FieldError, metadata_check
+
+    assert MAX_METADATA_DEPTH == 32
+    metadata = _nested(_DEPTH_SHAPES[shape](levels), _INNERMOST[innermost])
+    refusal = ["Nested deeper than 32 levels (objects and arrays)."]
+
+    if accepted:
+        (event,), _ = events_parse(orjson.dumps(valid_event(metadata=metadata)))
+        assert event["metadata"] == metadata
+        assert metadata_check(metadata) is metadata
+        event_row(tenant_id=1, event=make_event(metadata=metadata))
+    else:
+        assert errors_of(valid_event(metadata=metadata)) == {"metadata": refusal}
+        with pytest.raises(FieldError, match="deeper"):
+            metadata_check(metadata)
+        with pytest.raises(ValueError, match="metadata: Nested deeper than 32 levels"):
+            event_row(tenant_id=1, event=make_event(metadata=metadata))
+    detailed = errors_of(valid_event(action="not valid!", metadata=metadata))
+    assert detailed.get("metadata") == (None if accepted else refusal)
+
+
+def test_31_objects_around_a_non_empty_array_are_32_levels_and_accepted():
+    metadata: Any = {"a": [1]}
+    for _ in range(30):
+        metadata = {"n": metadata}  # 31 objects, then the array: 32 containers
+    (event,), _ = events_parse(orjson.dumps(valid_event(metadata=metadata)))
+    assert event["metadata"] == metadata
+    assert "metadata" in errors_of(valid_event(metadata={"n": metadata}))  # 33
 
 
 def test_the_size_limit_counts_metadata_as_stored_not_as_sent():
@@ -349,6 +462,58 @@ def test_it_refuses_an_empty_list_a_scalar_and_a_list_over_the_limit():
 def test_it_reports_malformed_json_as_such(body):
     with pytest.raises(InvalidJSON):
         events_parse(body)
+
+
+def parse_error_of(body: bytes) -> str:
+    with pytest.raises(InvalidJSON) as caught:
+        events_parse(body)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("body", [b"", b" ", b"\r\n\t "])
+def test_an_empty_body_is_called_empty_not_truncated(body):
+    assert parse_error_of(body) == "Malformed JSON: the request body is empty."
+
+
+@pytest.mark.parametrize("mark", [b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff"])
+def test_a_byte_order_mark_is_named_as_such(mark):
+    message = parse_error_of(mark + orjson.dumps(valid_event()))
+    assert "byte-order mark" in message and "not allowed" in message
+    assert "must start with the JSON text" in message
+
+
+@pytest.mark.parametrize(
+    ("string", "where"),
+    [
+        (b"\\ud800", b"\\ud800"),
+        (b"ok \\uDBFF then", b"\\uDBFF"),
+        (b"\\\\\\ud800", b"\\ud800"),  # an escaped backslash, then the surrogate
+        (b"\\ud800\\u0041", b"\\ud800"),  # not followed by a low half
+        (b"\\ud800\\ud800", b"\\ud800"),
+        (b"\\ud83d\\ude00\\udc00", None),  # a pair, then a low half alone
+        (b"\\udc00", None),
+    ],
+)
+def test_an_unpaired_surrogate_is_called_an_invalid_string_not_truncated(string, where):
+    body = b'{"occurred_at": "2026-01-01T00:00:00Z", "action": "a", "actor": {"id": "'
+    message = parse_error_of(body + string + b'"}}')
+    assert message.startswith("Malformed JSON: invalid string: unpaired UTF-16 surrogate")
+    assert "truncated" not in message
+    if where is not None:  # the escape is named, with its offset in the body
+        assert f"{where.decode()} (byte {len(body) + string.index(where)})" in message
+
+
+def test_a_truly_truncated_body_is_still_called_truncated():
+    assert "truncated" in parse_error_of(b'{"action": ')
+    # The text "\ud800" (an escaped backslash) is no surrogate.
+    assert "truncated" in parse_error_of(b'{"actor": {"id": "\\\\ud800')
+
+
+def test_a_paired_surrogate_and_an_escaped_backslash_are_plain_text():
+    actor = b'{"id": "\\ud83d\\ude00 \\\\ud800"}'
+    body = b'{"occurred_at": "2026-01-01T00:00:00Z", "action": "a", "actor": ' + actor + b"}"
+    (event,), _ = events_parse(body)
+    assert event["actor_id"] == "\U0001f600 \\ud800"
 
 
 def test_a_lone_surrogate_is_refused_not_passed_to_postgresql():
