@@ -6,6 +6,7 @@ gthread the worker's heartbeat does not depend on the request finishing.
 """
 
 import os
+import sys
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
@@ -19,3 +20,34 @@ keepalive = 5
 # link adds the filters and the cursor.
 limit_request_line = 8190
 accesslog = "-"
+
+
+def _exit_on_bad_settings() -> None:
+    """A bad setting stops gunicorn with one line naming the variable, exit 2, as manage.py
+    does, before it binds or forks: otherwise every worker fails to boot with a traceback and
+    the master gives up with two of them (exit 3).
+
+    A check, not the load: the settings module is imported and forgotten, so each worker
+    still reads the settings itself, from the environment as gunicorn leaves it."""
+    import importlib
+
+    from django.core.exceptions import ImproperlyConfigured
+
+    module = os.environ.get("DJANGO_SETTINGS_MODULE", "traceledger.settings")
+    try:
+        importlib.import_module(module)
+    except ImproperlyConfigured as exc:
+        print(f"configuration error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    finally:
+        sys.modules.pop(module, None)
+
+
+def on_starting(server) -> None:
+    # Again once `-e NAME=value` / `raw_env` are in the environment (gunicorn sets them after
+    # reading this file; its "Starting gunicorn" line comes first then).
+    _exit_on_bad_settings()
+
+
+# Here, while this file is read: nothing has been logged yet.
+_exit_on_bad_settings()

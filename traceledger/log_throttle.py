@@ -12,12 +12,19 @@ A *kind* is the logger, level and message template (``record.msg``, before the a
 are merged in): the arguments and extras, such as the API key prefix, may differ. A kind
 quiet for ``interval`` seconds starts afresh: the next outage is logged at once, with its
 traceback. State is per process and per filter, like the rate-limit "failing open" line.
+
+Where one template covers several kinds, ``kind_attrs`` names the record attributes (extras)
+that tell them apart: ``/readyz`` logs every failed check as ``readiness check failed`` with
+``check``, celery beat every failed send with its schedule ``entry``. ``level`` leaves
+records below it alone (beat's routine ``Sending due task`` lines). ``ServerErrorThrottleFilter``
+throttles ``django.request``'s 5xx lines only.
 """
 
 import logging
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 # The most kinds a filter remembers; message templates are few, but a caller formatting its
@@ -35,9 +42,18 @@ class _Kind:
 
 
 class ThrottleFilter(logging.Filter):
-    def __init__(self, interval: float = 30.0, name: str = ""):
+    def __init__(
+        self,
+        interval: float = 30.0,
+        name: str = "",
+        *,
+        kind_attrs: Sequence[str] = (),
+        level: int | str = logging.NOTSET,
+    ):
         super().__init__(name)
         self.interval = float(interval)
+        self.kind_attrs = tuple(kind_attrs)
+        self.level = level if isinstance(level, int) else logging.getLevelNamesMapping()[level]
         self._kinds: dict[tuple, _Kind] = {}
         self._lock = threading.Lock()
         _filters.add(self)
@@ -45,7 +61,9 @@ class ThrottleFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not super().filter(record):
             return False
-        key = (record.name, record.levelno, str(record.msg))
+        if record.levelno < self.level:
+            return True
+        key = self.kind_of(record)
         now = time.monotonic()
         with self._lock:
             kind = self._kinds.get(key)
@@ -69,9 +87,33 @@ class ThrottleFilter(logging.Filter):
         record.exc_text = None
         return True
 
+    def kind_of(self, record: logging.LogRecord) -> tuple:
+        extras = tuple(str(getattr(record, attr, None)) for attr in self.kind_attrs)
+        return (record.name, record.levelno, str(record.msg), *extras)
+
     def reset(self) -> None:
         with self._lock:
             self._kinds.clear()
+
+
+class ServerErrorThrottleFilter(ThrottleFilter):
+    """``django.request``: its 5xx lines, throttled per status code and exception type (while
+    PostgreSQL is down every read logs ``Service Unavailable: <path>``); 4xx lines untouched.
+
+    Django logs every response of 400 or more with one template (``"%s: %s"``, the reason and
+    the path), and the path is an argument, so the status code tells the kinds apart; a 500's
+    exception type too, so a second bug keeps its own traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        status = getattr(record, "status_code", None)
+        if not isinstance(status, int) or status < 500:
+            return True
+        return super().filter(record)
+
+    def kind_of(self, record: logging.LogRecord) -> tuple:
+        exc = record.exc_info[1] if record.exc_info else None
+        error = type(exc).__qualname__ if exc is not None else None
+        return (*super().kind_of(record), record.status_code, error)
 
 
 def reset() -> None:

@@ -362,6 +362,27 @@ LOGGING = {
         # the first through (with its traceback), then one line per 30 s per process that
         # counts the rest (traceledger/log_throttle.py).
         "outage_throttle": {"()": "traceledger.log_throttle.ThrottleFilter", "interval": 30},
+        # /readyz logs each failed check under one template: a kind per check.
+        "readiness_throttle": {
+            "()": "traceledger.log_throttle.ThrottleFilter",
+            "interval": 30,
+            "kind_attrs": ["check"],
+        },
+        # django.request's 5xx lines (every read while PostgreSQL is down); 4xx stay as they are.
+        "server_error_throttle": {
+            "()": "traceledger.log_throttle.ServerErrorThrottleFilter",
+            "interval": 30,
+        },
+        # celery beat, while RabbitMQ is down: each failed send as one line without the stack
+        # (traceledger/logging_beat.py), then throttled per schedule entry; its INFO lines
+        # (`Sending due task`) are routine and left alone.
+        "beat_send_error": {"()": "traceledger.logging_beat.BeatSendErrorFilter"},
+        "beat_throttle": {
+            "()": "traceledger.log_throttle.ThrottleFilter",
+            "interval": 30,
+            "kind_attrs": ["entry"],
+            "level": "WARNING",
+        },
     },
     "formatters": {
         "json": {
@@ -379,6 +400,13 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's own defaults (django.utils.log.DEFAULT_LOGGING) add a plain-text console
+        # handler while DEBUG is on and mail_admins while it is off: listing the loggers here
+        # removes those handlers, so their records reach the JSON handler only, once.
+        # https://docs.djangoproject.com/en/5.2/ref/logging/#default-logging-configuration
+        "django": {"handlers": [], "propagate": True},
+        "django.server": {"handlers": [], "propagate": True},
+        "django.request": {"filters": ["server_error_throttle"]},
         "django.db.backends": {"level": "INFO"},
         "amqp": {"level": "WARNING"},
         "kombu": {"level": "WARNING"},
@@ -389,5 +417,11 @@ LOGGING = {
         # last-use writes that failed (its recovery line is a kind of its own).
         "accounts.selectors": {"filters": ["outage_throttle"]},
         "accounts.services.last_use": {"filters": ["outage_throttle"]},
+        # Each GET /readyz while Redis (or another dependency) is down.
+        "traceledger.health": {"filters": ["readiness_throttle"]},
+        # Each read answered 503 while PostgreSQL is down.
+        "traceledger.api.exceptions": {"filters": ["outage_throttle"]},
+        # The order matters: rewrite the line, then throttle it.
+        "celery.beat": {"filters": ["beat_send_error", "beat_throttle"]},
     },
 }
