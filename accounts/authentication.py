@@ -41,7 +41,10 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         try:
             principal = api_key_principal_get(key=key)
         except DatabaseError as exc:
-            logger.error("API key look-up failed: database and cache unavailable")
+            # Redis may be up: the key was simply not cached (or not cacheable) yet.
+            logger.error(
+                "API key look-up failed: not in the cache, and the database is unavailable"
+            )
             raise AuthenticationUnavailable() from exc
         if principal is None:
             raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")

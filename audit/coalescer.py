@@ -27,10 +27,12 @@ from dataclasses import dataclass
 import orjson
 from django.conf import settings
 
+from audit import metrics_worker as metrics
 from audit.services.dead_letters import dead_letter_note
 from audit.services.ingest import Batch
 from audit.topology import broker_connection
 from traceledger.queues import INGEST_QUEUE, INGEST_TASK_NAME
+from traceledger.request_id import bound_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -179,9 +181,13 @@ class Coalescer:
         task_id = str(headers.get("id") or "")
         kwargs, reason, details = _decode(message, headers)
         if kwargs is None:
-            logger.error("extra ingest message %s rejected: %s %s", task_id, reason, details)
+            # Not under the request id of the task that took it: this message has its own,
+            # unreadable here.
+            with bound_request_id(None):
+                logger.error("extra ingest message %s rejected: %s %s", task_id, reason, details)
             dead_letter_note(task_id=task_id, reason=reason, exception=details)
             message.reject(requeue=False)
+            metrics.BATCHES_REJECTED.inc()
             return None
         return Extra(
             message=message,

@@ -5,6 +5,9 @@
   execute dead tasks), so without this RabbitMQ would drop dead letters to an unbound DLX.
 * ``DeadLetteringConsumer``: Celery acks a message it cannot decode (``on_decode_error``),
   which silently loses it; we reject it without requeue so RabbitMQ dead-letters it.
+* Every message of ``audit.ingest`` the worker rejects before a task runs (undecodable, an
+  unknown task, a malformed message) counts in ``traceledger_ingest_batches_rejected``, as
+  the task's own rejections do: the series operators watch for dead letters.
 """
 
 import logging
@@ -13,6 +16,26 @@ from celery import signals
 from celery.worker.consumer import Consumer
 
 logger = logging.getLogger(__name__)
+
+
+def _count_if_ingest(message) -> None:
+    from audit import metrics_worker
+    from traceledger.queues import INGEST_QUEUE_NAME
+
+    delivery = getattr(message, "delivery_info", None) or {}
+    if delivery.get("routing_key") == INGEST_QUEUE_NAME:
+        metrics_worker.BATCHES_REJECTED.inc()
+
+
+@signals.task_rejected.connect
+def count_rejected_message(sender=None, message=None, **kwargs) -> None:
+    """Celery rejected a message it could not make a task of (unknown format, invalid)."""
+    _count_if_ingest(message)
+
+
+@signals.task_unknown.connect
+def count_unknown_task(sender=None, message=None, **kwargs) -> None:
+    _count_if_ingest(message)
 
 
 @signals.worker_init.connect
@@ -38,3 +61,4 @@ class DeadLetteringConsumer(Consumer):
             exc,
         )
         message.reject(requeue=False)
+        _count_if_ingest(message)

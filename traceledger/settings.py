@@ -127,8 +127,8 @@ _REDIS_OPTIONS = {
     # A Redis outage must degrade (cache miss, rate limit fails open), never fail a request.
     # https://github.com/jazzband/django-redis#memcached-exceptions-behavior
     "IGNORE_EXCEPTIONS": True,
-    "SOCKET_CONNECT_TIMEOUT": seconds("TRACELEDGER_REDIS_TIMEOUT", default=0.25),
-    "SOCKET_TIMEOUT": seconds("TRACELEDGER_REDIS_TIMEOUT", default=0.25),
+    "SOCKET_CONNECT_TIMEOUT": seconds("TRACELEDGER_REDIS_TIMEOUT", default=0.25, positive=True),
+    "SOCKET_TIMEOUT": seconds("TRACELEDGER_REDIS_TIMEOUT", default=0.25, positive=True),
     # After a failure, skip that Redis for a few seconds instead of waiting on every call.
     "CONNECTION_POOL_KWARGS": {"connection_class": LatchingConnection},
 }
@@ -199,7 +199,9 @@ CELERY_BEAT_SCHEDULE["audit-relay-outbox"] = {
     "options": {"queue": "maintenance", "expires": 9},
 }
 # Ledger: sign a checkpoint for every tenant whose chain moved (docs/ledger.md).
-TRACELEDGER_CHECKPOINT_SECONDS = seconds("TRACELEDGER_CHECKPOINT_SECONDS", default=300.0)
+TRACELEDGER_CHECKPOINT_SECONDS = seconds(
+    "TRACELEDGER_CHECKPOINT_SECONDS", default=300.0, positive=True
+)
 CELERY_BEAT_SCHEDULE["ledger-sign-checkpoints"] = {
     "task": "audit.ledger.sign_checkpoints",
     "schedule": TRACELEDGER_CHECKPOINT_SECONDS,
@@ -232,10 +234,10 @@ TRACELEDGER_INGEST_BACKLOG_RETRY_AFTER = integer(
 )
 
 # --- TraceLedger -----------------------------------------------------------------------
-TRACELEDGER_PUBLISH_TIMEOUT = seconds("TRACELEDGER_PUBLISH_TIMEOUT", default=1.0)
+TRACELEDGER_PUBLISH_TIMEOUT = seconds("TRACELEDGER_PUBLISH_TIMEOUT", default=1.0, positive=True)
 TRACELEDGER_SIGNING_KEY = secret("TRACELEDGER_SIGNING_KEY", "")
 guard_signing_key(TRACELEDGER_SIGNING_KEY)
-TRACELEDGER_HEALTH_TIMEOUT = seconds("TRACELEDGER_HEALTH_TIMEOUT", default=0.8)
+TRACELEDGER_HEALTH_TIMEOUT = seconds("TRACELEDGER_HEALTH_TIMEOUT", default=0.8, positive=True)
 # Detail reads are cached this long (s); events are immutable, so only memory bounds it.
 TRACELEDGER_EVENT_CACHE_TTL = integer("TRACELEDGER_EVENT_CACHE_TTL", default=86400)
 
@@ -249,7 +251,7 @@ ELASTICSEARCH_DSL = {
 }
 # A search waits at most this long for Elasticsearch before answering from PostgreSQL;
 # after BREAKER_FAILURES outages in a row it stops asking for BREAKER_RESET seconds.
-TRACELEDGER_SEARCH_TIMEOUT = seconds("TRACELEDGER_SEARCH_TIMEOUT", default=1.0)
+TRACELEDGER_SEARCH_TIMEOUT = seconds("TRACELEDGER_SEARCH_TIMEOUT", default=1.0, positive=True)
 TRACELEDGER_SEARCH_BREAKER_FAILURES = integer(
     "TRACELEDGER_SEARCH_BREAKER_FAILURES", default=3, minimum=1
 )

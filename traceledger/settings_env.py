@@ -47,7 +47,9 @@ def boolean(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use 1/0, true/false)")
 
 
-def seconds(name: str, *, default: float) -> float:
+def seconds(name: str, *, default: float, positive: bool = False) -> float:
+    """``positive``: 0 is refused too, for a timeout or an interval that cannot work at 0 (a
+    zero schedule is a tight loop, a zero socket timeout never waits for an answer)."""
     raw = env.str(name, default="").strip()
     if not raw:
         return default
@@ -56,8 +58,9 @@ def seconds(name: str, *, default: float) -> float:
     except ValueError:
         message = f"{name}={raw!r} is not a number of seconds (e.g. 0.5)"
         raise ImproperlyConfigured(message) from None
-    if not math.isfinite(value) or value < 0:
-        raise ImproperlyConfigured(f"{name}={raw!r} must be a finite number of seconds, >= 0")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ImproperlyConfigured(f"{name}={raw!r} must be a finite number of seconds, {bound}")
     return value
 
 

@@ -78,3 +78,50 @@ def test_taking_is_off_when_the_limit_is_zero(clock):
 )
 def test_contract_violation_names_what_breaks_the_message_contract(args, kwargs, broken):
     assert (contract_violation(args, kwargs) is not None) is broken
+
+
+class _Poison:
+    """A message of audit.ingest that breaks the contract (another task's name)."""
+
+    headers = {"task": "not.ours", "id": "poison-1"}
+    content_type = "application/json"
+    body = b"[[], {}, {}]"
+    delivery_info = {"routing_key": "audit.ingest"}
+    rejected = None
+
+    def reject(self, requeue):
+        self.rejected = requeue
+
+
+def test_a_rejected_extra_is_counted_and_logged_without_the_takers_request_id(monkeypatch):
+    from audit import metrics_worker
+    from traceledger.request_id import bound_request_id, current_request_id
+
+    monkeypatch.setattr(module, "dead_letter_note", lambda **kwargs: None)
+    seen = []
+    monkeypatch.setattr(module.logger, "error", lambda *args: seen.append(current_request_id()))
+    before = metrics_worker.BATCHES_REJECTED._value.get()
+    message = _Poison()
+
+    with bound_request_id("0123456789abcdef0123456789abcdef"):  # the task that took it
+        assert Coalescer("amqp://unused")._extra(message) is None
+
+    assert message.rejected is False  # rejected without requeue: RabbitMQ dead-letters it
+    assert metrics_worker.BATCHES_REJECTED._value.get() == before + 1
+    assert seen == [""]
+
+
+@pytest.mark.parametrize(("routing_key", "counted"), [("audit.ingest", 1), ("search.index", 0)])
+def test_messages_celery_rejects_before_a_task_runs_count_for_the_ingest_queue(
+    routing_key, counted
+):
+    from audit import metrics_worker, worker_signals
+
+    message = _Poison()
+    message.delivery_info = {"routing_key": routing_key}
+    before = metrics_worker.BATCHES_REJECTED._value.get()
+
+    worker_signals.count_rejected_message(message=message)
+    worker_signals.count_unknown_task(message=message)
+
+    assert metrics_worker.BATCHES_REJECTED._value.get() == before + 2 * counted

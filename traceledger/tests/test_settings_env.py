@@ -58,10 +58,20 @@ def test_a_signing_key_that_is_not_an_ed25519_private_key_is_refused():
     )
 
 
+def test_a_timeout_or_interval_that_cannot_work_at_zero_refuses_it(monkeypatch):
+    monkeypatch.setenv("TL_TEST_SECONDS", "0")
+    assert seconds("TL_TEST_SECONDS", default=1.0) == 0.0
+    with pytest.raises(ImproperlyConfigured, match="TL_TEST_SECONDS='0' must be .* > 0"):
+        seconds("TL_TEST_SECONDS", default=1.0, positive=True)
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
         ({"TRACELEDGER_PUBLISH_TIMEOUT": "500ms"}, "TRACELEDGER_PUBLISH_TIMEOUT='500ms'"),
+        # beat sent the signing task 4,377 times in 6 s; readiness called every broker down
+        ({"TRACELEDGER_CHECKPOINT_SECONDS": "0"}, "TRACELEDGER_CHECKPOINT_SECONDS='0'"),
+        ({"TRACELEDGER_HEALTH_TIMEOUT": "0"}, "TRACELEDGER_HEALTH_TIMEOUT='0'"),
         ({"TRACELEDGER_RATELIMIT_INGEST": "5"}, "TRACELEDGER_RATELIMIT_INGEST='5'"),
         ({"TRACELEDGER_SIGNING_KEY": "garbage"}, "TRACELEDGER_SIGNING_KEY"),
     ],
