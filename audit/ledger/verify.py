@@ -17,7 +17,7 @@ from django.db import transaction
 
 from audit.ledger import selectors
 from audit.ledger.canonical import CanonicalError, event_hash
-from audit.ledger.signing import checkpoint_signature_valid
+from audit.ledger.signing import checkpoint_signature_valid, key_id
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,22 @@ def ledger_verify(
     )
 
 
+def _bad_signature(checkpoint) -> str:
+    """Why a checkpoint's signature fails, telling a key that differs from this process's
+    (a signer with another TRACELEDGER_SIGNING_KEY or data folder, a rotated key) from a
+    signature that does not match its own key. Both stay a break: the key id is stored
+    beside the checkpoint, so whoever could forge one could write any key id."""
+    where = f"checkpoint #{checkpoint.pk} at {checkpoint.sequence}"
+    ours = key_id()
+    if checkpoint.key_id != ours:
+        return (
+            f"{where} names signing key {checkpoint.key_id[:16]}…, not this process's key "
+            f"{ours[:16]}…: the signer used another TRACELEDGER_SIGNING_KEY or data folder, "
+            "the key was rotated, or the checkpoint was forged"
+        )
+    return f"{where} has an invalid signature for its key: altered or forged"
+
+
 def _verify(*, tenant_id, base, start, to_sequence, whole, state, progress, chunk_size) -> None:
     if base.checkpoint is not None:
         state["checkpoints"] += 1
@@ -118,11 +134,7 @@ def _verify(*, tenant_id, base, start, to_sequence, whole, state, progress, chun
             continue  # a purge checkpoint at the base: checked above
         state["checkpoints"] += 1
         if not checkpoint_signature_valid(checkpoint):
-            raise _Broken(
-                checkpoint.sequence,
-                f"checkpoint #{checkpoint.pk} at {checkpoint.sequence} has an invalid signature "
-                f"(or was signed by another key: {checkpoint.key_id[:16]}…)",
-            )
+            raise _Broken(checkpoint.sequence, _bad_signature(checkpoint))
         checkpoints.setdefault(checkpoint.sequence, []).append(checkpoint)
 
     # A snapshot: events committed after this read are newer than the verification and

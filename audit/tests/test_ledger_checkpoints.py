@@ -292,6 +292,21 @@ def test_verify_ledger_exits_1_naming_the_first_broken_sequence(tenant):
 
     assert exit_info.value.code == 1
     assert "acme: BROKEN at sequence 2" in out.getvalue()
+    assert "(1 events verified before it)" in out.getvalue()
+
+
+def test_verify_ledger_does_not_count_events_before_a_bad_signature(tenant):
+    # Signatures are checked before any event, so "0 events verified before it" misled.
+    chained_events_create(tenant_id=tenant.id, count=3)
+    checkpoints_sign()
+    Checkpoint.objects.filter(tenant_id=tenant.id).update(signature="00" * 64)
+    out = StringIO()
+
+    with pytest.raises(SystemExit):
+        call_command("verify_ledger", "--tenant", "acme", stdout=out, stderr=StringIO())
+
+    assert "acme: BROKEN at sequence 3" in out.getvalue()
+    assert "verified before it" not in out.getvalue()
 
 
 def test_verify_ledger_rejects_an_unknown_tenant_with_exit_2(db):

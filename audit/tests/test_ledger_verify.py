@@ -198,7 +198,27 @@ def test_it_rejects_a_checkpoint_whose_hash_was_changed(chain):
     type(good).objects.filter(pk=good.pk).update(hash="d" * 64)  # signature no longer matches
     result = ledger_verify(tenant_id=chain.id)
     assert (result.ok, result.first_bad_sequence) == (False, 5)
-    assert "signature" in result.reason
+    assert "invalid signature for its key" in result.reason
+
+
+def test_a_checkpoint_of_another_signing_key_is_named_as_such(chain):
+    from audit.ledger.signing import key_id
+
+    checkpoint = checkpoint_create(
+        tenant_id=chain.id,
+        sequence=5,
+        hash=AuditEvent.objects.get(tenant=chain, sequence=5).hash,
+        kind="periodic",
+    )
+    other = "ab" * 32  # as if signed where TRACELEDGER_SIGNING_KEY differs from this process's
+    type(checkpoint).objects.filter(pk=checkpoint.pk).update(key_id=other)
+
+    result = ledger_verify(tenant_id=chain.id)
+
+    assert (result.ok, result.first_bad_sequence) == (False, 5)
+    assert f"names signing key {other[:16]}…, not this process's key {key_id()[:16]}" in (
+        result.reason
+    )
 
 
 def test_progress_is_reported_for_every_checked_event(chain):

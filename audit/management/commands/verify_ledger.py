@@ -57,9 +57,11 @@ class Command(BaseCommand):
                 )
             else:
                 broken += 1
+                # Signatures are checked before any event: "0 verified" would mislead there.
+                before = f" ({result.checked} events verified before it)" if result.checked else ""
                 self.stdout.write(
                     f"{each.slug}: BROKEN at sequence {result.first_bad_sequence}: "
-                    f"{result.reason} ({result.checked} events verified before it)"
+                    f"{result.reason}{before}"
                 )
         if broken:
             self.stderr.write(f"{broken} of {len(tenants)} chains do not verify")
