@@ -61,7 +61,7 @@ def test_a_signing_key_that_is_not_an_ed25519_private_key_is_refused():
 def test_a_timeout_or_interval_that_cannot_work_at_zero_refuses_it(monkeypatch):
     monkeypatch.setenv("TL_TEST_SECONDS", "0")
     assert seconds("TL_TEST_SECONDS", default=1.0) == 0.0
-    with pytest.raises(ImproperlyConfigured, match="TL_TEST_SECONDS='0' must be .* > 0"):
+    with pytest.raises(ImproperlyConfigured, match=r"TL_TEST_SECONDS='0' must be .* > 0"):
         seconds("TL_TEST_SECONDS", default=1.0, positive=True)
 
 
