@@ -32,6 +32,20 @@ PYEOF
 }
 tcp_open() { "$PY" -c "import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2])), 1)" "$1" "$2" 2>/dev/null; }
 is_local() { case "$1" in localhost|127.0.0.1|::1) return 0;; *) return 1;; esac; }
+# RabbitMQ can accept TCP connections and never answer the AMQP handshake (seen on this
+# machine class with RabbitMQ 3.10): every test would then wait out its timeout. The
+# protocol header must be answered by a method frame (connection.start) within 5 s.
+amqp_answers() { "$PY" - "$1" "$2" <<'PYEOF' 2>/dev/null
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 2)
+s.settimeout(5)
+s.sendall(b"AMQP\x00\x00\x09\x01")
+sys.exit(0 if s.recv(1) == b"\x01" else 1)
+PYEOF
+}
+wait_for_amqp() { # host port seconds
+  for _ in $(seq 1 "$3"); do amqp_answers "$1" "$2" && return 0; sleep 1; done; return 1
+}
 wait_for() { # host port seconds
   for _ in $(seq 1 "$3"); do tcp_open "$1" "$2" && return 0; sleep 1; done; return 1
 }
@@ -108,6 +122,22 @@ ensure_rabbitmq() {
     say "starting RabbitMQ (takes a few seconds)"
     rabbitmq-server -detached || true
     wait_for "$host" "$port" 60 || give_up RabbitMQ "$host" "$port" CELERY_BROKER_URL
+  fi
+  if ! wait_for_amqp "$host" "$port" 3; then
+    say "RabbitMQ at $host:$port accepts connections but does not answer the AMQP handshake"
+    if is_local "$host" && command -v rabbitmq-server >/dev/null 2>&1; then
+      say "restarting RabbitMQ (its queues and messages are kept)"
+      timeout 60 rabbitmqctl -q stop >/dev/null 2>&1 || pkill -9 -f 'beam.smp.* rabbit' || true
+      sleep 2
+      rabbitmq-server -detached || true
+      wait_for_amqp "$host" "$port" 90 && { say "RabbitMQ answers again"; }
+    fi
+    if ! amqp_answers "$host" "$port"; then
+      say "RabbitMQ still does not answer: see its log (/var/log/rabbitmq/). As a last resort"
+      say "'rabbitmqctl stop_app; rabbitmqctl reset; rabbitmqctl start_app' empties it (every"
+      say "vhost, queue and message) and has brought it back here."
+      exit 1
+    fi
   fi
   if [ -n "$vhost" ] && [ "$vhost" != "/" ] && is_local "$host" && command -v rabbitmqctl >/dev/null 2>&1; then
     if ! rabbitmqctl -q list_vhosts 2>/dev/null | grep -qx "$vhost"; then
