@@ -33,12 +33,13 @@ def _exit_on_bad_settings() -> None:
 
     from django.core.exceptions import ImproperlyConfigured
 
+    from traceledger.settings_guard import exit_on_configuration_error
+
     module = os.environ.get("DJANGO_SETTINGS_MODULE", "traceledger.settings")
     try:
         importlib.import_module(module)
     except ImproperlyConfigured as exc:
-        print(f"configuration error: {exc}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        exit_on_configuration_error(exc)
     finally:
         sys.modules.pop(module, None)
 

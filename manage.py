@@ -14,7 +14,9 @@ def main() -> None:
     try:
         execute_from_command_line(sys.argv)
     except ImproperlyConfigured as exc:
-        _fail(f"configuration error: {exc}")
+        from traceledger.settings_guard import exit_on_configuration_error
+
+        exit_on_configuration_error(exc)
     except (OperationalError, InterfaceError) as exc:
         # libpq's message spans lines ("Is the server running…"): one line for logs and cron.
         _fail(f"database unavailable: {' '.join(str(exc).split()) or type(exc).__name__}")

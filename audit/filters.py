@@ -16,8 +16,9 @@ Semantics:
 Invalid values answer 400 with the field named (``DjangoFilterBackend`` raises a DRF
 ``ValidationError`` from the form errors). ``reject_unknown_params`` refuses the query
 string's other mistakes, also with the parameter named: an unknown parameter (a misspelt
-filter would silently return everything), a repeated one (only the last value would be
-applied), and an integer parameter that is not plain ASCII digits.
+filter would silently return everything) and a repeated one (only the last value would be
+applied). Integer parameters are read with ``plain_int`` where they are parsed (the
+pagination, the ledger's ``PlainIntegerField``).
 """
 
 import re
@@ -39,16 +40,13 @@ ACTION_FILTER_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\*?\Z")
 # Query parameters every filtered read understands besides the filters themselves.
 PAGING_PARAMS = frozenset({"cursor", "page_size", "tenant"})
 
-# Query parameters that are whole numbers wherever an endpoint takes them (the ledger's verify
-# range too, whose DRF IntegerField relies on this check). Python's int(), and so DRF's
-# IntegerField, also reads "1_0", "+5", " 5", non-ASCII digits (Arabic-Indic, fullwidth...)
-# and, in DRF, "5.0".
-INTEGER_PARAMS = frozenset({"page_size", "from_sequence", "to_sequence", "last"})
 _ASCII_DIGITS = re.compile(r"[0-9]+")
 
 
 def plain_int(raw: str) -> int | None:
-    """``raw`` as an int when it is plain ASCII digits, else None."""
+    """``raw`` as an int when it is plain ASCII digits, else None. Python's int(), and so
+    DRF's IntegerField, also reads "1_0", "+5", " 5", non-ASCII digits (Arabic-Indic,
+    fullwidth...) and, in DRF, "5.0"."""
     if _ASCII_DIGITS.fullmatch(raw) is None:
         return None
     try:
@@ -148,8 +146,8 @@ def reject_unknown_params(
     query_params, *, extra: Iterable[str] = (), paging: bool = True, filters: bool = True
 ) -> None:
     """400 naming every query parameter that is not ``tenant``, a filter, paging or ``extra``,
-    every one given more than once (each is single-valued: the view would read only the
-    last value), and every ``INTEGER_PARAMS`` value that is not plain ASCII digits."""
+    and every one given more than once (each is single-valued: the view would read only the
+    last value)."""
     allowed = (
         {"tenant"}
         | (FILTER_NAMES if filters else set())
@@ -159,13 +157,10 @@ def reject_unknown_params(
     errors: dict[str, list[str]] = {}
     unknown = set(query_params) - allowed
     for name in sorted(query_params):
-        values = query_params.getlist(name)
         if name in unknown:
             errors[name] = [f"Unknown query parameter; allowed: {', '.join(sorted(allowed))}."]
-        elif len(values) > 1:
+        elif len(query_params.getlist(name)) > 1:
             errors[name] = ["Given more than once; give it once."]
-        elif name in INTEGER_PARAMS and values[0] != "" and plain_int(values[0]) is None:
-            errors[name] = ["Must be a whole number written in the digits 0-9."]
     if errors:
         raise ValidationError(errors)
 

@@ -1,7 +1,6 @@
 """The Celery application: ``celery -A traceledger worker`` / ``celery -A traceledger beat``."""
 
 import os
-import sys
 
 from celery import Celery
 
@@ -22,11 +21,12 @@ def _exit_on_bad_settings(sender=None, **kwargs) -> None:
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
 
+    from traceledger.settings_guard import exit_on_configuration_error
+
     try:
         settings.INSTALLED_APPS  # noqa: B018 (loads the settings module)
     except ImproperlyConfigured as exc:
-        print(f"configuration error: {exc}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        exit_on_configuration_error(exc)
 
 
 app.config_from_object("django.conf:settings", namespace="CELERY")

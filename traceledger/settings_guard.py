@@ -1,4 +1,7 @@
-"""Refuse to start a production process with development defaults."""
+"""Refuse to start a production process with development defaults or bad settings."""
+
+import sys
+from typing import NoReturn
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -39,3 +42,10 @@ def guard_signing_key(pem: str) -> None:
             "TRACELEDGER_SIGNING_KEY (or TRACELEDGER_SIGNING_KEY_FILE) is not an unencrypted PEM "
             "Ed25519 private key (make one with: openssl genpkey -algorithm ed25519)"
         )
+
+
+def exit_on_configuration_error(exc: ImproperlyConfigured) -> NoReturn:
+    """What every process prints for a bad setting (manage.py, celery worker and beat,
+    gunicorn): one line naming the variable, exit 2, instead of a traceback."""
+    print(f"configuration error: {exc}", file=sys.stderr, flush=True)
+    sys.exit(2)

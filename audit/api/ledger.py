@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 from accounts.permissions import CanRead
 from accounts.principal import get_principal
 from audit.api.pagination import MAX_PAGE_SIZE, StrictCursorPagination
-from audit.filters import TENANT_PARAMETER, reject_unknown_params
+from audit.filters import TENANT_PARAMETER, plain_int, reject_unknown_params
 from audit.ledger import selectors
 from audit.ledger.canonical import format_timestamp
 from audit.ledger.signing import key_id, public_key_pem
@@ -49,10 +49,19 @@ VERIFY_MAX_EVENTS = 20_000
 VERIFY_PARAMS = frozenset({"from_sequence", "to_sequence", "last"})
 
 
+class PlainIntegerField(serializers.IntegerField):
+    """DRF's IntegerField reading only plain ASCII digits (``plain_int``)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and plain_int(data) is None:
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class VerifyInputSerializer(serializers.Serializer):
-    from_sequence = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
-    to_sequence = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
-    last = serializers.IntegerField(required=False, min_value=1, max_value=VERIFY_MAX_EVENTS)
+    from_sequence = PlainIntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    to_sequence = PlainIntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    last = PlainIntegerField(required=False, min_value=1, max_value=VERIFY_MAX_EVENTS)
     tenant = serializers.CharField(required=False, allow_blank=True)
 
     def validate(self, attrs):
