@@ -45,7 +45,10 @@ class IngestMixin:
         ],
         responses={
             202: IngestAcceptedSerializer,
-            400: OpenApiResponse(description="Invalid JSON or invalid fields, each named."),
+            400: OpenApiResponse(
+                description="Invalid JSON, invalid fields, or a query parameter other than "
+                "one `tenant`, each named."
+            ),
             401: OpenApiResponse(description="No or invalid credentials."),
             403: OpenApiResponse(
                 description="The credential lacks the `ingest` scope, or `tenant` names "
