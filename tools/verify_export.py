@@ -18,7 +18,9 @@ after a ``purge`` checkpoint given with ``--checkpoint`` (its ``hash`` is the fi
 which sequence on the chain was verified. A file without events does not verify.
 
 ``--checkpoint`` (one checkpoint object, or a page of ``GET /api/v1/ledger/checkpoints``;
-repeatable) is verified with the Ed25519 public key: of the given checkpoints, the one with the
+repeatable) is verified with the Ed25519 public key its ``key_id`` names, among those given with
+``--public-key`` (a file may hold several, e.g. the current key and the retired ones after a
+key rotation): of the given checkpoints, the one with the
 highest sequence that falls within the export must verify and match the exported event at its
 sequence (a ``purge`` checkpoint: the ``prev_hash`` of the event after it). Checkpoints beyond
 the export's last event (signed after it, e.g. after the export's own ``audit_log.export``
@@ -33,11 +35,13 @@ import hashlib
 import ipaddress
 import json
 import math
+import re
 import sys
 import uuid
 from datetime import UTC, datetime
 
 GENESIS_HASH = "0" * 64
+PEM_PUBLIC_KEY = re.compile(r"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.DOTALL)
 STRING_FIELDS = (
     "event_id",
     "action",
@@ -361,23 +365,60 @@ def checkpoint_label(checkpoint: dict) -> str:
     return f"checkpoint{number} at sequence {checkpoint['sequence']}"
 
 
-def verify_signature(checkpoint: dict, public_key_pem: str) -> None:
+def _crypto():
     try:
         from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-        from cryptography.hazmat.primitives.serialization import load_pem_public_key
     except ImportError as exc:  # pragma: no cover - depends on the machine
         raise Failure("checking a checkpoint needs the 'cryptography' package") from exc
-    key = load_pem_public_key(public_key_pem.encode())
-    if not isinstance(key, Ed25519PublicKey):
-        raise Failure("the public key is not an Ed25519 key")
-    try:
-        key.verify(bytes.fromhex(checkpoint["signature"]), checkpoint_message(checkpoint))
-    except (InvalidSignature, Invalid, TypeError, ValueError) as exc:
+    return InvalidSignature, serialization, Ed25519PublicKey
+
+
+def load_public_keys(texts: list[str]) -> dict:
+    """Every Ed25519 public key in the given PEM texts (a file may hold several, as
+    ``manage.py ledger_public_key --retired`` prints them), by key id: the lowercase hex
+    SHA-256 of the raw key, which a checkpoint's ``key_id`` names."""
+    _, serialization, ed25519_public_key = _crypto()
+    keys = {}
+    for text in texts:
+        blocks = PEM_PUBLIC_KEY.findall(text)
+        if not blocks:
+            raise ValueError("a --public-key file holds no PEM public key")
+        for block in blocks:
+            key = serialization.load_pem_public_key(block.encode())
+            if not isinstance(key, ed25519_public_key):
+                raise Failure("the public key is not an Ed25519 key")
+            raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            keys[hashlib.sha256(raw).hexdigest()] = key
+    return keys
+
+
+def verify_signature(checkpoint: dict, keys: dict) -> None:
+    """The checkpoint's signature by the key its ``key_id`` names (among ``keys``); a
+    checkpoint without a ``key_id`` may be signed by any of them."""
+    invalid_signature, _, _ = _crypto()
+    label = checkpoint_label(checkpoint)
+    wanted = checkpoint.get("key_id")
+    if wanted is None:
+        candidates = list(keys.values())
+    elif wanted in keys:
+        candidates = [keys[wanted]]
+    else:
+        given = ", ".join(f"{key_id[:16]}…" for key_id in keys)
         raise Failure(
-            f"{checkpoint_label(checkpoint)}: the signature does not verify",
+            f"{label} was signed by key {str(wanted)[:16]}…, which is not among the given "
+            f"public keys ({given}): give it with --public-key (a rotated-out key: manage.py "
+            "ledger_public_key --retired, or retired_keys of GET /api/v1/ledger/public-key)",
             sequence=checkpoint["sequence"],
-        ) from exc
+        )
+    for key in candidates:
+        try:
+            key.verify(bytes.fromhex(checkpoint["signature"]), checkpoint_message(checkpoint))
+        except (invalid_signature, Invalid, TypeError, ValueError):
+            continue
+        return
+    raise Failure(f"{label}: the signature does not verify", sequence=checkpoint["sequence"])
 
 
 def verify_checkpoint_against(checkpoint: dict, chain: dict[int, tuple]) -> None:
@@ -406,7 +447,7 @@ def verify_checkpoint_against(checkpoint: dict, chain: dict[int, tuple]) -> None
 def verify_start(
     chain: dict[int, tuple],
     checkpoints: list[dict] | None,
-    key_pem: str | None,
+    keys: dict | None,
     *,
     name: str,
     allow_gaps: bool,
@@ -426,7 +467,7 @@ def verify_start(
     purges = [c for c in checkpoints or () if c["kind"] == "purge"]
     anchors = [c for c in purges if c["sequence"] == first - 1]
     if anchors:
-        verify_signature(anchors[0], key_pem)
+        verify_signature(anchors[0], keys)
         verify_checkpoint_against(anchors[0], chain)
         label = checkpoint_label(anchors[0])
         return (
@@ -493,7 +534,13 @@ def main(argv=None) -> int:
         help="a checkpoint or a page of them (JSON) to check the export against; repeatable "
         "(e.g. a page of recent ones and the purge checkpoint)",
     )
-    parser.add_argument("--public-key", help="PEM public key (manage.py ledger_public_key)")
+    parser.add_argument(
+        "--public-key",
+        action="append",
+        help="PEM public key(s) (manage.py ledger_public_key; --retired adds rotated-out keys); "
+        "a file may hold several, and the option may be repeated: each checkpoint is checked "
+        "with the key its key_id names",
+    )
     parser.add_argument("--tenant", help="the tenant slug the checkpoints belong to")
     parser.add_argument(
         "--allow-gaps", action="store_true", help="a filtered export: do not require every sequence"
@@ -504,7 +551,7 @@ def main(argv=None) -> int:
         by_tenant = read_export(args.export)
         if not by_tenant:
             raise Failure("the export holds no events")
-        checkpoints, key_pem, checked = None, None, None
+        checkpoints, keys, checked = None, None, None
         if args.checkpoint:
             checkpoints = load_checkpoints(args.checkpoint)
             if not args.public_key:
@@ -517,8 +564,11 @@ def main(argv=None) -> int:
                     f"the checkpoints are of several tenants (tenant_id {', '.join(tenant_ids)}): "
                     "give one tenant's"
                 )
-            with open(args.public_key, encoding="utf-8") as handle:
-                key_pem = handle.read()
+            texts = []
+            for path in args.public_key:
+                with open(path, encoding="utf-8") as handle:
+                    texts.append(handle.read())
+            keys = load_public_keys(texts)
             if args.tenant:
                 if args.tenant not in by_tenant:
                     raise Failure(f"the export has no events of tenant {args.tenant!r}")
@@ -534,7 +584,7 @@ def main(argv=None) -> int:
             note, verified_from = verify_start(
                 chains[tenant],
                 checkpoints if tenant == checked else None,
-                key_pem,
+                keys,
                 name=name,
                 allow_gaps=args.allow_gaps,
             )
@@ -543,7 +593,7 @@ def main(argv=None) -> int:
             print(f"{name}: {len(events)} events verified{note}")
         if checkpoints:
             checkpoint = checkpoint_choose(checkpoints, chains[checked])
-            verify_signature(checkpoint, key_pem)
+            verify_signature(checkpoint, keys)
             verify_checkpoint_against(checkpoint, chains[checked])
             print(f"{checkpoint_label(checkpoint)}: signature and hash verified")
     except Failure as failure:

@@ -21,7 +21,11 @@ from traceledger.settings_env import (
     seconds,
     secret,
 )
-from traceledger.settings_guard import guard_production_settings, guard_signing_key
+from traceledger.settings_guard import (
+    guard_production_settings,
+    guard_retired_keys,
+    guard_signing_key,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -237,6 +241,9 @@ TRACELEDGER_INGEST_BACKLOG_RETRY_AFTER = integer(
 TRACELEDGER_PUBLISH_TIMEOUT = seconds("TRACELEDGER_PUBLISH_TIMEOUT", default=1.0, positive=True)
 TRACELEDGER_SIGNING_KEY = secret("TRACELEDGER_SIGNING_KEY", "")
 guard_signing_key(TRACELEDGER_SIGNING_KEY)
+# Public keys of rotated-out signing keys: their checkpoints keep verifying (docs/ledger.md).
+TRACELEDGER_SIGNING_RETIRED_KEYS = secret("TRACELEDGER_SIGNING_RETIRED_KEYS", "")
+guard_retired_keys(TRACELEDGER_SIGNING_RETIRED_KEYS)
 TRACELEDGER_HEALTH_TIMEOUT = seconds("TRACELEDGER_HEALTH_TIMEOUT", default=0.8, positive=True)
 # Detail reads are cached this long (s); events are immutable, so only memory bounds it.
 TRACELEDGER_EVENT_CACHE_TTL = integer("TRACELEDGER_EVENT_CACHE_TTL", default=86400)

@@ -44,6 +44,15 @@ def guard_signing_key(pem: str) -> None:
         )
 
 
+def guard_retired_keys(text: str) -> None:
+    """Retired checkpoint keys that are not Ed25519 public keys stop the process now, not at
+    the first verification of a checkpoint they signed."""
+    if text:
+        from audit.ledger.keyring import SETTING, public_keys_parse
+
+        public_keys_parse(text, source=f"{SETTING} (or {SETTING}_FILE)")
+
+
 def exit_on_configuration_error(exc: ImproperlyConfigured) -> NoReturn:
     """What every process prints for a bad setting (manage.py, celery worker and beat,
     gunicorn): one line naming the variable, exit 2, instead of a traceback."""

@@ -26,6 +26,7 @@ from audit.api.pagination import MAX_PAGE_SIZE, StrictCursorPagination
 from audit.filters import TENANT_PARAMETER, plain_int, reject_unknown_params
 from audit.ledger import selectors
 from audit.ledger.canonical import format_timestamp
+from audit.ledger.keyring import public_key_to_pem, retired_keys
 from audit.ledger.signing import key_id, public_key_pem
 from audit.ledger.verify import ledger_verify
 from audit.selectors import read_tenant_id
@@ -180,6 +181,39 @@ def _range_check(*, tenant_id: int, low: int, high: int, beyond: str) -> None:
         )
 
 
+def _keys() -> dict:
+    """The current public key and the retired ones (a checkpoint's ``key_id`` names which)."""
+    current = key_id()
+    return {
+        "key_id": current,
+        "public_key": public_key_pem(),
+        "retired_keys": [
+            {"key_id": retired_id, "public_key": public_key_to_pem(key)}
+            for retired_id, key in retired_keys().items()
+            if retired_id != current
+        ],
+    }
+
+
+_RETIRED_KEYS_SCHEMA = {
+    "type": "array",
+    "description": (
+        "Rotated-out keys (PEM, with their key_id): each still verifies the checkpoints "
+        "whose key_id it has."
+    ),
+    "items": {
+        "type": "object",
+        "properties": {"key_id": {"type": "string"}, "public_key": {"type": "string"}},
+        "required": ["key_id", "public_key"],
+    },
+}
+
+
+class RetiredKeySerializer(serializers.Serializer):
+    key_id = serializers.CharField()
+    public_key = serializers.CharField()
+
+
 class CheckpointSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     tenant_id = serializers.IntegerField(help_text="Signed as part of the message.")
@@ -219,8 +253,7 @@ class CheckpointPagination(StrictCursorPagination):
 
     def get_paginated_response(self, data):
         response = super().get_paginated_response(data)
-        response.data["key_id"] = key_id()
-        response.data["public_key"] = public_key_pem()
+        response.data.update(_keys())
         return response
 
     def get_paginated_response_schema(self, schema):
@@ -228,9 +261,10 @@ class CheckpointPagination(StrictCursorPagination):
         schema["properties"]["key_id"] = {"type": "string"}
         schema["properties"]["public_key"] = {
             "type": "string",
-            "description": "PEM public key that verifies the signatures.",
+            "description": "PEM public key that verifies the signatures of its key_id.",
         }
-        schema["required"] = [*schema.get("required", []), "key_id", "public_key"]
+        schema["properties"]["retired_keys"] = _RETIRED_KEYS_SCHEMA
+        schema["required"] = [*schema.get("required", []), "key_id", "public_key", "retired_keys"]
         return schema
 
 
@@ -240,7 +274,8 @@ class CheckpointPagination(StrictCursorPagination):
         summary="Signed checkpoints of the tenant's chain, newest first",
         description=(
             "Each checkpoint signs (tenant_id, sequence, hash, signed_at, kind, details) "
-            "with Ed25519; the page carries the public key and its key_id. See docs/ledger.md. "
+            "with Ed25519; the page carries the public key and its key_id, and the retired keys "
+            "that signed older checkpoints. See docs/ledger.md. "
             "Follow `next` until it is null. Unknown parameters are a 400."
         ),
         parameters=[TENANT_PARAMETER],
@@ -276,11 +311,17 @@ class LedgerPublicKeyView(APIView):
         responses={
             200: inline_serializer(
                 "LedgerPublicKey",
-                {"key_id": serializers.CharField(), "public_key": serializers.CharField()},
+                {
+                    "key_id": serializers.CharField(),
+                    "public_key": serializers.CharField(),
+                    "retired_keys": RetiredKeySerializer(
+                        many=True, help_text=_RETIRED_KEYS_SCHEMA["description"]
+                    ),
+                },
             ),
             **AUTH_ERRORS,
             **_KEY_UNAVAILABLE,
         },
     )
     def get(self, request):
-        return Response({"key_id": key_id(), "public_key": public_key_pem()})
+        return Response(_keys())

@@ -11,7 +11,8 @@ from django.utils import timezone
 from accounts.signals import SYSTEM_ACTOR, Actor
 from audit.ledger import selectors
 from audit.ledger.chain import chain_head_lock
-from audit.ledger.signing import checkpoint_sign, key_id, key_id_of, signing_key
+from audit.ledger.keyring import retired_keys
+from audit.ledger.signing import checkpoint_sign, key_id_of, signing_key, signing_key_rotate
 from audit.ledger.verify import ledger_verify
 from audit.models import AuditEvent, ChainHead, Checkpoint
 from audit.models.ledger import CheckpointKind
@@ -29,7 +30,7 @@ def checkpoint_create(
     """Sign and store the statement "tenant's chain had ``hash`` at ``sequence`` now"."""
     signed_at = timezone.now()
     details = details or {}
-    signature = checkpoint_sign(
+    signature, signed_by = checkpoint_sign(
         tenant_id=tenant_id,
         sequence=sequence,
         hash=hash,
@@ -43,7 +44,7 @@ def checkpoint_create(
         hash=hash,
         signed_at=signed_at,
         signature=signature,
-        key_id=key_id(),
+        key_id=signed_by,
         kind=kind,
         details=details,
     )
@@ -107,14 +108,13 @@ def _unsignable(head: ChainHead) -> str:
 
     A new checkpoint vouches for the chain: without this check a rewritten chain (hashes
     recomputed, head moved) got freshly signed, and a verifier holding only the newest
-    checkpoint would accept it. So the chain is verified from this key's latest checkpoint
-    (whose hash the stored chain must still have) to the head: the events since the last
-    tick, or the whole chain the first time.
+    checkpoint would accept it. So the chain is verified from the latest checkpoint of a key
+    this process trusts, current or retired (whose hash the stored chain must still have),
+    to the head: the events since the last tick, or the whole chain the first time.
     """
+    trusted = [key_id_of(signing_key(create=True).public_key()), *retired_keys()]
     last = (
-        Checkpoint.objects.filter(
-            tenant_id=head.tenant_id, key_id=key_id_of(signing_key(create=True).public_key())
-        )
+        Checkpoint.objects.filter(tenant_id=head.tenant_id, key_id__in=trusted)
         .order_by("-sequence")
         .values_list("sequence", flat=True)
         .first()
@@ -255,3 +255,26 @@ def events_purge(*, tenant_id: int, before: datetime, actor: Actor = SYSTEM_ACTO
         through_sequence=through,
         checkpoint=checkpoint,
     )
+
+
+def signing_key_rotate_recorded(*, actor: str) -> tuple[str, str]:
+    """Rotate the checkpoint signing key (``signing.signing_key_rotate``) and record it as
+    ``ledger.key_rotate`` in the system tenant's trail; returns (old, new) key ids."""
+    # Imported here: the submission service pulls in the publisher (as audit.receivers).
+    from audit.services.submission import record_system_event
+
+    old, new = signing_key_rotate()
+    record_system_event(
+        tenant_id=None,
+        action="ledger.key_rotate",
+        actor_id=actor[:256],
+        target_id=new,
+        target_type="signing_key",
+        description=(
+            f"Checkpoint signing key rotated by {actor}: {old[:16]}… retired (it still "
+            f"verifies the checkpoints it signed), {new[:16]}… signs from now on."
+        )[:2000],
+        metadata={"retired_key_id": old, "key_id": new},
+        severity="notice",
+    )
+    return old, new

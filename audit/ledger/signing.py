@@ -11,10 +11,13 @@ key signed a checkpoint.
 The signed message is the RFC 8785 serialization of
 ``{"details", "hash", "kind", "sequence", "signed_at", "tenant_id"}`` (``checkpoint_message``),
 re-implemented in ``tools/verify_export.py``.
+
+Rotation (``signing_key_rotate``) retires the current key to ``keyring`` (public part only)
+before replacing it, so the checkpoints it signed keep verifying.
 """
 
-import hashlib
 import os
+import secrets
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +31,13 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from audit.ledger.canonical import format_timestamp
+from audit.ledger.keyring import (
+    file_stamp,
+    key_id_of,
+    public_key_to_pem,
+    retired_key_append,
+    retired_keys,
+)
 from traceledger.errors import DependencyUnavailable
 
 KEY_FILE_NAME = "ledger-signing-key.pem"
@@ -35,6 +45,10 @@ KEY_FILE_NAME = "ledger-signing-key.pem"
 
 class SigningKeyMissing(DependencyUnavailable):
     """No signing key where this process looks for one (an API answers 503)."""
+
+
+class RotationRefused(Exception):
+    """The key cannot be rotated here (it comes from the environment, or there is none)."""
 
 
 def _key_file() -> Path:
@@ -59,7 +73,7 @@ def _load_or_create_key_file(path: Path) -> bytes:
 
 
 @lru_cache(maxsize=4)
-def _private_key(configured_pem: str, key_file: str, create: bool) -> Ed25519PrivateKey:
+def _private_key(configured_pem: str, key_file: str, create: bool, stamp=None) -> Ed25519PrivateKey:
     if configured_pem:
         pem = configured_pem.encode()
         source = "TRACELEDGER_SIGNING_KEY"
@@ -86,8 +100,14 @@ def _private_key(configured_pem: str, key_file: str, create: bool) -> Ed25519Pri
 
 
 def signing_key(*, create: bool = False) -> Ed25519PrivateKey:
-    """The key; with ``create``, generated into the data folder when there is none."""
-    return _private_key(settings.TRACELEDGER_SIGNING_KEY, str(_key_file()), create)
+    """The key; with ``create``, generated into the data folder when there is none.
+
+    Cached per content of the key file (its inode, time and size), so a key rotated by
+    another process is picked up at the next call, without a restart."""
+    configured = settings.TRACELEDGER_SIGNING_KEY
+    path = _key_file()
+    stamp = None if configured else file_stamp(path)
+    return _private_key(configured, str(path), create, stamp)
 
 
 def public_key() -> Ed25519PublicKey:
@@ -95,20 +115,62 @@ def public_key() -> Ed25519PublicKey:
 
 
 def public_key_pem() -> str:
-    return (
-        public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-
-
-def key_id_of(key: Ed25519PublicKey) -> str:
-    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()
+    return public_key_to_pem(public_key())
 
 
 def key_id() -> str:
     return key_id_of(public_key())
+
+
+def verification_key(wanted_key_id: str) -> Ed25519PublicKey | None:
+    """The public key with this id: the current key or a retired one; None when unknown."""
+    current = public_key()
+    if key_id_of(current) == wanted_key_id:
+        return current
+    return retired_keys().get(wanted_key_id)
+
+
+def signing_key_rotate() -> tuple[str, str]:
+    """Replace the data folder's signing key with a new one; returns (old, new) key ids.
+
+    The old public key is appended to the retired list (and synced) before the key file is
+    replaced, so at every moment each checkpoint's key is known: a crash in between leaves
+    the old key in both places, which is harmless. Checkpoints signed from now on use the
+    new key; every process picks it up at its next signature (see ``signing_key``).
+    """
+    if settings.TRACELEDGER_SIGNING_KEY:
+        raise RotationRefused(
+            "the signing key comes from TRACELEDGER_SIGNING_KEY: rotate it there (set the new "
+            "private key, and add the old public key, from manage.py ledger_public_key, to "
+            "TRACELEDGER_SIGNING_RETIRED_KEYS) and restart the processes"
+        )
+    path = _key_file()
+    if not path.exists():
+        raise RotationRefused(f"there is no signing key to rotate: {path} does not exist")
+    old = signing_key().public_key()
+    retired_key_append(old)
+    new = Ed25519PrivateKey.generate()
+    pem = new.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return key_id_of(old), key_id_of(new.public_key())
 
 
 def checkpoint_message(
@@ -132,16 +194,19 @@ def checkpoint_message(
     )
 
 
-def checkpoint_sign(**fields: Any) -> str:
-    """Hex Ed25519 signature of ``checkpoint_message(**fields)`` with the current key."""
-    return signing_key(create=True).sign(checkpoint_message(**fields)).hex()
+def checkpoint_sign(**fields: Any) -> tuple[str, str]:
+    """(hex Ed25519 signature of ``checkpoint_message(**fields)``, the signing key's id), both
+    from one read of the key, so a rotation in between cannot pair them wrongly."""
+    key = signing_key(create=True)
+    return key.sign(checkpoint_message(**fields)).hex(), key_id_of(key.public_key())
 
 
 def checkpoint_signature_valid(checkpoint, *, key: Ed25519PublicKey | None = None) -> bool:
     """Whether ``checkpoint`` (a ``Checkpoint``) carries a valid signature of its fields by
-    ``key`` (default: the current key). A checkpoint of another key id is not valid."""
-    key = key or public_key()
-    if checkpoint.key_id != key_id_of(key):
+    ``key`` (default: the key its ``key_id`` names, current or retired). A checkpoint of an
+    unknown key id, or of another id than ``key``'s, is not valid."""
+    key = key or verification_key(checkpoint.key_id)
+    if key is None or checkpoint.key_id != key_id_of(key):
         return False
     try:
         key.verify(

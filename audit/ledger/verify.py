@@ -17,7 +17,7 @@ from django.db import transaction
 
 from audit.ledger import selectors
 from audit.ledger.canonical import CanonicalError, event_hash
-from audit.ledger.signing import checkpoint_signature_valid, key_id
+from audit.ledger.signing import checkpoint_signature_valid, key_id, verification_key
 
 
 @dataclass(frozen=True)
@@ -103,17 +103,17 @@ def ledger_verify(
 
 
 def _bad_signature(checkpoint) -> str:
-    """Why a checkpoint's signature fails, telling a key that differs from this process's
-    (a signer with another TRACELEDGER_SIGNING_KEY or data folder, a rotated key) from a
-    signature that does not match its own key. Both stay a break: the key id is stored
-    beside the checkpoint, so whoever could forge one could write any key id."""
+    """Why a checkpoint's signature fails, telling a key this process does not know (a
+    signer with another TRACELEDGER_SIGNING_KEY or data folder, a rotated key not listed as
+    retired) from a signature that does not match its own key. Both stay a break: the key
+    id is stored beside the checkpoint, so whoever could forge one could write any key id."""
     where = f"checkpoint #{checkpoint.pk} at {checkpoint.sequence}"
-    ours = key_id()
-    if checkpoint.key_id != ours:
+    if verification_key(checkpoint.key_id) is None:
         return (
-            f"{where} names signing key {checkpoint.key_id[:16]}…, not this process's key "
-            f"{ours[:16]}…: the signer used another TRACELEDGER_SIGNING_KEY or data folder, "
-            "the key was rotated, or the checkpoint was forged"
+            f"{where} names signing key {checkpoint.key_id[:16]}…, which is neither this "
+            f"process's key {key_id()[:16]}… nor a retired one: the signer used another "
+            "TRACELEDGER_SIGNING_KEY or data folder, a rotated key is missing from "
+            "TRACELEDGER_SIGNING_RETIRED_KEYS, or the checkpoint was forged"
         )
     return f"{where} has an invalid signature for its key: altered or forged"
 

@@ -216,9 +216,10 @@ def test_a_checkpoint_of_another_signing_key_is_named_as_such(chain):
     result = ledger_verify(tenant_id=chain.id)
 
     assert (result.ok, result.first_bad_sequence) == (False, 5)
-    assert f"names signing key {other[:16]}…, not this process's key {key_id()[:16]}" in (
-        result.reason
-    )
+    assert (
+        f"names signing key {other[:16]}…, which is neither this process's key "
+        f"{key_id()[:16]}… nor a retired one"
+    ) in result.reason
 
 
 def test_progress_is_reported_for_every_checked_event(chain):
