@@ -20,6 +20,7 @@ from accounts import selectors, services
 from accounts.models import ApiKey, Role, Tenant, User
 from traceledger.admin_confirm import confirm_first
 from traceledger.admin_lookups import NoPatternLookupsMixin
+from traceledger.admin_selection import ValidSelectionMixin
 
 # The library registers its own (unused) key model; ours is accounts.ApiKey.
 if admin.site.is_registered(LibraryAPIKey):
@@ -92,7 +93,7 @@ class TenantAdminForm(forms.ModelForm):
 
 
 @admin.register(Tenant)
-class TenantAdmin(NoPatternLookupsMixin, admin.ModelAdmin):
+class TenantAdmin(ValidSelectionMixin, NoPatternLookupsMixin, admin.ModelAdmin):
     form = TenantAdminForm
     list_display = ["slug", "name", "created_at"]
     search_fields = ["slug", "name"]
@@ -151,7 +152,9 @@ class UserAdminCreationForm(
 
 
 @admin.register(User)
-class UserAdmin(_TenantAdminAccessMixin, NoPatternLookupsMixin, DjangoUserAdmin):
+class UserAdmin(
+    ValidSelectionMixin, _TenantAdminAccessMixin, NoPatternLookupsMixin, DjangoUserAdmin
+):
     form = UserAdminChangeForm
     add_form = UserAdminCreationForm
     list_display = ["username", "tenant", "role", "email", "is_active", "is_staff"]
@@ -238,7 +241,9 @@ class ApiKeyAdminForm(_NoSystemTenantMixin, forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(_TenantAdminAccessMixin, NoPatternLookupsMixin, APIKeyModelAdmin):
+class ApiKeyAdmin(
+    ValidSelectionMixin, _TenantAdminAccessMixin, NoPatternLookupsMixin, APIKeyModelAdmin
+):
     form = ApiKeyAdminForm
     list_display = [
         "prefix",

@@ -3,7 +3,7 @@ dead-letter replay and discard): one decorator and one template for every app.""
 
 import functools
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import quote
 from django.template.response import TemplateResponse
@@ -14,14 +14,18 @@ ACTION_CONFIRMATION_TEMPLATE = "admin/action_confirmation.html"
 CONFIRMATION_LISTED = 100
 
 
-def confirm_first(*, description: str, question: str, button: str, permissions=None):
+def confirm_first(*, description: str, question: str, button: str, permissions=None, warning=None):
     """``@admin.action`` for an irreversible action: the first POST (the changelist's "Go")
     answers an "Are you sure?" page, as Django's own ``delete_selected`` does; the action runs
     only when that page posts back with ``post=yes``.
 
     The page lists the selection and posts back the action, the selected ids and
     ``select_across`` to the same URL, so "select all N" still means the same filtered set;
-    "No, take me back" returns to the list with its filters.
+    "No, take me back" returns to the list with its filters. ``warning(queryset)`` may
+    return a sentence shown above the button (e.g. what the action will skip).
+
+    A selection of which nothing exists (any more) gets a message and the list again, not a
+    page asking to confirm an action on "0" objects.
     """
 
     def decorate(func):
@@ -29,6 +33,14 @@ def confirm_first(*, description: str, question: str, button: str, permissions=N
         def action(modeladmin, request, queryset):
             if request.POST.get("post") == "yes":
                 return func(modeladmin, request, queryset)
+            if not queryset.exists():
+                modeladmin.message_user(
+                    request,
+                    f"None of the selected {modeladmin.model._meta.verbose_name_plural} "
+                    "exist (any more): nothing to do.",
+                    messages.WARNING,
+                )
+                return None
             return action_confirmation(
                 modeladmin,
                 request,
@@ -37,6 +49,7 @@ def confirm_first(*, description: str, question: str, button: str, permissions=N
                 description=description,
                 question=question,
                 button=button,
+                warning=warning(queryset) if warning else "",
             )
 
         return admin.action(description=description, permissions=permissions)(action)
@@ -45,7 +58,15 @@ def confirm_first(*, description: str, question: str, button: str, permissions=N
 
 
 def action_confirmation(
-    modeladmin, request, queryset, *, action: str, description: str, question: str, button: str
+    modeladmin,
+    request,
+    queryset,
+    *,
+    action: str,
+    description: str,
+    question: str,
+    button: str,
+    warning: str = "",
 ) -> TemplateResponse:
     opts = modeladmin.model._meta
     shown = list(queryset[: CONFIRMATION_LISTED + 1])
@@ -68,6 +89,7 @@ def action_confirmation(
         "subtitle": None,
         "description": description,
         "question": question,
+        "warning": warning,
         "button": button,
         "action": action,
         "objects": objects,

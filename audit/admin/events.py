@@ -1,11 +1,9 @@
 """Audit events in the admin: strictly read-only, tenant-scoped, fast on millions of rows."""
 
 import json
-import uuid
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.core.exceptions import ValidationError
 from django.db.models import Case, IntegerField, Value, When
 from django.http import HttpRequest, HttpResponseRedirect
@@ -31,6 +29,7 @@ from audit.admin.listing import (
 )
 from audit.models import AuditEvent, Severity
 from audit.selectors import event_queryset
+from traceledger.admin_selection import ValidSelectionMixin
 
 # Searches matching at most this many events are listed by id (see get_search_results).
 SEARCH_ID_CAP = 2000
@@ -59,7 +58,7 @@ def can_view_events(user) -> bool:
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ExportActionsMixin, admin.ModelAdmin):
+class AuditEventAdmin(ValidSelectionMixin, ExportActionsMixin, admin.ModelAdmin):
     list_display = (
         "occurred_at",
         "tenant",
@@ -196,17 +195,6 @@ class AuditEventAdmin(ExportActionsMixin, admin.ModelAdmin):
             query.pop(name, None)
         url = reverse("admin:audit_auditevent_changelist")
         return HttpResponseRedirect(f"{url}?{query.urlencode()}" if query else url)
-
-    def response_action(self, request, queryset):
-        # Event ids are UUIDs: anything else in a (hand-made) selection would reach the
-        # database as an invalid UUID and answer 500.
-        try:
-            for pk in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
-                uuid.UUID(pk)
-        except ValueError:
-            self.message_user(request, "The selection holds an invalid event id.", messages.ERROR)
-            return HttpResponseRedirect(request.get_full_path())
-        return super().response_action(request, queryset)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         response = super().change_view(request, object_id, form_url, extra_context)

@@ -9,15 +9,20 @@ import logging
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.db.models import CharField, Func
+from django.db.models.fields.json import KeyTransform
+from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from audit.models import DeadLetter, OutboxMessage
+from accounts.services import actor_for_user
+from accounts.signals import Actor
+from audit.models import DeadLetter, DeadLetterStatus, OutboxMessage
 from audit.selectors import outbox_backlog
-from audit.services.dead_letters import dlq_depth
+from audit.services.dead_letters import ReplayResult, dlq_depth
 from traceledger.admin_confirm import confirm_first
 from traceledger.admin_lookups import NoPatternLookupsMixin
+from traceledger.admin_selection import ValidSelectionMixin
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +37,36 @@ class _TenantScopedMixin:
         return queryset.filter(tenant_id=request.user.tenant_id)
 
 
+class JsonbTypeof(Func):
+    function = "jsonb_typeof"
+    output_field = CharField()
+
+
 def _pretty(value) -> str:
     text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
     return format_html('<pre class="tl-json">{}</pre>', text)
 
 
-def _actor(request) -> str:
-    return request.user.get_username()
+def _actor(request) -> Actor:
+    """The same identity as the person's other recorded actions (id, type, name)."""
+    return actor_for_user(request.user)
+
+
+def _replay_warning(queryset) -> str:
+    """What a replay of this selection would skip, said before it runs."""
+    fresh = queryset.filter(status=DeadLetterStatus.NEW)
+    not_new = queryset.count() - fresh.count()
+    unreplayable = fresh.exclude(
+        pk__in=fresh.annotate(
+            tenant_type=JsonbTypeof(KeyTransform("tenant_id", "payload")),
+            events_type=JsonbTypeof(KeyTransform("events", "payload")),
+        )
+        .filter(tenant_type="number", events_type="array")
+        .values("pk")
+    ).count()
+    skipped = ReplayResult(replayed=0, not_new=not_new, not_replayable=unreplayable)
+    text = skipped.skipped_text()
+    return f"These will be skipped: {text}." if text else ""
 
 
 def _actor_tenant_id(request) -> int | None:
@@ -48,7 +76,9 @@ def _actor_tenant_id(request) -> int | None:
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(NoPatternLookupsMixin, _TenantScopedMixin, admin.ModelAdmin):
+class DeadLetterAdmin(
+    ValidSelectionMixin, NoPatternLookupsMixin, _TenantScopedMixin, admin.ModelAdmin
+):
     change_list_template = "admin/audit/deadletter/change_list.html"
     list_display = (
         "id",
@@ -140,22 +170,25 @@ class DeadLetterAdmin(NoPatternLookupsMixin, _TenantScopedMixin, admin.ModelAdmi
         "this cannot be undone. Only letters still new are replayed.",
         button="Yes, replay them",
         permissions=("change",),
+        warning=_replay_warning,
     )
     def replay_selected(self, request, queryset):
         from audit.services.dead_letters import UnknownDeadLetters, dead_letters_replay
 
         ids = list(queryset.values_list("pk", flat=True))
         try:
-            replayed = dead_letters_replay(
+            result = dead_letters_replay(
                 ids=ids, actor=_actor(request), tenant_id=_actor_tenant_id(request)
             )
         except UnknownDeadLetters as exc:  # rows vanished since the page was rendered
             self.message_user(request, f"Nothing replayed: {exc}", messages.ERROR)
             return
+        skipped = result.skipped_text()
         self.message_user(
             request,
-            f"Replayed {replayed} of {len(ids)} selected dead letter(s) to audit.ingest.",
-            messages.SUCCESS if replayed else messages.WARNING,
+            f"Replayed {result.replayed} of {len(ids)} selected dead letter(s) to audit.ingest."
+            + (f" Skipped: {skipped}." if skipped else ""),
+            messages.SUCCESS if result.replayed and not skipped else messages.WARNING,
         )
 
     @confirm_first(
@@ -187,11 +220,17 @@ class DeadLetterAdmin(NoPatternLookupsMixin, _TenantScopedMixin, admin.ModelAdmi
         from audit.services.dead_letters import dead_letters_drain
         from audit.services.submission import record_system_event
 
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
         # Draining creates rows for every tenant: an operator-wide action.
         if not (request.user.is_superuser and self.has_change_permission(request)):
             raise PermissionDenied
+        if request.method != "POST":
+            # A bookmarked or typed URL: say where the button is instead of a blank 405.
+            self.message_user(
+                request,
+                "Pulling is the “Pull from RabbitMQ” button of this page (a POST).",
+                messages.INFO,
+            )
+            return HttpResponseRedirect(reverse("admin:audit_deadletter_changelist"))
         try:
             arrived = dead_letters_drain()
         except Exception as exc:  # RabbitMQ down: tell the operator, do not 500
@@ -205,9 +244,12 @@ class DeadLetterAdmin(NoPatternLookupsMixin, _TenantScopedMixin, admin.ModelAdmi
             record_system_event(
                 tenant_id=None,
                 action="dead_letter.drain",
-                actor_id=_actor(request),
-                actor_type="user",
-                description=f"{_actor(request)} pulled {arrived} dead letter(s) from RabbitMQ",
+                actor_id=_actor(request).id,
+                actor_type=_actor(request).type,
+                actor_name=_actor(request).name,
+                description=(
+                    f"{_actor(request).name} pulled {arrived} dead letter(s) from RabbitMQ"
+                ),
                 metadata={"arrived": arrived, "via": "admin"},
             )
             self.message_user(
@@ -217,7 +259,9 @@ class DeadLetterAdmin(NoPatternLookupsMixin, _TenantScopedMixin, admin.ModelAdmi
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(NoPatternLookupsMixin, _TenantScopedMixin, admin.ModelAdmin):
+class OutboxMessageAdmin(
+    ValidSelectionMixin, NoPatternLookupsMixin, _TenantScopedMixin, admin.ModelAdmin
+):
     """Read-only: the relay owns these rows. Visible so operators see the backlog."""
 
     change_list_template = "admin/audit/outboxmessage/change_list.html"

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
@@ -25,6 +26,7 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 from kombu import Connection
 
+from accounts.signals import Actor
 from audit import metrics_worker as metrics
 from audit.models import DeadLetter, DeadLetterStatus
 from traceledger.queues import DLQ, DLX_EXCHANGE, INGEST_QUEUE_NAME, INGEST_TASK_NAME
@@ -487,7 +489,7 @@ def _publish_ingest(payload: dict) -> None:
     )
 
 
-def _record(*, action: str, actor: str, letters: list[DeadLetter], tenant_id: int | None) -> None:
+def _record(*, action: str, actor: Actor, letters: list[DeadLetter], tenant_id: int | None) -> None:
     """Record the operator's action in the system tenant's trail (after our commit) and,
     when the actor is a tenant's staff (``tenant_id``), in that tenant's trail too: its
     compliance staff cannot read the system tenant's trail, yet the letters were theirs."""
@@ -497,11 +499,14 @@ def _record(*, action: str, actor: str, letters: list[DeadLetter], tenant_id: in
     verb = action.rsplit(".", 1)[-1]
     event = {
         "action": action,
-        "actor_id": actor[:256],
-        "actor_type": "user",
+        # The same identity as the person's other actions (id, type, name: accounts'
+        # actor_for_user), so filtering the trail by actor finds all of them.
+        "actor_id": actor.id[:256],
+        "actor_type": actor.type,
+        "actor_name": actor.name[:256],
         "target_type": "dead_letter",
         "target_id": ",".join(map(str, ids))[:256],
-        "description": f"{len(ids)} dead letter(s) {verb}ed by {actor}"[:2000],
+        "description": f"{len(ids)} dead letter(s) {verb}ed by {actor.name or actor.id}"[:2000],
         "metadata": {
             "dead_letter_ids": ids,
             "event_count": sum(letter.event_count for letter in letters),
@@ -520,34 +525,61 @@ def _replayable(payload) -> bool:
     )
 
 
-def dead_letters_replay(*, ids: list[int], actor: str, tenant_id: int | None = None) -> int:
-    """Republish dead letters to ``audit.ingest`` and mark them replayed; returns how many.
+@dataclass(frozen=True)
+class ReplayResult:
+    replayed: int
+    not_new: int  # already replayed or discarded
+    not_replayable: int  # no ingest batch to republish (not JSON, not a task, no tenant)
+
+    def skipped_text(self) -> str:
+        """Why letters were skipped, for people ("" when none were)."""
+        parts = []
+        if self.not_new:
+            parts.append(f"{self.not_new} no longer new (replayed or discarded already)")
+        if self.not_replayable:
+            parts.append(
+                f"{self.not_replayable} not replayable: the payload is not an ingest batch "
+                "(not JSON, not an audit.ingest_batch task, or no tenant and events), so "
+                "replaying cannot store anything; discard them once read"
+            )
+        return "; ".join(parts)
+
+
+def dead_letters_replay(
+    *, ids: list[int], actor: Actor, tenant_id: int | None = None
+) -> ReplayResult:
+    """Republish dead letters to ``audit.ingest`` and mark them replayed.
 
     Raises ``UnknownDeadLetters`` (and publishes nothing) when an id does not exist, or, with
     ``tenant_id`` (the actor is that tenant's staff), is not that tenant's; the replay is then
     recorded in that tenant's trail as well as the system tenant's. Letters that are not
-    ``new`` (already replayed or discarded) are skipped. Replaying twice is harmless anyway:
-    the worker drops events whose (tenant, event_id) is stored.
+    ``new`` (already replayed or discarded), or whose payload is no ingest batch, are skipped
+    and counted. Replaying twice is harmless anyway: the worker drops events whose
+    (tenant, event_id) is stored.
     """
     with transaction.atomic():
-        letters = [
-            letter
-            for letter in _selected(ids, tenant_id)
-            if letter.status == DeadLetterStatus.NEW and _replayable(letter.payload)
-        ]
+        selected = list(_selected(ids, tenant_id))
+        fresh = [letter for letter in selected if letter.status == DeadLetterStatus.NEW]
+        letters = [letter for letter in fresh if _replayable(letter.payload)]
         # Publish (confirmed) before the status commits: a failed commit only replays twice.
         for letter in letters:
             _publish_ingest(letter.payload)
         now = timezone.now()
         DeadLetter.objects.filter(pk__in=[letter.pk for letter in letters]).update(
-            status=DeadLetterStatus.REPLAYED, status_changed_at=now, status_changed_by=actor
+            status=DeadLetterStatus.REPLAYED,
+            status_changed_at=now,
+            status_changed_by=actor.name or actor.id,
         )
     if letters:
         _record(action="dead_letter.replay", actor=actor, letters=letters, tenant_id=tenant_id)
-    return len(letters)
+    return ReplayResult(
+        replayed=len(letters),
+        not_new=len(selected) - len(fresh),
+        not_replayable=len(fresh) - len(letters),
+    )
 
 
-def dead_letters_discard(*, ids: list[int], actor: str, tenant_id: int | None = None) -> int:
+def dead_letters_discard(*, ids: list[int], actor: Actor, tenant_id: int | None = None) -> int:
     """Mark dead letters discarded (kept for the record, never replayed); returns how many.
 
     ``tenant_id`` as for ``dead_letters_replay``: only that tenant's letters, and the discard
@@ -560,7 +592,7 @@ def dead_letters_discard(*, ids: list[int], actor: str, tenant_id: int | None = 
         DeadLetter.objects.filter(pk__in=[letter.pk for letter in letters]).update(
             status=DeadLetterStatus.DISCARDED,
             status_changed_at=timezone.now(),
-            status_changed_by=actor,
+            status_changed_by=actor.name or actor.id,
         )
     if letters:
         _record(action="dead_letter.discard", actor=actor, letters=letters, tenant_id=tenant_id)

@@ -329,7 +329,9 @@ def test_a_selection_holding_something_else_than_an_event_id_is_refused(
     )
 
     assert response.status_code == 302
-    assert page_messages(client.get(response.url)) == ["The selection holds an invalid event id."]
+    assert page_messages(client.get(response.url)) == [
+        "The selection holds an invalid audit event id."
+    ]
     assert not [call for call in recorded if call["action"] == "audit_log.export"]
 
 

@@ -6,6 +6,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from accounts.signals import Actor
 from audit.models import DeadLetter, DeadLetterStatus, OutboxMessage
 from audit.tests.ingest_support import make_event, purge_queues, queue_depth, wait_until
 from traceledger.celery import app
@@ -120,7 +121,12 @@ def test_discarding_marks_the_letters_and_records_the_operator_action(operator, 
     assert letters[0].status == DeadLetterStatus.DISCARDED
     assert letters[0].status_changed_by == "root"
     assert letters[1].status == DeadLetterStatus.NEW
-    assert [(c["action"], c["actor_id"]) for c in recorded] == [("dead_letter.discard", "root")]
+    # The same actor identity as the person's other actions (accounts' actor_for_user), so
+    # filtering the trail by actor finds all of them.
+    user = response.context["request"].user
+    assert [(c["action"], c["actor_id"], c["actor_type"], c["actor_name"]) for c in recorded] == [
+        ("dead_letter.discard", str(user.pk), "user", "root")
+    ]
 
 
 def test_replaying_republishes_to_the_ingest_queue_and_records_it(
@@ -224,14 +230,21 @@ def test_pull_from_rabbitmq_drains_the_dlq_reports_the_count_and_records_it(
     assert letter.message_id == task_id
     assert letter.payload["tenant_id"] == tenant.pk
     assert [(c["action"], c["metadata"]["arrived"]) for c in recorded] == [("dead_letter.drain", 1)]
+    assert (recorded[0]["actor_id"], recorded[0]["actor_name"]) == (
+        str(response.context["request"].user.pk),
+        "root",
+    )
 
 
 def test_pull_is_a_csrf_checked_post(superuser, clean_queues):
     client = Client(enforce_csrf_checks=True)
     client.force_login(superuser)
 
-    assert client.get(PULL).status_code == 405
     assert client.post(PULL).status_code == 403  # no CSRF token
+    # A typed or bookmarked URL pulls nothing and says where the button is.
+    response = client.get(PULL, follow=True)
+    assert response.redirect_chain == [(DEAD_LETTERS, 302)]
+    assert "“Pull from RabbitMQ” button" in response.content.decode()
 
 
 def test_pull_reports_an_unreachable_broker_instead_of_failing(operator, monkeypatch, recorded):
@@ -300,9 +313,10 @@ def test_tenant_staffs_discard_or_replay_is_recorded_in_their_own_trail_and_the_
     assert letter.status != DeadLetterStatus.NEW
     # tenant_id None is the system tenant's trail (record_system_event's convention).
     assert len(recorded) == 2
-    assert {(c["action"], c["tenant_id"], c["actor_id"]) for c in recorded} == {
-        (recorded_action, None, "owner"),
-        (recorded_action, tenant.pk, "owner"),
+    owner_id = str(tenant.users.get(username="owner").pk)
+    assert {(c["action"], c["tenant_id"], c["actor_id"], c["actor_name"]) for c in recorded} == {
+        (recorded_action, None, owner_id, "owner"),
+        (recorded_action, tenant.pk, owner_id, "owner"),
     }
     assert all(c["metadata"]["dead_letter_ids"] == [letter.pk] for c in recorded)
 
@@ -326,7 +340,9 @@ def test_the_service_refuses_another_tenants_letters_to_tenant_staff(
     theirs = dead_letter(other_tenant)
 
     with pytest.raises(UnknownDeadLetters):
-        dead_letters_discard(ids=[theirs.pk], actor="owner", tenant_id=tenant.pk)
+        dead_letters_discard(
+            ids=[theirs.pk], actor=Actor(id="owner", type="user", name="owner"), tenant_id=tenant.pk
+        )
 
     theirs.refresh_from_db()
     assert theirs.status == DeadLetterStatus.NEW
@@ -356,3 +372,64 @@ def test_the_outbox_is_listed_read_only_with_its_backlog(operator, tenant):
 
 def test_a_pattern_lookup_in_a_hand_edited_url_is_a_400_not_a_500(operator):
     assert operator.get(DEAD_LETTERS, {"reason__regex": "("}).status_code == 400
+
+
+def test_replaying_letters_that_hold_no_batch_says_why_before_and_after(
+    operator, tenant, recorded, clean_queues
+):
+    """Letters whose payload is no ingest batch stay new: the operator is told to discard
+    them, on the confirmation page and in the result, instead of "Replayed 0 of 2"."""
+    not_json = dead_letter(tenant, payload={"body": "not json"}, task_name="")
+    done = dead_letter(tenant, status=DeadLetterStatus.DISCARDED)
+    good = dead_letter(tenant)
+    selection = {"action": "replay_selected", "_selected_action": [not_json.pk, done.pk, good.pk]}
+
+    question = operator.post(DEAD_LETTERS, {**selection, "index": "0"}).content.decode()
+    result = operator.post(DEAD_LETTERS, {**selection, "post": "yes"}, follow=True)
+
+    assert "These will be skipped: 1 no longer new" in question
+    assert "1 not replayable: the payload is not an ingest batch" in question
+    body = result.content.decode()
+    assert "Replayed 1 of 3 selected dead letter(s) to audit.ingest. Skipped: 1 no longer" in body
+    assert "discard them once read" in body
+    not_json.refresh_from_db()
+    assert not_json.status == DeadLetterStatus.NEW
+    assert [c["metadata"]["dead_letter_ids"] for c in recorded] == [[good.pk]]
+
+
+@pytest.mark.parametrize(
+    "changelist",
+    [
+        DEAD_LETTERS,
+        reverse("admin:accounts_user_changelist"),
+        reverse("admin:audit_auditevent_changelist"),
+    ],
+)
+def test_a_hand_made_selection_that_is_not_an_id_is_refused_not_a_500(operator, changelist):
+    action = {
+        DEAD_LETTERS: "discard_selected",
+    }.get(changelist, "delete_selected")
+    if "auditevent" in changelist:
+        action = "export_csv"
+
+    response = operator.post(
+        changelist, {"action": action, "_selected_action": ["abc"], "index": "0"}, follow=True
+    )
+
+    assert response.status_code == 200
+    assert "The selection holds an invalid" in response.content.decode()
+
+
+def test_a_selection_of_letters_that_no_longer_exist_is_not_offered_for_confirmation(
+    operator, recorded
+):
+    response = operator.post(
+        DEAD_LETTERS,
+        {"action": "discard_selected", "_selected_action": ["987654"], "index": "0"},
+        follow=True,
+    )
+
+    body = response.content.decode()
+    assert "Are you sure?" not in body
+    assert "None of the selected dead letters exist (any more): nothing to do." in body
+    assert recorded == []

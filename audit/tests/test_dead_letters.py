@@ -14,6 +14,7 @@ from django.db import OperationalError, connection
 from kombu import Connection, Producer
 
 from accounts.models import Tenant
+from accounts.signals import Actor
 from audit.models import AuditEvent, DeadLetter, DeadLetterStatus
 from audit.services import dead_letters as service
 from audit.services.ingest import RejectedEvent
@@ -268,7 +269,9 @@ def test_replay_all_republishes_new_dead_letters_once(tenant, system_tenant):
         dead_letter_event(tenant.pk)
     service.dead_letters_drain()
     first = DeadLetter.objects.order_by("pk").first()
-    service.dead_letters_discard(ids=[first.pk], actor="ops-bob")
+    service.dead_letters_discard(
+        ids=[first.pk], actor=Actor(id="ops-bob", type="user", name="ops-bob")
+    )
 
     before = queue_depth(INGEST_QUEUE.name)
     out = StringIO()
@@ -289,8 +292,18 @@ def test_discard_marks_dead_letters_and_is_recorded(tenant, system_tenant):
     letter = DeadLetter.objects.get()
     before = queue_depth(INGEST_QUEUE.name)
 
-    assert service.dead_letters_discard(ids=[letter.pk], actor="ops-bob") == 1
-    assert service.dead_letters_discard(ids=[letter.pk], actor="ops-bob") == 0
+    assert (
+        service.dead_letters_discard(
+            ids=[letter.pk], actor=Actor(id="ops-bob", type="user", name="ops-bob")
+        )
+        == 1
+    )
+    assert (
+        service.dead_letters_discard(
+            ids=[letter.pk], actor=Actor(id="ops-bob", type="user", name="ops-bob")
+        )
+        == 0
+    )
 
     letter.refresh_from_db()
     assert (letter.status, letter.status_changed_by) == (DeadLetterStatus.DISCARDED, "ops-bob")

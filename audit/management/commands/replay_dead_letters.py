@@ -4,6 +4,7 @@ import getpass
 
 from django.core.management.base import BaseCommand, CommandError
 
+from accounts.signals import Actor
 from audit.services.dead_letters import (
     UnknownDeadLetters,
     dead_letter_ids_new,
@@ -41,11 +42,11 @@ class Command(BaseCommand):
             if not ids:
                 self.stdout.write("no new dead letters to replay")
                 return
-        actor = actor or f"cli:{getpass.getuser()}"
+        name = actor or f"cli:{getpass.getuser()}"
         try:
-            replayed = dead_letters_replay(ids=ids, actor=actor)
+            result = dead_letters_replay(ids=ids, actor=Actor(id=name, type="user", name=name))
         except UnknownDeadLetters as exc:
             raise CommandError(str(exc)) from exc
-        skipped = len(ids) - replayed
-        note = f" ({skipped} skipped: not new, or no replayable payload)" if skipped else ""
-        self.stdout.write(f"replayed {replayed} dead letter(s){note}")
+        skipped = result.skipped_text()
+        note = f" (skipped: {skipped})" if skipped else ""
+        self.stdout.write(f"replayed {result.replayed} dead letter(s){note}")
