@@ -20,6 +20,7 @@ from accounts import selectors, services
 from accounts.models import ApiKey, Role, Tenant, User
 from traceledger.admin_confirm import confirm_first
 from traceledger.admin_lookups import NoPatternLookupsMixin
+from traceledger.admin_pages import PageRangeMixin
 from traceledger.admin_selection import ValidSelectionMixin
 
 # The library registers its own (unused) key model; ours is accounts.ApiKey.
@@ -153,7 +154,11 @@ class UserAdminCreationForm(
 
 @admin.register(User)
 class UserAdmin(
-    ValidSelectionMixin, _TenantAdminAccessMixin, NoPatternLookupsMixin, DjangoUserAdmin
+    ValidSelectionMixin,
+    PageRangeMixin,
+    _TenantAdminAccessMixin,
+    NoPatternLookupsMixin,
+    DjangoUserAdmin,
 ):
     form = UserAdminChangeForm
     add_form = UserAdminCreationForm
@@ -242,7 +247,11 @@ class ApiKeyAdminForm(_NoSystemTenantMixin, forms.ModelForm):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(
-    ValidSelectionMixin, _TenantAdminAccessMixin, NoPatternLookupsMixin, APIKeyModelAdmin
+    ValidSelectionMixin,
+    PageRangeMixin,
+    _TenantAdminAccessMixin,
+    NoPatternLookupsMixin,
+    APIKeyModelAdmin,
 ):
     form = ApiKeyAdminForm
     list_display = [

@@ -29,6 +29,7 @@ from audit.admin.listing import (
 )
 from audit.models import AuditEvent, Severity
 from audit.selectors import event_queryset
+from traceledger.admin_pages import PageRangeMixin
 from traceledger.admin_selection import ValidSelectionMixin
 
 # Searches matching at most this many events are listed by id (see get_search_results).
@@ -58,7 +59,7 @@ def can_view_events(user) -> bool:
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ValidSelectionMixin, ExportActionsMixin, admin.ModelAdmin):
+class AuditEventAdmin(ValidSelectionMixin, PageRangeMixin, ExportActionsMixin, admin.ModelAdmin):
     list_display = (
         "occurred_at",
         "tenant",

@@ -7,6 +7,7 @@ of the tenant whose events were exported.
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import PAGE_VAR
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect, StreamingHttpResponse
 from django.utils import timezone
@@ -68,11 +69,16 @@ class ExportActionsMixin:
             return self.without_bad_params(request, problems, "Cannot export")
         request.GET = request.GET.copy()
         fmt = request.GET.pop("format", ["csv"])[-1]
+        # An export is of the list's filter, whatever page the list was on.
+        request.GET.pop(PAGE_VAR, None)
         if fmt not in FORMATS:
             self.message_user(
                 request, f"format must be one of {', '.join(FORMATS)}", messages.ERROR
             )
-            return HttpResponseRedirect("../")
+            # Back to the list as it was filtered, not to the whole trail.
+            return HttpResponseRedirect(
+                "../" + (f"?{request.GET.urlencode()}" if request.GET else "")
+            )
         try:
             queryset = self.get_changelist_instance(request).get_queryset(request)
         except IncorrectLookupParameters as exc:

@@ -22,6 +22,7 @@ from django.utils.functional import cached_property
 
 from accounts.models import Tenant
 from traceledger.admin_lookups import PATTERN_LOOKUPS
+from traceledger.admin_pages import PageCheckedChangeListMixin
 
 # Below this planner estimate an exact COUNT(*) is cheap enough and reads better. Keep it
 # above the event admin's ``list_max_show_all``: "Show all" is offered only for a count
@@ -195,7 +196,7 @@ def _periods(first: dt.datetime, last: dt.datetime, kind: str):
         raise ValueError(f"unsupported date hierarchy kind {kind!r}")
 
 
-class EventChangeList(ChangeList):
+class EventChangeList(PageCheckedChangeListMixin, ChangeList):
     """The event list's changelist: says "N results (Show all)" only when something narrows it.
 
     With ``show_full_result_count = False`` Django never knows the unfiltered total, so its

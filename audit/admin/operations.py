@@ -22,6 +22,7 @@ from audit.selectors import outbox_backlog
 from audit.services.dead_letters import ReplayResult, dlq_depth
 from traceledger.admin_confirm import confirm_first
 from traceledger.admin_lookups import NoPatternLookupsMixin
+from traceledger.admin_pages import PageRangeMixin
 from traceledger.admin_selection import ValidSelectionMixin
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,11 @@ def _actor_tenant_id(request) -> int | None:
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(
-    ValidSelectionMixin, NoPatternLookupsMixin, _TenantScopedMixin, admin.ModelAdmin
+    ValidSelectionMixin,
+    PageRangeMixin,
+    NoPatternLookupsMixin,
+    _TenantScopedMixin,
+    admin.ModelAdmin,
 ):
     change_list_template = "admin/audit/deadletter/change_list.html"
     list_display = (
@@ -260,7 +265,11 @@ class DeadLetterAdmin(
 
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(
-    ValidSelectionMixin, NoPatternLookupsMixin, _TenantScopedMixin, admin.ModelAdmin
+    ValidSelectionMixin,
+    PageRangeMixin,
+    NoPatternLookupsMixin,
+    _TenantScopedMixin,
+    admin.ModelAdmin,
 ):
     """Read-only: the relay owns these rows. Visible so operators see the backlog."""
 

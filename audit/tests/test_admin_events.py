@@ -737,3 +737,41 @@ def test_the_dashboard_is_not_shown_to_staff_who_cannot_browse_events(client, te
     body = login(client, staff).get(reverse("admin:index")).content.decode()
 
     assert "tl-dashboard" not in body
+
+
+def test_a_page_beyond_the_end_keeps_the_filters_and_shows_the_last_page(client, tenant, auditor):
+    """A stale or shared link (?p=999) used to land on ?e=1: the whole trail, unfiltered,
+    without a word, read as the filtered list."""
+    events_create(tenant_id=tenant.pk, count=60, outcome="failure")
+    event_create(tenant_id=tenant.pk, outcome="success")
+    login(client, auditor)
+
+    first = client.get(CHANGELIST, {"outcome__exact": "failure", "p": "999"})
+    page = client.get(first.url)
+
+    assert first.status_code == 302
+    assert first.url == f"{CHANGELIST}?outcome__exact=failure&p=2"
+    assert [event.outcome for event in results(page)] == ["failure"] * 10
+    assert page_messages(page) == [
+        "There is no page 999 of this list with these filters: it has 2. Showing the last "
+        "page, filters kept."
+    ]
+
+
+def test_an_export_with_a_bad_format_goes_back_to_the_filtered_list(client, tenant, auditor):
+    event_create(tenant_id=tenant.pk)
+
+    response = login(client, auditor).get(EXPORT, {"format": "xml", "outcome__exact": "failure"})
+
+    assert response.status_code == 302
+    assert response.url == "../?outcome__exact=failure"
+
+
+def test_an_export_ignores_the_page_the_list_was_on(client, tenant, auditor, recorded):
+    events_create(tenant_id=tenant.pk, count=60)
+
+    response = login(client, auditor).get(EXPORT, {"format": "csv", "p": "999"})
+
+    assert response.status_code == 200
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert len(rows) == 61  # the header and every event of the (unfiltered) tenant
