@@ -135,7 +135,15 @@ class _TenantUnlessSuperuserMixin:
     def clean(self):
         cleaned = super().clean()
         is_superuser = cleaned.get("is_superuser", getattr(self.instance, "is_superuser", False))
-        if "tenant" in self.fields and not cleaned.get("tenant") and not is_superuser:
+        # A tenant refused by its own check (the system tenant) already says why: adding
+        # "choose one" after it would contradict the choice the user did make.
+        refused = self.has_error("tenant")
+        if (
+            "tenant" in self.fields
+            and not cleaned.get("tenant")
+            and not is_superuser
+            and not refused
+        ):
             self.add_error(
                 "tenant", "Every user except a superuser belongs to a tenant: choose one."
             )

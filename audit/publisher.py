@@ -41,6 +41,7 @@ from audit import metrics
 from audit.topology import broker_connection, topology_declare
 from audit.validation import new_id
 from traceledger.queues import AUDIT_EXCHANGE, INGEST_QUEUE_NAME, INGEST_TASK_NAME
+from traceledger.request_id import bound_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,8 @@ class OutgoingMessage:
     headers: dict
     task_id: str
     future: Future = field(default_factory=Future)
+    # The sending request's id, for the publisher thread's log lines (it has no request).
+    request_id: str | None = None
 
 
 def task_message(*, task_name: str, kwargs: dict) -> OutgoingMessage:
@@ -179,7 +182,9 @@ def task_message(*, task_name: str, kwargs: dict) -> OutgoingMessage:
     body = orjson.dumps(
         [[], kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
     )
-    return OutgoingMessage(body=body, headers=headers, task_id=task_id)
+    return OutgoingMessage(
+        body=body, headers=headers, task_id=task_id, request_id=kwargs.get("request_id")
+    )
 
 
 class Publisher:
@@ -264,7 +269,15 @@ class Publisher:
             try:
                 self._publish_confirmed(batch)
             except Exception as exc:
-                logger.warning("publish to RabbitMQ failed", extra={"error": repr(exc)})
+                # The thread serves many requests: name them, so that an operator can tell
+                # which requests' events went to the outbox (the line of a one-message batch
+                # carries its request id like any line of that request).
+                request_ids = [m.request_id for m in batch if m.request_id]
+                with bound_request_id(request_ids[0] if len(batch) == 1 and request_ids else ""):
+                    logger.warning(
+                        "publish to RabbitMQ failed",
+                        extra={"error": repr(exc), "request_ids": request_ids[:100]},
+                    )
                 self._drop_connection()
                 failure = exc if isinstance(exc, PublishError) else PublishError(repr(exc))
                 for message in batch:

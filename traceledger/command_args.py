@@ -21,3 +21,8 @@ def parse_moment(value: str, *, option: str, require_offset: bool = False) -> da
             raise CommandError(f"{option} {value!r} needs a UTC offset (e.g. 2026-01-01T00:00Z)")
         parsed = parsed.replace(tzinfo=UTC)
     return parsed
+
+
+def counted(number: int, noun: str) -> str:
+    """``1 event``, ``2 events``: command output read by people (and by cron mail)."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import connections
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 from kombu import Connection
 
@@ -127,12 +128,15 @@ def readiness() -> dict:
     return {"status": overall, "checks": results}
 
 
+# Exempt from CSRF so that a probe POSTing by mistake gets require_safe's 405, not a CSRF 403.
+@csrf_exempt
 @never_cache
 @require_safe
 def healthz(request):
     return JsonResponse({"status": "ok"})
 
 
+@csrf_exempt
 @never_cache
 @require_safe
 def readyz(request):

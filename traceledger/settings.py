@@ -181,7 +181,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # Failed tasks are rejected (dead-lettered), not acked and lost (notes §1.2).
 CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = False
 # One unacked message per process: batches are large, and a killed worker redelivers little.
-CELERY_WORKER_PREFETCH_MULTIPLIER = integer("TRACELEDGER_WORKER_PREFETCH", default=1)
+# At least 1: Celery reads 0 as "unlimited", every waiting message prefetched into one worker.
+CELERY_WORKER_PREFETCH_MULTIPLIER = integer("TRACELEDGER_WORKER_PREFETCH", default=1, minimum=1)
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None

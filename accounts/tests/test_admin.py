@@ -326,6 +326,10 @@ def test_it_refuses_users_and_keys_of_the_system_tenant_in_the_admin(admin_clien
     for response in (key, user):
         assert response.status_code == 200
         assert "no users and no API keys" in str(response.context["adminform"].form.errors)
+    # One reason, not a second one telling them to choose the tenant they chose.
+    assert user.context["adminform"].form.errors["tenant"] == [
+        "The 'system' tenant holds TraceLedger's own records: it has no users and no API keys."
+    ]
     assert not ApiKey.objects.filter(tenant=system).exists()
     assert not User.objects.filter(username="mallory").exists()
 

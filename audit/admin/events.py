@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from accounts.models import Role
+from accounts.models import Role, Tenant
 from accounts.principal import principal_for_user
 from audit import ports
 from audit.admin.access_log import event_read_record, list_read_record
@@ -56,6 +56,10 @@ def can_view_events(user) -> bool:
     return user.tenant_id is not None and (
         user.role in EVENT_VIEWER_ROLES or user.has_perm("audit.view_auditevent")
     )
+
+
+def _swap(fields, old: str, new: str) -> tuple:
+    return tuple(new if field == old else field for field in fields)
 
 
 @admin.register(AuditEvent)
@@ -117,7 +121,26 @@ class AuditEventAdmin(ValidSelectionMixin, PageRangeMixin, ExportActionsMixin, a
         ("Metadata", {"fields": ("metadata_pretty",)}),
         ("Ledger", {"fields": ("sequence", "prev_hash", "hash", "verification")}),
     )
-    readonly_fields = tuple(field for fieldset in fieldsets for field in fieldset[1]["fields"])
+    readonly_fields = (
+        *(field for fieldset in fieldsets for field in fieldset[1]["fields"]),
+        "tenant_plain",
+    )
+
+    def get_fieldsets(self, request, obj=None):
+        # Django links a read-only foreign key to the related admin page whoever looks:
+        # tenant staff, who may not view tenants, got a bare 403 from that link.
+        fieldsets = super().get_fieldsets(request, obj)
+        tenant_admin = self.admin_site._registry.get(Tenant)
+        if tenant_admin is not None and tenant_admin.has_view_permission(request):
+            return fieldsets
+        return [
+            (name, {**options, "fields": _swap(options["fields"], "tenant", "tenant_plain")})
+            for name, options in fieldsets
+        ]
+
+    @admin.display(description="tenant")
+    def tenant_plain(self, obj) -> str:
+        return str(obj.tenant)
 
     # --- strictly read-only, for everyone (the table is append-only in PostgreSQL too) ---
 

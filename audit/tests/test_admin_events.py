@@ -775,3 +775,18 @@ def test_an_export_ignores_the_page_the_list_was_on(client, tenant, auditor, rec
     assert response.status_code == 200
     rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert len(rows) == 61  # the header and every event of the (unfiltered) tenant
+
+
+def test_the_tenant_links_to_its_page_only_for_those_who_may_open_it(
+    client, tenant, auditor, staff_superuser
+):
+    """Tenant staff may not view tenants: a link there was a bare 403."""
+    event = event_create(tenant_id=tenant.pk)
+    tenant_page = reverse("admin:accounts_tenant_change", args=[tenant.pk])
+
+    as_auditor = login(client, auditor).get(change_url(event)).content.decode()
+    as_superuser = login(client, staff_superuser).get(change_url(event)).content.decode()
+
+    assert tenant_page not in as_auditor
+    assert tenant.slug in as_auditor
+    assert f'href="{tenant_page}"' in as_superuser

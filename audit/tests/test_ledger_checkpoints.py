@@ -292,7 +292,7 @@ def test_verify_ledger_exits_1_naming_the_first_broken_sequence(tenant):
 
     assert exit_info.value.code == 1
     assert "acme: BROKEN at sequence 2" in out.getvalue()
-    assert "(1 events verified before it)" in out.getvalue()
+    assert "(1 event verified before it)" in out.getvalue()
 
 
 def test_verify_ledger_does_not_count_events_before_a_bad_signature(tenant):
@@ -382,7 +382,7 @@ def test_sign_checkpoints_command_signs_moved_heads(tenant):
     chained_events_create(tenant_id=tenant.id, count=2)
     out = StringIO()
     call_command("sign_checkpoints", stdout=out)
-    assert "1 checkpoints signed" in out.getvalue()
+    assert "1 checkpoint signed" in out.getvalue()
     assert out.getvalue().startswith("acme: signed sequence 2 ")
     assert (
         timedelta(0)

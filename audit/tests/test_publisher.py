@@ -368,3 +368,19 @@ def test_a_message_rabbitmq_cannot_route_is_a_failure_not_a_silent_loss(settings
     publish_ingest_batch({"tenant_id": 1, "events": [], "request_id": "after"})
     request_ids = [m["kwargs"]["request_id"] for m in ingest_messages(expect=2)]
     assert request_ids == ["before", "after"]
+
+
+def test_a_failed_publish_is_logged_with_the_request_it_failed_for(broker_proxy, caplog):
+    """The line comes from the publisher thread, which serves many requests: it names them,
+    so that an operator can tell which request's events went to the outbox."""
+    broker_proxy.set_mode("refuse")
+
+    with (
+        caplog.at_level(logging.WARNING, logger="audit.publisher"),
+        pytest.raises(PublishError),
+    ):
+        publish_ingest_batch({"tenant_id": 1, "events": [], "request_id": "req-outbox-1"})
+
+    [line] = [r for r in caplog.records if r.getMessage() == "publish to RabbitMQ failed"]
+    assert line.request_ids == ["req-outbox-1"]
+    assert line.request_id == "req-outbox-1"

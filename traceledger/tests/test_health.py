@@ -115,3 +115,13 @@ def test_a_read_while_the_database_is_unavailable_is_a_503_with_retry_after(
     assert response.json() == {
         "error": {"code": "unavailable", "message": "The database is unavailable; retry later."}
     }
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_a_post_to_a_probe_is_a_405_not_a_csrf_page(path):
+    from django.test import Client
+
+    response = Client(enforce_csrf_checks=True).post(path)
+
+    assert response.status_code == 405
+    assert response["Allow"] == "GET, HEAD"

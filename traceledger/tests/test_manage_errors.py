@@ -35,3 +35,11 @@ def test_a_bad_setting_is_one_line_naming_the_variable():
         "configuration error: TRACELEDGER_PUBLISH_TIMEOUT='5ms' is not a number of seconds "
         "(e.g. 0.5)"
     )
+
+
+def test_a_prefetch_of_zero_is_refused_celery_would_read_it_as_unlimited():
+    result = _manage("check", TRACELEDGER_WORKER_PREFETCH="0")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "configuration error: TRACELEDGER_WORKER_PREFETCH='0' must be at least 1"
+    )

@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Tenant
 from audit.ledger.services import checkpoints_sign
+from traceledger.command_args import counted
 
 
 class Command(BaseCommand):
@@ -25,7 +26,7 @@ class Command(BaseCommand):
                 f"{slugs.get(checkpoint.tenant_id, checkpoint.tenant_id)}: signed sequence "
                 f"{checkpoint.sequence} {checkpoint.hash}"
             )
-        self.stdout.write(f"{len(created)} checkpoints signed")
+        self.stdout.write(f"{counted(len(created), 'checkpoint')} signed")
         if refused:
             # Non-zero for cron: a chain that does not verify is evidence to look at.
             names = ", ".join(str(slugs.get(tenant_id, tenant_id)) for tenant_id in refused)

@@ -10,6 +10,7 @@ from accounts.models import Tenant
 from audit.ledger import selectors
 from audit.ledger.signing import SigningKeyMissing
 from audit.ledger.verify import ledger_verify
+from traceledger.command_args import counted
 
 # Below this many events a progress bar is noise.
 PROGRESS_MIN_EVENTS = 10_000
@@ -52,13 +53,17 @@ class Command(BaseCommand):
             result = self._verify(each, show_progress=show_progress)
             if result.ok:
                 self.stdout.write(
-                    f"{each.slug}: ok, {result.checked} events, "
-                    f"{result.checkpoints_checked} checkpoints"
+                    f"{each.slug}: ok, {counted(result.checked, 'event')}, "
+                    f"{counted(result.checkpoints_checked, 'checkpoint')}"
                 )
             else:
                 broken += 1
                 # Signatures are checked before any event: "0 verified" would mislead there.
-                before = f" ({result.checked} events verified before it)" if result.checked else ""
+                before = (
+                    f" ({counted(result.checked, 'event')} verified before it)"
+                    if result.checked
+                    else ""
+                )
                 self.stdout.write(
                     f"{each.slug}: BROKEN at sequence {result.first_bad_sequence}: "
                     f"{result.reason}{before}"
@@ -66,7 +71,7 @@ class Command(BaseCommand):
         if broken:
             self.stderr.write(f"{broken} of {len(tenants)} chains do not verify")
             sys.exit(1)
-        self.stdout.write(f"{len(tenants)} chains verified")
+        self.stdout.write(f"{counted(len(tenants), 'chain')} verified")
 
     def _verify(self, tenant, *, show_progress: bool):
         head = selectors.chain_head_get(tenant_id=tenant.id)
