@@ -20,11 +20,13 @@ from accounts.principal import get_principal
 from accounts.ratelimits import LoginIpRateLimit, LoginUsernameRateLimit
 from accounts.selectors import tenant_get, tenant_get_by_slug
 from accounts.services import actor_for_principal, user_create
+from traceledger.api.responses import DATABASE_UNAVAILABLE
 
 _ERRORS = {
     400: OpenApiResponse(description="Invalid fields: `error.fields` names each one."),
     401: OpenApiResponse(description="No or invalid credentials."),
     429: OpenApiResponse(description="Too many requests; see `Retry-After`."),
+    **DATABASE_UNAVAILABLE,
 }
 
 

@@ -51,10 +51,13 @@ VERIFY_PARAMS = frozenset({"from_sequence", "to_sequence", "last"})
 
 
 class PlainIntegerField(serializers.IntegerField):
-    """DRF's IntegerField reading only plain ASCII digits (``plain_int``)."""
+    """DRF's IntegerField reading only plain ASCII digits (``plain_int``), with an optional
+    leading ``-``."""
 
     def to_internal_value(self, data):
-        if isinstance(data, str) and plain_int(data) is None:
+        # "-1" is a plain integer, only out of range: it gets the min_value message as "0"
+        # does, not "A valid integer is required."
+        if isinstance(data, str) and plain_int(data.removeprefix("-")) is None:
             self.fail("invalid")
         return super().to_internal_value(data)
 

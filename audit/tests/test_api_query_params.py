@@ -92,7 +92,7 @@ def test_the_detail_refuses_a_repeated_tenant(reader, tenant):
     assert "more than once" in _assert_400_naming(response, "tenant")
 
 
-NOT_PLAIN_DIGITS = ["1_0", "+5", " 5", "5 ", "\u0665", "\uff15", "5.0", "0x5", "-0"]
+NOT_PLAIN_DIGITS = ["1_0", "+5", " 5", "5 ", "\u0665", "\uff15", "5.0", "0x5", "--1", "-+1", "- 1"]
 
 
 @pytest.mark.parametrize("value", NOT_PLAIN_DIGITS)
@@ -120,6 +120,52 @@ def test_the_pagination_itself_takes_only_plain_ascii_digits(value):
     with pytest.raises(ValidationError) as refused:
         EventCursorPagination().get_page_size(request)
     assert list(refused.value.detail) == ["page_size"]
+
+
+@pytest.mark.parametrize("value", ["0", "-0", "-1", "-5"])
+@pytest.mark.parametrize("name", ["last", "from_sequence", "to_sequence"])
+def test_verify_gives_a_plain_integer_below_1_the_minimum_message(reader, tenant, name, value):
+    message = _assert_400_naming(reader.get(VERIFY, {name: value}), name)
+    assert message == "Ensure this value is greater than or equal to 1."
+
+
+@pytest.mark.parametrize("value", ["-", "-\u0665", *NOT_PLAIN_DIGITS])
+def test_verify_calls_anything_else_not_an_integer(reader, tenant, value):
+    message = _assert_400_naming(reader.get(VERIFY, {"last": value}), "last")
+    assert message == "A valid integer is required."
+
+
+@pytest.mark.parametrize("value", ["0", "-0", "-1", "501"])
+@pytest.mark.parametrize("endpoint", ["list", "search", "checkpoints"])
+def test_page_size_out_of_range_names_the_range(reader, tenant, endpoint, value):
+    url, base = READS[endpoint]
+    message = _assert_400_naming(reader.get(url, {**base, "page_size": value}), "page_size")
+    assert message == "Must be an integer from 1 to 500."
+
+
+@pytest.mark.parametrize(
+    ("value", "reasons"),
+    [
+        ("a" * 200, ["at most 128 characters"]),
+        ("a" * 129, ["at most 128 characters"]),
+        ("a" * 129 + "*", ["at most 128 characters"]),
+        ("in voice", ["Use an action of"]),
+        ("*", ["Use an action of"]),
+        ("a*b", ["Use an action of"]),
+        ("a b" * 50, ["Use an action of", "at most 128 characters"]),
+    ],
+)
+def test_the_action_filter_gives_only_the_reasons_that_apply(reader, tenant, value, reasons):
+    response = reader.get(COLLECTION, {"action": value})
+    _assert_400_naming(response, "action")
+    messages = response.json()["error"]["fields"]["action"]
+    assert len(messages) == len(reasons), messages
+    assert all(reason in message for reason, message in zip(reasons, messages, strict=True))
+
+
+@pytest.mark.parametrize("value", ["a" * 128, "a" * 128 + "*"])
+def test_the_action_filter_takes_128_characters_and_a_star(reader, tenant, value):
+    assert reader.get(COLLECTION, {"action": value}).status_code == 200
 
 
 def test_it_still_takes_plain_digits_with_leading_zeros(reader, tenant):

@@ -64,6 +64,23 @@ class PayloadTooLarge(exceptions.APIException):
 DATABASE_RETRY_AFTER = 5
 
 
+def _challenge(request) -> str | None:
+    """The ``WWW-Authenticate`` of the authenticator whose scheme the request used, if any.
+
+    DRF answers every 401 with the first authenticator's challenge (``Api-Key``), which
+    would tell a client whose Bearer token failed to switch schemes. Schemes compare
+    case-insensitively (RFC 9110 §11.1).
+    """
+    scheme = request.META.get("HTTP_AUTHORIZATION", "").split(" ", 1)[0].lower()
+    if not scheme:
+        return None
+    for authenticator in getattr(request, "authenticators", ()):
+        header = authenticator.authenticate_header(request)
+        if header and header.split(" ", 1)[0].lower() == scheme:
+            return header
+    return None
+
+
 def exception_handler(exc, context):
     if isinstance(exc, DependencyUnavailable):
         exc = _Unavailable(str(exc), wait=exc.retry_after)
@@ -84,6 +101,8 @@ def exception_handler(exc, context):
         # Keep the reason our selectors give ("You may only use your own tenant's events.");
         # Django's bare PermissionDenied() has none and gets DRF's default.
         exc = exceptions.PermissionDenied(str(exc) or None)
+    if getattr(exc, "auth_header", None) and "request" in context:
+        exc.auth_header = _challenge(context["request"]) or exc.auth_header
 
     response = drf_exception_handler(exc, context)
     if response is None:

@@ -1,4 +1,4 @@
-"""The error responses of the read operations, for the OpenAPI schema. Every error has the
+"""The error responses of the operations, for the OpenAPI schema. Every error has the
 one shape of ``traceledger.api.exceptions``: ``{"error": {"code", "message", "fields"}}``."""
 
 from drf_spectacular.utils import OpenApiResponse
@@ -19,5 +19,9 @@ READ_ERRORS = {
         description="An invalid or unknown query parameter; `error.fields` names it."
     ),
     **AUTH_ERRORS,
+}
+# Login, refresh and user creation: the exception handler's answer while PostgreSQL is down.
+DATABASE_UNAVAILABLE = {
+    503: OpenApiResponse(description="The database is unreachable; see `Retry-After`.")
 }
 NOT_FOUND = {404: OpenApiResponse(description="No such event, or another tenant's.")}

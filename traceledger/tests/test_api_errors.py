@@ -25,3 +25,23 @@ def test_a_body_over_the_limit_is_a_json_413_for_a_signed_in_admin(settings, own
         "POST", "/api/v1/users", BODY, content_type="application/json"
     )
     _assert_json_413(response)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("authorization", "challenge"),
+    [
+        ("Bearer not-a-jwt", 'Bearer realm="api"'),
+        ("Api-Key not-a-key", "Api-Key"),
+        ("api-key not-a-key", "Api-Key"),
+        ("Basic eDp5", "Api-Key"),  # a scheme we do not take: as without credentials
+        (None, "Api-Key"),
+    ],
+)
+def test_a_401_challenges_with_the_scheme_the_client_used(authorization, challenge):
+    client = APIClient()
+    if authorization:
+        client.credentials(HTTP_AUTHORIZATION=authorization)
+    response = client.get("/api/v1/audit-events")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == challenge
