@@ -14,6 +14,9 @@ admin.site.site_title = "TraceLedger"
 admin.site.index_title = "Audit trail and operations"
 # The admin is the only HTML site: no "View site" link, and "/" opens it.
 admin.site.site_url = None
+# The event list's seven columns and its filters need the width: with Django's app sidebar
+# open, outcome and severity fell off a 1366-pixel screen. The index lists the few models.
+admin.site.enable_nav_sidebar = False
 
 
 class SchemaFormatNegotiation(DefaultContentNegotiation):

@@ -241,7 +241,11 @@ class AuditEventAdmin(ValidSelectionMixin, PageRangeMixin, ExportActionsMixin, a
 
     @admin.display(description="actor", ordering="actor_id")
     def actor_display(self, obj: AuditEvent) -> str:
-        return f"{obj.actor_type}:{obj.actor_id}"
+        # People know each other by name; the id stays beside it (what the filters take).
+        handle = f"{obj.actor_type}:{obj.actor_id}"
+        if obj.actor_name and obj.actor_name != obj.actor_id:
+            return format_html('{} <span class="quiet">{}</span>', obj.actor_name, handle)
+        return handle
 
     @admin.display(description="severity", ordering=SEVERITY_ORDER)
     def severity_display(self, obj: AuditEvent) -> str:

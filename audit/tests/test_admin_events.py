@@ -790,3 +790,13 @@ def test_the_tenant_links_to_its_page_only_for_those_who_may_open_it(
     assert tenant_page not in as_auditor
     assert tenant.slug in as_auditor
     assert f'href="{tenant_page}"' in as_superuser
+
+
+def test_the_list_names_the_actor_beside_the_id_the_filters_take(client, tenant, auditor):
+    event_create(tenant_id=tenant.pk, actor_type="user", actor_id="u-17", actor_name="Ada Byron")
+    event_create(tenant_id=tenant.pk, actor_type="service", actor_id="billing", actor_name="")
+
+    body = login(client, auditor).get(CHANGELIST).content.decode()
+
+    assert 'Ada Byron <span class="quiet">user:u-17</span>' in body
+    assert "service:billing" in body

@@ -96,6 +96,13 @@ def test_a_compliance_user_filters_searches_opens_an_event_and_exports_csv(
     page.click("text=Audit events")
     page.wait_for_selector("#result_list")
     screenshot(page, "admin-events-changelist")
+    # Every column fits a 1366-pixel laptop screen, inside the list's scroll box (with
+    # Django's app sidebar, outcome and severity were scrolled out of sight).
+    page.set_viewport_size({"width": 1366, "height": 768})
+    severity = page.locator("#result_list thead th.column-severity_display").bounding_box()
+    results = page.locator("#changelist .results").bounding_box()
+    assert severity["x"] + severity["width"] <= results["x"] + results["width"], (severity, results)
+    page.set_viewport_size({"width": 1440, "height": 900})
 
     # Outcome: the filter sidebar's link; dates: the range form's two date boxes.
     page.locator('details[data-filter-title="outcome"] a', has_text="Failure").click()
