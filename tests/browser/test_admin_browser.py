@@ -226,4 +226,9 @@ def test_an_operator_pulls_a_dead_letter_replays_it_and_sees_it_stored(
             timeout=20,
             what=action,
         )
-        assert recorded.actor_id == "root"
+        # The operator as in their other actions: user id, type and name.
+        assert (recorded.actor_id, recorded.actor_type, recorded.actor_name) == (
+            str(superuser.pk),
+            "user",
+            "root",
+        )
