@@ -20,6 +20,11 @@ keepalive = 5
 # link adds the filters and the cursor.
 limit_request_line = 8190
 accesslog = "-"
+# gunicorn 25+ opens a control socket for `gunicornc` at one path per user
+# ($HOME/.gunicorn/gunicorn.ctl): a second stack on the host takes it over from the first.
+# Off unless a path is given for this instance.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "")
+control_socket_disable = not control_socket
 
 
 def _exit_on_bad_settings() -> None:
