@@ -20,6 +20,7 @@ from traceledger.settings_env import (
     rate,
     seconds,
     secret,
+    url,
 )
 from traceledger.settings_guard import (
     guard_production_settings,
@@ -107,7 +108,14 @@ TEMPLATES = [
 
 # --- PostgreSQL -----------------------------------------------------------------------
 DATABASES = {
-    "default": env.db("DATABASE_URL", default="postgres://localhost:5432/traceledger"),
+    "default": env.db_url_config(
+        url(
+            "DATABASE_URL",
+            default="postgres://localhost:5432/traceledger",
+            schemes=("postgres", "postgresql"),
+            what="PostgreSQL",
+        )
+    ),
 }
 # Persistent connections: reconnecting per request/task costs ~13 ms here (notes §2c).
 DATABASES["default"]["CONN_MAX_AGE"] = integer("DJANGO_CONN_MAX_AGE", default=600)
@@ -125,7 +133,12 @@ DATABASES["default"]["TEST"] = {"NAME": env.str("TRACELEDGER_TEST_DB", default=N
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: cache and rate-limit counters ---------------------------------------------
-REDIS_URL = env.str("REDIS_URL", default="redis://localhost:6379/0")
+REDIS_URL = url(
+    "REDIS_URL",
+    default="redis://localhost:6379/0",
+    schemes=("redis", "rediss", "unix"),
+    what="Redis",
+)
 _REDIS_OPTIONS = {
     "CLIENT_CLASS": "django_redis.client.DefaultClient",
     # A Redis outage must degrade (cache miss, rate limit fails open), never fail a request.
@@ -167,7 +180,12 @@ TRACELEDGER_API_KEY_CACHE_STALE_SECONDS = integer(
 )
 
 # --- RabbitMQ and Celery --------------------------------------------------------------
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="amqp://guest:guest@localhost:5672//")
+CELERY_BROKER_URL = url(
+    "CELERY_BROKER_URL",
+    default="amqp://guest:guest@localhost:5672//",
+    schemes=("amqp", "amqps", "pyamqp"),
+    what="RabbitMQ",
+)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

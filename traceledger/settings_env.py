@@ -77,6 +77,20 @@ def integer(name: str, *, default: int, minimum: int = 0) -> int:
     return value
 
 
+def url(name: str, *, default: str, schemes: tuple[str, ...], what: str) -> str:
+    """A URL of one of ``schemes``; anything else stops the process naming the variable (a
+    typo otherwise passed ``manage.py check`` and failed at the first connection, or made the
+    database backend's import error the only message). Only the scheme is repeated: the
+    rest may hold a password."""
+    value = env.str(name, default=default)
+    scheme, separator, rest = value.partition("://")
+    if not separator or scheme.lower() not in schemes or not rest:
+        given = f"{scheme}://…" if separator else "a value without a scheme://"
+        allowed = ", ".join(f"{s}://" for s in schemes)
+        raise ImproperlyConfigured(f"{name} must be a {what} URL ({allowed}), not {given}")
+    return value
+
+
 def log_level(name: str, *, default: str) -> str:
     raw = env.str(name, default="").strip().upper() or default
     if raw not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:

@@ -43,3 +43,32 @@ def test_a_prefetch_of_zero_is_refused_celery_would_read_it_as_unlimited():
     assert result.stderr.strip() == (
         "configuration error: TRACELEDGER_WORKER_PREFETCH='0' must be at least 1"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "line"),
+    [
+        (
+            "DATABASE_URL",
+            "mysql://auditor:s3cret@db/trail",
+            "DATABASE_URL must be a PostgreSQL URL (postgres://, postgresql://), not mysql://…",
+        ),
+        (
+            "REDIS_URL",
+            "garbage",
+            "REDIS_URL must be a Redis URL (redis://, rediss://, unix://), not a value without "
+            "a scheme://",
+        ),
+        (
+            "CELERY_BROKER_URL",
+            "redis://:s3cret@localhost:6379/0",
+            "CELERY_BROKER_URL must be a RabbitMQ URL (amqp://, amqps://, pyamqp://), not "
+            "redis://…",
+        ),
+    ],
+)
+def test_a_service_url_of_the_wrong_kind_is_one_line_without_its_password(name, value, line):
+    result = _manage("check", **{name: value})
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"configuration error: {line}"
+    assert "s3cret" not in result.stderr
