@@ -17,11 +17,13 @@ from audit.admin.access_log import event_read_record, list_read_record
 from audit.admin.exporting import ExportActionsMixin
 from audit.admin.ledger_status import ledger_status
 from audit.admin.listing import (
+    AccessRecordsFilter,
     ActionPrefixFilter,
     ActorTypeFilter,
     BoundedDatesQuerySet,
     EstimatedCountPaginator,
     EventChangeList,
+    EventIdFilter,
     OccurredRangeFilter,
     TargetTypeFilter,
     TenantFilter,
@@ -81,7 +83,9 @@ class AuditEventAdmin(ValidSelectionMixin, PageRangeMixin, ExportActionsMixin, a
         ActionPrefixFilter,
         ActorTypeFilter,
         TargetTypeFilter,
+        EventIdFilter,
         OccurredRangeFilter,
+        AccessRecordsFilter,
     )
     list_select_related = ("tenant",)
     date_hierarchy = "occurred_at"

@@ -800,3 +800,28 @@ def test_the_list_names_the_actor_beside_the_id_the_filters_take(client, tenant,
 
     assert 'Ada Byron <span class="quiet">user:u-17</span>' in body
     assert "service:billing" in body
+
+
+def test_an_event_is_found_by_the_event_id_its_service_logged(
+    client, tenant, other_tenant, auditor, staff_superuser
+):
+    wanted = event_create(tenant_id=tenant.pk, event_id="svc-log-4711")
+    event_create(tenant_id=tenant.pk, event_id="svc-log-4712")
+    event_create(tenant_id=other_tenant.pk, event_id="svc-log-4711")
+
+    mine = login(client, auditor).get(CHANGELIST, {"event_id": "svc-log-4711"})
+    every = login(client, staff_superuser).get(CHANGELIST, {"event_id": " svc-log-4711 "})
+
+    assert [event.pk for event in results(mine)] == [wanted.pk]
+    assert {event.tenant_id for event in results(every)} == {tenant.pk, other_tenant.pk}
+    assert 'name="event_id" value="svc-log-4711"' in mine.content.decode()
+
+
+def test_the_trails_records_of_its_own_reads_can_be_hidden(client, tenant, auditor):
+    event_create(tenant_id=tenant.pk, action="invoice.paid")
+    for action in ("audit_log.read", "audit_log.search", "audit_log.export"):
+        event_create(tenant_id=tenant.pk, action=action)
+
+    shown = login(client, auditor).get(CHANGELIST, {"access_records": "hide"})
+
+    assert [event.action for event in results(shown)] == ["invoice.paid"]
