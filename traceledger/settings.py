@@ -405,6 +405,9 @@ LOGGING = {
         # (traceledger/logging_beat.py), then throttled per schedule entry; its INFO lines
         # (`Sending due task`) are routine and left alone.
         "beat_send_error": {"()": "traceledger.logging_beat.BeatSendErrorFilter"},
+        # A task outcome's traceback once, not twice; none for a rejection (a poison message,
+        # dead-lettered by design; traceledger/logging_tasks.py).
+        "task_outcome": {"()": "traceledger.logging_tasks.TaskOutcomeFilter"},
         "beat_throttle": {
             "()": "traceledger.log_throttle.ThrottleFilter",
             "interval": 30,
@@ -451,5 +454,6 @@ LOGGING = {
         "traceledger.api.exceptions": {"filters": ["outage_throttle"]},
         # The order matters: rewrite the line, then throttle it.
         "celery.beat": {"filters": ["beat_send_error", "beat_throttle"]},
+        "celery.app.trace": {"filters": ["task_outcome"]},
     },
 }
