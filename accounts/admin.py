@@ -17,7 +17,7 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
 from accounts import selectors, services
-from accounts.models import ApiKey, Role, Tenant, User
+from accounts.models import ApiKey, Role, Scope, Tenant, User
 from traceledger.admin_confirm import confirm_first
 from traceledger.admin_lookups import NoPatternLookupsMixin
 from traceledger.admin_pages import PageRangeMixin
@@ -234,6 +234,15 @@ class UserAdmin(
 
 
 class ApiKeyAdminForm(_NoSystemTenantMixin, forms.ModelForm):
+    # Boxes to tick instead of the array field's comma-separated text, which named the
+    # allowed values only in its error ("admin is not one of the available choices") and
+    # took "read,read".
+    scopes = forms.MultipleChoiceField(
+        choices=Scope.choices,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="ingest: post events; read: list, search, export and verify the ledger.",
+    )
+
     class Meta:
         model = ApiKey
         fields = ["name", "tenant", "scopes", "expiry_date", "revoked", "last_used_at"]
@@ -283,12 +292,20 @@ class ApiKeyAdmin(
     def get_list_filter(self, request):
         return ["revoked", "created"] if _is_tenant_staff(request) else self.list_filter
 
+    fields = ("name", "prefix", "tenant", "scopes", "expiry_date", "revoked", "last_used_at")
+
     def get_readonly_fields(self, request, obj=None):
         # Revoking is the list's action, which asks first; a checkbox here revoked at once.
         readonly = [*super().get_readonly_fields(request, obj), "last_used_at", "revoked"]
         if obj is not None:
             readonly.append("tenant")  # a key never changes tenant
-        return readonly
+        return list(dict.fromkeys(readonly))  # the library lists "revoked" too (shown twice)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # A revoked key is history: its page is a view, nothing left to edit or save.
+        if obj is not None and obj.revoked:
+            return False
+        return super().has_change_permission(request, obj)
 
     def get_form(self, request, obj=None, **kwargs):
         form = super().get_form(request, obj, **kwargs)

@@ -7,6 +7,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
+from accounts import services
 from accounts.models import ApiKey, Role, Tenant, User
 from accounts.services import api_key_create
 
@@ -120,7 +121,7 @@ def test_it_shows_a_new_key_once_and_stores_its_hash(admin_client_for, superuser
     client = admin_client_for(superuser)
     response = client.post(
         reverse("admin:accounts_apikey_add"),
-        {"name": "from-admin", "tenant": tenant.pk, "scopes": "ingest,read"},
+        {"name": "from-admin", "tenant": tenant.pk, "scopes": ["ingest", "read"]},
         follow=True,
     )
     assert response.status_code == 200
@@ -514,7 +515,7 @@ def test_a_key_changed_in_the_admin_is_recorded_with_its_previous_values(
             reverse("admin:accounts_apikey_change", args=[api_key.pk]),
             {
                 "name": "svc-renamed",
-                "scopes": "ingest,read",
+                "scopes": ["ingest", "read"],
                 "expiry_date_0": "2099-06-01",
                 "expiry_date_1": "00:00:00",
             },
@@ -529,3 +530,40 @@ def test_a_key_changed_in_the_admin_is_recorded_with_its_previous_values(
         "expiry_date": expiry.isoformat(),
     }
     assert event["metadata"]["scopes"] == ["ingest", "read"]  # the values it has now
+
+
+@pytest.mark.django_db
+def test_a_revoked_key_is_shown_read_only_with_its_status_once(admin_client_for, superuser, tenant):
+    api_key, _ = api_key_create(tenant=tenant, name="old", scopes=["read"])
+    services.api_key_revoke(api_key=api_key, actor=services.actor_for_user(superuser))
+    client = admin_client_for(superuser)
+    url = reverse("admin:accounts_apikey_change", args=[api_key.pk])
+
+    page = client.get(url)
+    edit = client.post(url, {"name": "renamed", "scopes": ["ingest", "read"]})
+
+    body = page.content.decode()
+    assert page.status_code == 200
+    assert 'name="_save"' not in body
+    assert body.count("<label>Revoked:</label>") == 1
+    assert edit.status_code == 403
+    api_key.refresh_from_db()
+    assert (api_key.name, api_key.scopes) == ("old", ["read"])
+
+
+@pytest.mark.django_db
+def test_the_key_form_offers_the_scopes_as_boxes_and_refuses_others(
+    admin_client_for, superuser, tenant
+):
+    client = admin_client_for(superuser)
+    add = reverse("admin:accounts_apikey_add")
+
+    page = client.get(add).content.decode()
+    refused = client.post(add, {"name": "x", "tenant": tenant.pk, "scopes": ["admin"]})
+
+    assert 'type="checkbox" name="scopes" value="ingest"' in page
+    assert 'type="checkbox" name="scopes" value="read"' in page
+    assert "admin is not one of the available choices" in str(
+        refused.context["adminform"].form.errors["scopes"]
+    )
+    assert not ApiKey.objects.filter(name="x").exists()

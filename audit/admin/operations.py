@@ -9,14 +9,16 @@ import logging
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import CharField, Func
+from django.db.models import CharField, Func, OuterRef, Subquery
 from django.db.models.fields.json import KeyTransform
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from accounts.models import Tenant
 from accounts.services import actor_for_user
 from accounts.signals import Actor
+from audit.admin.listing import TenantFilter
 from audit.models import DeadLetter, DeadLetterStatus, OutboxMessage
 from audit.selectors import outbox_backlog
 from audit.services.dead_letters import ReplayResult, dlq_depth
@@ -41,6 +43,22 @@ class _TenantScopedMixin:
 class JsonbTypeof(Func):
     function = "jsonb_typeof"
     output_field = CharField()
+
+
+class _TenantNamedMixin:
+    """Rows keep a bare ``tenant_id`` (a dead letter may name a tenant that does not exist):
+    shown as the tenant's slug, or as the id with "no such tenant"; superusers filter by it."""
+
+    def get_queryset(self, request):
+        slug = Tenant.objects.filter(pk=OuterRef("tenant_id")).values("slug")[:1]
+        return super().get_queryset(request).annotate(tenant_slug=Subquery(slug))
+
+    @admin.display(description="tenant", ordering="tenant_slug")
+    def tenant(self, obj) -> str:
+        if obj.tenant_id is None:
+            return "—"
+        slug = getattr(obj, "tenant_slug", None)
+        return slug or f"#{obj.tenant_id} (no such tenant)"
 
 
 def _pretty(value) -> str:
@@ -81,6 +99,7 @@ class DeadLetterAdmin(
     ValidSelectionMixin,
     PageRangeMixin,
     NoPatternLookupsMixin,
+    _TenantNamedMixin,
     _TenantScopedMixin,
     admin.ModelAdmin,
 ):
@@ -88,6 +107,7 @@ class DeadLetterAdmin(
     list_display = (
         "id",
         "status",
+        "tenant",
         "reason",
         "exception_summary",
         "attempts",
@@ -96,7 +116,7 @@ class DeadLetterAdmin(
         "last_failed_at",
         "drained_at",
     )
-    list_filter = ("status", "reason")
+    list_filter = ("status", TenantFilter, "reason")
     list_per_page = 50
     actions = ("replay_selected", "discard_selected")
     fields = (
@@ -105,7 +125,7 @@ class DeadLetterAdmin(
         "status_changed_at",
         "status_changed_by",
         "message_id",
-        "tenant_id",
+        "tenant",
         "task_name",
         "original_queue",
         "reason",
@@ -135,6 +155,9 @@ class DeadLetterAdmin(
             "show_save_and_continue": False,
             "show_save_and_add_another": False,
             "show_delete": False,
+            # Django says "Change dead letter" when the user may change (the actions need
+            # it), though nothing here can be edited.
+            "title": "Dead letter",
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -268,16 +291,17 @@ class OutboxMessageAdmin(
     ValidSelectionMixin,
     PageRangeMixin,
     NoPatternLookupsMixin,
+    _TenantNamedMixin,
     _TenantScopedMixin,
     admin.ModelAdmin,
 ):
     """Read-only: the relay owns these rows. Visible so operators see the backlog."""
 
     change_list_template = "admin/audit/outboxmessage/change_list.html"
-    list_display = ("id", "tenant_id", "event_count", "created_at", "attempts", "last_error")
+    list_display = ("id", "tenant", "event_count", "created_at", "attempts", "last_error")
     fields = (
         "id",
-        "tenant_id",
+        "tenant",
         "event_count",
         "created_at",
         "attempts",

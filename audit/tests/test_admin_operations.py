@@ -433,3 +433,17 @@ def test_a_selection_of_letters_that_no_longer_exist_is_not_offered_for_confirma
     assert "Are you sure?" not in body
     assert "None of the selected dead letters exist (any more): nothing to do." in body
     assert recorded == []
+
+
+def test_letters_name_their_tenant_or_say_it_does_not_exist(operator, tenant):
+    known = dead_letter(tenant)
+    dead_letter(tenant, tenant_id=987654, payload={"tenant_id": 987654, "events": []})
+
+    listing = operator.get(DEAD_LETTERS).content.decode()
+    filtered = operator.get(DEAD_LETTERS, {"tenant": str(tenant.pk)})
+    detail = operator.get(reverse("admin:audit_deadletter_change", args=[known.pk]))
+
+    assert f'<td class="field-tenant">{tenant.slug}</td>' in listing
+    assert '<td class="field-tenant">#987654 (no such tenant)</td>' in listing
+    assert [letter.pk for letter in filtered.context["cl"].result_list] == [known.pk]
+    assert "<h1>Dead letter</h1>" in detail.content.decode()
