@@ -61,6 +61,18 @@ class _TenantNamedMixin:
         return slug or f"#{obj.tenant_id} (no such tenant)"
 
 
+class _OperationsAdmin(
+    ValidSelectionMixin,
+    PageRangeMixin,
+    NoPatternLookupsMixin,
+    _TenantNamedMixin,
+    _TenantScopedMixin,
+    admin.ModelAdmin,
+):
+    """What both operator lists share: tenant-scoped rows named by tenant, safe selections
+    and pages, no pattern lookups."""
+
+
 def _pretty(value) -> str:
     text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
     return format_html('<pre class="tl-json">{}</pre>', text)
@@ -95,14 +107,7 @@ def _actor_tenant_id(request) -> int | None:
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(
-    ValidSelectionMixin,
-    PageRangeMixin,
-    NoPatternLookupsMixin,
-    _TenantNamedMixin,
-    _TenantScopedMixin,
-    admin.ModelAdmin,
-):
+class DeadLetterAdmin(_OperationsAdmin):
     change_list_template = "admin/audit/deadletter/change_list.html"
     list_display = (
         "id",
@@ -287,14 +292,7 @@ class DeadLetterAdmin(
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(
-    ValidSelectionMixin,
-    PageRangeMixin,
-    NoPatternLookupsMixin,
-    _TenantNamedMixin,
-    _TenantScopedMixin,
-    admin.ModelAdmin,
-):
+class OutboxMessageAdmin(_OperationsAdmin):
     """Read-only: the relay owns these rows. Visible so operators see the backlog."""
 
     change_list_template = "admin/audit/outboxmessage/change_list.html"

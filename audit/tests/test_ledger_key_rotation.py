@@ -25,6 +25,14 @@ from audit.tests.test_ledger_offline_tool import _checkpoint_file, _run, _write_
 pytestmark = pytest.mark.django_db
 
 
+def _private_pem(key: Ed25519PrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
 @pytest.fixture
 def data_dir(settings, tmp_path):
     """A data folder of its own with a generated key (the setting empty), as `make run`."""
@@ -94,21 +102,13 @@ def test_a_key_given_in_the_environment_is_rotated_there(tenant, settings, tmp_p
     TRACELEDGER_SIGNING_RETIRED_KEYS; the command refuses to touch a configured key."""
     settings.DATA_DIR = tmp_path
     old_key, new_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-
-    def pem(key):
-        return key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode()
-
-    settings.TRACELEDGER_SIGNING_KEY = pem(old_key)
+    settings.TRACELEDGER_SIGNING_KEY = _private_pem(old_key)
     chained_events_create(tenant_id=tenant.id, count=2)
     checkpoints_sign()
     with pytest.raises(CommandError, match="rotate it there"):
         call_command("rotate_signing_key")
 
-    settings.TRACELEDGER_SIGNING_KEY = pem(new_key)
+    settings.TRACELEDGER_SIGNING_KEY = _private_pem(new_key)
     assert not ledger_verify(tenant_id=tenant.id).ok
     settings.TRACELEDGER_SIGNING_RETIRED_KEYS = public_key_to_pem(old_key.public_key())
     assert ledger_verify(tenant_id=tenant.id).ok
@@ -164,13 +164,7 @@ def test_a_key_rotated_by_another_process_is_used_at_the_next_signature(tenant, 
     before = key_id()
     replacement = Ed25519PrivateKey.generate()
     staged = data_dir / "staged.pem"
-    staged.write_bytes(
-        replacement.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    staged.write_text(_private_pem(replacement))
     os.replace(staged, data_dir / "ledger-signing-key.pem")
 
     [checkpoint] = checkpoints_sign()
@@ -188,15 +182,7 @@ def test_a_key_rotated_by_another_process_is_used_at_the_next_signature(tenant, 
 )
 def test_retired_keys_that_are_not_public_ed25519_keys_are_refused(text, message):
     if text is None:
-        text = (
-            Ed25519PrivateKey.generate()
-            .private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-            .decode()
-        )
+        text = _private_pem(Ed25519PrivateKey.generate())
     with pytest.raises(ImproperlyConfigured, match=message):
         public_keys_parse(text, source="X")
 
