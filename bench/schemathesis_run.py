@@ -2,8 +2,10 @@
 
 Starts the product's web (``traceledger.settings``: the bench's naive endpoint is not in this
 schema) and a worker against a fresh database, creates a tenant with an ``ingest,read`` API
-key and a few stored events, then runs schemathesis' ``not_a_server_error`` check: any 5xx
-fails the run. Extra arguments after ``--`` go to ``schemathesis run``.
+key and a few stored events, then runs schemathesis with ``CHECKS``: any 5xx fails the run,
+and so does a response whose status code, content type, body or headers the schema does not
+describe (what a generated client would trip on). Extra arguments after ``--`` go to
+``schemathesis run``.
 """
 
 import argparse
@@ -19,6 +21,16 @@ from bench.environment import ROOT, Services, prepare, process_env
 from bench.events import event_dicts, request_bodies
 from bench.loadgen import LoadGenerator
 from bench.processes import Web, Worker
+
+CHECKS = ",".join(
+    (
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_schema_conformance",
+        "response_headers_conformance",
+    )
+)
 
 
 def say(text: str) -> None:
@@ -80,7 +92,7 @@ def main(argv=None) -> int:
             "--header",
             f"Authorization: Api-Key {key}",
             "--checks",
-            "not_a_server_error",
+            CHECKS,
             "--max-examples",
             str(args.max_examples),
             "--request-timeout",
@@ -108,7 +120,11 @@ def main(argv=None) -> int:
     server_errors = _server_errors(logs / "web.log")
     if server_errors:
         say(f"the web log shows {len(server_errors)} server errors, e.g. {server_errors[:3]}")
-    say("PASS: no 5xx" if returncode == 0 else f"FAIL (schemathesis exit {returncode})")
+    say(
+        "PASS: no 5xx, every response as the schema describes it"
+        if returncode == 0
+        else f"FAIL (schemathesis exit {returncode})"
+    )
     return returncode
 
 
