@@ -5,6 +5,9 @@ set -euo pipefail
 PY=${PY:-.venv/bin/python}
 BIN=$(dirname "$PY")
 PORT=${PORT:-8000}
+# Loopback only by default: a development stack (DEBUG on, demo accounts) is not for the
+# network. HOST=0.0.0.0 make run exposes it.
+HOST=${HOST:-127.0.0.1}
 
 mkdir -p var
 export PROMETHEUS_MULTIPROC_DIR=${PROMETHEUS_MULTIPROC_DIR:-$PWD/var/metrics}
@@ -40,7 +43,7 @@ trap cleanup INT TERM HUP EXIT
 # instant later, the master's QUIT; gthread's quit handler is not re-entrant (it takes the
 # thread pool's shutdown lock), so the worker could hang until the master SIGKILLs it.
 set -m
-GUNICORN_BIND="0.0.0.0:$PORT" "$BIN/gunicorn" traceledger.wsgi:application &
+GUNICORN_BIND="$HOST:$PORT" "$BIN/gunicorn" traceledger.wsgi:application &
 pids+=($!)
 "$BIN/celery" -A traceledger worker --loglevel INFO --concurrency 2 \
   -Q audit.ingest,search.index,maintenance --without-gossip --without-mingle &

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import environ
 
+from traceledger.dev_secret import development_secret_key
 from traceledger.queues import CELERY_QUEUES
 from traceledger.redis_latch import LatchingConnection
 from traceledger.settings_env import (
@@ -35,15 +36,17 @@ env = environ.Env()
 env.smart_cast = False
 
 
+# The key earlier versions fell back to: published in the source, so refused even in debug.
 INSECURE_SECRET_KEY = "django-insecure-traceledger-local-development-only"
 
 DEBUG = boolean("DJANGO_DEBUG", True)
-SECRET_KEY = secret("DJANGO_SECRET_KEY", INSECURE_SECRET_KEY)
+DATA_DIR = Path(env.str("TRACELEDGER_DATA_DIR", default=str(BASE_DIR / "var")))
+# Unset in development: a random key made once in the data folder (traceledger/dev_secret.py).
+SECRET_KEY = secret("DJANGO_SECRET_KEY", "") or (development_secret_key(DATA_DIR) if DEBUG else "")
 ALLOWED_HOSTS = names(
     "DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else []
 )
 CSRF_TRUSTED_ORIGINS = names("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
-DATA_DIR = Path(env.str("TRACELEDGER_DATA_DIR", default=str(BASE_DIR / "var")))
 
 guard_production_settings(
     debug=DEBUG,

@@ -9,6 +9,12 @@ from django.core.exceptions import ImproperlyConfigured
 def guard_production_settings(
     *, debug: bool, secret_key: str, insecure_secret_key: str, allowed_hosts: list[str]
 ) -> None:
+    if secret_key == insecure_secret_key:
+        # Published in the source: anyone could sign sessions and JWTs with it.
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is the key published in TraceLedger's source: unset it (in "
+            "debug a random one is kept in the data folder) or set a random value"
+        )
     if debug:
         return
     problems = []
