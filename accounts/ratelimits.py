@@ -11,7 +11,8 @@ How views use them:
   ``ReadRateLimit``);
 - the ingest endpoint swaps it for ``IngestRateLimit`` on POST (see
   ``audit/api/views.py``: ``get_throttles``);
-- the login view uses ``LoginIpRateLimit`` and ``LoginUsernameRateLimit``.
+- the login view uses ``LoginIpRateLimit`` and ``LoginUsernameRateLimit``; the admin's login
+  counts in the same two buckets (``accounts/admin_login.py``).
 
 When Redis is unreachable the limits fail open (``RATELIMIT_FAIL_OPEN=True`` together with
 django-redis ``IGNORE_EXCEPTIONS``): the request goes through and a warning is logged at
@@ -23,6 +24,7 @@ import logging
 import math
 import threading
 import time
+import unicodedata
 
 from django.conf import settings
 from django_ratelimit.core import get_usage
@@ -138,8 +140,15 @@ class LoginUsernameRateLimit(_RateLimit):
 
     def key(self, request) -> str | None:
         data = request.data if isinstance(request.data, dict) else {}
-        username = data.get("username")
-        if not isinstance(username, str) or not username:
-            return None
-        # "user:" keeps a username literally called "ip" from meaning the client address.
-        return f"user:{username.strip().lower()}"
+        return login_username_key(data.get("username"))
+
+
+def login_username_key(username) -> str | None:
+    """The per-username login bucket: every spelling that logs in as one account counts in
+    one bucket. The login matches the NFKC form ignoring case (``UserManager``), so a bucket
+    by ``lower()`` alone gave the fullwidth and the mathematical-bold spellings of a name a
+    fresh bucket each, for the same user."""
+    if not isinstance(username, str) or not username.strip():
+        return None
+    # "user:" keeps a username literally called "ip" from meaning the client address.
+    return f"user:{unicodedata.normalize('NFKC', username.strip()).casefold()}"

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.negotiation import DefaultContentNegotiation
 
 from accounts.admin import own_password_change
+from accounts.admin_login import admin_login
 from traceledger.api.not_found import api_not_found
 from traceledger.health import healthz, readyz
 from traceledger.metrics import metrics_view
@@ -49,6 +50,7 @@ urlpatterns = [
     re_path(r"^api/", api_not_found),
     # Before the admin's own: a person's password change is recorded (accounts/admin.py).
     path("admin/password_change/", own_password_change),
+    path("admin/login/", admin_login, name="admin_login_limited"),
     path("admin/", admin.site.urls),
     path("", RedirectView.as_view(pattern_name="admin:index"), name="root"),
 ]

@@ -131,9 +131,12 @@ def test_it_rate_limits_one_username_across_many_ips(person):
         for _ in range(4)
     ]
     assert statuses == [401, 401, 401, 429]
-    # Case games do not open a fresh bucket.
+    # Case games do not open a fresh bucket, nor do other spellings that log in as the same
+    # account (fullwidth, mathematical bold: NFKC): even with the right password.
     shouted = _login(APIClient(REMOTE_ADDR=unique_ip()), person.username.upper(), "wrong")
     assert shouted.status_code == 429
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in person.username)
+    assert _login(APIClient(REMOTE_ADDR=unique_ip()), fullwidth).status_code == 429
 
 
 @pytest.mark.django_db
