@@ -91,11 +91,15 @@ def tenant_get_by_slug(*, slug: str) -> Tenant | None:
 
 
 def user_list_for(*, user) -> QuerySet[User]:
-    """Users a person may see: everyone for a superuser, their own tenant's otherwise."""
+    """Users a person may see: everyone for a superuser; otherwise their own tenant's, never
+    a superuser among them (a superuser may carry a tenant: its admin could otherwise set
+    that superuser's password and become one)."""
     queryset = User.objects.select_related("tenant")
     if user.is_superuser:
         return queryset
-    return queryset.filter(tenant_id=user.tenant_id) if user.tenant_id else queryset.none()
+    if not user.tenant_id:
+        return queryset.none()
+    return queryset.filter(tenant_id=user.tenant_id, is_superuser=False)
 
 
 def api_key_list_for(*, user) -> QuerySet[ApiKey]:

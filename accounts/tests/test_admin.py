@@ -567,3 +567,27 @@ def test_the_key_form_offers_the_scopes_as_boxes_and_refuses_others(
         refused.context["adminform"].form.errors["scopes"]
     )
     assert not ApiKey.objects.filter(name="x").exists()
+
+
+@pytest.mark.django_db
+def test_a_tenant_admin_cannot_see_or_take_over_a_superuser_of_their_tenant(
+    admin_client_for, owner, tenant
+):
+    """A superuser may carry a tenant; its admin could set that superuser's password."""
+    owner.is_staff = True
+    owner.save()
+    boss = User.objects.create_superuser(username="boss", password=PASSWORD, tenant=tenant)
+    client = admin_client_for(owner)
+
+    listed = client.get(reverse("admin:accounts_user_changelist")).content.decode()
+    page = client.get(reverse("admin:accounts_user_change", args=[boss.pk]))
+    takeover = client.post(
+        reverse("admin:auth_user_password_change", args=[boss.pk]),
+        {"password1": "Takeover-Pw-123!", "password2": "Takeover-Pw-123!"},
+    )
+
+    assert "boss" not in listed
+    assert page.status_code == 302  # "doesn't exist", as another tenant's user
+    assert takeover.status_code == 404
+    boss.refresh_from_db()
+    assert boss.check_password(PASSWORD)
