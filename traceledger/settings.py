@@ -331,6 +331,9 @@ SIMPLE_JWT = {
     "BLACKLIST_AFTER_ROTATION": True,
     "SIGNING_KEY": SECRET_KEY,
     "AUTH_HEADER_TYPES": ("Bearer",),
+    # Tokens carry a digest of the password hash they were issued under: a password change
+    # ends every session (access tokens here, refresh tokens in RotatingRefreshSerializer).
+    "CHECK_REVOKE_TOKEN": True,
 }
 # Largest accepted request body: 1,000 events of up to ~16 KiB metadata each, plus slack.
 DATA_UPLOAD_MAX_MEMORY_SIZE = integer(

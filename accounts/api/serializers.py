@@ -2,8 +2,10 @@ from collections.abc import Mapping
 
 from django.db import connection, transaction
 from rest_framework import serializers
+from rest_framework_simplejwt.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.models import Role, User
 
@@ -19,13 +21,25 @@ class RotatingRefreshSerializer(TokenRefreshSerializer):
     """
 
     def validate(self, attrs):
-        jti = self.token_class(attrs["refresh"])[api_settings.JTI_CLAIM]  # also verifies it
+        refresh = self.token_class(attrs["refresh"])  # verifies it
+        jti = refresh[api_settings.JTI_CLAIM]
+        _refuse_after_password_change(refresh)
         with transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute(
                     "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"refresh:{jti}"]
                 )
             return super().validate(attrs)
+
+
+def _refuse_after_password_change(refresh) -> None:
+    """simplejwt checks the password claim (``CHECK_REVOKE_TOKEN``) on access tokens only: a
+    refresh token issued before a password change would keep minting new sessions."""
+    user = User.objects.filter(pk=refresh.get(api_settings.USER_ID_CLAIM)).first()
+    if user is not None and refresh.get(api_settings.REVOKE_TOKEN_CLAIM) != (
+        get_md5_hash_password(user.password)
+    ):
+        raise AuthenticationFailed("The user's password has been changed.", "password_changed")
 
 
 class LoginSerializer(TokenObtainPairSerializer):

@@ -171,3 +171,24 @@ def test_the_username_is_matched_ignoring_case_at_login(anon_client, person):
 def test_a_fullwidth_spelling_of_the_username_logs_in_as_its_plain_form(anon_client, person):
     fullwidth = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in person.username)
     assert _login(anon_client, fullwidth).status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_password_change_ends_every_session_access_and_refresh(anon_client, person):
+    tokens = _login(anon_client, person.username).json()
+    person.set_password("a-new-Password-99")
+    person.save()
+    client = APIClient()
+
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens['access']}")
+    read = client.get("/api/v1/ledger/public-key")
+    client.credentials()
+    refreshed = client.post("/api/v1/auth/refresh", {"refresh": tokens["refresh"]}, format="json")
+
+    assert read.status_code == 401
+    assert refreshed.status_code == 401
+    assert "password has been changed" in refreshed.json()["error"]["message"]
+    # The new password's tokens work.
+    fresh = _login(anon_client, person.username, "a-new-Password-99").json()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {fresh['access']}")
+    assert client.get("/api/v1/ledger/public-key").status_code != 401
