@@ -115,6 +115,15 @@ class ReadRateLimit(_PerPrincipal):
     setting = "TRACELEDGER_RATELIMIT_READ"
 
 
+class HeavyReadRateLimit(_PerPrincipal):
+    """``TRACELEDGER_RATELIMIT_HEAVY`` per API key or user, on top of the read limit, for the
+    reads that cost seconds of database time each (ledger verification, export): within the
+    read limit alone one tenant's loop of them slowed every other tenant's reads."""
+
+    group = "traceledger.heavy"
+    setting = "TRACELEDGER_RATELIMIT_HEAVY"
+
+
 class IngestRateLimit(_PerPrincipal):
     """``TRACELEDGER_RATELIMIT_INGEST`` per API key or user, counted per request."""
 

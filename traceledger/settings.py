@@ -173,6 +173,8 @@ RATELIMIT_FAIL_OPEN = True
 RATELIMIT_IP_META_KEY = meta_key("RATELIMIT_IP_META_KEY")
 TRACELEDGER_RATELIMIT_INGEST = rate("TRACELEDGER_RATELIMIT_INGEST", default="6000/m")
 TRACELEDGER_RATELIMIT_READ = rate("TRACELEDGER_RATELIMIT_READ", default="1200/m")
+# Ledger verification and export, each up to seconds of database time: a tighter budget.
+TRACELEDGER_RATELIMIT_HEAVY = rate("TRACELEDGER_RATELIMIT_HEAVY", default="30/m")
 TRACELEDGER_RATELIMIT_LOGIN = rate("TRACELEDGER_RATELIMIT_LOGIN", default="10/m")
 # Verified API keys are cached in Redis (accounts/keycache.py): re-checked against PostgreSQL
 # after CACHE_SECONDS (a revocation outside the services takes at most this long), and the

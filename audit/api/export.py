@@ -12,6 +12,7 @@ from rest_framework.permissions import IsAuthenticated
 from accounts.models import Tenant
 from accounts.permissions import CanRead
 from accounts.principal import get_principal
+from accounts.ratelimits import HeavyReadRateLimit, ReadRateLimit
 from audit.exports import FORMATS, export_rows
 from audit.filters import (
     TENANT_PARAMETER,
@@ -39,6 +40,8 @@ class IgnoreFormatQueryParam(DefaultContentNegotiation):
 
 class AuditEventExportView(GenericAPIView):
     permission_classes = [IsAuthenticated, CanRead]
+    # The read limit, and a tighter one: each request may cost seconds of database time.
+    throttle_classes = [ReadRateLimit, HeavyReadRateLimit]
     content_negotiation_class = IgnoreFormatQueryParam
     filterset_class = AuditEventFilterSet
     pagination_class = None

@@ -22,6 +22,7 @@ from rest_framework.views import APIView
 
 from accounts.permissions import CanRead
 from accounts.principal import get_principal
+from accounts.ratelimits import HeavyReadRateLimit, ReadRateLimit
 from audit.api.pagination import MAX_PAGE_SIZE, StrictCursorPagination
 from audit.filters import TENANT_PARAMETER, plain_int, reject_unknown_params
 from audit.ledger import selectors
@@ -104,6 +105,8 @@ class VerifyOutputSerializer(serializers.Serializer):
 
 class LedgerVerifyView(APIView):
     permission_classes = [IsAuthenticated, CanRead]
+    # The read limit, and a tighter one: each request may cost seconds of database time.
+    throttle_classes = [ReadRateLimit, HeavyReadRateLimit]
 
     @extend_schema(
         operation_id="ledger_verify",
