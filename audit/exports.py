@@ -66,13 +66,16 @@ def _json(value, *, sort_keys: bool = False) -> str:
 
 
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV
-# injection"), and most event fields are written by whoever caused the event.
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+# injection"), and most event fields are written by whoever caused the event. Spreadsheets
+# also skip leading blanks and line breaks before a formula, and some read the fullwidth
+# signs as the ASCII ones.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+_LEADING_BLANKS = " \n\u3000\u00a0"
 
 
 def csv_cell(value):
     """The value, with a leading ``'`` when a spreadsheet would read it as a formula."""
-    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+    if isinstance(value, str) and value.lstrip(_LEADING_BLANKS).startswith(FORMULA_TRIGGERS):
         return "'" + value
     return value
 

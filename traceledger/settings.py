@@ -342,6 +342,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = integer(
     "TRACELEDGER_MAX_BODY_BYTES", default=5 * 1024 * 1024, minimum=1
 )
 
+# Admin messages live in the session (the database), not in a cookie: the message that shows
+# a new API key once would otherwise carry the key to the browser's cookie jar and back.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
 # --- Security (production) ----------------------------------------------------------------
 # TLS usually ends at a reverse proxy, which says so in X-Forwarded-Proto. Without such a
 # proxy in front, a client could send the header itself: turn the trust off there.
