@@ -535,6 +535,25 @@ def _detailed_errors(body: bytes, *, now: datetime) -> dict:
         item_errors = _item_errors(item, now=now)
         if item_errors:
             errors[str(index)] = item_errors
+    # In the same answer as the other errors, not in a second round once they are fixed.
+    raw = [item.get("event_id") if isinstance(item, dict) else None for item in data]
+    for index, messages in _duplicate_ids(raw).items():
+        item_errors = errors.setdefault(index, {})
+        if isinstance(item_errors, dict):
+            item_errors.setdefault("event_id", messages["event_id"])
+    return errors
+
+
+def _duplicate_ids(event_ids: list) -> dict:
+    """The later items that repeat an earlier one's ``event_id`` (strings only), by index."""
+    seen: dict[str, int] = {}
+    errors = {}
+    for index, event_id in enumerate(event_ids):
+        if not isinstance(event_id, str):
+            continue
+        first = seen.setdefault(event_id, index)
+        if first != index:
+            errors[str(index)] = {"event_id": [f"Duplicate of item {first} in this request."]}
     return errors
 
 
@@ -542,13 +561,7 @@ def _duplicate_errors(events: list[dict]) -> dict:
     """Policy: a batch may not repeat an ``event_id``; the later item is refused, by index,
     so the client learns which of its events collide (keeping the first would silently drop
     an event the client believes it sent)."""
-    seen: dict[str, int] = {}
-    errors = {}
-    for index, event in enumerate(events):
-        first = seen.setdefault(event["event_id"], index)
-        if first != index:
-            errors[str(index)] = {"event_id": [f"Duplicate of item {first} in this request."]}
-    return errors
+    return _duplicate_ids([event["event_id"] for event in events])
 
 
 def events_parse(

@@ -81,6 +81,11 @@ def _challenge(request) -> str | None:
     return None
 
 
+def _authorization(context) -> str:
+    request = context.get("request")
+    return request.META.get("HTTP_AUTHORIZATION", "").strip() if request is not None else ""
+
+
 def exception_handler(exc, context):
     if isinstance(exc, DependencyUnavailable):
         exc = _Unavailable(str(exc), wait=exc.retry_after)
@@ -103,6 +108,14 @@ def exception_handler(exc, context):
         exc = exceptions.PermissionDenied(str(exc) or None)
     if getattr(exc, "auth_header", None) and "request" in context:
         exc.auth_header = _challenge(context["request"]) or exc.auth_header
+    if isinstance(exc, exceptions.NotAuthenticated) and _authorization(context):
+        # A header was sent, in a scheme no authenticator takes (often the bare key, as a
+        # tool reading "apiKey in header Authorization" sends it): "not provided" misled.
+        exc = exceptions.NotAuthenticated(
+            "The Authorization header is not in a scheme this API takes: send "
+            "`Authorization: Api-Key <key>` or `Authorization: Bearer <access token>`."
+        )
+        exc.auth_header = _challenge(context["request"]) or "Api-Key"
 
     response = drf_exception_handler(exc, context)
     if response is None:

@@ -45,3 +45,21 @@ def test_a_401_challenges_with_the_scheme_the_client_used(authorization, challen
     response = client.get("/api/v1/audit-events")
     assert response.status_code == 401
     assert response["WWW-Authenticate"] == challenge
+
+
+@pytest.mark.parametrize("authorization", ["tl_rawkeywithoutscheme.secret", "Basic dXNlcjpwYXNz"])
+def test_credentials_in_an_unknown_scheme_are_told_which_schemes_work(authorization):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=authorization)
+
+    response = client.get("/api/v1/audit-events")
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "not_authenticated"
+    assert "`Authorization: Api-Key <key>`" in response.json()["error"]["message"]
+    assert response["WWW-Authenticate"] == "Api-Key"
+
+
+def test_no_credentials_at_all_still_says_so():
+    response = APIClient().get("/api/v1/audit-events")
+    assert response.json()["error"]["message"] == "Authentication credentials were not provided."

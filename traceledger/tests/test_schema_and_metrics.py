@@ -9,6 +9,26 @@ def test_it_generates_a_valid_openapi_3_schema():
     assert schema["openapi"].startswith("3.")
 
 
+def test_every_error_response_has_the_error_body_and_429_503_say_when_to_retry():
+    """What a client generated from the schema needs: typed errors and Retry-After."""
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    responses = [
+        (path, method, status, response)
+        for path, methods in schema["paths"].items()
+        for method, operation in methods.items()
+        for status, response in operation["responses"].items()
+    ]
+    errors = [r for r in responses if int(r[2]) >= 400]
+
+    assert len(errors) > 50
+    for path, method, status, response in errors:
+        body = response["content"]["application/json"]["schema"]
+        assert body == {"$ref": "#/components/schemas/Error"}, (path, method, status)
+        assert ("Retry-After" in response["headers"]) == (int(status) in (429, 503))
+    assert all("X-Request-ID" in r[3]["headers"] for r in responses)
+    assert schema["components"]["schemas"]["Error"]["required"] == ["error"]
+
+
 @pytest.mark.django_db
 def test_it_serves_the_schema_and_swagger_ui(client):
     response = client.get("/api/schema/")

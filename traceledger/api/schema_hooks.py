@@ -1,0 +1,64 @@
+"""OpenAPI post-processing: what every error response and every response carries.
+
+Every error of the API has one body (``traceledger.api.exceptions.error_body``), a 429 or
+503 says when to retry, and every response echoes the request id. Declared here once, for
+every operation, instead of on each view: a client generated from the schema can then type
+the errors and read ``Retry-After`` (the views' error responses only had a description).
+"""
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": {
+                    "type": "string",
+                    "description": "Machine-readable: invalid, parse_error, not_authenticated, "
+                    "authentication_failed, token_not_valid, no_active_account, "
+                    "permission_denied, not_found, method_not_allowed, too_large, "
+                    "unsupported_media_type, "
+                    "rate_limited (a rate limit), overloaded (the ingest backlog is full), "
+                    "unavailable (a dependency is down).",
+                },
+                "message": {"type": "string", "description": "For people."},
+                "fields": {
+                    "type": "object",
+                    "additionalProperties": True,
+                    "description": "Each bad field (or query parameter) with its messages; "
+                    "for a list body, each bad item by its index.",
+                },
+            },
+            "required": ["code", "message"],
+        }
+    },
+    "required": ["error"],
+}
+RETRY_AFTER = {
+    "description": "Seconds to wait before retrying. Nothing of a refused request was accepted.",
+    "schema": {"type": "integer", "minimum": 1},
+}
+REQUEST_ID = {
+    "description": "The request's id (the client's `X-Request-ID` when it is 1-128 of "
+    "`A-Za-z0-9._:-`, else a new one): the log lines of the request and of the worker that "
+    "stores its events carry it; quote it to support.",
+    "schema": {"type": "string"},
+}
+
+
+def error_responses(result, generator, request, public):
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    for methods in result.get("paths", {}).values():
+        for operation in methods.values():
+            for status, response in operation.get("responses", {}).items():
+                headers = response.setdefault("headers", {})
+                headers.setdefault("X-Request-ID", REQUEST_ID)
+                if not str(status).isdigit() or int(status) < 400:
+                    continue
+                response.setdefault(
+                    "content",
+                    {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                )
+                if int(status) in (429, 503):
+                    headers.setdefault("Retry-After", RETRY_AFTER)
+    return result
