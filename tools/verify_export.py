@@ -382,7 +382,7 @@ def load_public_keys(texts: list[str]) -> dict:
     _, serialization, ed25519_public_key = _crypto()
     keys = {}
     for text in texts:
-        blocks = PEM_PUBLIC_KEY.findall(text)
+        blocks = PEM_PUBLIC_KEY.findall(_pem_of_json(text))
         if not blocks:
             raise ValueError("a --public-key file holds no PEM public key")
         for block in blocks:
@@ -392,6 +392,19 @@ def load_public_keys(texts: list[str]) -> dict:
             raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
             keys[hashlib.sha256(raw).hexdigest()] = key
     return keys
+
+
+def _pem_of_json(text: str) -> str:
+    """The PEM keys of a saved ``GET /api/v1/ledger/public-key`` answer (the current key and
+    the retired ones); any other text as it is."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(data, dict) or not isinstance(data.get("public_key"), str):
+        return text
+    retired = [k.get("public_key") for k in data.get("retired_keys") or [] if isinstance(k, dict)]
+    return "".join(key for key in [data["public_key"], *retired] if isinstance(key, str))
 
 
 def verify_signature(checkpoint: dict, keys: dict) -> None:
@@ -537,9 +550,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--public-key",
         action="append",
-        help="PEM public key(s) (manage.py ledger_public_key; --retired adds rotated-out keys); "
-        "a file may hold several, and the option may be repeated: each checkpoint is checked "
-        "with the key its key_id names",
+        help="PEM public key(s) (manage.py ledger_public_key; --retired adds rotated-out keys), "
+        "or a saved GET /api/v1/ledger/public-key answer (JSON); a file may hold several, and "
+        "the option may be repeated: each checkpoint is checked with the key its key_id names",
     )
     parser.add_argument("--tenant", help="the tenant slug the checkpoints belong to")
     parser.add_argument(

@@ -225,3 +225,27 @@ def test_the_offline_tool_takes_the_retired_key_for_old_checkpoints(
     assert "signature and hash verified" in verified.stdout
     assert repeated.returncode == 0
     assert Checkpoint.objects.count() == 1
+
+
+def test_the_offline_tool_takes_the_public_key_endpoints_answer_as_saved(
+    tenant, data_dir, recorded, tmp_path, key_client
+):
+    """An API-only verifier saves GET /ledger/public-key (JSON, retired keys included)."""
+    chained_events_create(tenant_id=tenant.id, count=3, target_id="", target_type="")
+    [old_checkpoint] = checkpoints_sign()
+    _rotate()
+    export = tmp_path / "events.jsonl"
+    _write_export(export, tenant)
+    saved = tmp_path / "public-key.json"
+    saved.write_bytes(key_client(scopes=["read"]).get("/api/v1/ledger/public-key").content)
+
+    result = _run(
+        export,
+        "--checkpoint",
+        _checkpoint_file(tmp_path / "cp.json", old_checkpoint),
+        "--public-key",
+        saved,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "signature and hash verified" in result.stdout
