@@ -82,7 +82,10 @@ def check_rate(*, request, group: str, rate: str, key: str) -> None:
         _log_fail_open(group)
         return
     if usage["should_limit"]:
-        raise RateLimited(wait=max(1, math.ceil(usage["time_left"])))
+        # django-ratelimit's window ends *with* the second it names (``_get_window``: the
+        # current window while int(now) <= its end), so the next window opens one second
+        # after ``time_left`` runs out: waiting exactly ``time_left`` met one more 429.
+        raise RateLimited(wait=max(1, math.ceil(usage["time_left"]) + 1))
 
 
 class _RateLimit(BaseThrottle):

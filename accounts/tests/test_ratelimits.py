@@ -143,3 +143,22 @@ def test_it_applies_the_read_limit_to_every_read_endpoint(key_client, path):
     path = path.replace("{id}", str(uuid.uuid4()))
     assert client.get(path).status_code in (200, 404)
     _assert_429(client.get(path))
+
+
+@pytest.mark.django_db
+@override_settings(TRACELEDGER_RATELIMIT_READ="1/m")
+def test_retrying_after_exactly_retry_after_is_in_the_next_window(monkeypatch, key_client):
+    """django-ratelimit's window ends with the second it names: a client that waits just
+    ``Retry-After`` must land in the next window, not meet one more 429."""
+    import django_ratelimit.core as core
+
+    now = [1_800_000_000.25]
+    monkeypatch.setattr(core.time, "time", lambda: now[0])
+    client = key_client(scopes=["read"])
+
+    assert client.get("/api/v1/ledger/public-key").status_code != 429
+    refused = client.get("/api/v1/ledger/public-key")
+    now[0] += int(refused["Retry-After"])
+
+    assert refused.status_code == 429
+    assert client.get("/api/v1/ledger/public-key").status_code != 429
