@@ -157,13 +157,18 @@ FILTER_NAMES = frozenset(AuditEventFilterSet.base_filters)
 
 
 def reject_unknown_params(
-    query_params, *, extra: Iterable[str] = (), paging: bool = True, filters: bool = True
+    query_params,
+    *,
+    extra: Iterable[str] = (),
+    paging: bool = True,
+    filters: bool = True,
+    tenant: bool = True,
 ) -> None:
     """400 naming every query parameter that is not ``tenant``, a filter, paging or ``extra``,
     and every one given more than once (each is single-valued: the view would read only the
     last value)."""
     allowed = (
-        {"tenant"}
+        ({"tenant"} if tenant else set())
         | (FILTER_NAMES if filters else set())
         | (PAGING_PARAMS if paging else set())
         | set(extra)
@@ -172,7 +177,11 @@ def reject_unknown_params(
     unknown = set(query_params) - allowed
     for name in sorted(query_params):
         if name in unknown:
-            errors[name] = [f"Unknown query parameter; allowed: {', '.join(sorted(allowed))}."]
+            errors[name] = [
+                f"Unknown query parameter; allowed: {', '.join(sorted(allowed))}."
+                if allowed
+                else "Unknown query parameter; this endpoint takes none."
+            ]
         elif len(query_params.getlist(name)) > 1:
             errors[name] = ["Given more than once; give it once."]
     if errors:

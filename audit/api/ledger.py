@@ -31,7 +31,7 @@ from audit.ledger.keyring import public_key_to_pem, retired_keys
 from audit.ledger.signing import key_id, public_key_pem
 from audit.ledger.verify import ledger_verify
 from audit.selectors import read_tenant_id
-from traceledger.api.responses import AUTH_ERRORS, READ_ERRORS
+from traceledger.api.responses import READ_ERRORS
 
 # These operations need the signing key (verify checks checkpoint signatures with it); a
 # process that finds none answers 503 rather than inventing one (audit.ledger.signing).
@@ -325,9 +325,11 @@ class LedgerPublicKeyView(APIView):
                     ),
                 },
             ),
-            **AUTH_ERRORS,
+            **READ_ERRORS,
             **_KEY_UNAVAILABLE,
         },
     )
     def get(self, request):
+        # No parameters: a misspelt or unsupported one is a 400, as on every other endpoint.
+        reject_unknown_params(request.query_params, filters=False, paging=False, tenant=False)
         return Response(_keys())

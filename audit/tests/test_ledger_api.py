@@ -307,3 +307,13 @@ def test_to_sequence_alone_on_an_empty_chain_is_a_400_naming_it(key_client):
 
     assert response.status_code == 400
     assert set(response.json()["error"]["fields"]) == {"to_sequence"}
+
+
+@pytest.mark.parametrize("query", ["foo=1", "tenant=other", "format=json"])
+def test_the_public_key_takes_no_query_parameters(key_client, query):
+    response = key_client(scopes=["read"]).get(f"/api/v1/ledger/public-key?{query}")
+    assert response.status_code == 400
+    name = query.split("=")[0]
+    assert response.json()["error"]["fields"][name] == [
+        "Unknown query parameter; this endpoint takes none."
+    ]
