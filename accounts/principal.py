@@ -32,6 +32,11 @@ class Principal:
         """Identity for rate limits: one bucket per key or per user."""
         return f"key:{self.api_key_id}" if self.api_key_id else f"user:{self.user_id}"
 
+    @property
+    def submitter(self) -> str:
+        """Who submitted events, as stored with each (``AuditEvent.submitted_by``)."""
+        return f"api_key:{self.api_key_id}" if self.api_key_id else f"user:{self.user_id}"
+
     def has_scope(self, scope: str) -> bool:
         return self.is_superuser or scope in self.scopes
 

@@ -36,7 +36,8 @@ from traceledger.request_id import bound_request_id
 
 logger = logging.getLogger(__name__)
 
-CONTRACT_KWARGS = frozenset({"tenant_id", "events", "request_id"})
+CONTRACT_KWARGS = frozenset({"tenant_id", "events", "request_id", "submitted_by"})
+SUBMITTED_BY_MAX = 300
 # Bounds for a broker that hangs or is gone: a task never waits long for extras, and after a
 # failure it does not try again for a while (its own message is processed regardless).
 SOCKET_TIMEOUT = 2.0
@@ -54,6 +55,9 @@ def contract_violation(args, kwargs) -> str | None:
     unknown = set(kwargs) - CONTRACT_KWARGS
     if args or unknown or "tenant_id" not in kwargs or "events" not in kwargs:
         return f"positional args: {len(args or ())}; kwargs: {sorted(kwargs)}"
+    submitted_by = kwargs.get("submitted_by", "")
+    if not isinstance(submitted_by, str) or len(submitted_by) > SUBMITTED_BY_MAX:
+        return f"submitted_by must be a string of at most {SUBMITTED_BY_MAX} characters"
     return None
 
 
@@ -193,7 +197,11 @@ class Coalescer:
             message=message,
             task_id=task_id,
             request_id=kwargs.get("request_id"),
-            batch=Batch(tenant_id=kwargs["tenant_id"], events=kwargs["events"]),
+            batch=Batch(
+                tenant_id=kwargs["tenant_id"],
+                events=kwargs["events"],
+                submitted_by=kwargs.get("submitted_by", ""),
+            ),
         )
 
 

@@ -124,7 +124,11 @@ def ingest_batch(self, *args, **kwargs) -> dict:
     violation = contract_violation(args, kwargs)
     if violation:
         _reject(self, "message does not follow the audit.ingest_batch contract", violation)
-    own = Batch(tenant_id=kwargs["tenant_id"], events=kwargs["events"])
+    own = Batch(
+        tenant_id=kwargs["tenant_id"],
+        events=kwargs["events"],
+        submitted_by=kwargs.get("submitted_by", ""),
+    )
     extras: list[Extra] = []
 
     def more() -> list[Batch]:
@@ -152,6 +156,7 @@ def ingest_batch(self, *args, **kwargs) -> dict:
             rejected=own.result.rejected,
             request_id=kwargs.get("request_id"),
             task_id=self.request.id,
+            submitted_by=own.submitted_by,
         )
     metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
     return {
@@ -220,6 +225,7 @@ def _settle_one(extra: Extra, flush: Callable[[], None]) -> bool:
             rejected=result.rejected,
             request_id=extra.request_id,
             task_id=extra.task_id,
+            submitted_by=extra.batch.submitted_by,
         )
     return True
 

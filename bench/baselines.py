@@ -49,6 +49,7 @@ def copy_rows(*, events: list[dict], tenant_id: int) -> list[tuple]:
             "user_agent": event.get("user_agent", ""),
             "description": event.get("description", ""),
             "metadata": Jsonb(event.get("metadata") or {}),
+            "submitted_by": "api_key:benchkey",  # as the API sets it for a key
             "sequence": sequence,
             "prev_hash": prev,
             "hash": digest,

@@ -121,7 +121,7 @@ class AuditEventAdmin(ValidSelectionMixin, PageRangeMixin, ExportActionsMixin, a
         ),
         ("Actor", {"fields": ("actor_type", "actor_id", "actor_name", "same_actor")}),
         ("Target", {"fields": ("target_type", "target_id", "target_name", "same_target")}),
-        ("Request", {"fields": ("source_ip", "user_agent")}),
+        ("Request", {"fields": ("source_ip", "user_agent", "submitted_by")}),
         ("Metadata", {"fields": ("metadata_pretty",)}),
         ("Ledger", {"fields": ("sequence", "prev_hash", "hash", "verification")}),
     )

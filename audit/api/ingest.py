@@ -88,9 +88,8 @@ class IngestMixin:
                 f"The {SYSTEM_TENANT_SLUG!r} tenant holds TraceLedger's own records; "
                 "events cannot be posted into it."
             )
-        tenant_id = read_tenant_id(
-            principal=get_principal(request), tenant_slug=tenant_slug, required=True
-        )
+        principal = get_principal(request)
+        tenant_id = read_tenant_id(principal=principal, tenant_slug=tenant_slug, required=True)
         try:
             # The tenant makes the ids: the same event_id always gets the same one.
             events, _ = events_parse(body, tenant_id=tenant_id)
@@ -103,6 +102,7 @@ class IngestMixin:
             tenant_id=tenant_id,
             events=events,
             request_id=current_request_id() or None,
+            submitted_by=principal.submitter,
         )
         return Response(
             {"accepted": len(events), "ids": [event["id"] for event in events]},

@@ -55,6 +55,10 @@ class AuditEvent(models.Model):
     user_agent = models.CharField(max_length=512, blank=True, default="")
     description = models.TextField(max_length=2000, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
+    # Who handed the event to TraceLedger: "api_key:<prefix>", "user:<id>" or "traceledger"
+    # (its own records); "" for events stored before it was kept. Set by the server, never
+    # by the event: the actor is whatever the submitter wrote.
+    submitted_by = models.CharField(max_length=300, blank=True, default="", db_default="")
     sequence = models.BigIntegerField()
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)

@@ -65,7 +65,12 @@ def dead_letter_note(*, task_id: str | None, reason: str, exception: str = "") -
 
 
 def events_dead_letter(
-    *, tenant_id: int, rejected: list, request_id: str | None, task_id: str | None
+    *,
+    tenant_id: int,
+    rejected: list,
+    request_id: str | None,
+    task_id: str | None,
+    submitted_by: str = "",
 ) -> int:
     """Publish each rejected event as its own message to the DLX (confirmed, persistent).
 
@@ -78,8 +83,11 @@ def events_dead_letter(
         for item in rejected:
             event_json = orjson.dumps(item.event, option=orjson.OPT_SORT_KEYS)
             digest = hashlib.sha256(event_json).hexdigest()[:32]
+            kwargs = {"tenant_id": tenant_id, "events": [item.event], "request_id": request_id}
+            if submitted_by:  # a replay stores it as the original submission would have
+                kwargs["submitted_by"] = submitted_by
             producer.publish(
-                {"tenant_id": tenant_id, "events": [item.event], "request_id": request_id},
+                kwargs,
                 exchange=DLX_EXCHANGE,
                 routing_key=DLQ.routing_key,
                 serializer="json",

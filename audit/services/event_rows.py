@@ -43,7 +43,7 @@ def _parse_time(value: object, name: str) -> datetime:
     return parsed
 
 
-def event_row(*, tenant_id: int, event: object) -> tuple[dict, bool]:
+def event_row(*, tenant_id: int, event: object, submitted_by: str = "") -> tuple[dict, bool]:
     """Validate one event of the message contract and return it as an AuditEvent row dict,
     with whether its metadata is plain (``metadata_check_encoded``): the ledger then skips
     its own walk (``chain_prepare(metadata_is_jcs=True)``).
@@ -58,7 +58,7 @@ def event_row(*, tenant_id: int, event: object) -> tuple[dict, bool]:
     unknown = event.keys() - EVENT_KEYS
     if unknown:
         raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
-    row: dict = {"tenant_id": tenant_id}
+    row: dict = {"tenant_id": tenant_id, "submitted_by": submitted_by}
     try:
         row["id"] = str(uuid.UUID(str(event["id"])))
     except ValueError:

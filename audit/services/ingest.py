@@ -60,6 +60,7 @@ class Batch:
     tenant_id: object
     events: object
     result: IngestResult = field(default_factory=IngestResult)
+    submitted_by: str = ""  # the message's ``submitted_by`` (``AuditEvent.submitted_by``)
     # Valid rows, first occurrence of each event_id within the batch, and the events as
     # received (by id) for dead letters.
     rows: list[dict] = field(default_factory=list, repr=False)
@@ -81,7 +82,9 @@ class Batch:
         seen: set[str] = set()
         for event in events:
             try:
-                row, metadata_is_jcs = event_row(tenant_id=tenant_id, event=event)
+                row, metadata_is_jcs = event_row(
+                    tenant_id=tenant_id, event=event, submitted_by=self.submitted_by
+                )
             except ValueError as exc:
                 self.result.rejected.append(
                     RejectedEvent(event=event, reason=f"invalid event: {exc}")

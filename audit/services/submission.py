@@ -53,18 +53,31 @@ def ingest_admit() -> None:
         )
 
 
-def ingest_payload(*, tenant_id: int, events: list[dict], request_id: str | None) -> dict:
+# ``AuditEvent.submitted_by`` of the records TraceLedger makes itself (record_system_event).
+SYSTEM_SUBMITTER = "traceledger"
+
+
+def ingest_payload(
+    *, tenant_id: int, events: list[dict], request_id: str | None, submitted_by: str = ""
+) -> dict:
     """The ``audit.ingest_batch`` keyword arguments; also what an outbox row stores."""
-    return {"tenant_id": tenant_id, "events": events, "request_id": request_id}
+    payload = {"tenant_id": tenant_id, "events": events, "request_id": request_id}
+    if submitted_by:
+        payload["submitted_by"] = submitted_by
+    return payload
 
 
-def events_submit(*, tenant_id: int, events: list[dict], request_id: str | None) -> str:
+def events_submit(
+    *, tenant_id: int, events: list[dict], request_id: str | None, submitted_by: str = ""
+) -> str:
     """Make ``events`` (normalised flat dicts, see ``audit.validation``) durable.
 
     Returns ``"broker"`` or ``"outbox"``. Outside a transaction the outbox row is committed
     on return; inside the caller's transaction it commits (or rolls back) with it.
     """
-    payload = ingest_payload(tenant_id=tenant_id, events=events, request_id=request_id)
+    payload = ingest_payload(
+        tenant_id=tenant_id, events=events, request_id=request_id, submitted_by=submitted_by
+    )
     try:
         publish_ingest_batch(payload)
     except BrokerSkipped:
@@ -140,5 +153,10 @@ def record_system_event(
         event = event_normalize(data, tenant_id=tenant_id)
     except InvalidEvents as exc:
         raise ValueError(f"invalid system event {action!r}: {exc.fields}") from None
-    events_submit(tenant_id=tenant_id, events=[event], request_id=current_request_id() or None)
+    events_submit(
+        tenant_id=tenant_id,
+        events=[event],
+        request_id=current_request_id() or None,
+        submitted_by=SYSTEM_SUBMITTER,
+    )
     return event["id"]

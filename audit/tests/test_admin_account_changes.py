@@ -13,7 +13,7 @@ def submitted(monkeypatch):
     """(tenant_id, event) pairs handed to the ingest pipeline by record_system_event."""
     calls = []
 
-    def capture(*, tenant_id, events, request_id):
+    def capture(*, tenant_id, events, request_id, submitted_by=""):
         calls.extend((tenant_id, event) for event in events)
         return "broker"
 

@@ -47,6 +47,7 @@ def test_it_accepts_one_event_and_publishes_it_in_the_worker_contract(ingest_cli
     assert message["args"] == []
     kwargs = message["kwargs"]
     assert kwargs["tenant_id"] == tenant.pk and kwargs["request_id"] == "req-abc"
+    assert kwargs["submitted_by"].startswith("api_key:")  # the credential, set by the server
     (published,) = kwargs["events"]
     assert published["id"] == body["ids"][0]
     assert published["event_id"] == "evt-1"

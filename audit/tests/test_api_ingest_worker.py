@@ -2,7 +2,7 @@
 
 import pytest
 
-from accounts.models import Tenant
+from accounts.models import ApiKey, Tenant
 from audit.models import AuditEvent
 from audit.publisher import publisher_reset
 from audit.services.submission import record_system_event
@@ -64,6 +64,9 @@ def test_posted_events_are_stored_with_every_field_under_the_returned_ids(
     assert (stored.user_agent, stored.description) == ("curl/8.5", "Changed the total")
     assert stored.metadata == {"before": 10, "after": 12.5, "tags": ["a"], "nested": {"ok": True}}
     assert stored.received_at >= stored.occurred_at
+    # Who handed it over, set by the server from the credential (the actor is the client's).
+    key = ApiKey.objects.get(tenant=tenant, name="test-ingest")
+    assert stored.submitted_by == f"api_key:{key.prefix}"
     batch_ids = AuditEvent.objects.filter(tenant=tenant, event_id__startswith="b-")
     assert sorted(str(pk) for pk in batch_ids.values_list("pk", flat=True)) == sorted(
         batch.json()["ids"]
@@ -146,6 +149,7 @@ def test_record_system_event_publishes_a_valid_event_for_the_system_tenant():
     )
     assert (event["target_id"], event["target_type"]) == ("42", "dead_letter")
     assert event["metadata"] == {"count": 1}
+    assert message["kwargs"]["submitted_by"] == "traceledger"
 
 
 @pytest.mark.django_db
@@ -168,3 +172,18 @@ def test_record_system_event_falls_back_to_the_outbox_when_the_broker_is_down(
     (row,) = OutboxMessage.objects.all()
     assert row.payload["events"][0]["id"] == event_id
     assert event_id == event_uuid(tenant.pk, row.payload["events"][0]["event_id"])
+
+
+@pytest.mark.integration
+def test_a_person_posting_with_a_token_is_recorded_as_the_submitter(
+    celery_worker_process, tenant, owner, user_client
+):
+    response = post_json(user_client(owner), valid_event(event_id="by-a-person"))
+    assert response.status_code == 202
+
+    stored = wait_until(
+        lambda: AuditEvent.objects.filter(pk=response.json()["ids"][0]).first(),
+        timeout=30,
+        what="stored",
+    )
+    assert stored.submitted_by == f"user:{owner.pk}"

@@ -73,6 +73,9 @@ def test_taking_is_off_when_the_limit_is_zero(clock):
         ([], {"tenant_id": 1}, True),
         ([], {"events": []}, True),
         ([], {"tenant_id": 1, "events": [], "colour": "red"}, True),
+        ([], {"tenant_id": 1, "events": [], "submitted_by": "api_key:Ab12Cd34"}, False),
+        ([], {"tenant_id": 1, "events": [], "submitted_by": 7}, True),
+        ([], {"tenant_id": 1, "events": [], "submitted_by": "x" * 301}, True),
         ([], ["not", "an", "object"], True),
     ],
 )

@@ -329,3 +329,18 @@ def test_dlq_depth_is_none_quickly_when_rabbitmq_is_unreachable(fault_proxy, mon
     assert service.dlq_depth() is None
     # The admin dashboard calls it on every page view.
     assert time.monotonic() - started < 3
+
+
+def test_a_dead_lettered_event_keeps_its_submitter_for_the_replay(tenant):
+    rejected = [RejectedEvent(event=make_event(), reason="invalid event: x")]
+    service.events_dead_letter(
+        tenant_id=tenant.pk,
+        rejected=rejected,
+        request_id="r-1",
+        task_id="one",
+        submitted_by="api_key:Ab12Cd34",
+    )
+
+    assert service.dead_letters_drain() == 1
+
+    assert DeadLetter.objects.get().payload["submitted_by"] == "api_key:Ab12Cd34"

@@ -236,7 +236,7 @@ def test_a_purge_is_recorded_in_the_tenants_trail_with_its_actor(
     monkeypatch.setattr(
         submission,
         "events_submit",
-        lambda *, tenant_id, events, request_id: (
+        lambda *, tenant_id, events, request_id, submitted_by="": (
             submitted.extend({**event, "tenant_id": tenant_id} for event in events) or "broker"
         ),
     )

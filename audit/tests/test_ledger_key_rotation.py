@@ -50,7 +50,9 @@ def recorded(monkeypatch):
     monkeypatch.setattr(
         submission,
         "events_submit",
-        lambda *, tenant_id, events, request_id: submitted.extend(events) or "broker",
+        lambda *, tenant_id, events, request_id, submitted_by="": (
+            submitted.extend(events) or "broker"
+        ),
     )
     return submitted
 

@@ -71,7 +71,8 @@ def test_a_broker_that_is_down_or_hangs_still_gets_a_202_in_time_and_the_batch_l
     assert row.tenant_id == tenant.pk and row.event_count == 2
     assert [e["id"] for e in row.payload["events"]] == response.json()["ids"]
     assert [e["event_id"] for e in row.payload["events"]] == ["a", "b"]
-    assert set(row.payload) == {"tenant_id", "events", "request_id"}
+    assert set(row.payload) == {"tenant_id", "events", "request_id", "submitted_by"}
+    assert row.payload["submitted_by"].startswith("api_key:")
     assert row.last_error
 
 
