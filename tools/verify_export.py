@@ -284,7 +284,10 @@ def read_export(path: str) -> dict[str, list[tuple[int, dict]]]:
             try:
                 event = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise Failure(f"not JSON: {exc}", line=number) from exc
+                hint = ""
+                if number == 1 and line.startswith("id,"):
+                    hint = " (this looks like the CSV export: export with format=jsonl)"
+                raise Failure(f"not JSON: {exc}{hint}", line=number) from exc
             if not isinstance(event, dict):
                 raise Failure("not a JSON object", line=number)
             tenant = str(event.get("tenant", event.get("tenant_id", "")))
@@ -505,6 +508,7 @@ def verify_start(
         )
         if checkpoints is not None:
             expected += " (none of the given checkpoints is a purge checkpoint)"
+    expected += "; a filtered export (e.g. by action or date) verifies with --allow-gaps"
     raise Failure(
         f"tenant {name}: the export starts at sequence {first}; expected {expected}",
         line=line,

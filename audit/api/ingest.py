@@ -76,7 +76,12 @@ class IngestMixin:
             reject_unknown_params(request.query_params, paging=False, filters=False)
         media_type = request.content_type.split(";", 1)[0].strip().lower()
         if media_type not in JSON_MEDIA_TYPES:
-            raise exceptions.UnsupportedMediaType(media_type or "(none)")
+            # DRF's own message names what came, not what to send.
+            raise exceptions.UnsupportedMediaType(
+                media_type or "(none)",
+                detail=f"Unsupported media type {media_type or '(none)'!r}: send the events as "
+                "JSON with `Content-Type: application/json`.",
+            )
         # Over DATA_UPLOAD_MAX_MEMORY_SIZE: RequestDataTooBig, a 413 for every endpoint
         # (traceledger.api.exceptions).
         body = request.body

@@ -251,6 +251,7 @@ def test_a_body_that_is_not_json_is_a_415(ingest_client, content_type):
     )
     assert response.status_code == 415
     assert response.json()["error"]["code"] == "unsupported_media_type"
+    assert "`Content-Type: application/json`" in response.json()["error"]["message"]
 
 
 def test_json_with_a_charset_parameter_is_accepted(ingest_client):

@@ -249,3 +249,13 @@ def test_it_verifies_an_export_holding_floats_beyond_the_safe_integers(
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 events verified" in result.stdout
+
+
+def test_a_csv_export_is_named_as_such(tmp_path):
+    export = tmp_path / "events.csv"
+    export.write_text("id,tenant,event_id\n1,acme,x\n")
+
+    result = _run(export)
+
+    assert result.returncode == 1
+    assert "this looks like the CSV export: export with format=jsonl" in result.stdout
