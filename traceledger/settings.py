@@ -328,6 +328,9 @@ SPECTACULAR_SETTINGS = {
         "traceledger.api.schema_hooks.error_responses",
     ],
 }
+# However often a client refreshes, a login lasts at most this long (RotatingRefreshSerializer):
+# each refresh starts a new REFRESH_TOKEN_LIFETIME, so a stolen refresh token lived forever.
+TRACELEDGER_JWT_SESSION_HOURS = integer("TRACELEDGER_JWT_SESSION_HOURS", default=168, minimum=1)
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(
         minutes=integer("TRACELEDGER_JWT_ACCESS_MINUTES", default=10, minimum=1)

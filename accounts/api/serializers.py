@@ -1,5 +1,7 @@
+import time
 from collections.abc import Mapping
 
+from django.conf import settings
 from django.db import connection, transaction
 from rest_framework import serializers
 from rest_framework_simplejwt.exceptions import AuthenticationFailed
@@ -8,6 +10,8 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.models import Role, User
+
+AUTH_TIME_CLAIM = "auth_time"  # as in OpenID Connect: when the person logged in
 
 
 class RotatingRefreshSerializer(TokenRefreshSerializer):
@@ -24,6 +28,7 @@ class RotatingRefreshSerializer(TokenRefreshSerializer):
         refresh = self.token_class(attrs["refresh"])  # verifies it
         jti = refresh[api_settings.JTI_CLAIM]
         _refuse_after_password_change(refresh)
+        _refuse_an_expired_session(refresh)
         with transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute(
@@ -42,6 +47,19 @@ def _refuse_after_password_change(refresh) -> None:
         raise AuthenticationFailed("The user's password has been changed.", "password_changed")
 
 
+def _refuse_an_expired_session(refresh) -> None:
+    """Rotation keeps the login's ``auth_time`` claim (simplejwt rotates the same token) while
+    renewing ``exp``: the session ends ``TRACELEDGER_JWT_SESSION_HOURS`` after the login."""
+    auth_time = refresh.get(AUTH_TIME_CLAIM)
+    limit = settings.TRACELEDGER_JWT_SESSION_HOURS * 3600
+    if not isinstance(auth_time, int) or time.time() - auth_time > limit:
+        raise AuthenticationFailed(
+            f"The session is older than {settings.TRACELEDGER_JWT_SESSION_HOURS} hours: "
+            "log in again.",
+            "session_expired",
+        )
+
+
 class LoginSerializer(TokenObtainPairSerializer):
     """simplejwt's login, with the caller's tenant and role as claims for clients to read.
 
@@ -55,6 +73,7 @@ class LoginSerializer(TokenObtainPairSerializer):
         token["tenant"] = user.tenant.slug if user.tenant_id else None
         token["role"] = user.role or None
         token["is_superuser"] = user.is_superuser
+        token[AUTH_TIME_CLAIM] = int(time.time())  # the login's time, kept by every refresh
         return token
 
 

@@ -15,6 +15,7 @@ from django.urls import Resolver404, resolve
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from accounts.api.serializers import LoginSerializer
 from accounts.models import Role, User
 from accounts.services import api_key_create
 from accounts.tests.conftest import unique_ip
@@ -54,7 +55,8 @@ def _login(ctx) -> dict:
 
 
 def _refresh(ctx) -> dict:
-    return {"refresh": str(RefreshToken.for_user(ctx["someone"]))}
+    # Minted as a login mints it (with the session's auth_time), not bare for_user().
+    return {"refresh": str(LoginSerializer.get_token(ctx["someone"]))}
 
 
 def _statuses(*codes: int) -> dict[str, int]:

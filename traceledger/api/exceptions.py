@@ -131,9 +131,10 @@ def exception_handler(exc, context):
         code = getattr(exc, "default_code", "error")
         detail = getattr(exc, "detail", str(exc))
         if isinstance(detail, dict):
-            # simplejwt's InvalidToken carries {"detail", "code", "messages"}
-            code = detail.get("code", code)
-            detail = detail.get("detail", "")
-        body = error_body(str(getattr(detail, "code", None) or code), str(detail))
+            # simplejwt's exceptions carry {"detail", "code", "messages"}: the dict's code is
+            # the specific one (session_expired, password_changed, token_not_valid).
+            body = error_body(str(detail.get("code", code)), str(detail.get("detail", "")))
+        else:
+            body = error_body(str(getattr(detail, "code", None) or code), str(detail))
     response.data = body
     return response

@@ -192,3 +192,31 @@ def test_a_password_change_ends_every_session_access_and_refresh(anon_client, pe
     fresh = _login(anon_client, person.username, "a-new-Password-99").json()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {fresh['access']}")
     assert client.get("/api/v1/ledger/public-key").status_code != 401
+
+
+@pytest.mark.django_db
+@override_settings(TRACELEDGER_JWT_SESSION_HOURS=1)
+def test_refreshing_keeps_a_session_alive_only_until_its_absolute_end(
+    anon_client, person, monkeypatch
+):
+    import time as real_time
+
+    from accounts.api import serializers
+
+    tokens = _login(anon_client, person.username).json()
+    first = anon_client.post("/api/v1/auth/refresh", {"refresh": tokens["refresh"]}, format="json")
+    assert first.status_code == 200
+
+    class Later:
+        @staticmethod
+        def time():
+            return real_time.time() + 3601
+
+    monkeypatch.setattr(serializers, "time", Later)
+    late = anon_client.post(
+        "/api/v1/auth/refresh", {"refresh": first.json()["refresh"]}, format="json"
+    )
+
+    assert late.status_code == 401
+    assert late.json()["error"]["code"] == "session_expired"
+    assert "older than 1 hours: log in again" in late.json()["error"]["message"]
