@@ -94,7 +94,7 @@ class TenantAdminForm(forms.ModelForm):
 
 
 @admin.register(Tenant)
-class TenantAdmin(ValidSelectionMixin, NoPatternLookupsMixin, admin.ModelAdmin):
+class TenantAdmin(NoPatternLookupsMixin, admin.ModelAdmin):
     form = TenantAdminForm
     list_display = ["slug", "name", "created_at"]
     search_fields = ["slug", "name"]

@@ -9,8 +9,7 @@ import logging
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import CharField, Func, OuterRef, Subquery
-from django.db.models.fields.json import KeyTransform
+from django.db.models import OuterRef, Subquery
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -19,9 +18,9 @@ from accounts.models import Tenant
 from accounts.services import actor_for_user
 from accounts.signals import Actor
 from audit.admin.listing import TenantFilter
-from audit.models import DeadLetter, DeadLetterStatus, OutboxMessage
+from audit.models import DeadLetter, OutboxMessage
 from audit.selectors import outbox_backlog
-from audit.services.dead_letters import ReplayResult, dlq_depth
+from audit.services.dead_letters import dead_letters_replay_preview, dlq_depth
 from traceledger.admin_confirm import confirm_first
 from traceledger.admin_lookups import NoPatternLookupsMixin
 from traceledger.admin_pages import PageRangeMixin
@@ -38,11 +37,6 @@ class _TenantScopedMixin:
         if request.user.is_superuser:
             return queryset
         return queryset.filter(tenant_id=request.user.tenant_id)
-
-
-class JsonbTypeof(Func):
-    function = "jsonb_typeof"
-    output_field = CharField()
 
 
 class _TenantNamedMixin:
@@ -85,18 +79,7 @@ def _actor(request) -> Actor:
 
 def _replay_warning(queryset) -> str:
     """What a replay of this selection would skip, said before it runs."""
-    fresh = queryset.filter(status=DeadLetterStatus.NEW)
-    not_new = queryset.count() - fresh.count()
-    unreplayable = fresh.exclude(
-        pk__in=fresh.annotate(
-            tenant_type=JsonbTypeof(KeyTransform("tenant_id", "payload")),
-            events_type=JsonbTypeof(KeyTransform("events", "payload")),
-        )
-        .filter(tenant_type="number", events_type="array")
-        .values("pk")
-    ).count()
-    skipped = ReplayResult(replayed=0, not_new=not_new, not_replayable=unreplayable)
-    text = skipped.skipped_text()
+    text = dead_letters_replay_preview(queryset).skipped_text()
     return f"These will be skipped: {text}." if text else ""
 
 
@@ -274,15 +257,14 @@ class DeadLetterAdmin(_OperationsAdmin):
         else:
             # The drain service does not record itself (manage.py drain_dlq runs unattended);
             # an operator's pull from the admin is an operator action, so it is recorded.
+            actor = _actor(request)
             record_system_event(
                 tenant_id=None,
                 action="dead_letter.drain",
-                actor_id=_actor(request).id,
-                actor_type=_actor(request).type,
-                actor_name=_actor(request).name,
-                description=(
-                    f"{_actor(request).name} pulled {arrived} dead letter(s) from RabbitMQ"
-                ),
+                actor_id=actor.id,
+                actor_type=actor.type,
+                actor_name=actor.name,
+                description=f"{actor.name} pulled {arrived} dead letter(s) from RabbitMQ",
                 metadata={"arrived": arrived, "via": "admin"},
             )
             self.message_user(

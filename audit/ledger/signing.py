@@ -39,6 +39,7 @@ from audit.ledger.keyring import (
     retired_keys,
 )
 from traceledger.errors import DependencyUnavailable
+from traceledger.private_files import private_file_once
 
 KEY_FILE_NAME = "ledger-signing-key.pem"
 
@@ -55,21 +56,12 @@ def _key_file() -> Path:
     return Path(settings.DATA_DIR) / KEY_FILE_NAME
 
 
-def _load_or_create_key_file(path: Path) -> bytes:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pem = Ed25519PrivateKey.generate().private_bytes(
+def _new_key_pem() -> bytes:
+    return Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    try:
-        # O_EXCL: two processes starting at once must not each write (and sign with) a key.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes()
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-    return pem
 
 
 @lru_cache(maxsize=4)
@@ -82,7 +74,8 @@ def _private_key(configured_pem: str, key_file: str, create: bool, stamp=None) -
         if path.exists():
             pem = path.read_bytes()
         elif create:
-            pem = _load_or_create_key_file(path)
+            # Two processes starting at once agree on one key (never each their own).
+            pem = private_file_once(path, _new_key_pem())
         else:
             raise SigningKeyMissing(
                 f"the ledger signing key is not available: {path} does not exist and "
@@ -149,12 +142,8 @@ def signing_key_rotate() -> tuple[str, str]:
         raise RotationRefused(f"there is no signing key to rotate: {path} does not exist")
     old = signing_key().public_key()
     retired_key_append(old)
-    new = Ed25519PrivateKey.generate()
-    pem = new.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    pem = _new_key_pem()
+    new = serialization.load_pem_private_key(pem, password=None)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

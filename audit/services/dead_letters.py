@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 import orjson
 from django.core.cache import cache
 from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import CharField, Func
+from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 from kombu import Connection
 
@@ -551,6 +553,29 @@ class ReplayResult:
                 "replaying cannot store anything; discard them once read"
             )
         return "; ".join(parts)
+
+
+class _JsonbTypeof(Func):
+    function = "jsonb_typeof"
+    output_field = CharField()
+
+
+def dead_letters_replay_preview(queryset) -> ReplayResult:
+    """What ``dead_letters_replay`` would skip of ``queryset``, counted in the database (a
+    "select all" may hold thousands of letters, each payload up to megabytes): the
+    ``_replayable`` rule as SQL (a JSON number where it wants an int: a float ``tenant_id``
+    is counted replayable here and skipped by the replay, which says so)."""
+    fresh = queryset.filter(status=DeadLetterStatus.NEW)
+    replayable = fresh.annotate(
+        tenant_type=_JsonbTypeof(KeyTransform("tenant_id", "payload")),
+        events_type=_JsonbTypeof(KeyTransform("events", "payload")),
+    ).filter(tenant_type="number", events_type="array")
+    fresh_count = fresh.count()
+    return ReplayResult(
+        replayed=0,
+        not_new=queryset.count() - fresh_count,
+        not_replayable=fresh_count - replayable.count(),
+    )
 
 
 def dead_letters_replay(
