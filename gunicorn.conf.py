@@ -8,11 +8,27 @@ gthread the worker's heartbeat does not depend on the request finishing.
 import os
 import sys
 
+
+def _whole_number(name: str, *, default: int, minimum: int) -> int:
+    """Read like every other setting: a bad value is one line naming it, exit 2 (gunicorn
+    printed "Failed to read config file" and a traceback)."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from traceledger.settings_env import integer
+    from traceledger.settings_guard import exit_on_configuration_error
+
+    try:
+        return integer(name, default=default, minimum=minimum)
+    except ImproperlyConfigured as exc:
+        exit_on_configuration_error(exc)
+
+
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+workers = _whole_number("GUNICORN_WORKERS", default=2, minimum=1)
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+threads = _whole_number("GUNICORN_THREADS", default=4, minimum=1)
+# 0 is gunicorn's "no timeout".
+timeout = _whole_number("GUNICORN_TIMEOUT", default=30, minimum=0)
 graceful_timeout = 10
 keepalive = 5
 # The longest request line gunicorn allows (its default, 4094, answers an HTML 414): a search

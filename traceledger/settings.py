@@ -14,6 +14,7 @@ from traceledger.queues import CELERY_QUEUES
 from traceledger.redis_latch import LatchingConnection
 from traceledger.settings_env import (
     boolean,
+    elasticsearch_url,
     integer,
     log_level,
     meta_key,
@@ -273,7 +274,7 @@ TRACELEDGER_HEALTH_TIMEOUT = seconds("TRACELEDGER_HEALTH_TIMEOUT", default=0.8, 
 TRACELEDGER_EVENT_CACHE_TTL = integer("TRACELEDGER_EVENT_CACHE_TTL", default=86400)
 
 # --- Search -----------------------------------------------------------------------------
-ELASTICSEARCH_URL = env.str("ELASTICSEARCH_URL", default="")
+ELASTICSEARCH_URL = elasticsearch_url("ELASTICSEARCH_URL")
 # Per-save autosync rolls back the audit row when ES or RabbitMQ is down (notes §4).
 ELASTICSEARCH_DSL_AUTOSYNC = False
 ELASTICSEARCH_DSL_AUTO_REFRESH = False

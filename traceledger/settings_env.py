@@ -87,7 +87,27 @@ def url(name: str, *, default: str, schemes: tuple[str, ...], what: str) -> str:
     if not separator or scheme.lower() not in schemes or not rest:
         given = f"{scheme}://…" if separator else "a value without a scheme://"
         allowed = ", ".join(f"{s}://" for s in schemes)
-        raise ImproperlyConfigured(f"{name} must be a {what} URL ({allowed}), not {given}")
+        article = "an" if what[0] in "AEIOU" else "a"
+        raise ImproperlyConfigured(f"{name} must be {article} {what} URL ({allowed}), not {given}")
+    return value
+
+
+def elasticsearch_url(name: str) -> str:
+    """Unset (search on PostgreSQL), or the one URL the Elasticsearch client takes: scheme,
+    host and port (the client refuses a URL without a port only when it is first built: each
+    search then answered 500)."""
+    if not env.str(name, default=""):
+        return ""
+    value = url(name, default="", schemes=("http", "https"), what="Elasticsearch")
+    from elastic_transport.client_utils import url_to_node_config
+
+    try:
+        url_to_node_config(value)
+    except ValueError:
+        # Its message repeats the URL, which may hold a password.
+        raise ImproperlyConfigured(
+            f"{name} must be one URL with scheme, host and port (e.g. http://localhost:9200)"
+        ) from None
     return value
 
 

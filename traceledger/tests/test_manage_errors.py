@@ -65,6 +65,25 @@ def test_a_prefetch_of_zero_is_refused_celery_would_read_it_as_unlimited():
             "CELERY_BROKER_URL must be a RabbitMQ URL (amqp://, amqps://, pyamqp://), not "
             "redis://…",
         ),
+        (
+            "ELASTICSEARCH_URL",
+            "redis://localhost:6379",
+            "ELASTICSEARCH_URL must be an Elasticsearch URL (http://, https://), not redis://…",
+        ),
+        (
+            # Accepted at start before; the client refused it at the first search (a 500). An
+            # https URL without a port means 443, plain http has no default.
+            "ELASTICSEARCH_URL",
+            "http://elastic:s3cret@search.internal",
+            "ELASTICSEARCH_URL must be one URL with scheme, host and port (e.g. "
+            "http://localhost:9200)",
+        ),
+        (
+            "ELASTICSEARCH_URL",
+            "http://a:9200,http://b:s3cret@c:9200",
+            "ELASTICSEARCH_URL must be one URL with scheme, host and port (e.g. "
+            "http://localhost:9200)",
+        ),
     ],
 )
 def test_a_service_url_of_the_wrong_kind_is_one_line_without_its_password(name, value, line):

@@ -54,3 +54,19 @@ def test_gunicorn_checks_a_setting_given_with_dash_e_too():
     lines = result.stderr.strip().splitlines()
     assert lines[-1] == LINE
     assert len(lines) == 2, lines
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "line"),
+    [
+        ("GUNICORN_WORKERS", "two", "GUNICORN_WORKERS='two' is not a whole number"),
+        ("GUNICORN_THREADS", "0", "GUNICORN_THREADS='0' must be at least 1"),
+        ("GUNICORN_TIMEOUT", "30s", "GUNICORN_TIMEOUT='30s' is not a whole number"),
+    ],
+)
+def test_gunicorn_stops_on_a_bad_number_of_its_own_with_one_line(name, value, line):
+    result = _run(
+        "gunicorn", "traceledger.wsgi:application", "--bind", "127.0.0.1:0", env={name: value}
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"configuration error: {line}"
