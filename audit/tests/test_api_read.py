@@ -244,6 +244,23 @@ def test_it_answers_403_to_a_key_without_the_read_scope(key_client, tenant):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("scopes", [("ingest",), ("read",), ("ingest", "read")])
+def test_a_method_the_url_does_not_serve_is_405_whatever_the_keys_scopes(key_client, scopes):
+    client = key_client(scopes=scopes)
+    for method, url in [
+        ("put", LIST),
+        ("delete", LIST),
+        ("patch", detail_url(uuid.uuid4())),
+        ("delete", detail_url(uuid.uuid4())),
+        ("post", detail_url(uuid.uuid4())),
+    ]:
+        response = getattr(client, method)(url, {}, format="json")
+        assert response.status_code == 405, (method, url, response.content)
+        assert response.json()["error"]["code"] == "method_not_allowed"
+    assert client.options(LIST).status_code == 200
+
+
+@pytest.mark.django_db
 def test_it_answers_403_when_a_tenant_asks_for_another_tenants_events(reader, other_tenant):
     events_create(tenant_id=other_tenant.pk, count=1)
     response = reader.get(LIST, {"tenant": "globex"})
