@@ -29,6 +29,10 @@ class SchemaFormatNegotiation(DefaultContentNegotiation):
         return super().select_renderer(request, renderers, format_suffix)
 
 
+# Under /api/ a request Django refuses before any view (a Host outside ALLOWED_HOSTS) is
+# answered in the API's error shape, not an HTML page.
+handler400 = "traceledger.api.bad_request.bad_request_handler"
+
 api_v1 = [
     path("", include("accounts.api.urls")),
     # search before audit: /audit-events/search must not be read as an event id
