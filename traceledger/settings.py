@@ -327,6 +327,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "traceledger.api.schema_hooks.error_responses",
+        "audit.api.ingest_schema.strict_ingest_body",
     ],
 }
 # However often a client refreshes, a login lasts at most this long (RotatingRefreshSerializer):

@@ -80,3 +80,27 @@ class IngestAcceptedSerializer(serializers.Serializer):
         child=serializers.UUIDField(),
         help_text="The stored events' ids (`id`), in request order.",
     )
+
+
+def strict_ingest_body(result, generator, request, public):
+    """What drf-spectacular cannot say from the serializers above but ``audit.validation``
+    enforces (a drf-spectacular post-processing hook): unknown fields are refused, a list
+    holds 1 to 1,000 events, ``source_ip`` is an address. Without it a client generated from
+    the schema sent bodies the API refused."""
+    schemas = result.get("components", {}).get("schemas", {})
+    for name in ("AuditEventInputRequest", "ActorInputRequest", "TargetInputRequest"):
+        if name in schemas:
+            schemas[name]["additionalProperties"] = False
+    for variant in schemas.get("AuditEventIngestBodyRequest", {}).get("oneOf", []):
+        if variant.get("type") == "array":
+            variant.update(minItems=1, maxItems=MAX_EVENTS_PER_REQUEST)
+    event = schemas.get("AuditEventInputRequest", {}).get("properties", {})
+    if "source_ip" in event:
+        event["source_ip"] = {
+            "type": "string",
+            "nullable": True,
+            "maxLength": 64,
+            "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
+            "description": "An IPv4 or IPv6 address (no zone index); stored compressed.",
+        }
+    return result

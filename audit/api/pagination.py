@@ -28,6 +28,11 @@ MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 100
 
 
+def page_size_schema(maximum: int = MAX_PAGE_SIZE) -> dict:
+    """The OpenAPI schema of ``page_size``: the bounds ``get_page_size`` enforces."""
+    return {"type": "integer", "minimum": 1, "maximum": maximum}
+
+
 class StrictCursorPagination(CursorPagination):
     """DRF's cursor pagination with bad input answered 400, naming ``page_size`` or ``cursor``.
 
@@ -53,6 +58,13 @@ class StrictCursorPagination(CursorPagination):
                 {"page_size": [f"Must be an integer from 1 to {self.max_page_size}."]}
             )
         return size
+
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"] = page_size_schema(self.max_page_size)
+        return parameters
 
     def decode_cursor(self, request) -> Cursor | None:
         cursor = self._decode_or_400(request)

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from accounts.permissions import CanRead
 from accounts.principal import get_principal
-from audit.api.pagination import EventCursorPagination
+from audit.api.pagination import EventCursorPagination, page_size_schema
 from audit.api.serializers import AuditEventOutputSerializer, event_document
 from audit.filters import (
     TENANT_PARAMETER,
@@ -67,11 +67,17 @@ class AuditEventSearchView(APIView):
             "as an `audit_log.search` event of the tenant."
         ),
         parameters=[
-            OpenApiParameter("q", OpenApiTypes.STR, required=True, description="Search text."),
+            OpenApiParameter(
+                "q",
+                # As SearchInputSerializer reads it: blanks alone are no search text.
+                {"type": "string", "minLength": 1, "maxLength": MAX_QUERY_LENGTH, "pattern": r"\S"},
+                required=True,
+                description="Search text.",
+            ),
             *filter_openapi_parameters(),
             OpenApiParameter(
                 "page_size",
-                OpenApiTypes.INT,
+                page_size_schema(),
                 description=EventCursorPagination.page_size_query_description,
             ),
             OpenApiParameter("cursor", OpenApiTypes.STR, description="`next` of the last page."),
