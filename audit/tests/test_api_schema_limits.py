@@ -34,6 +34,13 @@ def test_unknown_fields_are_refused_by_both(schema, component, struct):
     assert schema["components"]["schemas"][component]["additionalProperties"] is False
 
 
+@pytest.mark.django_db
+def test_the_ingest_body_is_required(schema, key_client):
+    assert schema["paths"]["/api/v1/audit-events"]["post"]["requestBody"]["required"] is True
+    response = key_client(scopes=("ingest",)).post("/api/v1/audit-events")
+    assert response.status_code == 415
+
+
 def test_a_list_body_holds_one_to_the_validated_maximum(schema):
     body = schema["components"]["schemas"]["AuditEventIngestBodyRequest"]
     [array] = [variant for variant in body["oneOf"] if variant.get("type") == "array"]
