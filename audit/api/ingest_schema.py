@@ -85,8 +85,8 @@ class IngestAcceptedSerializer(serializers.Serializer):
 def strict_ingest_body(result, generator, request, public):
     """What drf-spectacular cannot say from the serializers above but ``audit.validation``
     enforces (a drf-spectacular post-processing hook): a body is required, unknown fields
-    are refused, a list holds 1 to 1,000 events, ``source_ip`` is an address. Without it a client generated from
-    the schema sent bodies the API refused."""
+    are refused, a list holds 1 to 1,000 events, ``source_ip`` is an address. Without it a
+    client generated from the schema sent bodies the API refused."""
     ingest = result.get("paths", {}).get("/api/v1/audit-events", {}).get("post", {})
     if "requestBody" in ingest:
         ingest["requestBody"]["required"] = True  # no body is a 415, or a 400 if typed JSON
