@@ -136,6 +136,40 @@ def test_staff_of_a_tenant_without_a_viewer_role_are_refused(client, tenant):
     assert response.status_code == 403
 
 
+def test_staff_of_a_tenant_without_a_viewer_role_cannot_export_by_the_export_link(
+    client, tenant, recorded
+):
+    # The export view is a URL of its own, not a changelist page: it must check the same
+    # permission itself, or any staff account of the tenant streams the whole trail.
+    event_create(tenant_id=tenant.pk, action="acme.secret")
+    ingest_staff = User.objects.create_user(
+        username="pipeline", password=PASSWORD, tenant=tenant, role=Role.INGEST, is_staff=True
+    )
+
+    response = login(client, ingest_staff).get(EXPORT, {"format": "jsonl"})
+
+    assert response.status_code == 403
+    assert not response.streaming
+    assert "acme.secret" not in text(response)
+    assert not [call for call in recorded if call["action"] == "audit_log.export"]
+
+
+@pytest.mark.parametrize("role", [Role.AUDITOR, Role.ADMIN])
+def test_staff_with_a_viewer_role_export_by_the_export_link(client, tenant, role, recorded):
+    event = event_create(tenant_id=tenant.pk, action="acme.secret")
+    viewer = User.objects.create_user(
+        username="viewer", password=PASSWORD, tenant=tenant, role=role, is_staff=True
+    )
+
+    response = login(client, viewer).get(EXPORT, {"format": "jsonl"})
+
+    assert response.status_code == 200
+    lines = [json.loads(line) for line in text(response).splitlines()]
+    assert [(line["id"], line["action"]) for line in lines] == [(str(event.pk), "acme.secret")]
+    exports = [call for call in recorded if call["action"] == "audit_log.export"]
+    assert [call["tenant_id"] for call in exports] == [tenant.pk]
+
+
 def test_a_compliance_user_can_log_in_with_a_password_and_browse(client, tenant, auditor):
     event_create(tenant_id=tenant.pk, action="invoice.paid")
     client.post(reverse("admin:login"), {"username": "teammate", "password": PASSWORD})

@@ -196,6 +196,69 @@ def test_every_rule_of_the_event_gives_a_400_naming_the_field(ingest_client, fie
     assert field in error["fields"]
 
 
+NOT_STRINGS = [7, True, [], {}]
+
+
+@pytest.mark.parametrize("value", NOT_STRINGS, ids=repr)
+@pytest.mark.parametrize(
+    "field",
+    [
+        "event_id",
+        "occurred_at",
+        "action",
+        "outcome",
+        "severity",
+        "source_ip",
+        "user_agent",
+        "description",
+    ],
+)
+def test_a_field_that_is_not_a_string_gives_a_400_naming_it_alone(ingest_client, field, value):
+    response = post_json(ingest_client, valid_event(**{field: value}))
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "invalid"
+    assert list(error["fields"]) == [field]
+    assert error["fields"][field][0].startswith("Expected `str"), error["fields"]
+
+
+@pytest.mark.parametrize("value", NOT_STRINGS, ids=repr)
+@pytest.mark.parametrize(
+    ("parent", "field"),
+    [
+        ("actor", "id"),
+        ("actor", "type"),
+        ("actor", "name"),
+        ("target", "id"),
+        ("target", "type"),
+        ("target", "name"),
+    ],
+)
+def test_an_actor_or_target_field_that_is_not_a_string_gives_a_400_naming_it(
+    ingest_client, parent, field, value
+):
+    event = valid_event()
+    event[parent] = {**event.get(parent, {"id": "inv-7"}), field: value}
+    response = post_json(ingest_client, event)
+    assert response.status_code == 400, response.content
+    fields = response.json()["error"]["fields"]
+    assert list(fields) == [parent]
+    assert list(fields[parent]) == [field]
+    assert fields[parent][field][0].startswith("Expected `str"), fields
+
+
+@pytest.mark.parametrize("field", ["id", "type"])
+def test_an_empty_actor_id_or_type_gives_a_400_naming_it(ingest_client, field):
+    # An empty actor type is not "no type": stored as the default "user" it would claim an
+    # identity the client did not send.
+    response = post_json(ingest_client, valid_event(actor={"id": "user-42", field: ""}))
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["fields"] == {
+        "actor": {field: ["Expected `str` of length >= 1"]}
+    }
+    assert ingest_messages(expect=1, timeout=0.5) == []
+
+
 def test_it_refuses_occurred_at_more_than_five_minutes_in_the_future(ingest_client):
     ahead = (datetime.now(UTC) + timedelta(minutes=6)).isoformat()
     response = post_json(ingest_client, valid_event(occurred_at=ahead))

@@ -207,6 +207,44 @@ def test_nothing_is_acked_when_the_drain_cannot_commit(tenant, monkeypatch):
     assert DeadLetter.objects.count() == 0
 
 
+def test_nothing_is_acked_when_the_rows_are_written_but_the_commit_fails(tenant):
+    """Every row of the batch is inserted and the commit itself fails: an ack sent any
+    earlier than after the commit would lose both messages with no row to show for them."""
+    dead_letter_event(tenant.pk)
+    dead_letter_event(tenant.pk)
+    table = DeadLetter._meta.db_table
+    with connection.cursor() as cursor:
+        # A deferred constraint trigger runs at COMMIT, after every insert of the batch. The
+        # pause gives acks sent before the commit time to settle (a quorum queue settles them
+        # asynchronously), so such an ack cannot be undone by the channel closing.
+        # SQLSTATE 40001 (serialization failure) reaches Django as an OperationalError.
+        cursor.execute(
+            "CREATE FUNCTION test_refuse_commit() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN PERFORM pg_sleep(0.5); "
+            "RAISE EXCEPTION 'commit refused by the test' USING ERRCODE = '40001'; END $$"
+        )
+        cursor.execute(
+            f"CREATE CONSTRAINT TRIGGER test_refuse_commit AFTER INSERT ON {table} "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_refuse_commit()"
+        )
+    try:
+        with pytest.raises(OperationalError, match="commit refused by the test"):
+            service.dead_letters_drain()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TRIGGER test_refuse_commit ON {table}")
+            cursor.execute("DROP FUNCTION test_refuse_commit()")
+
+    assert DeadLetter.objects.count() == 0
+    # Both unacked when the drain's channel closed: RabbitMQ put them back, and they stay.
+    wait_until(lambda: queue_depth(DLQ.name) == 2, what="the messages back in the DLQ")
+    time.sleep(1.0)
+    assert queue_depth(DLQ.name) == 2
+    # And a later drain, once the database commits again, stores them.
+    assert service.dead_letters_drain() == 2
+    assert DeadLetter.objects.count() == 2
+
+
 def test_drain_dlq_reports_progress_and_honours_the_limit(tenant):
     rejected = [RejectedEvent(event=make_event(), reason="invalid event: x") for _ in range(450)]
     service.events_dead_letter(

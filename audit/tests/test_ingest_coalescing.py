@@ -10,6 +10,7 @@ import pytest
 from django.db import connection
 from kombu import Connection
 
+from audit.coalescer import Coalescer
 from audit.models import AuditEvent
 from audit.services.dead_letters import dead_letters_drain
 from audit.tests.ingest_support import (
@@ -145,6 +146,34 @@ def test_poison_among_waiting_messages_is_dead_lettered_alone(tenant):
     assert event_letter.startswith("invalid event: severity must be one of"), event_letter
     assert chain_verifies(tenant.pk)
     assert queue_depth(INGEST_QUEUE.name) == 0
+
+
+def test_a_waiting_message_that_breaks_the_contract_is_dead_lettered_at_once(tenant):
+    """Taken as an extra, a message the task could never run is rejected without requeue:
+    requeued, it would come straight back to the next take (and to the next worker) until
+    the queue's delivery limit dead-letters it as a mere "delivery limit reached"."""
+    from audit.models import DeadLetter
+
+    poison = _publish_raw({"tenant_id": tenant.pk, "events": [], "colour": "red"})
+    good = publish(tenant_id=tenant.pk, events=[make_event()])
+    taker = Coalescer(app.conf.broker_url)  # what a worker process holds, without a worker
+    try:
+        extras = taker.take(max_messages=1, max_events=100)
+        assert [extra.task_id for extra in extras] == [good]
+        taker.ack_all(extras)
+    finally:
+        taker.close()
+
+    wait_until(lambda: queue_depth(DLQ.name) == 1, what="the poison in the DLQ")
+    assert queue_depth(INGEST_QUEUE.name) == 0
+    assert dead_letters_drain() == 1
+    letter = DeadLetter.objects.get()
+    assert letter.message_id == poison
+    assert letter.reason == "message does not follow the audit.ingest_batch contract"
+    # Rejected by the coalescer from audit.ingest, on its first delivery.
+    deaths = [(d["reason"], d["queue"], d["count"]) for d in letter.headers["x-death"]]
+    assert deaths == [("rejected", INGEST_QUEUE.name, 1)]
+    assert letter.attempts == 1
 
 
 def test_waiting_messages_go_back_to_the_queue_when_the_transaction_fails(tenant, other_tenant):

@@ -1,6 +1,7 @@
 """The chain API the ingest worker calls, and the canonical form's database round trip."""
 
 import functools
+import hashlib
 import itertools
 import json
 import threading
@@ -104,6 +105,101 @@ def test_it_pins_the_canonical_bytes_of_a_known_event():
 
 
 EXPECTED_VECTOR_HASH = "70cf69b76a32e326f2346750f599d5f1e6ce5909d5de564880c8b7f7b09c55c7"
+
+
+def _chain_vector_rows() -> list[dict]:
+    """Two events as the ingest worker holds them, to be chained at sequences 1 and 2."""
+    return [
+        {
+            "id": "0b8f5a52-5d1e-4c39-9a3e-2f8c1d7e6a01",
+            "event_id": "evt-vector-1",
+            "occurred_at": datetime(2026, 3, 1, 9, 30, 0, tzinfo=UTC),
+            "received_at": datetime(2026, 3, 1, 9, 30, 0, 250000, tzinfo=UTC),
+            "action": "invoice.create",
+            "outcome": "success",
+            "severity": "info",
+            "actor_id": "user-1",
+            "actor_type": "user",
+            "actor_name": "Ada",
+            "target_id": "inv-1",
+            "target_type": "invoice",
+            "target_name": "",
+            "source_ip": "203.0.113.7",
+            "user_agent": "curl/8",
+            "description": "Ada created invoice 1",
+            "metadata": {"total": 12, "currency": "EUR"},
+        },
+        {
+            "id": "0b8f5a52-5d1e-4c39-9a3e-2f8c1d7e6a02",
+            "event_id": "evt-vector-2",
+            "occurred_at": datetime(2026, 3, 1, 9, 31, 0, 500000, tzinfo=UTC),
+            "received_at": datetime(2026, 3, 1, 9, 31, 1, 1, tzinfo=UTC),
+            "action": "invoice.void",
+            "outcome": "failure",
+            "severity": "warning",
+            "actor_id": "svc-billing",
+            "actor_type": "service",
+            "actor_name": "",
+            "target_id": "inv-1",
+            "target_type": "invoice",
+            "target_name": "Invoice 1",
+            "source_ip": "2001:db8::1",
+            "user_agent": "",
+            "description": 'Voiding refusé: "paid"',
+            "metadata": {"reason": "paid", "attempts": [1, 2], "final": True, "note": None},
+        },
+    ]
+
+
+# docs/ledger.md §2, written out by hand: RFC 8785, keys sorted, UTC with six digits and Z.
+CHAIN_VECTOR_CANONICAL = [
+    '{"action":"invoice.create","actor_id":"user-1","actor_name":"Ada","actor_type":"user",'
+    '"description":"Ada created invoice 1","event_id":"evt-vector-1",'
+    '"id":"0b8f5a52-5d1e-4c39-9a3e-2f8c1d7e6a01","metadata":{"currency":"EUR","total":12},'
+    '"occurred_at":"2026-03-01T09:30:00.000000Z","outcome":"success",'
+    '"received_at":"2026-03-01T09:30:00.250000Z","sequence":1,"severity":"info",'
+    '"source_ip":"203.0.113.7","target_id":"inv-1","target_name":"","target_type":"invoice",'
+    '"user_agent":"curl/8"}',
+    '{"action":"invoice.void","actor_id":"svc-billing","actor_name":"","actor_type":"service",'
+    r'"description":"Voiding refusé: \"paid\"","event_id":"evt-vector-2",'
+    '"id":"0b8f5a52-5d1e-4c39-9a3e-2f8c1d7e6a02",'
+    '"metadata":{"attempts":[1,2],"final":true,"note":null,"reason":"paid"},'
+    '"occurred_at":"2026-03-01T09:31:00.500000Z","outcome":"failure",'
+    '"received_at":"2026-03-01T09:31:01.000001Z","sequence":2,"severity":"warning",'
+    '"source_ip":"2001:db8::1","target_id":"inv-1","target_name":"Invoice 1",'
+    '"target_type":"invoice","user_agent":""}',
+]
+# SHA-256(32 zero bytes || canonical 1), then SHA-256(raw bytes of hash 1 || canonical 2).
+CHAIN_VECTOR_HASHES = [
+    "858ff375d53f494cad2173a1203661c77447a42ad294a03bcdaf2f5405f88c1e",
+    "6da9b54a0665c7f78d444628a4f876f144ac34dce3d1c9d15e427f78afab6dca",
+]
+
+
+def test_the_pinned_chain_vector_is_sha256_of_the_previous_hash_and_the_canonical_text():
+    """The vector below, derived with hashlib alone: no code of the ledger involved."""
+    prev = "0" * 64
+    for canonical, expected in zip(CHAIN_VECTOR_CANONICAL, CHAIN_VECTOR_HASHES, strict=True):
+        assert hashlib.sha256(bytes.fromhex(prev) + canonical.encode()).hexdigest() == expected
+        prev = expected
+
+
+@pytest.mark.parametrize("worker_path", [True, False], ids=["templates", "whole-rows"])
+def test_the_chain_hashes_two_known_events_to_the_pinned_vector(tenant, worker_path):
+    rows = _chain_vector_rows()
+    with transaction.atomic():
+        templates = [chain_prepare(row) for row in rows] if worker_path else None
+        chain_rows(head=chain_head_lock(tenant_id=tenant.id), rows=rows, templates=templates)
+        AuditEvent.objects.bulk_create([AuditEvent(**row) for row in rows])
+
+    assert [row["sequence"] for row in rows] == [1, 2]
+    assert [row["prev_hash"] for row in rows] == ["0" * 64, CHAIN_VECTOR_HASHES[0]]
+    assert [row["hash"] for row in rows] == CHAIN_VECTOR_HASHES
+    stored = list(AuditEvent.objects.filter(tenant=tenant).order_by("sequence"))
+    assert [canonical_bytes(event).decode() for event in stored] == CHAIN_VECTOR_CANONICAL
+    # Verification recomputes from the rows read back: the same vector.
+    assert [event_hash(event.prev_hash, event) for event in stored] == CHAIN_VECTOR_HASHES
+    assert ChainHead.objects.get(tenant=tenant).hash == CHAIN_VECTOR_HASHES[1]
 
 
 @pytest.mark.parametrize(
