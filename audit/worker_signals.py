@@ -5,6 +5,12 @@
   execute dead tasks), so without this RabbitMQ would drop dead letters to an unbound DLX.
 * ``DeadLetteringConsumer``: Celery acks a message it cannot decode (``on_decode_error``),
   which silently loses it; we reject it without requeue so RabbitMQ dead-letters it.
+* ``DeadLetteringConsumer`` also dead-letters a task message whose body is not Celery's
+  ``[args, kwargs, embed]``: Celery unpacks it in the consumer, outside any task, and the
+  ``ValueError`` stopped the whole worker, again at each restart while the message waited.
+* ``task_prerun``: a database connection that failed in an earlier task is checked and
+  replaced (Django does this per web request; Celery's fixup only closes connections every
+  ``CELERY_DB_REUSE_MAX`` tasks, so a connection cut once failed every later task).
 * Every message of ``audit.ingest`` the worker rejects before a task runs (undecodable, an
   unknown task, a malformed message) counts in ``traceledger_ingest_batches_rejected``, as
   the task's own rejections do: the series operators watch for dead letters.
@@ -14,6 +20,7 @@ import logging
 
 from celery import signals
 from celery.worker.consumer import Consumer
+from vine import promise
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +60,64 @@ def declare_topology_on_worker_init(sender=None, **kwargs) -> None:
         logger.exception("could not declare the RabbitMQ topology at worker start-up")
 
 
+@signals.task_prerun.connect
+def replace_failed_database_connections(sender=None, **kwargs) -> None:
+    """Django's ``close_old_connections`` at each task, as at each web request: a connection
+    that saw an error is closed unless it still answers (the next query reconnects), one
+    past ``CONN_MAX_AGE`` is closed, and the first query of the task health-checks the rest
+    (``CONN_HEALTH_CHECKS``), so a connection that died idle does not fail the task."""
+    from django.db import close_old_connections
+
+    # As Celery's own fixup: an eager task runs inside its caller's connection (a test's
+    # transaction, say), which is not the task's to close.
+    if not getattr(getattr(sender, "request", None), "is_eager", False):
+        close_old_connections()
+
+
+def body_problem(message) -> str | None:
+    """Why a task message's body is not ``[args, kwargs, embed]`` as Celery's protocol 2
+    needs, or None (also for what Celery checks itself: protocol 1, undecodable bodies)."""
+    headers = message.headers
+    if not isinstance(headers, dict) or "task" not in headers:
+        return None
+    try:
+        body = message.payload
+    except Exception:  # Celery's own decode answers it (on_decode_error below)
+        return None
+    if isinstance(body, dict) and "args" in body:
+        return None  # a hybrid protocol 1 body, which Celery converts
+    if not isinstance(body, list | tuple) or len(body) != 3:
+        return f"body is a {type(body).__name__}, not Celery's [args, kwargs, embed]"
+    args, kwargs, embed = body
+    if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
+        return "body is not Celery's [args, kwargs, embed]: args must be a list, kwargs an object"
+    if embed is not None and not isinstance(embed, dict):
+        return "body is not Celery's [args, kwargs, embed]: embed must be an object"
+    return None
+
+
 class DeadLetteringConsumer(Consumer):
+    def create_task_handler(self, promise=promise):
+        on_task_received = super().create_task_handler(promise)
+
+        def on_task_received_checked(message):
+            problem = body_problem(message)
+            if problem is None:
+                return on_task_received(message)
+            self._dead_letter_malformed(message, problem)
+            return None
+
+        return on_task_received_checked
+
+    def _dead_letter_malformed(self, message, problem: str) -> None:
+        from audit.services.dead_letters import dead_letter_note
+
+        task_id = str(message.headers.get("id") or "")
+        logger.error("malformed task message %s: %s; dead-lettering it", task_id, problem)
+        dead_letter_note(task_id=task_id, reason="malformed task message", exception=problem)
+        message.reject(requeue=False)
+        _count_if_ingest(message)
+
     def on_decode_error(self, message, exc) -> None:
         logger.error(
             "cannot decode message (content type %r): %s; dead-lettering it",

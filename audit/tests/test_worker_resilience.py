@@ -1,0 +1,138 @@
+"""A worker outlives what its messages and its database do to it: a malformed task message is
+dead-lettered instead of stopping the worker, and a database connection cut under an idle
+worker is replaced instead of failing every later task. Real worker, broker and PostgreSQL."""
+
+import uuid
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from kombu import Connection, Producer
+
+from audit.models import AuditEvent, DeadLetter
+from audit.tests.ingest_support import make_event, publish, queue_depth, wait_until
+from audit.worker_signals import body_problem
+from testsupport.worker import WorkerProcess
+from traceledger.celery import app
+from traceledger.queues import (
+    AUDIT_EXCHANGE,
+    DLQ,
+    INGEST_QUEUE,
+    INGEST_TASK_NAME,
+    SEARCH_QUEUE_NAME,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_queues")]
+
+# Each stopped the whole worker: Celery unpacks the body into (args, kwargs, embed) in its
+# consumer, before any task runs, and the ValueError/TypeError was "unrecoverable".
+MALFORMED = [b'{"hello": "world"}', b"[[], {}]", b"5", b'"abc"', b"[1, 2, 3]"]
+
+
+class _Message:
+    def __init__(self, body, headers=None):
+        self.payload = body
+        self.headers = {"task": INGEST_TASK_NAME, "id": "t"} if headers is None else headers
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"hello": "world"}, "body is a dict, not Celery's [args, kwargs, embed]"),
+        ([[], {}], "body is a list, not Celery's [args, kwargs, embed]"),
+        ("abc", "body is a str, not Celery's [args, kwargs, embed]"),
+        ([1, 2, 3], "args must be a list, kwargs an object"),
+        ([[], {}, 7], "embed must be an object"),
+    ],
+)
+def test_a_body_that_is_not_args_kwargs_embed_is_named(body, problem):
+    assert problem in body_problem(_Message(body))
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        _Message([[], {"tenant_id": 1, "events": []}, {}]),
+        _Message([[], {}, None]),
+        _Message({"args": [], "kwargs": {}}),  # a hybrid protocol 1 body: Celery converts it
+        _Message({"task": "x"}, headers={}),  # protocol 1: Celery checks it itself
+    ],
+)
+def test_a_well_formed_body_is_left_to_celery(message):
+    assert body_problem(message) is None
+
+
+def _publish_task_message(body: bytes) -> str:
+    task_id = str(uuid.uuid4())
+    with Connection(app.conf.broker_url) as conn:
+        Producer(conn.default_channel).publish(
+            body,
+            exchange=AUDIT_EXCHANGE,
+            routing_key=INGEST_QUEUE.name,
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers={"task": INGEST_TASK_NAME, "id": task_id},
+            delivery_mode=2,
+        )
+    return task_id
+
+
+@pytest.mark.integration
+def test_malformed_task_messages_are_dead_lettered_and_the_worker_goes_on(tenant):
+    worker = WorkerProcess(queues=INGEST_QUEUE.name).start()
+    try:
+        bad_ids = [_publish_task_message(body) for body in MALFORMED]
+        event = make_event()
+        publish(tenant_id=tenant.pk, events=[event])
+
+        wait_until(
+            lambda: AuditEvent.objects.filter(event_id=event["event_id"]).exists(),
+            what="the good event behind the malformed ones stored",
+        )
+        wait_until(lambda: queue_depth(DLQ.name) == len(MALFORMED), what="the malformed in the DLQ")
+        assert worker.proc.poll() is None, worker.log()
+    finally:
+        worker.stop()
+    assert "Unrecoverable error" not in worker.log()
+
+    call_command("drain_dlq", verbosity=0)
+    letters = {letter.message_id: letter for letter in DeadLetter.objects.all()}
+    assert set(letters) == set(bad_ids)
+    assert {letter.reason for letter in letters.values()} == {"malformed task message"}
+
+
+@pytest.mark.integration
+def test_a_worker_whose_database_connections_were_cut_goes_on_storing(tenant):
+    """The cut is noticed first by a query outside a transaction (the search sweep's tenant
+    list): Django left that connection broken, and every later task of the process failed
+    on it (``atomic()`` could not even begin) until the ingest retries ran out."""
+    worker = WorkerProcess(queues=f"{INGEST_QUEUE.name},{SEARCH_QUEUE_NAME}").start()
+    try:
+        first = make_event()
+        publish(tenant_id=tenant.pk, events=[first])
+        wait_until(
+            lambda: AuditEvent.objects.filter(event_id=first["event_id"]).exists(),
+            what="the first event stored (the worker holds a connection now)",
+        )
+        # What a PostgreSQL restart or a dropped network path does to an idle worker.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            assert cursor.fetchone()[0] >= 1
+        sweep = app.send_task("search.sweep_index", queue=SEARCH_QUEUE_NAME).id
+        wait_until(lambda: f"{sweep}]" in worker.log(), what="the sweep run")
+
+        second = make_event()
+        publish(tenant_id=tenant.pk, events=[second])
+        wait_until(
+            lambda: AuditEvent.objects.filter(event_id=second["event_id"]).exists(),
+            what="the batch after the cut stored",
+            timeout=20,
+        )
+    finally:
+        worker.stop()
+    # Replaced before it was used: neither task had to fail first.
+    assert "OperationalError" not in worker.log(), worker.log()
+    assert queue_depth(DLQ.name) == 0
