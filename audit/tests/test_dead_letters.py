@@ -3,12 +3,16 @@
 Real RabbitMQ (this vhost), real PostgreSQL, and a real worker where a message is processed.
 """
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from io import StringIO
 
+import orjson
 import pytest
-from django.core.management import call_command
+from django.core.management import call_command, load_command_class
 from django.core.management.base import CommandError
 from django.db import OperationalError, connection
 from kombu import Connection, Producer
@@ -19,7 +23,7 @@ from audit.models import AuditEvent, DeadLetter, DeadLetterStatus
 from audit.services import dead_letters as service
 from audit.services.ingest import RejectedEvent
 from audit.tests.ingest_support import make_event, publish, queue_depth, wait_until
-from testsupport.worker import WorkerProcess
+from testsupport.worker import ROOT, WorkerProcess
 from traceledger.celery import app
 from traceledger.queues import AUDIT_EXCHANGE, DLQ, INGEST_QUEUE
 
@@ -347,6 +351,158 @@ def test_discard_marks_dead_letters_and_is_recorded(tenant, system_tenant):
     assert (letter.status, letter.status_changed_by) == (DeadLetterStatus.DISCARDED, "ops-bob")
     assert letter.status_changed_at is not None
     assert queue_depth(INGEST_QUEUE.name) == before + 1  # the system audit event, nothing else
+
+
+def recorded_events(action: str) -> list[tuple[int, dict]]:
+    """(tenant id, event) of every ``action`` event waiting in ``audit.ingest``, taken off it.
+    The service records after its own commit with a confirmed publish, so they are there once
+    the command has returned."""
+    found = []
+    with Connection(app.conf.broker_url) as conn:
+        channel = conn.default_channel
+        while (message := channel.basic_get(INGEST_QUEUE.name, no_ack=True)) is not None:
+            _, kwargs, _ = orjson.loads(message.body)
+            found += [(kwargs["tenant_id"], e) for e in kwargs["events"] if e["action"] == action]
+    return found
+
+
+def new_dead_letters(tenant, count: int) -> list[int]:
+    for _ in range(count):
+        dead_letter_event(tenant.pk)
+    service.dead_letters_drain()
+    return list(DeadLetter.objects.order_by("pk").values_list("pk", flat=True))
+
+
+def test_discard_dead_letters_discards_the_given_ids_and_records_it(tenant, system_tenant):
+    first, second, third = new_dead_letters(tenant, 3)
+
+    out = StringIO()
+    # The same id twice (a paste from the admin) is one dead letter, nothing "skipped".
+    call_command(
+        "discard_dead_letters",
+        str(first),
+        str(first),
+        str(second),
+        "--actor",
+        "ops-alice",
+        stdout=out,
+    )
+
+    assert out.getvalue() == "discarded 2 dead letter(s)\n"
+    letters = {d.pk: d for d in DeadLetter.objects.all()}
+    assert [(letters[pk].status, letters[pk].status_changed_by) for pk in (first, second)] == [
+        (DeadLetterStatus.DISCARDED, "ops-alice")
+    ] * 2
+    assert letters[third].status == DeadLetterStatus.NEW
+    [(tenant_id, event)] = recorded_events("dead_letter.discard")
+    assert tenant_id == system_tenant.pk
+    assert (event["actor_id"], event["actor_type"], event["actor_name"]) == (
+        "ops-alice",
+        "user",
+        "ops-alice",
+    )
+    assert event["metadata"]["dead_letter_ids"] == [first, second]
+
+    out = StringIO()
+    call_command("discard_dead_letters", str(second), str(third), stdout=out)
+
+    assert out.getvalue() == (
+        "discarded 1 dead letter(s) (skipped: 1 no longer new (replayed or discarded already))\n"
+    )
+    assert DeadLetter.objects.get(pk=third).status == DeadLetterStatus.DISCARDED
+    [(_, event)] = recorded_events("dead_letter.discard")
+    assert event["actor_id"].startswith("cli:")  # who ran it, as replay_dead_letters does
+    assert event["metadata"]["dead_letter_ids"] == [third]
+
+
+def test_discard_dead_letters_names_unknown_ids_and_discards_nothing(tenant):
+    [known] = new_dead_letters(tenant, 1)
+
+    with pytest.raises(CommandError, match=f"^no dead letter with id {known + 1000}$"):
+        call_command("discard_dead_letters", str(known), str(known + 1000))
+
+    assert DeadLetter.objects.get().status == DeadLetterStatus.NEW
+    assert recorded_events("dead_letter.discard") == []
+
+
+def test_discard_dead_letters_refuses_an_id_that_is_no_number_and_discards_nothing(tenant):
+    [known] = new_dead_letters(tenant, 1)
+
+    with pytest.raises(CommandError, match="argument ID: invalid int value: 'abc'"):
+        call_command("discard_dead_letters", str(known), "abc")
+
+    assert DeadLetter.objects.get().status == DeadLetterStatus.NEW
+    assert recorded_events("dead_letter.discard") == []
+
+
+@pytest.mark.parametrize("argv", [[], ["--all", "1"]])
+def test_discard_dead_letters_wants_ids_or_all(argv):
+    with pytest.raises(CommandError, match="give dead letter ids or --all"):
+        call_command("discard_dead_letters", *argv)
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "error"),
+    [
+        (["{known}", "{unknown}"], 1, "CommandError: no dead letter with id {unknown}"),
+        (["{known}", "12x"], 2, "argument ID: invalid int value: '12x'"),
+        ([], 1, "CommandError: give dead letter ids or --all (not both)"),
+    ],
+)
+def test_discard_dead_letters_exits_non_zero_with_the_error_and_discards_nothing(
+    tenant, argv, code, error
+):
+    from testsupport.worker import test_database_url  # imported here: pytest would collect it
+
+    [known] = new_dead_letters(tenant, 1)
+    ids = {"known": known, "unknown": known + 1000}
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "discard_dead_letters", *(a.format(**ids) for a in argv)],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": test_database_url()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == code
+    assert result.stderr.strip().splitlines()[-1].endswith(error.format(**ids))
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert DeadLetter.objects.get().status == DeadLetterStatus.NEW
+
+
+def test_discard_all_discards_new_dead_letters_once(tenant, system_tenant):
+    first, *rest = new_dead_letters(tenant, 3)
+    service.dead_letters_discard(
+        ids=[first], actor=Actor(id="ops-bob", type="user", name="ops-bob")
+    )
+    recorded_events("dead_letter.discard")  # ops-bob's, not the command's
+
+    out = StringIO()
+    call_command("discard_dead_letters", "--all", "--actor", "ops-alice", stdout=out)
+    call_command("discard_dead_letters", "--all", "--actor", "ops-alice", stdout=out)
+
+    assert out.getvalue() == "discarded 2 dead letter(s)\nno new dead letters to discard\n"
+    assert list(DeadLetter.objects.order_by("pk").values_list("status", "status_changed_by")) == [
+        (DeadLetterStatus.DISCARDED, "ops-bob"),
+        (DeadLetterStatus.DISCARDED, "ops-alice"),
+        (DeadLetterStatus.DISCARDED, "ops-alice"),
+    ]
+    [(_, event)] = recorded_events("dead_letter.discard")
+    assert event["metadata"]["dead_letter_ids"] == rest
+
+
+def test_discard_dead_letters_documents_itself():
+    text = (
+        load_command_class("audit", "discard_dead_letters")
+        .create_parser("manage.py", "discard_dead_letters")
+        .format_help()
+    )
+
+    assert text.startswith("usage: manage.py discard_dead_letters")
+    assert "--all" in text and "--actor" in text and "irreversible" in text.lower()
 
 
 def test_dlq_depth_counts_waiting_messages(tenant):
