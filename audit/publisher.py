@@ -153,6 +153,15 @@ class OutgoingMessage:
     request_id: str | None = None
 
 
+def kwargs_repr(kwargs: dict) -> str:
+    """What workers log of an ingest message's arguments (its ``kwargsrepr`` header): never
+    the events themselves, which hold people's names, addresses and whatever else a service
+    put in them; workers log this header and the management UI shows it."""
+    events = kwargs.get("events")
+    count = len(events) if isinstance(events, list) else "?"
+    return f"{{'tenant_id': {kwargs.get('tenant_id')!r}, 'events': <{count} events>}}"
+
+
 def task_message(*, task_name: str, kwargs: dict) -> OutgoingMessage:
     """A Celery protocol 2 message for ``task_name(**kwargs)``, body serialised with orjson."""
     task_id = new_id()  # batched urandom, as for event ids: no syscall per request
@@ -170,9 +179,7 @@ def task_message(*, task_name: str, kwargs: dict) -> OutgoingMessage:
         "root_id": task_id,
         "parent_id": None,
         "argsrepr": "()",
-        # Never the events themselves: headers are logged by workers and the management UI.
-        "kwargsrepr": f"{{'tenant_id': {kwargs.get('tenant_id')!r}, "
-        f"'events': <{len(kwargs.get('events', ()))} events>}}",
+        "kwargsrepr": kwargs_repr(kwargs),
         "origin": f"traceledger-web@{HOSTNAME}:{os.getpid()}",
         "ignore_result": True,
         "replaced_task_nesting": 0,

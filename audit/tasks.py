@@ -22,6 +22,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from audit import metrics_worker as metrics
 from audit.coalescer import Extra, coalesce_limits, coalescer, contract_violation
+from audit.publisher import kwargs_repr
 from audit.services.dead_letters import (
     FIRST_FAILED_HEADER,
     dead_letter_note,
@@ -78,6 +79,10 @@ class IngestTask(Task):
             self.request.headers = {**headers, FIRST_FAILED_HEADER: timezone.now().isoformat()}
         if kwargs.get("countdown"):  # autoretry's exponential step (its own jitter is off)
             kwargs["countdown"] = retry_countdown(kwargs["countdown"])
+        # The retry is a new message: without this Celery writes the events themselves into
+        # its kwargsrepr header, and the worker logs them at each retry.
+        kwargs.setdefault("argsrepr", "()")
+        kwargs.setdefault("kwargsrepr", kwargs_repr(self.request.kwargs or {}))
         return super().retry(*args, **kwargs)
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:

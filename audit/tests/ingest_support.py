@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from amqp.exceptions import ChannelError
 from kombu import Connection
 
+from audit.publisher import kwargs_repr
 from audit.topology import topology_declare
 from traceledger.celery import app
 from traceledger.queues import DLQ, INGEST_QUEUE
@@ -39,10 +40,14 @@ def make_event(**overrides) -> dict:
 
 
 def publish(*, tenant_id: int, events: list[dict], request_id: str | None = "req-1") -> str:
+    kwargs = {"tenant_id": tenant_id, "events": events, "request_id": request_id}
     result = app.send_task(
         "audit.ingest_batch",
-        kwargs={"tenant_id": tenant_id, "events": events, "request_id": request_id},
+        kwargs=kwargs,
         queue=INGEST_QUEUE,
+        # As the web's publisher writes them (audit.publisher.task_message): never the events.
+        argsrepr="()",
+        kwargsrepr=kwargs_repr(kwargs),
     )
     return result.id
 

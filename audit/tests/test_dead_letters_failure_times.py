@@ -101,11 +101,18 @@ def test_a_batch_that_runs_out_of_retries_keeps_the_time_of_its_first_failure(te
                 "SELECT 1 FROM audit_chainhead WHERE tenant_id = %s FOR UPDATE", [tenant.pk]
             )
             published = timezone.now()
-            task_id = publish(tenant_id=tenant.pk, events=[make_event()])
+            secret = {**make_event(), "description": "Ms Example's salary review"}
+            task_id = publish(tenant_id=tenant.pk, events=[secret])
             wait_until(lambda: queue_depth(DLQ.name) == 1, timeout=40, what="the dead letter")
             cursor.execute("ROLLBACK")
     finally:
         worker.stop()
+
+    # Each attempt is a new message the worker logs; none of them shows the event itself.
+    log = worker.log()
+    assert log.count(f"{task_id}] received") == 3, log
+    assert "salary" not in log
+    assert log.count("<1 events>") >= 3
 
     assert dead_letters_drain() == 1
     letter = DeadLetter.objects.get()
