@@ -128,6 +128,33 @@ def fault_proxy():
         proxy.stop()
 
 
+@pytest.fixture
+def database_down(transactional_db, fault_proxy):
+    """database_down() → from then on the default connection goes through a fault proxy that
+    refuses (every query fails at once with OperationalError, as with PostgreSQL down).
+
+    Needs a test without a wrapping transaction (``transactional_db``): the connection is
+    closed to be reopened through the proxy. The real address comes back before the tables
+    are flushed."""
+    from django.db import connections
+
+    connection = connections["default"]
+    real = connection.settings_dict["HOST"], connection.settings_dict["PORT"]
+    proxy = fault_proxy(real[0] or "localhost", int(real[1] or 5432))
+
+    def cut():
+        proxy.set_mode("refuse")
+        connection.close()
+        connection.settings_dict["HOST"], connection.settings_dict["PORT"] = (
+            "127.0.0.1",
+            str(proxy.port),
+        )
+
+    yield cut
+    connection.close()
+    connection.settings_dict["HOST"], connection.settings_dict["PORT"] = real
+
+
 @pytest.fixture(autouse=True)
 def _redis_latch_reset():
     """A Redis or PostgreSQL cut by one test (through a proxy) must not be skipped in the

@@ -31,10 +31,15 @@ from audit import metrics_worker as metrics
 from audit.services.dead_letters import dead_letter_note
 from audit.services.ingest import Batch
 from audit.topology import broker_connection
+from traceledger.log_throttle import one_line
+from traceledger.logging_beat import BROKER_CONNECTION_ERRORS
 from traceledger.queues import INGEST_QUEUE, INGEST_TASK_NAME
 from traceledger.request_id import bound_request_id
 
 logger = logging.getLogger(__name__)
+# Its broker-error lines, which every ingest task may repeat while RabbitMQ is away or
+# flapping: throttled in LOGGING (README, "When a dependency fails").
+broker_logger = logging.getLogger(f"{__name__}.broker")
 
 CONTRACT_KWARGS = frozenset({"tenant_id", "events", "request_id", "submitted_by"})
 SUBMITTED_BY_MAX = 300
@@ -101,8 +106,8 @@ class Coalescer:
                 if extra is not None:
                     taken.append(extra)
                     events += len(extra.batch.events) if isinstance(extra.batch.events, list) else 1
-        except Exception:
-            logger.warning("no extra ingest messages this time: broker error", exc_info=True)
+        except Exception as exc:
+            _warn(exc, "no extra ingest messages this time")
             # Closing the connection hands back what was taken; none of it can be acked now.
             self._fail()
             return []
@@ -115,10 +120,10 @@ class Coalescer:
                 extra.message.ack()
             else:
                 extra.message.reject(requeue=False)
-        except Exception:
+        except Exception as exc:
             # Unacked on a dead channel: RabbitMQ redelivers it and the worker drops the
             # duplicates, or rejects the same poison again.
-            logger.warning("could not settle extra ingest message %s", extra.task_id, exc_info=True)
+            _warn(exc, "could not settle extra ingest message %s", extra.task_id)
             self._fail()
 
     def ack_all(self, extras: list[Extra]) -> None:
@@ -130,8 +135,8 @@ class Coalescer:
             return
         try:
             extras[-1].message.ack(multiple=True)
-        except Exception:
-            logger.warning("could not ack %d extra ingest messages", len(extras), exc_info=True)
+        except Exception as exc:
+            _warn(exc, "could not ack %d extra ingest messages", len(extras))
             self._fail()
 
     def requeue(self, extras: list[Extra]) -> None:
@@ -140,8 +145,8 @@ class Coalescer:
         for extra in extras:
             try:
                 extra.message.requeue()
-            except Exception:
-                logger.warning("could not requeue extra ingest messages", exc_info=True)
+            except Exception as exc:
+                _warn(exc, "could not requeue extra ingest messages")
                 self._fail()
                 return
 
@@ -219,6 +224,18 @@ def _decode(message, headers: dict) -> tuple[dict | None, str, str]:
     if violation:
         return None, "message does not follow the audit.ingest_batch contract", violation
     return kwargs, "", ""
+
+
+def _warn(exc: Exception, message: str, *args) -> None:
+    """``message`` (a constant template: one throttled kind per call site) for a failed broker
+    call: one line with the error's class and message when the broker connection failed, the
+    traceback when anything else did (a bug)."""
+    if isinstance(exc, BROKER_CONNECTION_ERRORS):
+        broker_logger.warning(
+            f"{message}: broker error (%s)", *args, one_line(exc), extra={"error": repr(exc)}
+        )
+    else:
+        logger.warning(message, *args, exc_info=exc)
 
 
 _coalescer: Coalescer | None = None

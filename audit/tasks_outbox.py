@@ -1,6 +1,22 @@
-"""``audit.relay_outbox``: the periodic relay of the outbox (beat, every 10 s)."""
+"""``audit.relay_outbox``: the periodic relay of the outbox (beat, every 10 s).
+
+While PostgreSQL or RabbitMQ is away the relay cannot do its work, and the next beat tick
+tries again anyway: so a transient error is one line (at most one per 30 s per dependency,
+without a traceback) and the run ends normally, instead of Celery's ERROR with a traceback
+every 10 s. Anything else is a bug and raises.
+"""
+
+import logging
 
 from celery import shared_task
+from kombu.exceptions import OperationalError as BrokerError
+
+from audit.tasks import TRANSIENT_ERRORS
+from traceledger.log_throttle import one_line
+
+# Only the relay's outage lines, throttled per dependency in LOGGING (README, "When a
+# dependency fails").
+logger = logging.getLogger(__name__)
 
 # Bounded per run so one run stays short; the next beat tick continues.
 MAX_CHUNKS_PER_RUN = 40
@@ -10,5 +26,23 @@ MAX_CHUNKS_PER_RUN = 40
 def relay_outbox() -> dict:
     from audit.services.outbox import outbox_relay
 
-    result = outbox_relay(max_chunks=MAX_CHUNKS_PER_RUN)
+    try:
+        result = outbox_relay(max_chunks=MAX_CHUNKS_PER_RUN)
+    except TRANSIENT_ERRORS as exc:
+        dependency = "broker" if isinstance(exc, BrokerError) else "database"
+        logger.warning(
+            "outbox relay skipped: %s unavailable (%s); retrying on the next run",
+            dependency,
+            one_line(exc),
+            extra={"dependency": dependency, "error": repr(exc)},
+        )
+        return {"skipped": dependency}
+    if result.failed:
+        logger.warning(
+            "outbox relay stopped: broker unavailable (%s); %d batch(es) stay in the outbox, "
+            "retrying on the next run",
+            result.error,
+            result.remaining,
+            extra={"dependency": "broker", "failed": result.failed, "remaining": result.remaining},
+        )
     return {"relayed": result.relayed, "failed": result.failed, "remaining": result.remaining}

@@ -12,19 +12,29 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import pybreaker
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
+from elastic_transport import TransportError
 
 from accounts.models import Tenant
 from audit.models import AuditEvent
 from search.backends import index_backends
 from search.backends.base import SearchBackend
+from search.backends.elasticsearch import BulkIndexError
 from search.metrics import INDEX_FAILURES, INDEXED_EVENTS
 from search.models import Backend, IndexProgress, ReindexRun
+from traceledger.log_throttle import one_line
 
-logger = logging.getLogger(__name__)
+# The sweep's "skips <backend>" line, once per run while Elasticsearch is away: throttled per
+# backend in LOGGING (README, "When a dependency fails").
+sweep_logger = logging.getLogger(f"{__name__}.sweep")
+
+# A search backend being away: Elasticsearch unreachable or failing (TransportError), a bulk
+# request it refused in part, its breaker open. Transient: the sweep and the index task's
+# retries catch up from the high-water mark.
+BACKEND_UNAVAILABLE = (TransportError, BulkIndexError, pybreaker.CircuitBreakerError)
 
 BATCH_SIZE = 1000
 
@@ -131,14 +141,27 @@ def _batches_after(
 def search_sweep(*, max_batches: int = 50, batch_size: int = BATCH_SIZE) -> dict[str, int]:
     """Index whatever is behind each tenant's mark, per backend; returns events per backend.
 
-    Bounded by ``max_batches`` per run (the next run continues). A failing backend is
-    skipped for this run; the others go on.
+    Bounded by ``max_batches`` per run (the next run continues). A backend that is away
+    (``BACKEND_UNAVAILABLE``) is skipped for the rest of this run, in one line; the others go
+    on. One that fails otherwise (a bug) is skipped too, and its error raised once the others
+    are done. The database being away raises at once: nothing can be swept without it.
     """
+    failures: dict[str, Exception] = {}
+    done = _sweep(max_batches=max_batches, batch_size=batch_size, failures=failures)
+    for error in failures.values():
+        if not isinstance(error, BACKEND_UNAVAILABLE):
+            raise error
+    return done
+
+
+def _sweep(*, max_batches: int, batch_size: int, failures: dict[str, Exception]) -> dict[str, int]:
     done: dict[str, int] = {}
     budget = max_batches
     alias_ready = False
     for tenant_id in Tenant.objects.values_list("pk", flat=True):
         for backend in index_backends():
+            if backend.name in failures:
+                continue
             progress = index_progress_get(tenant_id=tenant_id, backend=backend.name)
             try:
                 if backend.name == Backend.ELASTICSEARCH and not alias_ready:
@@ -160,10 +183,18 @@ def search_sweep(*, max_batches: int = 50, batch_size: int = BATCH_SIZE) -> dict
                     budget -= 1
                     if budget <= 0:
                         return done
-            except pybreaker.CircuitBreakerError:
-                logger.info("search sweep skips %s: breaker open", backend.name)
-            except Exception:  # one failing backend must not stop the others; next run retries
-                logger.warning("search sweep failed for %s", backend.name, exc_info=True)
+            except BACKEND_UNAVAILABLE as exc:
+                failures[backend.name] = exc
+                sweep_logger.warning(
+                    "search sweep skips %s: unavailable (%s); retrying on the next run",
+                    backend.name,
+                    one_line(exc),
+                    extra={"backend": backend.name, "error": repr(exc)},
+                )
+            except (OperationalError, InterfaceError):
+                raise  # the database: the caller's to report
+            except Exception as exc:  # a bug: raised by search_sweep once the others are done
+                failures[backend.name] = exc
     return done
 
 

@@ -18,6 +18,9 @@ that tell them apart: ``/readyz`` logs every failed check as ``readiness check f
 ``check``, celery beat every failed send with its schedule ``entry``. ``level`` leaves
 records below it alone (beat's routine ``Sending due task`` lines). ``ServerErrorThrottleFilter``
 throttles ``django.request``'s 5xx lines only.
+
+``one_line`` gives an exception as its class and message on one line, for the outage lines
+that carry no traceback (the periodic tasks' "skipped: <dependency> unavailable").
 """
 
 import logging
@@ -114,6 +117,13 @@ class ServerErrorThrottleFilter(ThrottleFilter):
         exc = record.exc_info[1] if record.exc_info else None
         error = type(exc).__qualname__ if exc is not None else None
         return (*super().kind_of(record), record.status_code, error)
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``Class: message`` on one line, at most ``limit`` characters (psycopg's messages span
+    several lines)."""
+    text = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 def reset() -> None:

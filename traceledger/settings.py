@@ -411,6 +411,24 @@ LOGGING = {
         # the first through (with its traceback), then one line per 30 s per process that
         # counts the rest (traceledger/log_throttle.py).
         "outage_throttle": {"()": "traceledger.log_throttle.ThrottleFilter", "interval": 30},
+        # Loggers whose INFO lines are routine: only their warnings and errors.
+        "outage_warning_throttle": {
+            "()": "traceledger.log_throttle.ThrottleFilter",
+            "interval": 30,
+            "level": "WARNING",
+        },
+        # The periodic tasks' "skipped: <dependency> unavailable" lines, a kind per dependency.
+        "dependency_throttle": {
+            "()": "traceledger.log_throttle.ThrottleFilter",
+            "interval": 30,
+            "kind_attrs": ["dependency"],
+        },
+        # The search sweep's "skips <backend>" line, a kind per backend.
+        "backend_throttle": {
+            "()": "traceledger.log_throttle.ThrottleFilter",
+            "interval": 30,
+            "kind_attrs": ["backend"],
+        },
         # /readyz logs each failed check under one template: a kind per check.
         "readiness_throttle": {
             "()": "traceledger.log_throttle.ThrottleFilter",
@@ -476,5 +494,15 @@ LOGGING = {
         # The order matters: rewrite the line, then throttle it.
         "celery.beat": {"filters": ["beat_send_error", "beat_throttle"]},
         "celery.app.trace": {"filters": ["task_outcome"]},
+        # Periodic tasks while a dependency is away (each run would repeat its line), the
+        # ingest coalescer's broker errors, the publisher's failed publishes (every request,
+        # every relay run) and the Elasticsearch client's failing node.
+        "audit.tasks_outbox": {"filters": ["dependency_throttle"]},
+        "audit.tasks_ledger": {"filters": ["dependency_throttle"]},
+        "search.tasks": {"filters": ["dependency_throttle"]},
+        "search.services.sweep": {"filters": ["backend_throttle"]},
+        "audit.coalescer.broker": {"filters": ["outage_throttle"]},
+        "audit.publisher": {"filters": ["outage_warning_throttle"]},
+        "elastic_transport.node_pool": {"filters": ["outage_warning_throttle"]},
     },
 }

@@ -13,6 +13,7 @@ from django.db import transaction
 from audit import metrics
 from audit.models import OutboxMessage
 from audit.publisher import publish_tasks
+from traceledger.log_throttle import one_line
 from traceledger.queues import INGEST_TASK_NAME
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ class RelayResult:
     relayed: int
     failed: int
     remaining: int
+    error: str = ""  # the first failure, one line (the broker's reason when ``failed``)
 
 
 def outbox_message_create(*, payload: dict, error: str = "") -> OutboxMessage:
@@ -48,6 +50,7 @@ def outbox_relay(*, chunk_size: int = RELAY_CHUNK, max_chunks: int | None = None
     the first failure: the broker is still down, later rows would fail too.
     """
     relayed = failed = 0
+    error = ""
     chunks = 0
     while max_chunks is None or chunks < max_chunks:
         chunks += 1
@@ -73,6 +76,7 @@ def outbox_relay(*, chunk_size: int = RELAY_CHUNK, max_chunks: int | None = None
                     done.append(row.pk)
                     continue
                 failed += 1
+                error = error or one_line(outcome)
                 OutboxMessage.objects.filter(pk=row.pk).update(
                     attempts=row.attempts + 1, last_error=str(outcome)[:2000]
                 )
@@ -82,8 +86,10 @@ def outbox_relay(*, chunk_size: int = RELAY_CHUNK, max_chunks: int | None = None
         if failed:
             break
     remaining = OutboxMessage.objects.count()
-    if relayed or failed:
+    # Failures are the caller's to report (the task's throttled line, the command's exit):
+    # while the broker is down they would repeat here on every run.
+    if relayed:
         logger.info(
             "outbox relay", extra={"relayed": relayed, "failed": failed, "remaining": remaining}
         )
-    return RelayResult(relayed=relayed, failed=failed, remaining=remaining)
+    return RelayResult(relayed=relayed, failed=failed, remaining=remaining, error=error)

@@ -4,10 +4,13 @@ Taking, acking, requeueing and rejecting against RabbitMQ with a real worker are
 ``test_ingest_coalescing.py``.
 """
 
+import logging
+
 import pytest
 
 from audit import coalescer as module
 from audit.coalescer import Coalescer, contract_violation
+from audit.tests.ingest_api_support import broker_port, broker_url_via
 from testsupport.clock import fake_monotonic
 
 
@@ -24,6 +27,65 @@ class Unreachable(Coalescer):
     def _bound_queue(self):
         self.attempts += 1
         raise ConnectionRefusedError("no broker in this test")
+
+
+class Counting(Coalescer):
+    attempts = 0
+
+    def _bound_queue(self):
+        self.attempts += 1
+        return super()._bound_queue()
+
+
+def test_a_broker_that_is_down_is_one_line_without_a_traceback(clock, fault_proxy, caplog):
+    proxy = fault_proxy("127.0.0.1", broker_port())
+    proxy.set_mode("refuse")
+    taker = Counting(broker_url_via(proxy.port))
+    for _ in range(2):
+        assert taker.take(max_messages=5, max_events=100) == []
+        clock.now += module.BACKOFF_SECONDS + 0.1  # past its back-off: the next take tries
+    assert taker.attempts == 2
+
+    [line] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert line.name == "audit.coalescer.broker"
+    assert line.exc_info is None
+    message = line.getMessage()
+    assert message.startswith(
+        "no extra ingest messages this time: broker error (OperationalError: "
+    ), message
+    assert "Connection refused" in message and "\n" not in message
+
+
+def test_an_error_that_is_not_the_broker_keeps_its_traceback(clock, caplog):
+    class Broken(Coalescer):
+        def _bound_queue(self):
+            raise KeyError("queue")
+
+    assert Broken("amqp://unused").take(max_messages=5, max_events=100) == []
+    [line] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert line.getMessage() == "no extra ingest messages this time"
+    assert isinstance(line.exc_info[1], KeyError)
+
+
+def test_settling_on_a_dead_channel_is_one_line_without_a_traceback(caplog):
+    class DeadChannel:
+        def ack(self, multiple=False):
+            raise ConnectionResetError("[Errno 104] Connection reset by peer")
+
+    taker = Coalescer("amqp://unused")
+    extras = [module.Extra(message=DeadChannel(), task_id="t", request_id=None, batch=None)]
+    for _ in range(2):
+        taker.settle(extras[0], ack=True)
+        taker.ack_all(extras)
+
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in lines] == [
+        "could not settle extra ingest message t: broker error "
+        "(ConnectionResetError: [Errno 104] Connection reset by peer)",
+        "could not ack 1 extra ingest messages: broker error "
+        "(ConnectionResetError: [Errno 104] Connection reset by peer)",
+    ]
+    assert all(r.exc_info is None for r in lines)
 
 
 def test_a_failed_transaction_pauses_taking_and_repeated_failures_double_the_pause(clock):

@@ -1,5 +1,6 @@
 """Signing keys, signed checkpoints, the periodic task (on a real worker) and the purge."""
 
+import logging
 import stat
 import time
 from datetime import UTC, datetime, timedelta
@@ -421,3 +422,31 @@ def test_a_second_signer_returns_at_once_while_one_is_running(tenant):
         assert checkpoints_sign() == []
         assert time.monotonic() - started < 2
     assert [c.sequence for c in checkpoints_sign()] == [2]
+
+
+def test_the_periodic_task_skips_quietly_while_the_database_is_down(database_down, caplog):
+    from audit.tasks_ledger import sign_checkpoints
+
+    database_down()
+    for _ in range(2):
+        assert sign_checkpoints() == 0
+
+    [line] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert line.name == "audit.tasks_ledger"
+    assert line.exc_info is None
+    message = line.getMessage()
+    assert message.startswith(
+        "ledger checkpoints not signed: database unavailable (OperationalError: "
+    )
+    assert message.endswith("); retrying on the next run") and "\n" not in message
+
+
+def test_the_periodic_task_raises_an_error_that_is_not_an_outage(monkeypatch):
+    from audit.tasks_ledger import sign_checkpoints
+
+    def bug(**kwargs):
+        raise ValueError("not a signing key")
+
+    monkeypatch.setattr("audit.ledger.services.checkpoints_sign", bug)
+    with pytest.raises(ValueError, match="not a signing key"):
+        sign_checkpoints()

@@ -1,5 +1,6 @@
 """The outbox relay: rows parked while RabbitMQ was down are republished once it is back."""
 
+import logging
 import threading
 from io import StringIO
 
@@ -109,6 +110,51 @@ def test_relay_outbox_command_refuses_a_bad_chunk_size(db):
 def test_the_periodic_task_relays(db, tenant):
     parked(tenant)
     assert relay_outbox() == {"relayed": 1, "failed": 0, "remaining": 0}
+
+
+def _warnings(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_the_periodic_task_skips_quietly_while_the_database_is_down(database_down, caplog):
+    database_down()
+    for _ in range(2):  # beat: every 10 s
+        assert relay_outbox() == {"skipped": "database"}
+
+    [line] = _warnings(caplog)
+    assert line.name == "audit.tasks_outbox"
+    assert line.exc_info is None
+    message = line.getMessage()
+    assert message.startswith("outbox relay skipped: database unavailable (OperationalError: ")
+    assert message.endswith("); retrying on the next run") and "\n" not in message
+
+
+def test_the_periodic_task_logs_the_broker_down_once_and_keeps_the_rows(
+    db, tenant, broker_proxy, caplog
+):
+    parked(tenant)
+    broker_proxy.set_mode("refuse")
+    for _ in range(2):
+        assert relay_outbox() == {"relayed": 0, "failed": 1, "remaining": 1}
+
+    [line] = [r for r in _warnings(caplog) if r.name == "audit.tasks_outbox"]
+    assert line.exc_info is None
+    # The publisher's own "publish to RabbitMQ failed", once too (every relay run and every
+    # request would repeat it).
+    assert len([r for r in _warnings(caplog) if r.name == "audit.publisher"]) == 1
+    message = line.getMessage()
+    assert message.startswith("outbox relay stopped: broker unavailable (PublishError: ")
+    assert message.endswith("; 1 batch(es) stay in the outbox, retrying on the next run")
+    assert OutboxMessage.objects.count() == 1
+
+
+def test_the_periodic_task_raises_an_error_that_is_not_an_outage(db, monkeypatch):
+    def bug(**kwargs):
+        raise KeyError("tenant_id")
+
+    monkeypatch.setattr("audit.services.outbox.outbox_relay", bug)
+    with pytest.raises(KeyError):
+        relay_outbox()
 
 
 @pytest.mark.django_db(transaction=True)

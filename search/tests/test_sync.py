@@ -1,6 +1,7 @@
 """Sync: events_ingested → index task (exact ids), the high-water mark, the sweep, and
 ingestion left alone when Elasticsearch or the broker is down."""
 
+import logging
 import time
 import uuid
 from datetime import UTC, datetime
@@ -9,6 +10,7 @@ import pytest
 from elastic_transport import ConnectionError as ESConnectionError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from accounts.models import Tenant
 from audit.models import AuditEvent
 from audit.services.ingest import events_ingest
 from audit.signals import events_ingested
@@ -16,6 +18,7 @@ from audit.tests.factories import events_create
 from search.models import EventSearchEntry, IndexProgress
 from search.selectors import index_lag
 from search.services import events_index, index_progress_advance, search_sweep
+from search.tasks import sweep_index
 from search.tests.conftest import found
 
 
@@ -162,6 +165,63 @@ def test_it_sweeps_postgresql_and_skips_a_down_elasticsearch(es_refused, tenant)
     events_create(tenant_id=tenant.pk, count=3)
     assert search_sweep() == {"postgresql": 3}
     assert index_lag() == {"postgresql": 0, "elasticsearch": 3}
+
+
+def _warnings(caplog) -> list[logging.LogRecord]:
+    # The Elasticsearch client's own line for each failed request is not the sweep's.
+    return [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and not r.name.startswith("elastic_transport")
+    ]
+
+
+def _one_quiet_line(caplog, logger: str, start: str) -> str:
+    [line] = _warnings(caplog)
+    assert line.name == logger
+    assert line.exc_info is None
+    message = line.getMessage()
+    assert message.startswith(start), message
+    assert message.endswith("); retrying on the next run") and "\n" not in message, message
+    return message
+
+
+def test_the_periodic_sweep_skips_quietly_while_the_database_is_down(database_down, caplog):
+    database_down()
+    for _ in range(2):  # beat: every 30 s
+        assert sweep_index() == {}
+    _one_quiet_line(
+        caplog, "search.tasks", "search sweep skipped: database unavailable (OperationalError: "
+    )
+
+
+@pytest.mark.django_db
+def test_the_periodic_sweep_skips_a_down_elasticsearch_in_one_line(es_refused, tenant, caplog):
+    events_create(tenant_id=tenant.pk, count=3)
+    # Two tenants behind: Elasticsearch is tried once per run, not once per tenant.
+    events_create(tenant_id=Tenant.objects.create(name="second").pk, count=1)
+    assert sweep_index() == {"postgresql": 4}
+    assert sweep_index() == {}
+    _one_quiet_line(
+        caplog, "search.services.sweep", "search sweep skips elasticsearch: unavailable ("
+    )
+    assert index_lag() == {"postgresql": 0, "elasticsearch": 4}
+
+
+@pytest.mark.django_db
+def test_the_periodic_sweep_raises_a_backend_bug_after_indexing_the_others(
+    fake_es, tenant, monkeypatch
+):
+    from search.backends.elasticsearch import ElasticsearchBackend
+
+    def bug(self, **kwargs):
+        raise TypeError("index_events() got an unexpected keyword argument")
+
+    monkeypatch.setattr(ElasticsearchBackend, "index_events", bug)
+    events_create(tenant_id=tenant.pk, count=2)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        sweep_index()
+    assert index_lag()["postgresql"] == 0
 
 
 @pytest.mark.django_db
