@@ -12,7 +12,7 @@ from celery import shared_task
 from kombu.exceptions import OperationalError as BrokerError
 
 from audit.tasks import TRANSIENT_ERRORS
-from traceledger.log_throttle import one_line
+from traceledger.log_throttle import skipped_run
 
 # Only the job's outage lines, throttled per dependency in LOGGING (README, "When a
 # dependency fails").
@@ -28,10 +28,5 @@ def sign_checkpoints() -> int:
         return len(checkpoints_sign())
     except TRANSIENT_ERRORS as exc:
         dependency = "broker" if isinstance(exc, BrokerError) else "database"
-        logger.warning(
-            "ledger checkpoints not signed: %s unavailable (%s); retrying on the next run",
-            dependency,
-            one_line(exc),
-            extra={"dependency": dependency, "error": repr(exc)},
-        )
+        skipped_run(logger, "ledger checkpoints not signed", dependency, exc)
         return 0

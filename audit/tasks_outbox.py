@@ -12,7 +12,7 @@ from celery import shared_task
 from kombu.exceptions import OperationalError as BrokerError
 
 from audit.tasks import TRANSIENT_ERRORS
-from traceledger.log_throttle import one_line
+from traceledger.log_throttle import skipped_run
 
 # Only the relay's outage lines, throttled per dependency in LOGGING (README, "When a
 # dependency fails").
@@ -30,12 +30,7 @@ def relay_outbox() -> dict:
         result = outbox_relay(max_chunks=MAX_CHUNKS_PER_RUN)
     except TRANSIENT_ERRORS as exc:
         dependency = "broker" if isinstance(exc, BrokerError) else "database"
-        logger.warning(
-            "outbox relay skipped: %s unavailable (%s); retrying on the next run",
-            dependency,
-            one_line(exc),
-            extra={"dependency": dependency, "error": repr(exc)},
-        )
+        skipped_run(logger, "outbox relay skipped", dependency, exc)
         return {"skipped": dependency}
     if result.failed:
         logger.warning(

@@ -11,7 +11,7 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from search.services import BACKEND_UNAVAILABLE
-from traceledger.log_throttle import one_line
+from traceledger.log_throttle import skipped_run
 
 # Only the sweep's outage lines, throttled per dependency in LOGGING (README, "When a
 # dependency fails").
@@ -46,10 +46,5 @@ def sweep_index() -> dict:
     except TRANSIENT as exc:
         # search_sweep skips an unavailable backend itself; what reaches here is the database.
         dependency = "search backend" if isinstance(exc, BACKEND_UNAVAILABLE) else "database"
-        logger.warning(
-            "search sweep skipped: %s unavailable (%s); retrying on the next run",
-            dependency,
-            one_line(exc),
-            extra={"dependency": dependency, "error": repr(exc)},
-        )
+        skipped_run(logger, "search sweep skipped", dependency, exc)
         return {}

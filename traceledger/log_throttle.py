@@ -19,8 +19,8 @@ that tell them apart: ``/readyz`` logs every failed check as ``readiness check f
 records below it alone (beat's routine ``Sending due task`` lines). ``ServerErrorThrottleFilter``
 throttles ``django.request``'s 5xx lines only.
 
-``one_line`` gives an exception as its class and message on one line, for the outage lines
-that carry no traceback (the periodic tasks' "skipped: <dependency> unavailable").
+``skipped_run`` is the periodic tasks' "<task> skipped: <dependency> unavailable" line, and
+``one_line`` an exception as its class and message on one line, for such lines.
 """
 
 import logging
@@ -117,6 +117,19 @@ class ServerErrorThrottleFilter(ThrottleFilter):
         exc = record.exc_info[1] if record.exc_info else None
         error = type(exc).__qualname__ if exc is not None else None
         return (*super().kind_of(record), record.status_code, error)
+
+
+def skipped_run(logger: logging.Logger, what: str, dependency: str, exc: BaseException) -> None:
+    """A periodic task's run given up while ``dependency`` is away: one WARNING without a
+    traceback (the next scheduled run tries again), ``dependency`` in the record so that a
+    filter with ``kind_attrs=["dependency"]`` keeps one kind per dependency."""
+    logger.warning(
+        "%s: %s unavailable (%s); retrying on the next run",
+        what,
+        dependency,
+        one_line(exc),
+        extra={"dependency": dependency, "error": repr(exc)},
+    )
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
