@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import psycopg.errors
 from celery import Task, shared_task
-from celery.exceptions import Reject
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
@@ -112,15 +112,17 @@ class IngestTask(Task):
     queue=INGEST_QUEUE_NAME,
     acks_late=True,
     reject_on_worker_lost=True,
-    autoretry_for=TRANSIENT_ERRORS,
+    # A task that overran its soft limit waited on a database that stopped answering (a
+    # dropped connection libpq has not noticed yet): retried like any outage, not rejected.
+    autoretry_for=(*TRANSIENT_ERRORS, SoftTimeLimitExceeded),
     # Reject is an Exception too; never let autoretry swallow it (notes §1.3 trap).
     dont_autoretry_for=(Reject,),
     retry_backoff=1,
     retry_backoff_max=60,
     retry_jitter=False,  # IngestTask.retry applies equal jitter instead
     max_retries=MAX_RETRIES,
-    soft_time_limit=240,
-    time_limit=300,
+    soft_time_limit=settings.TRACELEDGER_INGEST_SOFT_TIME_LIMIT,
+    time_limit=settings.TRACELEDGER_INGEST_SOFT_TIME_LIMIT + 60,
 )
 def ingest_batch(self, *args, **kwargs) -> dict:
     """Store one API request's batch (kwargs ``tenant_id``, ``events``, ``request_id``), and

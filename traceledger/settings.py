@@ -133,6 +133,21 @@ DATABASES["default"].setdefault("OPTIONS", {})
 # ?connect_timeout= in DATABASE_URL wins.
 # https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNECT-CONNECT-TIMEOUT
 DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 2)
+# A connection whose network path died silently (a failover, a NAT or firewall that dropped
+# the flow) is noticed by the kernel and fails the query with OperationalError: without
+# these libpq waits on it as long as TCP retransmits (~15 min), and a web thread or a
+# worker task waited with it. Probes after 10 s idle, every 5 s, 3 unanswered: a dead idle
+# connection is known in ~25 s; data sent and not acknowledged for 20 s ends it too. Neither
+# limits a slow query (its socket is quiet, and the server's kernel answers the probes).
+# https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-KEEPALIVES
+for _option, _value in {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 20000,  # milliseconds
+}.items():
+    DATABASES["default"]["OPTIONS"].setdefault(_option, _value)
 DATABASES["default"]["TEST"] = {"NAME": env.str("TRACELEDGER_TEST_DB", default=None)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -244,6 +259,11 @@ CELERY_WORKER_CONSUMER = "audit.worker_signals:DeadLetteringConsumer"
 # and the task retries with backoff (docs/ingest-worker.md).
 TRACELEDGER_INGEST_LOCK_TIMEOUT = seconds("TRACELEDGER_INGEST_LOCK_TIMEOUT", default=5.0)
 TRACELEDGER_INGEST_STATEMENT_TIMEOUT = seconds("TRACELEDGER_INGEST_STATEMENT_TIMEOUT", default=60.0)
+# An ingest task still running after this many seconds is interrupted and retried (a database
+# that stopped answering mid-query); the process is killed 60 s later if it does not stop.
+TRACELEDGER_INGEST_SOFT_TIME_LIMIT = integer(
+    "TRACELEDGER_INGEST_SOFT_TIME_LIMIT", default=240, minimum=1
+)
 # Retries of a transient failure (backoff 1, 2, 4 ... 60 s with jitter) before the batch is
 # dead-lettered.
 TRACELEDGER_INGEST_MAX_RETRIES = integer("TRACELEDGER_INGEST_MAX_RETRIES", default=8)

@@ -3,7 +3,7 @@
 import random
 
 import pytest
-from celery.exceptions import Reject
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import OperationalError
 
@@ -27,6 +27,31 @@ def test_it_retries_transient_errors_only_never_reject():
     # Every countdown and the run time stay far below RabbitMQ's 30 min consumer timeout.
     assert ingest_batch.retry_backoff_max <= 60
     assert ingest_batch.time_limit < 30 * 60
+
+
+def test_a_batch_that_overruns_its_soft_time_limit_is_retried_not_rejected(monkeypatch):
+    """The soft limit ends a task stuck on a database that stopped answering (a dropped
+    connection libpq has not noticed): an outage like any other. It was rejected to the DLQ,
+    an accepted batch an operator had to replay. (Run eagerly: with a real worker a 2 s soft
+    limit did not interrupt a process waiting in libpq for a row lock, so the case cannot be
+    staged at a test's scale; an operator saw it at the 240 s default.)"""
+
+    attempts = []
+
+    def stuck(*args, **kwargs):
+        attempts.append(1)
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr("audit.tasks.events_ingest_many", stuck)
+    monkeypatch.setattr(ingest_batch, "max_retries", 2)
+    # Eagerly a retry runs at once, in place; the last one's error is the result.
+    result = ingest_batch.apply(kwargs={"tenant_id": 1, "events": []})
+
+    assert len(attempts) == 3  # the first and two retries, none rejected outright
+    assert isinstance(result.result, SoftTimeLimitExceeded)
+    assert SoftTimeLimitExceeded in ingest_batch.autoretry_for
+    assert ingest_batch.soft_time_limit == settings.TRACELEDGER_INGEST_SOFT_TIME_LIMIT
+    assert ingest_batch.time_limit == ingest_batch.soft_time_limit + 60
 
 
 def test_its_retries_ride_out_a_database_outage_of_a_minute_and_a_half(monkeypatch):

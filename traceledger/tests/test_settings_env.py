@@ -138,3 +138,23 @@ def test_env_example_is_plain_assignments_that_start_the_project():
     values.pop("DATABASE_URL")  # the test database, not the example's
     result = run_check(**values)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.django_db
+def test_database_connections_notice_a_dead_network_path():
+    """libpq's keepalives and TCP user timeout on every connection: a path that died silently
+    fails the query in about 25 s instead of TCP's ~15 min of retransmissions."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    parameters = connection.connection.info.get_parameters()
+    assert {key: parameters.get(key) for key in KEEPALIVES} == KEEPALIVES
+
+
+KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "20000",
+}
