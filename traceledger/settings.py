@@ -148,6 +148,17 @@ for _option, _value in {
     "tcp_user_timeout": 20000,  # milliseconds
 }.items():
     DATABASES["default"]["OPTIONS"].setdefault(_option, _value)
+# A web request waits at most this long for a lock (an operator's LOCK TABLE, a migration
+# rewriting a table), then answers 503 like a database outage: every gunicorn thread
+# waited for the lock, and /healthz stopped answering with them. Web processes only
+# (traceledger/wsgi.py): workers set their own per transaction, and migrations, purges and
+# commands may wait longer. 0 = no limit.
+TRACELEDGER_WEB_LOCK_TIMEOUT = seconds("TRACELEDGER_WEB_LOCK_TIMEOUT", default=10.0)
+if env.str("TRACELEDGER_PROCESS", default="") == "web" and TRACELEDGER_WEB_LOCK_TIMEOUT:
+    _options = DATABASES["default"]["OPTIONS"].get("options", "")
+    DATABASES["default"]["OPTIONS"]["options"] = (
+        f"{_options} -c lock_timeout={int(TRACELEDGER_WEB_LOCK_TIMEOUT * 1000)}".strip()
+    )
 DATABASES["default"]["TEST"] = {"NAME": env.str("TRACELEDGER_TEST_DB", default=None)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
