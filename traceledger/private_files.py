@@ -1,9 +1,10 @@
 """Files of secrets a process makes once and every process of the install shares (the
 ledger's signing key, a development install's Django secret key).
 
-The content is written whole under another name and linked into place: a process starting
-at the same moment either finds no file or the complete one, never a partial one (which an
-``O_EXCL`` create-then-write allowed), and two processes agree on one content.
+The content is written whole under another name and linked (or, to replace a file, renamed)
+into place: a process starting at the same moment either finds no file or the complete one,
+never a partial one (which an ``O_EXCL`` create-then-write allowed), and two processes agree
+on one content.
 """
 
 import contextlib
@@ -18,6 +19,33 @@ def private_file_once(path: Path, content: bytes) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         pass
+    staged = _staged(path, content)
+    try:
+        # When another process won, its content is the install's.
+        with contextlib.suppress(FileExistsError):
+            os.link(staged, path)
+    finally:
+        staged.unlink()
+    return path.read_bytes()
+
+
+def private_file_replace(path: Path, content: bytes) -> None:
+    """Replace ``path`` by ``content`` (mode 0600): a reader finds the old file or the new
+    one, whole; the new one is on disk, its directory entry included, when this returns."""
+    staged = _staged(path, content)
+    try:
+        os.replace(staged, path)
+    finally:
+        staged.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _staged(path: Path, content: bytes) -> Path:
+    """``content`` synced to a new file (0600) beside ``path``, under a name of its own."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staged = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
     fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -26,9 +54,7 @@ def private_file_once(path: Path, content: bytes) -> bytes:
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
-        # When another process won, its content is the install's.
-        with contextlib.suppress(FileExistsError):
-            os.link(staged, path)
-    finally:
-        staged.unlink()
-    return path.read_bytes()
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    return staged

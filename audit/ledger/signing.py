@@ -16,8 +16,6 @@ Rotation (``signing_key_rotate``) retires the current key to ``keyring`` (public
 before replacing it, so the checkpoints it signed keep verifying.
 """
 
-import os
-import secrets
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -39,7 +37,7 @@ from audit.ledger.keyring import (
     retired_keys,
 )
 from traceledger.errors import DependencyUnavailable
-from traceledger.private_files import private_file_once
+from traceledger.private_files import private_file_once, private_file_replace
 
 KEY_FILE_NAME = "ledger-signing-key.pem"
 
@@ -144,21 +142,7 @@ def signing_key_rotate() -> tuple[str, str]:
     retired_key_append(old)
     pem = _new_key_pem()
     new = serialization.load_pem_private_key(pem, password=None)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    private_file_replace(path, pem)
     return key_id_of(old), key_id_of(new.public_key())
 
 
