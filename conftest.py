@@ -157,18 +157,21 @@ def database_down(transactional_db, fault_proxy):
 
 @pytest.fixture(autouse=True)
 def _redis_latch_reset():
-    """A Redis or PostgreSQL cut by one test (through a proxy) must not be skipped in the
-    next, nor its log lines throttled there."""
+    """A Redis, PostgreSQL or RabbitMQ cut by one test (through a proxy) must not be skipped
+    in the next, nor its log lines throttled there."""
     from accounts import keycache
+    from search.receivers import index_publish_breaker
     from traceledger import log_throttle, redis_latch
 
-    redis_latch.reset()
-    keycache.database_latch_reset()
-    log_throttle.reset()
+    def reset():
+        redis_latch.reset()
+        keycache.database_latch_reset()
+        log_throttle.reset()
+        index_publish_breaker.close()
+
+    reset()
     yield
-    redis_latch.reset()
-    keycache.database_latch_reset()
-    log_throttle.reset()
+    reset()
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,11 @@
 * ``task_prerun``: a database connection that failed in an earlier task is checked and
   replaced (Django does this per web request; Celery's fixup only closes connections every
   ``CELERY_DB_REUSE_MAX`` tasks, so a connection cut once failed every later task).
+* ``DeadLetteringConsumer`` sends no event heartbeats (``worker-heartbeat`` every 2 s from the
+  consumer's own loop, for monitors such as Flower, which this service does not ship): during
+  a RabbitMQ memory or disk alarm that publish blocked the loop, so a running worker stopped
+  taking messages, the very ones whose draining ends an alarm, and a worker started during
+  one never got as far as consuming.
 * Every message of ``audit.ingest`` the worker rejects before a task runs (undecodable, an
   unknown task, a malformed message) counts in ``traceledger_ingest_batches_rejected``, as
   the task's own rejections do: the series operators watch for dead letters.
@@ -96,7 +101,13 @@ def body_problem(message) -> str | None:
     return None
 
 
+HEART_STEP = "celery.worker.consumer.heart:Heart"
+
+
 class DeadLetteringConsumer(Consumer):
+    class Blueprint(Consumer.Blueprint):
+        default_steps = [step for step in Consumer.Blueprint.default_steps if step != HEART_STEP]
+
     def create_task_handler(self, promise=promise):
         on_task_received = super().create_task_handler(promise)
 

@@ -2,12 +2,27 @@
 
 import logging
 
+import pybreaker
+
 from audit.signals import events_ingested
 
 logger = logging.getLogger(__name__)
 
 # Ingest batches hold at most 1,000 events; keep index messages that size even if that changes.
 CHUNK = 1000
+# Once a publish has failed, this process's next transactions do not try for this long: the
+# sweep (every 30 s) indexes what they store. While RabbitMQ blocks publishers (a memory or
+# disk alarm) a try waits twice TRACELEDGER_BROKER_IO_TIMEOUT (for the confirm, then for the
+# channel's close), and the worker would spend the alarm waiting instead of draining the
+# queue. For the same reason a failed publish is not retried at once.
+PUBLISH_PAUSE_SECONDS = 60
+
+index_publish_breaker = pybreaker.CircuitBreaker(
+    fail_max=1,
+    reset_timeout=PUBLISH_PAUSE_SECONDS,
+    name="search-index-publish",
+    throw_new_error_on_trip=False,  # the publish's own error, for the one log line
+)
 
 
 def enqueue_indexing(
@@ -22,19 +37,25 @@ def enqueue_indexing(
 
     ids = [str(event_id) for event_id in event_ids]
     for start in range(0, len(ids), CHUNK):
+        first = None if first_sequence is None else first_sequence + start
         try:
-            first = None if first_sequence is None else first_sequence + start
-            index_events.apply_async(
+            index_publish_breaker.call(
+                index_events.apply_async,
                 args=[tenant_id, ids[start : start + CHUNK]],
                 kwargs={"first_sequence": first},
-                retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
+                retry=False,
             )
+        except pybreaker.CircuitBreakerError:
+            return  # paused after a failure; the sweep catches up
         except Exception:  # broker down or anything else: ingestion must not notice
             logger.warning(
-                "search indexing not queued; the sweep will catch up",
+                "search indexing not queued; the sweep will catch up, and this process "
+                "tries again in %s s",
+                PUBLISH_PAUSE_SECONDS,
                 extra={"tenant_id": tenant_id, "events": len(ids)},
                 exc_info=True,
             )
+            return
 
 
 def connect() -> None:

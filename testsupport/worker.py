@@ -54,7 +54,6 @@ def celery_worker_argv(*, queues: str, concurrency: int, node: str) -> list[str]
         "INFO",
         "--without-gossip",
         "--without-mingle",
-        "--without-heartbeat",
         "-n",
         f"{node}-{os.getpid()}-{time.time_ns()}@%h",
     ]

@@ -236,7 +236,18 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = integer("TRACELEDGER_WORKER_PREFETCH", defau
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
-CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+# RabbitMQ blocks a connection that publishes during a memory or disk alarm and stops reading
+# it: without a socket bound, every publish of Celery's own connections (the worker's search
+# indexing, retries and dead letters, beat's schedule) then waits for its confirm, and for the
+# channel's close after that, for as long as the alarm lasts (py-amqp has no default bound).
+TRACELEDGER_BROKER_IO_TIMEOUT = seconds(
+    "TRACELEDGER_BROKER_IO_TIMEOUT", default=10.0, positive=True
+)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "confirm_publish": True,
+    "read_timeout": TRACELEDGER_BROKER_IO_TIMEOUT,
+    "write_timeout": TRACELEDGER_BROKER_IO_TIMEOUT,
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 # Periodic jobs, declared in one place. Apps add theirs here.

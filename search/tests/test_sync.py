@@ -16,6 +16,7 @@ from audit.services.ingest import events_ingest
 from audit.signals import events_ingested
 from audit.tests.factories import events_create
 from search.models import EventSearchEntry, IndexProgress
+from search.receivers import index_publish_breaker
 from search.selectors import index_lag
 from search.services import events_index, index_progress_advance, search_sweep
 from search.tasks import sweep_index
@@ -88,6 +89,26 @@ def test_it_never_raises_into_ingestion_when_the_broker_refuses(monkeypatch, cap
     monkeypatch.setattr("search.tasks.index_events.apply_async", refuse)
     events_ingested.send(sender=AuditEvent, tenant_id=7, event_ids=[str(uuid.uuid4())])
     assert "the sweep will catch up" in caplog.text
+
+
+def test_after_a_failed_publish_it_pauses_publishing_then_tries_again(monkeypatch, caplog):
+    """While RabbitMQ blocks publishers each try costs seconds: one try per pause, not one
+    per ingest transaction; the sweep indexes what was stored meanwhile."""
+    tries = []
+
+    def refuse(*args, **kwargs):
+        tries.append(args)
+        raise KombuOperationalError("timed out")
+
+    monkeypatch.setattr("search.tasks.index_events.apply_async", refuse)
+    for _ in range(3):
+        events_ingested.send(sender=AuditEvent, tenant_id=7, event_ids=[str(uuid.uuid4())] * 1500)
+    assert len(tries) == 1  # not the second chunk, nor the next two transactions
+    assert caplog.text.count("search indexing not queued") == 1
+
+    monkeypatch.setattr(index_publish_breaker, "reset_timeout", 0)  # the pause is over
+    events_ingested.send(sender=AuditEvent, tenant_id=7, event_ids=[str(uuid.uuid4())])
+    assert len(tries) == 2
 
 
 def _wire_event(n: int) -> dict:
