@@ -2,8 +2,10 @@
 
 Superusers see and manage everything. Other staff (a tenant admin given ``is_staff`` and
 the model permissions) see only their own tenant's users and keys and cannot move anyone to
-another tenant or grant superuser or staff rights. Every save and delete goes through the
-services, so each change is recorded in the tenant's audit trail.
+another tenant or grant superuser or staff rights, nor change or delete another user who
+has admin access or a permission they lack (its password would be theirs to set). Every
+save and delete goes through the services, so each change is recorded in the tenant's
+audit trail.
 """
 
 from django import forms
@@ -30,6 +32,15 @@ if admin.site.is_registered(LibraryAPIKey):
 
 def _is_tenant_staff(request) -> bool:
     return not request.user.is_superuser and request.user.tenant_id is not None
+
+
+def _beyond_reach(actor, user) -> bool:
+    """Whether ``user`` holds what tenant staff ``actor`` could not grant: admin access, or a
+    permission ``actor`` lacks. Changing such a user, their password above all, would let
+    ``actor`` log in as them and use those rights; only a superuser grants and manages them."""
+    if user.pk == actor.pk:
+        return False
+    return user.is_staff or bool(user.get_all_permissions() - actor.get_all_permissions())
 
 
 class _TenantAdminAccessMixin:
@@ -189,6 +200,17 @@ class UserAdmin(
         if _is_tenant_staff(request):
             return ["role", "is_active", "is_staff"]
         return self.list_filter
+
+    # Django's password form asks has_change_permission too, so neither is reachable.
+    def has_change_permission(self, request, obj=None) -> bool:
+        if obj is not None and _is_tenant_staff(request) and _beyond_reach(request.user, obj):
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        if obj is not None and _is_tenant_staff(request) and _beyond_reach(request.user, obj):
+            return False
+        return super().has_delete_permission(request, obj)
 
     def get_readonly_fields(self, request, obj=None):
         readonly = list(super().get_readonly_fields(request, obj))

@@ -591,3 +591,63 @@ def test_a_tenant_admin_cannot_see_or_take_over_a_superuser_of_their_tenant(
     assert takeover.status_code == 404
     boss.refresh_from_db()
     assert boss.check_password(PASSWORD)
+
+
+@pytest.fixture
+def operator_teammate(teammate):
+    """An auditor a superuser let into the admin's dead letters: rights the tenant's staff
+    lack."""
+    teammate.is_staff = True
+    teammate.save()
+    teammate.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label="audit", codename__in=["view_deadletter", "change_deadletter"]
+        )
+    )
+    return teammate
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("staff", [True, False], ids=["staff", "not-staff"])
+def test_tenant_staff_cannot_take_over_a_user_with_rights_they_lack(
+    admin_client_for, tenant_staff, operator_teammate, staff
+):
+    """Setting that user's password was logging in as them, with the operator's pages."""
+    operator_teammate.is_staff = staff
+    operator_teammate.save()
+    client = admin_client_for(tenant_staff)
+    password_url = reverse("admin:auth_user_password_change", args=[operator_teammate.pk])
+    form = {"password1": PASSWORD, "password2": PASSWORD, "usable_password": "true"}
+
+    assert client.post(password_url, form).status_code == 403
+    change = client.post(
+        reverse("admin:accounts_user_change", args=[operator_teammate.pk]),
+        _user_form(operator_teammate, email="taken@example.com"),
+    )
+    assert change.status_code in (200, 403)  # the read-only view, or refused
+    deleted = client.post(
+        reverse("admin:accounts_user_changelist"),
+        {"action": "delete_selected", "_selected_action": [operator_teammate.pk], "post": "yes"},
+    )
+    assert deleted.status_code in (302, 403)
+
+    assert User.objects.filter(pk=operator_teammate.pk).exists()
+    operator_teammate.refresh_from_db()
+    assert not operator_teammate.check_password(PASSWORD)
+    assert operator_teammate.email != "taken@example.com"
+    # Still visible to them, and a superuser still manages the account.
+    view = client.get(reverse("admin:accounts_user_change", args=[operator_teammate.pk]))
+    assert view.status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_superuser_still_resets_the_password_of_a_user_with_extra_rights(
+    admin_client_for, superuser, operator_teammate
+):
+    response = admin_client_for(superuser).post(
+        reverse("admin:auth_user_password_change", args=[operator_teammate.pk]),
+        {"password1": PASSWORD, "password2": PASSWORD, "usable_password": "true"},
+    )
+    assert response.status_code == 302
+    operator_teammate.refresh_from_db()
+    assert operator_teammate.check_password(PASSWORD)
