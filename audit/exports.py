@@ -22,6 +22,7 @@ text a spreadsheet would run as a formula prefixed with ``'``.
 import csv
 import io
 import json
+import unicodedata
 from collections.abc import Iterator
 
 from django.db import transaction
@@ -70,12 +71,24 @@ def _json(value, *, sort_keys: bool = False) -> str:
 # also skip leading blanks and line breaks before a formula, and some read the fullwidth
 # signs as the ASCII ones.
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
-_LEADING_BLANKS = " \n\u3000\u00a0"
+# What may come before the sign unseen: control and format characters (a vertical tab, a
+# byte-order mark, a zero-width space) and every kind of space and line or paragraph break.
+# Which of them a given spreadsheet skips varies, so none is trusted.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+
+
+def _formula_like(text: str) -> bool:
+    if text.startswith(FORMULA_TRIGGERS):
+        return True
+    start = 0
+    while start < len(text) and unicodedata.category(text[start]) in _INVISIBLE_CATEGORIES:
+        start += 1
+    return start > 0 and text.startswith(FORMULA_TRIGGERS, start)
 
 
 def csv_cell(value):
     """The value, with a leading ``'`` when a spreadsheet would read it as a formula."""
-    if isinstance(value, str) and value.lstrip(_LEADING_BLANKS).startswith(FORMULA_TRIGGERS):
+    if isinstance(value, str) and _formula_like(value):
         return "'" + value
     return value
 

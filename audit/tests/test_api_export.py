@@ -113,6 +113,13 @@ def test_it_defuses_formulas_in_csv_but_keeps_jsonl_exact(reader, tenant, record
         ("\n=3+3", "'\n=3+3"),
         ("\uff1d4+4", "'\uff1d4+4"),
         ("  \uff0b1", "'  \uff0b1"),
+        # Control and format characters and other breaks before the sign (a security review)
+        ("\u000b=1+1", "'\u000b=1+1"),
+        ("\u001c=4+4", "'\u001c=4+4"),
+        ("\u2028=cmd|' /C calc'!A0", "'\u2028=cmd|' /C calc'!A0"),
+        ("\ufeff=6+6", "'\ufeff=6+6"),
+        ("\u200b\u2003@SUM(A1)", "'\u200b\u2003@SUM(A1)"),
+        ("\ufeffplain", "\ufeffplain"),
         ("a=b", "a=b"),
         ("  plain", "  plain"),
         ("", ""),
