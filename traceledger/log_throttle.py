@@ -101,7 +101,10 @@ class ThrottleFilter(logging.Filter):
 
 class ServerErrorThrottleFilter(ThrottleFilter):
     """``django.request``: its 5xx lines, throttled per status code and exception type (while
-    PostgreSQL is down every read logs ``Service Unavailable: <path>``); 4xx lines untouched.
+    PostgreSQL is down every read logs ``Service Unavailable: <path>``); 4xx lines all kept,
+    without the traceback Django attaches to a refusal it raised (``PermissionDenied`` for
+    staff opening a page their role does not cover): a client's request refused as designed,
+    not a fault in the code, and the line already names it.
 
     Django logs every response of 400 or more with one template (``"%s: %s"``, the reason and
     the path), and the path is an argument, so the status code tells the kinds apart; a 500's
@@ -109,7 +112,10 @@ class ServerErrorThrottleFilter(ThrottleFilter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         status = getattr(record, "status_code", None)
-        if not isinstance(status, int) or status < 500:
+        if not isinstance(status, int):
+            return True
+        if status < 500:
+            record.exc_info = record.exc_text = None
             return True
         return super().filter(record)
 

@@ -13,6 +13,7 @@ import types
 import pytest
 from celery.beat import ScheduleEntry, Scheduler
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.db import OperationalError
 from django.http import HttpResponse
 from django.test import RequestFactory, override_settings
@@ -201,6 +202,26 @@ def test_django_request_throttles_each_5xx_status_apart_and_leaves_4xx_alone(cap
         log_response("%s: %s", "x", request.path, response=HttpResponse(status=status))
     statuses = [r.status_code for r in _lines(caplog, "django.request")]
     assert statuses == [503, 500, 404, 404, 404, 400, 400]
+
+
+def test_a_refused_request_is_logged_without_the_traceback_of_its_refusal(caplog):
+    """Staff opening an admin page their role does not cover: Django raises PermissionDenied
+    and logged its whole stack with the 403 line, at every click."""
+    request = RequestFactory().get("/admin/accounts/user/")
+    try:
+        raise PermissionDenied
+    except PermissionDenied as exc:
+        refused = exc
+    log_response(
+        "Forbidden (Permission denied): %s",
+        request.path,
+        response=HttpResponse(status=403),
+        request=request,
+        exception=refused,
+    )
+    [line] = _lines(caplog, "django.request")
+    assert line.getMessage() == "Forbidden (Permission denied): /admin/accounts/user/"
+    assert line.exc_info is None
 
 
 # --- Django's own handlers -----------------------------------------------------------------
