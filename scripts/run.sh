@@ -18,7 +18,8 @@ rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 PORT="$PORT" "$PY" manage.py bootstrap_demo
 # Signs what there is and makes the ledger key on a first run, so the public key is served
 # at once (beat signs every TRACELEDGER_CHECKPOINT_SECONDS after that).
-# A chain that does not verify is reported (stderr) and left unsigned; the stack still starts.
+# A chain whose events since its last checkpoint do not verify is reported (stderr) and left
+# unsigned (older events are what `manage.py verify_ledger` checks); the stack still starts.
 "$PY" manage.py sign_checkpoints >/dev/null || echo "[run] a ledger chain does not verify: see above"
 
 pids=()
