@@ -20,6 +20,7 @@ from traceledger.settings_env import (
     meta_key,
     names,
     rate,
+    redis_url,
     seconds,
     secret,
     url,
@@ -163,12 +164,7 @@ DATABASES["default"]["TEST"] = {"NAME": env.str("TRACELEDGER_TEST_DB", default=N
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: cache and rate-limit counters ---------------------------------------------
-REDIS_URL = url(
-    "REDIS_URL",
-    default="redis://localhost:6379/0",
-    schemes=("redis", "rediss", "unix"),
-    what="Redis",
-)
+REDIS_URL = redis_url("REDIS_URL", default="redis://localhost:6379/0")
 _REDIS_OPTIONS = {
     "CLIENT_CLASS": "django_redis.client.DefaultClient",
     # A Redis outage must degrade (cache miss, rate limit fails open), never fail a request.
@@ -217,6 +213,7 @@ CELERY_BROKER_URL = url(
     default="amqp://guest:guest@localhost:5672//",
     schemes=("amqp", "amqps", "pyamqp"),
     what="RabbitMQ",
+    several=";",  # failover brokers (kombu)
 )
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

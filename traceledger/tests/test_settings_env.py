@@ -5,7 +5,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.exceptions import ImproperlyConfigured
 
-from traceledger.settings_env import integer, log_level, meta_key, names, rate, seconds
+from traceledger.settings_env import (
+    elasticsearch_url,
+    integer,
+    log_level,
+    meta_key,
+    names,
+    rate,
+    redis_url,
+    seconds,
+    url,
+)
 from traceledger.settings_guard import guard_signing_key
 from traceledger.tests.test_settings_guard import run_check
 
@@ -43,6 +53,22 @@ def test_rates_django_ratelimit_would_fail_on_are_refused_by_name(monkeypatch, r
         rate("TL_TEST_RATE", default="1/m")
 
 
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        # django-ratelimit limits every request at a count of 0: a 429 for all
+        ("0/m", "must allow at least 1 request per period"),
+        ("00/s", "must allow at least 1 request per period"),
+        # and fails every request at a period of 0 (ImproperlyConfigured there: a 500)
+        ("10/0m", "must have a period of at least 1"),
+    ],
+)
+def test_a_rate_that_no_request_can_pass_is_refused(monkeypatch, raw, message):
+    monkeypatch.setenv("TL_TEST_RATE", raw)
+    with pytest.raises(ImproperlyConfigured, match=f"TL_TEST_RATE='{raw}' {message}"):
+        rate("TL_TEST_RATE", default="1/m")
+
+
 def test_a_signing_key_that_is_not_an_ed25519_private_key_is_refused():
     with pytest.raises(ImproperlyConfigured, match="TRACELEDGER_SIGNING_KEY"):
         guard_signing_key("garbage")
@@ -73,6 +99,10 @@ def test_a_timeout_or_interval_that_cannot_work_at_zero_refuses_it(monkeypatch):
         ({"TRACELEDGER_CHECKPOINT_SECONDS": "0"}, "TRACELEDGER_CHECKPOINT_SECONDS='0'"),
         ({"TRACELEDGER_HEALTH_TIMEOUT": "0"}, "TRACELEDGER_HEALTH_TIMEOUT='0'"),
         ({"TRACELEDGER_RATELIMIT_INGEST": "5"}, "TRACELEDGER_RATELIMIT_INGEST='5'"),
+        (
+            {"TRACELEDGER_RATELIMIT_INGEST": "0/m"},
+            "TRACELEDGER_RATELIMIT_INGEST='0/m' must allow at least 1 request per period",
+        ),
         ({"TRACELEDGER_SIGNING_KEY": "garbage"}, "TRACELEDGER_SIGNING_KEY"),
     ],
 )
@@ -80,6 +110,156 @@ def test_the_process_does_not_start_with_such_a_value(env, message):
     result = run_check(**env)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+POSTGRES = {"schemes": ("postgres", "postgresql"), "what": "PostgreSQL"}
+RABBITMQ = {"schemes": ("amqp", "amqps", "pyamqp"), "what": "RabbitMQ", "several": ";"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw"),
+    [
+        (POSTGRES, "postgres://localhost:5432/traceledger"),
+        (POSTGRES, "postgres://localhost/traceledger"),  # the client's default port
+        (POSTGRES, "postgres:///traceledger"),
+        (POSTGRES, "postgres://%2Fvar%2Frun%2Fpostgresql/traceledger"),  # a socket folder
+        (POSTGRES, "postgresql://u:pw@db1:5432,db2:5433/traceledger"),  # libpq's several hosts
+        (POSTGRES, "postgres://[::1]:5432/traceledger"),
+        (RABBITMQ, "amqp://guest:guest@localhost:5672//"),
+        (RABBITMQ, "amqp://guest:guest@mq1:5672//;amqp://guest:guest@mq2:5672//"),  # failover
+    ],
+)
+def test_service_urls_with_a_port_from_1_to_65535_or_none_are_kept(monkeypatch, kind, raw):
+    monkeypatch.setenv("TL_TEST_URL", raw)
+    assert url("TL_TEST_URL", default="", **kind) == raw
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw"),
+    [
+        # A traceback at the first connection: "Port could not be cast to integer value"
+        (POSTGRES, "postgres://localhost:notaport/db"),
+        (POSTGRES, "postgres://u:pw@localhost:99999/db"),  # "Port out of range 0-65535"
+        (POSTGRES, "postgres://localhost:0/db"),  # silently the default port instead
+        (POSTGRES, "postgresql://db1:5432,db2:abc/db"),
+        (POSTGRES, "postgres://[::1/db"),
+        (RABBITMQ, "amqp://guest:guest@localhost:99999/vh"),
+        (RABBITMQ, "amqp://guest:guest@mq1:5672//;amqp://guest:guest@mq2:0//"),
+        (RABBITMQ, "amqp://mq1:5672,mq2:5672//"),  # not kombu's way to give two brokers
+    ],
+)
+def test_a_service_url_whose_port_is_not_1_to_65535_is_refused_by_name(monkeypatch, kind, raw):
+    monkeypatch.setenv("TL_TEST_URL", raw)
+    scheme = raw.partition("://")[0]
+    with pytest.raises(
+        ImproperlyConfigured,
+        match=rf"^TL_TEST_URL has a port that is not a number from 1 to 65535 \({scheme}://…\)$",
+    ):
+        url("TL_TEST_URL", default="", **kind)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "redis://localhost:6379/0",
+        "redis://localhost:6379/15",
+        "redis://localhost:6379/",
+        "redis://localhost:6379",
+        "redis://localhost:6379?db=3",  # redis-py's other way to name it
+        "rediss://:pw@cache.internal:6380/1",
+        "unix:///run/redis/redis.sock?db=2",  # the path is the socket's
+        "unix:///run/redis/redis.sock",
+        "redis://primary:6379/1,redis://replica:6379/1",  # django-redis: primary, replicas
+    ],
+)
+def test_redis_urls_naming_their_database_by_number_or_not_at_all_are_kept(monkeypatch, raw):
+    monkeypatch.setenv("TL_TEST_REDIS", raw)
+    assert redis_url("TL_TEST_REDIS", default="redis://localhost:6379/0") == raw
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "redis://localhost:6379/abc",  # redis-py used database 0 without a word
+        "redis://localhost:6379/-1",
+        "redis://localhost:6379/0/",
+        "redis://localhost:6379/1/2",  # redis-py read it as database 12
+        "redis://localhost:6379?db=x",  # redis-py failed the first cache call
+        "unix:///run/redis/redis.sock?db=x",
+        "redis://primary:6379/1,redis://replica:6379/x",
+    ],
+)
+def test_a_redis_url_naming_a_database_that_is_not_a_number_is_refused(monkeypatch, raw):
+    monkeypatch.setenv("TL_TEST_REDIS", raw)
+    with pytest.raises(
+        ImproperlyConfigured, match=r"^TL_TEST_REDIS names a database that is not a whole number"
+    ):
+        redis_url("TL_TEST_REDIS", default="redis://localhost:6379/0")
+
+
+def test_a_redis_url_with_a_bad_port_is_refused(monkeypatch):
+    monkeypatch.setenv("TL_TEST_REDIS", "redis://localhost:abc/0")
+    with pytest.raises(ImproperlyConfigured, match=r"^TL_TEST_REDIS has a port that is not"):
+        redis_url("TL_TEST_REDIS", default="redis://localhost:6379/0")
+
+
+def test_an_elasticsearch_url_with_port_0_is_refused(monkeypatch):
+    """The client takes 0; a port it cannot read it refuses itself (test_manage_errors)."""
+    monkeypatch.setenv("TL_TEST_ES", "http://localhost:0")
+    with pytest.raises(ImproperlyConfigured, match=r"^TL_TEST_ES has a port that is not"):
+        elasticsearch_url("TL_TEST_ES")
+    monkeypatch.setenv("TL_TEST_ES", "https://[::1]:9200")
+    assert elasticsearch_url("TL_TEST_ES") == "https://[::1]:9200"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "line"),
+    [
+        (
+            "DATABASE_URL",
+            "postgres://localhost:notaport/db",
+            "DATABASE_URL has a port that is not a number from 1 to 65535 (postgres://…)",
+        ),
+        (
+            "DATABASE_URL",
+            "postgres://auditor:s3cret@localhost:99999/db",
+            "DATABASE_URL has a port that is not a number from 1 to 65535 (postgres://…)",
+        ),
+        (
+            # An unencoded / ends the host part early: urllib's error named 's3cret' as the port.
+            "DATABASE_URL",
+            "postgres://auditor:s3cret/x@localhost:5432/db",
+            "DATABASE_URL has a port that is not a number from 1 to 65535 (postgres://…)",
+        ),
+        (
+            # check passed; the worker died with a traceback, the web filled the outbox
+            "CELERY_BROKER_URL",
+            "amqp://guest:s3cret@localhost:99999/vh",
+            "CELERY_BROKER_URL has a port that is not a number from 1 to 65535 (amqp://…)",
+        ),
+        (
+            "REDIS_URL",
+            "redis://:s3cret@localhost:abc/0",
+            "REDIS_URL has a port that is not a number from 1 to 65535 (redis://…)",
+        ),
+        (
+            "REDIS_URL",
+            "redis://:s3cret@localhost:6379/abc",
+            "REDIS_URL names a database that is not a whole number (redis://…): use /N or "
+            "?db=N, e.g. redis://localhost:6379/0",
+        ),
+        (
+            "ELASTICSEARCH_URL",
+            "http://elastic:s3cret@localhost:0",
+            "ELASTICSEARCH_URL has a port that is not a number from 1 to 65535 (http://…)",
+        ),
+    ],
+)
+def test_a_bad_service_url_stops_the_process_in_one_line_without_its_password(name, value, line):
+    result = run_check(**{name: value})
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"configuration error: {line}"
+    assert "s3cret" not in result.stderr
 
 
 @pytest.mark.parametrize(("raw", "value"), [("", None), ("HTTP_X_REAL_IP", "HTTP_X_REAL_IP")])
