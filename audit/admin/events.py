@@ -60,6 +60,10 @@ def can_view_events(user) -> bool:
     )
 
 
+def search_not_run(exc: ValidationError) -> str:
+    return f"Search not run: {' '.join(exc.messages)}"
+
+
 def _swap(fields, old: str, new: str) -> tuple:
     return tuple(new if field == old else field for field in fields)
 
@@ -184,7 +188,7 @@ class AuditEventAdmin(ValidSelectionMixin, PageRangeMixin, ExportActionsMixin, a
         try:
             matches = ports.event_search(queryset, search_term)
         except ValidationError as exc:  # a text the search backend cannot parse
-            self.message_user(request, f"Search not run: {' '.join(exc.messages)}", messages.ERROR)
+            self.message_user(request, search_not_run(exc), messages.ERROR)
             return queryset.none(), False
         # PostgreSQL cannot estimate how many rows a full-text match keeps, so for "newest
         # first, LIMIT 50" it walks the time index and tests every row: seconds for a rare
@@ -195,6 +199,19 @@ class AuditEventAdmin(ValidSelectionMixin, PageRangeMixin, ExportActionsMixin, a
         if len(ids) <= SEARCH_ID_CAP:
             return queryset.filter(pk__in=ids), False
         return matches, False
+
+    def search_refusal(self, search_term: str) -> str | None:
+        """Why the search box's text would not be searched (``get_search_results`` shows an
+        empty list and this reason), or None. The search port checks the text when called,
+        not when the queryset is evaluated, so an empty queryset is enough to ask."""
+        search_term = search_term.strip()
+        if not search_term:
+            return None
+        try:
+            ports.event_search(AuditEvent.objects.none(), search_term)
+        except ValidationError as exc:
+            return search_not_run(exc)
+        return None
 
     # --- reads are recorded (audit the auditors), like the API's ---
 

@@ -7,7 +7,7 @@ of the tenant whose events were exported.
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.views.main import PAGE_VAR
+from django.contrib.admin.views.main import PAGE_VAR, SEARCH_VAR
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect, StreamingHttpResponse
 from django.utils import timezone
@@ -31,7 +31,8 @@ def export_response(
 
 
 class ExportActionsMixin:
-    """Export actions and the "export this filter" view for the event admin."""
+    """Export actions and the "export this filter" view for the event admin (which provides
+    ``search_refusal`` and ``without_bad_params``)."""
 
     actions = ("export_csv", "export_jsonl")
 
@@ -59,36 +60,49 @@ class ExportActionsMixin:
             return None
 
     def export_view(self, request):
-        """GET ``export/?format=csv|jsonl&<the changelist's own filters>``."""
+        """GET ``export/?format=csv|jsonl&<the changelist's own filters>``.
+
+        A refused export goes back to the list with the user's filters and search (without
+        ``format`` and the page: the list would take ``format`` for a bad lookup and answer
+        ``?e=1``, every filter dropped) and a message saying why, never to an empty file.
+        """
         if not self.has_view_permission(request):
             raise PermissionDenied
+        request.GET = request.GET.copy()
+        fmt = request.GET.pop("format", ["csv"])[-1]
+        # An export is of the list's filter, whatever page the list was on.
+        request.GET.pop(PAGE_VAR, None)
         problems = filter_param_problems(
             request.GET, date_hierarchy=self.date_hierarchy, model=self.model
         )
         if problems:
             return self.without_bad_params(request, problems, "Cannot export")
-        request.GET = request.GET.copy()
-        fmt = request.GET.pop("format", ["csv"])[-1]
-        # An export is of the list's filter, whatever page the list was on.
-        request.GET.pop(PAGE_VAR, None)
         if fmt not in FORMATS:
             self.message_user(
                 request, f"format must be one of {', '.join(FORMATS)}", messages.ERROR
             )
-            # Back to the list as it was filtered, not to the whole trail.
-            return HttpResponseRedirect(
-                "../" + (f"?{request.GET.urlencode()}" if request.GET else "")
+            return self._back_to_the_list(request)
+        if self.search_refusal(request.GET.get(SEARCH_VAR, "")):
+            # Not the reason itself: the list, searching the same text, names it (once).
+            self.message_user(
+                request, "Cannot export: the search was not run (see below).", messages.ERROR
             )
+            return self._back_to_the_list(request)
         try:
-            queryset = self.get_changelist_instance(request).get_queryset(request)
+            changelist = self.get_changelist_instance(request)
         except IncorrectLookupParameters as exc:
             self.message_user(request, f"Cannot export: {exc}", messages.ERROR)
             return HttpResponseRedirect("../")
         scope = {"selection": "filter", "query": request.GET.urlencode()}
         try:
-            return export_response(request=request, queryset=queryset, fmt=fmt, scope=scope)
+            # The changelist's own queryset: filtered and searched once, as the list was.
+            return export_response(
+                request=request, queryset=changelist.queryset, fmt=fmt, scope=scope
+            )
         except ExportNotAttributable as exc:
             self.message_user(request, str(exc), messages.ERROR)
-            return HttpResponseRedirect(
-                "../" + (f"?{request.GET.urlencode()}" if request.GET else "")
-            )
+            return self._back_to_the_list(request)
+
+    def _back_to_the_list(self, request):
+        """The list as it was filtered and searched, not the whole trail."""
+        return HttpResponseRedirect("../" + (f"?{request.GET.urlencode()}" if request.GET else ""))

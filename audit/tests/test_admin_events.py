@@ -4,9 +4,11 @@ import csv
 import io
 import json
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
 import pytest
 from django.db import connection
+from django.http import QueryDict
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
@@ -799,6 +801,72 @@ def test_an_export_with_a_bad_format_goes_back_to_the_filtered_list(client, tena
 
     assert response.status_code == 302
     assert response.url == "../?outcome__exact=failure"
+
+
+def test_an_export_with_a_malformed_date_goes_back_to_the_list_with_the_other_filters(
+    client, tenant, auditor, recorded
+):
+    event_create(tenant_id=tenant.pk, outcome="failure")
+    event_create(tenant_id=tenant.pk, outcome="success")
+    login(client, auditor)
+
+    refused = client.get(
+        EXPORT,
+        {"format": "csv", "occurred_from": "garbage", "outcome__exact": "failure", "q": ""},
+    )
+    page = client.get(refused.url)
+
+    assert refused.status_code == 302
+    assert refused.url == f"{CHANGELIST}?outcome__exact=failure&q="
+    assert [e.outcome for e in results(page)] == ["failure"]
+    assert page_messages(page) == [
+        "Cannot export: occurred_from must be a date (YYYY-MM-DD), got 'garbage'"
+    ]
+    assert not [call for call in recorded if call["action"] == "audit_log.export"]
+
+
+TOO_COMPLEX = "a " + "-" * 40
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+@pytest.mark.parametrize("who", ["auditor", "staff_superuser"])
+def test_an_export_whose_search_cannot_run_goes_back_to_the_list_instead_of_an_empty_file(
+    client, tenant, recorded, request, fmt, who
+):
+    event_create(tenant_id=tenant.pk, outcome="failure")
+    login(client, request.getfixturevalue(who))
+    query = {"tenant": str(tenant.pk), "outcome__exact": "failure", "q": TOO_COMPLEX}
+
+    refused = client.get(EXPORT, {"format": fmt, **query})
+    page = client.get(CHANGELIST + refused.url.removeprefix("../"))
+
+    assert refused.status_code == 302
+    assert not refused.streaming
+    assert QueryDict(refused.url.removeprefix("../?")) == QueryDict(urlencode(query))
+    assert results(page) == []
+    assert page_messages(page) == [
+        "Cannot export: the search was not run (see below).",
+        "Search not run: The search text is too complex to search (for example, too many '-' "
+        "in a row).",
+    ]
+    assert not [call for call in recorded if call["action"] == "audit_log.export"]
+
+
+def test_an_export_with_a_search_that_runs_exports_its_matches(client, tenant, auditor, recorded):
+    from search.backends.postgresql import PostgresBackend
+
+    events = events_create(
+        tenant_id=tenant.pk,
+        count=2,
+        per_event=lambda i: {"description": ["refund issued to customer", "login"][i]},
+    )
+    PostgresBackend().index_events(event_ids=[str(e.pk) for e in events])
+
+    response = login(client, auditor).get(EXPORT, {"format": "csv", "q": "refunds"})
+
+    rows = list(csv.DictReader(io.StringIO(text(response))))
+    assert [row["id"] for row in rows] == [str(events[0].pk)]
+    assert len([call for call in recorded if call["action"] == "audit_log.export"]) == 1
 
 
 def test_an_export_ignores_the_page_the_list_was_on(client, tenant, auditor, recorded):
