@@ -76,6 +76,23 @@ class Invalid(Exception):
     pass
 
 
+class Unreadable(Exception):
+    """A file argument that is not what its option takes (exit 2, named with the option)."""
+
+    def __init__(self, named: str, path: str, expected: str, why: str):
+        super().__init__(f"{named} {path} is not {expected}: {why}")
+
+
+EXPORT_EXPECTED = "a JSONL export (one event per line)"
+CHECKPOINT_EXPECTED = (
+    "a checkpoint JSON file (one checkpoint, or a page of GET /api/v1/ledger/checkpoints)"
+)
+PUBLIC_KEY_EXPECTED = (
+    "a public key file (PEM, as manage.py ledger_public_key prints it, or a saved "
+    "GET /api/v1/ledger/public-key answer)"
+)
+
+
 # --- RFC 8785 (JSON Canonicalization Scheme) ------------------------------------------------
 
 
@@ -278,7 +295,7 @@ def read_export(path: str) -> dict[str, list[tuple[int, dict]]]:
     """Events grouped by tenant (slug or id), each list of (line number, event)."""
     by_tenant: dict[str, list[tuple[int, dict]]] = {}
     with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+        for number, line in _text_lines(handle, "the export", path, EXPORT_EXPECTED):
             if not line.strip():
                 continue
             try:
@@ -293,6 +310,22 @@ def read_export(path: str) -> dict[str, list[tuple[int, dict]]]:
             tenant = str(event.get("tenant", event.get("tenant_id", "")))
             by_tenant.setdefault(tenant, []).append((number, event))
     return by_tenant
+
+
+def _text_lines(handle, named: str, path: str, expected: str):
+    """The numbered lines of a text file; bytes that are not UTF-8 name the file."""
+    try:
+        yield from enumerate(handle, start=1)
+    except UnicodeDecodeError as exc:
+        raise Unreadable(named, path, expected, f"not UTF-8 text ({exc})") from exc
+
+
+def _read_text(named: str, path: str, expected: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        try:
+            return handle.read()
+        except UnicodeDecodeError as exc:
+            raise Unreadable(named, path, expected, f"not UTF-8 text ({exc})") from exc
 
 
 def verify_chain(events: list[tuple[int, dict]], *, allow_gaps: bool) -> dict[int, tuple]:
@@ -343,8 +376,11 @@ def load_checkpoints(paths: list[str]) -> list[dict]:
     """The checkpoints of the files (each one checkpoint or a page of them), in file order."""
     checkpoints = []
     for path in paths:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
+        text = _read_text("--checkpoint", path, CHECKPOINT_EXPECTED)
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise Unreadable("--checkpoint", path, CHECKPOINT_EXPECTED, str(exc)) from exc
         if isinstance(data, dict) and isinstance(data.get("results"), list):
             if not data["results"]:
                 raise Failure(f"{path} holds no checkpoint")
@@ -378,20 +414,25 @@ def _crypto():
     return InvalidSignature, serialization, Ed25519PublicKey
 
 
-def load_public_keys(texts: list[str]) -> dict:
-    """Every Ed25519 public key in the given PEM texts (a file may hold several, as
-    ``manage.py ledger_public_key --retired`` prints them), by key id: the lowercase hex
-    SHA-256 of the raw key, which a checkpoint's ``key_id`` names."""
+def load_public_keys(files: dict[str, str]) -> dict:
+    """Every Ed25519 public key in the given PEM texts, by file name (a file may hold
+    several, as ``manage.py ledger_public_key --retired`` prints them), by key id: the
+    lowercase hex SHA-256 of the raw key, which a checkpoint's ``key_id`` names."""
     _, serialization, ed25519_public_key = _crypto()
     keys = {}
-    for text in texts:
+    for path, text in files.items():
         blocks = PEM_PUBLIC_KEY.findall(_pem_of_json(text))
         if not blocks:
-            raise ValueError("a --public-key file holds no PEM public key")
+            raise Unreadable(
+                "--public-key", path, PUBLIC_KEY_EXPECTED, "it holds no PEM public key"
+            )
         for block in blocks:
-            key = serialization.load_pem_public_key(block.encode())
+            try:
+                key = serialization.load_pem_public_key(block.encode())
+            except ValueError as exc:
+                raise Unreadable("--public-key", path, PUBLIC_KEY_EXPECTED, str(exc)) from exc
             if not isinstance(key, ed25519_public_key):
-                raise Failure("the public key is not an Ed25519 key")
+                raise Failure(f"the public key in {path} is not an Ed25519 key")
             raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
             keys[hashlib.sha256(raw).hexdigest()] = key
     return keys
@@ -581,11 +622,12 @@ def main(argv=None) -> int:
                     f"the checkpoints are of several tenants (tenant_id {', '.join(tenant_ids)}): "
                     "give one tenant's"
                 )
-            texts = []
-            for path in args.public_key:
-                with open(path, encoding="utf-8") as handle:
-                    texts.append(handle.read())
-            keys = load_public_keys(texts)
+            keys = load_public_keys(
+                {
+                    path: _read_text("--public-key", path, PUBLIC_KEY_EXPECTED)
+                    for path in args.public_key
+                }
+            )
             if args.tenant:
                 if args.tenant not in by_tenant:
                     raise Failure(f"the export has no events of tenant {args.tenant!r}")
@@ -621,7 +663,7 @@ def main(argv=None) -> int:
             where.append(f"sequence {failure.sequence}")
         print(f"NOT VERIFIED{' at ' + ', '.join(where) if where else ''}: {failure}")
         return 1
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, Unreadable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"verified ({'; '.join(partial)})" if partial else "verified")

@@ -33,8 +33,12 @@ class DeadLetterCommand(BaseCommand):
         raise NotImplementedError
 
     def handle(self, *args, ids: list[int], every_new: bool, actor: str | None, **options):
-        if every_new == bool(ids):
-            raise CommandError("give dead letter ids or --all (not both)")
+        if every_new and ids:
+            raise CommandError("give dead letter ids or --all, not both")
+        if not (every_new or ids):
+            raise CommandError(
+                f"no dead letters named: give their ids, or --all to {self.verb} every new one"
+            )
         ids = list(dict.fromkeys(ids))  # an id given twice is one dead letter
         if every_new:
             ids = dead_letter_ids_new()

@@ -300,10 +300,18 @@ def test_replay_dead_letters_names_unknown_ids_and_replays_nothing(tenant):
     assert queue_depth(INGEST_QUEUE.name) == 0
 
 
-@pytest.mark.parametrize("argv", [[], ["--all", "1"]])
-def test_replay_dead_letters_wants_ids_or_all(argv):
-    with pytest.raises(CommandError, match="give dead letter ids or --all"):
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "no dead letters named: give their ids, or --all to replay every new one"),
+        (["--all", "1"], "give dead letter ids or --all, not both"),
+    ],
+)
+def test_replay_dead_letters_says_what_is_missing_or_too_much(argv, message):
+    with pytest.raises(CommandError) as error:
         call_command("replay_dead_letters", *argv)
+
+    assert str(error.value) == message
 
 
 def test_replay_all_republishes_new_dead_letters_once(tenant, system_tenant):
@@ -435,10 +443,18 @@ def test_discard_dead_letters_refuses_an_id_that_is_no_number_and_discards_nothi
     assert recorded_events("dead_letter.discard") == []
 
 
-@pytest.mark.parametrize("argv", [[], ["--all", "1"]])
-def test_discard_dead_letters_wants_ids_or_all(argv):
-    with pytest.raises(CommandError, match="give dead letter ids or --all"):
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "no dead letters named: give their ids, or --all to discard every new one"),
+        (["--all", "1"], "give dead letter ids or --all, not both"),
+    ],
+)
+def test_discard_dead_letters_says_what_is_missing_or_too_much(argv, message):
+    with pytest.raises(CommandError) as error:
         call_command("discard_dead_letters", *argv)
+
+    assert str(error.value) == message
 
 
 @pytest.mark.parametrize(
@@ -446,7 +462,12 @@ def test_discard_dead_letters_wants_ids_or_all(argv):
     [
         (["{known}", "{unknown}"], 1, "CommandError: no dead letter with id {unknown}"),
         (["{known}", "12x"], 2, "argument ID: invalid int value: '12x'"),
-        ([], 1, "CommandError: give dead letter ids or --all (not both)"),
+        (
+            [],
+            1,
+            "CommandError: no dead letters named: give their ids, or --all to discard every "
+            "new one",
+        ),
     ],
 )
 def test_discard_dead_letters_exits_non_zero_with_the_error_and_discards_nothing(

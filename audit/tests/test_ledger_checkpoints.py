@@ -296,6 +296,31 @@ def test_verify_ledger_exits_1_naming_the_first_broken_sequence(tenant):
     assert "(1 event verified before it)" in out.getvalue()
 
 
+@pytest.mark.parametrize(
+    ("broken", "args", "summary"),
+    [
+        (["acme"], ["--tenant", "acme"], "1 of 1 chain does not verify"),
+        (["acme"], [], "1 of 2 chains does not verify"),
+        (["acme", "globex"], [], "2 of 2 chains do not verify"),
+    ],
+)
+def test_verify_ledger_counts_the_broken_chains_in_plain_english(
+    tenant, other_tenant, broken, args, summary
+):
+    from audit.tests.test_ledger_verify import _tamper
+
+    for each in (tenant, other_tenant):
+        chained_events_create(tenant_id=each.id, count=3)
+        if each.slug in broken:
+            _tamper("DELETE FROM audit_auditevent WHERE tenant_id = %s AND sequence = 2", [each.id])
+    err = StringIO()
+
+    with pytest.raises(SystemExit):
+        call_command("verify_ledger", *args, stdout=StringIO(), stderr=err)
+
+    assert err.getvalue().strip() == summary
+
+
 def test_verify_ledger_does_not_count_events_before_a_bad_signature(tenant):
     # Signatures are checked before any event, so "0 events verified before it" misled.
     chained_events_create(tenant_id=tenant.id, count=3)

@@ -259,3 +259,80 @@ def test_a_csv_export_is_named_as_such(tmp_path):
 
     assert result.returncode == 1
     assert "this looks like the CSV export: export with format=jsonl" in result.stdout
+
+
+DER_KEY = bytes.fromhex("302a300506032b6570032100") + b"\xd7" * 32  # a key as DER, not PEM
+BAD_PEM = b"-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n"
+CHECKPOINT_EXPECTED = (
+    "is not a checkpoint JSON file (one checkpoint, or a page of GET /api/v1/ledger/checkpoints)"
+)
+KEY_EXPECTED = (
+    "is not a public key file (PEM, as manage.py ledger_public_key prints it, or a saved "
+    "GET /api/v1/ledger/public-key answer)"
+)
+
+
+@pytest.mark.parametrize(
+    ("wrong", "content", "error"),
+    [
+        pytest.param(
+            "checkpoint",
+            "public_key",
+            f"--checkpoint {{path}} {CHECKPOINT_EXPECTED}: Expecting value: line 1 column 1",
+            id="checkpoint-is-the-pem-key",
+        ),
+        pytest.param(
+            "checkpoint",
+            DER_KEY,
+            f"--checkpoint {{path}} {CHECKPOINT_EXPECTED}: not UTF-8 text",
+            id="checkpoint-is-binary",
+        ),
+        pytest.param(
+            "public_key",
+            "checkpoint",
+            f"--public-key {{path}} {KEY_EXPECTED}: it holds no PEM public key",
+            id="key-is-the-checkpoint",
+        ),
+        pytest.param(
+            "public_key",
+            DER_KEY,
+            f"--public-key {{path}} {KEY_EXPECTED}: not UTF-8 text",
+            id="key-is-der",
+        ),
+        pytest.param(
+            "public_key", BAD_PEM, f"--public-key {{path}} {KEY_EXPECTED}: ", id="key-is-bad-pem"
+        ),
+        pytest.param(
+            "export",
+            DER_KEY,
+            "the export {path} is not a JSONL export (one event per line): not UTF-8 text",
+            id="export-is-binary",
+        ),
+    ],
+)
+def test_a_file_argument_of_the_wrong_kind_is_named_with_its_option(
+    chain, tmp_path, wrong, content, error
+):
+    [checkpoint] = checkpoints_sign()
+    files = {
+        "export": tmp_path / "events.jsonl",
+        "checkpoint": _checkpoint_file(tmp_path / "cp.json", checkpoint),
+        "public_key": tmp_path / "ledger.pub",
+    }
+    _write_export(files["export"], chain)
+    files["public_key"].write_text(public_key_pem())
+    path = tmp_path / "wrong.file"
+    path.write_bytes(content if isinstance(content, bytes) else files[content].read_bytes())
+    files[wrong] = path
+
+    result = _run(
+        files["export"],
+        "--checkpoint",
+        files["checkpoint"],
+        "--public-key",
+        files["public_key"],
+    )
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(f"error: {error.format(path=path)}"), result.stderr
+    assert "Traceback" not in result.stderr

@@ -69,7 +69,8 @@ class Command(BaseCommand):
                     f"{result.reason}{before}"
                 )
         if broken:
-            self.stderr.write(f"{broken} of {len(tenants)} chains do not verify")
+            verb = "does not" if broken == 1 else "do not"
+            self.stderr.write(f"{broken} of {counted(len(tenants), 'chain')} {verb} verify")
             sys.exit(1)
         self.stdout.write(f"{counted(len(tenants), 'chain')} verified")
 
