@@ -18,12 +18,14 @@ class _HasScope(BasePermission):
 
 class CanIngest(_HasScope):
     scope = "ingest"
-    message = "Posting events needs an API key with the 'ingest' scope or the ingest role."
+    message = (
+        "Posting events needs an API key with the 'ingest' scope, or the ingest or admin role."
+    )
 
 
 class CanRead(_HasScope):
     scope = "read"
-    message = "Reading events needs an API key with the 'read' scope or the auditor role."
+    message = "Reading events needs an API key with the 'read' scope, or the auditor or admin role."
 
 
 class IsTenantAdmin(_HasScope):

@@ -23,7 +23,7 @@ import struct
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import msgspec
 import orjson
@@ -398,6 +398,14 @@ def _message(exc: msgspec.ValidationError) -> str:
 _PATTERN_MESSAGES = {"action": "Must be 1-128 characters of A-Z, a-z, 0-9, '_', '.', ':', '-'."}
 
 
+def _choices(annotation) -> list[str]:
+    """The values a ``Literal[...] | None`` field takes (msgspec's "Invalid enum value" does
+    not say them)."""
+    if get_origin(annotation) is Literal:
+        return [str(value) for value in get_args(annotation)]
+    return [choice for arg in get_args(annotation) for choice in _choices(arg)]
+
+
 def _struct_errors(item: Any, struct: type[msgspec.Struct], *, now: datetime) -> dict:
     if not isinstance(item, dict):
         return {"non_field_errors": ["Expected an object."]}
@@ -425,6 +433,8 @@ def _struct_errors(item: Any, struct: type[msgspec.Struct], *, now: datetime) ->
             message = _message(exc)
             if "matching regex" in message:
                 message = _PATTERN_MESSAGES.get(name, message)
+            elif message.startswith("Invalid enum value") and (choices := _choices(annotation)):
+                message = f"Must be one of {', '.join(choices)}; got {value!r}."
             errors[name] = [message]
             continue
         check = _FIELD_CHECKS.get(name) if struct is EventIn else None

@@ -239,6 +239,17 @@ def test_it_names_the_bad_field(field, value):
     assert field in errors_of(valid_event(**{field: value}))
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("outcome", "meh", "Must be one of success, failure, unknown; got 'meh'."),
+        ("severity", "debug", "Must be one of info, notice, warning, critical; got 'debug'."),
+    ],
+)
+def test_a_value_outside_a_fields_choices_is_answered_with_the_choices(field, value, message):
+    assert errors_of(valid_event(**{field: value})) == {field: [message]}
+
+
 def test_it_refuses_an_occurred_at_more_than_five_minutes_ahead():
     ahead = (datetime.now(UTC) + timedelta(minutes=6)).isoformat()
     fields = errors_of(valid_event(occurred_at=ahead))
