@@ -40,16 +40,34 @@ def get(*, key: str) -> dict | None:
     return cache.get(_entry_key(_digest(key)))
 
 
+# How long after a key was revoked or edited no look-up may keep an entry of it: longer than
+# a request takes from reading the key in PostgreSQL (before the change) to writing its entry
+# (after ``forget`` ran), which would otherwise serve a revoked key for the fresh window, and
+# for the stale one if PostgreSQL then went down.
+CHANGED_MARK_SECONDS = 60
+
+
+def _changed_key(prefix: str) -> str:
+    return f"apikey:v1:changed:{prefix}"
+
+
 def put(*, key: str, entry: dict) -> None:
     digest = _digest(key)
+    prefix = entry["prefix"]
     cache.set_many(
-        {_entry_key(digest): entry, _index_key(entry["prefix"]): digest},
+        {_entry_key(digest): entry, _index_key(prefix): digest},
         timeout=settings.TRACELEDGER_API_KEY_CACHE_STALE_SECONDS,
     )
+    # Written, then checked; ``forget`` marks, then deletes: of a look-up and a change that
+    # race, one always sees the other.
+    if cache.get(_changed_key(prefix)):
+        cache.delete_many([_entry_key(digest), _index_key(prefix)])
 
 
 def forget(*, prefix: str) -> None:
-    """Drops the cached look-up of the key with this prefix (after revoke or edit)."""
+    """Drops the cached look-up of the key with this prefix (after revoke or edit), and keeps
+    a look-up already under way from caching it again for ``CHANGED_MARK_SECONDS``."""
+    cache.set(_changed_key(prefix), 1, timeout=CHANGED_MARK_SECONDS)
     digest = cache.get(_index_key(prefix))
     keys = [_index_key(prefix)]
     if digest:

@@ -171,6 +171,30 @@ def test_it_rejects_a_revoked_key_at_once_even_when_cached(
 
 
 @pytest.mark.django_db
+def test_a_look_up_that_read_the_key_before_its_revocation_does_not_cache_it_after(
+    read_key, monkeypatch, django_capture_on_commit_callbacks
+):
+    """A security review: a request that read the key from PostgreSQL, then lost the race
+    to the revocation's ``forget``, wrote its entry after it: the revoked key worked again
+    for the fresh window (and the stale one if PostgreSQL went down)."""
+    api_key, key = read_key
+    read_before_revocation = ApiKey.objects.get_from_key
+
+    def revoked_meanwhile(raw_key):
+        found = read_before_revocation(raw_key)
+        with django_capture_on_commit_callbacks(execute=True):
+            assert api_key_revoke(api_key=ApiKey.objects.get(pk=api_key.pk)) is True
+        return found
+
+    monkeypatch.setattr(ApiKey.objects, "get_from_key", revoked_meanwhile)
+    assert api_key_principal_get(key=key) is not None  # that request read it valid
+    monkeypatch.undo()
+
+    assert keycache.get(key=key) is None
+    assert _status(key) == 401
+
+
+@pytest.mark.django_db
 def test_it_bounds_a_revocation_behind_the_services_back_by_the_cache_window(read_key):
     api_key, key = read_key
     assert _status(key) == 200
