@@ -11,11 +11,13 @@
 * ``task_prerun``: a database connection that failed in an earlier task is checked and
   replaced (Django does this per web request; Celery's fixup only closes connections every
   ``CELERY_DB_REUSE_MAX`` tasks, so a connection cut once failed every later task).
-* ``DeadLetteringConsumer`` sends no event heartbeats (``worker-heartbeat`` every 2 s from the
-  consumer's own loop, for monitors such as Flower, which this service does not ship): during
-  a RabbitMQ memory or disk alarm that publish blocked the loop, so a running worker stopped
-  taking messages, the very ones whose draining ends an alarm, and a worker started during
-  one never got as far as consuming.
+* ``DeadLetteringConsumer`` runs without event heartbeats, mingle and gossip, as if started
+  with ``--without-heartbeat --without-mingle --without-gossip``: each publishes from the
+  consumer's loop (``worker-heartbeat`` every 2 s, for monitors such as Flower, which this
+  service does not ship; mingle's broadcast at start, on the consumer's own connection).
+  During a RabbitMQ memory or disk alarm such a publish blocked the loop, so a running
+  worker stopped taking messages, the very ones whose draining ends an alarm, and a worker
+  started during one never became ready.
 * Every message of ``audit.ingest`` the worker rejects before a task runs (undecodable, an
   unknown task, a malformed message) counts in ``traceledger_ingest_batches_rejected``, as
   the task's own rejections do: the series operators watch for dead letters.
@@ -101,12 +103,14 @@ def body_problem(message) -> str | None:
     return None
 
 
-HEART_STEP = "celery.worker.consumer.heart:Heart"
+# Whatever the command line says: the consumer's loop publishes nothing of its own.
+QUIET_CONSUMER = {"without_heartbeat": True, "without_mingle": True, "without_gossip": True}
 
 
 class DeadLetteringConsumer(Consumer):
-    class Blueprint(Consumer.Blueprint):
-        default_steps = [step for step in Consumer.Blueprint.default_steps if step != HEART_STEP]
+    def __init__(self, *args, worker_options=None, **kwargs):
+        options = {**(worker_options or {}), **QUIET_CONSUMER}
+        super().__init__(*args, worker_options=options, **kwargs)
 
     def create_task_handler(self, promise=promise):
         on_task_received = super().create_task_handler(promise)

@@ -52,8 +52,6 @@ def celery_worker_argv(*, queues: str, concurrency: int, node: str) -> list[str]
         str(concurrency),
         "--loglevel",
         "INFO",
-        "--without-gossip",
-        "--without-mingle",
         "-n",
         f"{node}-{os.getpid()}-{time.time_ns()}@%h",
     ]
