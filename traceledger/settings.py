@@ -389,6 +389,9 @@ SIMPLE_JWT = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = integer(
     "TRACELEDGER_MAX_BODY_BYTES", default=5 * 1024 * 1024, minimum=1
 )
+# Seconds a request's whole body may take to arrive (traceledger/request_body.py): 5 MiB in
+# 30 s is ~1.4 Mbit/s. Slower, or stalled, it is a 408 instead of a web thread held for good.
+TRACELEDGER_BODY_TIMEOUT = seconds("TRACELEDGER_BODY_TIMEOUT", default=30.0, positive=True)
 
 # Admin messages live in the session (the database), not in a cookie: the message that shows
 # a new API key once would otherwise carry the key to the browser's cookie jar and back.
@@ -528,6 +531,8 @@ LOGGING = {
         "accounts.services.last_use": {"filters": ["outage_throttle"]},
         # Each GET /readyz while Redis (or another dependency) is down.
         "traceledger.health": {"filters": ["readiness_throttle"]},
+        # A client that stalls mid-body, or many of them: one line per 30 s per process.
+        "traceledger.request_body": {"filters": ["outage_throttle"]},
         # Each read answered 503 while PostgreSQL is down.
         "traceledger.api.exceptions": {"filters": ["outage_throttle"]},
         # The order matters: rewrite the line, then throttle it.

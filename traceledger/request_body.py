@@ -1,0 +1,142 @@
+"""Request bodies, read whole before Django sees them, within a deadline.
+
+gunicorn serves clients directly here (no buffering proxy is required), which leaves two
+problems to the application:
+
+- A body sent with ``Transfer-Encoding: chunked`` (no ``Content-Length``): Django reads
+  exactly ``CONTENT_LENGTH`` bytes of a WSGI request, and 0 when it is absent, so a chunked
+  body (what many HTTP clients send for a streamed or generated body) arrived as empty: a
+  valid event was answered 400 "Malformed JSON", an oversized one too instead of 413. When
+  the server says ``wsgi.input_terminated`` (gunicorn does: it de-chunks and ends the stream
+  at the last chunk), the body is read up to one byte past the limit and handed on sized;
+  past the limit Django refuses it as too big (413).
+- A body that arrives slowly or never ends: a gunicorn thread read it without any time
+  limit, so a client that sent fewer bytes than its ``Content-Length`` (a bug, a dropped
+  link) held the thread for good, and nine of them every thread of the default stack,
+  ``/healthz`` included. The whole body must arrive within ``TRACELEDGER_BODY_TIMEOUT``
+  (30 s); past that the answer is 408 and the connection's read side is shut, so gunicorn
+  closes it instead of waiting for the rest. A body that ends before its ``Content-Length``
+  is a 400, never handed on short (a truncated batch that happened to be valid JSON was
+  accepted).
+
+A body larger than the limit by its ``Content-Length`` is left to Django (413, unread).
+Outside gunicorn (tests, ``runserver``) there is no socket to bound and the body is read as
+it comes.
+"""
+
+import contextlib
+import io
+import logging
+import socket
+import time
+
+import orjson
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+READ_SIZE = 64 * 1024
+
+
+class _Refused(Exception):
+    def __init__(self, status: str, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class RequestBodyMiddleware:
+    def __init__(self, application):
+        self.application = application
+
+    def __call__(self, environ, start_response):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        declared = _content_length(environ)
+        if declared is None:
+            if not (
+                "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+                and environ.get("wsgi.input_terminated")
+            ):
+                # Without an end the server vouches for, reading to the end could wait for
+                # the client for ever: Django reads nothing, as it would have.
+                return self.application(environ, start_response)
+            want, exact = (limit + 1 if limit is not None else None), False
+        elif declared == 0 or (limit is not None and declared > limit):
+            return self.application(environ, start_response)
+        else:
+            want, exact = declared, True
+        try:
+            body = _read(environ, want=want, exact=exact)
+        except _Refused as refused:
+            return _answer(environ, start_response, refused)
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        return self.application(environ, start_response)
+
+
+def _content_length(environ) -> int | None:
+    try:
+        return int(environ.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        return None  # gunicorn refuses a malformed one before the application runs
+
+
+def _read(environ, *, want: int | None, exact: bool) -> bytes:
+    stream = environ["wsgi.input"]
+    sock = environ.get("gunicorn.socket")
+    timeout = settings.TRACELEDGER_BODY_TIMEOUT
+    deadline = time.monotonic() + timeout
+    parts: list[bytes] = []
+    got = 0
+    try:
+        while want is None or got < want:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            if sock is not None:
+                sock.settimeout(remaining)
+            chunk = stream.read(READ_SIZE if want is None else min(READ_SIZE, want - got))
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+    except OSError as exc:  # the deadline (TimeoutError), or the client reset the connection
+        if sock is not None:
+            # gunicorn would otherwise read the rest of this body before the next request,
+            # without a deadline: a shut read side makes that the end of the connection.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RD)
+        logger.warning(
+            "request body incomplete after %s of %s bytes: %s",
+            got,
+            want if exact else "?",
+            "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__,
+            extra={"path": environ.get("PATH_INFO", ""), "timeout": timeout},
+        )
+        raise _Refused(
+            "408 Request Timeout",
+            "request_timeout",
+            f"The request body did not arrive within {timeout:g} s: nothing was accepted.",
+        ) from exc
+    finally:
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.settimeout(None)  # the response is written without this deadline
+    if exact and got < want:
+        raise _Refused(
+            "400 Bad Request",
+            "incomplete_body",
+            f"The body ended after {got} of the {want} bytes its Content-Length announced: "
+            "nothing was accepted.",
+        )
+    return b"".join(parts)
+
+
+def _answer(environ, start_response, refused: _Refused):
+    from traceledger.api.exceptions import error_body
+
+    body = orjson.dumps(error_body(refused.code, refused.message))
+    start_response(
+        refused.status,
+        [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+    )
+    return [body]

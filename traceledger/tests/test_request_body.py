@@ -1,0 +1,162 @@
+"""Request bodies reach the views whole: chunked ones sized (or 413), a short one refused,
+a slow or stalled one cut at ``TRACELEDGER_BODY_TIMEOUT`` without holding a web thread."""
+
+import http.client
+import io
+import socket
+import time
+import urllib.request
+
+import orjson
+import pytest
+
+from accounts.services import api_key_create
+from audit.tests.ingest_api_support import valid_event
+from traceledger.request_body import RequestBodyMiddleware
+
+
+def _through_middleware(environ: dict) -> dict:
+    seen = {}
+
+    def app(environ, start_response):
+        seen["length"] = environ.get("CONTENT_LENGTH")
+        seen["body"] = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        return []
+
+    answered = {}
+
+    def start_response(status, headers):
+        answered["status"] = status
+
+    chunks = RequestBodyMiddleware(app)(environ, start_response)
+    if answered:
+        seen["status"] = answered["status"]
+        seen["error"] = orjson.loads(b"".join(chunks))["error"]["code"]
+    return seen
+
+
+def _chunked(body: bytes, **extra) -> dict:
+    return {
+        "HTTP_TRANSFER_ENCODING": "chunked",
+        "wsgi.input_terminated": True,
+        "wsgi.input": io.BytesIO(body),
+        **extra,
+    }
+
+
+def test_a_chunked_body_is_handed_on_with_its_length():
+    assert _through_middleware(_chunked(b'{"a": 1}')) == {"length": "8", "body": b'{"a": 1}'}
+
+
+def test_a_chunked_body_is_read_one_byte_past_the_limit_so_django_refuses_it(settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10
+
+    assert _through_middleware(_chunked(b"x" * 100)) == {"length": "11", "body": b"x" * 11}
+
+
+def test_a_stream_the_server_does_not_end_is_left_alone():
+    # Without wsgi.input_terminated, reading to the end could wait for the client forever.
+    seen = _through_middleware(_chunked(b"{}", **{"wsgi.input_terminated": False}))
+    assert seen == {"length": None, "body": b""}
+
+
+def test_a_sized_body_is_left_alone():
+    seen = _through_middleware(_chunked(b'{"a": 1}', CONTENT_LENGTH="2"))
+    assert seen == {"length": "2", "body": b'{"'}
+
+
+def test_a_body_that_ends_before_its_content_length_is_refused_not_handed_on_short():
+    """Cut short, a batch can still be valid JSON (one event of two): it was accepted."""
+    seen = _through_middleware({"CONTENT_LENGTH": "20", "wsgi.input": io.BytesIO(b"[{}]")})
+    assert seen == {"status": "400 Bad Request", "error": "incomplete_body"}
+
+
+class _Trickle:
+    """A client sending one byte per read, each taking a second of the test's clock."""
+
+    def __init__(self, clock: list[float]):
+        self.clock = clock
+
+    def read(self, size: int) -> bytes:
+        self.clock[0] += 1.0
+        return b" "
+
+
+def test_a_body_that_takes_longer_than_the_timeout_in_all_is_a_408(settings, monkeypatch):
+    settings.TRACELEDGER_BODY_TIMEOUT = 5
+    clock = [1000.0]
+    monkeypatch.setattr("traceledger.request_body.time.monotonic", lambda: clock[0])
+    environ = {"CONTENT_LENGTH": "100", "wsgi.input": _Trickle(clock)}
+    seen = _through_middleware(environ)
+    assert seen == {"status": "408 Request Timeout", "error": "request_timeout"}
+    assert clock[0] <= 1000.0 + 6  # stopped at the deadline, not after 100 bytes
+
+
+def test_a_read_that_times_out_is_a_408():
+    class Stalled:
+        def read(self, size):
+            raise TimeoutError("timed out")
+
+    seen = _through_middleware({"CONTENT_LENGTH": "10", "wsgi.input": Stalled()})
+    assert seen == {"status": "408 Request Timeout", "error": "request_timeout"}
+
+
+def _stalled_post(port: int, key: str) -> socket.socket:
+    """An ingest POST whose headers announce 100 bytes, then 3 of them, then nothing."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(
+        b"POST /api/v1/audit-events HTTP/1.1\r\nHost: localhost\r\n"
+        + f"Authorization: Api-Key {key}\r\n".encode()
+        + b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n[{"'
+    )
+    return sock
+
+
+@pytest.mark.integration
+def test_stalled_bodies_are_cut_at_the_timeout_and_hold_no_web_thread(gunicorn_with, tenant):
+    """Without the deadline each such client held a thread for good: with more of them than
+    the worker's 4 threads, nothing answered any more, /healthz included."""
+    _, key = api_key_create(tenant=tenant, name="stalled", scopes=["ingest"])
+    port = gunicorn_with(TRACELEDGER_BODY_TIMEOUT="1")
+    stalled = [_stalled_post(port, key) for _ in range(8)]
+    try:
+        started = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=15) as health:
+            assert health.status == 200
+        assert time.monotonic() - started < 15
+        for sock in stalled:
+            answer = b""
+            while chunk := sock.recv(4096):  # then the server closes the connection
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+            assert b'"code":"request_timeout"' in answer
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def _post_chunked(port: int, key: str, chunks: list[bytes]) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    conn.request(
+        "POST",
+        "/api/v1/audit-events",
+        body=iter(chunks),
+        headers={"Authorization": f"Api-Key {key}", "Content-Type": "application/json"},
+        encode_chunked=True,
+    )
+    response = conn.getresponse()
+    status, body = response.status, orjson.loads(response.read())
+    conn.close()
+    return status, body
+
+
+@pytest.mark.integration
+def test_gunicorn_serves_a_chunked_ingest_post_and_refuses_an_oversized_one(gunicorn, tenant):
+    _, key = api_key_create(tenant=tenant, name="chunked", scopes=["ingest"])
+    body = orjson.dumps(valid_event(event_id="chunked-1"))
+
+    status, answer = _post_chunked(gunicorn, key, [body[:10], body[10:]])
+    too_big_status, _ = _post_chunked(gunicorn, key, [b"[" + b" " * 60_000] * 2 + [b"]"])
+
+    assert (status, answer["accepted"]) == (202, 1)
+    assert too_big_status == 413
