@@ -170,6 +170,16 @@ def test_it_records_every_export_with_the_filters_used_even_by_a_service_key(
 
 
 @pytest.mark.django_db
+def test_a_head_request_gets_the_headers_and_records_no_export(reader, tenant, recorded):
+    events_create(tenant_id=tenant.pk, count=2)
+    response = reader.head(EXPORT, {"format": "csv"})
+    assert response.status_code == 200
+    assert response["Content-Disposition"].endswith('.csv"')
+    assert _body(response) == ""
+    assert recorded == []
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     ("params", "field"),
     [
