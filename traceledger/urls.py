@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
-from django.views.generic import RedirectView
+from django.views.generic import RedirectView, View
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.negotiation import DefaultContentNegotiation
 
@@ -29,6 +29,18 @@ class SchemaFormatNegotiation(DefaultContentNegotiation):
         return super().select_renderer(request, renderers, format_suffix)
 
 
+class SwaggerView(SpectacularSwaggerView):
+    """Swagger UI, answering OPTIONS as Django's own views do: 200, ``Allow``, no body.
+
+    DRF's OPTIONS answer is the view's metadata, rendered here by the page's only renderer,
+    ``TemplateHTMLRenderer``, which has no template for it: every OPTIONS was a 500
+    (``TemplateDoesNotExist: No template names provided``).
+    """
+
+    def options(self, request, *args, **kwargs):
+        return View.options(self, request, *args, **kwargs)
+
+
 # Under /api/ a request Django refuses before any view (a Host outside ALLOWED_HOSTS) is
 # answered in the API's error shape, not an HTML page.
 handler400 = "traceledger.api.bad_request.bad_request_handler"
@@ -49,7 +61,7 @@ urlpatterns = [
         SpectacularAPIView.as_view(content_negotiation_class=SchemaFormatNegotiation),
         name="schema",
     ),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/docs/", SwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/v1/", include(api_v1)),
     re_path(r"^api/", api_not_found),
     # Before the admin's own: a person's password change is recorded (accounts/admin.py).

@@ -1,4 +1,5 @@
-"""What gunicorn serves besides the API: the admin's CSS and JS (WhiteNoise) and "/".
+"""What gunicorn serves besides the API: the admin's CSS and JS (WhiteNoise) and "/", and
+how every page outside the API (docs, schema, admin, health, metrics) answers any method.
 
 pytest-django's live server serves static files on its own, so the browser tests cannot
 catch a web process that does not: these requests go through the WSGI middleware stack.
@@ -50,3 +51,37 @@ def test_the_site_root_opens_the_admin(client):
 
     assert response.status_code == 302
     assert response["Location"] == "/admin/"
+
+
+NON_API_PAGES = ["/api/docs/", "/api/schema/", "/admin/login/", "/admin/", "/healthz", "/readyz"]
+NON_API_PAGES += ["/metrics", "/"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", NON_API_PAGES)
+@pytest.mark.parametrize("accept", ["*/*", "application/json", "text/html"])
+def test_no_method_is_a_500_on_a_page_outside_the_api(path, accept):
+    client = Client(raise_request_exception=False)
+    for method in ["OPTIONS", "HEAD", "GET", "POST", "PUT", "PATCH", "DELETE"]:
+        response = client.generic(method, path, HTTP_ACCEPT=accept)
+
+        assert response.status_code < 500, (method, response.status_code)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", NON_API_PAGES)
+def test_options_is_a_200_with_allow_or_a_405_on_a_page_outside_the_api(path):
+    response = Client(raise_request_exception=False).options(path)
+
+    if response.status_code != 302:  # "/" and "/admin/" redirect whatever the method
+        assert response.status_code in (200, 405), response.status_code
+        assert "GET" in response["Allow"]
+
+
+@pytest.mark.django_db
+def test_options_on_the_swagger_ui_lists_its_methods_as_the_admin_pages_do():
+    response = Client(raise_request_exception=False).options("/api/docs/")
+
+    assert response.status_code == 200
+    assert response["Allow"] == "GET, HEAD, OPTIONS"
+    assert response.content == b""
