@@ -481,10 +481,27 @@ _UNPAIRED_HIGH_SURROGATE = re.compile(
 _BYTE_POSITION = re.compile(r"byte (\d+)")
 
 
+def _not_utf8(body: bytes) -> str:
+    """Why ``body`` is not UTF-8 text, or "". A NUL byte is never in JSON text (it must be
+    escaped in a string) but is in UTF-16 and UTF-32 text, which decodes as UTF-8 when it
+    is ASCII: "invalid character" or "object keys must be strings (byte 1)" to msgspec."""
+    nul = body.find(b"\x00")
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if nul == -1 or exc.start < nul:
+            return f"byte {exc.start} (0x{body[exc.start]:02x}) is not valid UTF-8"
+    if nul != -1:
+        return f"byte {nul} is a NUL byte, as in UTF-16 or UTF-32 text"
+    return ""
+
+
 def _malformed_message(body: bytes, decoder_message: str) -> str:
     """The parse error for a body msgspec refused, where its own message misleads: it says
-    "truncated" for an empty body and for an unpaired surrogate escape ("\\ud800"), and
-    "invalid character (byte 0)" for a byte-order mark. Runs only for a malformed body."""
+    "truncated" for an empty body and for an unpaired surrogate escape ("\\ud800"),
+    "invalid character (byte 0)" for a byte-order mark, and "Invalid UTF-8 encoded string"
+    or "object keys must be strings (byte 1)" for text in another encoding (Latin-1,
+    UTF-16) than JSON's. Runs only for a malformed body."""
     if not body.strip(b" \t\r\n"):
         return "Malformed JSON: the request body is empty."
     if body.startswith(_BYTE_ORDER_MARKS):
@@ -492,6 +509,9 @@ def _malformed_message(body: bytes, decoder_message: str) -> str:
             "Malformed JSON: the body starts with a byte-order mark (BOM), which is not "
             "allowed: it must start with the JSON text, in UTF-8 without a BOM."
         )
+    not_utf8 = _not_utf8(body)
+    if not_utf8:
+        return f"Malformed JSON: the request body must be JSON encoded in UTF-8; {not_utf8}."
     if "truncated" in decoder_message or "surrogate" in decoder_message:
         # msgspec says "truncated" for a high surrogate escape near the end of the body (it
         # looks for the low half there), and "invalid utf-16 surrogate pair (byte N)" for

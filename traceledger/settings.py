@@ -342,7 +342,8 @@ REST_FRAMEWORK = {
     # (traceledger/urls.py).
     # https://www.django-rest-framework.org/api-guide/settings/#url_format_override
     "URL_FORMAT_OVERRIDE": None,
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # JSON, never compressed: a gzip body is a 415 naming Content-Encoding.
+    "DEFAULT_PARSER_CLASSES": ["traceledger.api.parsers.UncompressedJSONParser"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "traceledger.api.exceptions.exception_handler",

@@ -25,6 +25,10 @@ from traceledger.api.responses import DATABASE_UNAVAILABLE
 _ERRORS = {
     400: OpenApiResponse(description="Invalid fields: `error.fields` names each one."),
     401: OpenApiResponse(description="No or invalid credentials."),
+    415: OpenApiResponse(
+        description="The body is not `application/json`, or is compressed "
+        "(`Content-Encoding` other than `identity`): send it uncompressed."
+    ),
     429: OpenApiResponse(description="Too many requests; see `Retry-After`."),
     **DATABASE_UNAVAILABLE,
 }

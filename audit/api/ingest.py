@@ -19,6 +19,7 @@ from audit.filters import reject_unknown_params
 from audit.selectors import read_tenant_id
 from audit.services.submission import events_submit, ingest_admit
 from audit.validation import InvalidEvents, InvalidJSON, events_parse
+from traceledger.api.parsers import content_encoding_refuse
 from traceledger.request_id import current_request_id
 
 JSON_MEDIA_TYPES = frozenset({"application/json"})
@@ -55,7 +56,10 @@ class IngestMixin:
                 "another tenant or the reserved `system` tenant."
             ),
             413: OpenApiResponse(description="The body is larger than the limit (5 MiB)."),
-            415: OpenApiResponse(description="The body is not `application/json`."),
+            415: OpenApiResponse(
+                description="The body is not `application/json`, or is compressed "
+                "(`Content-Encoding` other than `identity`): send it uncompressed."
+            ),
             429: OpenApiResponse(
                 description="Rate limited, or the ingest queue is over its backlog limit "
                 "(`error.code` `overloaded`); nothing was accepted. Retry after `Retry-After` "
@@ -82,6 +86,8 @@ class IngestMixin:
                 detail=f"Unsupported media type {media_type or '(none)'!r}: send the events as "
                 "JSON with `Content-Type: application/json`.",
             )
+        # gzip and the like: read as plain bytes, a confusing 400 (traceledger.api.parsers).
+        content_encoding_refuse(request.META)
         # Over DATA_UPLOAD_MAX_MEMORY_SIZE: RequestDataTooBig, a 413 for every endpoint
         # (traceledger.api.exceptions).
         body = request.body

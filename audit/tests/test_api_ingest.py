@@ -1,5 +1,6 @@
 """POST /api/v1/audit-events against the real RabbitMQ (this vhost) and PostgreSQL."""
 
+import gzip
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -324,12 +325,38 @@ def test_json_with_a_charset_parameter_is_accepted(ingest_client):
     assert response.status_code == 202
 
 
+@pytest.mark.parametrize("coding", ["gzip", "br", "deflate", "x-gzip", "gzip, identity"])
+@pytest.mark.parametrize("compressed", [True, False])
+def test_a_compressed_body_is_a_415_naming_content_encoding(ingest_client, coding, compressed):
+    body = orjson.dumps(valid_event())
+    # Compressed or only claiming to be: either way the server must not guess.
+    response = post_json(
+        ingest_client, gzip.compress(body) if compressed else body, HTTP_CONTENT_ENCODING=coding
+    )
+    assert response.status_code == 415
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_media_type"
+    assert f"Unsupported Content-Encoding {coding!r}" in error["message"]
+    assert "send the request body uncompressed" in error["message"]
+    assert response["Accept-Encoding"] == "identity"
+    assert not ingest_messages(expect=1, timeout=0.2)
+
+
+@pytest.mark.parametrize("coding", ["identity", "IDENTITY", ""])
+def test_content_encoding_identity_is_the_plain_body(ingest_client, coding):
+    response = post_json(ingest_client, valid_event(), HTTP_CONTENT_ENCODING=coding)
+    assert response.status_code == 202
+
+
 def test_a_body_over_the_limit_is_a_413(ingest_client, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2048
     events = [valid_event(description="x" * 500) for _ in range(5)]
     response = post_json(ingest_client, events)
     assert response.status_code == 413
-    assert response.json()["error"]["code"] == "too_large"
+    assert response.json()["error"] == {
+        "code": "too_large",
+        "message": "The request body is too large: the limit is 2,048 bytes (about 0.002 MiB).",
+    }
 
 
 def test_without_event_id_the_server_assigns_one_and_derives_the_id_from_it(ingest_client, tenant):
@@ -366,6 +393,28 @@ def test_a_malformed_body_is_a_parse_error_that_says_what_is_wrong(ingest_client
     assert error["code"] == "parse_error"
     assert says in error["message"] and "truncated" not in error["message"]
     assert "invalid character" not in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("charset", "says"),
+    [
+        ("latin-1", "byte {e_acute} (0xe9) is not valid UTF-8"),
+        ("utf-16-le", "byte 1 is a NUL byte, as in UTF-16 or UTF-32 text"),
+        ("utf-16-be", "byte 0 is a NUL byte, as in UTF-16 or UTF-32 text"),
+        ("utf-32-le", "byte 1 is a NUL byte, as in UTF-16 or UTF-32 text"),
+    ],
+)
+def test_a_body_that_is_not_utf8_is_told_to_be_utf8_json(ingest_client, charset, says):
+    body = json.dumps(valid_event(description="café"), ensure_ascii=False).encode(charset)
+    response = ingest_client.generic(
+        "POST", URL, body, content_type=f"application/json; charset={charset}"
+    )
+    says = says.format(e_acute=body.find("é".encode("latin-1")))
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "parse_error",
+        "message": f"Malformed JSON: the request body must be JSON encoded in UTF-8; {says}.",
+    }
 
 
 @pytest.mark.parametrize("number", [1e21, 1.5e300, -(2.0**53)])

@@ -494,6 +494,27 @@ def test_a_byte_order_mark_is_named_as_such(mark):
 
 
 @pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b'{"action": "caf\xe9"}', "byte 15 (0xe9) is not valid UTF-8"),
+        (b'{"action": "\xc3"}', "byte 12 (0xc3) is not valid UTF-8"),  # a truncated sequence
+        ('{"a": 1}'.encode("utf-16-le"), "byte 1 is a NUL byte, as in UTF-16 or UTF-32 text"),
+        ('{"a": 1}'.encode("utf-32-be"), "byte 0 is a NUL byte, as in UTF-16 or UTF-32 text"),
+        (b'{"a": "\x00\xff"}', "byte 7 is a NUL byte, as in UTF-16 or UTF-32 text"),
+        (b'{"a": "\xff\x00"}', "byte 7 (0xff) is not valid UTF-8"),  # the first problem
+    ],
+)
+def test_a_body_in_another_encoding_than_utf8_is_told_so(body, why):
+    assert parse_error_of(body) == (
+        f"Malformed JSON: the request body must be JSON encoded in UTF-8; {why}."
+    )
+
+
+def test_valid_utf8_with_a_syntax_error_keeps_the_decoder_s_message():
+    assert "UTF-8" not in parse_error_of('{"action": "café",}'.encode())
+
+
+@pytest.mark.parametrize(
     ("string", "where"),
     [
         (b"\\ud800", b"\\ud800"),

@@ -6,6 +6,7 @@ that item's field errors, e.g. ``{"2": {"occurred_at": ["..."]}}``.
 
 import logging
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import Http404
@@ -60,6 +61,36 @@ class PayloadTooLarge(exceptions.APIException):
     default_detail = "The request body is too large."
 
 
+def _mib(size: int) -> str:
+    """``size`` in MiB, to two decimals (two significant digits below 0.01)."""
+    mib = size / 2**20
+    text = f"{mib:.2f}".rstrip("0").rstrip(".") if mib >= 0.01 else f"{mib:.2g}"
+    return text if float(text) == mib else f"about {text}"
+
+
+def payload_too_large() -> PayloadTooLarge:
+    """The 413, naming the limit (``TRACELEDGER_MAX_BODY_BYTES``) a client must stay under."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if limit is None:  # no limit: Django never raises RequestDataTooBig then
+        return PayloadTooLarge()
+    return PayloadTooLarge(
+        f"The request body is too large: the limit is {limit:,} bytes ({_mib(limit)} MiB)."
+    )
+
+
+class UnsupportedContentEncoding(exceptions.UnsupportedMediaType):
+    """A request body sent compressed (``traceledger.api.parsers``)."""
+
+    def __init__(self, content_encoding: str):
+        shown = content_encoding.strip()[:64]
+        super().__init__(
+            shown,
+            detail=f"Unsupported Content-Encoding {shown!r}: send the request body "
+            "uncompressed, without a `Content-Encoding` header (or with "
+            "`Content-Encoding: identity`).",
+        )
+
+
 # Seconds a client waits before retrying a read while PostgreSQL is unreachable.
 DATABASE_RETRY_AFTER = 5
 
@@ -99,7 +130,7 @@ def exception_handler(exc, context):
     elif isinstance(exc, RequestDataTooBig):
         # Any DRF view that parses a body over DATA_UPLOAD_MAX_MEMORY_SIZE; Django's own
         # handling of it is an HTML 400.
-        exc = PayloadTooLarge()
+        exc = payload_too_large()
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -137,4 +168,7 @@ def exception_handler(exc, context):
         else:
             body = error_body(str(getattr(detail, "code", None) or code), str(detail))
     response.data = body
+    if isinstance(exc, UnsupportedContentEncoding):
+        # RFC 9110 §15.5.16: the content codings that would have been accepted.
+        response["Accept-Encoding"] = "identity"
     return response

@@ -1,5 +1,7 @@
 """The one error shape also where Django, not our views, refuses a request."""
 
+import gzip
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -19,12 +21,61 @@ def test_a_body_over_the_limit_is_a_json_413_before_login(settings, path):
     _assert_json_413(APIClient().generic("POST", path, BODY, content_type="application/json"))
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("limit", "says"),
+    [
+        (5 * 1024 * 1024, "5,242,880 bytes (5 MiB)"),
+        (1024 * 1024 + 512 * 1024, "1,572,864 bytes (1.5 MiB)"),
+        (100_000, "100,000 bytes (about 0.1 MiB)"),
+    ],
+)
+def test_the_413_states_the_limit_in_bytes_and_mib(settings, limit, says):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = limit
+    body = '{"username": "x", "password": "' + "y" * limit + '"}'
+    response = APIClient().generic(
+        "POST", "/api/v1/auth/login", body, content_type="application/json"
+    )
+    _assert_json_413(response)
+    assert response.json()["error"]["message"] == (
+        f"The request body is too large: the limit is {says}."
+    )
+
+
 def test_a_body_over_the_limit_is_a_json_413_for_a_signed_in_admin(settings, owner, user_client):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
     response = user_client(owner).generic(
         "POST", "/api/v1/users", BODY, content_type="application/json"
     )
     _assert_json_413(response)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/users"])
+def test_a_compressed_body_is_a_json_415_naming_content_encoding(owner, user_client, path):
+    body = gzip.compress(b'{"username": "owner", "password": "correct-horse-battery"}')
+    response = user_client(owner).generic(
+        "POST", path, body, content_type="application/json", HTTP_CONTENT_ENCODING="gzip"
+    )
+    assert response.status_code == 415
+    assert response.json()["error"] == {
+        "code": "unsupported_media_type",
+        "message": "Unsupported Content-Encoding 'gzip': send the request body uncompressed, "
+        "without a `Content-Encoding` header (or with `Content-Encoding: identity`).",
+    }
+    assert response["Accept-Encoding"] == "identity"
+
+
+@pytest.mark.django_db
+def test_a_plain_body_that_claims_to_be_compressed_is_refused_too():
+    response = APIClient().generic(
+        "POST",
+        "/api/v1/auth/login",
+        b'{"username": "owner", "password": "correct-horse-battery"}',
+        content_type="application/json",
+        HTTP_CONTENT_ENCODING="br",
+    )
+    assert response.status_code == 415
+    assert "Content-Encoding 'br'" in response.json()["error"]["message"]
 
 
 @pytest.mark.django_db

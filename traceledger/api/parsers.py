@@ -1,0 +1,40 @@
+"""Request bodies the API reads: JSON as sent, never compressed.
+
+A body sent with ``Content-Encoding: gzip`` (or br, deflate, ...) was read as if it were
+plain: gzip's bytes were a confusing 400 "JSON is malformed: invalid character (byte 0)",
+and a plain body that only claimed gzip was accepted. Neither Django nor DRF decodes a
+request's content coding, and decompressing here would let a small body expand past
+``TRACELEDGER_MAX_BODY_BYTES``, so such a body is a 415 naming the header (RFC 9110
+§15.5.16, with ``Accept-Encoding: identity`` in the answer, set by the exception handler).
+"""
+
+from rest_framework.parsers import JSONParser
+
+
+def _has_body(meta) -> bool:
+    try:
+        length = int(meta.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    return length > 0 or bool(meta.get("HTTP_TRANSFER_ENCODING"))
+
+
+def content_encoding_refuse(meta) -> None:
+    """``UnsupportedContentEncoding`` (415) when a request with a body names a content
+    coding other than ``identity``; the request's ``META`` is all it reads."""
+    # Imported here: DRF imports this module from its settings (DEFAULT_PARSER_CLASSES) while
+    # traceledger.api.exceptions, which imports DRF, may still be loading.
+    from traceledger.api.exceptions import UnsupportedContentEncoding
+
+    header = meta.get("HTTP_CONTENT_ENCODING", "")
+    codings = {coding.strip().lower() for coding in header.split(",")} - {"", "identity"}
+    if codings and _has_body(meta):
+        raise UnsupportedContentEncoding(header)
+
+
+class UncompressedJSONParser(JSONParser):
+    """DRF's JSON parser, refusing a compressed body (``content_encoding_refuse``)."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        content_encoding_refuse(parser_context["request"].META)
+        return super().parse(stream, media_type, parser_context)
