@@ -58,6 +58,13 @@ def plain_int(raw: str) -> int | None:
         return None
 
 
+# A time, then a space and an offset's digits: "...T00:00:00 01:00" is what the query
+# string's decoding makes of an unencoded "+01:00" (a bare "+" means a space).
+_SPACE_FOR_PLUS = re.compile(
+    r"[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]+)?)? [0-9]{2}(?::?[0-9]{2})?\Z"
+)
+
+
 class RfcDateTimeField(IsoDateTimeField):
     """django-filter's ISO 8601 field, also reading a lowercase ``t`` and ``z`` (RFC 3339
     §5.6 allows them, and ingest takes them), and refusing non-ASCII digits (Django's
@@ -67,8 +74,19 @@ class RfcDateTimeField(IsoDateTimeField):
         if isinstance(value, str):
             if not value.isascii():
                 raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
-            # Upper-casing ASCII changes only letters; Python reads the designators upper case.
-            value = value.upper()
+            try:
+                # Upper-casing ASCII changes only letters; Python reads the designators so.
+                return super().to_python(value.upper())
+            except forms.ValidationError:
+                if _SPACE_FOR_PLUS.search(value.strip()):
+                    # The "%2B" as params: django-filter %-formats every message.
+                    raise forms.ValidationError(
+                        "Enter a valid date/time. It holds a space where an offset's `+` "
+                        "would be: a `+` in a URL must be sent as `%(plus)s` (`%(example)s`).",
+                        code="invalid",
+                        params={"plus": "%2B", "example": "2026-11-30T00:00:00%2B01:00"},
+                    ) from None
+                raise
         return super().to_python(value)
 
 

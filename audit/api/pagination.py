@@ -14,7 +14,9 @@ The first conjunct is an index condition on ``auditevent_tenant_time`` (tenant, 
 the first one. DRF's link building (next/previous, offsets) is reused unchanged.
 """
 
+from base64 import b64decode
 from datetime import UTC, datetime
+from urllib.parse import parse_qs
 from uuid import UUID
 
 from django.db.models import Q
@@ -26,6 +28,8 @@ from audit.ledger.canonical import format_timestamp
 
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 100
+# What DRF's CursorPagination.encode_cursor writes: offset, reverse, position.
+_CURSOR_TOKENS = frozenset({"o", "r", "p"})
 
 
 def page_size_schema(maximum: int = MAX_PAGE_SIZE) -> dict:
@@ -74,10 +78,35 @@ class StrictCursorPagination(CursorPagination):
         return cursor
 
     def _decode_or_400(self, request) -> Cursor | None:
+        encoded = request.query_params.get(self.cursor_query_param)
+        if encoded:  # "cursor=" alone is the first page, as DRF reads it
+            self._check_tokens(encoded)
         try:
             return super().decode_cursor(request)
         except NotFound:
             raise ValidationError({"cursor": ["Invalid cursor."]}) from None
+
+    @staticmethod
+    def _check_tokens(encoded: str) -> None:
+        """400 unless the cursor's query string holds only DRF's tokens, each once.
+
+        DRF reads the tokens it knows and ignores the rest, so any text that happens to be
+        base64 ("aGVsbG8=" is "hello", the search endpoint's cursor) was no position at all:
+        the first page, 200. Every cursor DRF writes holds ``p`` (a position), ``r=1``
+        (backwards) or ``o`` (an offset). Undecodable ones are left to DRF (its 404, a 400
+        here).
+        """
+        try:
+            querystring = b64decode(encoded.encode("ascii")).decode("ascii")
+        except (TypeError, ValueError):
+            return
+        tokens = parse_qs(querystring, keep_blank_values=True)
+        if (
+            not tokens
+            or not tokens.keys() <= _CURSOR_TOKENS
+            or any(len(values) > 1 for values in tokens.values())
+        ):
+            raise ValidationError({"cursor": ["Invalid cursor."]})
 
     @staticmethod
     def _parse_position(position: str):

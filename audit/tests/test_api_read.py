@@ -39,6 +39,17 @@ def _event_queries(ctx) -> list[str]:
     return [q["sql"] for q in ctx.captured_queries if "audit_auditevent" in q["sql"]]
 
 
+def _cursor(position: str, **more) -> str:
+    """A cursor as DRF writes one: base64 of the url-encoded position (and ``more`` tokens)."""
+    return base64.b64encode(urlencode({"p": position, **more}).encode()).decode()
+
+
+ZERO_ID = "00000000-0000-0000-0000-000000000000"
+# What the search endpoint's cursor holds (search/api/views.py): not a list cursor.
+SEARCH_CURSOR = b'{"b":"postgresql","s":0.06,"t":"2026-03-01T12:00:00Z","i":"' + ZERO_ID.encode()
+SEARCH_CURSOR += b'"}'
+
+
 # --- list ------------------------------------------------------------------------------------
 
 
@@ -108,6 +119,12 @@ def test_it_applies_the_filters_through_the_api(reader, tenant):
         ({"actor_id": ["a1", "a2"]}, "actor_id"),
         ({"format": "csv"}, "format"),
         ({"cursor": "garbage"}, "cursor"),
+        ({"cursor": "aGVsbG8="}, "cursor"),  # "hello": base64, but no cursor token
+        # The search endpoint's cursor: url-safe base64 of a JSON object.
+        ({"cursor": base64.urlsafe_b64encode(SEARCH_CURSOR).decode()}, "cursor"),
+        ({"cursor": base64.b64encode(SEARCH_CURSOR).decode()}, "cursor"),
+        ({"cursor": _cursor(f"2026-03-01T12:00:00Z|{ZERO_ID}", q="1")}, "cursor"),  # unknown q
+        ({"cursor": base64.b64encode(b"r=1&r=1").decode()}, "cursor"),  # a token twice
         ({"actorid": "bob"}, "actorid"),
     ],
 )
@@ -131,6 +148,34 @@ def test_it_takes_a_time_filter_with_lowercase_t_or_z_as_ingest_does(reader, ten
         str(e.pk) for e in events if e.occurred_at >= cut
     }
     assert 0 < len(response.json()["results"]) < 10
+
+
+PLUS_HINT = (
+    "Enter a valid date/time. It holds a space where an offset's `+` would be: a `+` in a "
+    "URL must be sent as `%2B` (`2026-11-30T00:00:00%2B01:00`)."
+)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("param", ["occurred_after", "occurred_before"])
+@pytest.mark.parametrize(
+    "value",
+    ["2026-11-30T00:00:00+01:00", "2026-11-30t00:00:00.123456+05:30", "2026-11-30 00:00+0100"],
+)
+def test_an_offset_whose_plus_was_not_url_encoded_is_told_to_send_2b(reader, tenant, param, value):
+    # As a client that pastes the time into the URL sends it: the "+" arrives as a space.
+    response = reader.get(f"{LIST}?{param}={value}")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {param: [PLUS_HINT]}
+    encoded = reader.get(f"{LIST}?{param}={value.replace('+', '%2B')}")
+    assert encoded.status_code == 200, encoded.json()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("value", ["2026-11-30T25:00:00", "2026-11-30T00:00:00 x", "yesterday"])
+def test_another_bad_time_is_not_told_about_plus_signs(reader, tenant, value):
+    response = reader.get(LIST, {"occurred_after": value})
+    assert response.json()["error"]["fields"] == {"occurred_after": ["Enter a valid date/time."]}
 
 
 @pytest.mark.django_db
@@ -165,14 +210,6 @@ def test_it_pages_through_every_event_exactly_once_while_new_events_arrive(reade
     assert len(seen) == len(set(seen)), "an event was returned twice"
     assert {str(e.pk) for e in originals} <= set(seen), "an event was skipped"
     assert pages >= 6
-
-
-def _cursor(position: str) -> str:
-    """A cursor as DRF writes one: base64 of the url-encoded position."""
-    return base64.b64encode(urlencode({"p": position}).encode()).decode()
-
-
-ZERO_ID = "00000000-0000-0000-0000-000000000000"
 
 
 @pytest.mark.django_db
@@ -218,6 +255,35 @@ def test_it_pages_back_with_the_previous_link(reader, tenant):
     assert [e["id"] for e in back["results"]] == [e["id"] for e in first["results"]]
     newest_first = sorted(events, key=lambda e: e.pk, reverse=True)
     assert [e["id"] for e in second["results"]] == [str(e.pk) for e in newest_first[4:8]]
+
+
+@pytest.mark.django_db
+def test_every_link_the_list_writes_walks_forward_and_back(reader, tenant):
+    # Ties on occurred_at across page boundaries, and a last page shorter than the others.
+    events = events_create(
+        tenant_id=tenant.pk,
+        count=11,
+        per_event=lambda i: {"occurred_at": BASE_TIME + timedelta(seconds=i // 3)},
+    )
+    pages, url, params = [], LIST, {"page_size": 3}
+    while url:
+        body = reader.get(url, params).json()
+        pages.append([e["id"] for e in body["results"]])
+        url, params = body["next"], None
+    newest_first = [str(e.pk) for e in sorted(events, key=lambda e: (e.occurred_at, e.pk))][::-1]
+    assert [pk for page in pages for pk in page] == newest_first and len(pages) == 4
+
+    back, url = [], body["previous"]
+    while url:
+        response = reader.get(url)
+        assert response.status_code == 200, response.json()
+        body = response.json()
+        back.append([e["id"] for e in body["results"]])
+        # Walking back, "next" leads forward again to the page just left.
+        ahead = reader.get(body["next"]).json()["results"]
+        assert [e["id"] for e in ahead] == pages[len(pages) - len(back)]
+        url = body["previous"]
+    assert back == pages[-2::-1]  # down to the first page, whose previous is null
 
 
 @pytest.mark.django_db

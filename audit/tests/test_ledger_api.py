@@ -130,6 +130,9 @@ def _cursor(query: str) -> str:
         ({"cursor": _cursor("p=-1")}, "cursor"),
         ({"cursor": _cursor("p=" + "9" * 30)}, "cursor"),
         ({"cursor": _cursor("r=x&p=1")}, "cursor"),
+        ({"cursor": _cursor("hello")}, "cursor"),  # base64, but no token of a cursor
+        ({"cursor": _cursor("p=1&x=2")}, "cursor"),
+        ({"cursor": _cursor("p=1&p=2")}, "cursor"),
     ],
 )
 def test_checkpoints_name_the_bad_parameter(key_client, chain, params, field):
@@ -204,6 +207,28 @@ def test_checkpoints_are_listed_with_the_key_that_verifies_them(key_client, chai
     second = key_client(scopes=["read"]).get(body["next"]).json()
     assert [c["sequence"] for c in second["results"]] == [6]
     assert second["next"] is None
+
+
+def test_every_checkpoint_link_walks_forward_and_back(key_client, chain):
+    for start in (6, 7, 8):  # four checkpoints, one per page
+        checkpoints_sign()
+        chained_events_create(tenant_id=chain.id, count=1, start=start)
+    checkpoints_sign()
+    client = key_client(scopes=["read"])
+    pages, url, params = [], CHECKPOINTS, {"page_size": 1}
+    while url:
+        body = client.get(url, params).json()
+        pages.append([c["sequence"] for c in body["results"]])
+        url, params = body["next"], None
+    assert pages == [[9], [8], [7], [6]]
+
+    back, url = [], body["previous"]
+    while url:
+        response = client.get(url)
+        assert response.status_code == 200, response.json()
+        back.append([c["sequence"] for c in response.json()["results"]])
+        url = response.json()["previous"]
+    assert back == [[7], [8], [9]]
 
 
 def test_the_public_key_is_served(key_client, db):
