@@ -6,12 +6,15 @@ makes the service unready (503): without RabbitMQ events go to the outbox, witho
 the cache misses, without Elasticsearch search falls back to PostgreSQL.
 """
 
+import contextlib
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from functools import partial
 
+import amqp
 import psycopg
 from django.conf import settings
 from django.db import connections
@@ -42,7 +45,22 @@ def check_database(params: dict) -> str:
     return OK
 
 
+# The probe's message: empty, to the default exchange, under a routing key no queue has, so
+# RabbitMQ confirms and drops it.
+BROKER_PROBE_ROUTING_KEY = "traceledger.readiness-probe"
+
+
+class BrokerBlocked(Exception):
+    pass
+
+
 def check_broker() -> str:
+    """Whether a publish would be confirmed now, as the API's publishes must be.
+
+    A connection alone opens fine during a memory or disk alarm: RabbitMQ blocks a
+    connection only once it publishes (and says so with ``connection.blocked``), so the
+    probe publishes one empty, unroutable message and waits for its confirm. It reported
+    ``ok`` through a whole alarm while every request went to the outbox."""
     from audit.publisher import breaker_is_open
 
     # While the publish breaker is open, requests skip RabbitMQ (events go to the outbox):
@@ -50,9 +68,38 @@ def check_broker() -> str:
     if breaker_is_open():
         return DOWN
     timeout = settings.TRACELEDGER_HEALTH_TIMEOUT
-    with Connection(settings.CELERY_BROKER_URL, connect_timeout=timeout) as conn:
+    blocked: list[str] = []
+    confirmed: list[bool] = []
+    conn = Connection(
+        settings.CELERY_BROKER_URL,
+        connect_timeout=timeout,
+        heartbeat=0,
+        transport_options={
+            "read_timeout": timeout,
+            "write_timeout": timeout,
+            "on_blocked": blocked.append,
+        },
+    )
+    try:
         conn.ensure_connection(max_retries=0, timeout=timeout)
-    return OK
+        channel = conn.channel()
+        channel.confirm_select()
+        channel.events["basic_ack"].add(lambda *args: confirmed.append(True))
+        channel.basic_publish(amqp.Message(b""), exchange="", routing_key=BROKER_PROBE_ROUTING_KEY)
+        deadline = time.monotonic() + timeout
+        while not (confirmed or blocked) and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                conn.connection.drain_events(timeout=max(deadline - time.monotonic(), 0.01))
+        if blocked:
+            raise BrokerBlocked(f"RabbitMQ blocks publishers (a resource alarm): {blocked[0]}")
+        if not confirmed:
+            raise TimeoutError(f"RabbitMQ did not confirm a publish within {timeout:g}s")
+        return OK
+    finally:
+        if confirmed and not blocked:
+            conn.close()
+        else:
+            conn.collect()  # no close handshake: a blocked connection never answers it
 
 
 def check_cache() -> str:

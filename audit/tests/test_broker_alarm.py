@@ -22,6 +22,7 @@ from audit.tests.ingest_support import make_event, publish, queue_depth, settled
 from search.models import EventSearchEntry
 from search.services import search_sweep
 from testsupport.worker import WorkerProcess
+from traceledger.health import readiness
 from traceledger.queues import INGEST_QUEUE, SEARCH_QUEUE_NAME
 
 pytestmark = [
@@ -100,15 +101,20 @@ def test_the_worker_drains_and_the_api_accepts_through_a_memory_alarm(tenant, ke
             # did not wait again.
             assert worker.log().count("search indexing not queued") == 1, worker.log()
 
+            # Readiness says so, though a connection opens as usual and the publish breaker
+            # is closed (it said "ok" through a whole alarm).
+            assert readiness()["checks"]["broker"] == "down"
+
             # The API gives up on the blocked broker within its publish timeout: 202, kept
             # in the outbox.
             response = post_json(client, valid_event(event_id="during-the-alarm"))
             assert response.status_code == 202, response.content
             assert OutboxMessage.objects.count() == 1
 
+        publisher_reset()  # the breaker the post opened: closed, as after its reset time
+        assert readiness()["checks"]["broker"] == "ok"
         # Lifted: the relay republishes the outbox, the sweep indexes what the signal could
         # not queue, and nothing accepted is missing.
-        publisher_reset()
         wait_until(lambda: outbox_relay().relayed == 1, timeout=20, what="the outbox relayed")
         wait_until(
             lambda: AuditEvent.objects.filter(tenant=tenant, event_id="during-the-alarm").exists(),
