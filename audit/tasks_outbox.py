@@ -6,9 +6,11 @@ without a traceback) and the run ends normally, instead of Celery's ERROR with a
 every 10 s. Anything else is a bug and raises.
 """
 
+import contextlib
 import logging
 
 from celery import shared_task
+from django.conf import settings
 from kombu.exceptions import OperationalError as BrokerError
 
 from audit.tasks import TRANSIENT_ERRORS
@@ -20,12 +22,18 @@ logger = logging.getLogger(__name__)
 
 # Bounded per run so one run stays short; the next beat tick continues.
 MAX_CHUNKS_PER_RUN = 40
+TOPOLOGY_TIMEOUT = 2.0
 
 
 @shared_task(name="audit.relay_outbox", queue="maintenance", ignore_result=True)
 def relay_outbox() -> dict:
     from audit.services.outbox import outbox_relay
+    from audit.topology import topology_ensure
 
+    # A queue deleted under the running stack (the DLQ above all) is back within a run. With
+    # the broker away this fails too: the relay's own attempt below reports it.
+    with contextlib.suppress(BrokerError):
+        topology_ensure(settings.CELERY_BROKER_URL, timeout=TOPOLOGY_TIMEOUT)
     try:
         result = outbox_relay(max_chunks=MAX_CHUNKS_PER_RUN)
     except TRANSIENT_ERRORS as exc:

@@ -8,6 +8,7 @@ caller declares the very objects of ``traceledger/queues.py``.
 
 from kombu import Connection
 from kombu.connection import maybe_channel
+from kombu.exceptions import OperationalError as BrokerError
 
 from traceledger.queues import AUDIT_EXCHANGE, DLQ, DLX_EXCHANGE, INGEST_QUEUE
 
@@ -41,3 +42,23 @@ def broker_connection(url: str, *, name: str, connect_timeout: float, io_timeout
             "client_properties": {"connection_name": name},
         },
     )
+
+
+def topology_ensure(url: str, *, timeout: float) -> None:
+    """``topology_declare`` on a connection of its own; the periodic outbox relay calls it.
+
+    An exchange or queue deleted while the stack runs (by an operator, a broker reset
+    without definitions) came back only when a worker restarted: until then RabbitMQ
+    dropped what it dead-lettered to ``audit.dlx``, an exchange with no queue bound. Now
+    within one relay period (10 s). Raises kombu's ``OperationalError`` when the broker
+    cannot be reached."""
+    conn = broker_connection(
+        url, name="traceledger-topology", connect_timeout=timeout, io_timeout=timeout
+    )
+    try:
+        conn.ensure_connection(max_retries=0, timeout=timeout)
+        topology_declare(conn)
+    except conn.connection_errors as exc:
+        raise BrokerError(f"declaring the topology: {exc!r}") from exc
+    finally:
+        conn.release()

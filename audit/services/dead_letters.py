@@ -456,12 +456,16 @@ def _settled_barrier(queue) -> None:
 
 
 def dlq_depth() -> int | None:
-    """Messages waiting in the DLQ (passive declare), or None when RabbitMQ cannot say."""
+    """Messages waiting in the DLQ, or None when RabbitMQ cannot say. Declares the DLQ and
+    its binding first: a DLQ deleted under the running stack read as "RabbitMQ is
+    unreachable" (a passive declare's 404), and ``drain_dlq`` refused to run."""
     try:
         # Admin pages call this: one quick attempt, no retries.
         with Connection(_broker_url(), connect_timeout=1) as conn:
             conn.ensure_connection(max_retries=0)
-            _, count, _ = conn.default_channel.queue_declare(queue=DLQ.name, passive=True)
+            channel = conn.default_channel
+            DLQ(channel).declare()
+            _, count, _ = channel.queue_declare(queue=DLQ.name, passive=True)
             return count
     except Exception as exc:  # any broker or channel error means "unknown", never a 500
         logger.warning("cannot read the depth of %s: %s", DLQ.name, exc)
