@@ -28,6 +28,30 @@ def test_an_unreachable_database_is_one_line(command):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.fixture
+def empty_database(transactional_db):
+    """A database of its own without any table: DATABASE_URL pointing at the wrong one."""
+    from django.db import connection
+
+    name = f"tl_unmigrated_{os.getpid()}"
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+        cursor.execute(f"CREATE DATABASE {name}")
+    settings = connection.settings_dict
+    yield f"postgres://{settings['HOST'] or 'localhost'}:{settings['PORT'] or 5432}/{name}"
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+
+
+@pytest.mark.parametrize("command", [("create_tenant", "zz"), ("verify_ledger",)])
+def test_a_database_without_the_tables_is_one_line_saying_to_migrate(command, empty_database):
+    """It was Django's traceback and exit 1, which verify_ledger keeps for a broken chain."""
+    result = _manage(*command, DATABASE_URL=empty_database)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("database not migrated (relation ")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_a_bad_setting_is_one_line_naming_the_variable():
     result = _manage("check", TRACELEDGER_PUBLISH_TIMEOUT="5ms")
     assert result.returncode == 2
