@@ -5,6 +5,8 @@ import logging
 import pybreaker
 
 from audit.signals import events_ingested
+from traceledger.log_throttle import one_line
+from traceledger.logging_beat import BROKER_CONNECTION_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +49,15 @@ def enqueue_indexing(
             )
         except pybreaker.CircuitBreakerError:
             return  # paused after a failure; the sweep catches up
-        except Exception:  # broker down or anything else: ingestion must not notice
+        except Exception as exc:  # broker down or anything else: ingestion must not notice
             logger.warning(
-                "search indexing not queued; the sweep will catch up, and this process "
+                "search indexing not queued (%s); the sweep will catch up, and this process "
                 "tries again in %s s",
+                one_line(exc),
                 PUBLISH_PAUSE_SECONDS,
                 extra={"tenant_id": tenant_id, "events": len(ids)},
-                exc_info=True,
+                # The broker's errors are an outage, told in one line; anything else is a bug.
+                exc_info=not isinstance(exc, BROKER_CONNECTION_ERRORS),
             )
             return
 

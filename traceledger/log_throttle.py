@@ -140,8 +140,13 @@ def skipped_run(logger: logging.Logger, what: str, dependency: str, exc: BaseExc
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
     """``Class: message`` on one line, at most ``limit`` characters (psycopg's messages span
-    several lines)."""
-    text = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    several lines). An exception without a message says what it was raised from: kombu
+    raises ``OperationalError('')`` from a socket timeout, which logged as a blank error."""
+    message = " ".join(str(exc).split())
+    inner = exc.__cause__ or exc.__context__
+    if not message and inner is not None:
+        message = f"({one_line(inner, limit)})"
+    text = f"{type(exc).__name__}: {message}"
     return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 

@@ -14,6 +14,8 @@ import logging
 import amqp.exceptions
 import kombu.exceptions
 
+from traceledger.log_throttle import one_line
+
 # What publishing raises when RabbitMQ is down, refusing, cut or blocked: kombu's wrapper,
 # socket errors (refused, reset, timed out) and AMQP connection-level errors.
 BROKER_CONNECTION_ERRORS = (
@@ -41,7 +43,7 @@ class BeatSendErrorFilter(logging.Filter):
         # SchedulingError is raised while handling the send's own error.
         cause = exc.__cause__ or exc.__context__ or exc
         if isinstance(cause, BROKER_CONNECTION_ERRORS):
-            record.error = repr(cause)
+            record.error = one_line(cause)
             record.exc_info = None
             record.exc_text = None
         return True

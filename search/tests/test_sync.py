@@ -91,6 +91,16 @@ def test_it_never_raises_into_ingestion_when_the_broker_refuses(monkeypatch, cap
     assert "the sweep will catch up" in caplog.text
 
 
+def test_an_error_that_is_not_the_brokers_keeps_its_traceback(monkeypatch, caplog):
+    def bug(*args, **kwargs):
+        raise KeyError("first_sequence")
+
+    monkeypatch.setattr("search.tasks.index_events.apply_async", bug)
+    events_ingested.send(sender=AuditEvent, tenant_id=7, event_ids=[str(uuid.uuid4())])
+    [line] = [r for r in caplog.records if r.getMessage().startswith("search indexing not")]
+    assert line.exc_info
+
+
 def test_after_a_failed_publish_it_pauses_publishing_then_tries_again(monkeypatch, caplog):
     """While RabbitMQ blocks publishers each try costs seconds: one try per pause, not one
     per ingest transaction; the sweep indexes what was stored meanwhile."""
@@ -104,7 +114,9 @@ def test_after_a_failed_publish_it_pauses_publishing_then_tries_again(monkeypatc
     for _ in range(3):
         events_ingested.send(sender=AuditEvent, tenant_id=7, event_ids=[str(uuid.uuid4())] * 1500)
     assert len(tries) == 1  # not the second chunk, nor the next two transactions
-    assert caplog.text.count("search indexing not queued") == 1
+    [line] = [r for r in caplog.records if r.getMessage().startswith("search indexing not")]
+    assert "(OperationalError: timed out)" in line.getMessage()
+    assert not line.exc_info  # the broker away is an outage, not a bug
 
     monkeypatch.setattr(index_publish_breaker, "reset_timeout", 0)  # the pause is over
     events_ingested.send(sender=AuditEvent, tenant_id=7, event_ids=[str(uuid.uuid4())])

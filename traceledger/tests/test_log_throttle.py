@@ -87,3 +87,19 @@ def test_settings_throttle_django_redis_and_the_api_key_fallbacks():
     for name in (settings.DJANGO_REDIS_LOGGER, "accounts.selectors", "accounts.services.last_use"):
         filters = logging.getLogger(name).filters
         assert [f.interval for f in filters if isinstance(f, ThrottleFilter)] == [30.0], name
+
+
+def test_one_line_of_an_exception_without_a_message_says_what_it_was_raised_from():
+    """kombu raises OperationalError('') from a socket timeout: beat logged a blank error."""
+    from kombu.exceptions import OperationalError
+
+    from traceledger.log_throttle import one_line
+
+    try:
+        try:
+            raise TimeoutError("timed out")
+        except TimeoutError as exc:
+            raise OperationalError("") from exc
+    except OperationalError as exc:
+        assert one_line(exc) == "OperationalError: (TimeoutError: timed out)"
+    assert one_line(ValueError("a\n  b")) == "ValueError: a b"

@@ -97,7 +97,7 @@ def test_beat_logs_a_failed_send_as_one_line_per_entry_and_interval(
         # A broker down is not a bug: no traceback, not even the first time; the cause's
         # type and message instead.
         assert record.exc_info is None
-        assert record.error.startswith(("OperationalError(", "ConnectionRefusedError("))
+        assert record.error.startswith(("OperationalError: ", "ConnectionRefusedError: "))
         line = _json(record)
         assert "\n" not in line and len(line) < 600, line
         assert "exc_info" not in json.loads(line)
