@@ -534,6 +534,9 @@ LOGGING = {
         "traceledger.health": {"filters": ["readiness_throttle"]},
         # A client that stalls mid-body, or many of them: one line per 30 s per process.
         "traceledger.request_body": {"filters": ["outage_throttle"]},
+        # The worker's "consumer: Cannot connect to … Trying again" at every retry while
+        # RabbitMQ is away.
+        "celery.worker.consumer.consumer": {"filters": ["outage_throttle"]},
         # Each read answered 503 while PostgreSQL is down.
         "traceledger.api.exceptions": {"filters": ["outage_throttle"]},
         # The order matters: rewrite the line, then throttle it.

@@ -167,6 +167,26 @@ def test_readyz_logs_a_failed_check_once_per_interval_per_check(
     assert _lines(caplog, "traceledger.health")[-1].check == "broker"
 
 
+# --- the worker's consumer, RabbitMQ away --------------------------------------------------
+
+
+def test_the_workers_cannot_connect_line_is_throttled(caplog, clock):
+    from celery.worker.consumer.consumer import CONNECTION_ERROR
+
+    consumer_log = logging.getLogger("celery.worker.consumer.consumer")
+    for _ in range(6):  # Celery's retries: 2, 4, 6 ... s apart
+        consumer_log.error(
+            CONNECTION_ERROR, "amqp://guest:**@localhost:5672//", "refused", "Trying again"
+        )
+        clock.now += 4
+    clock.now += 10
+    consumer_log.error(CONNECTION_ERROR, "amqp://…", "refused", "Trying again")
+
+    lines = _lines(caplog, "celery.worker.consumer.consumer", logging.ERROR)
+    assert len(lines) == 2
+    assert lines[-1].getMessage().endswith("(and 5 more in the last 30 s)")
+
+
 # --- reads answered 503, PostgreSQL down ---------------------------------------------------
 
 
