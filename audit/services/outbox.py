@@ -42,6 +42,17 @@ def outbox_message_create(*, payload: dict, error: str = "") -> OutboxMessage:
     return message
 
 
+def _publish(payloads: list[dict]) -> list:
+    # The relay ignores the breaker: it runs off the request path and is the probe that
+    # tells the broker is back. All confirms of a chunk are awaited together.
+    return publish_tasks(
+        task_name=INGEST_TASK_NAME,
+        kwargs_list=payloads,
+        timeout=RELAY_PUBLISH_TIMEOUT,
+        force=True,
+    )
+
+
 def outbox_relay(*, chunk_size: int = RELAY_CHUNK, max_chunks: int | None = None) -> RelayResult:
     """Republish outbox rows, oldest first, and delete each once RabbitMQ confirmed it.
 
@@ -52,6 +63,7 @@ def outbox_relay(*, chunk_size: int = RELAY_CHUNK, max_chunks: int | None = None
     relayed = failed = 0
     error = ""
     chunks = 0
+    retried = False
     while max_chunks is None or chunks < max_chunks:
         chunks += 1
         with transaction.atomic():
@@ -62,14 +74,17 @@ def outbox_relay(*, chunk_size: int = RELAY_CHUNK, max_chunks: int | None = None
             )
             if not rows:
                 break
-            # The relay ignores the breaker: it runs off the request path and is the probe
-            # that tells the broker is back. All confirms of a chunk are awaited together.
-            outcomes = publish_tasks(
-                task_name=INGEST_TASK_NAME,
-                kwargs_list=[row.payload for row in rows],
-                timeout=RELAY_PUBLISH_TIMEOUT,
-                force=True,
-            )
+            outcomes = _publish([row.payload for row in rows])
+            if any(outcomes) and not retried:
+                # After a broker restart this process's connection is dead, and only the
+                # failure tells (its first run reported the broker unavailable, 10 s after it
+                # was back): once per run, the failed rows again on a fresh connection.
+                retried = True
+                again = [i for i, outcome in enumerate(outcomes) if outcome is not None]
+                for i, outcome in zip(
+                    again, _publish([rows[i].payload for i in again]), strict=True
+                ):
+                    outcomes[i] = outcome
             done = []
             for row, outcome in zip(rows, outcomes, strict=True):
                 if outcome is None:
