@@ -414,6 +414,13 @@ class Publisher:
         for tag, pending in list(self._pending.items()):
             if pending.task_id == task_id:
                 del self._pending[tag]
+                # The batch still goes to the outbox; the line says why (a queue or binding
+                # missing), which the breaker's "failed publishes" line does not.
+                with bound_request_id(pending.request_id or ""):
+                    logger.warning(
+                        "publish to RabbitMQ failed",
+                        extra={"error": f"unroutable: {exc}", "request_ids": [pending.request_id]},
+                    )
                 if not pending.future.done():
                     pending.future.set_exception(
                         PublishError(f"RabbitMQ could not route the message: {exc}")

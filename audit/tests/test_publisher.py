@@ -6,6 +6,7 @@ import time
 
 import pybreaker
 import pytest
+from django.conf import settings
 from django.db import OperationalError
 from kombu import Connection
 
@@ -27,6 +28,8 @@ from audit.tests.ingest_api_support import (
     post_json,
     valid_event,
 )
+from audit.topology import topology_declare
+from traceledger.queues import INGEST_QUEUE
 
 TIMEOUT = 1.0
 # What a request may take beyond the publish timeout: validation, the outbox insert, the
@@ -385,3 +388,22 @@ def test_a_failed_publish_is_logged_with_the_request_it_failed_for(broker_proxy,
     [line] = [r for r in caplog.records if r.getMessage() == "publish to RabbitMQ failed"]
     assert line.request_ids == ["req-outbox-1"]
     assert line.request_id == "req-outbox-1"
+
+
+@pytest.mark.django_db
+def test_a_message_rabbitmq_cannot_route_fails_with_a_line_saying_so(caplog):
+    """The ingest queue deleted under a connected publisher: RabbitMQ returns the message
+    (mandatory), the request goes to the outbox, and the log says why."""
+    publish_ingest_batch({"tenant_id": 1, "events": [], "request_id": "r-1"})  # connected
+    ingest_messages(expect=1)
+    with Connection(settings.CELERY_BROKER_URL) as conn:
+        conn.default_channel.queue_delete(INGEST_QUEUE.name)
+    try:
+        with pytest.raises(PublishError, match="could not route"):
+            publish_ingest_batch({"tenant_id": 1, "events": [], "request_id": "r-2"})
+        [line] = [r for r in caplog.records if r.getMessage() == "publish to RabbitMQ failed"]
+        assert line.error.startswith("unroutable: ")
+        assert line.request_ids == ["r-2"]
+    finally:
+        with Connection(settings.CELERY_BROKER_URL) as conn:
+            topology_declare(conn)
