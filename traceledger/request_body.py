@@ -33,6 +33,8 @@ import time
 import orjson
 from django.conf import settings
 
+from traceledger.request_id import bound_request_id, request_id_for
+
 logger = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
@@ -105,13 +107,14 @@ def _read(environ, *, want: int | None, exact: bool) -> bytes:
             # without a deadline: a shut read side makes that the end of the connection.
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RD)
-        logger.warning(
-            "request body incomplete after %s of %s bytes: %s",
-            got,
-            want if exact else "?",
-            "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__,
-            extra={"path": environ.get("PATH_INFO", ""), "timeout": timeout},
-        )
+        with bound_request_id(request_id_for(environ)):
+            logger.warning(
+                "request body incomplete after %s of %s bytes: %s",
+                got,
+                want if exact else "?",
+                "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__,
+                extra={"path": environ.get("PATH_INFO", ""), "timeout": timeout},
+            )
         raise _Refused(
             "408 Request Timeout",
             "request_timeout",
@@ -137,6 +140,10 @@ def _answer(environ, start_response, refused: _Refused):
     body = orjson.dumps(error_body(refused.code, refused.message))
     start_response(
         refused.status,
-        [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            ("X-Request-ID", request_id_for(environ)),
+        ],
     )
     return [body]

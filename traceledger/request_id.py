@@ -21,6 +21,12 @@ def current_request_id() -> str:
     return request_id_var.get()
 
 
+def request_id_for(meta) -> str:
+    """The client's ``X-Request-ID`` when it is 1-128 of ``A-Za-z0-9._:-``, else a new one."""
+    incoming = meta.get("HTTP_X_REQUEST_ID", "")
+    return incoming if _VALID_ID.match(incoming) else uuid.uuid4().hex
+
+
 class RequestIdMiddleware:
     header = "HTTP_X_REQUEST_ID"
 
@@ -28,8 +34,7 @@ class RequestIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        incoming = request.META.get(self.header, "")
-        request_id = incoming if _VALID_ID.match(incoming) else uuid.uuid4().hex
+        request_id = request_id_for(request.META)
         request.request_id = request_id
         # Not reset when this returns: Django logs the request's own warnings ("Not Found:",
         # "Forbidden:", server errors) after the middleware chain, and a streamed export logs

@@ -17,7 +17,8 @@ ERROR_SCHEMA = {
                     "description": "Machine-readable: invalid, parse_error, not_authenticated, "
                     "authentication_failed, token_not_valid, no_active_account, "
                     "permission_denied, not_found, method_not_allowed, too_large, "
-                    "unsupported_media_type, "
+                    "unsupported_media_type, not_acceptable, request_timeout, "
+                    "incomplete_body, "
                     "rate_limited (a rate limit), overloaded (the ingest backlog is full), "
                     "unavailable (a dependency is down).",
                 },
@@ -46,11 +47,32 @@ REQUEST_ID = {
 }
 
 
+# Answers every operation can give that no view declares: content negotiation (DRF's,
+# before the view), and for a request body the limits read before Django
+# (traceledger/request_body.py, Django's own size check).
+NOT_ACCEPTABLE = {"description": "`Accept` names no type this operation answers in (JSON)."}
+BODY_RESPONSES = {
+    "408": {
+        "description": "The body did not arrive within `TRACELEDGER_BODY_TIMEOUT` (30 s): "
+        "nothing was accepted; the connection is closed."
+    },
+    "413": {"description": "The body is larger than `TRACELEDGER_MAX_BODY_BYTES` (5 MiB)."},
+}
+# It streams a file whatever Accept says.
+ANY_ACCEPT = {"audit_events_export"}
+
+
 def error_responses(result, generator, request, public):
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
     for methods in result.get("paths", {}).values():
         for operation in methods.values():
-            for status, response in operation.get("responses", {}).items():
+            responses = operation.setdefault("responses", {})
+            if operation.get("operationId") not in ANY_ACCEPT:
+                responses.setdefault("406", dict(NOT_ACCEPTABLE))
+            if "requestBody" in operation:
+                for status, response in BODY_RESPONSES.items():
+                    responses.setdefault(status, dict(response))
+            for status, response in responses.items():
                 headers = response.setdefault("headers", {})
                 headers.setdefault("X-Request-ID", REQUEST_ID)
                 if not str(status).isdigit() or int(status) < 400:

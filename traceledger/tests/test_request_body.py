@@ -130,6 +130,7 @@ def test_stalled_bodies_are_cut_at_the_timeout_and_hold_no_web_thread(gunicorn_w
                 answer += chunk
             assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
             assert b'"code":"request_timeout"' in answer
+            assert b"\r\nX-Request-ID: " in answer
     finally:
         for sock in stalled:
             sock.close()
