@@ -34,11 +34,12 @@ tcp_open() { "$PY" -c "import socket,sys; s=socket.create_connection((sys.argv[1
 is_local() { case "$1" in localhost|127.0.0.1|::1) return 0;; *) return 1;; esac; }
 # RabbitMQ can accept TCP connections and never answer the AMQP handshake (seen on this
 # machine class with RabbitMQ 3.10): every test would then wait out its timeout. The
-# protocol header must be answered by a method frame (connection.start) within 5 s.
-amqp_answers() { "$PY" - "$1" "$2" <<'PYEOF' 2>/dev/null
+# protocol header must be answered by a method frame (connection.start) within
+# SERVICES_AMQP_ANSWER_SECONDS (5 s).
+amqp_answers() { "$PY" - "$1" "$2" "${SERVICES_AMQP_ANSWER_SECONDS:-5}" <<'PYEOF' 2>/dev/null
 import socket, sys
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 2)
-s.settimeout(5)
+s.settimeout(float(sys.argv[3]))
 s.sendall(b"AMQP\x00\x00\x09\x01")
 sys.exit(0 if s.recv(1) == b"\x01" else 1)
 PYEOF

@@ -44,6 +44,8 @@ def test_a_broker_that_never_answers_the_handshake_stops_the_script_naming_it(si
             "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
             "PY": sys.executable,
             "CELERY_BROKER_URL": f"amqp://guest:guest@127.0.0.2:{silent_broker}//",
+            # 1 s per probe instead of 5: the silence is the same, the test 16 s shorter.
+            "SERVICES_AMQP_ANSWER_SECONDS": "1",
         },
         capture_output=True,
         text=True,
