@@ -175,6 +175,14 @@ def _redis_latch_reset():
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """PBKDF2's deliberate slowness costs ~0.3 s per user made or password checked in this
+    process: the users behind the admin and API tests of every app (0.28 s of setup per
+    admin test before). The tests need no strength; subprocesses keep the real hasher."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _no_admission_control(settings):
     """Admission control refuses posts by the depth of ``audit.ingest`` on the shared test
     vhost, which many tests fill on purpose (no worker consumes it) and an interrupted run

@@ -80,9 +80,3 @@ def _fresh_user_ids(request):
             [uuid.uuid4().int % 10**12 + 1],
         )
     _user_ids_moved = True
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    """PBKDF2's deliberate slowness costs ~0.3 s per user here; the tests need no strength."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
