@@ -8,7 +8,10 @@ is always lifted again, whatever the test did.
 
 import contextlib
 import shutil
+import socket
+import struct
 import subprocess
+from socket import SO_RCVTIMEO, SO_SNDTIMEO
 from urllib.parse import urlsplit
 
 import pytest
@@ -22,6 +25,7 @@ from audit.tests.ingest_support import make_event, publish, queue_depth, settled
 from search.models import EventSearchEntry
 from search.services import search_sweep
 from testsupport.worker import WorkerProcess
+from traceledger.celery import app
 from traceledger.health import readiness
 from traceledger.queues import INGEST_QUEUE, SEARCH_QUEUE_NAME
 
@@ -135,3 +139,16 @@ def test_the_worker_drains_and_the_api_accepts_through_a_memory_alarm(tenant, ke
     finally:
         worker.stop()
         publisher_reset()
+
+
+def test_celerys_own_broker_connections_carry_the_configured_socket_bound():
+    """What bounds a publish during an alarm: TRACELEDGER_BROKER_IO_TIMEOUT reaches the
+    socket of the connections Celery publishes with (the alarm test passes without it, only
+    slower, so the bound itself is checked here)."""
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1)
+        sock = conn.connection.transport.sock
+        seconds, micros = struct.unpack("ll", sock.getsockopt(socket.SOL_SOCKET, SO_RCVTIMEO, 16))
+        assert seconds + micros / 1e6 == pytest.approx(settings.TRACELEDGER_BROKER_IO_TIMEOUT)
+        seconds, micros = struct.unpack("ll", sock.getsockopt(socket.SOL_SOCKET, SO_SNDTIMEO, 16))
+        assert seconds + micros / 1e6 == pytest.approx(settings.TRACELEDGER_BROKER_IO_TIMEOUT)
