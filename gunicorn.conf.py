@@ -62,7 +62,10 @@ def _exit_on_bad_settings() -> None:
     except ImproperlyConfigured as exc:
         exit_on_configuration_error(exc)
     finally:
+        # The product's settings too: a module that imports them (the tests',
+        # testsupport/settings.py) would otherwise re-read the first import's values.
         sys.modules.pop(module, None)
+        sys.modules.pop("traceledger.settings", None)
 
 
 def on_starting(server) -> None:
