@@ -5,6 +5,20 @@ from rest_framework.test import APIClient
 
 from accounts.models import Role, Tenant, User
 from accounts.services import api_key_create
+from testsupport.isolated_services import vhost_ensure, vhost_missing_message
+
+
+def pytest_sessionstart(session):
+    """The tests' own RabbitMQ vhost (``testsupport/isolated_services.py``): created when it
+    is missing on a local broker; otherwise the run stops saying how to create it."""
+    from django.conf import settings
+
+    if vhost_missing_message(settings.CELERY_BROKER_URL) is None:
+        return
+    vhost_ensure(settings.CELERY_BROKER_URL)
+    message = vhost_missing_message(settings.CELERY_BROKER_URL)
+    if message is not None:
+        pytest.exit(message, returncode=4)
 
 
 @pytest.fixture(scope="session")

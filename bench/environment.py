@@ -6,8 +6,6 @@ whose name lacks "bench" or "soak", because it drops and recreates it on every r
 
 import os
 import secrets
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,6 +13,7 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg import sql
 
+from testsupport.isolated_services import vhost_ensure as broker_vhost_ensure
 from traceledger.queues import CELERY_QUEUES, DLQ_NAME
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,26 +70,9 @@ def database_recreate(*, services: Services, allowed=("bench", "soak")) -> None:
 
 def vhost_ensure(*, services: Services) -> None:
     """Creates the vhost with rabbitmqctl when it is missing (local broker only)."""
-    vhost = services.vhost
-    if vhost == "/":
+    if services.vhost == "/":
         raise SystemExit("refusing to run the benchmark on the default RabbitMQ vhost '/'")
-    if urlsplit(services.broker_url).hostname not in {"localhost", "127.0.0.1", "::1"}:
-        return
-    ctl = shutil.which("rabbitmqctl")
-    if ctl is None:
-        return
-    # rabbitmqctl can hang on a wedged node: bounded, so the run fails instead of hanging.
-    listed = subprocess.run(
-        [ctl, "-q", "list_vhosts"], capture_output=True, text=True, check=False, timeout=60
-    )
-    if vhost in listed.stdout.split():
-        return
-    subprocess.run([ctl, "-q", "add_vhost", vhost], check=True, timeout=60)
-    subprocess.run(
-        [ctl, "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-        check=True,
-        timeout=60,
-    )
+    broker_vhost_ensure(services.broker_url)
 
 
 def queues_purge(*, services: Services) -> dict[str, int]:
