@@ -1,10 +1,12 @@
 """Chained test events, written through the ledger's own chain API (not the ingest service)."""
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from audit.ledger.chain import chain_head_lock, chain_rows
 from audit.models import AuditEvent
@@ -46,3 +48,18 @@ def chained_events_create(
         head = chain_head_lock(tenant_id=tenant_id)
         chain_rows(head=head, rows=rows)
         return AuditEvent.objects.bulk_create([AuditEvent(**row) for row in rows])
+
+
+@contextmanager
+def ledger_guards_off() -> Iterator[None]:
+    """Checkpoints and chain heads writable at will, as a database owner who disables the
+    triggers of migration 0009 could make them: for tests of what verification catches."""
+    tables = ("audit_checkpoint", "audit_chainhead")
+    with transaction.atomic(), connection.cursor() as cursor:
+        # ALTER TABLE refuses to run while this test's deferred FK checks are pending.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        for table in tables:
+            cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+        yield
+        for table in tables:
+            cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")

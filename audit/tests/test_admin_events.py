@@ -558,6 +558,15 @@ def test_the_event_page_shows_pretty_metadata_and_its_verified_ledger_position(
     assert "links to predecessor #1" in body
 
 
+def test_the_event_page_says_who_submitted_it_is_outside_the_hash_chain(client, tenant, auditor):
+    # A changed submitter passes every verification: the page must not let "verified" cover it.
+    (event,) = chained_events_create(tenant_id=tenant.pk, count=1, submitted_by="api_key:Ab12Cd34")
+    body = login(client, auditor).get(change_url(event)).content.decode()
+
+    assert "Submitted by (not in the hash chain)" in body
+    assert "api_key:Ab12Cd34" in body
+
+
 def test_an_event_whose_hash_does_not_match_its_content_is_shown_as_not_verified(
     client, tenant, auditor
 ):
