@@ -24,7 +24,9 @@ PORT="$PORT" "$PY" manage.py bootstrap_demo
 
 pids=()
 cleanup() {
-  trap - INT TERM HUP EXIT
+  # Ignore, not default: `make` forwards the SIGTERM a process-group kill already sent,
+  # and a second TERM would kill this script halfway through stopping its children.
+  trap '' INT TERM HUP; trap - EXIT
   echo "[run] stopping..."
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for _ in $(seq 1 20); do
