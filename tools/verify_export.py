@@ -20,11 +20,22 @@ which sequence on the chain was verified. A file without events does not verify.
 ``--checkpoint`` (one checkpoint object, or a page of ``GET /api/v1/ledger/checkpoints``;
 repeatable) is verified with the Ed25519 public key its ``key_id`` names, among those given with
 ``--public-key`` (a file may hold several, e.g. the current key and the retired ones after a
-key rotation): of the given checkpoints, the one with the
+key rotation). Every given checkpoint's signature is checked: one that does not verify with
+its key does not verify the export; one whose key is not given is named and not used (the
+chosen one below must have its key). Of the given checkpoints, the one with the
 highest sequence that falls within the export must verify and match the exported event at its
 sequence (a ``purge`` checkpoint: the ``prev_hash`` of the event after it). Checkpoints beyond
 the export's last event (signed after it, e.g. after the export's own ``audit_log.export``
 event) are skipped and named; none within the export does not verify.
+
+Every event at or below a checkpoint's sequence was stored, so received (``received_at`` is set
+by the API before storage), before that checkpoint was signed. An exported event at or below
+the sequence of a checkpoint whose signature verified, received more than ``--max-clock-skew``
+seconds (default 60: the web and worker clocks may differ) after its ``signed_at``, proves that
+the chain was cut after the checkpoint and rebuilt (e.g. its tail deleted, the head rewound
+and new events chained in its place): not verified, naming the checkpoint and the event. This
+also holds for a checkpoint beyond the export and with ``--allow-gaps``; an event whose
+``received_at`` does not parse gives no such evidence.
 
 Exit status: 0 verified, 1 not verified (the first bad line and sequence are named), 2 the
 input could not be read.
@@ -38,7 +49,8 @@ import math
 import re
 import sys
 import uuid
-from datetime import UTC, datetime
+from bisect import bisect_right
+from datetime import UTC, datetime, timedelta
 
 GENESIS_HASH = "0" * 64
 PEM_PUBLIC_KEY = re.compile(r"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.DOTALL)
@@ -583,6 +595,113 @@ def checkpoint_choose(checkpoints: list[dict], chain: dict[int, tuple]) -> dict:
     )
 
 
+def checkpoint_within(checkpoints: list[dict], chain: dict[int, tuple]) -> dict | None:
+    """The checkpoint ``checkpoint_choose`` takes, without naming the skipped ones; None when
+    none falls within the export."""
+    for checkpoint in sorted(checkpoints, key=lambda c: c["sequence"], reverse=True):
+        if checkpoint["sequence"] in chain or checkpoint["sequence"] + 1 in chain:
+            return checkpoint
+    return None
+
+
+def signatures_verify(checkpoints: list[dict], keys: dict, chosen: dict | None) -> list[dict]:
+    """Checks the signature of every given checkpoint; returns those that verified. A bad
+    signature under a given key does not verify the export (a forged or edited checkpoint);
+    one whose key is not given is named and left out, except ``chosen`` (the one the export is
+    checked against), which must have its key."""
+    verified = []
+    for checkpoint in checkpoints:
+        wanted = checkpoint.get("key_id")
+        if checkpoint is not chosen and wanted is not None and wanted not in keys:
+            print(
+                f"{checkpoint_label(checkpoint)} was signed by key {str(wanted)[:16]}…, which is "
+                "not among the given public keys; its signature was not checked, and it was "
+                "not used"
+            )
+            continue
+        verify_signature(checkpoint, keys)
+        verified.append(checkpoint)
+    return verified
+
+
+def _instant(value) -> datetime | None:
+    """An RFC 3339 timestamp (``Z`` or an offset) as an aware datetime; None for anything else."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+    except ValueError:
+        return None
+    return parsed if parsed.utcoffset() is not None else None
+
+
+def received_after_checkpoints(
+    checkpoints: list[dict], chain: dict[int, tuple], *, skew: float
+) -> None:
+    """Fails when an exported event at or below a checkpoint's sequence was received more than
+    ``skew`` seconds after the checkpoint was signed. In an untouched chain every such event
+    was stored (and so received: ``received_at`` is set by the API, before storage) before the
+    signing; one received after it is in a chain that was cut and rebuilt. ``checkpoints``
+    must be ones whose signature verified. Of several contradictions, the lowest sequence is
+    named (the first event of the rebuilt chain in the export)."""
+    sequences = sorted(chain)
+    # peaks[i]: the latest received_at among the first i + 1 exported events, so the first
+    # event received after a time is found by bisection (an export may hold 10^5 events and
+    # a page 500 checkpoints).
+    peak, peaks = datetime.min.replace(tzinfo=UTC), []
+    for sequence in sequences:
+        received = _instant(chain[sequence][1].get("received_at"))
+        if received is not None and received > peak:
+            peak = received
+        peaks.append(peak)
+    found = None
+    for checkpoint in checkpoints:
+        signed = _instant(checkpoint["signed_at"])
+        if signed is None:
+            continue
+        limit = signed + timedelta(seconds=skew)
+        below = bisect_right(sequences, checkpoint["sequence"])  # events at or below it
+        index = bisect_right(peaks, limit, hi=below)
+        if index < below and (found is None or sequences[index] < found[0]):
+            found = (sequences[index], checkpoint, signed)
+    if found is None:
+        return
+    sequence, checkpoint, signed = found
+    line, event = chain[sequence]
+    received = _instant(event["received_at"])
+    last = sequences[-1]
+    number = f" #{checkpoint['id']}" if checkpoint.get("id") is not None else ""
+    where = (
+        f"the export ends at sequence {last} and sequence {sequence} (line {line})"
+        if checkpoint["sequence"] > last
+        else f"sequence {sequence} (line {line}), at or below it,"
+    )
+    if sequence - 1 in chain:
+        why = f"events after sequence {sequence - 1} were removed and the chain rebuilt"
+    elif sequence == 1:
+        why = "the whole chain was removed and rebuilt"
+    else:
+        why = f"the chain was cut before sequence {sequence} and rebuilt"
+    raise Failure(
+        f"checkpoint{number}, signed at {checkpoint['signed_at']}, vouches for sequence "
+        f"{checkpoint['sequence']}, but {where} was received at {event['received_at']}, "
+        f"{(received - signed).total_seconds():.0f} s after that signing (beyond the allowed "
+        f"clock skew of {skew:g} s, --max-clock-skew): {why}",
+        line=line,
+        sequence=sequence,
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"not a number of seconds, 0 or more: {text!r}")
+    return value
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("export", help="JSONL export, one event per line")
@@ -590,7 +709,9 @@ def main(argv=None) -> int:
         "--checkpoint",
         action="append",
         help="a checkpoint or a page of them (JSON) to check the export against; repeatable "
-        "(e.g. a page of recent ones and the purge checkpoint)",
+        "(e.g. a page of recent ones and the purge checkpoint); every one's signature is "
+        "checked, the newest within the export is matched against it, and no exported event "
+        "at or below one's sequence may have been received after it was signed",
     )
     parser.add_argument(
         "--public-key",
@@ -602,6 +723,15 @@ def main(argv=None) -> int:
     parser.add_argument("--tenant", help="the tenant slug the checkpoints belong to")
     parser.add_argument(
         "--allow-gaps", action="store_true", help="a filtered export: do not require every sequence"
+    )
+    parser.add_argument(
+        "--max-clock-skew",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="how much later than a checkpoint's signed_at an event at or below its sequence "
+        "may have been received (the web and worker clocks may differ; default 60): an event "
+        "received later proves the chain was cut after the checkpoint and rebuilt",
     )
     args = parser.parse_args(argv)
 
@@ -651,9 +781,12 @@ def main(argv=None) -> int:
                 partial.append(f"{name}: only from sequence {verified_from}")
             print(f"{name}: {len(events)} events verified{note}")
         if checkpoints:
-            checkpoint = checkpoint_choose(checkpoints, chains[checked])
+            chain = chains[checked]
+            verified = signatures_verify(checkpoints, keys, checkpoint_within(checkpoints, chain))
+            received_after_checkpoints(verified, chain, skew=args.max_clock_skew)
+            checkpoint = checkpoint_choose(checkpoints, chain)
             verify_signature(checkpoint, keys)
-            verify_checkpoint_against(checkpoint, chains[checked])
+            verify_checkpoint_against(checkpoint, chain)
             print(f"{checkpoint_label(checkpoint)}: signature and hash verified")
     except Failure as failure:
         where = []

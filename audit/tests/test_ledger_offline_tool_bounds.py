@@ -7,14 +7,18 @@ signed after the export (its own ``audit_log.export`` event moved the head) lie 
 """
 
 import json
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.cache import cache
 
+from audit.ledger.keyring import public_key_to_pem
 from audit.ledger.services import checkpoints_sign, events_purge
-from audit.ledger.signing import public_key_pem
+from audit.ledger.signing import key_id_of, public_key_pem
 from audit.tests.ledger_factories import chained_events_create
 from audit.tests.test_ledger_offline_tool import (
     _checkpoint_file,
@@ -377,3 +381,228 @@ def test_a_malformed_checkpoint_does_not_verify(chain, tmp_path, key, change, me
     assert result.returncode == 1, result.stdout + result.stderr
     assert message in result.stdout
     assert "Traceback" not in result.stderr
+
+
+# --- every given checkpoint --------------------------------------------------------------------
+
+
+@pytest.fixture
+def other_key(settings) -> Ed25519PrivateKey:
+    """A second signing key (as of a signer elsewhere); the signer here knows both public
+    keys, since it verifies the chain from the last checkpoint before it signs."""
+    other = Ed25519PrivateKey.generate()
+    settings.TRACELEDGER_SIGNING_RETIRED_KEYS = public_key_pem() + public_key_to_pem(
+        other.public_key()
+    )
+    return other
+
+
+def _sign_with(settings, key: Ed25519PrivateKey) -> None:
+    """``checkpoints_sign`` with ``key`` instead of the data folder's."""
+    default = settings.TRACELEDGER_SIGNING_KEY
+    settings.TRACELEDGER_SIGNING_KEY = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    try:
+        assert checkpoints_sign()
+    finally:
+        settings.TRACELEDGER_SIGNING_KEY = default
+
+
+@pytest.mark.parametrize("sequence", [5, 12], ids=["older-within", "beyond"])
+@pytest.mark.parametrize(
+    "change",
+    [{"hash": "e" * 64}, {"signed_at": "2026-01-01T00:00:00.000000Z"}],
+    ids=["hash", "signed_at"],
+)
+def test_a_forged_checkpoint_anywhere_in_the_page_does_not_verify(
+    tenant, exported_then_signed, key_client, tmp_path, key, sequence, change
+):
+    """Not only the checkpoint the export is matched against: an edited one is named, and an
+    edited signed_at (before the events were received) is never taken as evidence."""
+    page = _checkpoint_page(key_client, tmp_path / "checkpoints.json")
+    data = json.loads(page.read_text())
+    [forged] = [c for c in data["results"] if c["sequence"] == sequence]
+    forged.update(change)
+    page.write_text(json.dumps(data))
+
+    result = _run(exported_then_signed, "--checkpoint", page, "--public-key", key)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        f"NOT VERIFIED at sequence {sequence}: checkpoint #{forged['id']} at sequence "
+        f"{sequence}: the signature does not verify"
+    )
+    assert "rebuilt" not in result.stdout
+
+
+@pytest.mark.parametrize("sequence", [5, 12], ids=["older-within", "beyond"])
+def test_a_checkpoint_of_a_key_not_given_is_named_and_the_export_still_verifies(
+    tenant, key_client, tmp_path, key, settings, other_key, sequence
+):
+    """Other than the one the export is matched against (at 10), which needs its key."""
+
+    def sign(at: int) -> None:
+        if at == sequence:
+            _sign_with(settings, other_key)
+        else:
+            assert checkpoints_sign()
+
+    chained_events_create(tenant_id=tenant.id, count=5)
+    sign(5)
+    chained_events_create(tenant_id=tenant.id, count=5, start=5)
+    sign(10)
+    export = tmp_path / "events.jsonl"
+    _write_export(export, tenant)
+    chained_events_create(tenant_id=tenant.id, count=2, start=10, action="audit_log.export")
+    sign(12)
+    page = _checkpoint_page(key_client, tmp_path / "checkpoints.json")
+    ids = {c["sequence"]: c["id"] for c in json.loads(page.read_text())["results"]}
+    other_id = key_id_of(other_key.public_key())
+
+    result = _run(export, "--checkpoint", page, "--public-key", key)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (
+        f"checkpoint #{ids[sequence]} at sequence {sequence} was signed by key {other_id[:16]}…, "
+        "which is not among the given public keys; its signature was not checked, and it was "
+        "not used"
+    ) in result.stdout.splitlines()
+    assert f"checkpoint #{ids[10]} at sequence 10: signature and hash verified" in result.stdout
+    assert result.stdout.splitlines()[-1] == "verified"
+
+
+def _rebuilt_export(path: Path, documents: list[dict], *, received_at: datetime) -> Path:
+    """The export of a chain whose tail after ``documents`` was deleted and the head rewound
+    to it: the next event to arrive, received at ``received_at``, is chained in its place
+    with valid hashes (newest first, as the API lists it)."""
+    tool = _tool_module()
+    rebuilt = {
+        **documents[-1],
+        "id": str(uuid.uuid4()),
+        "event_id": f"evt-{uuid.uuid4().hex}",
+        "occurred_at": (received_at - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "received_at": received_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "description": "arrived after the cut",
+        "sequence": documents[-1]["sequence"] + 1,
+        "prev_hash": documents[-1]["hash"],
+    }
+    rebuilt["hash"] = tool.event_hash(rebuilt["prev_hash"], rebuilt)
+    return _write_lines(path, [rebuilt, *reversed(documents)])
+
+
+@pytest.fixture
+def signed_at_5_and_10(tenant, tmp_path):
+    """Sequences 1-10 with checkpoints at 5 and 10; returns the untouched documents (1-10)."""
+    chained_events_create(tenant_id=tenant.id, count=5)
+    checkpoints_sign()
+    chained_events_create(tenant_id=tenant.id, count=5, start=5)
+    checkpoints_sign()
+    return _write_export(tmp_path / "untouched.jsonl", tenant, newest_first=False)
+
+
+def _signed_at(page: Path, sequence: int) -> tuple[int, str, datetime]:
+    [checkpoint] = [c for c in json.loads(page.read_text())["results"] if c["sequence"] == sequence]
+    at = checkpoint["signed_at"]
+    return checkpoint["id"], at, datetime.fromisoformat(at.replace("Z", "+00:00"))
+
+
+def test_an_export_of_a_chain_cut_and_rebuilt_after_a_checkpoint_does_not_verify(
+    tenant, signed_at_5_and_10, key_client, tmp_path, key
+):
+    """Events 7-10 deleted after the checkpoint at 10, the head rewound to 6, and a new event
+    chained as 7: the chain links and the checkpoint at 5 matches, but the one at 10 was
+    signed before sequence 7 was received."""
+    page = _checkpoint_page(key_client, tmp_path / "checkpoints.json")
+    cut, signed_text, signed = _signed_at(page, 10)
+    received = signed + timedelta(seconds=133)
+    export = _rebuilt_export(
+        tmp_path / "events.jsonl", signed_at_5_and_10[:6], received_at=received
+    )
+
+    assert _run(export).returncode == 0  # the chain alone cannot tell
+    result = _run(export, "--checkpoint", page, "--public-key", key)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        f"NOT VERIFIED at line 1, sequence 7: checkpoint #{cut}, signed at {signed_text}, "
+        "vouches for sequence 10, but the export ends at sequence 7 and sequence 7 (line 1) was "
+        f"received at {received.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}, 133 s after that signing "
+        "(beyond the allowed clock skew of 60 s, --max-clock-skew): events after sequence 6 "
+        "were removed and the chain rebuilt"
+    )
+    assert "signature and hash verified" not in result.stdout
+
+
+def test_an_event_received_within_the_clock_skew_of_a_later_checkpoint_verifies(
+    tenant, signed_at_5_and_10, key_client, tmp_path, key
+):
+    """The web and worker clocks may differ: 30 s is within the default 60 s, not within 10."""
+    page = _checkpoint_page(key_client, tmp_path / "checkpoints.json")
+    beyond, _, signed = _signed_at(page, 10)
+    within, _, _ = _signed_at(page, 5)
+    export = _rebuilt_export(
+        tmp_path / "events.jsonl",
+        signed_at_5_and_10[:6],
+        received_at=signed + timedelta(seconds=30),
+    )
+
+    default = _run(export, "--checkpoint", page, "--public-key", key)
+    strict = _run(export, "--checkpoint", page, "--public-key", key, "--max-clock-skew", "10")
+
+    assert default.returncode == 0, default.stdout + default.stderr
+    assert default.stdout.splitlines()[1:] == [
+        f"checkpoint #{beyond} at sequence 10 is beyond this export; skipped (the export ends "
+        "at sequence 7)",
+        f"checkpoint #{within} at sequence 5: signature and hash verified",
+        "verified",
+    ]
+    assert strict.returncode == 1, strict.stdout + strict.stderr
+    assert "30 s after that signing (beyond the allowed clock skew of 10 s" in strict.stdout
+
+
+def test_a_filtered_export_of_a_rebuilt_chain_does_not_verify(
+    tenant, signed_at_5_and_10, key_client, tmp_path, key
+):
+    page = _checkpoint_page(key_client, tmp_path / "checkpoints.json")
+    cut, _, signed = _signed_at(page, 10)
+    rebuilt = _rebuilt_export(
+        tmp_path / "all.jsonl", signed_at_5_and_10[:6], received_at=signed + timedelta(hours=1)
+    )
+    lines = [json.loads(line) for line in rebuilt.read_text().splitlines()]
+    export = _write_lines(tmp_path / "filtered.jsonl", [lines[0], *lines[2:]])  # 6 left out
+
+    result = _run(export, "--checkpoint", page, "--public-key", key, "--allow-gaps")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"NOT VERIFIED at line 1, sequence 7: checkpoint #{cut}, signed at" in result.stdout
+    assert "3600 s after that signing" in result.stdout
+    assert result.stdout.endswith("the chain was cut before sequence 7 and rebuilt\n")
+
+
+def test_a_checkpoint_of_a_key_not_given_is_no_evidence_of_a_rebuilt_chain(
+    tenant, key_client, tmp_path, key, settings, other_key
+):
+    """Only a checkpoint whose signature verified can prove the chain was rebuilt."""
+    chained_events_create(tenant_id=tenant.id, count=5)
+    checkpoints_sign()
+    chained_events_create(tenant_id=tenant.id, count=5, start=5)
+    _sign_with(settings, other_key)
+    documents = _write_export(tmp_path / "all.jsonl", tenant, newest_first=False)
+    page = _checkpoint_page(key_client, tmp_path / "checkpoints.json")
+    cut, _, signed = _signed_at(page, 10)
+    export = _rebuilt_export(
+        tmp_path / "events.jsonl", documents[:6], received_at=signed + timedelta(hours=1)
+    )
+    both = tmp_path / "both.pub"
+    both.write_text(key.read_text() + public_key_to_pem(other_key.public_key()))
+
+    without = _run(export, "--checkpoint", page, "--public-key", key)
+    with_key = _run(export, "--checkpoint", page, "--public-key", both)
+
+    assert without.returncode == 0, without.stdout + without.stderr
+    assert f"checkpoint #{cut} at sequence 10 was signed by key" in without.stdout
+    assert with_key.returncode == 1, with_key.stdout + with_key.stderr
+    assert "events after sequence 6 were removed and the chain rebuilt" in with_key.stdout
