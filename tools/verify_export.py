@@ -24,7 +24,9 @@ key rotation). Every given checkpoint's signature is checked: one that does not 
 its key does not verify the export; one whose key is not given is named and not used (the
 chosen one below must have its key). Of the given checkpoints, the one with the
 highest sequence that falls within the export must verify and match the exported event at its
-sequence (a ``purge`` checkpoint: the ``prev_hash`` of the event after it). Checkpoints beyond
+sequence (a ``purge`` checkpoint: the ``prev_hash`` of the event after it), and so must every
+older one within it whose signature verified (the oldest one the export differs from is
+named). Checkpoints beyond
 the export's last event (signed after it, e.g. after the export's own ``audit_log.export``
 event) are skipped and named; none within the export does not verify.
 
@@ -407,6 +409,9 @@ def load_checkpoints(paths: list[str]) -> list[dict]:
             sequence = checkpoint["sequence"]
             if isinstance(sequence, bool) or not isinstance(sequence, int):
                 raise Failure(f"{path}: a checkpoint's sequence is not an integer: {sequence!r}")
+            for field in ("key_id", "signature", "signed_at", "hash"):
+                if field in checkpoint and not isinstance(checkpoint[field], str):
+                    raise Failure(f"{path}: a checkpoint's {field} is not a string")
         checkpoints.extend(found)
     return checkpoints
 
@@ -786,8 +791,15 @@ def main(argv=None) -> int:
             received_after_checkpoints(verified, chain, skew=args.max_clock_skew)
             checkpoint = checkpoint_choose(checkpoints, chain)
             verify_signature(checkpoint, keys)
-            verify_checkpoint_against(checkpoint, chain)
+            # Every verified one within the export, oldest first: the first one the export
+            # differs from is named, as the server's verification names it.
+            within = [c for c in verified if c["sequence"] in chain or c["sequence"] + 1 in chain]
+            for other in sorted([*within, checkpoint], key=lambda c: c["sequence"]):
+                verify_checkpoint_against(other, chain)
             print(f"{checkpoint_label(checkpoint)}: signature and hash verified")
+            if older := len(within) - 1:
+                plural = "s" if older > 1 else ""
+                print(f"{older} older checkpoint{plural} within the export: hash verified")
     except Failure as failure:
         where = []
         if failure.line is not None:

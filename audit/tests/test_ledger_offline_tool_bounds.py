@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.cache import cache
 
 from audit.ledger.keyring import public_key_to_pem
-from audit.ledger.services import checkpoints_sign, events_purge
+from audit.ledger.services import checkpoint_create, checkpoints_sign, events_purge
 from audit.ledger.signing import key_id_of, public_key_pem
 from audit.tests.ledger_factories import chained_events_create
 from audit.tests.test_ledger_offline_tool import (
@@ -292,8 +292,39 @@ def test_checkpoints_beyond_the_export_are_skipped_and_the_newest_within_it_is_c
         f"checkpoint #{ids[12]} at sequence 12 is beyond this export; skipped (the export "
         "ends at sequence 10)",
         f"checkpoint #{ids[10]} at sequence 10: signature and hash verified",
+        "1 older checkpoint within the export: hash verified",
         "verified",
     ]
+
+
+def test_an_older_signed_checkpoint_the_export_differs_from_is_named(
+    tenant, exported_then_signed, key_client, tmp_path, key
+):
+    # Signed with the real key, but not what the chain holds at 3: a chain rewritten from 3
+    # on, with the newer checkpoints re-signed to match, differs from it alone.
+    checkpoint_create(tenant_id=tenant.id, sequence=3, hash="0" * 64, kind="periodic")
+    page = _checkpoint_page(key_client, tmp_path / "checkpoints.json")
+
+    result = _run(exported_then_signed, "--checkpoint", page, "--public-key", key)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "NOT VERIFIED at line 8, sequence 3: the export differs from the signed checkpoint" in (
+        result.stdout
+    )
+
+
+def test_a_checkpoint_whose_key_id_is_not_a_string_is_named_not_a_crash(
+    tenant, exported_then_signed, key_client, tmp_path, key
+):
+    page = _checkpoint_page(key_client, tmp_path / "checkpoints.json")
+    document = json.loads(page.read_text())
+    document["results"][0]["key_id"] = ["not", "a", "key"]
+    page.write_text(json.dumps(document))
+
+    result = _run(exported_then_signed, "--checkpoint", page, "--public-key", key)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "a checkpoint's key_id is not a string" in result.stdout
 
 
 def test_no_checkpoint_within_the_export_does_not_verify(
