@@ -157,10 +157,12 @@ class LoginUsernameRateLimit(_RateLimit):
 
 def login_username_key(username) -> str | None:
     """The per-username login bucket: every spelling that logs in as one account counts in
-    one bucket. The login matches the NFKC form ignoring case (``UserManager``), so a bucket
-    by ``lower()`` alone gave the fullwidth and the mathematical-bold spellings of a name a
-    fresh bucket each, for the same user."""
+    one bucket, and only those. The login matches the NFKC form ignoring case
+    (``UserManager``), so a bucket by ``lower()`` alone gave the fullwidth and the
+    mathematical-bold spellings of a name a fresh bucket each, for the same user. Lower case,
+    as the unique constraint and PostgreSQL compare, not ``casefold()``: that made "straße"
+    and "STRASSE", two accounts, share a bucket, so guessing at one locked the other out."""
     if not isinstance(username, str) or not username.strip():
         return None
     # "user:" keeps a username literally called "ip" from meaning the client address.
-    return f"user:{unicodedata.normalize('NFKC', username.strip()).casefold()}"
+    return f"user:{unicodedata.normalize('NFKC', username.strip()).lower()}"

@@ -151,6 +151,20 @@ def test_it_does_not_limit_other_users_or_addresses(person, tenant):
 
 
 @pytest.mark.django_db
+@override_settings(TRACELEDGER_RATELIMIT_LOGIN="2/m")
+def test_two_accounts_that_only_full_case_folding_makes_alike_have_their_own_buckets(tenant):
+    # "straße" and "STRASSE" are two accounts (unique and matched by lower case, as in
+    # PostgreSQL): guessing at one must not lock the other out.
+    suffix = uuid.uuid4().hex[:8]
+    for name in (f"straße-{suffix}", f"STRASSE-{suffix}"):
+        User.objects.create_user(username=name, password=PASSWORD, tenant=tenant, role=Role.ADMIN)
+    for _ in range(3):
+        _login(APIClient(REMOTE_ADDR=unique_ip()), f"STRASSE-{suffix}", "wrong")
+
+    assert _login(APIClient(REMOTE_ADDR=unique_ip()), f"straße-{suffix}").status_code == 200
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("mode", ["refuse", "blackhole"])
 @override_settings(TRACELEDGER_RATELIMIT_LOGIN="1/m")
 def test_it_lets_logins_through_when_redis_is_cut(anon_client, person, redis_cut, mode, caplog):
