@@ -11,6 +11,7 @@ from rest_framework import authentication, exceptions, status
 from rest_framework_api_key.permissions import KeyParser
 
 from accounts.principal import Principal
+from accounts.ratelimits import bad_keys_check, bad_keys_count
 from accounts.selectors import api_key_principal_get
 from accounts.services import api_key_touch
 
@@ -37,9 +38,12 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             return None
         key = KeyParser().get_from_authorization(request._request) or ""
         if not key:
+            bad_keys_count(request._request)
             raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")
         try:
-            principal = api_key_principal_get(key=key)
+            principal = api_key_principal_get(
+                key=key, before_lookup=lambda: bad_keys_check(request._request)
+            )
         except DatabaseError as exc:
             # Redis may be up: the key was simply not cached (or not cacheable) yet.
             logger.error(
@@ -47,6 +51,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             )
             raise AuthenticationUnavailable() from exc
         if principal is None:
+            bad_keys_count(request._request)
             raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")
         api_key_touch(prefix=principal.api_key_id)
         return (ApiKeyUser(principal), principal)

@@ -20,6 +20,7 @@ most every ``FAIL_OPEN_LOG_INTERVAL`` seconds per process. Availability of the a
 wins over throttling.
 """
 
+import contextlib
 import logging
 import math
 import threading
@@ -63,11 +64,14 @@ def _log_fail_open(group: str) -> None:
     )
 
 
-def check_rate(*, request, group: str, rate: str, key: str) -> None:
+def check_rate(
+    *, request, group: str, rate: str, key: str, increment: bool = True, detail: str | None = None
+) -> None:
     """Counts one request against ``key`` in ``group``; raises ``RateLimited`` over ``rate``.
 
     ``key`` is an identity (e.g. ``Principal.rate_key``), or ``"ip"`` for django-ratelimit's
     client address (``RATELIMIT_IP_META_KEY`` behind a proxy; IPv6 counted per /64).
+    ``increment=False`` only looks; ``detail`` replaces the 429's "Too many requests."
     """
     if not getattr(settings, "RATELIMIT_ENABLE", True):
         return
@@ -76,16 +80,17 @@ def check_rate(*, request, group: str, rate: str, key: str) -> None:
         group=group,
         key="ip" if key == "ip" else (lambda _group, _request: key),
         rate=rate,
-        increment=True,
+        increment=increment,
     )
     if usage is None:  # only when the cache failed: rate and method always match here
         _log_fail_open(group)
         return
-    if usage["should_limit"]:
+    # Only looking, this request is not counted yet: over the limit once it would be.
+    if usage["should_limit"] if increment else usage["count"] >= usage["limit"]:
         # django-ratelimit's window ends *with* the second it names (``_get_window``: the
         # current window while int(now) <= its end), so the next window opens one second
         # after ``time_left`` runs out: waiting exactly ``time_left`` met one more 429.
-        raise RateLimited(wait=max(1, math.ceil(usage["time_left"]) + 1))
+        raise RateLimited(detail=detail, wait=max(1, math.ceil(usage["time_left"]) + 1))
 
 
 class _RateLimit(BaseThrottle):
@@ -153,6 +158,38 @@ class LoginUsernameRateLimit(_RateLimit):
     def key(self, request) -> str | None:
         data = request.data if isinstance(request.data, dict) else {}
         return login_username_key(data.get("username"))
+
+
+# Requests whose API key is unknown, revoked or expired, per client IP. Each costs a
+# PostgreSQL look-up (a key nobody cached), and nothing else limited them: the other limits
+# count per key or user, known only after authentication. ``ApiKeyAuthentication`` counts
+# each failure, and checks the bucket only before looking up a key it holds no cached entry
+# for: a known key is not held back by its neighbours' failures while its entry lives.
+BAD_KEYS_GROUP = "traceledger.bad_keys.ip"
+BAD_KEYS_DETAIL = "Too many requests with an invalid, revoked or expired API key from this address."
+
+
+def bad_keys_check(request) -> None:
+    """Raises ``RateLimited`` while this address is over ``TRACELEDGER_RATELIMIT_BAD_KEYS``."""
+    check_rate(
+        request=request,
+        group=BAD_KEYS_GROUP,
+        rate=settings.TRACELEDGER_RATELIMIT_BAD_KEYS,
+        key="ip",
+        increment=False,
+        detail=BAD_KEYS_DETAIL,
+    )
+
+
+def bad_keys_count(request) -> None:
+    """Counts one failed API key from this address (the request itself still gets its 401)."""
+    with contextlib.suppress(RateLimited):
+        check_rate(
+            request=request,
+            group=BAD_KEYS_GROUP,
+            rate=settings.TRACELEDGER_RATELIMIT_BAD_KEYS,
+            key="ip",
+        )
 
 
 def login_username_key(username) -> str | None:

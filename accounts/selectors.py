@@ -40,13 +40,15 @@ def _database_answered() -> None:
         logger.info("database reachable again: API keys are checked against it")
 
 
-def api_key_principal_get(*, key: str) -> Principal | None:
+def api_key_principal_get(*, key: str, before_lookup=None) -> Principal | None:
     """The caller behind a plain API key, or None when the key is unknown, revoked or expired.
 
     Served from the Redis cache while the entry is fresh; re-checked against PostgreSQL
     after that; a stale entry is used only when PostgreSQL is unreachable, and for
     ``keycache.DATABASE_RETRY_AFTER`` seconds after it failed without asking it again.
     Raises ``DatabaseError`` when neither the cache nor PostgreSQL can answer.
+    ``before_lookup()`` runs before PostgreSQL is asked about a key without a cached entry
+    (it may raise to refuse the request: the failed-key limit).
     """
     now = time.time()
     entry = keycache.get(key=key)
@@ -55,6 +57,8 @@ def api_key_principal_get(*, key: str) -> Principal | None:
     if entry is not None and keycache.database_skipped():
         # PostgreSQL failed moments ago: do not wait out its connect timeout again.
         return _principal_from_stale_entry(entry, now)
+    if entry is None and before_lookup is not None:
+        before_lookup()
     try:
         api_key = ApiKey.objects.get_from_key(key)
     except ApiKey.DoesNotExist:

@@ -199,6 +199,7 @@ TRACELEDGER_RATELIMIT_READ = rate("TRACELEDGER_RATELIMIT_READ", default="1200/m"
 # Ledger verification and export, each up to seconds of database time: a tighter budget.
 TRACELEDGER_RATELIMIT_HEAVY = rate("TRACELEDGER_RATELIMIT_HEAVY", default="30/m")
 TRACELEDGER_RATELIMIT_LOGIN = rate("TRACELEDGER_RATELIMIT_LOGIN", default="10/m")
+TRACELEDGER_RATELIMIT_BAD_KEYS = rate("TRACELEDGER_RATELIMIT_BAD_KEYS", default="60/m")
 # Verified API keys are cached in Redis (accounts/keycache.py): re-checked against PostgreSQL
 # after CACHE_SECONDS (a revocation outside the services takes at most this long), and the
 # stale entry serves only while PostgreSQL is unreachable, for up to STALE_SECONDS.

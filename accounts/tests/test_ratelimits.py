@@ -162,3 +162,52 @@ def test_retrying_after_exactly_retry_after_is_in_the_next_window(monkeypatch, k
 
     assert refused.status_code == 429
     assert client.get("/api/v1/ledger/public-key").status_code != 429
+
+
+# --- requests with a bad API key, per client address --------------------------------------
+
+
+def _bad_key_client(ip: str):
+    from rest_framework.test import APIClient
+
+    client = APIClient(REMOTE_ADDR=ip)
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key bad{uuid.uuid4().hex[:5]}.{uuid.uuid4().hex}")
+    return client
+
+
+@pytest.mark.django_db
+@override_settings(TRACELEDGER_RATELIMIT_BAD_KEYS="3/m")
+def test_bad_api_keys_from_one_address_are_refused_without_a_database_look_up(key_client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from accounts.tests.conftest import unique_ip
+
+    ip = unique_ip()
+    known = key_client(("read",))
+    known.defaults["REMOTE_ADDR"] = ip
+    assert _get(known) == 200  # its look-up is cached now
+
+    assert [_get(_bad_key_client(ip)) for _ in range(3)] == [401, 401, 401]
+    with CaptureQueriesContext(connection) as queries:
+        response = _bad_key_client(ip).get("/api/v1/audit-events")
+
+    _assert_429(response)
+    assert (
+        "invalid, revoked or expired API key from this address"
+        in response.json()["error"]["message"]
+    )
+    assert not [q for q in queries if "apikey" in q["sql"]]
+    # Another address is not held back, nor is a known key from the same one.
+    assert _get(_bad_key_client(unique_ip())) == 401
+    assert _get(known) == 200
+
+
+@pytest.mark.django_db
+@override_settings(TRACELEDGER_RATELIMIT_BAD_KEYS="1/m")
+def test_bad_api_keys_fail_open_when_redis_is_cut(redis_cut):
+    from accounts.tests.conftest import unique_ip
+
+    ip = unique_ip()
+    with redis_cut("refuse"):
+        assert [_get(_bad_key_client(ip)) for _ in range(3)] == [401, 401, 401]
