@@ -6,6 +6,38 @@ every operation, instead of on each view: a client generated from the schema can
 the errors and read ``Retry-After`` (the views' error responses only had a description).
 """
 
+# Every `error.code` the API answers, with when where the name does not say it. Checked
+# against the codes the API's exceptions and error bodies actually carry (project and
+# simplejwt sources) by traceledger/tests/test_api_error_codes.py, so that a code added
+# in the code cannot be missing here again (user_inactive, session_expired and
+# password_changed were).
+ERROR_CODES = {
+    "invalid": "a bad field or query parameter, named in `fields`",
+    "parse_error": "the body is not JSON",
+    "incomplete_body": "the body ended before its `Content-Length`",
+    "bad_request": "refused before the API, e.g. a `Host` this service does not answer to",
+    "not_authenticated": None,
+    "authentication_failed": "an invalid, revoked or expired API key",
+    "bad_authorization_header": "`Authorization: Bearer` without exactly one token",
+    "token_not_valid": "a malformed, expired or already used JWT",
+    "user_not_found": "the access token's user no longer exists",
+    "user_inactive": "the access token's user is deactivated",
+    "password_changed": "the token predates a password change: log in again",
+    "session_expired": "the login is older than `TRACELEDGER_JWT_SESSION_HOURS`: log in again",
+    "no_active_account": "login: wrong credentials or a deactivated user; refresh: the "
+    "user is deactivated",
+    "permission_denied": None,
+    "not_found": None,
+    "method_not_allowed": None,
+    "not_acceptable": None,
+    "request_timeout": None,
+    "too_large": None,
+    "unsupported_media_type": None,
+    "rate_limited": "a rate limit",
+    "overloaded": "the ingest backlog is full",
+    "unavailable": "a dependency is down",
+}
+
 ERROR_SCHEMA = {
     "type": "object",
     "properties": {
@@ -14,13 +46,11 @@ ERROR_SCHEMA = {
             "properties": {
                 "code": {
                     "type": "string",
-                    "description": "Machine-readable: invalid, parse_error, not_authenticated, "
-                    "authentication_failed, token_not_valid, no_active_account, "
-                    "permission_denied, not_found, method_not_allowed, too_large, "
-                    "unsupported_media_type, not_acceptable, request_timeout, "
-                    "incomplete_body, "
-                    "rate_limited (a rate limit), overloaded (the ingest backlog is full), "
-                    "unavailable (a dependency is down).",
+                    "description": "Machine-readable: "
+                    + ", ".join(
+                        f"{code} ({when})" if when else code for code, when in ERROR_CODES.items()
+                    )
+                    + ".",
                 },
                 "message": {"type": "string", "description": "For people."},
                 "fields": {
