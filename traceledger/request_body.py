@@ -14,8 +14,8 @@ problems to the application:
   limit, so a client that sent fewer bytes than its ``Content-Length`` (a bug, a dropped
   link) held the thread for good, and nine of them every thread of the default stack,
   ``/healthz`` included. The whole body must arrive within ``TRACELEDGER_BODY_TIMEOUT``
-  (30 s); past that the answer is 408 and the connection's read side is shut, so gunicorn
-  closes it instead of waiting for the rest. A body that ends before its ``Content-Length``
+  (30 s); past that the answer is 408 with ``Connection: close``, and gunicorn closes the
+  connection instead of waiting for the rest. A body that ends before its ``Content-Length``
   is a 400, never handed on short (a truncated batch that happened to be valid JSON was
   accepted).
 
@@ -137,6 +137,9 @@ def _read(environ, *, want: int | None, exact: bool) -> bytes:
 def _answer(environ, start_response, refused: _Refused):
     from traceledger.api.exceptions import error_body
 
+    # The rest of the body is unread (or never comes): the connection cannot carry another
+    # request, and its answer must not say keep-alive.
+    _close_after(start_response)
     body = orjson.dumps(error_body(refused.code, refused.message))
     start_response(
         refused.status,
@@ -147,3 +150,17 @@ def _answer(environ, start_response, refused: _Refused):
         ],
     )
     return [body]
+
+
+def _close_after(start_response) -> None:
+    """Have gunicorn answer ``Connection: close`` and close the connection after this answer.
+
+    An application may not send hop-by-hop headers (PEP 3333): gunicorn drops a
+    ``Connection`` header it is given and writes its own, ``keep-alive`` for an HTTP/1.1
+    request (wsgiref, under ``runserver``, refuses it outright). What gunicorn honours is its
+    response's ``force_close()``, and ``start_response`` is that response's bound method.
+    Elsewhere (tests, ``runserver``) nothing to do: the server decides.
+    """
+    force_close = getattr(getattr(start_response, "__self__", None), "force_close", None)
+    if callable(force_close):
+        force_close()

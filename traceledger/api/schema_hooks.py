@@ -84,7 +84,7 @@ NOT_ACCEPTABLE = {"description": "`Accept` names no type this operation answers 
 BODY_RESPONSES = {
     "408": {
         "description": "The body did not arrive within `TRACELEDGER_BODY_TIMEOUT` (30 s): "
-        "nothing was accepted; the connection is closed."
+        "nothing was accepted; the connection is closed (`Connection: close`)."
     },
     "413": {"description": "The body is larger than `TRACELEDGER_MAX_BODY_BYTES` (5 MiB)."},
 }

@@ -101,6 +101,46 @@ def test_a_read_that_times_out_is_a_408():
     assert seen == {"status": "408 Request Timeout", "error": "request_timeout"}
 
 
+class _ServerResponse:
+    """Stands in for gunicorn's ``Response``, whose bound ``start_response`` it is given."""
+
+    def __init__(self):
+        self.status, self.closing = None, False
+
+    def start_response(self, status, headers):
+        self.status = status
+
+    def force_close(self):
+        self.closing = True
+
+
+class _TimesOut:
+    def read(self, size):
+        raise TimeoutError("timed out")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "closing"),
+    [
+        (io.BytesIO(b"[{}]"), "400 Bad Request", True),  # ends before its Content-Length
+        (_TimesOut(), "408 Request Timeout", True),
+        (io.BytesIO(b"[{}]" * 5), "202 Accepted", False),  # whole: the view answers
+    ],
+)
+def test_a_refused_body_closes_the_connection(body, status, closing):
+    """The rest of a refused body is unread: the connection cannot carry another request,
+    and the answer must not say keep-alive (gunicorn's default for HTTP/1.1)."""
+    server = _ServerResponse()
+
+    def app(environ, start_response):
+        start_response("202 Accepted", [])
+        return []
+
+    RequestBodyMiddleware(app)({"CONTENT_LENGTH": "20", "wsgi.input": body}, server.start_response)
+
+    assert (server.status, server.closing) == (status, closing)
+
+
 def _stalled_post(port: int, key: str) -> socket.socket:
     """An ingest POST whose headers announce 100 bytes, then 3 of them, then nothing."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
@@ -129,6 +169,9 @@ def test_stalled_bodies_are_cut_at_the_timeout_and_hold_no_web_thread(gunicorn_w
             while chunk := sock.recv(4096):  # then the server closes the connection
                 answer += chunk
             assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+            # gunicorn said keep-alive on the HTTP/1.1 request, then closed anyway.
+            head = answer.split(b"\r\n\r\n", 1)[0].lower()
+            assert b"\r\nconnection: close" in head and b"keep-alive" not in head, head
             assert b'"code":"request_timeout"' in answer
             assert b"\r\nX-Request-ID: " in answer
     finally:
