@@ -1,10 +1,12 @@
 """GET /api/v1/audit-events/export?format=csv|jsonl: the list filters, streamed."""
 
+from typing import NamedTuple
+
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotAcceptable, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import IsAuthenticated
@@ -27,22 +29,49 @@ from audit.services.access_log import EXPORT, access_record
 from traceledger.api.responses import READ_ERRORS
 
 
-class IgnoreFormatQueryParam(DefaultContentNegotiation):
-    """``format`` here names the export format (DRF's ``?format=`` renderer override is off
-    everywhere: ``URL_FORMAT_OVERRIDE`` in settings), and ``Accept`` is not negotiated either:
-    a client asking for ``text/csv`` gets the stream rather than a 406. Errors render as
-    JSON."""
+class ExportNegotiation(DefaultContentNegotiation):
+    """``Accept`` against the chosen format's media type, not against the renderers.
+
+    ``format`` here names the export format (DRF's ``?format=`` renderer override is off
+    everywhere: ``URL_FORMAT_OVERRIDE`` in settings). The stream is no renderer's output, so
+    DRF's negotiation over the renderers (JSON) would refuse ``Accept: text/csv``; ignoring
+    ``Accept`` instead answered ``application/xml`` with a 200 CSV, where every other GET
+    answers 406. DRF's own matching (``*/*``, ``text/*``, parameters, its header limits)
+    decides, against the format's type; an unknown format is left to the view's 400. Errors
+    render as JSON, as everywhere.
+    """
 
     def select_renderer(self, request, renderers, format_suffix=None):
+        fmt = request.query_params.get("format", "")
+        if fmt in FORMATS:
+            try:
+                super().select_renderer(request, [_Stream(_media_type(fmt), fmt)])
+            except NotAcceptable:
+                raise NotAcceptable(
+                    f"Could not satisfy the request Accept header: format={fmt} answers "
+                    f"{_media_type(fmt)}."
+                ) from None
         renderer = renderers[0]
         return renderer, renderer.media_type
+
+
+def _media_type(fmt: str) -> str:
+    """The export's media type, without parameters (``text/csv``, not its charset)."""
+    return FORMATS[fmt][0].split(";")[0]
+
+
+class _Stream(NamedTuple):
+    """What DRF's negotiation reads of a renderer."""
+
+    media_type: str
+    format: str
 
 
 class AuditEventExportView(GenericAPIView):
     permission_classes = [IsAuthenticated, CanRead]
     # The read limit, and a tighter one: each request may cost seconds of database time.
     throttle_classes = [ReadRateLimit, HeavyReadRateLimit]
-    content_negotiation_class = IgnoreFormatQueryParam
+    content_negotiation_class = ExportNegotiation
     filterset_class = AuditEventFilterSet
     pagination_class = None
 
@@ -54,7 +83,8 @@ class AuditEventExportView(GenericAPIView):
             "memory. CSV: a header row, `actor_*`/`target_*` columns, `metadata` as JSON. "
             "JSONL: one detail document per line (what `tools/verify_export.py` checks). "
             "Timestamps are ISO 8601 UTC with microseconds. Every export is recorded as an "
-            "`audit_log.export` event of the tenant."
+            "`audit_log.export` event of the tenant. `Accept` must admit the format's type "
+            "(or be `*/*`): in Swagger UI, pick the response media type that matches `format`."
         ),
         parameters=[
             OpenApiParameter(
@@ -74,6 +104,11 @@ class AuditEventExportView(GenericAPIView):
                 OpenApiTypes.STR, description="One JSON document per line"
             ),
             **READ_ERRORS,
+            406: OpenApiResponse(
+                description="`Accept` admits neither the format's type ("
+                + ", ".join(f"`{_media_type(fmt)}` for {fmt}" for fmt in sorted(FORMATS))
+                + ") nor `*/*`."
+            ),
         },
     )
     def get(self, request):

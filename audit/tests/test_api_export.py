@@ -198,6 +198,61 @@ def test_it_answers_400_naming_the_bad_parameter(reader, params, field, recorded
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("fmt", "accept"),
+    [
+        ("csv", "application/xml"),
+        ("csv", "application/json"),  # the errors' type, not the export's
+        ("csv", "application/x-ndjson"),  # the other format's
+        ("jsonl", "text/csv"),
+        ("jsonl", "text/*"),
+        ("csv", ""),  # admits nothing, as for every other GET
+    ],
+)
+def test_it_answers_406_to_an_accept_the_format_cannot_satisfy(reader, fmt, accept, recorded):
+    """As every other GET does: before, it streamed CSV to `Accept: application/xml`."""
+    response = reader.get(EXPORT, {"format": fmt}, HTTP_ACCEPT=accept)
+    assert response.status_code == 406
+    assert response["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == "not_acceptable"
+    assert error["message"].startswith("Could not satisfy the request Accept header")
+    assert recorded == []  # refused before the view: nothing was exported
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("fmt", "accept"),
+    [
+        ("csv", None),
+        ("csv", "*/*"),
+        ("csv", "text/*"),
+        ("csv", "text/csv"),
+        ("csv", "text/csv; charset=utf-8"),
+        ("csv", "application/json, text/csv;q=0.5"),
+        ("csv", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),  # a browser
+        ("jsonl", "application/x-ndjson"),
+        ("jsonl", "application/*"),
+        ("jsonl", "*/*"),
+    ],
+)
+def test_it_streams_to_an_accept_that_admits_the_format(reader, tenant, fmt, accept, recorded):
+    events_create(tenant_id=tenant.pk, count=1)
+    headers = {} if accept is None else {"HTTP_ACCEPT": accept}
+    response = reader.get(EXPORT, {"format": fmt}, **headers)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv" if fmt == "csv" else "application/x")
+    assert _body(response)
+
+
+@pytest.mark.django_db
+def test_an_unknown_format_is_a_400_whatever_accept_says(reader, recorded):
+    response = reader.get(EXPORT, {"format": "xml"}, HTTP_ACCEPT="application/xml")
+    assert response.status_code == 400
+    assert list(response.json()["error"]["fields"]) == ["format"]
+
+
+@pytest.mark.django_db
 def test_it_answers_401_403_and_403_for_another_tenant(api_client, key_client, recorded):
     assert api_client.get(EXPORT, {"format": "csv"}).status_code == 401
     assert key_client(scopes=("ingest",)).get(EXPORT, {"format": "csv"}).status_code == 403

@@ -88,8 +88,6 @@ BODY_RESPONSES = {
     },
     "413": {"description": "The body is larger than `TRACELEDGER_MAX_BODY_BYTES` (5 MiB)."},
 }
-# It streams a file whatever Accept says.
-ANY_ACCEPT = {"audit_events_export"}
 
 
 def error_responses(result, generator, request, public):
@@ -97,8 +95,8 @@ def error_responses(result, generator, request, public):
     for methods in result.get("paths", {}).values():
         for operation in methods.values():
             responses = operation.setdefault("responses", {})
-            if operation.get("operationId") not in ANY_ACCEPT:
-                responses.setdefault("406", dict(NOT_ACCEPTABLE))
+            # The export declares its own (CSV or JSON Lines, not JSON).
+            responses.setdefault("406", dict(NOT_ACCEPTABLE))
             if "requestBody" in operation:
                 for status, response in BODY_RESPONSES.items():
                     responses.setdefault(status, dict(response))
