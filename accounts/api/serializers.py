@@ -14,7 +14,21 @@ from accounts.models import Role, User
 AUTH_TIME_CLAIM = "auth_time"  # as in OpenID Connect: when the person logged in
 
 
-class RotatingRefreshSerializer(TokenRefreshSerializer):
+# A request body's unknown fields are refused (400, each named), not dropped, as for events:
+# an "is_superuser" or a misspelt "emial" must not pass as if it had been applied. Mixed in
+# before the serializer class; the OpenAPI schema says so (additionalProperties: false,
+# accounts.schema). Comments, not a docstring: drf-spectacular would publish a docstring as
+# the description of a serializer that has none of its own.
+class UnknownFieldsRefused:
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class RotatingRefreshSerializer(UnknownFieldsRefused, TokenRefreshSerializer):
     """simplejwt's refresh, one at a time per refresh token.
 
     simplejwt checks that the token is not blacklisted, then blacklists it: two requests
@@ -60,7 +74,7 @@ def _refuse_an_expired_session(refresh) -> None:
         )
 
 
-class LoginSerializer(TokenObtainPairSerializer):
+class LoginSerializer(UnknownFieldsRefused, TokenObtainPairSerializer):
     """simplejwt's login, with the caller's tenant and role as claims for clients to read.
 
     The claims are informative only: every request re-reads the user (role, tenant, active)
@@ -77,7 +91,7 @@ class LoginSerializer(TokenObtainPairSerializer):
         return token
 
 
-class UserCreateInputSerializer(serializers.Serializer):
+class UserCreateInputSerializer(UnknownFieldsRefused, serializers.Serializer):
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(write_only=True, trim_whitespace=False, max_length=128)
     role = serializers.ChoiceField(choices=Role.choices)
@@ -88,15 +102,6 @@ class UserCreateInputSerializer(serializers.Serializer):
         help_text="Tenant slug. Required for a superuser; a tenant admin may omit it or "
         "give their own tenant.",
     )
-
-    def to_internal_value(self, data):
-        # Refused, not dropped, as for events: an "is_superuser" or a misspelt "emial" must
-        # not pass as if it had been applied.
-        if isinstance(data, Mapping):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return super().to_internal_value(data)
 
 
 class UserOutputSerializer(serializers.ModelSerializer):

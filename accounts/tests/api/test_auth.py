@@ -61,6 +61,34 @@ def test_it_answers_400_naming_the_missing_field(anon_client):
 
 
 @pytest.mark.django_db
+def test_login_refuses_unknown_fields_naming_them(anon_client, person):
+    """As /users and the event body do: a field the login does not read is refused, not
+    dropped (it answered 200)."""
+    body = {"username": person.username, "password": PASSWORD, "x": 1, "otp": "123456"}
+    response = anon_client.post("/api/v1/auth/login", body, format="json")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["fields"]) == (
+        "invalid",
+        {"otp": ["Unknown field."], "x": ["Unknown field."]},
+    )
+
+
+@pytest.mark.django_db
+def test_refresh_refuses_unknown_fields_and_leaves_the_token_usable(anon_client, person):
+    refresh = _login(anon_client, person.username).json()["refresh"]
+    body = {"refresh": refresh, "rotate": False}
+    response = anon_client.post("/api/v1/auth/refresh", body, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"rotate": ["Unknown field."]}
+    # Refused before simplejwt saw the token: not blacklisted, and it still rotates once.
+    first = anon_client.post("/api/v1/auth/refresh", {"refresh": refresh}, format="json")
+    assert first.status_code == 200
+    reused = anon_client.post("/api/v1/auth/refresh", {"refresh": refresh}, format="json")
+    assert reused.json()["error"]["code"] == "token_not_valid"
+
+
+@pytest.mark.django_db
 def test_it_refuses_a_deactivated_user(anon_client, person):
     person.is_active = False
     person.save()
