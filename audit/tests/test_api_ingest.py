@@ -9,6 +9,8 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import SYSTEM_TENANT_SLUG, Tenant
 from audit.models import OutboxMessage
@@ -478,3 +480,21 @@ def test_random_bodies_never_give_a_server_error(ingest_client, body):
     assert response.status_code in (202, 400), (body, response.status_code, response.content)
     if response.status_code == 400:
         assert response.json()["error"]["message"]
+
+
+def test_while_postgresql_is_down_only_api_keys_keep_ingesting(key_client, owner, database_down):
+    """README, "When a dependency fails": an API key's look-up is cached in Redis, so its
+    events still go to RabbitMQ (202); a person's token is checked against the user's row
+    on every request (deactivation, role), so a person gets 503 with Retry-After."""
+    service = key_client(scopes=["ingest"])
+    person = APIClient()
+    person.credentials(HTTP_AUTHORIZATION=f"Bearer {RefreshToken.for_user(owner).access_token}")
+    assert post_json(service, valid_event()).status_code == 202  # caches the key's look-up
+    assert post_json(person, valid_event()).status_code == 202
+
+    database_down()
+
+    assert post_json(service, valid_event()).status_code == 202
+    refused = post_json(person, valid_event())
+    assert (refused.status_code, refused["Retry-After"]) == (503, "5")
+    assert refused.json()["error"]["code"] == "unavailable"
