@@ -41,7 +41,7 @@ class RotatingRefreshSerializer(UnknownFieldsRefused, TokenRefreshSerializer):
     def validate(self, attrs):
         refresh = self.token_class(attrs["refresh"])  # verifies it
         jti = refresh[api_settings.JTI_CLAIM]
-        _refuse_after_password_change(refresh)
+        _refuse_without_its_user_or_after_password_change(refresh)
         _refuse_an_expired_session(refresh)
         with transaction.atomic():
             with connection.cursor() as cursor:
@@ -51,13 +51,16 @@ class RotatingRefreshSerializer(UnknownFieldsRefused, TokenRefreshSerializer):
             return super().validate(attrs)
 
 
-def _refuse_after_password_change(refresh) -> None:
+def _refuse_without_its_user_or_after_password_change(refresh) -> None:
     """simplejwt checks the password claim (``CHECK_REVOKE_TOKEN``) on access tokens only: a
-    refresh token issued before a password change would keep minting new sessions."""
+    refresh token issued before a password change would keep minting new sessions. And it
+    looks the user up with ``.get()``: the token of a deleted user was a 500."""
     user = User.objects.filter(pk=refresh.get(api_settings.USER_ID_CLAIM)).first()
-    if user is not None and refresh.get(api_settings.REVOKE_TOKEN_CLAIM) != (
-        get_md5_hash_password(user.password)
-    ):
+    if user is None:
+        raise AuthenticationFailed(
+            "No active account found for the given token.", "no_active_account"
+        )
+    if refresh.get(api_settings.REVOKE_TOKEN_CLAIM) != (get_md5_hash_password(user.password)):
         raise AuthenticationFailed("The user's password has been changed.", "password_changed")
 
 

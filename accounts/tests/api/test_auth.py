@@ -202,6 +202,17 @@ def test_it_lets_logins_through_when_redis_is_cut(anon_client, person, redis_cut
 
 
 @pytest.mark.django_db
+def test_the_refresh_token_of_a_deleted_user_is_a_401_not_a_server_error(anon_client, person):
+    refresh = _login(anon_client, person.username).json()["refresh"]
+    person.delete()
+
+    response = anon_client.post("/api/v1/auth/refresh", {"refresh": refresh}, format="json")
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "no_active_account"
+
+
+@pytest.mark.django_db
 def test_the_username_is_matched_ignoring_case_at_login(anon_client, person):
     response = _login(anon_client, person.username.upper())
     assert response.status_code == 200
