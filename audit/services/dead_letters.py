@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 NOTE_TTL = 14 * 24 * 3600  # longer than anyone leaves a DLQ undrained
 DRAIN_BATCH = 200  # messages per transaction; acked only after it commits
+# Letters whose payloads a replay holds in memory at once: a letter may be a whole batch
+# (up to 1,000 events, ~5 MiB of JSON, several times that as Python objects).
+REPLAY_CHUNK = 10
 PUBLISH_RETRY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 
 
@@ -475,16 +478,20 @@ def dlq_depth() -> int | None:
 # --- replay and discard --------------------------------------------------------------------
 
 
-def _selected(ids: list[int], tenant_id: int | None) -> list[DeadLetter]:
+def _locked(ids: list[int], tenant_id: int | None) -> list[tuple[int, str, int]]:
+    """``(id, status, event_count)`` of each letter, locked FOR UPDATE until the caller's
+    transaction ends (a second operator's replay of the same letters waits, then finds them
+    no longer new). Not the payload: a letter holds up to a whole batch (~5 MiB) and a
+    selection may hold thousands."""
     letters = DeadLetter.objects.select_for_update().filter(pk__in=ids).order_by("pk")
     if tenant_id is not None:
         # Another tenant's letter reads as unknown: its id is not confirmed to exist.
         letters = letters.filter(tenant_id=tenant_id)
-    letters = list(letters)
-    missing = sorted(set(ids) - {letter.pk for letter in letters})
+    rows = list(letters.values_list("pk", "status", "event_count"))
+    missing = sorted(set(ids) - {pk for pk, _, _ in rows})
     if missing:
         raise UnknownDeadLetters(missing)
-    return letters
+    return rows
 
 
 def _publish_ingest(payload: dict) -> None:
@@ -503,13 +510,14 @@ def _publish_ingest(payload: dict) -> None:
     )
 
 
-def _record(*, action: str, actor: Actor, letters: list[DeadLetter], tenant_id: int | None) -> None:
+def _record(
+    *, action: str, actor: Actor, ids: list[int], event_count: int, tenant_id: int | None
+) -> None:
     """Record the operator's action in the system tenant's trail (after our commit) and,
     when the actor is a tenant's staff (``tenant_id``), in that tenant's trail too: its
     compliance staff cannot read the system tenant's trail, yet the letters were theirs."""
     from audit.services.submission import record_system_event
 
-    ids = [letter.pk for letter in letters]
     verb = action.rsplit(".", 1)[-1]
     event = {
         "action": action,
@@ -523,7 +531,7 @@ def _record(*, action: str, actor: Actor, letters: list[DeadLetter], tenant_id: 
         "description": f"{len(ids)} dead letter(s) {verb}ed by {actor.name or actor.id}"[:2000],
         "metadata": {
             "dead_letter_ids": ids,
-            "event_count": sum(letter.event_count for letter in letters),
+            "event_count": event_count,
         },
     }
     record_system_event(tenant_id=None, **event)
@@ -593,26 +601,42 @@ def dead_letters_replay(
     ``new`` (already replayed or discarded), or whose payload is no ingest batch, are skipped
     and counted. Replaying twice is harmless anyway: the worker drops events whose
     (tenant, event_id) is stored.
+
+    One transaction, as before: every selected row is locked first (ids, status and event
+    count only), then the payloads are read ``REPLAY_CHUNK`` letters at a time, so memory
+    holds one chunk of payloads, not the whole selection.
     """
     with transaction.atomic():
-        selected = list(_selected(ids, tenant_id))
-        fresh = [letter for letter in selected if letter.status == DeadLetterStatus.NEW]
-        letters = [letter for letter in fresh if _replayable(letter.payload)]
+        selected = _locked(ids, tenant_id)
+        fresh = {pk: count for pk, status, count in selected if status == DeadLetterStatus.NEW}
+        fresh_ids = list(fresh)  # in id order, as _locked returns them
+        replayed: list[int] = []
         # Publish (confirmed) before the status commits: a failed commit only replays twice.
-        for letter in letters:
-            _publish_ingest(letter.payload)
+        for start in range(0, len(fresh_ids), REPLAY_CHUNK):
+            chunk = fresh_ids[start : start + REPLAY_CHUNK]
+            rows = DeadLetter.objects.filter(pk__in=chunk).order_by("pk")
+            for pk, payload in rows.values_list("pk", "payload"):
+                if _replayable(payload):
+                    _publish_ingest(payload)
+                    replayed.append(pk)
         now = timezone.now()
-        DeadLetter.objects.filter(pk__in=[letter.pk for letter in letters]).update(
+        DeadLetter.objects.filter(pk__in=replayed).update(
             status=DeadLetterStatus.REPLAYED,
             status_changed_at=now,
             status_changed_by=actor.name or actor.id,
         )
-    if letters:
-        _record(action="dead_letter.replay", actor=actor, letters=letters, tenant_id=tenant_id)
+    if replayed:
+        _record(
+            action="dead_letter.replay",
+            actor=actor,
+            ids=replayed,
+            event_count=sum(fresh[pk] for pk in replayed),
+            tenant_id=tenant_id,
+        )
     return ReplayResult(
-        replayed=len(letters),
+        replayed=len(replayed),
         not_new=len(selected) - len(fresh),
-        not_replayable=len(fresh) - len(letters),
+        not_replayable=len(fresh) - len(replayed),
     )
 
 
@@ -620,20 +644,29 @@ def dead_letters_discard(*, ids: list[int], actor: Actor, tenant_id: int | None 
     """Mark dead letters discarded (kept for the record, never replayed); returns how many.
 
     ``tenant_id`` as for ``dead_letters_replay``: only that tenant's letters, and the discard
-    recorded in its trail too.
+    recorded in its trail too. Only ids, status and event count are read: a discard never
+    needs a payload.
     """
     with transaction.atomic():
-        letters = [
-            letter for letter in _selected(ids, tenant_id) if letter.status == DeadLetterStatus.NEW
-        ]
-        DeadLetter.objects.filter(pk__in=[letter.pk for letter in letters]).update(
+        fresh = {
+            pk: count
+            for pk, status, count in _locked(ids, tenant_id)
+            if status == DeadLetterStatus.NEW
+        }
+        DeadLetter.objects.filter(pk__in=list(fresh), status=DeadLetterStatus.NEW).update(
             status=DeadLetterStatus.DISCARDED,
             status_changed_at=timezone.now(),
             status_changed_by=actor.name or actor.id,
         )
-    if letters:
-        _record(action="dead_letter.discard", actor=actor, letters=letters, tenant_id=tenant_id)
-    return len(letters)
+    if fresh:
+        _record(
+            action="dead_letter.discard",
+            actor=actor,
+            ids=list(fresh),
+            event_count=sum(fresh.values()),
+            tenant_id=tenant_id,
+        )
+    return len(fresh)
 
 
 def dead_letter_ids_new() -> list[int]:
