@@ -27,7 +27,9 @@ from datetime import UTC
 
 import django_filters
 from django import forms
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import RegexValidator
+from django.db.models import Q
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
@@ -119,18 +121,43 @@ def validate_action_length(value: str) -> None:
         )
 
 
+ACTION_FILTER_VALIDATORS = (
+    RegexValidator(
+        ACTION_FILTER_RE,
+        "Use an action of [A-Za-z0-9_.:-], optionally ending with '*' (not '*' alone).",
+    ),
+    validate_action_length,
+)
+
+
+def action_filter_problem(value: str) -> str | None:
+    """Why ``value`` is no action filter (the API's 400, the admin's message), or None."""
+    try:
+        for validator in ACTION_FILTER_VALIDATORS:
+            validator(value)
+    except DjangoValidationError as exc:
+        return " ".join(exc.messages)
+    return None
+
+
+def action_q(value: str, *, prefix: bool = False) -> Q:
+    """The action filter's one rule, for the API's ``action`` and the admin's "action
+    (prefix)" box: a trailing ``*`` makes ``value`` a prefix (``invoice.*`` matches
+    ``invoice.update``); without it ``value`` is the exact action, or, with ``prefix`` (the
+    admin's box, which always was a prefix), a prefix all the same, so that ``invoice.*``
+    and ``invoice.`` are one filter there."""
+    if value.endswith("*"):
+        value, prefix = value[:-1], True
+    # LIKE 'prefix%' (Django escapes _ and %): served by the varchar_pattern_ops index.
+    return Q(action__startswith=value) if prefix else Q(action=value)
+
+
 class AuditEventFilterSet(django_filters.FilterSet):
     actor_id = django_filters.CharFilter(max_length=256, help_text="Exact actor id.")
     actor_type = django_filters.CharFilter(max_length=64, help_text="Exact actor type.")
     action = django_filters.CharFilter(
         method="filter_action",
-        validators=[
-            RegexValidator(
-                ACTION_FILTER_RE,
-                "Use an action of [A-Za-z0-9_.:-], optionally ending with '*' (not '*' alone).",
-            ),
-            validate_action_length,
-        ],
+        validators=list(ACTION_FILTER_VALIDATORS),
         help_text="Exact action, or a prefix with a trailing `*` (e.g. `invoice.*`).",
     )
     target_type = django_filters.CharFilter(max_length=64, help_text="Exact target type.")
@@ -165,10 +192,7 @@ class AuditEventFilterSet(django_filters.FilterSet):
         ]
 
     def filter_action(self, queryset, name, value):
-        if value.endswith("*"):
-            # LIKE 'prefix%' (Django escapes _ and %): served by the varchar_pattern_ops index.
-            return queryset.filter(action__startswith=value[:-1])
-        return queryset.filter(action=value)
+        return queryset.filter(action_q(value))
 
 
 FILTER_NAMES = frozenset(AuditEventFilterSet.base_filters)

@@ -21,6 +21,7 @@ from django.utils.dateparse import parse_date
 from django.utils.functional import cached_property
 
 from accounts.models import Tenant
+from audit.filters import action_filter_problem, action_q
 from audit.services.access_log import ACCESS_ACTIONS
 from traceledger.admin_lookups import PATTERN_LOOKUPS
 from traceledger.admin_pages import PageCheckedChangeListMixin
@@ -265,10 +266,18 @@ class InputFilter(admin.SimpleListFilter):
 
 
 class ActionPrefixFilter(InputFilter):
+    """A prefix of the action, read by the API's rule (``audit.filters.action_q``): a
+    trailing ``*`` (``invoice.*``, as the API's ``action=`` takes it) is the prefix
+    ``invoice.``, not a literal star that no action holds. A value the API would refuse
+    (``*`` alone, a ``*`` inside) is named and dropped by ``filter_param_problems``."""
+
     title = "action (prefix)"
     parameter_name = "action_prefix"
-    # Served by the (tenant, action varchar_pattern_ops, occurred_at) index.
-    lookup = "action__startswith"
+
+    def queryset(self, request, queryset):
+        value = (self.value() or "").strip()
+        # Served by the (tenant, action varchar_pattern_ops, occurred_at) index.
+        return queryset.filter(action_q(value, prefix=True)) if value else queryset
 
 
 class ActorTypeFilter(InputFilter):
@@ -373,7 +382,8 @@ class OccurredRangeFilter(admin.ListFilter):
 
 
 def filter_param_problems(params, *, date_hierarchy: str, model=None) -> dict[str, str]:
-    """The date and tenant parameters of an event list that cannot be used: name -> why.
+    """The date, tenant and action-prefix parameters of an event list that cannot be used:
+    name -> why.
 
     Checked before the changelist is built, so that the page can say which parameter it
     dropped and keep the others. Otherwise the admin answers a bad lookup by redirecting to
@@ -388,6 +398,9 @@ def filter_param_problems(params, *, date_hierarchy: str, model=None) -> dict[st
     tenant = params.get(TenantFilter.parameter_name)
     if tenant and not tenant.isdecimal():
         problems[TenantFilter.parameter_name] = f"tenant must be a tenant id, got {tenant!r}"
+    action = (params.get(ActionPrefixFilter.parameter_name) or "").strip()
+    if action and (problem := action_filter_problem(action)):
+        problems[ActionPrefixFilter.parameter_name] = f"action prefix {action!r}: {problem}"
     parts = [f"{date_hierarchy}__{part}" for part in ("year", "month", "day")]
     given = {name: params[name] for name in parts if name in params}
     if given and not _drill_down_valid(*(params.get(name) for name in parts)):

@@ -281,6 +281,48 @@ def page_messages(response) -> list[str]:
     return [str(message) for message in response.context["messages"]]
 
 
+def test_a_trailing_star_in_the_action_prefix_is_the_prefix_as_in_the_api(
+    client, tenant, auditor, recorded
+):
+    """``invoice.*`` is the API's syntax for the prefix ``invoice.``: taken literally it
+    listed 0 results and exported an empty file, recorded as an export."""
+    for action in ("invoice.update", "invoice.create.draft", "user.login"):
+        event_create(tenant_id=tenant.pk, action=action)
+    login(client, auditor)
+
+    def actions(value):
+        return sorted(e.action for e in results(client.get(CHANGELIST, {"action_prefix": value})))
+
+    assert actions("invoice.*") == actions("invoice.") == ["invoice.create.draft", "invoice.update"]
+    assert actions("invoice*") == ["invoice.create.draft", "invoice.update"]
+    exported = client.get(EXPORT, {"format": "csv", "action_prefix": "invoice.*"})
+    rows = list(csv.DictReader(io.StringIO(text(exported))))
+    assert sorted(row["action"] for row in rows) == ["invoice.create.draft", "invoice.update"]
+
+
+@pytest.mark.parametrize("value", ["*", "invoice.*.draft", "invoice update"])
+def test_an_action_prefix_the_api_would_refuse_is_named_and_dropped_not_an_empty_list(
+    client, tenant, auditor, recorded, value
+):
+    event_create(tenant_id=tenant.pk, action="invoice.update", outcome="failure")
+    event_create(tenant_id=tenant.pk, action="user.login", outcome="success")
+    login(client, auditor)
+
+    first = client.get(CHANGELIST, {"action_prefix": value, "outcome__exact": "failure"})
+    page = client.get(first.url)
+    export = client.get(EXPORT, {"format": "csv", "action_prefix": value}, follow=True)
+
+    assert first.url == f"{CHANGELIST}?outcome__exact=failure"
+    assert [e.action for e in results(page)] == ["invoice.update"]
+    assert page_messages(page) == [
+        f"Filter ignored: action prefix {value!r}: Use an action of [A-Za-z0-9_.:-], "
+        "optionally ending with '*' (not '*' alone)."
+    ]
+    assert not export.streaming
+    assert page_messages(export)[0].startswith(f"Cannot export: action prefix {value!r}")
+    assert not [call for call in recorded if call["action"] == "audit_log.export"]
+
+
 def test_a_malformed_date_is_named_and_dropped_while_the_other_filters_stay(
     client, tenant, auditor
 ):
