@@ -220,10 +220,17 @@ class AuditEventAdmin(ValidSelectionMixin, PageRangeMixin, ExportActionsMixin, a
 
     # --- reads are recorded (audit the auditors), like the API's ---
 
-    def changelist_view(self, request, extra_context=None):
-        problems = filter_param_problems(
-            request.GET, date_hierarchy=self.date_hierarchy, model=self.model
+    def param_problems(self, request) -> dict[str, str]:
+        """The list's (and its export's) parameters that cannot be used: name -> why."""
+        return filter_param_problems(
+            request.GET,
+            date_hierarchy=self.date_hierarchy,
+            model=self.model,
+            own_tenant_id=None if request.user.is_superuser else request.user.tenant_id,
         )
+
+    def changelist_view(self, request, extra_context=None):
+        problems = self.param_problems(request)
         if problems:
             return self.without_bad_params(request, problems, "Filter ignored")
         response = super().changelist_view(request, extra_context)

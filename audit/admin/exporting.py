@@ -13,7 +13,6 @@ from django.http import HttpRequest, HttpResponseRedirect, StreamingHttpResponse
 from django.utils import timezone
 
 from audit.admin.access_log import ExportNotAttributable, export_record
-from audit.admin.listing import filter_param_problems
 from audit.exports import FORMATS, export_rows
 
 
@@ -32,7 +31,7 @@ def export_response(
 
 class ExportActionsMixin:
     """Export actions and the "export this filter" view for the event admin (which provides
-    ``search_refusal`` and ``without_bad_params``)."""
+    ``param_problems``, ``search_refusal`` and ``without_bad_params``)."""
 
     actions = ("export_csv", "export_jsonl")
 
@@ -72,9 +71,7 @@ class ExportActionsMixin:
         fmt = request.GET.pop("format", ["csv"])[-1]
         # An export is of the list's filter, whatever page the list was on.
         request.GET.pop(PAGE_VAR, None)
-        problems = filter_param_problems(
-            request.GET, date_hierarchy=self.date_hierarchy, model=self.model
-        )
+        problems = self.param_problems(request)
         if problems:
             return self.without_bad_params(request, problems, "Cannot export")
         if fmt not in FORMATS:

@@ -238,8 +238,9 @@ class TenantFilter(admin.SimpleListFilter):
         return queryset
 
     def has_output(self) -> bool:
-        # Staff have one tenant: no choices, no box. A ``tenant=`` parameter (the "same actor"
-        # links carry one) then filters as a plain lookup, inside their tenant all the same.
+        # Staff have one tenant: no choices, no box, and Django then drops a ``tenant=``
+        # parameter unused. Their own tenant's id (the "same actor" links carry it) is
+        # right as it stands; another's is refused by ``filter_param_problems`` first.
         return bool(self.lookup_choices)
 
 
@@ -381,7 +382,9 @@ class OccurredRangeFilter(admin.ListFilter):
         }
 
 
-def filter_param_problems(params, *, date_hierarchy: str, model=None) -> dict[str, str]:
+def filter_param_problems(
+    params, *, date_hierarchy: str, model=None, own_tenant_id: int | None = None
+) -> dict[str, str]:
     """The date, tenant and action-prefix parameters of an event list that cannot be used:
     name -> why.
 
@@ -389,6 +392,11 @@ def filter_param_problems(params, *, date_hierarchy: str, model=None) -> dict[st
     dropped and keep the others. Otherwise the admin answers a bad lookup by redirecting to
     ``?e=1``, which silently lists everything unfiltered, and Django's date drill-down
     raises (a 500) for a year whose end is past 9999.
+
+    ``own_tenant_id``: the one tenant the user sees (tenant staff; None for a superuser). A
+    ``tenant`` naming another is refused: Django would drop it without a word (staff have no
+    tenant filter), and an export would be recorded as of that tenant while holding the
+    user's own events. Their own tenant's id is kept: it describes the list as it is.
     """
     problems = {}
     for name in (OccurredRangeFilter.parameter_from, OccurredRangeFilter.parameter_to):
@@ -398,6 +406,10 @@ def filter_param_problems(params, *, date_hierarchy: str, model=None) -> dict[st
     tenant = params.get(TenantFilter.parameter_name)
     if tenant and not tenant.isdecimal():
         problems[TenantFilter.parameter_name] = f"tenant must be a tenant id, got {tenant!r}"
+    elif tenant and own_tenant_id is not None and int(tenant) != own_tenant_id:
+        problems[TenantFilter.parameter_name] = (
+            f"tenant={tenant}: you see only your own tenant's events"
+        )
     action = (params.get(ActionPrefixFilter.parameter_name) or "").strip()
     if action and (problem := action_filter_problem(action)):
         problems[ActionPrefixFilter.parameter_name] = f"action prefix {action!r}: {problem}"

@@ -223,6 +223,47 @@ def test_staff_of_tenant_a_never_export_tenant_b(client, tenant, other_tenant, a
     assert {call["tenant_id"] for call in recorded} == {tenant.pk}
 
 
+def test_staffs_tenant_parameter_naming_another_tenant_is_refused_not_silently_ignored(
+    client, tenant, other_tenant, auditor, recorded
+):
+    """Django dropped it unused (staff have no tenant filter), so the list looked filtered
+    to that tenant, and an export of it was recorded with {"query": "tenant=<theirs>"}."""
+    event_create(tenant_id=tenant.pk, outcome="failure")
+    event_create(tenant_id=tenant.pk, outcome="success")
+    login(client, auditor)
+    query = {"tenant": str(other_tenant.pk), "outcome__exact": "failure"}
+
+    first = client.get(CHANGELIST, query)
+    page = client.get(first.url)
+    export = client.get(EXPORT, {"format": "csv", **query})
+    back = client.get(export.url)
+
+    assert first.url == export.url == f"{CHANGELIST}?outcome__exact=failure"
+    assert [e.outcome for e in results(page)] == ["failure"]
+    assert page_messages(page) == [
+        f"Filter ignored: tenant={other_tenant.pk}: you see only your own tenant's events"
+    ]
+    assert not export.streaming
+    assert page_messages(back)[0].startswith(f"Cannot export: tenant={other_tenant.pk}: ")
+    assert not [call for call in recorded if call["action"] == "audit_log.export"]
+
+
+def test_staffs_own_tenant_as_the_tenant_parameter_is_kept_as_the_same_actor_links_use_it(
+    client, tenant, auditor, recorded
+):
+    event_create(tenant_id=tenant.pk, outcome="failure")
+    login(client, auditor)
+    query = {"tenant": str(tenant.pk), "outcome__exact": "failure"}
+
+    page = client.get(CHANGELIST, query)
+    export = client.get(EXPORT, {"format": "csv", **query})
+
+    assert len(results(page)) == 1 and page_messages(page) == []
+    assert len(list(csv.DictReader(io.StringIO(text(export))))) == 1
+    [call] = [call for call in recorded if call["action"] == "audit_log.export"]
+    assert call["metadata"]["filters"]["query"] == f"tenant={tenant.pk}&outcome__exact=failure"
+
+
 def test_a_superuser_sees_every_tenant_and_can_narrow_to_one(
     client, tenant, other_tenant, staff_superuser
 ):
