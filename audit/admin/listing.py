@@ -9,13 +9,15 @@ classes here replace them with index-bounded queries (see docs/admin.md for meas
 import datetime as dt
 import json
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.views.main import IGNORED_PARAMS, ChangeList
+from django.contrib.admin.views.main import ERROR_FLAG, IGNORED_PARAMS, PAGE_VAR, ChangeList
 from django.core.exceptions import EmptyResultSet, FieldDoesNotExist, ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import F, Max, Min, QuerySet
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_date
 from django.utils.functional import cached_property
@@ -332,6 +334,7 @@ class OccurredRangeFilter(admin.ListFilter):
     template = "admin/audit/date_range_filter.html"
     parameter_from = "occurred_from"
     parameter_to = "occurred_to"
+    parameter_names = (parameter_from, parameter_to)
 
     def __init__(self, request, params, model, model_admin):
         super().__init__(request, params, model, model_admin)
@@ -344,7 +347,7 @@ class OccurredRangeFilter(admin.ListFilter):
                     self.values[name] = value
 
     def expected_parameters(self):
-        return [self.parameter_from, self.parameter_to]
+        return list(self.parameter_names)
 
     def has_output(self) -> bool:
         return True
@@ -382,11 +385,63 @@ class OccurredRangeFilter(admin.ListFilter):
         }
 
 
+class BadParamsNamedMixin:
+    """For a ModelAdmin: list parameters that cannot be used (``filter_param_problems``) are
+    named in a message and dropped, the other filters kept. Django's own answer to a bad
+    lookup, ``?e=1``, drops every filter without a word: a compliance user would read the
+    whole trail as the filtered one, an operator every letter as the filtered ones."""
+
+    def param_problems(self, request) -> dict[str, str]:
+        return filter_param_problems(
+            request.GET,
+            model=self.model,
+            known=changelist_param_names(self.list_filter),
+            date_hierarchy=self.date_hierarchy,
+            own_tenant_id=None if request.user.is_superuser else request.user.tenant_id,
+        )
+
+    def changelist_view(self, request, extra_context=None):
+        problems = self.param_problems(request)
+        if problems:
+            return self.without_bad_params(request, problems, "Filter ignored")
+        return super().changelist_view(request, extra_context)
+
+    def without_bad_params(self, request, problems: dict[str, str], prefix: str):
+        """Says which parameters were unusable and shows the list without just those."""
+        for problem in dict.fromkeys(problems.values()):
+            self.message_user(request, f"{prefix}: {problem}", messages.ERROR)
+        query = request.GET.copy()
+        for name in problems:
+            query.pop(name, None)
+        opts = self.model._meta
+        url = reverse(
+            f"admin:{opts.app_label}_{opts.model_name}_changelist",
+            current_app=self.admin_site.name,
+        )
+        return HttpResponseRedirect(f"{url}?{query.urlencode()}" if query else url)
+
+
+def changelist_param_names(list_filter) -> frozenset[str]:
+    """The parameters a changelist takes that are no field lookup: Django's own (order, page,
+    search, ...) and those of its list filter classes (``tenant``, ``occurred_from``, ...)."""
+    names = {*IGNORED_PARAMS, PAGE_VAR, ERROR_FLAG}
+    for entry in list_filter:
+        if isinstance(entry, type):  # a field's name (or a (field, class) pair) is a field
+            names.update(getattr(entry, "parameter_names", None) or (entry.parameter_name,))
+    return frozenset(names)
+
+
 def filter_param_problems(
-    params, *, date_hierarchy: str, model=None, own_tenant_id: int | None = None
+    params,
+    *,
+    model,
+    known: frozenset[str],
+    date_hierarchy: str | None = None,
+    own_tenant_id: int | None = None,
 ) -> dict[str, str]:
-    """The date, tenant and action-prefix parameters of an event list that cannot be used:
-    name -> why.
+    """The parameters of an admin list that cannot be used: name -> why. ``known``: the
+    list's own parameters (``changelist_param_names``); each filter's value is checked only
+    where the list has that filter.
 
     Checked before the changelist is built, so that the page can say which parameter it
     dropped and keep the others. Otherwise the admin answers a bad lookup by redirecting to
@@ -401,40 +456,61 @@ def filter_param_problems(
     problems = {}
     for name in (OccurredRangeFilter.parameter_from, OccurredRangeFilter.parameter_to):
         raw = params.get(name)
-        if raw and _parse_day(raw) is None:
+        if name in known and raw and _parse_day(raw) is None:
             problems[name] = f"{name} must be a date (YYYY-MM-DD), got {raw!r}"
-    tenant = params.get(TenantFilter.parameter_name)
-    if tenant and not tenant.isdecimal():
-        problems[TenantFilter.parameter_name] = f"tenant must be a tenant id, got {tenant!r}"
-    elif tenant and own_tenant_id is not None and int(tenant) != own_tenant_id:
-        problems[TenantFilter.parameter_name] = (
-            f"tenant={tenant}: you see only your own tenant's events"
-        )
+    if TenantFilter.parameter_name in known:
+        problems.update(_tenant_problems(params, model=model, own_tenant_id=own_tenant_id))
     action = (params.get(ActionPrefixFilter.parameter_name) or "").strip()
-    if action and (problem := action_filter_problem(action)):
-        problems[ActionPrefixFilter.parameter_name] = f"action prefix {action!r}: {problem}"
-    parts = [f"{date_hierarchy}__{part}" for part in ("year", "month", "day")]
-    given = {name: params[name] for name in parts if name in params}
-    if given and not _drill_down_valid(*(params.get(name) for name in parts)):
-        shown = ", ".join(f"{name}={value}" for name, value in given.items())
-        for name in given:
-            problems[name] = f"no such period in the date drill-down: {shown}"
-    if model is not None:
-        problems.update(field_value_problems(params, model=model, skip=problems))
+    if ActionPrefixFilter.parameter_name in known and action:
+        problem = action_filter_problem(action)
+        if problem:
+            problems[ActionPrefixFilter.parameter_name] = f"action prefix {action!r}: {problem}"
+    if date_hierarchy:
+        parts = [f"{date_hierarchy}__{part}" for part in ("year", "month", "day")]
+        given = {name: params[name] for name in parts if name in params}
+        if given and not _drill_down_valid(*(params.get(name) for name in parts)):
+            shown = ", ".join(f"{name}={value}" for name, value in given.items())
+            for name in given:
+                problems[name] = f"no such period in the date drill-down: {shown}"
+    problems.update(field_value_problems(params, model=model, known=known, skip=problems))
     return problems
+
+
+def _tenant_problems(params, *, model, own_tenant_id: int | None) -> dict[str, str]:
+    name = TenantFilter.parameter_name
+    tenant = params.get(name)
+    if not tenant:
+        return {}
+    if not tenant.isdecimal():
+        return {name: f"tenant must be a tenant id, got {tenant!r}"}
+    if own_tenant_id is not None and int(tenant) != own_tenant_id:
+        plural = model._meta.verbose_name_plural
+        return {name: f"tenant={tenant}: you see only your own tenant's {plural}"}
+    return {}
 
 
 # Lookups whose value is one value of the field's type (checked before the query runs).
 _VALUE_LOOKUPS = frozenset({"", "exact", "iexact", "gt", "gte", "lt", "lte"})
+# What the admin reads as a boolean for ``__isnull`` (Django takes any other text as true).
+_ISNULL_VALUES = frozenset({"true", "false", "1", "0"})
 
 
-def field_value_problems(params, *, model, skip=()) -> dict[str, str]:
-    """Hand-edited field lookups the database would answer with an error (a 500): a pattern
-    lookup (``__regex``; an invalid pattern fails in PostgreSQL, a valid one can scan for
-    long), or a value that is not one of the field's type (``source_ip=notanip``)."""
+def field_value_problems(params, *, model, known=frozenset(), skip=()) -> dict[str, str]:
+    """Hand-edited field lookups the database would answer with an error (a 500, or Django's
+    ``?e=1``, the whole list unfiltered without a word) or answer wrongly:
+
+    - a pattern lookup (``__regex``; an invalid pattern fails in PostgreSQL, a valid one can
+      scan for long);
+    - a value that is not one of the field's type (``source_ip=notanip``), also one of an
+      ``__in`` list (``sequence__in=a,b``), which the admin splits at commas;
+    - an ``__isnull`` that is not true or false (Django reads ``maybe`` as true);
+    - any ``__range``: the admin never splits its value in two, so none can run;
+    - a parameter that is neither a field nor one of ``known`` (``tenant__exact`` on a list
+      whose ``tenant`` is a filter, not a field).
+    """
     problems = {}
     for name, raw in params.items():
-        if name in skip:
+        if name in skip or name in known:
             continue
         field_name, _, lookup = name.partition("__")
         if lookup in PATTERN_LOOKUPS:
@@ -443,14 +519,23 @@ def field_value_problems(params, *, model, skip=()) -> dict[str, str]:
         try:
             field = model._meta.get_field(field_name)
         except FieldDoesNotExist:
+            problems[name] = f"{name}: no such field or filter"
             continue
-        plain = getattr(field, "concrete", False) and not field.is_relation
-        if lookup not in _VALUE_LOOKUPS or not plain:
+        if field.is_relation and (field.many_to_one or field.one_to_one):
+            field = field.target_field  # tenant=2 is the tenant's key
+        if not getattr(field, "concrete", False) or field.is_relation:
             continue
-        try:
-            field.run_validators(field.to_python(raw))
-        except ValidationError as exc:
-            problems[name] = f"{name}: {' '.join(exc.messages)} (got {raw!r})"
+        if lookup == "range":
+            problems[name] = f"{name}: range lookups are not offered (use __gte and __lte)"
+        elif lookup == "isnull":
+            if raw.lower() not in _ISNULL_VALUES:
+                problems[name] = f"{name}: must be true or false (1 or 0), got {raw!r}"
+        elif lookup in _VALUE_LOOKUPS or lookup == "in":
+            try:
+                for value in raw.split(",") if lookup == "in" else [raw]:
+                    field.run_validators(field.to_python(value))
+            except ValidationError as exc:
+                problems[name] = f"{name}: {' '.join(exc.messages)} (got {raw!r})"
     return problems
 
 

@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from accounts.models import Tenant
 from accounts.services import actor_for_user
 from accounts.signals import Actor
-from audit.admin.listing import TenantFilter
+from audit.admin.listing import BadParamsNamedMixin, TenantFilter
 from audit.models import DeadLetter, OutboxMessage
 from audit.selectors import outbox_backlog
 from audit.services.dead_letters import dead_letters_replay_preview, dlq_depth
@@ -68,6 +68,7 @@ class _PayloadDeferredChangeList(PageCheckedChangeListMixin, ChangeList):
 
 
 class _OperationsAdmin(
+    BadParamsNamedMixin,
     ValidSelectionMixin,
     PageRangeMixin,
     NoPatternLookupsMixin,
@@ -76,7 +77,8 @@ class _OperationsAdmin(
     admin.ModelAdmin,
 ):
     """What both operator lists share: tenant-scoped rows named by tenant, safe selections
-    and pages, no pattern lookups, no payloads on the list."""
+    and pages, unusable parameters named and dropped (no ``?e=1``), no pattern lookups, no
+    payloads on the list."""
 
     list_deferred = ("payload",)
 
