@@ -33,6 +33,7 @@ from audit.models import AuditEvent, Severity
 from audit.selectors import event_queryset
 from traceledger.admin_pages import PageRangeMixin
 from traceledger.admin_selection import ValidSelectionMixin
+from traceledger.query_guard import nul_query_handled
 
 # Searches matching at most this many events are listed by id (see get_search_results).
 SEARCH_ID_CAP = 2000
@@ -222,6 +223,7 @@ class AuditEventAdmin(
 
     # --- reads are recorded (audit the auditors), like the API's ---
 
+    @nul_query_handled
     def changelist_view(self, request, extra_context=None):
         # BadParamsNamedMixin answers unusable parameters first, with a redirect (not recorded).
         response = super().changelist_view(request, extra_context)

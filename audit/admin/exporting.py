@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from audit.admin.access_log import ExportNotAttributable, export_record
 from audit.exports import FORMATS, export_rows
+from traceledger.query_guard import nul_query_handled
 
 
 def export_response(
@@ -58,6 +59,7 @@ class ExportActionsMixin:
             self.message_user(request, str(exc), messages.ERROR)
             return None
 
+    @nul_query_handled
     def export_view(self, request):
         """GET ``export/?format=csv|jsonl&<the changelist's own filters>``.
 

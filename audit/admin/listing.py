@@ -11,7 +11,13 @@ import json
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.views.main import ERROR_FLAG, IGNORED_PARAMS, PAGE_VAR, ChangeList
+from django.contrib.admin.views.main import (
+    ERROR_FLAG,
+    IGNORED_PARAMS,
+    PAGE_VAR,
+    SEARCH_VAR,
+    ChangeList,
+)
 from django.core.exceptions import EmptyResultSet, FieldDoesNotExist, ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
@@ -385,11 +391,19 @@ class OccurredRangeFilter(admin.ListFilter):
         }
 
 
+# How the list names a parameter it dropped (an export says "Cannot export" instead).
+FILTER_IGNORED = "Filter ignored"
+
+
 class BadParamsNamedMixin:
     """For a ModelAdmin: list parameters that cannot be used (``filter_param_problems``) are
     named in a message and dropped, the other filters kept. Django's own answer to a bad
     lookup, ``?e=1``, drops every filter without a word: a compliance user would read the
-    whole trail as the filtered one, an operator every letter as the filtered ones."""
+    whole trail as the filtered one, an operator every letter as the filtered ones.
+
+    A NUL in a parameter is one of these: a subclass's ``changelist_view`` (and any view of
+    its own that calls ``param_problems``) is marked ``nul_query_handled`` so that
+    ``traceledger.query_guard`` lets it through instead of answering the API's JSON 400."""
 
     def param_problems(self, request) -> dict[str, str]:
         return filter_param_problems(
@@ -403,13 +417,20 @@ class BadParamsNamedMixin:
     def changelist_view(self, request, extra_context=None):
         problems = self.param_problems(request)
         if problems:
-            return self.without_bad_params(request, problems, "Filter ignored")
+            return self.without_bad_params(request, problems, FILTER_IGNORED)
         return super().changelist_view(request, extra_context)
 
     def without_bad_params(self, request, problems: dict[str, str], prefix: str):
         """Says which parameters were unusable and shows the list without just those."""
-        for problem in dict.fromkeys(problems.values()):
-            self.message_user(request, f"{prefix}: {problem}", messages.ERROR)
+        texts = (
+            # On the list, as every search that cannot run is reported (events.search_not_run).
+            f"Search not run: {problem}"
+            if name == SEARCH_VAR and prefix == FILTER_IGNORED
+            else f"{prefix}: {problem}"
+            for name, problem in problems.items()
+        )
+        for text in dict.fromkeys(texts):
+            self.message_user(request, text, messages.ERROR)
         query = request.GET.copy()
         for name in problems:
             query.pop(name, None)
@@ -453,6 +474,11 @@ def filter_param_problems(
     tenant filter), and an export would be recorded as of that tenant while holding the
     user's own events. Their own tenant's id is kept: it describes the list as it is.
     """
+    nul = _nul_problems(params)
+    if nul:
+        # Alone: nothing can use such a value (PostgreSQL text cannot hold NUL, nor can the
+        # read's own record), and the page that follows the redirect checks the rest.
+        return nul
     problems = {}
     for name in (OccurredRangeFilter.parameter_from, OccurredRangeFilter.parameter_to):
         raw = params.get(name)
@@ -473,6 +499,19 @@ def filter_param_problems(
             for name in given:
                 problems[name] = f"no such period in the date drill-down: {shown}"
     problems.update(field_value_problems(params, model=model, known=known, skip=problems))
+    return problems
+
+
+def _nul_problems(params) -> dict[str, str]:
+    problems = {}
+    for name, values in params.lists():
+        if "\x00" in name or any("\x00" in value for value in values):
+            shown = name.replace("\x00", "\\u0000")
+            problems[name] = (
+                "the search text must not contain NUL (\\u0000)"
+                if name == SEARCH_VAR
+                else f"{shown}: must not contain NUL (\\u0000)"
+            )
     return problems
 
 

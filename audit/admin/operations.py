@@ -26,6 +26,7 @@ from traceledger.admin_confirm import confirm_first
 from traceledger.admin_lookups import NoPatternLookupsMixin
 from traceledger.admin_pages import PageCheckedChangeListMixin, PageRangeMixin
 from traceledger.admin_selection import ValidSelectionMixin
+from traceledger.query_guard import nul_query_handled
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +170,7 @@ class DeadLetterAdmin(_OperationsAdmin):
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
+    @nul_query_handled
     def changelist_view(self, request, extra_context=None):
         # The queue holds every tenant's dead letters: its depth is for operators only.
         depth = dlq_depth() if request.user.is_superuser else None
@@ -324,6 +326,7 @@ class OutboxMessageAdmin(_OperationsAdmin):
     def payload_pretty(self, obj: OutboxMessage) -> str:
         return _pretty(obj.payload)
 
+    @nul_query_handled
     def changelist_view(self, request, extra_context=None):
         backlog = outbox_backlog(self.get_queryset(request))
         extra_context = {**(extra_context or {}), "backlog": backlog}

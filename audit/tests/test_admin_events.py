@@ -969,6 +969,41 @@ def test_an_export_whose_search_cannot_run_goes_back_to_the_list_instead_of_an_e
     assert not [call for call in recorded if call["action"] == "audit_log.export"]
 
 
+def test_a_nul_in_the_search_is_reported_on_the_list_not_the_apis_json_400(
+    client, tenant, auditor, recorded
+):
+    event_create(tenant_id=tenant.pk, outcome="failure")
+    event_create(tenant_id=tenant.pk, outcome="success")
+    login(client, auditor)
+
+    first = client.get(f"{CHANGELIST}?q=a%00b&outcome__exact=failure")
+    page = client.get(first.url)
+
+    assert first.status_code == 302
+    assert first.url == f"{CHANGELIST}?outcome__exact=failure"
+    assert [e.outcome for e in results(page)] == ["failure"]
+    assert page_messages(page) == ["Search not run: the search text must not contain NUL (\\u0000)"]
+
+
+def test_a_nul_in_a_filter_or_an_exports_search_is_named_and_nothing_exported(
+    client, tenant, auditor, recorded
+):
+    event_create(tenant_id=tenant.pk, outcome="failure")
+    login(client, auditor)
+
+    listed = client.get(f"{CHANGELIST}?action_prefix=a%00&outcome__exact=failure", follow=True)
+    export = client.get(f"{EXPORT}?format=csv&q=a%00b&outcome__exact=failure")
+    back = client.get(export.url)
+
+    assert page_messages(listed) == [
+        "Filter ignored: action_prefix: must not contain NUL (\\u0000)"
+    ]
+    assert not export.streaming
+    assert export.url == f"{CHANGELIST}?outcome__exact=failure"
+    assert page_messages(back) == ["Cannot export: the search text must not contain NUL (\\u0000)"]
+    assert not [call for call in recorded if call["action"] == "audit_log.export"]
+
+
 def test_an_export_with_a_search_that_runs_exports_its_matches(client, tenant, auditor, recorded):
     from search.backends.postgresql import PostgresBackend
 

@@ -586,3 +586,14 @@ def test_an_unusable_outbox_filter_is_named_and_dropped(operator, tenant):
     assert first.url == OUTBOX
     [message] = [str(m) for m in operator.get(first.url).context["messages"]]
     assert message.startswith("Filter ignored: attempts__in: ")
+
+
+def test_a_nul_in_a_dead_letter_filter_is_named_and_dropped_not_the_apis_json_400(operator, tenant):
+    dead_letter(tenant)
+
+    response = operator.get(f"{DEAD_LETTERS}?reason=a%00b&status__exact=new", follow=True)
+
+    assert response.redirect_chain == [(f"{DEAD_LETTERS}?status__exact=new", 302)]
+    assert [str(m) for m in response.context["messages"]] == [
+        "Filter ignored: reason: must not contain NUL (\\u0000)"
+    ]

@@ -29,3 +29,14 @@ def test_it_answers_a_time_filter_with_an_offset_postgresql_cannot_parse(key_cli
         "/api/v1/audit-events/search", {"q": "x", "occurred_before": "2026-01-01T00:00:00+23:59"}
     )
     assert response.status_code == 200
+
+
+def test_a_view_not_marked_as_handling_nul_is_still_refused_by_the_guard(client, superuser):
+    """Only views marked ``nul_query_handled`` (the audit admin's lists and export) get the
+    request; the accounts admin's user search would hand the NUL to PostgreSQL (a 500)."""
+    client.force_login(superuser)
+
+    response = client.get("/admin/accounts/user/?q=a%00b")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"q": ["Must not contain NUL."]}
