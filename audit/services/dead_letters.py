@@ -494,16 +494,16 @@ def _locked(ids: list[int], tenant_id: int | None) -> list[tuple[int, str, int]]
     return rows
 
 
-def _publish_ingest(payload: dict) -> None:
+def _publish_ingest(payload: dict) -> str:
     """Hand a dead letter's kwargs back to the pipeline, as a fresh message.
 
     A fresh message carries no ``x-death``, so RabbitMQ's dead-letter cycle detection cannot
     drop it (notes §1.7). The API side's ``events_submit`` confirms the publish or falls back
-    to the outbox in the caller's transaction.
+    to the outbox in the caller's transaction; returns which (``"broker"`` or ``"outbox"``).
     """
     from audit.services.submission import events_submit
 
-    events_submit(
+    return events_submit(
         tenant_id=payload["tenant_id"],
         events=payload["events"],
         request_id=payload.get("request_id"),
@@ -552,6 +552,29 @@ class ReplayResult:
     replayed: int
     not_new: int  # already replayed or discarded
     not_replayable: int  # no ingest batch to republish (not JSON, not a task, no tenant)
+    # Of ``replayed``: batches RabbitMQ did not confirm, kept in the outbox for the relay.
+    via_outbox: int = 0
+
+    def summary(self, selected: int) -> str:
+        """The outcome for people: how many of ``selected`` were replayed, where to ("to
+        audit.ingest" only when RabbitMQ confirmed every batch), and what was skipped."""
+        head = f"Replayed {self.replayed} of {selected} selected dead letter(s)"
+        relay = "the outbox relay publishes {} to audit.ingest once RabbitMQ is back"
+        if not self.via_outbox:
+            text = f"{head} to audit.ingest."
+        elif self.via_outbox == self.replayed:
+            text = (
+                f"{head} into the outbox: RabbitMQ did not confirm them, so they were "
+                f"accepted there and {relay.format('them')}."
+            )
+        else:
+            text = (
+                f"{head}: {self.replayed - self.via_outbox} to audit.ingest, "
+                f"{self.via_outbox} into the outbox (RabbitMQ did not confirm them; "
+                f"{relay.format('those')})."
+            )
+        skipped = self.skipped_text()
+        return text + (f" Skipped: {skipped}." if skipped else "")
 
     def skipped_text(self) -> str:
         """Why letters were skipped, for people ("" when none were)."""
@@ -611,13 +634,14 @@ def dead_letters_replay(
         fresh = {pk: count for pk, status, count in selected if status == DeadLetterStatus.NEW}
         fresh_ids = list(fresh)  # in id order, as _locked returns them
         replayed: list[int] = []
+        via_outbox = 0
         # Publish (confirmed) before the status commits: a failed commit only replays twice.
         for start in range(0, len(fresh_ids), REPLAY_CHUNK):
             chunk = fresh_ids[start : start + REPLAY_CHUNK]
             rows = DeadLetter.objects.filter(pk__in=chunk).order_by("pk")
             for pk, payload in rows.values_list("pk", "payload"):
                 if _replayable(payload):
-                    _publish_ingest(payload)
+                    via_outbox += _publish_ingest(payload) == "outbox"
                     replayed.append(pk)
         now = timezone.now()
         DeadLetter.objects.filter(pk__in=replayed).update(
@@ -637,6 +661,7 @@ def dead_letters_replay(
         replayed=len(replayed),
         not_new=len(selected) - len(fresh),
         not_replayable=len(fresh) - len(replayed),
+        via_outbox=via_outbox,
     )
 
 

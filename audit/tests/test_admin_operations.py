@@ -597,3 +597,47 @@ def test_a_nul_in_a_dead_letter_filter_is_named_and_dropped_not_the_apis_json_40
     assert [str(m) for m in response.context["messages"]] == [
         "Filter ignored: reason: must not contain NUL (\\u0000)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("unconfirmed", "said"),
+    [
+        (
+            {1, 2},
+            "Replayed 2 of 2 selected dead letter(s) into the outbox: RabbitMQ did not confirm "
+            "them, so they were accepted there and the outbox relay publishes them to "
+            "audit.ingest once RabbitMQ is back.",
+        ),
+        (
+            {2},
+            "Replayed 2 of 2 selected dead letter(s): 1 to audit.ingest, 1 into the outbox "
+            "(RabbitMQ did not confirm them; the outbox relay publishes those to audit.ingest "
+            "once RabbitMQ is back).",
+        ),
+    ],
+)
+def test_a_replay_while_rabbitmq_does_not_confirm_says_the_batches_went_to_the_outbox(
+    operator, tenant, recorded, monkeypatch, unconfirmed, said
+):
+    """It said "Replayed 1 ... to audit.ingest" although the batch was in the outbox."""
+    from audit.publisher import PublishError
+
+    calls = []
+
+    def publish(payload, **kwargs):
+        calls.append(payload)
+        if len(calls) in unconfirmed:
+            raise PublishError("no confirm within 2 s")
+
+    monkeypatch.setattr("audit.services.submission.publish_ingest_batch", publish)
+    letters = [dead_letter(tenant), dead_letter(tenant)]
+    go = {"action": "replay_selected", "_selected_action": [x.pk for x in letters], "post": "yes"}
+
+    response = operator.post(DEAD_LETTERS, go, follow=True)
+
+    [message] = response.context["messages"]
+    assert str(message) == said
+    assert message.level_tag == "warning"
+    assert OutboxMessage.objects.count() == len(unconfirmed)
+    assert {x.status for x in DeadLetter.objects.all()} == {DeadLetterStatus.REPLAYED}
+    assert [c["action"] for c in recorded] == ["dead_letter.replay"]
