@@ -503,10 +503,14 @@ def _publish_ingest(payload: dict) -> str:
     """
     from audit.services.submission import events_submit
 
+    submitted_by = payload.get("submitted_by")
     return events_submit(
         tenant_id=payload["tenant_id"],
         events=payload["events"],
         request_id=payload.get("request_id"),
+        # Who handed the events in, kept through the dead letter (docs/ingest.md): without
+        # it the replayed events were stored as nobody's.
+        submitted_by=submitted_by if isinstance(submitted_by, str) else "",
     )
 
 

@@ -559,3 +559,13 @@ def test_a_dead_lettered_event_keeps_its_submitter_for_the_replay(tenant):
     assert service.dead_letters_drain() == 1
 
     assert DeadLetter.objects.get().payload["submitted_by"] == "api_key:Ab12Cd34"
+
+    service.dead_letters_replay(
+        ids=[DeadLetter.objects.get().pk], actor=Actor(id="ops", type="user", name="ops")
+    )
+
+    with Connection(app.conf.broker_url) as conn:
+        message = conn.default_channel.basic_get(INGEST_QUEUE.name, no_ack=True)
+    _, kwargs, _ = orjson.loads(message.body)
+    assert kwargs["events"][0]["action"] != "dead_letter.replay"  # the replayed batch first
+    assert kwargs["submitted_by"] == "api_key:Ab12Cd34"
