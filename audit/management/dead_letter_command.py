@@ -29,8 +29,11 @@ class DeadLetterCommand(BaseCommand):
         )
 
     def act(self, *, ids: list[int], actor: Actor) -> tuple[int, str]:
-        """(letters acted on, why the others were skipped or "")."""
+        """(letters acted on, why the others were skipped or ""); a line to print after the
+        summary may be left in ``self.after``."""
         raise NotImplementedError
+
+    after = ""
 
     def handle(self, *args, ids: list[int], every_new: bool, actor: str | None, **options):
         if every_new and ids:
@@ -52,3 +55,5 @@ class DeadLetterCommand(BaseCommand):
             raise CommandError(str(exc)) from exc
         note = f" (skipped: {skipped})" if skipped else ""
         self.stdout.write(f"{self.past} {done} dead letter(s){note}")
+        if self.after:
+            self.stdout.write(self.after)

@@ -336,6 +336,30 @@ def test_replay_all_republishes_new_dead_letters_once(tenant, system_tenant):
     assert statuses == [DeadLetterStatus.DISCARDED, DeadLetterStatus.REPLAYED, "replayed"]
 
 
+def test_replay_dead_letters_says_when_batches_went_to_the_outbox(
+    tenant, system_tenant, monkeypatch
+):
+    from audit.models import OutboxMessage
+    from audit.publisher import PublishError
+
+    dead_letter_event(tenant.pk)
+    service.dead_letters_drain()
+
+    def unconfirmed(payload, **kwargs):
+        raise PublishError("no confirm within 1 s")
+
+    monkeypatch.setattr("audit.services.submission.publish_ingest_batch", unconfirmed)
+    out = StringIO()
+    call_command("replay_dead_letters", "--all", stdout=out)
+
+    assert out.getvalue().splitlines() == [
+        "replayed 1 dead letter(s)",
+        "1 of them into the outbox: RabbitMQ did not confirm them; the outbox relay publishes "
+        "them to audit.ingest once it is back",
+    ]
+    assert OutboxMessage.objects.count() >= 1
+
+
 def test_discard_marks_dead_letters_and_is_recorded(tenant, system_tenant):
     dead_letter_event(tenant.pk)
     service.dead_letters_drain()

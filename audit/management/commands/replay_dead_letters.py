@@ -14,4 +14,9 @@ class Command(DeadLetterCommand):
 
     def act(self, *, ids, actor):
         result = dead_letters_replay(ids=ids, actor=actor)
+        if result.via_outbox:
+            self.after = (
+                f"{result.via_outbox} of them into the outbox: RabbitMQ did not confirm them; "
+                "the outbox relay publishes them to audit.ingest once it is back"
+            )
         return result.replayed, result.skipped_text()
