@@ -8,6 +8,7 @@ request's content coding, and decompressing here would let a small body expand p
 §15.5.16, with ``Accept-Encoding: identity`` in the answer, set by the exception handler).
 """
 
+from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
 
@@ -37,4 +38,28 @@ class UncompressedJSONParser(JSONParser):
 
     def parse(self, stream, media_type=None, parser_context=None):
         content_encoding_refuse(parser_context["request"].META)
-        return super().parse(stream, media_type, parser_context)
+        data = super().parse(stream, media_type, parser_context)
+        _refuse_lone_surrogates(data)
+        return data
+
+
+def _refuse_lone_surrogates(data) -> None:
+    """Python's ``json`` accepts an unpaired ``\\ud800`` escape, a string no UTF-8 can hold:
+    echoed back in an error (an unknown field's name, a bad choice) or used as a rate-limit
+    key (the login's username), it made the answer a 500. A 400, as ingest answers it."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ParseError(
+                    "Malformed JSON: invalid string: unpaired UTF-16 surrogate; a string "
+                    "must hold Unicode characters only."
+                ) from None

@@ -114,3 +114,32 @@ def test_credentials_in_an_unknown_scheme_are_told_which_schemes_work(authorizat
 def test_no_credentials_at_all_still_says_so():
     response = APIClient().get("/api/v1/audit-events")
     assert response.json()["error"]["message"] == "Authentication credentials were not provided."
+
+
+# A lone surrogate escape is valid JSON text but no Unicode string: echoed in an error or
+# used as a rate-limit key it was a 500 (no login needed for the first one).
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/auth/login", '{"username": "\\ud800", "password": "x"}'),
+        ("/api/v1/auth/login", '{"username": "a", "password": "b", "\\udfff": 1}'),
+        ("/api/v1/auth/refresh", '{"refresh": "x", "k": ["\\ud800"]}'),
+        ("/api/v1/users", '{"username": "u", "password": "p", "role": "\\ud83d"}'),
+    ],
+)
+def test_a_lone_surrogate_in_a_json_body_is_a_400_parse_error(owner, user_client, path, body):
+    client = user_client(owner) if path == "/api/v1/users" else APIClient()
+
+    response = client.post(path, body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "parse_error"
+    assert "surrogate" in response.json()["error"]["message"]
+
+
+@pytest.mark.django_db
+def test_a_surrogate_pair_is_an_ordinary_character():
+    body = '{"username": "\\ud83d\\ude00", "password": "x"}'  # an emoji, escaped
+    response = APIClient().post("/api/v1/auth/login", body, content_type="application/json")
+    assert response.status_code == 401
