@@ -544,11 +544,20 @@ def _record(
 
 
 def _replayable(payload) -> bool:
-    return (
-        isinstance(payload, dict)
-        and isinstance(payload.get("tenant_id"), int)
-        and isinstance(payload.get("events"), list)
-    )
+    """An ingest batch the publisher can send again: a tenant id (an int, not a bool, within
+    PostgreSQL's bigint), a list of events, and nothing orjson cannot write. A drained
+    message is stored as it arrived, and an integer beyond 64 bits anywhere in it made the
+    publish raise: the whole replay was a 500, after the letters before it had been sent."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("events"), list):
+        return False
+    tenant_id = payload.get("tenant_id")
+    if type(tenant_id) is not int or not 0 < tenant_id < 2**63:
+        return False
+    try:
+        orjson.dumps(payload)
+    except orjson.JSONEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

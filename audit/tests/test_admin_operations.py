@@ -406,6 +406,33 @@ def test_replaying_letters_that_hold_no_batch_says_why_before_and_after(
 
 
 @pytest.mark.parametrize(
+    "payload",
+    [
+        {"tenant_id": 10**30, "events": []},  # beyond 64 bits: orjson cannot write it
+        {"tenant_id": True, "events": []},  # a bool is an int to Python
+        {"tenant_id": "this tenant", "events": [{"metadata": {"n": 2**64}}]},
+    ],
+    ids=["huge-tenant", "bool-tenant", "huge-number-inside"],
+)
+def test_a_letter_the_publisher_cannot_write_is_skipped_not_a_500(
+    operator, tenant, recorded, clean_queues, payload
+):
+    if payload["tenant_id"] == "this tenant":
+        payload = {**payload, "tenant_id": tenant.pk}
+    odd = dead_letter(tenant, payload=payload)
+    good = dead_letter(tenant)
+    selection = {"action": "replay_selected", "_selected_action": [good.pk, odd.pk]}
+
+    result = operator.post(DEAD_LETTERS, {**selection, "post": "yes"}, follow=True)
+
+    assert result.status_code == 200
+    assert "Replayed 1 of 2 selected dead letter(s)" in result.content.decode()
+    odd.refresh_from_db()
+    good.refresh_from_db()
+    assert (odd.status, good.status) == (DeadLetterStatus.NEW, DeadLetterStatus.REPLAYED)
+
+
+@pytest.mark.parametrize(
     "changelist",
     [
         DEAD_LETTERS,
