@@ -8,7 +8,7 @@ from django.db import DatabaseError
 from django.db.models import QuerySet
 
 from accounts import keycache
-from accounts.models import SYSTEM_TENANT_SLUG, ApiKey, Tenant, User
+from accounts.models import SYSTEM_TENANT_SLUG, ApiKey, Scope, Tenant, User
 from accounts.principal import Principal
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,9 @@ def api_key_principal_get(*, key: str, before_lookup=None) -> Principal | None:
         "prefix": api_key.prefix,
         "name": api_key.name,
         "tenant_id": api_key.tenant_id,
-        "scopes": sorted(api_key.scopes),
+        # What a key may hold, whatever the row says: the forms offer only these, but a
+        # row edited by SQL to hold "admin" let a key create users, and a NULL was a 500.
+        "scopes": sorted(set(api_key.scopes or ()) & set(Scope.values)),
         "expires_at": api_key.expiry_date.timestamp() if api_key.expiry_date else None,
         "checked_at": now,
     }

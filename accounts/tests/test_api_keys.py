@@ -466,3 +466,17 @@ def test_a_redis_outage_logs_one_line_not_one_traceback_per_cache_call(read_key,
     latch = [r.getMessage() for r in caplog.records if r.name == "traceledger.redis_latch"]
     assert len(latch) == 1 and latch[0].startswith("Redis unreachable")
     assert len(caplog.records) <= 5, [(r.name, r.getMessage()) for r in caplog.records]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("stored", [["admin", "ingest", "read"], [None, "read"]])
+def test_a_key_holds_only_the_key_scopes_whatever_its_row_says(tenant, stored):
+    # The forms offer ingest and read only; a row edited by SQL is read the same way.
+    api_key, key = api_key_create(tenant=tenant, name="edited", scopes=["read"])
+    ApiKey.objects.filter(pk=api_key.pk).update(scopes=stored)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+
+    assert client.get("/api/v1/audit-events").status_code == 200
+    body = {"username": "made-by-a-key", "password": "Correct-horse-9", "role": "auditor"}
+    assert client.post("/api/v1/users", body, format="json").status_code == 403
