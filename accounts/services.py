@@ -242,8 +242,8 @@ def user_create(
     if role not in Role.values:
         raise ValidationError({"role": [f"Must be one of {', '.join(Role.values)}."]})
     username = User.normalize_username(username)  # NFKC, as Django stores it (fullwidth too)
-    if User.objects.filter(username__iexact=username).exists():
-        raise ValidationError({"username": ["A user with that username already exists."]})
+    if _username_taken(username):
+        raise ValidationError({"username": [USERNAME_TAKEN]})
     user = User(username=username, email=email, tenant=tenant, role=role, is_staff=is_staff)
     try:
         validate_password(password, user=user)
@@ -252,7 +252,14 @@ def user_create(
     user.set_password(password)
     try:
         with transaction.atomic():
-            user.full_clean(exclude=["password"])
+            try:
+                user.full_clean(exclude=["password"])
+            except ValidationError as exc:
+                # The same race, seen by the case-insensitive unique constraint's check,
+                # which Django reports for the whole form ("__all__"): it is the username's.
+                if USERNAME_TAKEN in exc.messages:
+                    raise ValidationError({"username": [USERNAME_TAKEN]}) from None
+                raise
             user.save()
             _record_user_change(
                 user=user,
@@ -263,8 +270,15 @@ def user_create(
             )
     except IntegrityError:
         # Another request took the name between the checks above and this insert.
-        raise ValidationError({"username": ["A user with that username already exists."]}) from None
+        raise ValidationError({"username": [USERNAME_TAKEN]}) from None
     return user
+
+
+USERNAME_TAKEN = "A user with that username already exists."
+
+
+def _username_taken(username: str) -> bool:
+    return User.objects.filter(username__iexact=username).exists()
 
 
 # Fields whose change is worth an audit event (the password itself is never recorded).

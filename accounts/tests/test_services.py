@@ -260,3 +260,16 @@ def test_the_case_migration_names_clashing_usernames_instead_of_failing_on_the_i
         with pytest.raises(CommandError, match="all but one of: Ada, ada"):
             migration.refuse_names_differing_only_in_case(apps, None)
         transaction.set_rollback(True)
+
+
+@pytest.mark.django_db
+def test_a_name_taken_between_the_check_and_the_insert_is_named_on_username(tenant, monkeypatch):
+    # Two requests creating "Ada" at once: both pass the first check, the loser learns it
+    # from the unique constraint (reported for the whole form by Django) or the insert.
+    user_create(tenant=tenant, username="ada", password="Correct-horse-9", role=Role.AUDITOR)
+    monkeypatch.setattr("accounts.services._username_taken", lambda username: False)
+
+    with pytest.raises(ValidationError) as refused:
+        user_create(tenant=tenant, username="ADA", password="Correct-horse-9", role=Role.AUDITOR)
+
+    assert refused.value.message_dict == {"username": ["A user with that username already exists."]}
