@@ -66,5 +66,41 @@ class OutboxDepthCollector:
         return []
 
 
-if not any(isinstance(c, OutboxDepthCollector) for c in SCRAPE_COLLECTORS):
-    SCRAPE_COLLECTORS.append(OutboxDepthCollector())
+class IngestQueueCollector:
+    """``audit.ingest``'s waiting messages and consumers, read at scrape time: the signal
+    of a stopped or stuck worker (consumers 0, or messages growing), which the stored-event
+    counters and the lag only show by going quiet."""
+
+    def collect(self):
+        from django.conf import settings
+        from kombu.exceptions import OperationalError
+
+        from audit.topology import ingest_queue_state
+
+        try:
+            state = ingest_queue_state(
+                settings.CELERY_BROKER_URL, timeout=settings.TRACELEDGER_HEALTH_TIMEOUT
+            )
+        except OperationalError:
+            return  # a scrape must not fail because RabbitMQ is down
+        messages = GaugeMetricFamily(
+            "traceledger_ingest_queue_messages",
+            "Messages (ingest requests) waiting in audit.ingest, not yet taken by a worker.",
+        )
+        consumers = GaugeMetricFamily(
+            "traceledger_ingest_queue_consumers",
+            "Consumers of audit.ingest: one per worker process taking ingest tasks; 0 means "
+            "nothing stores events.",
+        )
+        messages.add_metric([], state.messages)
+        consumers.add_metric([], state.consumers)
+        yield messages
+        yield consumers
+
+    def describe(self):
+        return []
+
+
+for _collector in (OutboxDepthCollector, IngestQueueCollector):
+    if not any(isinstance(c, _collector) for c in SCRAPE_COLLECTORS):
+        SCRAPE_COLLECTORS.append(_collector())

@@ -6,6 +6,8 @@ no-op; different arguments fail with PRECONDITION_FAILED (notes §1.6), which is
 caller declares the very objects of ``traceledger/queues.py``.
 """
 
+from dataclasses import dataclass
+
 from kombu import Connection
 from kombu.connection import maybe_channel
 from kombu.exceptions import OperationalError as BrokerError
@@ -62,3 +64,29 @@ def topology_ensure(url: str, *, timeout: float) -> None:
         raise BrokerError(f"declaring the topology: {exc!r}") from exc
     finally:
         conn.release()
+
+
+@dataclass(frozen=True)
+class QueueState:
+    messages: int  # ready to deliver (not those a worker holds unacked)
+    consumers: int  # channels consuming: one per worker process that takes ingest tasks
+
+
+def ingest_queue_state(url: str, *, timeout: float) -> QueueState:
+    """What ``audit.ingest`` holds and how many consumers read it, by a passive declare on a
+    connection of its own. A stopped worker showed nowhere: ``/readyz`` said ok, the lag is
+    only measured when an event is stored, and no process logs anything while nothing
+    consumes (operator QA). Raises kombu's ``OperationalError`` when the broker cannot say."""
+    conn = broker_connection(
+        url, name="traceledger-queue-state", connect_timeout=timeout, io_timeout=timeout
+    )
+    try:
+        conn.ensure_connection(max_retries=0, timeout=timeout)
+        _, messages, consumers = conn.default_channel.queue_declare(
+            queue=INGEST_QUEUE.name, passive=True
+        )
+    except (*conn.connection_errors, *conn.channel_errors) as exc:
+        raise BrokerError(f"reading the state of {INGEST_QUEUE.name}: {exc!r}") from exc
+    finally:
+        conn.release()
+    return QueueState(messages=messages, consumers=consumers)

@@ -134,11 +134,23 @@ def check_search() -> str:
     return OK
 
 
+def check_workers() -> str:
+    """Whether any worker consumes ``audit.ingest``: ``down`` when none does, so a stopped
+    worker makes the stack ``degraded`` (events are accepted, nothing stores them)."""
+    from audit.topology import ingest_queue_state
+
+    state = ingest_queue_state(
+        settings.CELERY_BROKER_URL, timeout=settings.TRACELEDGER_HEALTH_TIMEOUT
+    )
+    return OK if state.consumers else DOWN
+
+
 CHECKS: dict[str, Callable[..., str]] = {
     "database": check_database,
     "broker": check_broker,
     "cache": check_cache,
     "search": check_search,
+    "workers": check_workers,
 }
 
 

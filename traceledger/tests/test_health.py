@@ -20,14 +20,55 @@ def test_monitoring_endpoints_answer_head_as_get(client):
     assert client.head("/healthz").status_code == 200
 
 
+@pytest.fixture
+def ingest_consumer():
+    """A consumer on audit.ingest, as each worker process has (it takes one message at most,
+    and gives it back when it closes)."""
+    from kombu import Connection, Consumer
+
+    from traceledger.queues import INGEST_QUEUE
+
+    with Connection(settings.CELERY_BROKER_URL) as conn:
+        channel = conn.channel()
+        channel.basic_qos(0, 1, False)
+        consumer = Consumer(channel, queues=[INGEST_QUEUE], accept=["json"])
+        consumer.consume()
+        yield
+        consumer.cancel()
+
+
 @pytest.mark.django_db
-def test_it_reports_every_dependency_ok_and_search_disabled(client):
+def test_it_reports_every_dependency_ok_and_search_disabled(client, ingest_consumer):
     response = client.get("/readyz")
     assert response.status_code == 200
     assert response.json() == {
         "status": "ok",
-        "checks": {"database": "ok", "broker": "ok", "cache": "ok", "search": "disabled"},
+        "checks": {
+            "database": "ok",
+            "broker": "ok",
+            "cache": "ok",
+            "search": "disabled",
+            "workers": "ok",
+        },
     }
+
+
+@pytest.mark.django_db
+def test_it_is_degraded_while_no_worker_consumes_the_ingest_queue(client):
+    # Events are still accepted (202), but nothing stores them: an operator must see it.
+    response = client.get("/readyz")
+
+    assert response.status_code == 200
+    assert response.json()["checks"]["workers"] == "down"
+    assert response.json()["status"] == "degraded"
+
+
+@pytest.mark.django_db
+def test_the_ingest_queue_and_its_consumers_are_exported_at_scrape_time(client, ingest_consumer):
+    text = client.get("/metrics").content.decode()
+
+    assert "traceledger_ingest_queue_consumers 1.0" in text
+    assert "traceledger_ingest_queue_messages " in text
 
 
 @pytest.mark.django_db
