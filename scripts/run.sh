@@ -48,10 +48,10 @@ trap cleanup INT TERM HUP EXIT
 set -m
 GUNICORN_BIND="$HOST:$PORT" "$BIN/gunicorn" traceledger.wsgi:application &
 pids+=($!)
-"$BIN/celery" -A traceledger worker --loglevel INFO --concurrency 2 \
+"$BIN/celery" -A traceledger worker --concurrency 2 \
   -Q audit.ingest,search.index,maintenance --without-gossip --without-mingle &
 pids+=($!)
-"$BIN/celery" -A traceledger beat --loglevel INFO &
+"$BIN/celery" -A traceledger beat &
 pids+=($!)
 
 echo "[run] web http://localhost:$PORT/  admin http://localhost:$PORT/admin/  API docs http://localhost:$PORT/api/docs/"

@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery
+from celery.signals import setup_logging
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "traceledger.settings")
 
@@ -27,6 +28,19 @@ def _exit_on_bad_settings(sender=None, **kwargs) -> None:
         settings.INSTALLED_APPS  # noqa: B018 (loads the settings module)
     except ImproperlyConfigured as exc:
         exit_on_configuration_error(exc)
+
+
+@setup_logging.connect
+def _logging_from_settings(**kwargs) -> None:
+    """Worker and beat log as every other process does: Django's ``LOGGING`` (JSON lines at
+    ``DJANGO_LOG_LEVEL``). A receiver here makes Celery leave logging alone; without one it
+    set the root logger to its ``--loglevel``, WARNING when not given, so the README's worker
+    command logged no INFO line at all (no relay lines, no request ids; operator QA)."""
+    from logging.config import dictConfig
+
+    from django.conf import settings
+
+    dictConfig(settings.LOGGING)
 
 
 app.config_from_object("django.conf:settings", namespace="CELERY")
