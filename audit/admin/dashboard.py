@@ -2,7 +2,9 @@
 
 - events per hour: the last 24 hours of ``occurred_at`` (the tenant's time index, or the
   global one for a superuser), grouped in PostgreSQL;
-- ingest lag: ``stored_at - received_at`` over the events of the last 15 minutes;
+- ingest lag: ``stored_at - received_at`` over the events stored in the last 15 minutes
+  (``stored_at``'s BRIN index); the newest stored event from the chain heads (one row per
+  tenant, moved by every ingest transaction);
 - outbox and dead letters: small tables by design (the relay and the drain empty them);
 - DLQ depth and search state: one bounded call each to RabbitMQ and Elasticsearch.
 """
@@ -19,7 +21,7 @@ from django.utils import timezone
 
 from accounts.principal import principal_for_user
 from audit.admin.events import can_view_events
-from audit.models import DeadLetter, DeadLetterStatus, OutboxMessage
+from audit.models import ChainHead, DeadLetter, DeadLetterStatus, OutboxMessage
 from audit.selectors import event_queryset, outbox_backlog
 from audit.services.dead_letters import dlq_depth
 
@@ -92,14 +94,18 @@ def dashboard_for(*, user, now: datetime | None = None) -> Dashboard | None:
         bar.height = round(CHART_HEIGHT * bar.count / board.peak) if board.peak else 0
         bar.y = CHART_HEIGHT - bar.height
 
-    lag = events.filter(occurred_at__gte=now - LAG_WINDOW, occurred_at__lte=now).aggregate(
+    # By when the events were stored, not by the client's occurred_at: a backfill or a
+    # skewed clock made that window wrong, and a stalled worker read as "no events".
+    lag = events.filter(stored_at__gte=now - LAG_WINDOW).aggregate(
         avg=Avg(F("stored_at") - F("received_at")),
         max=Max(F("stored_at") - F("received_at")),
-        newest=Max("stored_at"),
     )
     board.lag_avg = lag["avg"].total_seconds() if lag["avg"] is not None else None
     board.lag_max = lag["max"].total_seconds() if lag["max"] is not None else None
-    board.newest_stored_at = lag["newest"]
+    heads = ChainHead.objects.all()
+    if not user.is_superuser:
+        heads = heads.filter(tenant_id=user.tenant_id)
+    board.newest_stored_at = heads.aggregate(newest=Max("updated_at"))["newest"]
 
     outbox = OutboxMessage.objects.all()
     dead = DeadLetter.objects.filter(status=DeadLetterStatus.NEW)

@@ -1,6 +1,6 @@
 import uuid
 
-from django.contrib.postgres.indexes import OpClass
+from django.contrib.postgres.indexes import BrinIndex, OpClass
 from django.db import models
 
 
@@ -120,6 +120,10 @@ class AuditEvent(models.Model):
                 condition=~models.Q(actor_type="user"),
                 name="auditevent_tenant_actortype",
             ),
+            # The admin dashboard's "stored in the last 15 minutes": rows arrive in
+            # stored_at order, so a block-range index is a few pages and costs the
+            # insert path next to nothing, where a btree would be one more per row.
+            BrinIndex(fields=["stored_at"], name="auditevent_stored_brin"),
         ]
 
     def __str__(self) -> str:
