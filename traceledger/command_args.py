@@ -1,5 +1,8 @@
 """Option parsing shared by the management commands of every app."""
 
+import argparse
+import getpass
+import os
 from datetime import UTC, date, datetime, time
 
 from django.core.management.base import CommandError
@@ -26,3 +29,38 @@ def parse_moment(value: str, *, option: str, require_offset: bool = False) -> da
 def counted(number: int, noun: str) -> str:
     """``1 event``, ``2 events``: command output read by people (and by cron mail)."""
     return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+ACTOR_MAX_LENGTH = 256  # an audit event's actor.id
+
+
+def add_actor_argument(parser, *, doing: str, trail: str = "the system audit trail") -> None:
+    """``--actor NAME``: who runs a command that records itself as an audit event. One
+    option for every such command, so operators meet the same name and default everywhere."""
+    parser.add_argument(
+        "--actor",
+        default=None,
+        type=_actor_value,
+        metavar="NAME",
+        help=f"who is {doing}, recorded in {trail} (default: cli:<login name>)",
+    )
+
+
+def _actor_value(value: str) -> str:
+    # Refused here, before anything is done: the audit event is submitted after the work
+    # (a purge, a replay) and an actor id it cannot carry would lose the record of it.
+    value = value.strip()
+    if not 1 <= len(value) <= ACTOR_MAX_LENGTH:
+        raise argparse.ArgumentTypeError(f"must be 1 to {ACTOR_MAX_LENGTH} characters")
+    return value
+
+
+def actor_name(given: str | None) -> str:
+    """The ``--actor`` given, else ``cli:<login name>`` of whoever runs the command."""
+    if given:
+        return given
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):  # a container user without a passwd entry or LOGNAME
+        login = f"uid-{os.getuid()}"
+    return f"cli:{login}"

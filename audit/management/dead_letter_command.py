@@ -2,12 +2,11 @@
 new letter), ``--actor`` (default ``cli:<login name>``), unknown ids an error that changes
 nothing, and one summary line."""
 
-import getpass
-
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.signals import Actor
 from audit.services.dead_letters import UnknownDeadLetters, dead_letter_ids_new
+from traceledger.command_args import actor_name, add_actor_argument
 
 
 class DeadLetterCommand(BaseCommand):
@@ -22,11 +21,7 @@ class DeadLetterCommand(BaseCommand):
             action="store_true",
             help=f"{self.verb} every dead letter that is still new",
         )
-        parser.add_argument(
-            "--actor",
-            default=None,
-            help="who is doing it, recorded in the system audit trail (default: cli:<user>)",
-        )
+        add_actor_argument(parser, doing="doing it")
 
     def act(self, *, ids: list[int], actor: Actor) -> tuple[int, str]:
         """(letters acted on, why the others were skipped or ""); a line to print after the
@@ -48,7 +43,7 @@ class DeadLetterCommand(BaseCommand):
             if not ids:
                 self.stdout.write(f"no new dead letters to {self.verb}")
                 return
-        name = actor or f"cli:{getpass.getuser()}"
+        name = actor_name(actor)
         try:
             done, skipped = self.act(ids=ids, actor=Actor(id=name, type="user", name=name))
         except UnknownDeadLetters as exc:

@@ -258,6 +258,65 @@ def test_a_purge_is_recorded_in_the_tenants_trail_with_its_actor(
     assert "removed 3 events (sequences 1..3)" in event["description"]
 
 
+@pytest.fixture
+def purge_records(monkeypatch):
+    """The events the purge command submits (its ``ledger.purge`` record), not published."""
+    from audit.services import submission
+
+    submitted = []
+    monkeypatch.setattr(
+        submission,
+        "events_submit",
+        lambda *, tenant_id, events, request_id, submitted_by="": (
+            submitted.extend(events) or "broker"
+        ),
+    )
+    return submitted
+
+
+def test_the_purge_command_records_the_actor_given_or_the_login_name(
+    tenant, purge_records, monkeypatch, django_capture_on_commit_callbacks
+):
+    chained_events_create(tenant_id=tenant.id, count=2, **_received(1))
+    chained_events_create(tenant_id=tenant.id, count=2, start=2, **_received(3))
+    monkeypatch.setattr("getpass.getuser", lambda: "carol")
+    args = ("purge_events", "--tenant", tenant.slug, "--yes")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command(*args, "--before", "2026-01-02", "--actor", "ops-alice", stdout=StringIO())
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command(*args, "--before", "2026-01-04", stdout=StringIO())
+
+    assert [(e["action"], e["actor_id"], e["actor_type"]) for e in purge_records] == [
+        ("ledger.purge", "ops-alice", "user"),
+        ("ledger.purge", "cli:carol", "user"),  # as rotate_signing_key and replay_dead_letters
+    ]
+
+
+def test_the_purge_command_refuses_an_actor_no_event_can_carry_and_purges_nothing(
+    tenant, purge_records
+):
+    chained_events_create(tenant_id=tenant.id, count=2, **_received(1))
+
+    for actor in ("x" * 257, "  "):
+        with pytest.raises(CommandError, match="--actor: must be 1 to 256 characters"):
+            call_command(
+                "purge_events", "--before", "2026-01-02", "--tenant", tenant.slug, "--yes",
+                "--actor", actor,
+            )  # fmt: skip
+
+    assert AuditEvent.objects.filter(tenant=tenant).count() == 2
+    assert purge_records == []
+
+
+def test_every_recorded_command_offers_the_same_actor_option():
+    from django.core.management import load_command_class
+
+    for name in ("purge_events", "rotate_signing_key", "replay_dead_letters"):
+        text = load_command_class("audit", name).create_parser("manage.py", name).format_help()
+        assert "--actor NAME" in text and "(default: cli:<login name>)" in " ".join(text.split())
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -4,9 +4,10 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
+from accounts.signals import Actor
 from audit.ledger import selectors
 from audit.ledger.services import PurgeRefused, events_purge, purge_span
-from traceledger.command_args import parse_moment
+from traceledger.command_args import actor_name, add_actor_argument, parse_moment
 
 
 class Command(BaseCommand):
@@ -14,7 +15,8 @@ class Command(BaseCommand):
         "Retention purge: remove a tenant's oldest events (the longest prefix of its chain "
         "received before DATE), after verifying them, and sign a 'purge' checkpoint from "
         "which verification resumes. Asks before removing anything, unless --yes; recorded "
-        "as a ledger.purge event of the tenant."
+        "as a ledger.purge event of the tenant, with --actor (default cli:<login name>) as "
+        "its actor."
     )
 
     def add_arguments(self, parser):
@@ -28,8 +30,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--yes", action="store_true", help="do not ask (needed when not on a terminal)"
         )
+        add_actor_argument(parser, doing="purging", trail="the tenant's ledger.purge event")
 
-    def handle(self, *args, before, tenant, yes=False, **options):
+    def handle(self, *args, before, tenant, yes=False, actor=None, **options):
+        name = actor_name(actor)
         cutoff = parse_moment(before, option="--before", require_offset=True)
         found = selectors.tenant_by_slug(slug=tenant)
         if found is None:
@@ -38,7 +42,11 @@ class Command(BaseCommand):
             span = purge_span(tenant_id=found.id, before=cutoff)
             if span is not None and not yes:
                 self._confirm(found.slug, span, cutoff)
-            result = events_purge(tenant_id=found.id, before=cutoff)
+            result = events_purge(
+                tenant_id=found.id,
+                before=cutoff,
+                actor=Actor(id=name, type="user", name=name),
+            )
         except PurgeRefused as exc:
             self.stderr.write(f"purge refused: {exc}")
             sys.exit(1)

@@ -1,11 +1,10 @@
 """manage.py rotate_signing_key: a new checkpoint signing key; the old one is retired."""
 
-import getpass
-
 from django.core.management.base import BaseCommand, CommandError
 
 from audit.ledger.services import signing_key_rotate_recorded
 from audit.ledger.signing import RotationRefused
+from traceledger.command_args import actor_name, add_actor_argument
 
 
 class Command(BaseCommand):
@@ -18,14 +17,10 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--actor",
-            default=None,
-            help="who is rotating, recorded in the system audit trail (default: cli:<user>)",
-        )
+        add_actor_argument(parser, doing="rotating")
 
     def handle(self, *args, actor: str | None, **options):
-        actor = actor or f"cli:{getpass.getuser()}"
+        actor = actor_name(actor)
         try:
             old, new = signing_key_rotate_recorded(actor=actor)
         except RotationRefused as exc:
