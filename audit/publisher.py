@@ -87,9 +87,9 @@ class BreakerStateLog(pybreaker.CircuitBreakerListener):
         if new == pybreaker.STATE_OPEN and old == pybreaker.STATE_CLOSED:
             self.opened_at = time.monotonic()
             logger.warning(
-                "RabbitMQ circuit breaker opened after %s failed publishes in a row: requests "
-                "put their batches in the outbox without trying the broker, and retry it "
-                "every %s s",
+                "RabbitMQ circuit breaker opened after %s failed publishes in a row: this "
+                "process puts ingest batches in the outbox without trying the broker, and "
+                "retries it every %s s (the outbox relay tries it on every run)",
                 cb.fail_max,
                 cb.reset_timeout,
                 extra={"breaker": cb.name},
@@ -492,7 +492,8 @@ def publish_tasks(
     message, None when confirmed or the ``PublishError`` that prevented it.
 
     While the breaker is open every message fails with ``BrokerSkipped`` at once, unless
-    ``force`` (the outbox relay, which is the probe that the broker is back).
+    ``force`` (the outbox relay, which is the probe that the broker is back: its success
+    closes the breaker, its failures do not count toward opening it).
     """
     if not force and breaker_is_open():
         return [BrokerSkipped("RabbitMQ circuit breaker is open") for _ in kwargs_list]
@@ -517,14 +518,21 @@ def publish_tasks(
             outcomes.append(exc)
         else:
             outcomes.append(None)
-    if force and all(outcome is None for outcome in outcomes):
-        # A forced publish (the relay) that went through is proof the broker is back; the
-        # breaker would otherwise refuse to count it until its reset timeout.
-        if broker_breaker.current_state != pybreaker.STATE_CLOSED:
-            broker_breaker.close()
-    else:
+    if not force:
         for outcome in outcomes:
             _breaker_record(outcome)
+    elif (
+        all(outcome is None for outcome in outcomes)
+        and broker_breaker.current_state != pybreaker.STATE_CLOSED
+    ):
+        # A forced publish (the relay) that went through is proof the broker is back; the
+        # breaker would otherwise refuse to count it until its reset timeout.
+        broker_breaker.close()
+    # A forced publish that failed is not fed to the breaker: the breaker spares requests
+    # the publish timeout, and the relay runs where no request is served (beat's worker,
+    # manage.py relay_outbox). There one dead connection failed a whole chunk (50 batches,
+    # "50 failures in a row") and opened it, logging that requests skip the broker. A process
+    # that does serve requests learns of the outage from BREAKER_FAIL_MAX of its own.
     return outcomes
 
 

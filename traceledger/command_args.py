@@ -3,9 +3,11 @@
 import argparse
 import getpass
 import os
+import sys
 from datetime import UTC, date, datetime, time
 
 from django.core.management.base import CommandError
+from tqdm import tqdm
 
 
 def parse_moment(value: str, *, option: str, require_offset: bool = False) -> datetime:
@@ -64,3 +66,22 @@ def actor_name(given: str | None) -> str:
     except (KeyError, OSError):  # a container user without a passwd entry or LOGNAME
         login = f"uid-{os.getuid()}"
     return f"cli:{login}"
+
+
+def add_progress_argument(parser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+
+
+def progress_bar(*, total: int, desc: str, unit: str, no_progress: bool, min_total: int) -> tqdm:
+    """A progress bar on stderr for a long command, shown only on a terminal: in cron mail
+    or a redirected log a bar is noise (and never with ``--no-progress``, nor for a total
+    under ``min_total``, which is done before a bar would tell anything). Disabled, it
+    prints nothing and ``update`` costs nothing."""
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        unit_scale=True,
+        file=sys.stderr,
+        disable=no_progress or not sys.stderr.isatty() or total < min_total,
+    )

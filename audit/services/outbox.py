@@ -6,6 +6,7 @@ delete republishes once more: the worker drops the duplicate events (same ids).
 """
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -53,12 +54,18 @@ def _publish(payloads: list[dict]) -> list:
     )
 
 
-def outbox_relay(*, chunk_size: int = RELAY_CHUNK, max_chunks: int | None = None) -> RelayResult:
+def outbox_relay(
+    *,
+    chunk_size: int = RELAY_CHUNK,
+    max_chunks: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> RelayResult:
     """Republish outbox rows, oldest first, and delete each once RabbitMQ confirmed it.
 
     Rows are claimed with ``FOR UPDATE SKIP LOCKED`` in chunks, so concurrent relays (beat
     plus a manual ``relay_outbox``) never publish the same row at the same time. Stops at
-    the first failure: the broker is still down, later rows would fail too.
+    the first failure: the broker is still down, later rows would fail too. ``progress``
+    is called after each chunk with the rows it relayed (a command's progress bar).
     """
     relayed = failed = 0
     error = ""
@@ -98,6 +105,8 @@ def outbox_relay(*, chunk_size: int = RELAY_CHUNK, max_chunks: int | None = None
             OutboxMessage.objects.filter(pk__in=done).delete()
         relayed += len(done)
         metrics.OUTBOX_RELAYED.inc(len(done))
+        if progress is not None:
+            progress(len(done))
         if failed:
             break
     remaining = OutboxMessage.objects.count()

@@ -119,6 +119,49 @@ def test_relay_outbox_command_prints_the_count_and_fails_while_the_broker_is_dow
     assert "relayed 2 outbox batch(es); 0 remaining" in out.getvalue()
 
 
+def test_relay_outbox_command_names_the_brokers_reason_when_it_fails(db, tenant, broker_proxy):
+    """The operator saw "did not confirm 48 batch(es)" and had to dig the reason out of the
+    rows' last_error."""
+    parked(tenant)
+    broker_proxy.set_mode("refuse")
+
+    with pytest.raises(CommandError) as error:
+        call_command("relay_outbox", stdout=StringIO())
+
+    row = OutboxMessage.objects.get()
+    message = str(error.value)
+    assert message.startswith("RabbitMQ did not confirm 1 batch(es) (")
+    assert message.endswith("); they stay in the outbox")
+    reason = message.split(" (", 1)[1].rsplit(");", 1)[0]
+    assert reason.split(": ", 1)[0].endswith("Error")  # the exception's class
+    assert reason.split(": ", 1)[1][:40] in " ".join(row.last_error.split())
+
+
+def test_relay_outbox_command_shows_progress_on_a_terminal_only(db, tenant, monkeypatch, capsys):
+    for _ in range(3):
+        parked(tenant)
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+
+    call_command("relay_outbox", "--chunk-size", "1", stdout=StringIO())
+    shown = capsys.readouterr().err
+    for _ in range(3):
+        parked(tenant)
+    call_command("relay_outbox", "--chunk-size", "1", "--no-progress", stdout=StringIO())
+    hidden = capsys.readouterr().err
+    parked(tenant)
+    call_command("relay_outbox", "--chunk-size", "1", stdout=StringIO())  # one chunk: no bar
+    single = capsys.readouterr().err
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
+    for _ in range(3):
+        parked(tenant)
+    call_command("relay_outbox", "--chunk-size", "1", stdout=StringIO())
+    redirected = capsys.readouterr().err
+
+    assert "outbox: 100%" in shown and "3.00/3.00" in shown
+    assert (hidden, single, redirected) == ("", "", "")
+    assert not OutboxMessage.objects.exists()
+
+
 def test_relay_outbox_command_refuses_a_bad_chunk_size(db):
     with pytest.raises(CommandError, match="chunk-size"):
         call_command("relay_outbox", "--chunk-size", "0")

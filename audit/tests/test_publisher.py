@@ -143,8 +143,9 @@ def test_it_logs_the_breaker_opening_once_and_closing_once(
         (
             "WARNING",
             f"RabbitMQ circuit breaker opened after {BREAKER_FAIL_MAX} failed publishes in a "
-            "row: requests put their batches in the outbox without trying the broker, and "
-            f"retry it every {publisher.BREAKER_RESET_TIMEOUT} s",
+            "row: this process puts ingest batches in the outbox without trying the broker, "
+            f"and retries it every {publisher.BREAKER_RESET_TIMEOUT} s (the outbox relay "
+            "tries it on every run)",
         )
     ]
     assert _breaker_lines(caplog) == [
@@ -172,6 +173,25 @@ def test_it_logs_the_breaker_closing_when_the_relay_gets_through(broker_proxy, c
     assert _breaker_lines(caplog) == [
         ("INFO", "RabbitMQ circuit breaker closed: publishing to the broker again")
     ]
+
+
+def test_the_relays_failed_publishes_do_not_open_the_breaker_for_requests(broker_proxy, caplog):
+    """A relay run (beat, or manage.py relay_outbox) failing a whole chunk on one dead
+    connection opened the breaker and logged that requests skip the broker, where there
+    were no requests; requests of a web process learn of the outage from their own."""
+    broker_proxy.set_mode("refuse")
+    with caplog.at_level(logging.DEBUG, logger="audit.publisher"):
+        outcomes = publisher.publish_tasks(
+            task_name=publisher.INGEST_TASK_NAME,
+            kwargs_list=[{"tenant_id": 0, "events": []}] * (BREAKER_FAIL_MAX + 2),
+            timeout=TIMEOUT,
+            force=True,
+        )
+
+    assert all(isinstance(outcome, PublishError) for outcome in outcomes)
+    assert broker_breaker.current_state == pybreaker.STATE_CLOSED
+    assert broker_breaker.fail_counter == 0
+    assert _breaker_lines(caplog) == []
 
 
 def test_it_answers_503_with_retry_after_only_when_the_database_refuses_too(

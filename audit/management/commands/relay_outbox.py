@@ -2,13 +2,17 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from audit.selectors import outbox_backlog
 from audit.services.outbox import RELAY_CHUNK, outbox_relay
+from traceledger.command_args import add_progress_argument, progress_bar
 
 
 class Command(BaseCommand):
     help = (
         "Republish ingest batches parked in the outbox to RabbitMQ, oldest first, deleting "
-        "each once RabbitMQ confirmed it. Exits 1 when the broker still refuses."
+        "each once RabbitMQ confirmed it. On a terminal, an outbox of more than one chunk "
+        "shows a progress bar on stderr. Exits 1, with the broker's reason, when it still "
+        "refuses."
     )
 
     def add_arguments(self, parser):
@@ -19,15 +23,25 @@ class Command(BaseCommand):
             help=f"Rows claimed (FOR UPDATE SKIP LOCKED) and published per round "
             f"(default {RELAY_CHUNK}).",
         )
+        add_progress_argument(parser)
 
-    def handle(self, *args, chunk_size: int, **options):
+    def handle(self, *args, chunk_size: int, no_progress: bool = False, **options):
         if chunk_size < 1:
             raise CommandError("--chunk-size must be at least 1")
-        result = outbox_relay(chunk_size=chunk_size)
+        bar = progress_bar(
+            total=outbox_backlog()["messages"],
+            desc="outbox",
+            unit="batch",
+            no_progress=no_progress,
+            min_total=chunk_size + 1,
+        )
+        with bar:
+            result = outbox_relay(chunk_size=chunk_size, progress=bar.update)
         self.stdout.write(
             f"relayed {result.relayed} outbox batch(es); {result.remaining} remaining"
         )
         if result.failed:
             raise CommandError(
-                f"RabbitMQ did not confirm {result.failed} batch(es); they stay in the outbox"
+                f"RabbitMQ did not confirm {result.failed} batch(es) ({result.error}); they "
+                "stay in the outbox"
             )

@@ -4,13 +4,12 @@ not, 2 when it could not check (unknown tenant, database unavailable, no signing
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
 from accounts.models import Tenant
 from audit.ledger import selectors
 from audit.ledger.signing import SigningKeyMissing
 from audit.ledger.verify import ledger_verify
-from traceledger.command_args import counted
+from traceledger.command_args import add_progress_argument, counted, progress_bar
 
 # Below this many events a progress bar is noise.
 PROGRESS_MIN_EVENTS = 10_000
@@ -25,19 +24,19 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--tenant", metavar="SLUG", help="verify only this tenant")
-        parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+        add_progress_argument(parser)
 
     def handle(self, *args, tenant=None, no_progress=False, **options):
         # Exit 1 means a chain does not verify, and only that: a cron job must be able to
         # tell tampering from a typo or an outage, which exit 2 (an unreachable database:
         # manage.py's own handler).
         try:
-            self._verify_all(tenant, show_progress=not no_progress and sys.stderr.isatty())
+            self._verify_all(tenant, no_progress=no_progress)
         except SigningKeyMissing as exc:
             message = f"cannot check the signed checkpoints: {exc}"
             raise CommandError(message, returncode=2) from None
 
-    def _verify_all(self, tenant: str | None, *, show_progress: bool) -> None:
+    def _verify_all(self, tenant: str | None, *, no_progress: bool) -> None:
         if tenant is not None:
             found = selectors.tenant_by_slug(slug=tenant)
             if found is None:
@@ -50,7 +49,7 @@ class Command(BaseCommand):
 
         broken = 0
         for each in tenants:
-            result = self._verify(each, show_progress=show_progress)
+            result = self._verify(each, no_progress=no_progress)
             if result.ok:
                 self.stdout.write(
                     f"{each.slug}: ok, {counted(result.checked, 'event')}, "
@@ -74,17 +73,15 @@ class Command(BaseCommand):
             sys.exit(1)
         self.stdout.write(f"{counted(len(tenants), 'chain')} verified")
 
-    def _verify(self, tenant, *, show_progress: bool):
+    def _verify(self, tenant, *, no_progress: bool):
         head = selectors.chain_head_get(tenant_id=tenant.id)
         base = selectors.chain_base(tenant_id=tenant.id)
-        total = max(head.sequence - base.sequence, 0)
-        bar = tqdm(
-            total=total,
+        bar = progress_bar(
+            total=max(head.sequence - base.sequence, 0),
             desc=tenant.slug,
             unit="ev",
-            unit_scale=True,
-            file=sys.stderr,
-            disable=not show_progress or total < PROGRESS_MIN_EVENTS,
+            no_progress=no_progress,
+            min_total=PROGRESS_MIN_EVENTS,
         )
         with bar:
             return ledger_verify(tenant_id=tenant.id, progress=bar.update)
