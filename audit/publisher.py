@@ -386,7 +386,14 @@ class Publisher:
         while self._pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise PublishError(f"no confirm from RabbitMQ within {self.confirm_timeout}s")
+                # Named for what it is: operators read "within 3.0s" as contradicting the
+                # documented 1 s, which is the request's wait, long over by now.
+                raise PublishError(
+                    f"no confirm from RabbitMQ within {self.confirm_timeout:g} s, the "
+                    "publisher thread's own wait for late confirms (a request waits "
+                    f"TRACELEDGER_PUBLISH_TIMEOUT, {settings.TRACELEDGER_PUBLISH_TIMEOUT:g} s, "
+                    "then puts its batch in the outbox)"
+                )
             try:
                 self._conn.connection.drain_events(timeout=remaining)
             except TimeoutError:

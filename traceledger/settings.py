@@ -551,6 +551,8 @@ LOGGING = {
         "search.tasks": {"filters": ["dependency_throttle"]},
         "search.services.sweep": {"filters": ["backend_throttle"]},
         "audit.coalescer.broker": {"filters": ["outage_throttle"]},
+        # The admin's DLQ depth, read on every page view while RabbitMQ is away.
+        "audit.services.dead_letters.depth": {"filters": ["outage_throttle"]},
         "audit.publisher": {"filters": ["outage_warning_throttle"]},
         "elastic_transport.node_pool": {"filters": ["outage_warning_throttle"]},
     },

@@ -34,6 +34,10 @@ from audit.models import DeadLetter, DeadLetterStatus
 from traceledger.queues import DLQ, DLX_EXCHANGE, INGEST_QUEUE_NAME, INGEST_TASK_NAME
 
 logger = logging.getLogger(__name__)
+# The DLQ depth line only, throttled in LOGGING (at most one per 30 s per process): the
+# admin reads the depth on every page view, so an outage repeated it per view. Not the
+# module's logger: each message that could not be stored keeps its own line.
+depth_logger = logging.getLogger(f"{__name__}.depth")
 
 NOTE_TTL = 14 * 24 * 3600  # longer than anyone leaves a DLQ undrained
 DRAIN_BATCH = 200  # messages per transaction; acked only after it commits
@@ -471,7 +475,7 @@ def dlq_depth() -> int | None:
             _, count, _ = channel.queue_declare(queue=DLQ.name, passive=True)
             return count
     except Exception as exc:  # any broker or channel error means "unknown", never a 500
-        logger.warning("cannot read the depth of %s: %s", DLQ.name, exc)
+        depth_logger.warning("cannot read the depth of %s: %s", DLQ.name, exc)
         return None
 
 

@@ -194,6 +194,32 @@ def test_the_relays_failed_publishes_do_not_open_the_breaker_for_requests(broker
     assert _breaker_lines(caplog) == []
 
 
+def test_the_threads_confirm_timeout_says_it_is_not_the_requests_wait(settings, monkeypatch):
+    """ "no confirm from RabbitMQ within 3.0s" read as contradicting the documented 1 s
+    (TRACELEDGER_PUBLISH_TIMEOUT), which is the request's wait, long over by then."""
+    settings.TRACELEDGER_PUBLISH_TIMEOUT = 1.0
+    thread = get_publisher()
+    never_confirms = type(
+        "Silent", (), {"basic_publish": lambda self, *a, **k: None, "connection": None}
+    )()
+    never_confirms.connection = type(
+        "Conn", (), {"drain_events": lambda self, timeout: time.sleep(timeout)}
+    )()
+    monkeypatch.setattr(thread, "_channel", never_confirms)
+    monkeypatch.setattr(thread, "_conn", never_confirms)
+    monkeypatch.setattr(thread, "confirm_timeout", 0.05)
+    message = publisher.task_message(task_name=publisher.INGEST_TASK_NAME, kwargs={"events": []})
+
+    with pytest.raises(PublishError) as error:
+        thread._publish_confirmed([message])
+
+    assert str(error.value) == (
+        "no confirm from RabbitMQ within 0.05 s, the publisher thread's own wait for late "
+        "confirms (a request waits TRACELEDGER_PUBLISH_TIMEOUT, 1 s, then puts its batch in "
+        "the outbox)"
+    )
+
+
 def test_it_answers_503_with_retry_after_only_when_the_database_refuses_too(
     ingest_client, broker_proxy, monkeypatch
 ):

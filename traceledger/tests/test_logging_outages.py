@@ -187,6 +187,32 @@ def test_the_workers_cannot_connect_line_is_throttled(caplog, clock):
     assert lines[-1].getMessage().endswith("(and 5 more in the last 30 s)")
 
 
+def test_the_dlq_depth_line_is_throttled_and_drain_failures_are_not(caplog, clock, monkeypatch):
+    """The admin reads the DLQ depth on every page view: 3 lines in 6 s during an outage."""
+    from audit.services import dead_letters
+
+    with socket.socket() as sock:  # a port nothing listens on: RabbitMQ down
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setattr(
+        dead_letters, "_broker_url", lambda: f"amqp://guest:guest@127.0.0.1:{port}//"
+    )
+    for _ in range(3):  # page views
+        assert dead_letters.dlq_depth() is None
+        clock.now += 2
+    clock.now += 25  # 31 s after the first line, still the same outage
+    assert dead_letters.dlq_depth() is None
+    # A message that could not be stored is news each time, whatever the outage does.
+    for n in range(2):
+        logging.getLogger("audit.services.dead_letters").error("%d dead letter(s) ... left", n)
+
+    depth = [r.getMessage() for r in caplog.records if "cannot read the depth" in r.getMessage()]
+    assert len(depth) == 2, depth
+    assert depth[0].startswith("cannot read the depth of audit.ingest.dlq: ")
+    assert depth[1].endswith("(and 2 more in the last 30 s)")
+    assert len(_lines(caplog, "audit.services.dead_letters", logging.ERROR)) == 2
+
+
 # --- reads answered 503, PostgreSQL down ---------------------------------------------------
 
 
