@@ -4,18 +4,21 @@ Real RabbitMQ (this vhost), real PostgreSQL, and a real worker where a message i
 """
 
 import os
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from io import StringIO
 
+import amqp
 import orjson
 import pytest
 from django.core.management import call_command, load_command_class
 from django.core.management.base import CommandError
 from django.db import OperationalError, connection
 from kombu import Connection, Producer
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from accounts.models import Tenant
 from accounts.signals import Actor
@@ -284,8 +287,69 @@ def test_a_drained_dlq_stays_empty_after_the_drain_closes_its_channel(tenant):
 
 
 def test_drain_dlq_refuses_a_bad_limit():
-    with pytest.raises(CommandError, match="--limit must be a positive number"):
+    with pytest.raises(CommandError, match="--limit must be a positive number") as error:
         call_command("drain_dlq", "--limit", "0")
+    assert error.value.returncode == 2  # as argparse's own refusals: not "a message left"
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_drain_dlq_exits_2_when_rabbitmq_is_unreachable():
+    """Cron alerting must tell an outage (2) from a message stuck in the queue (1)."""
+    from testsupport.worker import test_database_url  # imported here: pytest would collect it
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "drain_dlq"],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DATABASE_URL": test_database_url(),
+            "CELERY_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{_closed_port()}//",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "CommandError: RabbitMQ is unreachable: cannot read audit.ingest.dlq"
+    )
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        amqp.exceptions.RecoverableConnectionError("connection already closed"),
+        ConnectionResetError(104, "Connection reset by peer"),
+        KombuOperationalError("[Errno 111] Connection refused"),
+    ],
+)
+def test_drain_dlq_exits_2_when_rabbitmq_fails_mid_drain(monkeypatch, error):
+    def drain(**kwargs):
+        raise error
+
+    monkeypatch.setattr("audit.management.commands.drain_dlq.dead_letters_drain", drain)
+
+    with pytest.raises(CommandError, match="RabbitMQ failed during the drain: ") as raised:
+        call_command("drain_dlq", stdout=StringIO(), stderr=StringIO())
+    assert raised.value.returncode == 2
+
+
+def test_drain_dlq_documents_its_exit_codes():
+    text = " ".join(
+        load_command_class("audit", "drain_dlq")
+        .create_parser("manage.py", "drain_dlq")
+        .format_help()
+        .split()
+    )
+    assert "1 a message was left in the queue" in text
+    assert "2 could not drain (RabbitMQ or the database unreachable, bad input)" in text
 
 
 def test_replay_dead_letters_names_unknown_ids_and_replays_nothing(tenant):

@@ -1,10 +1,23 @@
-"""manage.py drain_dlq [--limit N] — move dead letters from RabbitMQ into the DeadLetter table."""
+"""manage.py drain_dlq [--limit N] — move dead letters from RabbitMQ into the DeadLetter table.
 
+Exit codes, for cron alerting: 0 every message taken was moved; 1 a message could not be
+stored and was left in the queue (it needs a person: it will not move by itself); 2 the
+drain could not run (RabbitMQ unreachable or failing mid-drain, the database unavailable,
+bad input): an outage or a typo, which the next run may get past, as ``verify_ledger``'s 2.
+"""
+
+from amqp.exceptions import AMQPError
 from django.core.management.base import BaseCommand, CommandError
 from kombu.exceptions import OperationalError as BrokerError
 
 from audit.services.dead_letters import DRAIN_BATCH, dead_letters_drain, dlq_depth
 from traceledger.queues import DLQ_NAME
+
+EXIT_LEFT_IN_QUEUE = 1
+EXIT_COULD_NOT_DRAIN = 2
+# kombu wraps connecting; a connection or channel lost mid-drain surfaces as amqp's own
+# errors or the socket's.
+BROKER_ERRORS = (BrokerError, AMQPError, OSError)
 
 
 class Command(BaseCommand):
@@ -12,7 +25,9 @@ class Command(BaseCommand):
         f"Moves messages from the RabbitMQ queue {DLQ_NAME} into the DeadLetter table (shown "
         "in the admin). Each batch is acked only after it is committed; draining a message "
         "twice keeps one row. A message that cannot be stored is left in the queue, named, "
-        "and makes the command fail after the others are moved."
+        "and makes the command fail after the others are moved. Exit status: 0 all moved; "
+        "1 a message was left in the queue (look at it); 2 could not drain (RabbitMQ or the "
+        "database unreachable, bad input)."
     )
 
     def add_arguments(self, parser):
@@ -22,10 +37,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, limit: int | None, **options):
         if limit is not None and limit < 1:
-            raise CommandError("--limit must be a positive number")
+            raise CommandError("--limit must be a positive number", returncode=EXIT_COULD_NOT_DRAIN)
         waiting = dlq_depth()
         if waiting is None:
-            raise CommandError(f"RabbitMQ is unreachable: cannot read {DLQ_NAME}")
+            raise CommandError(
+                f"RabbitMQ is unreachable: cannot read {DLQ_NAME}", returncode=EXIT_COULD_NOT_DRAIN
+            )
         total = waiting if limit is None else min(waiting, limit)
         show_progress = total > DRAIN_BATCH
 
@@ -41,12 +58,17 @@ class Command(BaseCommand):
 
         try:
             moved = dead_letters_drain(limit=limit, progress=progress, on_left=report_left)
-        except BrokerError as exc:
-            raise CommandError(f"RabbitMQ failed during the drain: {exc}") from exc
+        except BROKER_ERRORS as exc:
+            # What was committed before stays moved (acked after commit); the rest waits.
+            raise CommandError(
+                f"RabbitMQ failed during the drain: {type(exc).__name__}: {exc}",
+                returncode=EXIT_COULD_NOT_DRAIN,
+            ) from exc
         self.stdout.write(f"moved {moved} dead letter(s) from {DLQ_NAME} into the DeadLetter table")
         if left:
             # A non-zero exit: an unattended drain (cron) must make someone look.
             raise CommandError(
                 f"{len(left)} message(s) could not be stored and were left in {DLQ_NAME} "
-                f"(see the log): {', '.join(left[:10])}{', …' if len(left) > 10 else ''}"
+                f"(see the log): {', '.join(left[:10])}{', …' if len(left) > 10 else ''}",
+                returncode=EXIT_LEFT_IN_QUEUE,
             )
