@@ -188,11 +188,11 @@ class Coalescer:
         DLQ here (with a note for ``drain_dlq``) and None returned."""
         headers = message.headers or {}
         task_id = str(headers.get("id") or "")
-        kwargs, reason, details = _decode(message, headers)
+        kwargs, reason, details, request_id = _decode(message, headers)
         if kwargs is None:
-            # Not under the request id of the task that took it: this message has its own,
-            # unreadable here.
-            with bound_request_id(None):
+            # Under the request id the message carries (none when its body is unreadable),
+            # never that of the task that took it: another request's.
+            with bound_request_id(request_id):
                 logger.error("extra ingest message %s rejected: %s %s", task_id, reason, details)
             dead_letter_note(task_id=task_id, reason=reason, exception=details)
             message.reject(requeue=False)
@@ -201,29 +201,40 @@ class Coalescer:
         return Extra(
             message=message,
             task_id=task_id,
-            request_id=kwargs.get("request_id"),
+            request_id=request_id,
             batch=Batch(
                 tenant_id=kwargs["tenant_id"],
                 events=kwargs["events"],
                 submitted_by=kwargs.get("submitted_by", ""),
+                request_id=request_id,
             ),
         )
 
 
-def _decode(message, headers: dict) -> tuple[dict | None, str, str]:
-    """(kwargs, "", "") for a message of the contract, else (None, reason, details)."""
-    if headers.get("task") != INGEST_TASK_NAME:
-        return None, f"not an {INGEST_TASK_NAME} message", f"task header: {headers.get('task')!r}"
-    if message.content_type != "application/json":
-        return None, "message is not JSON", f"content type: {message.content_type!r}"
+def _decode(message, headers: dict) -> tuple[dict | None, str, str, object]:
+    """(kwargs, "", "", request id) for a message of the contract, else (None, reason,
+    details, the request id it carries if its body can be read: its rejection is logged
+    under it)."""
     try:
         args, kwargs, _embed = orjson.loads(message.body)
     except (orjson.JSONDecodeError, TypeError, ValueError):
-        return None, "body is not a Celery protocol 2 JSON message", ""
+        args = kwargs = None
+        readable = False
+    else:
+        readable = True
+    request_id = kwargs.get("request_id") if isinstance(kwargs, dict) else None
+    if headers.get("task") != INGEST_TASK_NAME:
+        reason = f"not an {INGEST_TASK_NAME} message"
+        return None, reason, f"task header: {headers.get('task')!r}", request_id
+    if message.content_type != "application/json":
+        return None, "message is not JSON", f"content type: {message.content_type!r}", request_id
+    if not readable:
+        return None, "body is not a Celery protocol 2 JSON message", "", None
     violation = contract_violation(args, kwargs)
     if violation:
-        return None, "message does not follow the audit.ingest_batch contract", violation
-    return kwargs, "", ""
+        reason = "message does not follow the audit.ingest_batch contract"
+        return None, reason, violation, request_id
+    return kwargs, "", "", request_id
 
 
 def _warn(exc: Exception, message: str, *args) -> None:

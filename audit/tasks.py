@@ -135,6 +135,7 @@ def ingest_batch(self, *args, **kwargs) -> dict:
         tenant_id=kwargs["tenant_id"],
         events=kwargs["events"],
         submitted_by=kwargs.get("submitted_by", ""),
+        request_id=kwargs.get("request_id"),
     )
     extras: list[Extra] = []
 

@@ -12,6 +12,9 @@ logger = logging.getLogger(__name__)
 
 # Ingest batches hold at most 1,000 events; keep index messages that size even if that changes.
 CHUNK = 1000
+# A coalesced transaction's chunk may hold the events of many requests; a message names
+# at most this many of them (as the publisher's failure line does).
+MAX_REQUEST_IDS = 100
 # Once a publish has failed, this process's next transactions do not try for this long: the
 # sweep (every 30 s) indexes what they store. While RabbitMQ blocks publishers (a memory or
 # disk alarm) a try waits twice TRACELEDGER_BROKER_IO_TIMEOUT (for the confirm, then for the
@@ -27,13 +30,28 @@ index_publish_breaker = pybreaker.CircuitBreaker(
 )
 
 
+def _requests_of(request_ids: list | None, start: int) -> list[str]:
+    """The distinct request ids of the events of one chunk, in chain order (at most
+    MAX_REQUEST_IDS, as the publisher's line names them)."""
+    seen = dict.fromkeys(r for r in (request_ids or [])[start : start + CHUNK] if r)
+    return list(seen)[:MAX_REQUEST_IDS]
+
+
 def enqueue_indexing(
-    sender, *, tenant_id: int, event_ids: list, first_sequence: int | None = None, **kwargs
+    sender,
+    *,
+    tenant_id: int,
+    event_ids: list,
+    first_sequence: int | None = None,
+    request_ids: list | None = None,
+    **kwargs,
 ) -> None:
     """Queue the just-committed events for indexing. Never raises into ingestion.
 
     Runs in the ingest worker after its commit. If RabbitMQ refuses the publish, the events
-    are still stored; the periodic sweep indexes them from the high-water mark.
+    are still stored; the periodic sweep indexes them from the high-water mark. Each index
+    task carries the ids of the requests whose events it indexes (``request_ids``), so that
+    its log lines name them (``traceledger.request_id``).
     """
     from search.tasks import index_events
 
@@ -44,7 +62,10 @@ def enqueue_indexing(
             index_publish_breaker.call(
                 index_events.apply_async,
                 args=[tenant_id, ids[start : start + CHUNK]],
-                kwargs={"first_sequence": first},
+                kwargs={
+                    "first_sequence": first,
+                    "request_ids": _requests_of(request_ids, start),
+                },
                 retry=False,
             )
         except pybreaker.CircuitBreakerError:

@@ -31,7 +31,14 @@ TRANSIENT = (OperationalError, InterfaceError, *BACKEND_UNAVAILABLE)
     retry_jitter=True,
     max_retries=5,
 )
-def index_events(tenant_id: int, event_ids: list[str], first_sequence: int | None = None) -> int:
+def index_events(
+    tenant_id: int,
+    event_ids: list[str],
+    first_sequence: int | None = None,
+    request_ids: list[str] | None = None,
+) -> int:
+    # request_ids: the requests whose events these are. Not used here: the task's log lines
+    # carry them (traceledger.request_id binds them before the task runs).
     from search.services import events_index
 
     return events_index(tenant_id=tenant_id, event_ids=event_ids, first_sequence=first_sequence)

@@ -1,5 +1,6 @@
 """A request id on every log line of a request, echoed back in ``X-Request-ID``, and on the
-worker's log lines of the task that carries it (the ingest message's ``request_id``)."""
+worker's log lines of the task that carries it (the ingest message's ``request_id``, the
+index task's ``request_ids``: a task for several requests lists them in ``request_ids``)."""
 
 import contextvars
 import logging
@@ -12,6 +13,11 @@ from celery import signals
 from django.core.signals import request_finished
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+# A task that works for several requests at once (an index task over a coalesced ingest
+# transaction): their ids, on each of its log lines as ``request_ids``, with no request_id.
+request_ids_var: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "request_ids", default=()
+)
 
 # Accept a caller's id only when it is short and plain, so it cannot forge log structure.
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -71,16 +77,28 @@ def bound_request_id(value: object) -> Iterator[None]:
 @signals.task_prerun.connect(dispatch_uid="traceledger.request_id.task_bind")
 def _bind_task_request_id(kwargs=None, **_) -> None:
     # Celery logs a task's outcome ("succeeded", "Retry in", a failure) before task_postrun.
-    request_id_var.set(_plain(kwargs.get("request_id")) if isinstance(kwargs, dict) else "")
+    # A task for one request carries ``request_id`` (ingest) or a ``request_ids`` of one
+    # (indexing); a task for several logs their ids as ``request_ids`` and no request_id:
+    # naming one of them would send whoever follows the others' ids to the wrong request.
+    kwargs = kwargs if isinstance(kwargs, dict) else {}
+    several = kwargs.get("request_ids")
+    several = tuple(filter(None, map(_plain, several))) if isinstance(several, list) else ()
+    single = _plain(kwargs.get("request_id")) or (several[0] if len(several) == 1 else "")
+    request_id_var.set(single)
+    request_ids_var.set(several if len(several) > 1 else ())
 
 
 @signals.task_postrun.connect(dispatch_uid="traceledger.request_id.task_forget")
 def _forget_task_request_id(**_) -> None:
     request_id_var.set("")
+    request_ids_var.set(())
 
 
 class RequestIdLogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not getattr(record, "request_id", None):
             record.request_id = request_id_var.get() or None
+        several = request_ids_var.get()
+        if several and not hasattr(record, "request_ids"):
+            record.request_ids = list(several)
         return True

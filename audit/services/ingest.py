@@ -61,6 +61,9 @@ class Batch:
     events: object
     result: IngestResult = field(default_factory=IngestResult)
     submitted_by: str = ""  # the message's ``submitted_by`` (``AuditEvent.submitted_by``)
+    # The message's ``request_id`` (the API request that sent it), passed on to indexing so
+    # that the index task logs under it.
+    request_id: str | None = None
     # Valid rows, first occurrence of each event_id within the batch, and the events as
     # received (by id) for dead letters.
     rows: list[dict] = field(default_factory=list, repr=False)
@@ -278,19 +281,22 @@ def _insert_isolated(attempt: _Attempt, by_tenant: dict, heads: dict, stored_at:
 
 
 def _announce(attempt: _Attempt) -> None:
-    """After commit, one ``events_ingested`` per tenant with every id it stored."""
+    """After commit, one ``events_ingested`` per tenant with every id it stored and the
+    request each came from."""
     stored: dict[int, list[str]] = {}
+    requests: dict[int, list[str | None]] = {}
     for batch in attempt.batches:
         ids = attempt.of(batch).stored_ids
         if ids:
             stored.setdefault(batch.tenant_id, []).extend(ids)
+            requests.setdefault(batch.tenant_id, []).extend([batch.request_id] * len(ids))
     for tenant_id, ids in stored.items():
         # Rows were chained in this order, without gaps (a refused row's savepoint is rolled
         # back with its sequence), so ids[k] has sequence first + k.
         first = attempt.first_sequence[tenant_id]
         transaction.on_commit(
-            lambda t=tenant_id, i=ids, f=first: events_ingested.send(
-                sender=AuditEvent, tenant_id=t, event_ids=i, first_sequence=f
+            lambda t=tenant_id, i=ids, f=first, r=requests[tenant_id]: events_ingested.send(
+                sender=AuditEvent, tenant_id=t, event_ids=i, first_sequence=f, request_ids=r
             )
         )
 

@@ -190,3 +190,34 @@ def test_messages_celery_rejects_before_a_task_runs_count_for_the_ingest_queue(
     worker_signals.count_unknown_task(message=message)
 
     assert metrics_worker.BATCHES_REJECTED._value.get() == before + 2 * counted
+
+
+@pytest.mark.parametrize(
+    ("task", "body", "logged_under"),
+    [
+        # breaks the contract (an unknown keyword), body readable: its own request's id
+        ("audit.ingest_batch", b'[[], {"tenant_id": 1, "events": [], "request_id": "req-7", '
+         b'"colour": 1}, {}]', "req-7"),
+        # another task's message that carries a request id
+        ("not.ours", b'[[], {"request_id": "req-8"}, {}]', "req-8"),
+        # unreadable: no id to be had, and never the taker's
+        ("audit.ingest_batch", b"not json", None),
+    ],
+)  # fmt: skip
+def test_a_rejected_extra_is_logged_under_the_request_id_it_carries(
+    monkeypatch, caplog, task, body, logged_under
+):
+    from traceledger.request_id import RequestIdLogFilter, bound_request_id
+
+    monkeypatch.setattr(module, "dead_letter_note", lambda **kwargs: None)
+    message = _Poison()
+    message.headers = {"task": task, "id": "poison-2"}
+    message.body = body
+    caplog.handler.addFilter(RequestIdLogFilter())  # as the console handler: at emit time
+
+    with bound_request_id("0123456789abcdef0123456789abcdef"):  # the task that took it
+        assert Coalescer("amqp://unused")._extra(message) is None
+
+    [line] = [r for r in caplog.records if "rejected" in r.getMessage()]
+    assert line.getMessage().startswith("extra ingest message poison-2 rejected: ")
+    assert line.request_id == logged_under

@@ -242,6 +242,34 @@ def test_it_sends_events_ingested_only_after_commit(tenant, django_capture_on_co
     assert received[0]["event_ids"] == [e["id"] for e in events]
 
 
+def test_events_ingested_names_the_request_of_each_event(
+    tenant, other_tenant, django_capture_on_commit_callbacks
+):
+    """Search's index task logs under them: a coalesced transaction holds several requests."""
+    received = []
+
+    def receiver(sender, **kwargs):
+        received.append(kwargs)
+
+    batches = [
+        Batch(tenant_id=tenant.pk, events=[make_event(), make_event()], request_id="req-a"),
+        Batch(tenant_id=other_tenant.pk, events=[make_event()], request_id="req-b"),
+        Batch(tenant_id=tenant.pk, events=[make_event()], request_id="req-c"),
+        Batch(tenant_id=tenant.pk, events=[make_event()]),  # a direct call: none
+    ]
+    events_ingested.connect(receiver)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            events_ingest_many(batches)
+    finally:
+        events_ingested.disconnect(receiver)
+
+    by_tenant = {r["tenant_id"]: r for r in received}
+    assert by_tenant[tenant.pk]["request_ids"] == ["req-a", "req-a", "req-c", None]
+    assert by_tenant[other_tenant.pk]["request_ids"] == ["req-b"]
+    assert all(len(r["request_ids"]) == len(r["event_ids"]) for r in received)
+
+
 def test_it_sends_no_signal_when_everything_was_a_duplicate(
     tenant, django_capture_on_commit_callbacks
 ):

@@ -6,11 +6,13 @@ import logging
 
 import pytest
 from celery import signals
+from kombu import Connection
 
 from audit.models import AuditEvent
 from audit.tests.ingest_support import make_event, publish, purge_queues, wait_until
 from testsupport.worker import WorkerProcess
-from traceledger.queues import INGEST_QUEUE
+from traceledger.celery import app
+from traceledger.queues import INGEST_QUEUE, SEARCH_QUEUE_NAME
 from traceledger.request_id import bound_request_id, current_request_id
 
 log = logging.getLogger("audit.tests")
@@ -55,6 +57,39 @@ def test_each_message_is_logged_under_its_own_request_id(tenant):
     settled = _settled(worker, sent)
     assert {task_id: line["request_id"] for task_id, line in settled.items()} == sent
     assert any("coalesced into" in line["message"] for line in settled.values())
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_the_index_tasks_lines_name_the_requests_whose_events_they_index(tenant):
+    purge_queues()
+    # Index tasks left by earlier tests' workers (on audit.ingest only) would come first.
+    with Connection(app.conf.broker_url) as conn:
+        conn.default_channel.queue_purge(SEARCH_QUEUE_NAME)
+    # Coalesced into one transaction, so most likely one index task for several requests.
+    sent = {f"req-ix-{i}" for i in range(4)}
+    for request_id in sorted(sent):
+        publish(tenant_id=tenant.pk, events=[make_event()], request_id=request_id)
+    worker = WorkerProcess(queues=f"{INGEST_QUEUE.name},{SEARCH_QUEUE_NAME}").start()
+    try:
+        wait_until(lambda: _indexed_for(worker) == sent, what="every request's events indexed")
+    finally:
+        worker.stop()
+        purge_queues()
+
+
+def _indexed_for(worker: WorkerProcess) -> set[str]:
+    """The request ids on the worker's "search.index_events[…] succeeded" lines."""
+    found = set()
+    for raw in worker.log().splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        message = str(line.get("message", ""))
+        if message.startswith("Task search.index_events[") and "succeeded" in message:
+            found.update(filter(None, [line.get("request_id"), *line.get("request_ids", [])]))
+    return found
 
 
 def _settled(worker: WorkerProcess, task_ids) -> dict[str, dict]:

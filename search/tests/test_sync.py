@@ -64,6 +64,59 @@ def test_it_splits_more_than_a_thousand_ids_into_messages_of_a_thousand(publishe
     assert [kw["first_sequence"] for kw in published.kwargs] == [11, 1011, 2011]
 
 
+def test_each_index_message_names_the_requests_whose_events_it_holds(published):
+    ids = [str(uuid.uuid4()) for _ in range(2500)]
+    requests = ["req-a"] * 1500 + [None] * 10 + ["req-b"] * 990
+
+    events_ingested.send(
+        sender=AuditEvent, tenant_id=7, event_ids=ids, first_sequence=1, request_ids=requests
+    )
+    events_ingested.send(sender=AuditEvent, tenant_id=7, event_ids=ids[:1])  # no request ids
+
+    assert [kw["request_ids"] for kw in published.kwargs] == [
+        ["req-a"],
+        ["req-a", "req-b"],
+        ["req-b"],
+        [],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("request_ids", "request_id", "several"),
+    [
+        (["req-a"], "req-a", None),  # one request: its id, as the ingest task's lines
+        (["req-a", "req-b"], None, ["req-a", "req-b"]),  # several: each named, none chosen
+        ([], None, None),  # the sweep's or an older message
+    ],
+)
+def test_the_index_tasks_log_lines_carry_the_request_ids(
+    monkeypatch, caplog, request_ids, request_id, several
+):
+    from search.tasks import index_events
+    from traceledger.request_id import RequestIdLogFilter
+
+    def index(**kwargs):
+        logging.getLogger("search.services").warning("indexing slowly")
+        return 0
+
+    monkeypatch.setattr("search.services.events_index", index)
+    caplog.handler.addFilter(RequestIdLogFilter())  # as the console handler: at emit time
+    with caplog.at_level(logging.INFO):
+        index_events.apply(args=[7, [str(uuid.uuid4())]], kwargs={"request_ids": request_ids})
+        logging.getLogger("search.services").warning("after the task")
+
+    lines = [r for r in caplog.records if r.name in ("search.services", "celery.app.trace")]
+    assert [r.getMessage().split("[")[0] for r in lines] == [
+        "indexing slowly",
+        "Task search.index_events",
+        "after the task",
+    ]
+    assert [(r.request_id, getattr(r, "request_ids", None)) for r in lines[:2]] == [
+        (request_id, several)
+    ] * 2
+    assert (lines[2].request_id, getattr(lines[2], "request_ids", None)) == (None, None)
+
+
 def test_indexing_with_a_first_sequence_does_not_read_the_rows_back(tenant):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
