@@ -147,7 +147,9 @@ class Worker(Managed):
     ):
         super().__init__(
             argv=celery_worker_argv(queues=queues, concurrency=concurrency, node=node),
-            env=env,
+            # INFO, as make run's worker logs: its "ready." line is how wait_ready knows it
+            # started, and every earlier run's worker logged at INFO (its --loglevel did).
+            env={**env, "DJANGO_LOG_LEVEL": "INFO"},
             log_path=log_path,
         )
 

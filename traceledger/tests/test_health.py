@@ -31,7 +31,10 @@ def ingest_consumer():
     with Connection(settings.CELERY_BROKER_URL) as conn:
         channel = conn.channel()
         channel.basic_qos(0, 1, False)
-        consumer = Consumer(channel, queues=[INGEST_QUEUE], accept=["json"])
+        # A message delivered to it stays unacked and goes back to the queue on close.
+        consumer = Consumer(
+            channel, queues=[INGEST_QUEUE], accept=["json"], callbacks=[lambda *_: None]
+        )
         consumer.consume()
         yield
         consumer.cancel()
