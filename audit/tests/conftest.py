@@ -19,6 +19,23 @@ def clean_broker():
 
 
 @pytest.fixture
+def submitted_events(monkeypatch):
+    """The events a command or service submits (its own records: a purge, a key rotation),
+    kept here instead of published."""
+    from audit.services import submission
+
+    submitted = []
+    monkeypatch.setattr(
+        submission,
+        "events_submit",
+        lambda *, tenant_id, events, request_id, submitted_by="": (
+            submitted.extend(events) or "broker"
+        ),
+    )
+    return submitted
+
+
+@pytest.fixture
 def empty_queues():
     """``audit.ingest`` and its dead-letter queue empty before and after the test."""
     purge_queues()

@@ -258,24 +258,8 @@ def test_a_purge_is_recorded_in_the_tenants_trail_with_its_actor(
     assert "removed 3 events (sequences 1..3)" in event["description"]
 
 
-@pytest.fixture
-def purge_records(monkeypatch):
-    """The events the purge command submits (its ``ledger.purge`` record), not published."""
-    from audit.services import submission
-
-    submitted = []
-    monkeypatch.setattr(
-        submission,
-        "events_submit",
-        lambda *, tenant_id, events, request_id, submitted_by="": (
-            submitted.extend(events) or "broker"
-        ),
-    )
-    return submitted
-
-
 def test_the_purge_command_records_the_actor_given_or_the_login_name(
-    tenant, purge_records, monkeypatch, django_capture_on_commit_callbacks
+    tenant, submitted_events, monkeypatch, django_capture_on_commit_callbacks
 ):
     chained_events_create(tenant_id=tenant.id, count=2, **_received(1))
     chained_events_create(tenant_id=tenant.id, count=2, start=2, **_received(3))
@@ -287,14 +271,14 @@ def test_the_purge_command_records_the_actor_given_or_the_login_name(
     with django_capture_on_commit_callbacks(execute=True):
         call_command(*args, "--before", "2026-01-04", stdout=StringIO())
 
-    assert [(e["action"], e["actor_id"], e["actor_type"]) for e in purge_records] == [
+    assert [(e["action"], e["actor_id"], e["actor_type"]) for e in submitted_events] == [
         ("ledger.purge", "ops-alice", "user"),
         ("ledger.purge", "cli:carol", "user"),  # as rotate_signing_key and replay_dead_letters
     ]
 
 
 def test_the_purge_command_refuses_an_actor_no_event_can_carry_and_purges_nothing(
-    tenant, purge_records
+    tenant, submitted_events
 ):
     chained_events_create(tenant_id=tenant.id, count=2, **_received(1))
 
@@ -306,7 +290,7 @@ def test_the_purge_command_refuses_an_actor_no_event_can_carry_and_purges_nothin
             )  # fmt: skip
 
     assert AuditEvent.objects.filter(tenant=tenant).count() == 2
-    assert purge_records == []
+    assert submitted_events == []
 
 
 def test_every_recorded_command_offers_the_same_actor_option():

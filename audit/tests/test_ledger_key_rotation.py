@@ -18,7 +18,6 @@ from audit.ledger.services import checkpoints_sign
 from audit.ledger.signing import key_id, key_id_of, public_key_pem, signing_key
 from audit.ledger.verify import ledger_verify
 from audit.models import Checkpoint
-from audit.services import submission
 from audit.tests.ledger_factories import chained_events_create
 from audit.tests.test_ledger_offline_tool import _checkpoint_file, _run, _write_export
 
@@ -43,27 +42,13 @@ def data_dir(settings, tmp_path):
     return tmp_path
 
 
-@pytest.fixture
-def recorded(monkeypatch):
-    """System events the rotation records, instead of publishing them."""
-    submitted = []
-    monkeypatch.setattr(
-        submission,
-        "events_submit",
-        lambda *, tenant_id, events, request_id, submitted_by="": (
-            submitted.extend(events) or "broker"
-        ),
-    )
-    return submitted
-
-
 def _rotate(actor="ops-alice") -> str:
     out = StringIO()
     call_command("rotate_signing_key", "--actor", actor, stdout=out)
     return out.getvalue()
 
 
-def test_checkpoints_of_the_old_key_verify_after_a_rotation(tenant, data_dir, recorded):
+def test_checkpoints_of_the_old_key_verify_after_a_rotation(tenant, data_dir, submitted_events):
     chained_events_create(tenant_id=tenant.id, count=3)
     [old_checkpoint] = checkpoints_sign()
     old = key_id()
@@ -75,7 +60,7 @@ def test_checkpoints_of_the_old_key_verify_after_a_rotation(tenant, data_dir, re
     assert f"retired key_id: {old}" in shown and f"new key_id:     {new}" in shown
     assert stat.S_IMODE((data_dir / "ledger-signing-key.pem").stat().st_mode) == 0o600
     assert old in public_keys_parse((data_dir / "ledger-retired-keys.pem").read_text(), source="")
-    [event] = recorded
+    [event] = submitted_events
     assert (event["action"], event["actor_id"]) == ("ledger.key_rotate", "ops-alice")
     assert event["metadata"] == {"retired_key_id": old, "key_id": new}
 
@@ -86,7 +71,7 @@ def test_checkpoints_of_the_old_key_verify_after_a_rotation(tenant, data_dir, re
     assert (result.ok, result.checked, result.checkpoints_checked) == (True, 5, 2), result.reason
 
 
-def test_without_the_retired_key_the_old_checkpoints_are_named(tenant, data_dir, recorded):
+def test_without_the_retired_key_the_old_checkpoints_are_named(tenant, data_dir, submitted_events):
     chained_events_create(tenant_id=tenant.id, count=3)
     checkpoints_sign()
     _rotate()
@@ -118,7 +103,7 @@ def test_a_key_given_in_the_environment_is_rotated_there(tenant, settings, tmp_p
 
 
 def test_signing_after_a_rotation_verifies_from_the_old_key_s_checkpoint(
-    tenant, data_dir, recorded, monkeypatch
+    tenant, data_dir, submitted_events, monkeypatch
 ):
     """Not from genesis: a rotation must not make the next tick re-verify every chain."""
     chained_events_create(tenant_id=tenant.id, count=4)
@@ -137,7 +122,9 @@ def test_signing_after_a_rotation_verifies_from_the_old_key_s_checkpoint(
     assert starts == [checkpoint.sequence]
 
 
-def test_the_api_and_the_command_show_the_retired_keys(tenant, data_dir, recorded, key_client):
+def test_the_api_and_the_command_show_the_retired_keys(
+    tenant, data_dir, submitted_events, key_client
+):
     old_pem = public_key_pem()
     old = key_id()
     _rotate()
@@ -202,7 +189,7 @@ def test_a_bad_retired_keys_setting_stops_the_process_with_one_line():
 
 
 def test_the_offline_tool_takes_the_retired_key_for_old_checkpoints(
-    tenant, data_dir, recorded, tmp_path
+    tenant, data_dir, submitted_events, tmp_path
 ):
     chained_events_create(tenant_id=tenant.id, count=3, target_id="", target_type="")
     [old_checkpoint] = checkpoints_sign()
@@ -230,7 +217,7 @@ def test_the_offline_tool_takes_the_retired_key_for_old_checkpoints(
 
 
 def test_the_offline_tool_takes_the_public_key_endpoints_answer_as_saved(
-    tenant, data_dir, recorded, tmp_path, key_client
+    tenant, data_dir, submitted_events, tmp_path, key_client
 ):
     """An API-only verifier saves GET /ledger/public-key (JSON, retired keys included)."""
     chained_events_create(tenant_id=tenant.id, count=3, target_id="", target_type="")
