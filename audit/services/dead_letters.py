@@ -28,6 +28,7 @@ from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 from kombu import Connection
 
+from accounts.models import Tenant
 from accounts.signals import Actor
 from audit import metrics_worker as metrics
 from audit.models import DeadLetter, DeadLetterStatus
@@ -571,6 +572,8 @@ class ReplayResult:
     not_replayable: int  # no ingest batch to republish (not JSON, not a task, no tenant)
     # Of ``replayed``: batches RabbitMQ did not confirm, kept in the outbox for the relay.
     via_outbox: int = 0
+    # Batches of a tenant that does not exist: the worker would only dead-letter them again.
+    unknown_tenant: int = 0
 
     def summary(self, selected: int) -> str:
         """The outcome for people: how many of ``selected`` were replayed, where to ("to
@@ -603,6 +606,11 @@ class ReplayResult:
                 f"{self.not_replayable} not replayable: the payload is not an ingest batch "
                 "(not JSON, not an audit.ingest_batch task, or no tenant and events), so "
                 "replaying cannot store anything; discard them once read"
+            )
+        if self.unknown_tenant:
+            parts.append(
+                f"{self.unknown_tenant} of a tenant that does not exist (the worker would "
+                "dead-letter them again); discard them once read"
             )
         return "; ".join(parts)
 
@@ -651,15 +659,25 @@ def dead_letters_replay(
         fresh = {pk: count for pk, status, count in selected if status == DeadLetterStatus.NEW}
         fresh_ids = list(fresh)  # in id order, as _locked returns them
         replayed: list[int] = []
-        via_outbox = 0
+        via_outbox = unknown_tenant = 0
         # Publish (confirmed) before the status commits: a failed commit only replays twice.
         for start in range(0, len(fresh_ids), REPLAY_CHUNK):
             chunk = fresh_ids[start : start + REPLAY_CHUNK]
             rows = DeadLetter.objects.filter(pk__in=chunk).order_by("pk")
-            for pk, payload in rows.values_list("pk", "payload"):
-                if _replayable(payload):
-                    via_outbox += _publish_ingest(payload) == "outbox"
-                    replayed.append(pk)
+            batches = [(pk, p) for pk, p in rows.values_list("pk", "payload") if _replayable(p)]
+            tenants = set(
+                Tenant.objects.filter(pk__in={p["tenant_id"] for _, p in batches}).values_list(
+                    "pk", flat=True
+                )
+            )
+            for pk, payload in batches:
+                # Replaying a batch whose tenant is unknown (the most common poison) only
+                # made a new dead letter with nothing pointing back to this one.
+                if payload["tenant_id"] not in tenants:
+                    unknown_tenant += 1
+                    continue
+                via_outbox += _publish_ingest(payload) == "outbox"
+                replayed.append(pk)
         now = timezone.now()
         DeadLetter.objects.filter(pk__in=replayed).update(
             status=DeadLetterStatus.REPLAYED,
@@ -677,8 +695,9 @@ def dead_letters_replay(
     return ReplayResult(
         replayed=len(replayed),
         not_new=len(selected) - len(fresh),
-        not_replayable=len(fresh) - len(replayed),
+        not_replayable=len(fresh) - len(replayed) - unknown_tenant,
         via_outbox=via_outbox,
+        unknown_tenant=unknown_tenant,
     )
 
 

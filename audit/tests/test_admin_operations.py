@@ -405,6 +405,23 @@ def test_replaying_letters_that_hold_no_batch_says_why_before_and_after(
     assert [c["metadata"]["dead_letter_ids"] for c in recorded] == [[good.pk]]
 
 
+def test_a_letter_of_a_tenant_that_does_not_exist_is_skipped_not_replayed_again(
+    operator, tenant, recorded, clean_queues
+):
+    """Its replay only made a new dead letter, with nothing pointing back to this one."""
+    orphan = dead_letter(tenant, payload={"tenant_id": 987654321, "events": [make_event()]})
+    good = dead_letter(tenant)
+    selection = {"action": "replay_selected", "_selected_action": [good.pk, orphan.pk]}
+
+    result = operator.post(DEAD_LETTERS, {**selection, "post": "yes"}, follow=True)
+
+    body = result.content.decode()
+    assert "Replayed 1 of 2 selected dead letter(s)" in body
+    assert "1 of a tenant that does not exist" in body
+    orphan.refresh_from_db()
+    assert orphan.status == DeadLetterStatus.NEW
+
+
 @pytest.mark.parametrize(
     "payload",
     [
