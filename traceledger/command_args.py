@@ -68,6 +68,14 @@ def actor_name(given: str | None) -> str:
     return f"cli:{login}"
 
 
+def actor_of(given: str | None):
+    """The audit trail's actor for a command run as ``--actor`` (or ``cli:<login name>``)."""
+    from accounts.signals import Actor
+
+    name = actor_name(given)
+    return Actor(id=name, type="user", name=name)
+
+
 def add_progress_argument(parser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
 

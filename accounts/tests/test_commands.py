@@ -1,5 +1,6 @@
 """The management commands of ARCHITECTURE §2: create_tenant, create_api_key (and friends)."""
 
+import getpass
 import io
 import os
 import subprocess
@@ -83,7 +84,34 @@ def test_it_renames_an_existing_tenant_given_another_name_as_the_admin_records_i
         "name": "Initech Ltd",
         "previous_name": "Initech",
     }
-    assert (event["actor_type"], event["actor_id"]) == ("system", "manage.py")
+    assert (event["actor_type"], event["actor_id"]) == ("user", f"cli:{getpass.getuser()}")
+
+
+@pytest.mark.django_db
+def test_each_account_command_records_who_ran_it(
+    tenant, announced, django_capture_on_commit_callbacks
+):
+    # They recorded "manage.py" as the actor, while the ledger and dead-letter commands
+    # record --actor or the login name.
+    with django_capture_on_commit_callbacks(execute=True):
+        _run("create_tenant", "initech", "--actor", "ops-alice")
+        key = _run(
+            "create_api_key", "--tenant", "acme", "--name", "svc", "--scopes", "read",
+            "--actor", "ops-bob",
+        )[0].strip()  # fmt: skip
+        _run("revoke_api_key", key.partition(".")[0])
+        _run(
+            "create_user", "--tenant", "acme", "--username", "grace", "--role", "auditor",
+            "--password-stdin", "--actor", "ops-carol", stdin="Correct-horse-battery-9\n",
+        )  # fmt: skip
+
+    actors = [(e["action"], e["actor_type"], e["actor_id"]) for e in announced]
+    assert actors == [
+        ("tenant.create", "user", "ops-alice"),
+        ("api_key.create", "user", "ops-bob"),
+        ("api_key.revoke", "user", f"cli:{getpass.getuser()}"),
+        ("user.create", "user", "ops-carol"),
+    ]
 
 
 @pytest.mark.django_db

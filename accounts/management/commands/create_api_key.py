@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.management.commands._parsing import require_tenant
 from accounts.services import api_key_create
-from traceledger.command_args import parse_moment
+from traceledger.command_args import actor_of, add_actor_argument, parse_moment
 
 
 class Command(BaseCommand):
@@ -23,14 +23,28 @@ class Command(BaseCommand):
         parser.add_argument(
             "--expires", default=None, help="ISO date or timestamp, e.g. 2027-01-31 (UTC)"
         )
+        add_actor_argument(parser, doing="creating it", trail="the tenant's trail")
 
-    def handle(self, *args, tenant: str, name: str, scopes: str, expires: str | None, **options):
+    def handle(
+        self,
+        *args,
+        tenant: str,
+        name: str,
+        scopes: str,
+        expires: str | None,
+        actor: str | None = None,
+        **options,
+    ):
         tenant_obj = require_tenant(tenant)
         scope_list = [s.strip() for s in scopes.split(",") if s.strip()]
         expiry_date = parse_moment(expires, option="--expires") if expires else None
         try:
             api_key, key = api_key_create(
-                tenant=tenant_obj, name=name, scopes=scope_list, expiry_date=expiry_date
+                tenant=tenant_obj,
+                name=name,
+                scopes=scope_list,
+                expiry_date=expiry_date,
+                actor=actor_of(actor),
             )
         except ValidationError as exc:
             raise CommandError(

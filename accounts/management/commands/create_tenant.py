@@ -4,6 +4,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.services import SYSTEM_TENANT_SLUG, TENANT_NAME_MAX_LENGTH, tenant_provision
+from traceledger.command_args import actor_of, add_actor_argument
 
 
 class Command(BaseCommand):
@@ -26,10 +27,11 @@ class Command(BaseCommand):
                 "keeps its name)"
             ),
         )
+        add_actor_argument(parser, doing="creating or renaming it", trail="the tenant's trail")
 
-    def handle(self, *args, slug: str, name: str | None, **options):
+    def handle(self, *args, slug: str, name: str | None, actor: str | None = None, **options):
         try:
-            result = tenant_provision(slug=slug, name=name)
+            result = tenant_provision(slug=slug, name=name, actor=actor_of(actor))
         except ValidationError as exc:
             # Each bad field named on the one line; a slug is short enough to repeat, a name not.
             problems = []

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from accounts.management.commands._parsing import require_tenant
 from accounts.models import Role
 from accounts.services import user_create
+from traceledger.command_args import actor_of, add_actor_argument
 
 
 class Command(BaseCommand):
@@ -38,6 +39,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--password-stdin", action="store_true", help="read the password from stdin"
         )
+        add_actor_argument(parser, doing="creating them", trail="the tenant's trail")
 
     def handle(self, *args, **options):
         tenant = require_tenant(options["tenant"])
@@ -55,6 +57,7 @@ class Command(BaseCommand):
                 role=options["role"],
                 email=options["email"],
                 is_staff=options["staff"],
+                actor=actor_of(options.get("actor")),
             )
         except ValidationError as exc:
             raise CommandError(
