@@ -19,8 +19,8 @@ from testsupport.isolated_services import (
 
 def test_the_suite_is_on_its_own_vhost_and_redis_database():
     assert urlsplit(settings.CELERY_BROKER_URL).path == "/traceledger_test"
-    assert urlsplit(settings.REDIS_URL).path == "/15"
-    assert cache.client.get_client().connection_pool.connection_kwargs["db"] == 15
+    assert urlsplit(settings.REDIS_URL).path == "/14"
+    assert cache.client.get_client().connection_pool.connection_kwargs["db"] == 14
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ broker and Redis, on the same servers:
 
 - ``CELERY_BROKER_URL``: vhost ``TRACELEDGER_TEST_VHOST`` (default ``traceledger_test``),
   created with ``rabbitmqctl`` on a local broker when it is missing;
-- ``REDIS_URL``: database ``TRACELEDGER_TEST_REDIS_DB`` (default 15).
+- ``REDIS_URL``: database ``TRACELEDGER_TEST_REDIS_DB`` (default 14; the benchmark has 15).
 
 The tests' settings module (``testsupport/settings.py``) rewrites the environment before the
 product's settings read it; the workers and web servers the tests start inherit it. The
@@ -51,7 +51,7 @@ def redis_url_with_db(value: str, db: int) -> str:
 
 
 def _test_redis_db() -> int:
-    value = os.environ.get("TRACELEDGER_TEST_REDIS_DB", "15")
+    value = os.environ.get("TRACELEDGER_TEST_REDIS_DB", "14")
     if not re.fullmatch(r"[0-9]+", value):
         raise SystemExit(f"TRACELEDGER_TEST_REDIS_DB must be a whole number, not {value!r}")
     return int(value)
