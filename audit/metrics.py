@@ -75,10 +75,10 @@ class IngestQueueCollector:
         from django.conf import settings
         from kombu.exceptions import OperationalError
 
-        from audit.topology import ingest_queue_state
+        from audit.topology import queue_state
 
         try:
-            state = ingest_queue_state(
+            state = queue_state(
                 settings.CELERY_BROKER_URL, timeout=settings.TRACELEDGER_HEALTH_TIMEOUT
             )
         except OperationalError:

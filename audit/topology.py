@@ -72,21 +72,25 @@ class QueueState:
     consumers: int  # channels consuming: one per worker process that takes ingest tasks
 
 
-def ingest_queue_state(url: str, *, timeout: float) -> QueueState:
-    """What ``audit.ingest`` holds and how many consumers read it, by a passive declare on a
-    connection of its own. A stopped worker showed nowhere: ``/readyz`` said ok, the lag is
-    only measured when an event is stored, and no process logs anything while nothing
-    consumes (operator QA). Raises kombu's ``OperationalError`` when the broker cannot say."""
+def queue_state(url: str, queue=INGEST_QUEUE, *, timeout: float, declare=False) -> QueueState:
+    """What ``queue`` holds and how many consumers read it, by a passive declare on a
+    connection of its own (``declare``: the queue and its binding declared first, so one
+    deleted under the running stack comes back instead of reading as a 404). For
+    ``audit.ingest`` it is the signal of a stopped worker, which showed nowhere before:
+    ``/readyz`` said ok, the lag is only measured when an event is stored, and nothing logs
+    while nothing consumes (operator QA). Raises kombu's ``OperationalError`` when the
+    broker cannot say."""
     conn = broker_connection(
         url, name="traceledger-queue-state", connect_timeout=timeout, io_timeout=timeout
     )
     try:
         conn.ensure_connection(max_retries=0, timeout=timeout)
-        _, messages, consumers = conn.default_channel.queue_declare(
-            queue=INGEST_QUEUE.name, passive=True
-        )
+        channel = conn.default_channel
+        if declare:
+            queue(channel).declare()
+        _, messages, consumers = channel.queue_declare(queue=queue.name, passive=True)
     except (*conn.connection_errors, *conn.channel_errors) as exc:
-        raise BrokerError(f"reading the state of {INGEST_QUEUE.name}: {exc!r}") from exc
+        raise BrokerError(f"reading the state of {queue.name}: {exc!r}") from exc
     finally:
         conn.release()
     return QueueState(messages=messages, consumers=consumers)

@@ -137,11 +137,9 @@ def check_search() -> str:
 def check_workers() -> str:
     """Whether any worker consumes ``audit.ingest``: ``down`` when none does, so a stopped
     worker makes the stack ``degraded`` (events are accepted, nothing stores them)."""
-    from audit.topology import ingest_queue_state
+    from audit.topology import queue_state
 
-    state = ingest_queue_state(
-        settings.CELERY_BROKER_URL, timeout=settings.TRACELEDGER_HEALTH_TIMEOUT
-    )
+    state = queue_state(settings.CELERY_BROKER_URL, timeout=settings.TRACELEDGER_HEALTH_TIMEOUT)
     return OK if state.consumers else DOWN
 
 

@@ -32,6 +32,7 @@ from accounts.models import Tenant
 from accounts.signals import Actor
 from audit import metrics_worker as metrics
 from audit.models import DeadLetter, DeadLetterStatus
+from audit.topology import queue_state
 from traceledger.queues import DLQ, DLX_EXCHANGE, INGEST_QUEUE_NAME, INGEST_TASK_NAME
 
 logger = logging.getLogger(__name__)
@@ -469,12 +470,7 @@ def dlq_depth() -> int | None:
     unreachable" (a passive declare's 404), and ``drain_dlq`` refused to run."""
     try:
         # Admin pages call this: one quick attempt, no retries.
-        with Connection(_broker_url(), connect_timeout=1) as conn:
-            conn.ensure_connection(max_retries=0)
-            channel = conn.default_channel
-            DLQ(channel).declare()
-            _, count, _ = channel.queue_declare(queue=DLQ.name, passive=True)
-            return count
+        return queue_state(_broker_url(), DLQ, timeout=1, declare=True).messages
     except Exception as exc:  # any broker or channel error means "unknown", never a 500
         depth_logger.warning("cannot read the depth of %s: %s", DLQ.name, exc)
         return None
