@@ -11,12 +11,15 @@ audit trail.
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as LibraryAPIKey
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from accounts import selectors, services
 from accounts.models import ApiKey, Role, Scope, Tenant, User
@@ -28,6 +31,38 @@ from traceledger.admin_selection import ValidSelectionMixin
 # The library registers its own (unused) key model; ours is accounts.ApiKey.
 if admin.site.is_registered(LibraryAPIKey):
     admin.site.unregister(LibraryAPIKey)
+
+# simplejwt's own admins show every stored refresh token in full, of every tenant's users
+# and of superusers: anyone with their view permission could refresh it and act as its
+# owner. Sessions end by deactivating the user (docs/accounts.md), so no page needs them.
+for _model in (OutstandingToken, BlacklistedToken):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+
+
+class SuperuserGroupAdmin(DjangoGroupAdmin):
+    """Groups are global, not a tenant's: tenant staff given group permissions could
+    otherwise add permissions to a group they are in, or to another tenant's users' groups."""
+
+    def has_module_permission(self, request) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return self.has_module_permission(request)
+
+    def has_add_permission(self, request) -> bool:
+        return self.has_module_permission(request)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return self.has_module_permission(request)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return self.has_module_permission(request)
+
+
+if admin.site.is_registered(Group):
+    admin.site.unregister(Group)
+admin.site.register(Group, SuperuserGroupAdmin)
 
 
 def _is_tenant_staff(request) -> bool:

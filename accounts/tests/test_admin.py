@@ -651,3 +651,44 @@ def test_a_superuser_still_resets_the_password_of_a_user_with_extra_rights(
     assert response.status_code == 302
     operator_teammate.refresh_from_db()
     assert operator_teammate.check_password(PASSWORD)
+
+
+@pytest.mark.django_db
+def test_no_admin_page_shows_refresh_tokens(admin_client_for, superuser, tenant_staff):
+    """simplejwt's token admins listed every user's stored refresh token in full: a staff
+    user with their view permission took a superuser's token from the page and refreshed
+    it (a security review)."""
+    from rest_framework_simplejwt.tokens import RefreshToken
+
+    token = str(RefreshToken.for_user(superuser))
+    tenant_staff.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="token_blacklist")
+    )
+    for user in (tenant_staff, superuser):
+        client = admin_client_for(user)
+        index = client.get(reverse("admin:index")).content.decode()
+        assert "token_blacklist" not in index
+        for path in ("outstandingtoken", "blacklistedtoken"):
+            response = client.get(f"/admin/token_blacklist/{path}/")
+            assert response.status_code == 404
+            assert token not in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_only_superusers_manage_groups(admin_client_for, superuser, tenant_staff):
+    """Groups are global: tenant staff with group permissions could add permissions to a
+    group they are in."""
+    from django.contrib.auth.models import Group
+
+    group = Group.objects.create(name="auditors-everywhere")
+    tenant_staff.user_permissions.add(*Permission.objects.filter(content_type__app_label="auth"))
+    tenant_staff.groups.add(group)
+    staff = admin_client_for(tenant_staff)
+    assert staff.get(reverse("admin:auth_group_changelist")).status_code == 403
+    change = reverse("admin:auth_group_change", args=[group.pk])
+    assert staff.get(change).status_code == 403
+    everything = list(Permission.objects.values_list("pk", flat=True))
+    staff.post(change, {"name": group.name, "permissions": everything})
+    assert group.permissions.count() == 0
+
+    assert admin_client_for(superuser).get(change).status_code == 200
