@@ -486,6 +486,10 @@ def filter_param_problems(
             problems[name] = f"{name} must be a date (YYYY-MM-DD), got {raw!r}"
     if TenantFilter.parameter_name in known:
         problems.update(_tenant_problems(params, model=model, own_tenant_id=own_tenant_id))
+    if own_tenant_id is not None:
+        problems.update(
+            _tenant_lookup_problems(params, model=model, known=known, own_tenant_id=own_tenant_id)
+        )
     action = (params.get(ActionPrefixFilter.parameter_name) or "").strip()
     if ActionPrefixFilter.parameter_name in known and action:
         problem = action_filter_problem(action)
@@ -526,6 +530,33 @@ def _tenant_problems(params, *, model, own_tenant_id: int | None) -> dict[str, s
         plural = model._meta.verbose_name_plural
         return {name: f"tenant={tenant}: you see only your own tenant's {plural}"}
     return {}
+
+
+# The lookups of a tenant field that name one tenant by its id.
+_TENANT_ID_LOOKUPS = frozenset({"", "exact", "id", "id__exact", "pk", "pk__exact"})
+
+
+def _tenant_lookup_problems(params, *, model, known, own_tenant_id: int) -> dict[str, str]:
+    """Field lookups on the tenant that tenant staff may not use: any that could name another
+    tenant (``tenant_id=1``, ``tenant__exact``, ``tenant__in``, ``tenant__slug``). Their list
+    is scoped to their own tenant, so Django answered such a lookup with an empty list, and an
+    export of it was recorded as of the other tenant. Their own tenant's id is kept."""
+    problems = {}
+    plural = model._meta.verbose_name_plural
+    for name, raw in params.items():
+        if name in known:
+            continue
+        field_name, _, lookup = name.partition("__")
+        try:
+            field = model._meta.get_field(field_name)
+        except FieldDoesNotExist:
+            continue
+        if field.name not in ("tenant", "tenant_id"):
+            continue
+        if lookup in _TENANT_ID_LOOKUPS and raw.isdecimal() and int(raw) == own_tenant_id:
+            continue
+        problems[name] = f"{name}={raw}: you see only your own tenant's {plural}"
+    return problems
 
 
 # Lookups whose value is one value of the field's type (checked before the query runs).

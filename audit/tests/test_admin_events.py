@@ -248,6 +248,50 @@ def test_staffs_tenant_parameter_naming_another_tenant_is_refused_not_silently_i
     assert not [call for call in recorded if call["action"] == "audit_log.export"]
 
 
+@pytest.mark.parametrize(
+    "name", ["tenant_id", "tenant__exact", "tenant__id__exact", "tenant__in", "tenant__slug"]
+)
+def test_staffs_other_spellings_of_another_tenant_are_refused_too(
+    client, tenant, other_tenant, auditor, recorded, name
+):
+    """Only ``tenant=`` was checked: ``tenant_id=<theirs>`` showed an empty list as if that
+    tenant had no events, and its export was recorded as of that tenant (a security review)."""
+    event_create(tenant_id=tenant.pk, outcome="failure")
+    login(client, auditor)
+    value = other_tenant.slug if name == "tenant__slug" else str(other_tenant.pk)
+    query = {name: value, "outcome__exact": "failure"}
+
+    first = client.get(CHANGELIST, query)
+    page = client.get(first.url)
+    export = client.get(EXPORT, {"format": "csv", **query})
+
+    assert first.url == export.url == f"{CHANGELIST}?outcome__exact=failure"
+    assert page_messages(page) == [
+        f"Filter ignored: {name}={value}: you see only your own tenant's audit events"
+    ]
+    assert not export.streaming
+    assert not [call for call in recorded if call["action"] == "audit_log.export"]
+
+    own = client.get(CHANGELIST, {"tenant_id": str(tenant.pk)})
+    assert own.status_code == 200 and len(results(own)) == 1
+
+
+def test_an_export_of_a_selection_records_the_ids_exported_not_those_posted(
+    client, tenant, other_tenant, auditor, recorded
+):
+    mine = event_create(tenant_id=tenant.pk)
+    theirs = event_create(tenant_id=other_tenant.pk)
+    login(client, auditor)
+
+    response = client.post(
+        CHANGELIST, {"action": "export_csv", "_selected_action": [str(theirs.pk), str(mine.pk)]}
+    )
+
+    assert [row["id"] for row in csv.DictReader(io.StringIO(text(response)))] == [str(mine.pk)]
+    [call] = [call for call in recorded if call["action"] == "audit_log.export"]
+    assert call["metadata"]["filters"]["ids"] == [str(mine.pk)]
+
+
 def test_staffs_own_tenant_as_the_tenant_parameter_is_kept_as_the_same_actor_links_use_it(
     client, tenant, auditor, recorded
 ):

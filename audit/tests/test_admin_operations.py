@@ -285,6 +285,28 @@ def test_tenant_staff_see_only_their_tenants_dead_letters_and_cannot_pull(
     assert client.post(PULL).status_code == 403
 
 
+def test_tenant_staff_cannot_name_another_tenant_on_the_dead_letter_list(
+    client, tenant, other_tenant, owner
+):
+    """``tenant_id=<theirs>`` listed nothing, as if that tenant had no letters."""
+    from django.contrib.auth.models import Permission
+
+    owner.is_staff = True
+    owner.save()
+    owner.user_permissions.add(*Permission.objects.filter(codename="view_deadletter"))
+    dead_letter(tenant, reason="acme reason")
+    client.force_login(owner)
+
+    for name in ("tenant_id", "tenant_id__exact"):
+        response = client.get(DEAD_LETTERS, {name: other_tenant.pk})
+        assert response.status_code == 302 and response.url == DEAD_LETTERS
+        body = client.get(response.url).content.decode()
+        assert f"{name}={other_tenant.pk}: you see only your own tenant" in body
+        assert "acme reason" in body
+    own = client.get(DEAD_LETTERS, {"tenant_id": tenant.pk}).content.decode()
+    assert "acme reason" in own
+
+
 @pytest.fixture
 def tenant_operator(client, owner):
     """The tenant's admin, with admin access and the dead-letter permissions."""
