@@ -80,6 +80,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "traceledger.request_id.RequestIdMiddleware",
+    "traceledger.api_cache.ApiNoStoreMiddleware",
     "traceledger.query_guard.RejectNulQueryMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's CSS and JS from gunicorn itself (no other web server in front).
@@ -187,6 +188,9 @@ DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
 DJANGO_REDIS_LOGGER = "traceledger.cache"
 # The admin keeps working without Redis.
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
+# Where the admin's login goes when its ``next`` is unsafe (another host): Django's default,
+# /accounts/profile/, is no page here (a 404 after a good login).
+LOGIN_REDIRECT_URL = "admin:index"
 
 # django-ratelimit: fail open when Redis is down (availability of the audit trail wins).
 RATELIMIT_USE_CACHE = "default"
