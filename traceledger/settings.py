@@ -91,6 +91,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A page's OperationalError (PostgreSQL down) is a 503, not a 500 (the API has its own).
+    "traceledger.database_unavailable.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "traceledger.urls"
@@ -542,8 +544,9 @@ LOGGING = {
         # The worker's "consumer: Cannot connect to … Trying again" at every retry while
         # RabbitMQ is away.
         "celery.worker.consumer.consumer": {"filters": ["outage_throttle"]},
-        # Each read answered 503 while PostgreSQL is down.
+        # Each read answered 503 while PostgreSQL is down, and each admin page.
         "traceledger.api.exceptions": {"filters": ["outage_throttle"]},
+        "traceledger.database_unavailable": {"filters": ["outage_throttle"]},
         # The order matters: rewrite the line, then throttle it.
         "celery.beat": {"filters": ["beat_send_error", "beat_throttle"]},
         "celery.app.trace": {"filters": ["task_outcome"]},

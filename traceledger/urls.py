@@ -44,6 +44,8 @@ class SwaggerView(SpectacularSwaggerView):
 # Under /api/ a request Django refuses before any view (a Host outside ALLOWED_HOSTS) is
 # answered in the API's error shape, not an HTML page.
 handler400 = "traceledger.api.bad_request.bad_request_handler"
+# PostgreSQL unreachable outside a view (a middleware saving the session): 503, not 500.
+handler500 = "traceledger.database_unavailable.server_error"
 
 api_v1 = [
     path("", include("accounts.api.urls")),
