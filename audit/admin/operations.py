@@ -255,7 +255,7 @@ class DeadLetterAdmin(_OperationsAdmin):
 
     def pull_view(self, request):
         """POST (CSRF-checked by admin_view): drain ``audit.ingest.dlq`` into the table."""
-        from audit.services.dead_letters import dead_letters_drain
+        from audit.services.dead_letters import dead_letters_drain, dlq_depth
         from audit.services.submission import record_system_event
 
         # Draining creates rows for every tenant: an operator-wide action.
@@ -268,6 +268,20 @@ class DeadLetterAdmin(_OperationsAdmin):
                 "Pulling is the “Pull from RabbitMQ” button of this page (a POST).",
                 messages.INFO,
             )
+            return HttpResponseRedirect(reverse("admin:audit_deadletter_changelist"))
+        # One quick look first, as drain_dlq does: the drain's own connect retries with
+        # backoff (12 s refused, 33 s black-holed), holding a web thread past gunicorn's
+        # timeout before the operator heard anything (an outage review).
+        waiting = dlq_depth()
+        if waiting is None:
+            self.message_user(
+                request,
+                "Could not pull from RabbitMQ: it is unreachable (nothing was pulled).",
+                messages.ERROR,
+            )
+            return HttpResponseRedirect(reverse("admin:audit_deadletter_changelist"))
+        if waiting == 0:
+            self.message_user(request, "Nothing to pull: the queue is empty.", messages.INFO)
             return HttpResponseRedirect(reverse("admin:audit_deadletter_changelist"))
         try:
             arrived = dead_letters_drain()

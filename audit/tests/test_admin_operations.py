@@ -1,6 +1,7 @@
 """Operators in the admin: dead letters (pull, replay, discard), DLQ depth, outbox backlog."""
 
 import re
+import socket
 from datetime import UTC, datetime
 
 import pytest
@@ -250,10 +251,40 @@ def test_pull_is_a_csrf_checked_post(superuser, clean_queues):
     assert "“Pull from RabbitMQ” button" in response.content.decode()
 
 
+def test_pull_from_an_unreachable_broker_says_so_without_trying_to_drain(
+    operator, monkeypatch, recorded
+):
+    """The drain's own connect retried with backoff: 12 s (refused) to 33 s (black-holed)
+    of a web thread before the operator heard anything."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    closed_url = f"amqp://guest:guest@127.0.0.1:{closed}//"
+    monkeypatch.setattr("audit.services.dead_letters._broker_url", lambda: closed_url)
+    drains = []
+    monkeypatch.setattr(
+        "audit.services.dead_letters.dead_letters_drain", lambda **kw: drains.append(kw)
+    )
+
+    response = operator.post(PULL, follow=True)
+
+    assert response.status_code == 200
+    assert "Could not pull from RabbitMQ: it is unreachable" in response.content.decode()
+    assert drains == [] and recorded == []
+
+
+def test_pull_from_an_empty_queue_says_so(operator, recorded, clean_queues):
+    response = operator.post(PULL, follow=True)
+
+    assert "Nothing to pull: the queue is empty." in response.content.decode()
+    assert recorded == []
+
+
 def test_pull_reports_an_unreachable_broker_instead_of_failing(operator, monkeypatch, recorded):
     def down(**kwargs):
         raise ConnectionRefusedError(111, "Connection refused")
 
+    monkeypatch.setattr("audit.services.dead_letters.dlq_depth", lambda: 3)
     monkeypatch.setattr("audit.services.dead_letters.dead_letters_drain", down)
 
     response = operator.post(PULL, follow=True)
