@@ -25,6 +25,12 @@ BATCHES_REJECTED = Counter(
     "traceledger_ingest_batches_rejected",
     "Whole ingest messages rejected to the dead-letter queue (poison or retries exhausted).",
 )
+INGEST_RETRIES = Counter(
+    "traceledger_ingest_retries",
+    "Ingest tasks retried after a transient failure (database or broker away, a lock or "
+    "statement timeout), by exception class. Celery's own retry line is throttled.",
+    ["error"],
+)
 INGEST_LAG = Histogram(
     "traceledger_ingest_lag_seconds",
     "Time from received_at (API) to stored_at (worker commit), per event.",

@@ -47,11 +47,13 @@ TRANSIENT_ERRORS = (
     BrokerError,
 )
 # Backoff 1, 2, 4 ... capped at 60 s, "equal jitter" (each wait between half and all of
-# that): the default 8 retries ride out at least ~1.5 min of database outage and wait at most
-# ~3 min in total, far below RabbitMQ's 30 min consumer timeout (the countdown lives in the
-# broker's native-delayed-delivery queues, not in the worker). Not Celery's own full jitter
-# (a wait anywhere from 0 to the cap): its 8 waits can add up to seconds, so a 37 s outage
-# dead-lettered a batch, and a failover of a minute or two would dead-letter most of them.
+# that): the default 20 retries ride out at least ~7.5 min of database outage and wait at
+# most ~15 min in total (the countdown lives in the broker's native-delayed-delivery queues,
+# not in the worker, so RabbitMQ's consumer timeout does not apply). 8 retries (~1.5 min)
+# sent the accepted batches of an ordinary failover of two minutes to the DLQ, for a person
+# to replay; the 60 s cap keeps the first try after the database is back within a minute.
+# Not Celery's own full jitter (a wait anywhere from 0 to the cap): its 8 waits could add up
+# to seconds, so a 37 s outage dead-lettered a batch.
 MAX_RETRIES = settings.TRACELEDGER_INGEST_MAX_RETRIES
 
 
@@ -84,6 +86,11 @@ class IngestTask(Task):
         kwargs.setdefault("argsrepr", "()")
         kwargs.setdefault("kwargsrepr", kwargs_repr(self.request.kwargs or {}))
         return super().retry(*args, **kwargs)
+
+    def on_retry(self, exc, task_id, args, kwargs, einfo) -> None:
+        # Counted here: Celery's retry line is logged at most once per 30 s per task name
+        # (traceledger/logging_tasks.py), so the log no longer says how many there were.
+        metrics.INGEST_RETRIES.labels(error=type(exc).__name__).inc()
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         """Retries exhausted (or an unexpected error): the worker rejects the message next.

@@ -292,7 +292,7 @@ TRACELEDGER_INGEST_SOFT_TIME_LIMIT = integer(
 )
 # Retries of a transient failure (backoff 1, 2, 4 ... 60 s with jitter) before the batch is
 # dead-lettered.
-TRACELEDGER_INGEST_MAX_RETRIES = integer("TRACELEDGER_INGEST_MAX_RETRIES", default=8)
+TRACELEDGER_INGEST_MAX_RETRIES = integer("TRACELEDGER_INGEST_MAX_RETRIES", default=20)
 # Under load an ingest task takes up to this many more waiting messages (and about this many
 # events) from audit.ingest into its own transaction, acked after the commit (issue 9,
 # docs/ingest-worker.md). 0 stores one message per transaction.
@@ -497,6 +497,11 @@ LOGGING = {
         # A task outcome's traceback once, not twice; none for a rejection (a poison message,
         # dead-lettered by design; traceledger/logging_tasks.py).
         "task_outcome": {"()": "traceledger.logging_tasks.TaskOutcomeFilter"},
+        # Celery's line for each retry of each message (every batch, while PostgreSQL is away).
+        "task_retry_throttle": {
+            "()": "traceledger.logging_tasks.RetryThrottleFilter",
+            "interval": 30,
+        },
         "beat_throttle": {
             "()": "traceledger.log_throttle.ThrottleFilter",
             "interval": 30,
@@ -549,7 +554,7 @@ LOGGING = {
         "traceledger.database_unavailable": {"filters": ["outage_throttle"]},
         # The order matters: rewrite the line, then throttle it.
         "celery.beat": {"filters": ["beat_send_error", "beat_throttle"]},
-        "celery.app.trace": {"filters": ["task_outcome"]},
+        "celery.app.trace": {"filters": ["task_outcome", "task_retry_throttle"]},
         # Periodic tasks while a dependency is away (each run would repeat its line), the
         # ingest coalescer's broker errors, the publisher's failed publishes (every request,
         # every relay run) and the Elasticsearch client's failing node.
