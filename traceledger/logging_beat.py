@@ -6,7 +6,8 @@ every 10 s for the outbox relay while RabbitMQ is down (celery/beat.py, ``apply_
 ``BeatSendErrorFilter`` (on the ``celery.beat`` logger, before the outage throttle) rewrites
 it to ``Message Error: <the SchedulingError>`` with the schedule ``entry`` as an extra (the
 throttle counts each entry apart), and for a broker connection error drops the traceback for
-``error`` (the cause's repr): an outage is not a bug. Any other cause keeps its traceback.
+``error`` (the cause's repr), at WARNING: an outage is not a bug. Any other cause keeps its
+traceback and its ERROR.
 """
 
 import logging
@@ -46,4 +47,7 @@ class BeatSendErrorFilter(logging.Filter):
             record.error = one_line(cause)
             record.exc_info = None
             record.exc_text = None
+            # Expected while RabbitMQ is away, and the next run sends again: a WARNING like
+            # the periodic tasks' own "skipped" lines, not an ERROR that pages for a bug.
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True

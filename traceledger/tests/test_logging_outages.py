@@ -81,7 +81,9 @@ def test_beat_logs_a_failed_send_as_one_line_per_entry_and_interval(
     clock.now += 10
     _send(scheduler, "audit-relay-outbox", refused_producer)
 
-    lines = _lines(caplog, "celery.beat", logging.ERROR)
+    lines = _lines(caplog, "celery.beat", logging.WARNING)
+    # Expected while RabbitMQ is away and healed by the next run: not an ERROR.
+    assert {r.levelname for r in lines} == {"WARNING"}
     assert [r.entry for r in lines] == [
         "audit-relay-outbox",
         "search-sweep-index",
