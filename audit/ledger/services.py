@@ -1,7 +1,7 @@
 """Writes of the ledger: signed checkpoints and the retention purge."""
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import connection, transaction
@@ -17,6 +17,8 @@ from audit.ledger.verify import ledger_verify
 from audit.models import AuditEvent, ChainHead, Checkpoint
 from audit.models.ledger import CheckpointKind
 from audit.selectors import event_cache_purged
+from audit.signals import PurgeFollowUp, events_purged
+from traceledger.log_throttle import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +163,35 @@ class PurgeResult:
     from_sequence: int | None
     through_sequence: int | None
     checkpoint: Checkpoint | None
+    # What the receivers of ``events_purged`` did (search: the purged events' entries and
+    # documents removed, or not and how that is caught up). Filled once the purge commits:
+    # before ``events_purge`` returns, unless it ran inside an outer transaction.
+    follow_ups: list[PurgeFollowUp] = field(default_factory=list)
+
+
+def _purge_announce(*, tenant_id: int, from_sequence: int, through_sequence: int) -> list:
+    """``events_purged`` to every receiver, after the commit; their follow-ups. A receiver
+    that raises is logged by ``send_robust`` and reported here: the purge is committed and
+    signed whatever a receiver does, so nothing it does may fail the purge."""
+    follow_ups: list[PurgeFollowUp] = []
+    responses = events_purged.send_robust(
+        sender=AuditEvent,
+        tenant_id=tenant_id,
+        from_sequence=from_sequence,
+        through_sequence=through_sequence,
+    )
+    for receiver, response in responses:
+        if isinstance(response, Exception):
+            name = getattr(receiver, "__qualname__", repr(receiver))
+            follow_ups.append(
+                PurgeFollowUp(
+                    message=f"{name} failed after the purge ({one_line(response)}); see the log",
+                    done=False,
+                )
+            )
+        elif response:
+            follow_ups.extend(response)
+    return follow_ups
 
 
 def purge_span(*, tenant_id: int, before: datetime) -> tuple[int, int] | None:
@@ -192,6 +223,10 @@ def events_purge(*, tenant_id: int, before: datetime, actor: Actor = SYSTEM_ACTO
     A prefix, not "every event older than": removing from the middle would break the chain.
     The prefix is verified first; a chain that does not verify is never purged, so a purge
     cannot erase the evidence of tampering.
+
+    After the commit, ``events_purged`` lets the apps that derived data from the events
+    (search) remove it; what they did or could not do is in ``follow_ups``. Their failure
+    never undoes or fails the purge.
     """
     span = purge_span(tenant_id=tenant_id, before=before)
     if span is None:
@@ -225,6 +260,20 @@ def events_purge(*, tenant_id: int, before: datetime, actor: Actor = SYSTEM_ACTO
         transaction.on_commit(
             lambda: event_cache_purged(tenant_id=tenant_id, through_sequence=through)
         )
+        # After the commit, never before: the search app removes what it derived from the
+        # purged events (entries, documents) only once they are gone for good, and a purge
+        # rolled back must leave them searchable.
+        follow_ups: list[PurgeFollowUp] = []
+        transaction.on_commit(
+            lambda: follow_ups.extend(
+                _purge_announce(
+                    tenant_id=tenant_id,
+                    from_sequence=removed_from["sequence"],
+                    through_sequence=through,
+                )
+            ),
+            robust=True,
+        )
         checkpoint = checkpoint_create(
             tenant_id=tenant_id,
             sequence=through,
@@ -254,6 +303,7 @@ def events_purge(*, tenant_id: int, before: datetime, actor: Actor = SYSTEM_ACTO
         from_sequence=removed_from["sequence"],
         through_sequence=through,
         checkpoint=checkpoint,
+        follow_ups=follow_ups,
     )
 
 
