@@ -10,6 +10,7 @@ class SearchConfig(AppConfig):
         from search import (
             documents,  # noqa: F401  (registers the Elasticsearch document)
             receivers,
+            tasks_purge,  # noqa: F401  (not named tasks.py: Celery's autodiscovery misses it)
         )
         from search.metrics import SearchStateCollector
         from search.selectors import event_queryset_search

@@ -3,7 +3,8 @@
 ``EventSearchEntry`` holds the PostgreSQL full-text vector of one event, built by the indexer
 (``search.services.indexing``), never on the ingest hot path: a GIN index on the events
 table would cost ingest throughput on every insert (see docs/search.md).
-``IndexProgress`` is the sync high-water mark per tenant and backend.
+``IndexProgress`` is the sync high-water mark per tenant and backend, ``PurgeCleanup`` what a
+retention purge left to remove from each backend (``search.purge``).
 """
 
 from django.contrib.postgres.indexes import GinIndex
@@ -13,7 +14,10 @@ from django.db import models
 
 class EventSearchEntry(models.Model):
     # No database FK constraint: retention purges of the events table must not depend on
-    # the search app; a dangling entry is harmless (searches join to the event).
+    # the search app (audit never imports search). A purged event's entry still holds its
+    # words (names, e-mail addresses, description), so the search app removes it once the
+    # purge commits (``search.purge``); searches join to the event, so until then it is never
+    # shown, but the data the purge was meant to remove is still there.
     event = models.OneToOneField(
         "audit.AuditEvent",
         on_delete=models.DO_NOTHING,
@@ -54,6 +58,31 @@ class IndexProgress(models.Model):
 
     def __str__(self) -> str:
         return f"{self.backend} index of tenant {self.tenant_id} at {self.last_sequence}"
+
+
+class PurgeCleanup(models.Model):
+    """A retention purge's removal from one search backend: every entry (document) of
+    ``tenant``'s events with ``sequence <= purged_through`` must go, and everything up to
+    ``removed_through`` is gone. Behind means still to do: the purge sweep retries it."""
+
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="+")
+    backend = models.CharField(max_length=16, choices=Backend.choices)
+    purged_through = models.BigIntegerField(default=0)
+    removed_through = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "backend"], name="purgecleanup_unique_tenant_backend"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.backend} purge cleanup of tenant {self.tenant_id}: "
+            f"{self.removed_through} of {self.purged_through}"
+        )
 
 
 class ReindexRun(models.Model):

@@ -1,10 +1,11 @@
-"""Receivers of audit's signals. Connected in ``SearchConfig.ready``."""
+"""Receivers of audit's signals (``events_ingested``, ``events_purged``). Connected in
+``SearchConfig.ready``."""
 
 import logging
 
 import pybreaker
 
-from audit.signals import events_ingested
+from audit.signals import PurgeFollowUp, events_ingested, events_purged
 from traceledger.log_throttle import one_line
 from traceledger.logging_beat import BROKER_CONNECTION_ERRORS
 
@@ -83,5 +84,40 @@ def enqueue_indexing(
             return
 
 
+def remove_purged(
+    sender, *, tenant_id: int, through_sequence: int, **kwargs
+) -> list[PurgeFollowUp]:
+    """After a retention purge committed: remove the purged events' entries and documents
+    (``search.purge``). Never raises into the purge, which is done and signed.
+
+    Runs in the purging process (``manage.py purge_events``), synchronously, so that the
+    command can say what was and was not removed. A backend that fails is left to the purge
+    sweep, which retries it; the returned follow-ups say so.
+    """
+    from search.purge import purged_remove
+
+    try:
+        results = purged_remove(tenant_id=tenant_id, through_sequence=through_sequence)
+    except Exception as exc:  # the database gone right after the commit, or a bug
+        logger.error(
+            "purged events not removed from the search index, nor recorded for the purge "
+            "sweep; run manage.py reindex_search",
+            extra={"tenant_id": tenant_id, "through_sequence": through_sequence},
+            exc_info=exc,
+        )
+        return [
+            PurgeFollowUp(
+                message=(
+                    f"search: the purged events' search entries and documents (sequences up "
+                    f"to {through_sequence}) were NOT removed ({one_line(exc)}); run "
+                    "`manage.py reindex_search`, which removes them"
+                ),
+                done=False,
+            )
+        ]
+    return [PurgeFollowUp(message=result.message(), done=result.done) for result in results]
+
+
 def connect() -> None:
     events_ingested.connect(enqueue_indexing, dispatch_uid="search.enqueue_indexing")
+    events_purged.connect(remove_purged, dispatch_uid="search.remove_purged")

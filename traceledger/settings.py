@@ -262,6 +262,13 @@ CELERY_BEAT_SCHEDULE["search-sweep-index"] = {
     "schedule": 30.0,
     "options": {"queue": "search.index", "expires": 25},
 }
+# Search: remove what retention purges left in a search backend that was away at the time
+# (search/purge.py); a run with nothing left behind is one query on a small table.
+CELERY_BEAT_SCHEDULE["search-purge-sweep"] = {
+    "task": "search.purge_sweep",
+    "schedule": 60.0,
+    "options": {"queue": "search.index", "expires": 55},
+}
 # Audit: republish ingest batches the API parked in the outbox while RabbitMQ was down.
 CELERY_BEAT_SCHEDULE["audit-relay-outbox"] = {
     "task": "audit.relay_outbox",
@@ -562,6 +569,8 @@ LOGGING = {
         "audit.tasks_ledger": {"filters": ["dependency_throttle"]},
         "search.tasks": {"filters": ["dependency_throttle"]},
         "search.services.sweep": {"filters": ["backend_throttle"]},
+        "search.tasks_purge": {"filters": ["dependency_throttle"]},
+        "search.purge.sweep": {"filters": ["backend_throttle"]},
         "audit.coalescer.broker": {"filters": ["outage_throttle"]},
         # The admin's DLQ depth, read on every page view while RabbitMQ is away.
         "audit.services.dead_letters.depth": {"filters": ["outage_throttle"]},
