@@ -11,7 +11,8 @@ does not know the search app, so once the purge commits it sends ``events_purged
 What is to be removed is recorded first (``PurgeCleanup.purged_through``, per tenant and
 backend) and marked done (``removed_through``) only once the backend has confirmed it. So a
 backend that is away, or a process that dies in between, leaves the row behind its target,
-and the purge sweep (``search.purge_sweep``, every 60 s) retries it.
+and the purge sweep (``search.purge_sweep``, every 60 s) retries it. ``reindex_search``
+removes what is left whatever the rows say (``purge_catch_up``).
 
 Until then nothing of a purged event is *shown*: searches read events back from the events
 table. But the words the purge was meant to remove stay in the index, which is why this
@@ -24,12 +25,14 @@ from dataclasses import dataclass
 import pybreaker
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
-from django.db.models import F
+from django.db.models import F, Max
 from django.db.models.functions import Greatest
 from django.utils import timezone
 from elastic_transport import TransportError
 from elasticsearch import ApiError, NotFoundError
 
+from audit.models import Checkpoint
+from audit.models.ledger import CheckpointKind
 from search.backends import index_backends
 from search.backends.base import SearchBackend
 from search.documents import INDEX_ALIAS
@@ -268,3 +271,34 @@ def purge_sweep() -> dict[str, int]:
         else:
             failed.add(row.backend)
     return done
+
+
+def purged_through_by_tenant() -> dict[int, int]:
+    """The last purged sequence of every tenant that was ever purged (its latest ``purge``
+    checkpoint: every event up to it is gone)."""
+    return dict(
+        Checkpoint.objects.filter(kind=CheckpointKind.PURGE)
+        .values("tenant_id")
+        .annotate(through=Max("sequence"))
+        .values_list("tenant_id", "through")
+    )
+
+
+def purge_catch_up(*, backend: SearchBackend) -> dict[int, int]:
+    """Remove from ``backend`` everything of every purged event, whatever the cleanup rows
+    say (``reindex_search``): what a failed cleanup left, what a purge made before cleanups
+    existed left, what an index write racing a purge put back. Removed per tenant; raises on
+    an Elasticsearch failure (the caller reports it)."""
+    # Read before removing: a purge committing during the removal is marked done only by
+    # its own cleanup, never by this pass, which may not have seen it.
+    targets = purged_through_by_tenant()
+    if backend.name == Backend.POSTGRESQL:
+        removed = orphan_entries_delete()
+    else:
+        removed = {
+            tenant_id: purged_documents_delete(tenant_id=tenant_id, through_sequence=through)
+            for tenant_id, through in targets.items()
+        }
+    for tenant_id, through in targets.items():
+        _cleanup_done(tenant_id=tenant_id, backend=backend.name, through_sequence=through)
+    return removed

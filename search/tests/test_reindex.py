@@ -2,6 +2,8 @@
 and the events missed while Elasticsearch was down."""
 
 from datetime import timedelta
+from io import StringIO
+from unittest import mock
 
 import pytest
 from django.core.management import call_command
@@ -155,3 +157,86 @@ def test_it_rebuilds_elasticsearch_into_a_new_index_and_swaps_the_alias(fake_es,
     run = ReindexRun.objects.get(backend="elasticsearch")
     assert run.target_index == new_index
     assert run.finished_at is not None
+
+
+def _purged_before_search_heard_of_it(tenant, *, count: int) -> None:
+    """``count`` indexed events of ``tenant`` purged, their entries left behind, as every
+    purge did before ``events_purged``: in this test's transaction the purge's on-commit
+    work never runs."""
+    from audit.ledger.services import events_purge
+    from audit.tests.ledger_factories import chained_events_create
+
+    old = BASE_TIME - timedelta(days=400)
+    purged = chained_events_create(
+        tenant_id=tenant.pk, count=count, occurred_at=old, received_at=old, actor_name="Mallory"
+    )
+    call_command("reindex_search", "--backend", "postgresql", stdout=StringIO())
+    assert events_purge(tenant_id=tenant.pk, before=old + timedelta(days=1)).removed == count
+    assert EventSearchEntry.objects.filter(event_id__in=[e.id for e in purged]).count() == count
+
+
+@pytest.mark.parametrize("since", [[], ["--since", "2020-01-01"]], ids=["full", "since"])
+def test_it_removes_the_entries_of_purged_events(tenant, other_tenant, capsys, since):
+    _purged_before_search_heard_of_it(tenant, count=3)
+    kept = events_create(tenant_id=tenant.pk, count=2)
+    theirs = events_create(tenant_id=other_tenant.pk, count=2)
+
+    call_command("reindex_search", "--backend", "postgresql", *since)
+
+    out = capsys.readouterr().out
+    assert "postgresql: removed 3 entries of purged events (acme 3)" in out
+    assert "postgresql: reindexed" in out
+    assert _entries(tenant) == {e.id for e in kept}
+    assert _entries(other_tenant) == {e.id for e in theirs}
+    assert not EventSearchEntry.objects.filter(vector="mallory").exists()
+
+    call_command("reindex_search", "--backend", "postgresql", *since)
+    assert "postgresql: nothing of purged events left in the index" in capsys.readouterr().out
+
+
+def test_it_deletes_the_elasticsearch_documents_of_purged_events(fake_es, tenant, capsys):
+    """The documents are deleted by tenant and sequence; the client's delete is mocked (the
+    stand-in does not evaluate queries), the rest of the run goes to the stand-in."""
+    from audit.models import Checkpoint
+    from search.models import Backend, PurgeCleanup
+
+    PurgeCleanup.objects.create(tenant=tenant, backend=Backend.ELASTICSEARCH, purged_through=3)
+    _purged_before_search_heard_of_it(tenant, count=3)
+    events_create(tenant_id=tenant.pk, count=2)
+    through = Checkpoint.objects.get(tenant=tenant).sequence
+
+    with mock.patch(
+        "elasticsearch.Elasticsearch.delete_by_query",
+        return_value={"deleted": 3, "failures": [], "version_conflicts": 0, "timed_out": False},
+    ) as delete:
+        call_command("reindex_search", "--backend", "elasticsearch")
+
+    delete.assert_called_once_with(
+        index=INDEX_ALIAS,
+        query={
+            "bool": {
+                "filter": [
+                    {"term": {"tenant": tenant.pk}},
+                    {"range": {"sequence": {"lte": through}}},
+                ]
+            }
+        },
+        conflicts="proceed",
+        refresh=True,
+        wait_for_completion=True,
+    )
+    assert "elasticsearch: removed 3 documents of purged events (acme 3)" in capsys.readouterr().out
+    assert PurgeCleanup.objects.get(tenant=tenant).removed_through == 3
+
+
+def test_a_failed_removal_of_purged_documents_leaves_the_run_to_resume(fake_es, tenant):
+    _purged_before_search_heard_of_it(tenant, count=2)
+
+    timed_out = {"deleted": 0, "failures": [], "version_conflicts": 0, "timed_out": True}
+    with (
+        mock.patch("elasticsearch.Elasticsearch.delete_by_query", return_value=timed_out),
+        pytest.raises(CommandError, match=r"not all removed .*run the same command again"),
+    ):
+        call_command("reindex_search", "--backend", "elasticsearch", stdout=StringIO())
+
+    assert ReindexRun.objects.get(backend="elasticsearch").finished_at is None

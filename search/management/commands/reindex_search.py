@@ -3,9 +3,11 @@
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from accounts.models import Tenant
 from search.backends import index_backends
 from search.backends.base import SearchBackend
 from search.models import Backend
+from search.purge import PurgeIncomplete, purge_catch_up
 from search.selectors import ES_OUTAGES
 from search.services import (
     reindex_batches,
@@ -21,8 +23,10 @@ class Command(BaseCommand):
         "Rebuild the search index from PostgreSQL, in bulk, safe while ingestion continues. "
         "Without --since, the PostgreSQL vectors are rewritten and Elasticsearch (when "
         "ELASTICSEARCH_URL is set) is rebuilt into a new index, then its alias is swapped. "
-        "With --since, events received since then are (re)indexed in place. An "
-        "interrupted run resumes when started again with the same arguments."
+        "With --since, events received since then are (re)indexed in place. Every run "
+        "then removes what retention purges left in the index (entries and documents of "
+        "events that no longer exist). An interrupted run resumes when started again with "
+        "the same arguments."
     )
 
     def add_arguments(self, parser):
@@ -85,8 +89,34 @@ class Command(BaseCommand):
                 self._run_batches(run, backend, verbosity)
         except BulkIndexError as exc:
             raise CommandError(f"{exc}; run the same command again to resume.") from exc
+        # After indexing, before the run is finished: an index write that raced a purge may
+        # have put a purged event back, and a failure here leaves the run to be resumed.
+        self._remove_purged(backend)
         reindex_run_finish(run=run)
         self.stdout.write(self.style.SUCCESS(f"{backend.name}: reindexed {self.indexed} events"))
+
+    def _remove_purged(self, backend: SearchBackend) -> None:
+        """Remove what retention purges left in this backend (entries whose event no longer
+        exists; Elasticsearch documents up to each tenant's last purged sequence)."""
+        try:
+            removed = purge_catch_up(backend=backend)
+        except PurgeIncomplete as exc:
+            raise CommandError(
+                f"{backend.name}: the purged events' documents were not all removed ({exc}); "
+                "run the same command again to resume."
+            ) from exc
+        total = sum(removed.values())
+        if not total:
+            self.stdout.write(f"{backend.name}: nothing of purged events left in the index")
+            return
+        slugs = dict(Tenant.objects.filter(pk__in=removed).values_list("pk", "slug"))
+        per_tenant = ", ".join(
+            f"{slugs.get(tenant_id, f'tenant #{tenant_id}')} {count}"
+            for tenant_id, count in sorted(removed.items())
+            if count
+        )
+        what = "entries" if backend.name == Backend.POSTGRESQL else "documents"
+        self.stdout.write(f"{backend.name}: removed {total} {what} of purged events ({per_tenant})")
 
     def _run_batches(self, run, backend, verbosity: int, index: str | None = None) -> int:
         done = 0
