@@ -202,3 +202,18 @@ def _no_admission_control(settings):
     vhost, which many tests fill on purpose (no worker consumes it) and an interrupted run
     may leave full. Only its own tests (``test_api_ingest_backlog.py``) turn it on."""
     settings.TRACELEDGER_INGEST_MAX_BACKLOG = 0
+
+
+@pytest.fixture(autouse=True)
+def fresh_export_slots(monkeypatch):
+    """Each test its own export slots: Django's test client closes a streamed response (and
+    gives its slot back, audit/export_slots.py) only when a test reads it to the end, where
+    a WSGI server always closes it."""
+    import threading
+
+    from django.conf import settings
+
+    monkeypatch.setattr(
+        "audit.export_slots._slots",
+        threading.BoundedSemaphore(settings.TRACELEDGER_EXPORTS_PER_PROCESS),
+    )

@@ -204,6 +204,9 @@ TRACELEDGER_RATELIMIT_INGEST = rate("TRACELEDGER_RATELIMIT_INGEST", default="600
 TRACELEDGER_RATELIMIT_READ = rate("TRACELEDGER_RATELIMIT_READ", default="1200/m")
 # Ledger verification and export, each up to seconds of database time: a tighter budget.
 TRACELEDGER_RATELIMIT_HEAVY = rate("TRACELEDGER_RATELIMIT_HEAVY", default="30/m")
+# Exports streaming at once per web process (each holds a thread while it streams): the
+# other threads stay free for ingest, reads and /healthz (audit/export_slots.py).
+TRACELEDGER_EXPORTS_PER_PROCESS = integer("TRACELEDGER_EXPORTS_PER_PROCESS", default=2, minimum=1)
 TRACELEDGER_RATELIMIT_LOGIN = rate("TRACELEDGER_RATELIMIT_LOGIN", default="10/m")
 TRACELEDGER_RATELIMIT_BAD_KEYS = rate("TRACELEDGER_RATELIMIT_BAD_KEYS", default="60/m")
 # Verified API keys are cached in Redis (accounts/keycache.py): re-checked against PostgreSQL

@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponseRedirect, StreamingHttpResponse
 from django.utils import timezone
 
 from audit.admin.access_log import ExportNotAttributable, export_record
+from audit.export_slots import ExportsBusy, SlotRows, export_slot_take
 from audit.exports import FORMATS, export_rows
 from traceledger.query_guard import nul_query_handled
 
@@ -20,14 +21,32 @@ from traceledger.query_guard import nul_query_handled
 def export_response(
     *, request: HttpRequest, queryset, fmt: str, scope: dict
 ) -> StreamingHttpResponse:
-    """Stream ``queryset`` as ``fmt`` after recording who exported what."""
+    """Stream ``queryset`` as ``fmt`` after recording who exported what. Raises
+    ``ExportsBusy`` (before recording anything) when this process streams as many exports
+    as it may."""
     content_type, extension = FORMATS[fmt]
-    # Recorded before the first byte: an export that is not in the trail never starts.
-    export_record(request=request, queryset=queryset, fmt=fmt, scope=scope)
-    response = StreamingHttpResponse(export_rows(queryset, fmt), content_type=content_type)
+    slot = export_slot_take()
+    try:
+        # Recorded before the first byte: an export that is not in the trail never starts.
+        export_record(request=request, queryset=queryset, fmt=fmt, scope=scope)
+    except BaseException:
+        slot.release()
+        raise
+    response = StreamingHttpResponse(
+        SlotRows(export_rows(queryset, fmt), slot), content_type=content_type
+    )
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
     response["Content-Disposition"] = f'attachment; filename="audit-events-{stamp}.{extension}"'
     return response
+
+
+def _refusal(exc: Exception) -> str:
+    if isinstance(exc, ExportsBusy):
+        return (
+            "Cannot export right now: as many exports as this server streams at once are "
+            "running. Nothing was exported or recorded; try again in a few seconds."
+        )
+    return str(exc)
 
 
 class ExportActionsMixin:
@@ -57,8 +76,8 @@ class ExportActionsMixin:
             return export_response(
                 request=request, queryset=queryset.order_by(*self.ordering), fmt=fmt, scope=scope
             )
-        except ExportNotAttributable as exc:
-            self.message_user(request, str(exc), messages.ERROR)
+        except (ExportNotAttributable, ExportsBusy) as exc:
+            self.message_user(request, _refusal(exc), messages.ERROR)
             return None
 
     @nul_query_handled
@@ -100,8 +119,8 @@ class ExportActionsMixin:
             return export_response(
                 request=request, queryset=changelist.queryset, fmt=fmt, scope=scope
             )
-        except ExportNotAttributable as exc:
-            self.message_user(request, str(exc), messages.ERROR)
+        except (ExportNotAttributable, ExportsBusy) as exc:
+            self.message_user(request, _refusal(exc), messages.ERROR)
             return self._back_to_the_list(request)
 
     def _back_to_the_list(self, request):

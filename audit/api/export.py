@@ -15,6 +15,7 @@ from accounts.models import Tenant
 from accounts.permissions import CanRead
 from accounts.principal import get_principal
 from accounts.ratelimits import HeavyReadRateLimit, ReadRateLimit
+from audit.export_slots import SlotRows, export_slot_take
 from audit.exports import FORMATS, export_rows
 from audit.filters import (
     TENANT_PARAMETER,
@@ -127,7 +128,11 @@ class AuditEventExportView(GenericAPIView):
             )
             # HEAD (a client checking the headers) sends no rows: nothing was exported.
             exporting = request.method != "HEAD"
-            if exporting:
+            if not exporting:
+                return self._response(iter(()), fmt=fmt, tenant_id=tenant_id)
+            # Before the record: a refused export (429, too many streaming) is no export.
+            slot = export_slot_take()
+            try:
                 access_record(
                     principal=principal,
                     action=EXPORT,
@@ -135,13 +140,24 @@ class AuditEventExportView(GenericAPIView):
                     filters={**used_filters(params), "format": fmt},
                     endpoint="export",
                 )
-            content_type, extension = FORMATS[fmt]
-            rows = export_rows(queryset, fmt) if exporting else iter(())
-            response = StreamingHttpResponse(rows, content_type=content_type)
-            slug = Tenant.objects.values_list("slug", flat=True).get(pk=tenant_id)
-            stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
-            response["Content-Disposition"] = (
-                f'attachment; filename="traceledger-{slug}-{stamp}.{extension}"'
-            )
-            response["Cache-Control"] = "no-store"
-            return response
+                rows = SlotRows(export_rows(queryset, fmt), slot)
+            except BaseException:
+                slot.release()
+                raise
+            try:
+                return self._response(rows, fmt=fmt, tenant_id=tenant_id)
+            except BaseException:
+                rows.close()
+                raise
+
+    @staticmethod
+    def _response(rows, *, fmt: str, tenant_id: int) -> StreamingHttpResponse:
+        content_type, extension = FORMATS[fmt]
+        response = StreamingHttpResponse(rows, content_type=content_type)
+        slug = Tenant.objects.values_list("slug", flat=True).get(pk=tenant_id)
+        stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+        response["Content-Disposition"] = (
+            f'attachment; filename="traceledger-{slug}-{stamp}.{extension}"'
+        )
+        response["Cache-Control"] = "no-store"
+        return response

@@ -287,3 +287,74 @@ def test_it_reads_through_a_server_side_cursor_that_is_not_materialised(tenant, 
         assert cursor.fetchall() == [(False,)]
     rest = list(chunks)
     assert sum(chunk.count(b"\n") for chunk in [first, *rest]) == 6
+
+
+def _close(response) -> None:
+    """What the WSGI server does with a response, read or not (without the test client's
+    request_finished, which would close the test's database connection)."""
+    from django.core.signals import request_finished
+    from django.db import close_old_connections
+
+    request_finished.disconnect(close_old_connections)
+    try:
+        response.close()
+    finally:
+        request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def one_export_slot(monkeypatch):
+    import threading
+
+    monkeypatch.setattr("audit.export_slots._slots", threading.BoundedSemaphore(1))
+    monkeypatch.setattr("django.conf.settings.TRACELEDGER_EXPORTS_PER_PROCESS", 1)
+
+
+@pytest.mark.django_db
+def test_exports_beyond_the_per_process_limit_get_429_and_are_not_recorded(
+    reader, tenant, recorded, one_export_slot
+):
+    """Eight streaming exports held every web thread, and /healthz, reads and ingest went
+    unanswered until they ended (a scale review)."""
+    events_create(tenant_id=tenant.pk, count=3)
+    streaming = reader.get(EXPORT, {"format": "jsonl"})
+    assert streaming.status_code == 200
+
+    refused = reader.get(EXPORT, {"format": "csv"})
+
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "overloaded"
+    assert "1 export(s) are already streaming" in refused.json()["error"]["message"]
+    assert refused["Retry-After"] == "10"
+    assert len(recorded) == 1  # the first export only
+
+    # Read to the end, the test client closes it, as a WSGI server does: the slot is free.
+    assert len(_body(streaming).splitlines()) == 3
+    again = reader.get(EXPORT, {"format": "jsonl"})
+    assert again.status_code == 200
+    _close(again)
+
+
+@pytest.mark.django_db
+def test_an_export_never_read_gives_its_slot_back_when_closed(
+    reader, tenant, recorded, one_export_slot
+):
+    events_create(tenant_id=tenant.pk, count=2)
+
+    _close(reader.get(EXPORT, {"format": "jsonl"}))  # a client gone before the first byte
+
+    response = reader.get(EXPORT, {"format": "jsonl"})
+    assert response.status_code == 200
+    _close(response)
+
+
+@pytest.mark.django_db
+def test_a_refused_record_gives_the_slot_back(reader, tenant, monkeypatch, one_export_slot):
+    from traceledger.errors import DependencyUnavailable
+
+    def unavailable(**kwargs):
+        raise DependencyUnavailable("the access record cannot be kept")
+
+    monkeypatch.setattr("audit.api.export.access_record", unavailable)
+    assert reader.get(EXPORT, {"format": "jsonl"}).status_code == 503
+    assert reader.get(EXPORT, {"format": "jsonl"}).status_code == 503  # not 429: slot free
