@@ -11,6 +11,7 @@ What each finding means (the first one wins; see docs/ledger.md):
 """
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 from django.db import transaction
@@ -60,15 +61,61 @@ def ledger_verify(
     re-verified); the whole chain starts from genesis or the latest signed purge checkpoint.
     ``progress(n)`` is called as events are checked, with the number just checked.
     """
-    base = selectors.chain_base(tenant_id=tenant_id)
-    start = max(from_sequence or 1, base.sequence + 1)
+    arguments = {
+        "tenant_id": tenant_id,
+        "from_sequence": from_sequence,
+        "to_sequence": to_sequence,
+        "progress": progress,
+        "chunk_size": chunk_size,
+    }
+    result, base_sequence = _verify_once(**arguments)
+    for _ in range(PURGE_RETRIES):
+        now = selectors.chain_base(tenant_id=tenant_id).sequence
+        if result.ok or now == base_sequence or now < result.from_sequence - 1:
+            break
+        # A retention purge committed while this ran, removing events (or the anchor of a
+        # range) it was about to read, inside a caller's transaction where no snapshot of our
+        # own can be taken: they read as a gap. Again, from the new base; a chain really
+        # broken stays broken.
+        result, base_sequence = _verify_once(**arguments)
+    return result
+
+
+# Verifications run again at most this many times when a purge moved the chain's base.
+PURGE_RETRIES = 2
+
+
+@contextmanager
+def _snapshot():
+    """One snapshot for every read of a verification: REPEATABLE READ when this opens the
+    transaction. In READ COMMITTED each statement saw the database anew, so a retention
+    purge committing between reading the chain's base and its events read as "event N is
+    missing (a gap in the chain)" in an intact chain (a concurrency review). Inside a
+    caller's transaction the level is the caller's; ``ledger_verify`` then retries.
+
+    A transaction anyway: in autocommit Django declares the server-side cursor WITH HOLD,
+    and PostgreSQL then materialises the whole result before the first fetch."""
+    outermost = not transaction.get_connection().in_atomic_block
+    with transaction.atomic():
+        if outermost:
+            with transaction.get_connection().cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
+
+
+def _verify_once(
+    *, tenant_id, from_sequence, to_sequence, progress, chunk_size
+) -> tuple[LedgerVerification, int]:
+    """One verification, and the sequence of the chain base it started from."""
     # "end": set by _verify once it has read the head, so the result reports the range it
     # covered rather than echoing a to_sequence beyond the head.
     state = {"checked": 0, "checkpoints": 0, "end": None}
+    start = from_sequence or 1
+    base = None
     try:
-        # Inside a transaction: in autocommit Django declares the server-side cursor WITH
-        # HOLD, and PostgreSQL then materialises the whole result before the first fetch.
-        with transaction.atomic():
+        with _snapshot():
+            base = selectors.chain_base(tenant_id=tenant_id)
+            start = max(from_sequence or 1, base.sequence + 1)
             _verify(
                 tenant_id=tenant_id,
                 base=base,
@@ -80,7 +127,7 @@ def ledger_verify(
                 chunk_size=chunk_size,
             )
     except _Broken as broken:
-        return LedgerVerification(
+        failed = LedgerVerification(
             tenant_id=tenant_id,
             ok=False,
             checked=state["checked"],
@@ -90,7 +137,8 @@ def ledger_verify(
             to_sequence=state["end"],
             checkpoints_checked=state["checkpoints"],
         )
-    return LedgerVerification(
+        return failed, base.sequence
+    passed = LedgerVerification(
         tenant_id=tenant_id,
         ok=True,
         checked=state["checked"],
@@ -100,6 +148,7 @@ def ledger_verify(
         to_sequence=state["end"],
         checkpoints_checked=state["checkpoints"],
     )
+    return passed, base.sequence
 
 
 def _bad_signature(checkpoint) -> str:
