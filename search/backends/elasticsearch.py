@@ -44,17 +44,34 @@ def user_query_to_simple_query_string(q: str) -> str:
     to simple_query_string, which reads left to right: so the words between ORs are grouped
     in parentheses. Outside quotes, ``|``, ``+`` and parentheses typed by the user are
     dropped (websearch_to_tsquery treats them as plain punctuation, so must we).
+
+    A ``-`` that stands before a word or phrase, also apart from it (``- draft``,
+    ``-"annual report"``, ``-(draft)``), excludes it in websearch_to_tsquery; Lucene's parser
+    forgets a pending ``-`` at the next space, which would turn the exclusion into a
+    requirement. So such dashes are written against their word or phrase, as many as were
+    typed (two cancel out in both parsers); one with nothing after it is dropped, as is
+    one before an empty phrase or before the word ``OR``, which websearch_to_tsquery then
+    reads as a negated word, and a stop word.
     """
     groups: list[list[str]] = [[]]
+    dashes = ""  # the "-" typed apart from the word or phrase they exclude
     for chunk in _QUOTED.split(q):
         if chunk.startswith('"'):
-            groups[-1].append(chunk if chunk.endswith('"') and len(chunk) > 1 else chunk + '"')
+            inside = chunk[1:-1] if chunk.endswith('"') and len(chunk) > 1 else chunk[1:]
+            if inside.strip():
+                groups[-1].append(f'{dashes}"{inside}"')
+            dashes = ""
             continue
         for word in re.sub(r"[|+()]", " ", chunk).split():
-            if word.upper() == "OR":
+            if not word.strip("-"):
+                dashes += word
+            elif word.lstrip("-").upper() == "OR" and (dashes or word.startswith("-")):
+                dashes = ""  # a negated stop word: nothing
+            elif word.upper() == "OR":
                 groups.append([])
             else:
-                groups[-1].append(word)
+                groups[-1].append(dashes + word)
+                dashes = ""
     groups = [group for group in groups if group]
     if len(groups) == 1:
         return " ".join(groups[0])

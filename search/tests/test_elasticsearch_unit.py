@@ -163,6 +163,68 @@ def test_it_translates_the_user_syntax_for_simple_query_string(typed, sent):
     assert user_query_to_simple_query_string(typed) == sent
 
 
+# Exclusions: websearch_to_tsquery applies a "-" to the next word or phrase, also across a
+# space; Lucene's SimpleQueryParser forgets it at the next space ("payroll - draft" would
+# *require* draft), so the translation writes it against its word. Each row: what is typed,
+# what Elasticsearch gets, and what PostgreSQL reads (checked below against PostgreSQL).
+EXCLUSIONS = [
+    (
+        'payroll -"annual report"',
+        'payroll -"annual report"',
+        "'payrol' & !( 'annual' <-> 'report' )",
+    ),
+    ("payroll -(draft)", "payroll -draft", "'payrol' & !'draft'"),
+    ("payroll - draft", "payroll -draft", "'payrol' & !'draft'"),
+    ("payroll -\tdraft", "payroll -draft", "'payrol' & !'draft'"),
+    ("payroll -|draft", "payroll -draft", "'payrol' & !'draft'"),
+    ("payroll -+draft", "payroll -draft", "'payrol' & !'draft'"),
+    (
+        'alpha OR -"beta gamma" delta',
+        'alpha | (-"beta gamma" delta)',
+        "'alpha' | !( 'beta' <-> 'gamma' ) & 'delta'",
+    ),
+    (
+        'alpha -"beta gamma" OR delta',
+        '(alpha -"beta gamma") | delta',
+        "'alpha' & !( 'beta' <-> 'gamma' ) | 'delta'",
+    ),
+    ("alpha OR - beta", "alpha | -beta", "'alpha' | !'beta'"),
+    ("- payroll", "-payroll", "!'payrol'"),
+    ('alpha -"beta gamma', 'alpha -"beta gamma"', "'alpha' & !( 'beta' <-> 'gamma' )"),
+    ('"alpha beta"-gamma', '"alpha beta" -gamma', "'alpha' <-> 'beta' & !'gamma'"),
+    ("alpha -(beta gamma)", "alpha -beta gamma", "'alpha' & !'beta' & 'gamma'"),
+    # Two dashes cancel out, in both parsers.
+    ("alpha - -beta", "alpha --beta", "'alpha' & !!'beta'"),
+    ("alpha - - beta", "alpha --beta", "'alpha' & !!'beta'"),
+    # A "-" that ends a word is part of it, not an exclusion.
+    ('alpha x-"beta gamma"', 'alpha x- "beta gamma"', "'alpha' & 'x' & 'beta' <-> 'gamma'"),
+    # Dangling: nothing after it, an empty phrase, or OR (a negated stop word there).
+    ("payroll -", "payroll", "'payrol'"),
+    ("payroll - ", "payroll", "'payrol'"),
+    ("-", "", ""),
+    ('alpha -"" beta', "alpha beta", "'alpha' & 'beta'"),
+    ('alpha -"', "alpha", "'alpha'"),
+    ("alpha - OR beta", "alpha beta", "'alpha' & 'beta'"),
+    ("alpha -OR beta", "alpha beta", "'alpha' & 'beta'"),
+    ("alpha - OR - beta", "alpha -beta", "'alpha' & !'beta'"),
+]
+
+
+@pytest.mark.parametrize(("typed", "sent", "postgresql"), EXCLUSIONS)
+def test_it_attaches_each_exclusion_to_the_word_or_phrase_after_it(typed, sent, postgresql):
+    assert user_query_to_simple_query_string(typed) == sent
+
+
+@pytest.mark.django_db
+def test_postgresql_reads_the_exclusions_as_the_translation_says():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for typed, _, postgresql in EXCLUSIONS:
+            cursor.execute("SELECT websearch_to_tsquery('english', %s)::text", [typed])
+            assert cursor.fetchone()[0] == postgresql, typed
+
+
 def _filters(params: dict) -> dict:
     filterset = AuditEventFilterSet(data=QueryDict(mutable=True) | params)
     assert filterset.is_valid(), filterset.errors
