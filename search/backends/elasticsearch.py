@@ -95,11 +95,12 @@ def build_filters(*, tenant_id: int, filters: dict) -> list[dict]:
         else:
             clauses.append({"term": {"action": action}})
     occurred = {}
-    # Same bounds as AuditEventFilterSet: after is inclusive, before exclusive.
+    # Same bounds as AuditEventFilterSet: after is inclusive, before exclusive. In UTC, as
+    # there: RFC 3339 allows offsets up to ±23:59, Java's date parser none beyond ±18:00.
     if filters.get("occurred_after"):
-        occurred["gte"] = filters["occurred_after"].isoformat()
+        occurred["gte"] = filters["occurred_after"].astimezone(UTC).isoformat()
     if filters.get("occurred_before"):
-        occurred["lt"] = filters["occurred_before"].isoformat()
+        occurred["lt"] = filters["occurred_before"].astimezone(UTC).isoformat()
     if occurred:
         clauses.append({"range": {"occurred_at": occurred}})
     return clauses

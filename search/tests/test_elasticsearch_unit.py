@@ -306,6 +306,30 @@ def test_it_filters_only_by_tenant_without_filters_and_exact_action_as_a_term(te
 
 
 @pytest.mark.django_db
+def test_it_sends_the_time_bounds_in_utc_whatever_offset_the_caller_gave(tenant):
+    """Java refuses offsets beyond ±18:00, which RFC 3339 (and the list filter) accepts."""
+    request = SearchRequest(
+        tenant_id=tenant.pk,
+        q="payroll",
+        queryset=AuditEvent.objects.none(),
+        filters=_filters(
+            {
+                "occurred_after": "2026-03-01T20:00:00+20:00",
+                "occurred_before": "2026-03-01T00:00:00-05:30",
+            }
+        ),
+    )
+    assert build_search_body(request)["query"]["bool"]["filter"][-1] == {
+        "range": {
+            "occurred_at": {
+                "gte": "2026-03-01T00:00:00+00:00",
+                "lt": "2026-03-01T05:30:00+00:00",
+            }
+        }
+    }
+
+
+@pytest.mark.django_db
 def test_it_continues_after_the_cursor_with_search_after(tenant):
     event = events_create(tenant_id=tenant.pk, occurred_at=BASE_TIME)[0]
     cursor = {
