@@ -13,13 +13,15 @@ from audit.models import AuditEvent
 from search.backends import index_backends, primary_backend
 from search.backends.base import SearchPage, SearchRequest
 from search.backends.postgresql import SEARCH_CONFIG, PostgresBackend, query_check
+from search.breaker import ElasticsearchUnavailable
 from search.metrics import SEARCH_REQUESTS
 from search.models import IndexProgress
 
 logger = logging.getLogger(__name__)
 
-# Elasticsearch down, slow (timeout), erroring, or the breaker open.
-ES_OUTAGES = (pybreaker.CircuitBreakerError, TransportError, ApiError)
+# Elasticsearch down, slow (timeout), failing or overloaded (5xx, 429), erroring otherwise
+# (another 4xx), or the breaker open. ``reindex_search`` gives up on these too.
+ES_OUTAGES = (pybreaker.CircuitBreakerError, TransportError, ElasticsearchUnavailable, ApiError)
 
 
 def events_search(*, request: SearchRequest) -> SearchPage:

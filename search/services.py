@@ -23,6 +23,7 @@ from audit.models import AuditEvent
 from search.backends import index_backends
 from search.backends.base import SearchBackend
 from search.backends.elasticsearch import BulkIndexError
+from search.breaker import ElasticsearchUnavailable
 from search.metrics import INDEX_FAILURES, INDEXED_EVENTS
 from search.models import Backend, IndexProgress, ReindexRun
 from traceledger.log_throttle import one_line
@@ -31,10 +32,16 @@ from traceledger.log_throttle import one_line
 # backend in LOGGING (README, "When a dependency fails").
 sweep_logger = logging.getLogger(f"{__name__}.sweep")
 
-# A search backend being away: Elasticsearch unreachable or failing (TransportError), a bulk
-# request it refused in part, its breaker open. Transient: the sweep and the index task's
-# retries catch up from the high-water mark.
-BACKEND_UNAVAILABLE = (TransportError, BulkIndexError, pybreaker.CircuitBreakerError)
+# A search backend being away: Elasticsearch unreachable or timing out (TransportError),
+# answering 5xx or 429 (ElasticsearchUnavailable), a bulk request it refused in part, its
+# breaker open. Transient: the sweep and the index task's retries catch up from the
+# high-water mark. Any other 4xx is not here: a request of ours it refuses is a bug.
+BACKEND_UNAVAILABLE = (
+    TransportError,
+    ElasticsearchUnavailable,
+    BulkIndexError,
+    pybreaker.CircuitBreakerError,
+)
 
 BATCH_SIZE = 1000
 

@@ -157,11 +157,11 @@ class ElasticsearchBackend:
     name = "elasticsearch"
 
     def search(self, request: SearchRequest) -> SearchPage:
-        from search.breaker import es_breaker
+        from search.breaker import es_call
 
         body = build_search_body(request)
         # Only the Elasticsearch round-trip goes through the breaker, not the PostgreSQL read.
-        response = es_breaker.call(es_client().search, index=INDEX_ALIAS, body=body)
+        response = es_call(es_client().search, index=INDEX_ALIAS, body=body)
         hits = response["hits"]["hits"]
         has_more = len(hits) > request.page_size
         hits = hits[: request.page_size]
@@ -196,10 +196,10 @@ class ElasticsearchBackend:
         else:
             # Never let a write auto-create a concrete index with a guessed mapping.
             options["require_alias"] = True
-        from search.breaker import es_breaker
+        from search.breaker import es_call
 
         # Through the breaker: an open one fails at once, and failures count towards it.
-        return es_breaker.call(_bulk, actions, options)
+        return es_call(_bulk, actions, options)
 
 
 def _bulk(actions: list[dict], options: dict) -> int:
@@ -234,9 +234,9 @@ def alias_indices() -> list[str]:
 def alias_ensure() -> None:
     """Make sure the alias exists (first run): a fresh concrete index behind it. Through the
     breaker, like every call to Elasticsearch outside a rebuild."""
-    from search.breaker import es_breaker
+    from search.breaker import es_call
 
-    es_breaker.call(_alias_ensure)
+    es_call(_alias_ensure)
 
 
 def _alias_ensure() -> None:

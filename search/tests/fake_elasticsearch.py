@@ -21,6 +21,8 @@ class FakeElasticsearch:
         self.search_bodies: list[dict] = []
         self.search_hits: list[dict] = []
         self.requests: list[tuple[str, str]] = []
+        # (status, body) every request is answered with instead, while set (answer_with).
+        self.failure: tuple[int, dict] | None = None
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
@@ -31,6 +33,13 @@ class FakeElasticsearch:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def answer_with(self, status: int, error_type: str = "fake_failure") -> None:
+        """From now on, answer every request with ``status`` and an error body in
+        Elasticsearch's shape (503 unavailable, 429 rejected, 400 a bad request...)."""
+        reason = f"{error_type} for the test"
+        error = {"root_cause": [{"type": error_type, "reason": reason}], "type": error_type}
+        self.failure = (status, {"error": error | {"reason": reason}, "status": status})
 
     def documents(self, alias_or_index: str) -> dict:
         names = self.aliases.get(alias_or_index) or {alias_or_index}
@@ -61,7 +70,18 @@ class FakeElasticsearch:
                 if self.command != "HEAD":
                     self.wfile.write(data)
 
+            def _failed(self) -> bool:
+                """Answered with the failure set by ``answer_with``, if any."""
+                if fake.failure is None:
+                    return False
+                fake.requests.append((self.command, self.path))
+                self._body()  # read, so the connection can be reused
+                self._send(*fake.failure)
+                return True
+
             def do_HEAD(self):
+                if self._failed():
+                    return
                 parts = urlparse(self.path).path.strip("/").split("/")
                 fake.requests.append(("HEAD", self.path))
                 if parts[0] == "":
@@ -72,6 +92,8 @@ class FakeElasticsearch:
                     self._send(200 if parts[0] in fake.indices else 404)
 
             def do_GET(self):
+                if self._failed():
+                    return
                 parts = urlparse(self.path).path.strip("/").split("/")
                 fake.requests.append(("GET", self.path))
                 if parts[0] == "_alias":
@@ -81,6 +103,8 @@ class FakeElasticsearch:
                     self._send(200, {"version": {"number": "9.0.0"}, "tagline": "fake"})
 
             def do_PUT(self):
+                if self._failed():
+                    return
                 url = urlparse(self.path)
                 parts = url.path.strip("/").split("/")
                 fake.requests.append(("PUT", self.path))
@@ -96,6 +120,8 @@ class FakeElasticsearch:
                 self._send(200, {"acknowledged": True})
 
             def do_DELETE(self):
+                if self._failed():
+                    return
                 parts = urlparse(self.path).path.strip("/").split("/")
                 fake.requests.append(("DELETE", self.path))
                 for name in parts[0].split(","):
@@ -103,6 +129,8 @@ class FakeElasticsearch:
                 self._send(200, {"acknowledged": True})
 
             def do_POST(self):
+                if self._failed():
+                    return
                 url = urlparse(self.path)
                 parts = url.path.strip("/").split("/")
                 fake.requests.append(("POST", self.path))

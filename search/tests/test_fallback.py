@@ -51,6 +51,30 @@ def test_it_answers_within_a_second_without_asking_once_the_breaker_is_open(
     assert elapsed < settings.TRACELEDGER_SEARCH_TIMEOUT  # no wait on Elasticsearch at all
 
 
+@pytest.mark.parametrize("status", [503, 429])
+def test_an_overloaded_elasticsearch_opens_the_breaker_and_search_falls_back(
+    fake_es, indexed, search_get, closed_breaker, status
+):
+    """429 (rejected executions, a tripped memory breaker) is an outage like a 503."""
+    indexed(event_id="e-1", description="payroll exported")
+    fake_es.answer_with(status)
+    for _ in range(closed_breaker.fail_max):
+        response = search_get("payroll")
+        assert (found(response), response.json()["degraded"]) == (["e-1"], True)
+    assert closed_breaker.current_state == pybreaker.STATE_OPEN
+    asked = len(fake_es.requests)
+    assert search_get("payroll").json()["degraded"] is True
+    assert len(fake_es.requests) == asked  # not asked while open
+
+
+def test_a_bad_request_does_not_open_the_breaker(fake_es, indexed, search_get, closed_breaker):
+    indexed(event_id="e-1", description="payroll exported")
+    fake_es.answer_with(400, "query_shard_exception")
+    for _ in range(closed_breaker.fail_max + 1):
+        search_get("payroll")
+    assert closed_breaker.current_state == pybreaker.STATE_CLOSED
+
+
 def test_it_reports_search_down_on_readyz_while_the_breaker_is_open(
     client, fake_es, closed_breaker
 ):

@@ -295,6 +295,33 @@ def test_the_periodic_sweep_skips_a_down_elasticsearch_in_one_line(es_refused, t
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("status", [503, 500, 429])
+def test_the_periodic_sweep_skips_an_elasticsearch_answering_5xx_or_429_in_one_line(
+    fake_es, tenant, caplog, status
+):
+    """Elasticsearch 9's ApiError is no TransportError: a 503 made the sweep raise."""
+    events_create(tenant_id=tenant.pk, count=2)
+    fake_es.answer_with(status)
+    assert sweep_index() == {"postgresql": 2}
+    message = _one_quiet_line(
+        caplog, "search.services.sweep", "search sweep skips elasticsearch: unavailable ("
+    )
+    assert f"ElasticsearchUnavailable: Elasticsearch answered {status}" in message
+    assert index_lag() == {"postgresql": 0, "elasticsearch": 2}
+
+
+@pytest.mark.django_db
+def test_the_periodic_sweep_raises_a_bad_request_of_elasticsearch_as_the_bug_it_is(fake_es, tenant):
+    from elasticsearch import BadRequestError
+
+    events_create(tenant_id=tenant.pk, count=2)
+    fake_es.answer_with(400, "illegal_argument_exception")
+    with pytest.raises(BadRequestError):
+        sweep_index()
+    assert index_lag() == {"postgresql": 0, "elasticsearch": 2}
+
+
+@pytest.mark.django_db
 def test_the_periodic_sweep_raises_a_backend_bug_after_indexing_the_others(
     fake_es, tenant, monkeypatch
 ):
