@@ -28,9 +28,11 @@ from search.metrics import INDEX_FAILURES, INDEXED_EVENTS
 from search.models import Backend, IndexProgress, ReindexRun
 from traceledger.log_throttle import one_line
 
-# The sweep's "skips <backend>" line, once per run while Elasticsearch is away: throttled per
-# backend in LOGGING (README, "When a dependency fails").
+# The sweep's "skips <backend>" line, once per run while Elasticsearch is away, and the index
+# task's "left to the sweep", once per ingest batch: throttled per backend in LOGGING
+# (README, "When a dependency fails").
 sweep_logger = logging.getLogger(f"{__name__}.sweep")
+index_logger = logging.getLogger(f"{__name__}.index")
 
 # A search backend being away: Elasticsearch unreachable or timing out (TransportError),
 # answering 5xx or 429 (ElasticsearchUnavailable), a bulk request it refused in part, its
@@ -101,8 +103,10 @@ def events_index(*, tenant_id: int, event_ids: list[str], first_sequence: int | 
 
     ``first_sequence`` (from ``events_ingested``) says the ids are stored with consecutive
     sequences from it, which spares reading them back (13 % of the worker's time in the
-    batch benchmark); without it they are looked up. Raises when a backend fails (the task
-    retries); what was done stays done, since indexing is idempotent by event id.
+    batch benchmark); without it they are looked up. Raises when PostgreSQL fails (the task
+    retries; what was done stays done, since indexing is idempotent by event id), or when
+    another backend fails in a way that is not an outage (a bug). Elasticsearch being away
+    (``BACKEND_UNAVAILABLE``) is left to the sweep, in one throttled line.
     """
     if first_sequence is not None and event_ids:
         ids = [str(pk) for pk in event_ids]
@@ -119,7 +123,20 @@ def events_index(*, tenant_id: int, event_ids: list[str], first_sequence: int | 
         first, last = rows[0][1], rows[-1][1]
         contiguous = last - first + 1 == len(rows)
     for backend in index_backends():
-        _send(backend, event_ids=ids)
+        try:
+            _send(backend, event_ids=ids)
+        except BACKEND_UNAVAILABLE as exc:
+            # Only Elasticsearch raises these, and PostgreSQL (first) has the events by now:
+            # searches find them in the fallback, and the sweep indexes them from this
+            # backend's own mark once it answers. Retrying here only waited on the outage
+            # again, five times per ingest batch, and ended in an ERROR with a traceback.
+            index_logger.warning(
+                "search indexing left to the sweep: %s unavailable (%s)",
+                backend.name,
+                one_line(exc),
+                extra={"backend": backend.name, "events": len(ids), "error": repr(exc)},
+            )
+            continue
         if contiguous:
             index_progress_advance(
                 tenant_id=tenant_id, backend=backend.name, first=first, last=last

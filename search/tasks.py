@@ -2,7 +2,9 @@
 
 The sweep runs every 30 s anyway: while the database or Elasticsearch is away a run is one
 line (at most one per 30 s, without a traceback) and ends normally, instead of Celery's ERROR
-with a traceback on every run. Anything else is a bug and raises.
+with a traceback on every run. The index task retries only while the database is away;
+Elasticsearch being away is the sweep's to catch up (``events_index`` logs it). Anything else
+is a bug and raises.
 """
 
 import logging
@@ -19,13 +21,16 @@ logger = logging.getLogger(__name__)
 
 # Transient only: the database or Elasticsearch being away. Anything else is a bug, and the
 # sweep re-indexes from the high-water mark anyway.
-TRANSIENT = (OperationalError, InterfaceError, *BACKEND_UNAVAILABLE)
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+TRANSIENT = (*DATABASE_UNAVAILABLE, *BACKEND_UNAVAILABLE)
 
 
 @shared_task(
     name="search.index_events",
     queue="search.index",
-    autoretry_for=TRANSIENT,
+    # Not Elasticsearch's outages: events_index leaves those to the sweep once PostgreSQL
+    # has the events (a retry would wait on the outage again, holding a worker process).
+    autoretry_for=DATABASE_UNAVAILABLE,
     retry_backoff=2,
     retry_backoff_max=60,
     retry_jitter=True,

@@ -574,6 +574,8 @@ LOGGING = {
         "search.services.sweep": {"filters": ["backend_throttle"]},
         "search.tasks_purge": {"filters": ["dependency_throttle"]},
         "search.purge.sweep": {"filters": ["backend_throttle"]},
+        # The index task's "left to the sweep" while Elasticsearch is away (every ingest batch).
+        "search.services.index": {"filters": ["backend_throttle"]},
         "audit.coalescer.broker": {"filters": ["outage_throttle"]},
         # The admin's DLQ depth, read on every page view while RabbitMQ is away.
         "audit.services.dead_letters.depth": {"filters": ["outage_throttle"]},

@@ -127,8 +127,8 @@ def test_it_indexes_the_events_missed_while_elasticsearch_was_down(
 
     settings.ELASTICSEARCH_URL = f"http://127.0.0.1:{closed_port}"
     missed = events_create(tenant_id=tenant.pk, count=3, occurred_at=BASE_TIME + timedelta(days=1))
-    with pytest.raises(Exception):  # noqa: B017  the index task fails and is left to retries
-        events_index(tenant_id=tenant.pk, event_ids=[str(e.id) for e in missed])
+    # The index task leaves Elasticsearch to the sweep (PostgreSQL has the events).
+    events_index(tenant_id=tenant.pk, event_ids=[str(e.id) for e in missed])
     assert set(fake_es.documents(INDEX_ALIAS)) == {str(e.id) for e in before}
 
     settings.ELASTICSEARCH_URL = working_url

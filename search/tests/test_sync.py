@@ -7,7 +7,6 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from elastic_transport import ConnectionError as ESConnectionError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from accounts.models import Tenant
@@ -209,15 +208,71 @@ def test_it_leaves_ingestion_unaffected_and_postgresql_searchable_when_es_is_dow
     assert AuditEvent.objects.filter(tenant=tenant).count() == 2
     assert published == [[tenant.pk, [str(i) for i in result.stored_ids]]]
 
-    # The index task: PostgreSQL gets the events, Elasticsearch fails (the task retries).
-    with pytest.raises(ESConnectionError):
-        events_index(tenant_id=tenant.pk, event_ids=published[0][1])
+    # The index task: PostgreSQL gets the events, Elasticsearch is left to the sweep.
+    assert events_index(tenant_id=tenant.pk, event_ids=published[0][1]) == 2
     assert EventSearchEntry.objects.filter(tenant_id=tenant.pk).count() == 2
     assert _mark(tenant, "postgresql") == 2
     assert _mark(tenant, "elasticsearch") == 0
     response = search_get("payroll")
     assert sorted(found(response)) == ["wire-1", "wire-2"]
     assert response.json()["degraded"] is True
+
+
+def _index_task(tenant, events):
+    """search.index_events run as the receiver queues it (eagerly, retries included)."""
+    from search.tasks import index_events
+
+    ids = [str(e.id) for e in events]
+    return index_events.apply(args=[tenant.pk, ids], kwargs={"first_sequence": events[0].sequence})
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("outage", ["refused", "open breaker", 503, 429])
+def test_the_index_task_leaves_an_elasticsearch_outage_to_the_sweep_in_one_line(
+    request, tenant, caplog, closed_breaker, outage
+):
+    """PostgreSQL has the events and its mark moved: retrying only waited on the outage
+    again, five times per ingest batch, and ended in an ERROR with a traceback."""
+    if outage == "refused":
+        request.getfixturevalue("es_refused")
+    else:
+        fake = request.getfixturevalue("fake_es")
+        if outage == "open breaker":
+            closed_breaker.open()
+        else:
+            fake.answer_with(outage)
+    batches = [events_create(tenant_id=tenant.pk, count=2) for _ in range(4)]
+
+    results = [_index_task(tenant, events) for events in batches]
+
+    assert [r.state for r in results] == ["SUCCESS"] * 4  # no retry, no failure
+    [line] = _warnings(caplog)  # one line for the four batches (throttled per backend)
+    assert line.name == "search.services.index"
+    assert line.exc_info is None
+    assert line.getMessage().startswith(
+        "search indexing left to the sweep: elasticsearch unavailable ("
+    ), line.getMessage()
+    assert _mark(tenant, "postgresql") == 8
+    assert _mark(tenant, "elasticsearch") == 0
+    assert index_lag() == {"postgresql": 0, "elasticsearch": 8}
+
+
+@pytest.mark.django_db
+def test_the_index_task_raises_a_bad_request_of_elasticsearch_as_the_bug_it_is(
+    fake_es, tenant, caplog
+):
+    from elasticsearch import BadRequestError
+
+    fake_es.answer_with(400, "mapper_parsing_exception")
+    events = events_create(tenant_id=tenant.pk, count=2)
+
+    result = _index_task(tenant, events)
+
+    assert result.state == "FAILURE"
+    # Celery wraps what it cannot pickle; the class is what matters.
+    assert result.result.exc_cls_name == BadRequestError.__name__
+    assert not [r for r in caplog.records if "left to the sweep" in r.getMessage()]
+    assert _mark(tenant, "postgresql") == 2  # PostgreSQL's part is done all the same
 
 
 @pytest.mark.django_db
