@@ -49,8 +49,32 @@ STATE_VALUES = {pybreaker.STATE_CLOSED: 0, pybreaker.STATE_HALF_OPEN: 1, pybreak
 def es_call(fn: Callable[..., T], /, *args, **kwargs) -> T:
     """``fn(*args, **kwargs)`` (a call to Elasticsearch) through the breaker: an open one
     raises ``CircuitBreakerError`` at once. A 5xx or 429 answer is raised as
-    ``ElasticsearchUnavailable`` (from the ``ApiError``), counted by the breaker."""
+    ``ElasticsearchUnavailable`` (from the ``ApiError``), counted by the breaker.
+
+    Once the open breaker's reset time is up, its trial call is ``es_probe``, not ``fn``: a
+    bulk's trial would wait its own timeout (30 s for the sweep) on a black-holed cluster,
+    once per reset period in every process. ``fn`` runs only when the probe closed it."""
+    if es_breaker.current_state != pybreaker.STATE_CLOSED:
+        es_probe()  # open: CircuitBreakerError at once, or the trial once the time is up
     return es_breaker.call(_answered, fn, args, kwargs)
+
+
+def es_probe() -> None:
+    """Ask Elasticsearch whether it answers (``GET /``) within ``TRACELEDGER_SEARCH_TIMEOUT``,
+    through the breaker. Any answer but a 5xx or 429 will do: a 403 (a user without the
+    ``monitor`` privilege) is an Elasticsearch that answers."""
+    es_breaker.call(_answered, _info, (), {})
+
+
+def _info() -> None:
+    from search.backends.elasticsearch import es_client
+
+    try:
+        # info(), not ping(): ping turns a failure into False, which would pass for an answer.
+        es_client().info()
+    except ApiError as exc:
+        if outage_status(exc.meta.status):
+            raise
 
 
 def _answered(fn: Callable[..., T], args: tuple, kwargs: dict) -> T:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import pybreaker
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 from django.db.models import F
 from django.db.models.functions import Greatest
@@ -123,8 +124,14 @@ def events_index(*, tenant_id: int, event_ids: list[str], first_sequence: int | 
         first, last = rows[0][1], rows[-1][1]
         contiguous = last - first + 1 == len(rows)
     for backend in index_backends():
+        options = {}
+        if backend.name == Backend.ELASTICSEARCH:
+            # This runs right after an ingest, in the worker processes ingestion shares: a
+            # bulk slower than this is the sweep's (30 s), so a black-holed cluster holds a
+            # process for seconds, not WRITE_TIMEOUT (and not at all once the breaker opens).
+            options["timeout"] = settings.TRACELEDGER_SEARCH_INDEX_TIMEOUT
         try:
-            _send(backend, event_ids=ids)
+            _send(backend, event_ids=ids, **options)
         except BACKEND_UNAVAILABLE as exc:
             # Only Elasticsearch raises these, and PostgreSQL (first) has the events by now:
             # searches find them in the fallback, and the sweep indexes them from this
@@ -189,9 +196,14 @@ def _sweep(*, max_batches: int, batch_size: int, failures: dict[str, Exception])
             progress = index_progress_get(tenant_id=tenant_id, backend=backend.name)
             try:
                 if backend.name == Backend.ELASTICSEARCH and not alias_ready:
-                    # A fresh cluster gets its index and alias from the first sweep.
                     from search.backends.elasticsearch import alias_ensure
+                    from search.breaker import es_probe
 
+                    # Whether it answers at all, within a search's timeout, before the calls
+                    # that may wait WRITE_TIMEOUT: a black-holed cluster costs the sweep (and
+                    # the worker process it holds) a second per run, not 30.
+                    es_probe()
+                    # A fresh cluster gets its index and alias from the first sweep.
                     alias_ensure()
                     alias_ready = True
                 for batch in _batches_after(

@@ -340,6 +340,12 @@ ELASTICSEARCH_DSL = {
 # A search waits at most this long for Elasticsearch before answering from PostgreSQL;
 # after BREAKER_FAILURES outages in a row it stops asking for BREAKER_RESET seconds.
 TRACELEDGER_SEARCH_TIMEOUT = seconds("TRACELEDGER_SEARCH_TIMEOUT", default=1.0, positive=True)
+# The index task queued by each ingest waits at most this long per Elasticsearch bulk request;
+# slower ones are left to the sweep (30 s). The task shares the worker processes with
+# ingestion, which must never wait on Elasticsearch (docs/search.md, "Sync").
+TRACELEDGER_SEARCH_INDEX_TIMEOUT = seconds(
+    "TRACELEDGER_SEARCH_INDEX_TIMEOUT", default=2.0, positive=True
+)
 TRACELEDGER_SEARCH_BREAKER_FAILURES = integer(
     "TRACELEDGER_SEARCH_BREAKER_FAILURES", default=3, minimum=1
 )

@@ -142,7 +142,8 @@ def _client_for(url: str, timeout: float) -> Elasticsearch:
 
 
 # Bulk writes and index administration may legitimately take longer than a search; they run
-# in workers and commands, never in a request.
+# in the sweep and commands, never in a request. The index task of each ingest, which shares
+# the worker processes with ingestion, waits TRACELEDGER_SEARCH_INDEX_TIMEOUT instead.
 WRITE_TIMEOUT = 30.0
 
 
@@ -182,9 +183,16 @@ class ElasticsearchBackend:
         return SearchPage(backend=self.name, events=events, scores=scores, next_cursor=next_cursor)
 
     def index_events(
-        self, *, event_ids: list[str], overwrite: bool = False, index: str | None = None
+        self,
+        *,
+        event_ids: list[str],
+        overwrite: bool = False,
+        index: str | None = None,
+        timeout: float | None = None,
     ) -> int:
-        """Bulk index; raises on any failed item so the caller retries (ids are idempotent)."""
+        """Bulk index; raises on any failed item so the caller retries (ids are idempotent).
+
+        ``timeout``: the longest each bulk request may wait, instead of ``WRITE_TIMEOUT``."""
         if not event_ids:
             return 0
         events = AuditEvent.objects.filter(id__in=event_ids).order_by("tenant_id", "sequence")
@@ -199,11 +207,14 @@ class ElasticsearchBackend:
         from search.breaker import es_call
 
         # Through the breaker: an open one fails at once, and failures count towards it.
-        return es_call(_bulk, actions, options)
+        return es_call(_bulk, actions, options, timeout)
 
 
-def _bulk(actions: list[dict], options: dict) -> int:
-    ok, errors = helpers.bulk(es_client(write=True), actions, **options)
+def _bulk(actions: list[dict], options: dict, timeout: float | None) -> int:
+    client = es_client(write=True)
+    if timeout is not None:
+        client = client.options(request_timeout=timeout)  # same connections, shorter wait
+    ok, errors = helpers.bulk(client, actions, **options)
     if errors:
         raise BulkIndexError(f"{len(errors)} of {len(actions)} documents failed: {errors[:3]}")
     return ok

@@ -78,3 +78,32 @@ def es_refused(settings, closed_port) -> str:
     """ELASTICSEARCH_URL pointing at a closed port."""
     settings.ELASTICSEARCH_URL = f"http://127.0.0.1:{closed_port}"
     return settings.ELASTICSEARCH_URL
+
+
+class _Requests(list):
+    """(method, path, request_timeout) of each request the Elasticsearch client sent."""
+
+    blackhole = False
+
+
+@pytest.fixture
+def es_requests(monkeypatch):
+    """Records every request of the Elasticsearch client at its transport, with the timeout
+    it would wait. ``blackhole = True``: each one times out at once, as against a cluster
+    that accepts connections and never answers after that timeout (tests say which calls
+    are made and how long each may wait, without waiting). Otherwise they go through."""
+    from urllib.parse import urlsplit
+
+    from elastic_transport import ConnectionTimeout, Transport
+
+    real = Transport.perform_request
+    requests = _Requests()
+
+    def perform_request(transport, method, target, **kwargs):
+        requests.append((method, urlsplit(target).path, kwargs.get("request_timeout")))
+        if requests.blackhole:
+            raise ConnectionTimeout("Connection timed out (black hole, simulated)")
+        return real(transport, method, target, **kwargs)
+
+    monkeypatch.setattr(Transport, "perform_request", perform_request)
+    return requests
