@@ -16,12 +16,16 @@ from search.backends.postgresql import SEARCH_CONFIG, PostgresBackend, query_che
 from search.breaker import ElasticsearchUnavailable
 from search.metrics import SEARCH_REQUESTS
 from search.models import IndexProgress
+from traceledger.log_throttle import one_line
 
+# "search falls back to PostgreSQL" comes with every search while Elasticsearch is away:
+# throttled in LOGGING, one line per 30 s per process (README, "When a dependency fails").
 logger = logging.getLogger(__name__)
 
-# Elasticsearch down, slow (timeout), failing or overloaded (5xx, 429), erroring otherwise
-# (another 4xx), or the breaker open. ``reindex_search`` gives up on these too.
-ES_OUTAGES = (pybreaker.CircuitBreakerError, TransportError, ElasticsearchUnavailable, ApiError)
+# Elasticsearch down, slow (timeout), failing or overloaded (5xx, 429), or the breaker open.
+ES_UNAVAILABLE = (pybreaker.CircuitBreakerError, TransportError, ElasticsearchUnavailable)
+# ... or refusing our request otherwise (another 4xx). ``reindex_search`` gives up on these.
+ES_OUTAGES = (*ES_UNAVAILABLE, ApiError)
 
 
 def events_search(*, request: SearchRequest) -> SearchPage:
@@ -43,7 +47,20 @@ def events_search(*, request: SearchRequest) -> SearchPage:
         try:
             page = primary.search(request)
         except ES_OUTAGES as exc:  # only the Elasticsearch backend raises these
-            logger.warning("search falls back to PostgreSQL", extra={"error": repr(exc)})
+            if isinstance(exc, ES_UNAVAILABLE):
+                logger.warning(
+                    "search falls back to PostgreSQL: Elasticsearch unavailable (%s)",
+                    one_line(exc),
+                    extra={"error": repr(exc)},
+                )
+            else:
+                # A 4xx: Elasticsearch refuses a query we built (or our mapping), a bug. The
+                # caller still gets PostgreSQL's answer; the log gets the traceback.
+                logger.error(
+                    "search falls back to PostgreSQL: Elasticsearch refused the query (%s)",
+                    one_line(exc),
+                    exc_info=True,
+                )
             page = PostgresBackend().search(request)
             page.degraded = True
     SEARCH_REQUESTS.labels(page.backend, str(page.degraded).lower()).inc()

@@ -582,6 +582,8 @@ LOGGING = {
         "search.purge.sweep": {"filters": ["backend_throttle"]},
         # The index task's "left to the sweep" while Elasticsearch is away (every ingest batch).
         "search.services.index": {"filters": ["backend_throttle"]},
+        # "search falls back to PostgreSQL", every search while Elasticsearch is away.
+        "search.selectors": {"filters": ["outage_throttle"]},
         "audit.coalescer.broker": {"filters": ["outage_throttle"]},
         # The admin's DLQ depth, read on every page view while RabbitMQ is away.
         "audit.services.dead_letters.depth": {"filters": ["outage_throttle"]},

@@ -67,6 +67,38 @@ def test_an_overloaded_elasticsearch_opens_the_breaker_and_search_falls_back(
     assert len(fake_es.requests) == asked  # not asked while open
 
 
+def _fallback_lines(caplog) -> list:
+    return [r for r in caplog.records if r.name == "search.selectors"]
+
+
+def test_it_says_it_falls_back_once_not_on_every_search(es_refused, indexed, search_get, caplog):
+    """Throttled like the other outage lines: one per 30 s per process, counting the rest."""
+    indexed(event_id="e-1", description="payroll exported")
+    for _ in range(6):  # refused three times, then the breaker is open
+        assert search_get("payroll").json()["degraded"] is True
+
+    [line] = _fallback_lines(caplog)
+    assert line.levelname == "WARNING"
+    assert line.getMessage().startswith(
+        "search falls back to PostgreSQL: Elasticsearch unavailable (ConnectionError: "
+    ), line.getMessage()
+    assert line.exc_info is None
+
+
+def test_a_query_elasticsearch_refuses_falls_back_as_the_bug_it_is(
+    fake_es, indexed, search_get, caplog
+):
+    indexed(event_id="e-1", description="payroll exported")
+    fake_es.answer_with(400, "query_shard_exception")
+    response = search_get("payroll")
+    assert (found(response), response.json()["degraded"]) == (["e-1"], True)
+
+    [line] = _fallback_lines(caplog)
+    assert line.levelname == "ERROR"
+    assert "Elasticsearch refused the query (BadRequestError" in line.getMessage()
+    assert line.exc_info  # a bug keeps its traceback
+
+
 def test_a_bad_request_does_not_open_the_breaker(fake_es, indexed, search_get, closed_breaker):
     indexed(event_id="e-1", description="payroll exported")
     fake_es.answer_with(400, "query_shard_exception")
