@@ -6,8 +6,11 @@ bulk inserts (notes §4). Documents are written only by ``search.services`` in b
 
 Every filter of the list API is a ``keyword`` (exact and prefix match, sortable); words are
 ``text``: identifiers (action, ids, types) with a tokenizer that splits on punctuation so
-``invoice.update`` matches ``invoice``, prose (names, description, metadata) with the
-``english`` analyzer, the same stemming the PostgreSQL backend uses.
+``invoice.update`` matches ``invoice`` (lowercased and accent-folded, neither stemmed nor
+stop-worded), prose (names, description, metadata) with the ``english`` analyzer (Porter
+stemming, as PostgreSQL's Snowball stemmer nearly does). PostgreSQL splits words otherwise
+in places (emails, CJK, stop words, stemmed identifiers): docs/search.md, "What differs
+between the backends".
 """
 
 from django_elasticsearch_dsl import Document, fields
