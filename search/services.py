@@ -37,8 +37,9 @@ index_logger = logging.getLogger(f"{__name__}.index")
 
 # A search backend being away: Elasticsearch unreachable or timing out (TransportError),
 # answering 5xx or 429 (ElasticsearchUnavailable), a bulk request it refused in part, its
-# breaker open. Transient: the sweep and the index task's retries catch up from the
-# high-water mark. Any other 4xx is not here: a request of ours it refuses is a bug.
+# breaker open. Transient: the sweep catches up from the backend's high-water mark (the
+# index task leaves these to it). Any other 4xx is not here: a request of ours it refuses
+# is a bug.
 BACKEND_UNAVAILABLE = (
     TransportError,
     ElasticsearchUnavailable,
