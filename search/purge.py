@@ -35,6 +35,7 @@ from audit.models import Checkpoint
 from audit.models.ledger import CheckpointKind
 from search.backends import index_backends
 from search.backends.base import SearchBackend
+from search.breaker import ElasticsearchUnavailable, es_call
 from search.documents import INDEX_ALIAS
 from search.models import Backend, EventSearchEntry, PurgeCleanup
 from traceledger.log_throttle import one_line
@@ -58,7 +59,7 @@ class PurgeIncomplete(RuntimeError):
 # behind its target and the sweep retries. Anything else is a bug, logged with its traceback.
 OUTAGES = (
     TransportError,
-    ApiError,
+    ElasticsearchUnavailable,  # a 5xx or 429 answer; any other 4xx is a bug
     pybreaker.CircuitBreakerError,
     PurgeIncomplete,
     OperationalError,
@@ -135,10 +136,10 @@ def purged_documents_delete(*, tenant_id: int, through_sequence: int) -> int:
     back short); ``conflicts=proceed`` so one changed document does not stop the rest.
     """
     from search.backends.elasticsearch import es_client
-    from search.breaker import es_breaker
 
     try:
-        response = es_breaker.call(
+        # es_call: a trial after an outage is a 1 s probe, not a 30 s delete-by-query.
+        response = es_call(
             es_client(write=True).delete_by_query,
             index=INDEX_ALIAS,
             query=purged_query(tenant_id=tenant_id, through_sequence=through_sequence),
