@@ -4,7 +4,7 @@ import csv
 import io
 import json
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urljoin
 
 import pytest
 from django.db import connection
@@ -1183,3 +1183,24 @@ def test_the_trails_records_of_its_own_reads_can_be_hidden(client, tenant, audit
     shown = login(client, auditor).get(CHANGELIST, {"access_records": "hide"})
 
     assert [event.action for event in results(shown)] == ["invoice.paid"]
+
+
+def test_an_export_beyond_the_per_process_limit_goes_back_to_the_list_unrecorded(
+    client, tenant, auditor, recorded, monkeypatch
+):
+    import threading
+
+    slots = threading.BoundedSemaphore(1)
+    monkeypatch.setattr("audit.export_slots._slots", slots)
+    slots.acquire()  # an export of someone else's is streaming
+    event_create(tenant_id=tenant.pk, outcome="failure")
+    login(client, auditor)
+
+    by_link = client.get(EXPORT, {"format": "csv", "outcome__exact": "failure"})
+    back = client.get(urljoin(EXPORT, by_link.url))
+
+    assert not by_link.streaming and "outcome__exact=failure" in by_link.url
+    assert page_messages(back)[0].startswith("Cannot export right now")
+    assert not [call for call in recorded if call["action"] == "audit_log.export"]
+    slots.release()
+    assert client.get(EXPORT, {"format": "csv", "outcome__exact": "failure"}).streaming
