@@ -963,6 +963,7 @@ def test_the_dashboard_charts_the_last_24_hours_of_the_users_own_tenant(
     assert 'id="tl-dashboard"' in body
     assert "<strong>4</strong> events in the last 24 hours" in body
     assert body.count("<rect ") == 24
+    assert "hours in UTC" in body and " UTC: " in body  # every other admin time is UTC too
     assert "Ingest lag" in body and "Outbox" in body and "Search" in body
 
 
