@@ -1,5 +1,6 @@
 """The suite runs on its own RabbitMQ vhost and Redis database, never on those of `make run`."""
 
+import os
 import shutil
 import subprocess
 import uuid
@@ -18,9 +19,13 @@ from testsupport.isolated_services import (
 
 
 def test_the_suite_is_on_its_own_vhost_and_redis_database():
-    assert urlsplit(settings.CELERY_BROKER_URL).path == "/traceledger_test"
-    assert urlsplit(settings.REDIS_URL).path == "/14"
-    assert cache.client.get_client().connection_pool.connection_kwargs["db"] == 14
+    # The defaults, or what the run was given (README: to run beside another run).
+    vhost = os.environ.get("TRACELEDGER_TEST_VHOST") or "traceledger_test"
+    db = int(os.environ.get("TRACELEDGER_TEST_REDIS_DB", "14"))
+    assert vhost != "/" and db != 0  # never make run's
+    assert urlsplit(settings.CELERY_BROKER_URL).path == f"/{vhost}"
+    assert urlsplit(settings.REDIS_URL).path == f"/{db}"
+    assert cache.client.get_client().connection_pool.connection_kwargs["db"] == db
 
 
 @pytest.mark.parametrize(
