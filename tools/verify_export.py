@@ -39,6 +39,10 @@ and new events chained in its place): not verified, naming the checkpoint and th
 also holds for a checkpoint beyond the export and with ``--allow-gaps``; an event whose
 ``received_at`` does not parse gives no such evidence.
 
+The export is read once, in any order of its lines: each line's own hash is checked as it is
+read, and only what the checks across lines need is kept (about 110 bytes an event, so a
+1,000,000-event export takes about 140 MB; docs/ledger.md §7).
+
 Exit status: 0 verified, 1 not verified (the first bad line and sequence are named), 2 the
 input could not be read.
 """
@@ -51,7 +55,8 @@ import math
 import re
 import sys
 import uuid
-from bisect import bisect_right
+from array import array
+from bisect import bisect_left, bisect_right
 from datetime import UTC, datetime, timedelta
 
 GENESIS_HASH = "0" * 64
@@ -305,9 +310,230 @@ class Failure(Exception):
         self.line, self.sequence = line, sequence
 
 
-def read_export(path: str) -> dict[str, list[tuple[int, dict]]]:
-    """Events grouped by tenant (slug or id), each list of (line number, event)."""
-    by_tenant: dict[str, list[tuple[int, dict]]] = {}
+# What is kept of an event for the checks across lines (``Events``): its received_at as
+# microseconds since the epoch, exact for any datetime (years 1-9999 fit in 64 bits), and
+# NO_INSTANT, below every real instant, for one that does not parse.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+NO_INSTANT = INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+GENESIS_DIGEST = bytes(32)
+NO_SEQUENCE = object()  # an event without a "sequence" key
+
+
+def _micros(instant: datetime) -> int:
+    return (instant - EPOCH) // MICROSECOND
+
+
+def _utc_text(micros: int) -> str | None:
+    """The instant as the export writes it (the canonical form's text); None beyond the
+    years 1-9999 in UTC (e.g. 9999-12-31T23:00:00-05:00)."""
+    try:
+        naive = (EPOCH + micros * MICROSECOND).replace(tzinfo=None)
+    except OverflowError:
+        return None
+    return naive.isoformat(timespec="microseconds") + "Z"
+
+
+def _digest(value) -> bytes | None:
+    """The 32 bytes of a hash written as the server writes it (64 lowercase hex digits); None
+    for any other value."""
+    if isinstance(value, str) and len(value) == 64:
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            return None
+        if raw.hex() == value:
+            return raw
+    return None
+
+
+class Events:
+    """One tenant's events as read, reduced to what the checks across lines need.
+
+    Each line's own hash is checked as it is read (``failures`` keeps the outcome, reported
+    when the walk in sequence order reaches the event, so the first bad sequence is named as
+    before), and of the event only its sequence, line number, ``hash`` and ``prev_hash`` (32
+    bytes each) and ``received_at`` (microseconds) are kept, in flat arrays: about 90 bytes an
+    event (16 more for the ``Chain`` in sequence order), where its parsed JSON took about
+    4 KB. A value the arrays cannot hold exactly (a hash that is not 64 lowercase hex digits,
+    a sequence that is not a 64-bit integer, a ``received_at`` not in the export's own form)
+    is kept as it is, apart, so every check compares what the file holds."""
+
+    def __init__(self):
+        self.sequences: array | list = array("q")  # a list once one is not a 64-bit integer
+        self.lines = array("q")
+        self.hashes = bytearray()  # 32 bytes per event, zeros for one in odd_hashes
+        self.prev_hashes = bytearray()
+        self.received = array("q")
+        self.odd_hashes: dict[int, object] = {}
+        self.odd_prev_hashes: dict[int, object] = {}
+        self.received_texts: dict[int, object] = {}
+        # By index: None, the hash does not match the content; a str, why the event cannot be
+        # canonicalized; another exception, raised where the walk reaches the event.
+        self.failures: dict[int, object] = {}
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def add(self, number: int, event: dict) -> None:
+        index = len(self.lines)
+        sequence = event.get("sequence", NO_SEQUENCE)
+        if isinstance(self.sequences, array) and not (
+            type(sequence) is int and INT64_MIN <= sequence <= INT64_MAX
+        ):
+            self.sequences = list(self.sequences)
+        self.sequences.append(sequence)
+        self.lines.append(number)
+        prev_hash, stored = event.get("prev_hash"), event.get("hash")
+        _put_digest(self.hashes, self.odd_hashes, index, stored)
+        _put_digest(self.prev_hashes, self.odd_prev_hashes, index, prev_hash)
+        text = event.get("received_at")
+        instant = _instant(text)
+        self.received.append(NO_INSTANT if instant is None else _micros(instant))
+        if instant is None or _utc_text(self.received[index]) != text:
+            self.received_texts[index] = text
+        try:
+            if event_hash(prev_hash, event) != stored:
+                self.failures[index] = None
+        except Invalid as exc:
+            self.failures[index] = str(exc)
+        except Exception as exc:
+            # An error the tool does not turn into a finding (e.g. OverflowError for a date
+            # beyond year 9999 once in UTC): raised, as before, only if the walk reaches it.
+            self.failures[index] = exc
+
+    def hash(self, index: int):
+        """The event's ``hash``: its 32 bytes, or the file's value when it is not hex digits
+        as the server writes them (and so never equal to the bytes of one that is)."""
+        if index in self.odd_hashes:
+            return self.odd_hashes[index]
+        return bytes(self.hashes[32 * index : 32 * index + 32])
+
+    def prev_hash(self, index: int):
+        """The event's ``prev_hash``, as ``hash`` gives it."""
+        if index in self.odd_prev_hashes:
+            return self.odd_prev_hashes[index]
+        return bytes(self.prev_hashes[32 * index : 32 * index + 32])
+
+    def received_at(self, index: int):
+        """The event's ``received_at`` as the file has it."""
+        if index in self.received_texts:
+            return self.received_texts[index]
+        return _utc_text(self.received[index])
+
+    def order(self) -> array | list:
+        """The events' indices in sequence order; equal sequences in file order."""
+        sequences = self.sequences
+        if isinstance(sequences, array):
+            return _dense_order(sequences) or array(
+                "q", sorted(range(len(sequences)), key=sequences.__getitem__)
+            )
+        try:
+            return sorted(range(len(sequences)), key=lambda i: _sequence_key(sequences[i]))
+        except (KeyError, TypeError) as exc:
+            raise Failure("an event has no integer sequence") from exc
+
+
+def _put_digest(column: bytearray, odd: dict, index: int, value) -> None:
+    digest = _digest(value)
+    if digest is None:
+        odd[index] = value
+        digest = GENESIS_DIGEST  # a placeholder: odd holds the value
+    column += digest
+
+
+def _sequence_key(sequence):
+    if sequence is NO_SEQUENCE:
+        raise KeyError("sequence")
+    return sequence
+
+
+def _dense_order(sequences: array) -> array | None:
+    """The sort of distinct consecutive sequences (any whole export, in any order) in one
+    pass and 8 bytes an event; None for others (gaps, duplicates: a filtered or tampered
+    file), which take a sort of the indices."""
+    if not sequences:
+        return array("q")
+    low = min(sequences)
+    if max(sequences) - low + 1 != len(sequences):
+        return None
+    slots = array("q", [-1]) * len(sequences)
+    for index, sequence in enumerate(sequences):
+        if slots[sequence - low] >= 0:
+            return None
+        slots[sequence - low] = index
+    return slots
+
+
+class Chain:
+    """One tenant's verified events in sequence order: ``sequences`` (sorted) and, by
+    bisection on it, each event's line, hashes and ``received_at``."""
+
+    def __init__(self, events: Events, order: array | list):
+        self.events, self.order = events, order
+        if isinstance(events.sequences, array):
+            self.sequences = array("q", (events.sequences[i] for i in order))
+        else:  # verified, so integers, but maybe beyond 64 bits
+            self.sequences = [events.sequences[i] for i in order]
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __contains__(self, sequence) -> bool:
+        return self._index(sequence) is not None
+
+    @property
+    def first(self) -> int:
+        return self.sequences[0]
+
+    @property
+    def last(self) -> int:
+        return self.sequences[-1]
+
+    def _index(self, sequence) -> int | None:
+        position = bisect_left(self.sequences, sequence)
+        if position < len(self.sequences) and self.sequences[position] == sequence:
+            return self.order[position]
+        return None
+
+    def _at(self, sequence) -> int:
+        index = self._index(sequence)
+        if index is None:
+            raise KeyError(sequence)
+        return index
+
+    def line(self, sequence) -> int:
+        return self.events.lines[self._at(sequence)]
+
+    def hash(self, sequence) -> str:
+        """The event's ``hash`` as the file has it (verified, so 64 lowercase hex digits)."""
+        digest = self.events.hash(self._at(sequence))
+        return digest.hex() if isinstance(digest, bytes) else digest
+
+    def prev_hash(self, sequence):
+        """The event's ``prev_hash`` as the file has it."""
+        digest = self.events.prev_hash(self._at(sequence))
+        return digest.hex() if isinstance(digest, bytes) else digest
+
+    def received(self, sequence) -> datetime | None:
+        micros = self.events.received[self._at(sequence)]
+        return None if micros == NO_INSTANT else EPOCH + micros * MICROSECOND
+
+    def received_at(self, sequence):
+        return self.events.received_at(self._at(sequence))
+
+    def received_in_order(self):
+        """Each event's ``received_at`` in microseconds (NO_INSTANT: it does not parse), in
+        sequence order."""
+        received = self.events.received
+        return (received[index] for index in self.order)
+
+
+def read_export(path: str) -> dict[str, Events]:
+    """The events, by tenant (slug or id). Each line's own hash is checked as it is read;
+    a line that is not a JSON object fails at once, before any chain is checked."""
+    by_tenant: dict[str, Events] = {}
     with open(path, encoding="utf-8") as handle:
         for number, line in _text_lines(handle, "the export", path, EXPORT_EXPECTED):
             if not line.strip():
@@ -322,7 +548,9 @@ def read_export(path: str) -> dict[str, list[tuple[int, dict]]]:
             if not isinstance(event, dict):
                 raise Failure("not a JSON object", line=number)
             tenant = str(event.get("tenant", event.get("tenant_id", "")))
-            by_tenant.setdefault(tenant, []).append((number, event))
+            if tenant not in by_tenant:
+                by_tenant[tenant] = Events()
+            by_tenant[tenant].add(number, event)
     return by_tenant
 
 
@@ -342,45 +570,53 @@ def _read_text(named: str, path: str, expected: str) -> str:
             raise Unreadable(named, path, expected, f"not UTF-8 text ({exc})") from exc
 
 
-def verify_chain(events: list[tuple[int, dict]], *, allow_gaps: bool) -> dict[int, tuple]:
-    """Checks one tenant's events; returns {sequence: (line, event)} when they verify."""
-    try:
-        events = sorted(events, key=lambda item: item[1]["sequence"])
-    except (KeyError, TypeError) as exc:
-        raise Failure("an event has no integer sequence") from exc
-    by_sequence: dict[int, tuple] = {}
+def verify_chain(events: Events, *, allow_gaps: bool) -> Chain:
+    """Checks one tenant's events in sequence order; returns their ``Chain`` when they
+    verify. Of several findings, the one at the lowest sequence is reported."""
+    order = events.order()
+    sequences, lines = events.sequences, events.lines
+    # 64-bit sequences are all integers, so sorted: an equal one is the previous one. Others
+    # (a float, a string: an event that cannot verify) are looked up as the file has them.
+    seen = {} if isinstance(sequences, list) else None
     previous = None
-    for number, event in events:
-        sequence = event["sequence"]
-        if sequence in by_sequence:
+    for index in order:
+        number, sequence = lines[index], sequences[index]
+        if seen is not None:
+            twice = seen.get(sequence)
+        elif previous is not None and sequences[previous] == sequence:
+            twice = lines[previous]
+        else:
+            twice = None
+        if twice is not None:
             raise Failure(
-                f"sequence {sequence} appears twice (lines {by_sequence[sequence][0]} and "
-                f"{number})",
+                f"sequence {sequence} appears twice (lines {twice} and {number})",
                 line=number,
                 sequence=sequence,
             )
-        prev_hash, stored = event.get("prev_hash"), event.get("hash")
-        if sequence == 1 and prev_hash != GENESIS_HASH:
+        prev_hash = events.prev_hash(index)
+        if sequence == 1 and prev_hash != GENESIS_DIGEST:
             raise Failure("sequence 1 does not start from the genesis hash", number, sequence)
         if previous is not None:
-            prev_sequence, prev_event = previous[1]["sequence"], previous[1]
+            prev_sequence = sequences[previous]
             if sequence != prev_sequence + 1 and not allow_gaps:
                 raise Failure(
                     f"sequence {prev_sequence + 1} is missing (a gap before line {number})",
                     line=number,
                     sequence=prev_sequence + 1,
                 )
-            if sequence == prev_sequence + 1 and prev_hash != prev_event.get("hash"):
+            if sequence == prev_sequence + 1 and prev_hash != events.hash(previous):
                 raise Failure("prev_hash does not link to the previous event", number, sequence)
-        try:
-            computed = event_hash(prev_hash, event)
-        except Invalid as exc:
-            raise Failure(f"cannot canonicalize: {exc}", number, sequence) from exc
-        if computed != stored:
-            raise Failure("hash does not match the event's content", number, sequence)
-        by_sequence[sequence] = (number, event)
-        previous = (number, event)
-    return by_sequence
+        if index in events.failures:
+            failure = events.failures[index]
+            if failure is None:
+                raise Failure("hash does not match the event's content", number, sequence)
+            if isinstance(failure, str):
+                raise Failure(f"cannot canonicalize: {failure}", number, sequence)
+            raise failure
+        if seen is not None:
+            seen[sequence] = number
+        previous = index
+    return Chain(events, order)
 
 
 CHECKPOINT_FIELDS = ("tenant_id", "sequence", "hash", "signed_at", "kind", "signature")
@@ -495,23 +731,21 @@ def verify_signature(checkpoint: dict, keys: dict) -> None:
     raise Failure(f"{label}: the signature does not verify", sequence=checkpoint["sequence"])
 
 
-def verify_checkpoint_against(checkpoint: dict, chain: dict[int, tuple]) -> None:
+def verify_checkpoint_against(checkpoint: dict, chain: Chain) -> None:
     sequence = checkpoint["sequence"]
     if sequence in chain:
-        line, event = chain[sequence]
-        if event["hash"] != checkpoint["hash"]:
+        if chain.hash(sequence) != checkpoint["hash"]:
             raise Failure(
                 f"the export differs from the signed checkpoint at sequence {sequence}",
-                line=line,
+                line=chain.line(sequence),
                 sequence=sequence,
             )
         return
     if sequence + 1 in chain:  # a purge checkpoint: the export resumes right after it
-        line, event = chain[sequence + 1]
-        if event["prev_hash"] != checkpoint["hash"]:
+        if chain.prev_hash(sequence + 1) != checkpoint["hash"]:
             raise Failure(
                 f"the export does not resume from the signed checkpoint at sequence {sequence}",
-                line=line,
+                line=chain.line(sequence + 1),
                 sequence=sequence + 1,
             )
         return
@@ -519,7 +753,7 @@ def verify_checkpoint_against(checkpoint: dict, chain: dict[int, tuple]) -> None
 
 
 def verify_start(
-    chain: dict[int, tuple],
+    chain: Chain,
     checkpoints: list[dict] | None,
     keys: dict | None,
     *,
@@ -532,8 +766,8 @@ def verify_start(
     the first event's ``prev_hash``. Anything else means the oldest events were cut from the
     file, unless ``allow_gaps`` (a filtered export): the chain is then verified only from its
     first sequence, which is returned with the summary's note."""
-    first = min(chain)
-    line = chain[first][0]
+    first = chain.first
+    line = chain.line(first)
     if first < 1:
         raise Failure(f"tenant {name}: sequences start at 1", line=line, sequence=first)
     if first == 1:
@@ -574,13 +808,13 @@ def verify_start(
     )
 
 
-def checkpoint_choose(checkpoints: list[dict], chain: dict[int, tuple]) -> dict:
+def checkpoint_choose(checkpoints: list[dict], chain: Chain) -> dict:
     """Of the given checkpoints, the one with the highest sequence (normally the newest) that falls
     within the export: its sequence is exported, or the one after it (a purge checkpoint the
     export resumes from; a checkpoint in a gap of a filtered export). An export records its
     own ``audit_log.export`` event, so a checkpoint signed after it lies beyond the file's
     last event: such ones are skipped, and named."""
-    first, last = min(chain), max(chain)
+    first, last = chain.first, chain.last
     # Stable: of two at one sequence, the first given (a page is newest first).
     for checkpoint in sorted(checkpoints, key=lambda c: c["sequence"], reverse=True):
         sequence = checkpoint["sequence"]
@@ -600,7 +834,7 @@ def checkpoint_choose(checkpoints: list[dict], chain: dict[int, tuple]) -> dict:
     )
 
 
-def checkpoint_within(checkpoints: list[dict], chain: dict[int, tuple]) -> dict | None:
+def checkpoint_within(checkpoints: list[dict], chain: Chain) -> dict | None:
     """The checkpoint ``checkpoint_choose`` takes, without naming the skipped ones; None when
     none falls within the export."""
     for checkpoint in sorted(checkpoints, key=lambda c: c["sequence"], reverse=True):
@@ -640,23 +874,21 @@ def _instant(value) -> datetime | None:
     return parsed if parsed.utcoffset() is not None else None
 
 
-def received_after_checkpoints(
-    checkpoints: list[dict], chain: dict[int, tuple], *, skew: float
-) -> None:
+def received_after_checkpoints(checkpoints: list[dict], chain: Chain, *, skew: float) -> None:
     """Fails when an exported event at or below a checkpoint's sequence was received more than
     ``skew`` seconds after the checkpoint was signed. In an untouched chain every such event
     was stored (and so received: ``received_at`` is set by the API, before storage) before the
     signing; one received after it is in a chain that was cut and rebuilt. ``checkpoints``
     must be ones whose signature verified. Of several contradictions, the lowest sequence is
     named (the first event of the rebuilt chain in the export)."""
-    sequences = sorted(chain)
-    # peaks[i]: the latest received_at among the first i + 1 exported events, so the first
-    # event received after a time is found by bisection (an export may hold 10^5 events and
-    # a page 500 checkpoints).
-    peak, peaks = datetime.min.replace(tzinfo=UTC), []
-    for sequence in sequences:
-        received = _instant(chain[sequence][1].get("received_at"))
-        if received is not None and received > peak:
+    sequences = chain.sequences
+    # peaks[i]: the latest received_at among the first i + 1 exported events (microseconds;
+    # one that does not parse, NO_INSTANT, is below them all), so the first event received
+    # after a time is found by bisection (an export may hold 10^6 events and a page 500
+    # checkpoints).
+    peak, peaks = _micros(datetime.min.replace(tzinfo=UTC)), array("q")
+    for received in chain.received_in_order():
+        if received > peak:
             peak = received
         peaks.append(peak)
     found = None
@@ -664,7 +896,7 @@ def received_after_checkpoints(
         signed = _instant(checkpoint["signed_at"])
         if signed is None:
             continue
-        limit = signed + timedelta(seconds=skew)
+        limit = _micros(signed + timedelta(seconds=skew))
         below = bisect_right(sequences, checkpoint["sequence"])  # events at or below it
         index = bisect_right(peaks, limit, hi=below)
         if index < below and (found is None or sequences[index] < found[0]):
@@ -672,9 +904,8 @@ def received_after_checkpoints(
     if found is None:
         return
     sequence, checkpoint, signed = found
-    line, event = chain[sequence]
-    received = _instant(event["received_at"])
-    last = sequences[-1]
+    line, received = chain.line(sequence), chain.received(sequence)
+    last = chain.last
     number = f" #{checkpoint['id']}" if checkpoint.get("id") is not None else ""
     where = (
         f"the export ends at sequence {last} and sequence {sequence} (line {line})"
@@ -689,7 +920,7 @@ def received_after_checkpoints(
         why = f"the chain was cut before sequence {sequence} and rebuilt"
     raise Failure(
         f"checkpoint{number}, signed at {checkpoint['signed_at']}, vouches for sequence "
-        f"{checkpoint['sequence']}, but {where} was received at {event['received_at']}, "
+        f"{checkpoint['sequence']}, but {where} was received at {chain.received_at(sequence)}, "
         f"{(received - signed).total_seconds():.0f} s after that signing (beyond the allowed "
         f"clock skew of {skew:g} s, --max-clock-skew): {why}",
         line=line,
