@@ -203,16 +203,23 @@ def jcs(value) -> str:
 # --- the canonical event (docs/ledger.md, version 1) -----------------------------------------
 
 
-def _timestamp(value) -> str:
+def _timestamp(value, name: str) -> str:
+    """The canonical text of the timestamp field ``name``: in UTC, with microseconds."""
     if not isinstance(value, str):
-        raise Invalid(f"timestamp {value!r} is not a string")
+        raise Invalid(f"{name} is not a string: {value!r}")
     try:
         parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
     except ValueError as exc:
-        raise Invalid(f"not an ISO 8601 timestamp: {value!r}") from exc
+        raise Invalid(f"{name} is not an ISO 8601 timestamp: {value!r}") from exc
     if parsed.utcoffset() is None:
-        raise Invalid(f"timestamp without a UTC offset: {value!r}")
-    return parsed.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+        raise Invalid(f"{name} has no UTC offset: {value!r}")
+    try:
+        utc = parsed.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:59:59-01:00 parses, but is in the year 10000 in UTC, which no
+        # datetime holds (nor the server's column): no stored event or checkpoint has it.
+        raise Invalid(f"{name} is outside the years 1-9999 in UTC: {value!r}") from None
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _ip(value):
@@ -261,8 +268,8 @@ def canonical_bytes(event: dict) -> bytes:
     obj = {
         "id": event_uuid,
         "sequence": sequence,
-        "occurred_at": _timestamp(get("occurred_at")),
-        "received_at": _timestamp(get("received_at")),
+        "occurred_at": _timestamp(get("occurred_at"), "occurred_at"),
+        "received_at": _timestamp(get("received_at"), "received_at"),
         "source_ip": _ip(get("source_ip")),
         "metadata": get("metadata"),
     }
@@ -294,7 +301,7 @@ def checkpoint_message(checkpoint: dict) -> bytes:
             "tenant_id": checkpoint["tenant_id"],
             "sequence": checkpoint["sequence"],
             "hash": checkpoint["hash"],
-            "signed_at": _timestamp(checkpoint["signed_at"]),
+            "signed_at": _timestamp(checkpoint["signed_at"], "signed_at"),
             "kind": checkpoint["kind"],
             "details": checkpoint.get("details") or {},
         }
@@ -399,8 +406,9 @@ class Events:
         except Invalid as exc:
             self.failures[index] = str(exc)
         except Exception as exc:
-            # An error the tool does not turn into a finding (e.g. OverflowError for a date
-            # beyond year 9999 once in UTC): raised, as before, only if the walk reaches it.
+            # An error the tool does not turn into a finding (every malformed value it knows
+            # of is an Invalid: this is a bug of the tool, not a verdict on the file):
+            # raised, as before, only if the walk reaches it.
             self.failures[index] = exc
 
     def hash(self, index: int):

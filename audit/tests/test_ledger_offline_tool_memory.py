@@ -62,8 +62,9 @@ def _write(path: Path, documents: list[dict]) -> Path:
     return path
 
 
-def _signed(tool, tmp_path: Path, document: dict) -> list[str]:
-    """--checkpoint and --public-key arguments: a checkpoint at ``document``, signed."""
+def _signed(tool, tmp_path: Path, document: dict, **changes) -> list[str]:
+    """--checkpoint and --public-key arguments: a checkpoint at ``document`` (with
+    ``changes`` to its fields), signed."""
     key = Ed25519PrivateKey.generate()
     public = key.public_key()
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -76,6 +77,7 @@ def _signed(tool, tmp_path: Path, document: dict) -> list[str]:
         "signed_at": document["received_at"],
         "details": {},
         "key_id": hashlib.sha256(raw).hexdigest(),
+        **changes,
     }
     checkpoint["signature"] = key.sign(tool.checkpoint_message(checkpoint)).hex()
     (tmp_path / "checkpoint.json").write_text(json.dumps(checkpoint))

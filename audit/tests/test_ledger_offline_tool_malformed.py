@@ -1,0 +1,65 @@
+"""tools/verify_export.py on malformed and tampered files: a value of the wrong JSON type or
+out of range is named (NOT VERIFIED, the line and the field), never a traceback
+(docs/ledger.md §7).
+
+No database: the chains are made with the tool's own hash, as in the memory tests.
+"""
+
+import json
+
+import pytest
+
+from audit.tests.test_ledger_offline_tool import _run, _tool_module
+from audit.tests.test_ledger_offline_tool_memory import _documents, _signed, _write
+
+# Valid ISO 8601 with an offset, but outside the years 1-9999 once in UTC.
+BEYOND_9999 = "9999-12-31T23:59:59-01:00"
+BEFORE_YEAR_1 = "0001-01-01T00:00:00+01:00"
+
+
+@pytest.fixture(scope="module")
+def tool():
+    return _tool_module()
+
+
+@pytest.fixture
+def documents(tool) -> list[dict]:
+    """Sequences 1-5, oldest first: line n holds sequence n."""
+    return _documents(tool, 5)
+
+
+def _not_verified(result) -> str:
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize("field", ["received_at", "occurred_at"])
+@pytest.mark.parametrize("value", [BEYOND_9999, BEFORE_YEAR_1])
+def test_a_timestamp_outside_the_years_1_to_9999_in_utc_is_named(documents, tmp_path, field, value):
+    documents[2][field] = value
+    export = _write(tmp_path / "events.jsonl", documents)
+
+    result = _run(export)
+
+    assert _not_verified(result) == (
+        f"NOT VERIFIED at line 3, sequence 3: cannot canonicalize: {field} is outside the "
+        f"years 1-9999 in UTC: '{value}'"
+    )
+
+
+def test_a_checkpoint_signed_at_outside_the_years_1_to_9999_does_not_verify(
+    tool, documents, tmp_path
+):
+    export = _write(tmp_path / "events.jsonl", documents)
+    arguments = _signed(tool, tmp_path, documents[3])
+    checkpoint = tmp_path / "checkpoint.json"
+    checkpoint.write_text(
+        json.dumps({**json.loads(checkpoint.read_text()), "signed_at": BEYOND_9999})
+    )
+
+    result = _run(export, *arguments)
+
+    assert _not_verified(result) == (
+        "NOT VERIFIED at sequence 4: checkpoint #1 at sequence 4: the signature does not verify"
+    )
