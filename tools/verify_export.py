@@ -325,7 +325,6 @@ MICROSECOND = timedelta(microseconds=1)
 NO_INSTANT = INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 GENESIS_DIGEST = bytes(32)
-NO_SEQUENCE = object()  # an event without a "sequence" key
 
 
 def _micros(instant: datetime) -> int:
@@ -364,11 +363,11 @@ class Events:
     bytes each) and ``received_at`` (microseconds) are kept, in flat arrays: about 90 bytes an
     event (16 more for the ``Chain`` in sequence order), where its parsed JSON took about
     4 KB. A value the arrays cannot hold exactly (a hash that is not 64 lowercase hex digits,
-    a sequence that is not a 64-bit integer, a ``received_at`` not in the export's own form)
+    a sequence beyond 64 bits, a ``received_at`` not in the export's own form)
     is kept as it is, apart, so every check compares what the file holds."""
 
     def __init__(self):
-        self.sequences: array | list = array("q")  # a list once one is not a 64-bit integer
+        self.sequences: array | list = array("q")  # a list once one is beyond 64 bits
         self.lines = array("q")
         self.hashes = bytearray()  # 32 bytes per event, zeros for one in odd_hashes
         self.prev_hashes = bytearray()
@@ -384,11 +383,10 @@ class Events:
         return len(self.lines)
 
     def add(self, number: int, event: dict) -> None:
+        """Keeps the event of line ``number``, whose ``sequence`` is an integer."""
         index = len(self.lines)
-        sequence = event.get("sequence", NO_SEQUENCE)
-        if isinstance(self.sequences, array) and not (
-            type(sequence) is int and INT64_MIN <= sequence <= INT64_MAX
-        ):
+        sequence = event["sequence"]
+        if isinstance(self.sequences, array) and not INT64_MIN <= sequence <= INT64_MAX:
             self.sequences = list(self.sequences)
         self.sequences.append(sequence)
         self.lines.append(number)
@@ -437,10 +435,7 @@ class Events:
             return _dense_order(sequences) or array(
                 "q", sorted(range(len(sequences)), key=sequences.__getitem__)
             )
-        try:
-            return sorted(range(len(sequences)), key=lambda i: _sequence_key(sequences[i]))
-        except (KeyError, TypeError) as exc:
-            raise Failure("an event has no integer sequence") from exc
+        return sorted(range(len(sequences)), key=sequences.__getitem__)
 
 
 def _put_digest(column: bytearray, odd: dict, index: int, value) -> None:
@@ -449,12 +444,6 @@ def _put_digest(column: bytearray, odd: dict, index: int, value) -> None:
         odd[index] = value
         digest = GENESIS_DIGEST  # a placeholder: odd holds the value
     column += digest
-
-
-def _sequence_key(sequence):
-    if sequence is NO_SEQUENCE:
-        raise KeyError("sequence")
-    return sequence
 
 
 def _dense_order(sequences: array) -> array | None:
@@ -482,7 +471,7 @@ class Chain:
         self.events, self.order = events, order
         if isinstance(events.sequences, array):
             self.sequences = array("q", (events.sequences[i] for i in order))
-        else:  # verified, so integers, but maybe beyond 64 bits
+        else:  # integers beyond 64 bits
             self.sequences = [events.sequences[i] for i in order]
 
     def __len__(self) -> int:
@@ -540,7 +529,8 @@ class Chain:
 
 def read_export(path: str) -> dict[str, Events]:
     """The events, by tenant (slug or id). Each line's own hash is checked as it is read;
-    a line that is not a JSON object fails at once, before any chain is checked."""
+    a line that is not a JSON object, or whose ``sequence`` is missing or not an integer,
+    fails at once, before any chain is checked."""
     by_tenant: dict[str, Events] = {}
     with open(path, encoding="utf-8") as handle:
         for number, line in _text_lines(handle, "the export", path, EXPORT_EXPECTED):
@@ -555,6 +545,13 @@ def read_export(path: str) -> dict[str, Events]:
                 raise Failure(f"not JSON: {exc}{hint}", line=number) from exc
             if not isinstance(event, dict):
                 raise Failure("not a JSON object", line=number)
+            # An event is put in its chain by its sequence: without an integer one (a list, a
+            # string, 3.0, true) it has no place there, and is named at once, as a line that
+            # is not an object is.
+            if "sequence" not in event:
+                raise Failure("the event has no sequence", line=number)
+            if type(event["sequence"]) is not int:
+                raise Failure(f"sequence is not an integer: {event['sequence']!r}", line=number)
             tenant = str(event.get("tenant", event.get("tenant_id", "")))
             if tenant not in by_tenant:
                 by_tenant[tenant] = Events()
@@ -583,21 +580,13 @@ def verify_chain(events: Events, *, allow_gaps: bool) -> Chain:
     verify. Of several findings, the one at the lowest sequence is reported."""
     order = events.order()
     sequences, lines = events.sequences, events.lines
-    # 64-bit sequences are all integers, so sorted: an equal one is the previous one. Others
-    # (a float, a string: an event that cannot verify) are looked up as the file has them.
-    seen = {} if isinstance(sequences, list) else None
+    # The sequences are all integers (read_export), so sorted: an equal one is the previous one.
     previous = None
     for index in order:
         number, sequence = lines[index], sequences[index]
-        if seen is not None:
-            twice = seen.get(sequence)
-        elif previous is not None and sequences[previous] == sequence:
-            twice = lines[previous]
-        else:
-            twice = None
-        if twice is not None:
+        if previous is not None and sequences[previous] == sequence:
             raise Failure(
-                f"sequence {sequence} appears twice (lines {twice} and {number})",
+                f"sequence {sequence} appears twice (lines {lines[previous]} and {number})",
                 line=number,
                 sequence=sequence,
             )
@@ -621,8 +610,6 @@ def verify_chain(events: Events, *, allow_gaps: bool) -> Chain:
             if isinstance(failure, str):
                 raise Failure(f"cannot canonicalize: {failure}", number, sequence)
             raise failure
-        if seen is not None:
-            seen[sequence] = number
         previous = index
     return Chain(events, order)
 

@@ -63,3 +63,31 @@ def test_a_checkpoint_signed_at_outside_the_years_1_to_9999_does_not_verify(
     assert _not_verified(result) == (
         "NOT VERIFIED at sequence 4: checkpoint #1 at sequence 4: the signature does not verify"
     )
+
+
+@pytest.mark.parametrize(
+    ("sequence", "shown"),
+    [([3], "[3]"), ({"n": 3}, "{'n': 3}"), ([], "[]"), ("3", "'3'"), (3.0, "3.0"), (True, "True")],
+)
+@pytest.mark.parametrize("alone", [False, True], ids=["in-a-chain", "alone"])
+def test_a_sequence_that_is_not_an_integer_is_named_with_its_line(
+    documents, tmp_path, sequence, shown, alone
+):
+    documents[2]["sequence"] = sequence
+    export = _write(tmp_path / "events.jsonl", documents[2:3] if alone else documents)
+
+    result = _run(export, "--allow-gaps")
+
+    line = 1 if alone else 3
+    assert _not_verified(result) == (
+        f"NOT VERIFIED at line {line}: sequence is not an integer: {shown}"
+    )
+
+
+def test_an_event_without_a_sequence_is_named_with_its_line(documents, tmp_path):
+    del documents[2]["sequence"]
+    export = _write(tmp_path / "events.jsonl", documents)
+
+    result = _run(export)
+
+    assert _not_verified(result) == "NOT VERIFIED at line 3: the event has no sequence"
