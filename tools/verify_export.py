@@ -58,6 +58,7 @@ import uuid
 from array import array
 from bisect import bisect_left, bisect_right
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 
 GENESIS_HASH = "0" * 64
 PEM_PUBLIC_KEY = re.compile(r"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.DOTALL)
@@ -886,12 +887,16 @@ def received_after_checkpoints(checkpoints: list[dict], chain: Chain, *, skew: f
         if received > peak:
             peak = received
         peaks.append(peak)
+    # In integer microseconds, not signed + timedelta(seconds=skew): a datetime ends at the
+    # year 9999 and a timedelta at 999,999,999 days, and any finite skew is a valid answer
+    # (1e20 s allows every delay), as is a checkpoint signed in 9999.
+    allowed = round(Fraction(skew) * 1_000_000)
     found = None
     for checkpoint in checkpoints:
         signed = _instant(checkpoint["signed_at"])
         if signed is None:
             continue
-        limit = _micros(signed + timedelta(seconds=skew))
+        limit = _micros(signed) + allowed
         below = bisect_right(sequences, checkpoint["sequence"])  # events at or below it
         index = bisect_right(peaks, limit, hi=below)
         if index < below and (found is None or sequences[index] < found[0]):

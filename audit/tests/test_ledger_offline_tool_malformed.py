@@ -6,6 +6,7 @@ No database: the chains are made with the tool's own hash, as in the memory test
 """
 
 import json
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -91,3 +92,50 @@ def test_an_event_without_a_sequence_is_named_with_its_line(documents, tmp_path)
     result = _run(export)
 
     assert _not_verified(result) == "NOT VERIFIED at line 3: the event has no sequence"
+
+
+def _text(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@pytest.mark.parametrize(
+    ("skew", "verified"),
+    [("1e20", True), ("1.7e308", True), ("3596", True), ("3595.999999", False)],
+)
+def test_any_finite_clock_skew_is_an_answer_to_the_microsecond(
+    tool, documents, tmp_path, skew, verified
+):
+    """The checkpoint at 5 is signed 3,596 s before sequence 5 was received (as in a chain
+    cut and rebuilt): a skew of that much or more, up to the largest float, lets it pass."""
+    received_5 = datetime.fromisoformat(documents[4]["received_at"])
+    signed_at = _text(received_5 - timedelta(seconds=3596))
+    arguments = _signed(tool, tmp_path, documents[4], signed_at=signed_at)
+    export = _write(tmp_path / "events.jsonl", documents)
+
+    result = _run(export, *arguments, "--max-clock-skew", skew)
+
+    if verified:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.splitlines()[-1] == "verified"
+    else:
+        assert _not_verified(result).startswith(
+            f"NOT VERIFIED at line 5, sequence 5: checkpoint #1, signed at {signed_at}, "
+            "vouches for sequence 5, but sequence 5 (line 5), at or below it, was received at "
+        )
+        assert "3596 s after that signing (beyond the allowed clock skew of 3596 s" in (
+            result.stdout
+        )
+
+
+def test_a_checkpoint_signed_in_the_last_second_of_9999_is_checked(tool, documents, tmp_path):
+    """Its signed_at plus the default 60 s of skew is beyond what a datetime holds."""
+    arguments = _signed(tool, tmp_path, documents[4], signed_at="9999-12-31T23:59:59.999999Z")
+    export = _write(tmp_path / "events.jsonl", documents)
+
+    result = _run(export, *arguments)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-2:] == [
+        "checkpoint #1 at sequence 5: signature and hash verified",
+        "verified",
+    ]
