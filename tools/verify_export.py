@@ -179,7 +179,15 @@ def _utf16_key(key: str):
     return key.encode("utf-16-be")
 
 
-def jcs(value) -> str:
+# The canonical form recurses once per level of nesting: a limit well beyond what the server
+# stores (metadata at most 32 levels deep, audit/validation.py) and well within Python's
+# recursion limit makes a deeper value (a tampered file) an Invalid, not a RecursionError.
+JCS_MAX_DEPTH = 100
+
+
+def jcs(value, depth: int = 0) -> str:
+    if depth > JCS_MAX_DEPTH:
+        raise Invalid(f"nested deeper than {JCS_MAX_DEPTH} levels")
     if value is None:
         return "null"
     if value is True:
@@ -191,13 +199,16 @@ def jcs(value) -> str:
     if isinstance(value, str):
         return _jcs_string(value)
     if isinstance(value, list | tuple):
-        return "[" + ",".join(jcs(item) for item in value) + "]"
+        return "[" + ",".join(jcs(item, depth + 1) for item in value) + "]"
     if isinstance(value, dict):
         for key in value:
             if not isinstance(key, str):
                 raise Invalid(f"object key {key!r} is not a string")
-        items = sorted(value.items(), key=lambda item: _utf16_key(item[0]))
-        return "{" + ",".join(_jcs_string(k) + ":" + jcs(v) for k, v in items) + "}"
+        try:
+            items = sorted(value.items(), key=lambda item: _utf16_key(item[0]))
+        except UnicodeEncodeError:  # "\udc00": JSON can escape a lone surrogate
+            raise Invalid("an object key is not Unicode text (a lone surrogate)") from None
+        return "{" + ",".join(_jcs_string(k) + ":" + jcs(v, depth + 1) for k, v in items) + "}"
     raise Invalid(f"{type(value).__name__} is not a JSON value")
 
 
@@ -283,7 +294,16 @@ def canonical_bytes(event: dict) -> bytes:
         if not isinstance(value, str):
             raise Invalid(f"{field} is not a string")
         obj[field] = value
-    return jcs(obj).encode("utf-8")
+    # jcs(obj), member by member, so that a value it refuses is named with its field.
+    members = []
+    for name in sorted(obj):  # ASCII names: their UTF-16 order is this one
+        try:
+            members.append(f"{_jcs_string(name)}:{jcs(obj[name], 1)}".encode())
+        except Invalid as exc:
+            raise Invalid(f"{name}: {exc}") from None
+        except UnicodeEncodeError:  # "\ud800": JSON can escape a lone surrogate
+            raise Invalid(f"{name} is not Unicode text (a lone surrogate)") from None
+    return b"{" + b",".join(members) + b"}"
 
 
 def event_hash(prev_hash: str, event: dict) -> str:
@@ -544,6 +564,10 @@ def read_export(path: str) -> dict[str, Events]:
                 if number == 1 and line.startswith("id,"):
                     hint = " (this looks like the CSV export: export with format=jsonl)"
                 raise Failure(f"not JSON: {exc}{hint}", line=number) from exc
+            except (RecursionError, ValueError) as exc:
+                # JSON beyond what Python reads (nested about 1,000 deep, an integer of over
+                # 4,300 digits): nothing the server writes, so a tampered line.
+                raise Failure(f"not readable as JSON: {exc}", line=number) from None
             if not isinstance(event, dict):
                 raise Failure("not a JSON object", line=number)
             # An event is put in its chain by its sequence: without an integer one (a list, a

@@ -139,3 +139,93 @@ def test_a_checkpoint_signed_in_the_last_second_of_9999_is_checked(tool, documen
         "checkpoint #1 at sequence 5: signature and hash verified",
         "verified",
     ]
+
+
+# --- JSON beyond what the server writes ----------------------------------------------------------
+
+
+def _nested(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "maximum recursion depth exceeded"),
+        (_nested(1_000), "maximum recursion depth exceeded"),
+        ("9" * 5_000, "Exceeds the limit (4300 digits) for integer string conversion"),
+    ],
+    ids=["a-line-nested-100000-deep", "a-value-nested-1000-deep", "an-integer-of-5000-digits"],
+)
+def test_a_line_python_cannot_read_as_json_is_named(documents, tmp_path, text, message):
+    export = _write(tmp_path / "events.jsonl", documents)
+    lines = export.read_text().splitlines()
+    lines[2] = lines[2].replace('"metadata": {', f'"metadata": {{"deep": {text}, ', 1)
+    export.write_text("\n".join(lines) + "\n")
+
+    result = _run(export)
+
+    assert _not_verified(result).startswith(
+        f"NOT VERIFIED at line 3: not readable as JSON: {message}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        (json.loads(_nested(400)), "metadata: nested deeper than 100 levels"),
+        ({"n": float("nan")}, "metadata: NaN and Infinity are not JSON"),
+        ({"\udc00": 1}, "metadata: an object key is not Unicode text (a lone surrogate)"),
+    ],
+    ids=["nested-400-deep", "nan", "a-lone-surrogate-as-a-key"],
+)
+def test_metadata_the_canonical_form_cannot_hold_is_named_with_its_field(
+    documents, tmp_path, metadata, message
+):
+    documents[2]["metadata"] = metadata
+    export = _write(tmp_path / "events.jsonl", documents)
+
+    result = _run(export)
+
+    assert (
+        _not_verified(result)
+        == f"NOT VERIFIED at line 3, sequence 3: cannot canonicalize: {message}"
+    )
+
+
+def test_a_lone_surrogate_in_a_string_field_is_named(documents, tmp_path):
+    documents[2]["description"] = "\ud800"  # JSON can write it ("\\ud800"); UTF-8 cannot
+    export = _write(tmp_path / "events.jsonl", documents)
+
+    result = _run(export)
+
+    assert _not_verified(result) == (
+        "NOT VERIFIED at line 3, sequence 3: cannot canonicalize: description is not Unicode "
+        "text (a lone surrogate)"
+    )
+
+
+def test_metadata_nested_deeper_than_the_server_allows_still_verifies(tool, tmp_path):
+    """The server stores metadata up to 32 levels deep: far below the tool's limit."""
+    documents = _documents(tool, 1)
+    documents[0]["metadata"] = json.loads(_nested(90))
+    documents[0]["hash"] = tool.event_hash(documents[0]["prev_hash"], documents[0])
+    export = _write(tmp_path / "events.jsonl", documents)
+
+    result = _run(export)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_checkpoint_whose_details_are_nested_too_deep_does_not_verify(tool, documents, tmp_path):
+    export = _write(tmp_path / "events.jsonl", documents)
+    arguments = _signed(tool, tmp_path, documents[3])
+    checkpoint = tmp_path / "checkpoint.json"
+    data = json.loads(checkpoint.read_text())
+    checkpoint.write_text(json.dumps({**data, "details": json.loads(_nested(400))}))
+
+    result = _run(export, *arguments)
+
+    assert _not_verified(result) == (
+        "NOT VERIFIED at sequence 4: checkpoint #1 at sequence 4: the signature does not verify"
+    )
