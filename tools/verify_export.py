@@ -649,8 +649,8 @@ def load_checkpoints(paths: list[str]) -> list[dict]:
         text = _read_text("--checkpoint", path, CHECKPOINT_EXPECTED)
         try:
             data = json.loads(text)
-        except ValueError as exc:
-            raise Unreadable("--checkpoint", path, CHECKPOINT_EXPECTED, str(exc)) from exc
+        except (RecursionError, ValueError) as exc:  # RecursionError: nested too deep
+            raise Unreadable("--checkpoint", path, CHECKPOINT_EXPECTED, str(exc)) from None
         if isinstance(data, dict) and isinstance(data.get("results"), list):
             if not data["results"]:
                 raise Failure(f"{path} holds no checkpoint")
@@ -716,11 +716,14 @@ def _pem_of_json(text: str) -> str:
     the retired ones); any other text as it is."""
     try:
         data = json.loads(text)
-    except ValueError:
+    except (RecursionError, ValueError):  # RecursionError: nested too deep
         return text
     if not isinstance(data, dict) or not isinstance(data.get("public_key"), str):
         return text
-    retired = [k.get("public_key") for k in data.get("retired_keys") or [] if isinstance(k, dict)]
+    retired = data.get("retired_keys")
+    if not isinstance(retired, list):  # as an entry that is not an object: no key
+        retired = []
+    retired = [k.get("public_key") for k in retired if isinstance(k, dict)]
     return "".join(key for key in [data["public_key"], *retired] if isinstance(key, str))
 
 

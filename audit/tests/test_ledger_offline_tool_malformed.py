@@ -229,3 +229,57 @@ def test_a_checkpoint_whose_details_are_nested_too_deep_does_not_verify(tool, do
     assert _not_verified(result) == (
         "NOT VERIFIED at sequence 4: checkpoint #1 at sequence 4: the signature does not verify"
     )
+
+
+# --- the checkpoint and public key files --------------------------------------------------------
+
+CHECKPOINT_EXPECTED = (
+    "is not a checkpoint JSON file (one checkpoint, or a page of GET /api/v1/ledger/checkpoints)"
+)
+KEY_EXPECTED = (
+    "is not a public key file (PEM, as manage.py ledger_public_key prints it, or a saved "
+    "GET /api/v1/ledger/public-key answer)"
+)
+
+
+def test_a_checkpoint_file_nested_too_deep_is_named_with_its_option(tool, documents, tmp_path):
+    export = _write(tmp_path / "events.jsonl", documents)
+    arguments = _signed(tool, tmp_path, documents[3])
+    checkpoint = tmp_path / "checkpoint.json"
+    checkpoint.write_text("[" * 100_000 + "]" * 100_000)
+
+    result = _run(export, *arguments)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(
+        f"error: --checkpoint {checkpoint} {CHECKPOINT_EXPECTED}: maximum recursion depth"
+    ), result.stderr
+
+
+def test_a_public_key_file_nested_too_deep_is_named_with_its_option(tool, documents, tmp_path):
+    export = _write(tmp_path / "events.jsonl", documents)
+    arguments = _signed(tool, tmp_path, documents[3])
+    key = tmp_path / "ledger.pub"
+    key.write_text('{"public_key": ' + "[" * 100_000 + "]" * 100_000 + "}")
+
+    result = _run(export, *arguments)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert (
+        result.stderr == f"error: --public-key {key} {KEY_EXPECTED}: it holds no PEM public key\n"
+    )
+
+
+@pytest.mark.parametrize("retired_keys", [True, 5, "-----BEGIN PUBLIC KEY-----", {"a": 1}])
+def test_a_saved_public_key_answer_whose_retired_keys_are_not_a_list_still_gives_its_key(
+    tool, documents, tmp_path, retired_keys
+):
+    export = _write(tmp_path / "events.jsonl", documents)
+    arguments = _signed(tool, tmp_path, documents[3])
+    key = tmp_path / "ledger.pub"
+    key.write_text(json.dumps({"public_key": key.read_text(), "retired_keys": retired_keys}))
+
+    result = _run(export, *arguments)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "verified"
