@@ -1074,4 +1074,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    # The output names values of the files, and JSON can escape a lone surrogate ("\ud800",
+    # not Unicode text, so not encodable): written as an escape, not an error.
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(errors="backslashreplace")
     sys.exit(main())

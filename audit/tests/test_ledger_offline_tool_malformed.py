@@ -283,3 +283,26 @@ def test_a_saved_public_key_answer_whose_retired_keys_are_not_a_list_still_gives
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines()[-1] == "verified"
+
+
+# --- what the output names -----------------------------------------------------------------------
+
+
+def test_a_lone_surrogate_the_output_names_is_written_escaped(tool, documents, tmp_path):
+    """The tenant is not hashed, and a checkpoint's id not signed: JSON can escape a lone
+    surrogate there ("\\ud800"), which no UTF-8 output can write as it is."""
+    for document in documents:
+        document["tenant"] = "\ud800"
+    export = _write(tmp_path / "events.jsonl", documents)
+    arguments = _signed(tool, tmp_path, documents[3])
+    checkpoint = tmp_path / "checkpoint.json"
+    checkpoint.write_text(json.dumps({**json.loads(checkpoint.read_text()), "id": "\udc00"}))
+
+    result = _run(export, *arguments)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        "\\ud800: 5 events verified",
+        "checkpoint #\\udc00 at sequence 4: signature and hash verified",
+        "verified",
+    ]
