@@ -6,6 +6,7 @@ No database: the chains are made with the tool's own hash, as in the memory test
 """
 
 import json
+import sys
 from datetime import datetime, timedelta
 
 import pytest
@@ -306,3 +307,92 @@ def test_a_lone_surrogate_the_output_names_is_written_escaped(tool, documents, t
         "checkpoint #\\udc00 at sequence 4: signature and hash verified",
         "verified",
     ]
+
+
+# --- every field the tool reads, of every JSON type ---------------------------------------------
+
+ODD_VALUES = [
+    None,
+    True,
+    1.5,
+    10**30,
+    float("nan"),
+    "",
+    "x",
+    "\ud800",
+    [],
+    [3],
+    {},
+    {"id": [1]},
+    "f" * 64,
+    BEYOND_9999,
+]
+EVENT_FIELDS = [
+    "sequence",
+    "hash",
+    "prev_hash",
+    "id",
+    "occurred_at",
+    "received_at",
+    "source_ip",
+    "metadata",
+    "actor",
+    "target",
+    "event_id",
+    "action",
+    "outcome",
+    "description",
+]
+CHECKPOINT_FIELDS = ["id", "tenant_id", "kind", "sequence", "hash", "signed_at", "details"]
+
+
+def _main(tool, capsys, *arguments) -> tuple[int, str]:
+    """The tool's main in-process (fast enough for a few hundred runs); an exception fails.
+    Its output escapes a lone surrogate, as the command line's does."""
+    sys.stdout.reconfigure(errors="backslashreplace")
+    try:
+        status = tool.main([str(a) for a in arguments])
+    except SystemExit as exit:  # a usage error: argparse exits
+        status = exit.code
+    captured = capsys.readouterr()
+    return status, (captured.out + captured.err).splitlines()[-1]
+
+
+@pytest.mark.parametrize("field", EVENT_FIELDS)
+def test_an_event_field_of_any_json_type_is_named_with_its_line(
+    tool, documents, tmp_path, capsys, field
+):
+    """Sequence 3 (line 3) holds the odd value; with and without a checkpoint at 4. A hash
+    recomputed over the odd value would not help: the value is what is named."""
+    checkpoint = _signed(tool, tmp_path, documents[3])
+    for value in ODD_VALUES:
+        changed = [dict(d) for d in documents]
+        changed[2][field] = value
+        export = _write(tmp_path / "events.jsonl", changed)
+        for arguments in ([], checkpoint):
+            status, last = _main(tool, capsys, export, *arguments)
+
+            assert (status, last[:21]) == (1, "NOT VERIFIED at line "), (value, arguments, last)
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["as-given", "signed-over-it"])
+@pytest.mark.parametrize("field", CHECKPOINT_FIELDS)
+def test_a_checkpoint_field_of_any_json_type_is_an_answer(
+    tool, documents, tmp_path, capsys, field, signed
+):
+    """Signed over the odd value where the signed message can hold it: whatever the value,
+    verified or not verified, never a traceback."""
+    export = _write(tmp_path / "events.jsonl", documents)
+    for value in ODD_VALUES:
+        as_given = not signed
+        try:
+            arguments = _signed(tool, tmp_path, documents[3], **({field: value} if signed else {}))
+        except (tool.Invalid, ValueError):  # not signable: signed over the unchanged one
+            arguments, as_given = _signed(tool, tmp_path, documents[3]), True
+        if as_given:
+            path = tmp_path / "checkpoint.json"
+            path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
+        status, last = _main(tool, capsys, export, *arguments)
+
+        assert status in (0, 1), (value, last)
+        assert last == "verified" or last.startswith("NOT VERIFIED"), (value, last)
