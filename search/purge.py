@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import pybreaker
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Max
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -35,7 +35,7 @@ from audit.models import Checkpoint
 from audit.models.ledger import CheckpointKind
 from search.backends import index_backends
 from search.backends.base import SearchBackend
-from search.breaker import ElasticsearchUnavailable, es_call
+from search.breaker import ElasticsearchUnavailable, es_call, es_probe
 from search.documents import INDEX_ALIAS
 from search.models import Backend, EventSearchEntry, PurgeCleanup
 from traceledger.log_throttle import one_line
@@ -138,7 +138,9 @@ def purged_documents_delete(*, tenant_id: int, through_sequence: int) -> int:
     from search.backends.elasticsearch import es_client
 
     try:
-        # es_call: a trial after an outage is a 1 s probe, not a 30 s delete-by-query.
+        # A probe first (1 s), then the delete: a purge command starts with its breaker
+        # closed, and a black-holed cluster held it 30 s on the delete before it said so.
+        es_probe()
         response = es_call(
             es_client(write=True).delete_by_query,
             index=INDEX_ALIAS,
@@ -178,10 +180,14 @@ def orphan_entries_delete(*, tenant_id: int | None = None) -> dict[int, int]:
 
 def cleanup_pending(*, tenant_id: int, backend: str, through_sequence: int) -> None:
     """Record that the tenant's events up to ``through_sequence`` must leave ``backend``."""
-    PurgeCleanup.objects.get_or_create(tenant_id=tenant_id, backend=backend)
-    PurgeCleanup.objects.filter(tenant_id=tenant_id, backend=backend).update(
-        purged_through=Greatest(F("purged_through"), through_sequence), updated_at=timezone.now()
-    )
+    # One transaction: a row created but not yet raised to its target reads as done (0 of 0),
+    # and the sweep would never retry it.
+    with transaction.atomic():
+        PurgeCleanup.objects.get_or_create(tenant_id=tenant_id, backend=backend)
+        PurgeCleanup.objects.filter(tenant_id=tenant_id, backend=backend).update(
+            purged_through=Greatest(F("purged_through"), through_sequence),
+            updated_at=timezone.now(),
+        )
 
 
 def _cleanup_done(*, tenant_id: int, backend: str, through_sequence: int) -> None:

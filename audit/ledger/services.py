@@ -276,20 +276,6 @@ def events_purge(*, tenant_id: int, before: datetime, actor: Actor = SYSTEM_ACTO
         transaction.on_commit(
             lambda: event_cache_purged(tenant_id=tenant_id, through_sequence=through)
         )
-        # After the commit, never before: the search app removes what it derived from the
-        # purged events (entries, documents) only once they are gone for good, and a purge
-        # rolled back must leave them searchable.
-        follow_ups: list[PurgeFollowUp] = []
-        transaction.on_commit(
-            lambda: follow_ups.extend(
-                _purge_announce(
-                    tenant_id=tenant_id,
-                    from_sequence=removed_from["sequence"],
-                    through_sequence=through,
-                )
-            ),
-            robust=True,
-        )
         checkpoint = checkpoint_create(
             tenant_id=tenant_id,
             sequence=through,
@@ -308,6 +294,22 @@ def events_purge(*, tenant_id: int, before: datetime, actor: Actor = SYSTEM_ACTO
         # robust: the purge is done and signed; a record that cannot be submitted is logged.
         transaction.on_commit(
             lambda: _purge_record(tenant_id=tenant_id, actor=actor, checkpoint=checkpoint),
+            robust=True,
+        )
+        # After the commit, never before: the search app removes what it derived from the
+        # purged events (entries, documents) only once they are gone for good, and a purge
+        # rolled back must leave them searchable. After the purge's own record (callbacks run
+        # in order): the cleanup may wait on Elasticsearch, and an operator's Ctrl-C there
+        # dropped every callback after it, the ledger.purge record among them.
+        follow_ups: list[PurgeFollowUp] = []
+        transaction.on_commit(
+            lambda: follow_ups.extend(
+                _purge_announce(
+                    tenant_id=tenant_id,
+                    from_sequence=removed_from["sequence"],
+                    through_sequence=through,
+                )
+            ),
             robust=True,
         )
     logger.warning(

@@ -150,3 +150,23 @@ def test_the_command_prints_what_the_receivers_did_and_warns_about_what_they_cou
     assert f"{tenant.slug}: removed 3 widgets" in out.getvalue()
     assert f"{tenant.slug}: gadgets NOT removed; the sweep retries" in err.getvalue()
     assert "gadgets" not in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_the_purge_is_recorded_before_any_receiver_of_events_purged_runs(
+    tenant, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Callbacks run in order: the search cleanup, which may wait on Elasticsearch, ran
+    before the ledger.purge record, and a Ctrl-C there dropped the record."""
+    from audit.ledger import services
+
+    at = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    chained_events_create(tenant_id=tenant.id, count=3, occurred_at=at, received_at=at)
+    order = []
+    monkeypatch.setattr(services, "_purge_record", lambda **kw: order.append("record"))
+    monkeypatch.setattr(services, "_purge_announce", lambda **kw: order.append("announce") or [])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.events_purge(tenant_id=tenant.id, before=datetime(2026, 1, 2, tzinfo=UTC))
+
+    assert order == ["record", "announce"]
