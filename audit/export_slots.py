@@ -10,7 +10,8 @@ on the streamed iterator in every case).
 """
 
 import threading
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 
 from django.conf import settings
 
@@ -44,7 +45,9 @@ class SlotRows:
 
     def __init__(self, rows: Iterator[bytes], semaphore: threading.BoundedSemaphore):
         self._rows = rows
-        self._semaphore: threading.BoundedSemaphore | None = semaphore
+        # A backstop for a response thrown away unclosed (a middleware raising after the
+        # view returned it): the slot comes back when this is collected. Runs at most once.
+        self._release = weakref.finalize(self, semaphore.release)
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._rows)
@@ -55,15 +58,27 @@ class SlotRows:
             if close is not None:
                 close()
         finally:
-            semaphore, self._semaphore = self._semaphore, None
-            if semaphore is not None:
-                semaphore.release()
+            self._release()
 
 
 def export_slot_take() -> threading.BoundedSemaphore:
-    """A slot, or ``ExportsBusy`` (429 with ``Retry-After`` on the API) when none is free.
-    Give it back with ``SlotRows(rows, slot).close()`` or ``slot.release()``."""
+    """A slot, or ``ExportsBusy`` (429 with ``Retry-After`` on the API) when none is free."""
     semaphore = _semaphore()
     if not semaphore.acquire(blocking=False):
         raise ExportsBusy()
     return semaphore
+
+
+def export_rows_in_slot(
+    *, record: Callable[[], None], rows: Callable[[], Iterator[bytes]]
+) -> SlotRows:
+    """Take a slot (or raise ``ExportsBusy`` before anything is recorded), then ``record()``
+    the export and make its ``rows()``; the slot goes back if either raises, else when the
+    returned rows are closed."""
+    semaphore = export_slot_take()
+    try:
+        record()
+        return SlotRows(rows(), semaphore)
+    except BaseException:
+        semaphore.release()
+        raise

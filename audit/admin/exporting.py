@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponseRedirect, StreamingHttpResponse
 from django.utils import timezone
 
 from audit.admin.access_log import ExportNotAttributable, export_record
-from audit.export_slots import ExportsBusy, SlotRows, export_slot_take
+from audit.export_slots import ExportsBusy, export_rows_in_slot
 from audit.exports import FORMATS, export_rows
 from traceledger.query_guard import nul_query_handled
 
@@ -25,16 +25,12 @@ def export_response(
     ``ExportsBusy`` (before recording anything) when this process streams as many exports
     as it may."""
     content_type, extension = FORMATS[fmt]
-    slot = export_slot_take()
-    try:
+    rows = export_rows_in_slot(
         # Recorded before the first byte: an export that is not in the trail never starts.
-        export_record(request=request, queryset=queryset, fmt=fmt, scope=scope)
-    except BaseException:
-        slot.release()
-        raise
-    response = StreamingHttpResponse(
-        SlotRows(export_rows(queryset, fmt), slot), content_type=content_type
+        record=lambda: export_record(request=request, queryset=queryset, fmt=fmt, scope=scope),
+        rows=lambda: export_rows(queryset, fmt),
     )
+    response = StreamingHttpResponse(rows, content_type=content_type)
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
     response["Content-Disposition"] = f'attachment; filename="audit-events-{stamp}.{extension}"'
     return response

@@ -15,7 +15,7 @@ from accounts.models import Tenant
 from accounts.permissions import CanRead
 from accounts.principal import get_principal
 from accounts.ratelimits import HeavyReadRateLimit, ReadRateLimit
-from audit.export_slots import SlotRows, export_slot_take
+from audit.export_slots import export_rows_in_slot
 from audit.exports import FORMATS, export_rows
 from audit.filters import (
     TENANT_PARAMETER,
@@ -130,20 +130,17 @@ class AuditEventExportView(GenericAPIView):
             exporting = request.method != "HEAD"
             if not exporting:
                 return self._response(iter(()), fmt=fmt, tenant_id=tenant_id)
-            # Before the record: a refused export (429, too many streaming) is no export.
-            slot = export_slot_take()
-            try:
-                access_record(
+            # A refused export (429, too many streaming) is no export: nothing recorded.
+            rows = export_rows_in_slot(
+                record=lambda: access_record(
                     principal=principal,
                     action=EXPORT,
                     tenant_id=tenant_id,
                     filters={**used_filters(params), "format": fmt},
                     endpoint="export",
-                )
-                rows = SlotRows(export_rows(queryset, fmt), slot)
-            except BaseException:
-                slot.release()
-                raise
+                ),
+                rows=lambda: export_rows(queryset, fmt),
+            )
             try:
                 return self._response(rows, fmt=fmt, tenant_id=tenant_id)
             except BaseException:

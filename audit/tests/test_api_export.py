@@ -358,3 +358,19 @@ def test_a_refused_record_gives_the_slot_back(reader, tenant, monkeypatch, one_e
     monkeypatch.setattr("audit.api.export.access_record", unavailable)
     assert reader.get(EXPORT, {"format": "jsonl"}).status_code == 503
     assert reader.get(EXPORT, {"format": "jsonl"}).status_code == 503  # not 429: slot free
+
+
+def test_rows_thrown_away_unclosed_give_their_slot_back_when_collected():
+    """A middleware raising after the view returned the response would leak the slot."""
+    import gc
+    import threading
+
+    from audit.export_slots import SlotRows
+
+    semaphore = threading.BoundedSemaphore(1)
+    semaphore.acquire()
+    rows = SlotRows(iter([b"x"]), semaphore)
+    del rows
+    gc.collect()
+
+    assert semaphore.acquire(blocking=False)
