@@ -5,9 +5,9 @@
         --checkpoint /tmp/vx/checkpoints.json --public-key /tmp/vx/ledger.pub
 
 No database: the events are chained with the server's own canonical form and hash
-(``audit.ledger.canonical``, which imports nothing of Django), so the file is what
-``GET /api/v1/audit-events/export?format=jsonl`` would return for such a chain: the API's
-document shape, newest first by ``occurred_at`` (a client's clock runs a little behind or
+(``audit.ledger.canonical``) and written by the export's own ``event_document``, so the file
+is what ``GET /api/v1/audit-events/export?format=jsonl`` would return for such a chain,
+newest first by ``occurred_at`` (a client's clock runs a little behind or
 ahead, so that is not quite sequence order). A page of 20 checkpoints (newest first, the
 newest beyond the export, as after the export's own ``audit_log.export`` event) is signed
 with a throwaway Ed25519 key whose public key is written beside it.
@@ -16,19 +16,24 @@ with a throwaway Ed25519 key whose public key is written beside it.
 import argparse
 import hashlib
 import json
+import os
 import random
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import django
 import rfc8785
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "traceledger.settings")
+django.setup()  # settings only (event_document's module imports the models): no database
 
-from audit.ledger.canonical import GENESIS_HASH, event_hash, format_timestamp
+from audit.api.serializers import event_document  # noqa: E402 (after django.setup)
+from audit.ledger.canonical import GENESIS_HASH, event_hash, format_timestamp  # noqa: E402
 
 START = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 
@@ -57,26 +62,9 @@ def _document(sequence: int, prev_hash: str, rng: random.Random) -> dict:
         "description": f"Ada changed invoice {sequence}",
         "metadata": {"n": sequence, "amount": rng.randrange(10**6) / 100, "tags": ["a", "b"]},
     }
-    digest = event_hash(prev_hash, row)
-    return {
-        "id": row["id"],
-        "tenant": "bench",
-        "event_id": row["event_id"],
-        "occurred_at": format_timestamp(row["occurred_at"]),
-        "received_at": format_timestamp(row["received_at"]),
-        "action": row["action"],
-        "outcome": row["outcome"],
-        "severity": row["severity"],
-        "actor": {"id": row["actor_id"], "type": row["actor_type"], "name": row["actor_name"]},
-        "target": {"id": row["target_id"], "type": row["target_type"], "name": "Invoice"},
-        "source_ip": row["source_ip"],
-        "user_agent": row["user_agent"],
-        "description": row["description"],
-        "metadata": row["metadata"],
-        "sequence": sequence,
-        "prev_hash": prev_hash,
-        "hash": digest,
-    }
+    row.update(tenant_slug="bench", prev_hash=prev_hash, hash=event_hash(prev_hash, row))
+    # The export's own document builder, so the file is what the export writes.
+    return event_document(row)
 
 
 def _checkpoint(key: Ed25519PrivateKey, key_id: str, number: int, sequence: int, digest: str):

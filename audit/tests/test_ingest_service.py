@@ -220,22 +220,28 @@ def test_it_refuses_a_malformed_batch(tenant_id, events, message):
         events_ingest(tenant_id=tenant_id, events=events)
 
 
-def test_it_sends_events_ingested_only_after_commit(tenant, django_capture_on_commit_callbacks):
-    received = []
+@pytest.fixture
+def received():
+    """The keyword arguments of every ``events_ingested`` sent during the test."""
+    signals = []
 
     def receiver(sender, **kwargs):
-        received.append(kwargs)
+        signals.append(kwargs)
 
     events_ingested.connect(receiver)
-    try:
-        events = [make_event(), make_event()]
-        with django_capture_on_commit_callbacks(execute=False) as callbacks:
-            events_ingest(tenant_id=tenant.pk, events=events)
-        assert received == []
-        for callback in callbacks:
-            callback()
-    finally:
-        events_ingested.disconnect(receiver)
+    yield signals
+    events_ingested.disconnect(receiver)
+
+
+def test_it_sends_events_ingested_only_after_commit(
+    tenant, django_capture_on_commit_callbacks, received
+):
+    events = [make_event(), make_event()]
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        events_ingest(tenant_id=tenant.pk, events=events)
+    assert received == []
+    for callback in callbacks:
+        callback()
 
     assert len(received) == 1
     assert received[0]["tenant_id"] == tenant.pk
@@ -243,26 +249,17 @@ def test_it_sends_events_ingested_only_after_commit(tenant, django_capture_on_co
 
 
 def test_events_ingested_names_the_request_of_each_event(
-    tenant, other_tenant, django_capture_on_commit_callbacks
+    tenant, other_tenant, django_capture_on_commit_callbacks, received
 ):
     """Search's index task logs under them: a coalesced transaction holds several requests."""
-    received = []
-
-    def receiver(sender, **kwargs):
-        received.append(kwargs)
-
     batches = [
         Batch(tenant_id=tenant.pk, events=[make_event(), make_event()], request_id="req-a"),
         Batch(tenant_id=other_tenant.pk, events=[make_event()], request_id="req-b"),
         Batch(tenant_id=tenant.pk, events=[make_event()], request_id="req-c"),
         Batch(tenant_id=tenant.pk, events=[make_event()]),  # a direct call: none
     ]
-    events_ingested.connect(receiver)
-    try:
-        with django_capture_on_commit_callbacks(execute=True):
-            events_ingest_many(batches)
-    finally:
-        events_ingested.disconnect(receiver)
+    with django_capture_on_commit_callbacks(execute=True):
+        events_ingest_many(batches)
 
     by_tenant = {r["tenant_id"]: r for r in received}
     assert by_tenant[tenant.pk]["request_ids"] == ["req-a", "req-a", "req-c", None]
@@ -340,29 +337,20 @@ def test_it_counts_stored_and_duplicate_events_and_the_lag(tenant):
 
 
 def test_events_ingested_names_the_first_sequence_of_ids_in_chain_order(
-    tenant, other_tenant, django_capture_on_commit_callbacks
+    tenant, other_tenant, django_capture_on_commit_callbacks, received
 ):
     """Search indexes by it without reading the rows back, so it must hold across batches,
     tenants and a refused row in the middle (the slow, row-by-row path)."""
     _refuse_actor("refuse-me")  # before any insert: ALTER TABLE waits for no deferred check
     events_ingest(tenant_id=tenant.pk, events=[make_event()])  # the chain does not start at 1
-    received = []
-
-    def receiver(sender, **kwargs):
-        received.append(kwargs)
-
     refused = make_event(actor_id="refuse-me")
     batches = [
         Batch(tenant_id=tenant.pk, events=[make_event(), refused, make_event()]),
         Batch(tenant_id=other_tenant.pk, events=[make_event(), make_event()]),
         Batch(tenant_id=tenant.pk, events=[make_event()]),
     ]
-    events_ingested.connect(receiver)
-    try:
-        with django_capture_on_commit_callbacks(execute=True):
-            events_ingest_many(batches)
-    finally:
-        events_ingested.disconnect(receiver)
+    with django_capture_on_commit_callbacks(execute=True):
+        events_ingest_many(batches)
 
     assert [len(b.result.stored_ids) for b in batches] == [2, 2, 1]
     assert {r["tenant_id"] for r in received} == {tenant.pk, other_tenant.pk}

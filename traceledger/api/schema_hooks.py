@@ -34,7 +34,8 @@ ERROR_CODES = {
     "too_large": None,
     "unsupported_media_type": None,
     "rate_limited": "a rate limit",
-    "overloaded": "the ingest backlog is full",
+    "overloaded": "the ingest backlog is full, or an export found as many exports "
+    "streaming from the server process as it allows",
     "unavailable": "a dependency is down",
 }
 
