@@ -2,7 +2,8 @@
 
 The key comes from ``settings.TRACELEDGER_SIGNING_KEY`` (a PEM private key; ``_FILE``
 works too) or, when that is empty, from ``DATA_DIR/ledger-signing-key.pem``, generated with
-mode 0600 by the first signing. Only signing creates it: a process
+mode 0600 by the first signing, or when a worker that signs starts
+(``audit.worker_signals``). Only the signer creates it: a process
 that verifies or shows the public key and finds none raises ``SigningKeyMissing`` instead
 of making up an unrelated key (which would call every signed checkpoint forged).
 ``key_id`` is the SHA-256 of the raw 32-byte public key (hex), so a verifier can tell which
