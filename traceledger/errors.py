@@ -6,6 +6,9 @@ class DependencyUnavailable(Exception):
     ``Retry-After`` (the API's exception handler does), never 500."""
 
     retry_after = 30  # long enough for a broker or database restart to finish
+    # What an API client is told when the exception's own text names server internals (a
+    # path, a setting): that text goes to the log instead.
+    public_message: str | None = None
 
 
 class Overloaded(Exception):

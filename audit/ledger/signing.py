@@ -44,7 +44,13 @@ KEY_FILE_NAME = "ledger-signing-key.pem"
 
 
 class SigningKeyMissing(DependencyUnavailable):
-    """No signing key where this process looks for one (an API answers 503)."""
+    """No signing key where this process looks for one (an API answers 503; the path and
+    the setting are for the log and the command line, not for API clients)."""
+
+    public_message = (
+        "The ledger signing key is not available on this server yet (it is made when the "
+        "worker that signs checkpoints starts); retry later."
+    )
 
 
 class RotationRefused(Exception):

@@ -421,11 +421,19 @@ def test_ledger_public_key_without_the_signing_key_fails_and_makes_none(elsewher
     assert list(folder.iterdir()) == []
 
 
-def test_the_public_key_endpoint_without_the_signing_key_is_a_503(key_client, elsewhere):
-    elsewhere()
-    response = key_client(scopes=["read"]).get("/api/v1/ledger/public-key")
+@pytest.mark.parametrize("path", ["/api/v1/ledger/public-key", "/api/v1/ledger/checkpoints"])
+def test_the_ledger_api_without_the_signing_key_is_a_503_naming_no_path(
+    key_client, elsewhere, path, caplog
+):
+    folder = elsewhere()
+    response = key_client(scopes=["read"]).get(path)
     assert response.status_code == 503
-    assert "signing key is not available" in response.json()["error"]["message"]
+    assert response["Retry-After"]
+    message = response.json()["error"]["message"]
+    assert "signing key is not available" in message
+    # Where the server keeps its key, and its settings, are for the log, not for clients.
+    assert str(folder) not in message and "TRACELEDGER_" not in message
+    assert str(folder) in caplog.text
 
 
 def test_the_signer_makes_its_key_even_with_nothing_to_sign(db, elsewhere, key_client):

@@ -119,7 +119,9 @@ def _authorization(context) -> str:
 
 def exception_handler(exc, context):
     if isinstance(exc, DependencyUnavailable):
-        exc = _Unavailable(str(exc), wait=exc.retry_after)
+        if exc.public_message:
+            logger.warning("answering 503: %s", exc)
+        exc = _Unavailable(exc.public_message or str(exc), wait=exc.retry_after)
     elif isinstance(exc, OperationalError | InterfaceError):
         # PostgreSQL unreachable, or a lock or statement timeout: a dependency is down or
         # busy, not a bug. (A DataError or IntegrityError still answers 500: that is one.)
