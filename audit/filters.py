@@ -244,9 +244,9 @@ TENANT_PARAMETER = OpenApiParameter(
     OpenApiTypes.STR,
     OpenApiParameter.QUERY,
     description=(
-        "Tenant slug. Superusers must name the tenant on list, search, export and the ledger "
-        "endpoints; other callers may omit it (their own tenant) and get 403 for any other "
-        "tenant's slug."
+        "Tenant slug. Other callers may omit it (their own tenant) and get 403 for any other "
+        "tenant's slug. A superuser reads the tenant named, or every tenant on list and "
+        "search when it is omitted; export and the ledger endpoints need it (400)."
     ),
 )
 

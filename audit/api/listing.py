@@ -10,7 +10,7 @@ from audit.filters import TENANT_PARAMETER, AuditEventFilterSet, reject_unknown_
 from audit.metrics_read import READ_LATENCY
 from audit.models import AuditEvent
 from audit.selectors import event_queryset, read_tenant_id
-from audit.services.access_log import READ, access_record
+from audit.services.access_log import READ, access_record, read_tenants
 from traceledger.api.responses import READ_ERRORS
 
 
@@ -25,8 +25,14 @@ class EventListMixin(ListModelMixin):
             return AuditEvent.objects.none()
         principal = get_principal(self.request)
         return event_queryset(
-            principal=principal, tenant_slug=self.request.query_params.get("tenant"), required=True
+            principal=principal, tenant_slug=self.request.query_params.get("tenant")
         )
+
+    def paginate_queryset(self, queryset):
+        # Kept for the access record: a superuser's read of every tenant is recorded in the
+        # trail of each tenant it showed.
+        self.shown_events = super().paginate_queryset(queryset) or []
+        return self.shown_events
 
     @extend_schema(
         operation_id="audit_events_list",
@@ -36,7 +42,8 @@ class EventListMixin(ListModelMixin):
             "(by occurred_at, then id). Follow `next` until it is null; no total count is "
             "computed. `occurred_after` is inclusive, `occurred_before` exclusive; `action` "
             "ending in `*` is a prefix match. Unknown parameters are a 400. A person's read "
-            "is recorded as an `audit_log.read` event of the tenant."
+            "is recorded as an `audit_log.read` event of the tenant (a superuser's read of "
+            "every tenant: of each tenant whose events the page shows)."
         ),
         parameters=[TENANT_PARAMETER],
         responses={200: AuditEventOutputSerializer(many=True), **READ_ERRORS},
@@ -46,18 +53,18 @@ class EventListMixin(ListModelMixin):
             reject_unknown_params(request.query_params)
             principal = get_principal(request)
             tenant_id = read_tenant_id(
-                principal=principal,
-                tenant_slug=request.query_params.get("tenant"),
-                required=True,
+                principal=principal, tenant_slug=request.query_params.get("tenant")
             )
             response = self.list(request, *args, **kwargs)
-            access_record(
-                principal=principal,
-                action=READ,
-                tenant_id=tenant_id,
-                filters=used_filters(request.query_params),
-                endpoint="list",
-            )
+            shown = (event.tenant_id for event in self.shown_events)
+            for trail in read_tenants(tenant_id=tenant_id, shown=shown):
+                access_record(
+                    principal=principal,
+                    action=READ,
+                    tenant_id=trail,
+                    filters=used_filters(request.query_params),
+                    endpoint="list",
+                )
             return response
 
     def get_serializer_class(self):

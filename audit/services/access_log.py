@@ -60,6 +60,15 @@ def access_record(
     return True
 
 
+def read_tenants(*, tenant_id: int | None, shown) -> list[int | None]:
+    """The trails that record a read: the tenant it named, else (a superuser's read of every
+    tenant) each tenant whose events it showed, else the system tenant's (None), so that a
+    read that found nothing is still in a trail."""
+    if tenant_id is not None:
+        return [tenant_id]
+    return sorted(set(shown)) or [None]
+
+
 def _describe(*, principal: Principal, action: str) -> str:
     verb = {READ: "read", SEARCH: "searched", EXPORT: "exported"}[action]
     return f"{principal.name} {verb} the audit trail"

@@ -5,6 +5,7 @@ import time
 import pytest
 from django.core.cache import cache
 
+from accounts.models import Tenant
 from audit.models import AuditEvent
 from audit.tests.factories import events_create
 
@@ -79,6 +80,34 @@ def test_it_records_a_superusers_list_that_finds_nothing_in_the_tenant_named(
     assert [(r["action"], r["tenant_id"]) for r in recorded] == [
         ("audit_log.read", other_tenant.pk)
     ]
+
+
+@pytest.mark.django_db
+def test_a_superusers_list_without_a_tenant_reads_every_tenant_and_records_each_shown(
+    user_client, superuser, tenant, other_tenant, recorded
+):
+    ours = events_create(tenant_id=tenant.pk, count=2)
+    theirs = events_create(tenant_id=other_tenant.pk, count=2)
+    third = Tenant.objects.create(slug="third", name="Third")
+    client = user_client(superuser)
+
+    response = client.get(LIST)
+    assert response.status_code == 200
+    assert {row["id"] for row in response.json()["results"]} == {
+        str(e.pk) for e in [*ours, *theirs]
+    }
+    assert sorted(r["tenant_id"] for r in recorded) == sorted([tenant.pk, other_tenant.pk])
+    assert third.pk not in [r["tenant_id"] for r in recorded]
+
+    # One page of two: only the tenants whose events that page showed record it.
+    recorded.clear()
+    first_page = client.get(LIST, {"page_size": 1}).json()["results"]
+    shown = AuditEvent.objects.get(pk=first_page[0]["id"]).tenant_id
+    assert [r["tenant_id"] for r in recorded] == [shown]
+
+    recorded.clear()
+    assert client.get(LIST, {"action": "nothing.here"}).json()["results"] == []
+    assert [r["tenant_id"] for r in recorded] == [None]  # the system tenant's trail
 
 
 @pytest.mark.django_db

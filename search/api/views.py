@@ -24,7 +24,7 @@ from audit.filters import (
     used_filters,
 )
 from audit.selectors import event_queryset, read_tenant_id
-from audit.services.access_log import SEARCH, access_record
+from audit.services.access_log import SEARCH, access_record, read_tenants
 from search.backends.base import InvalidCursor, InvalidQuery, SearchRequest
 from search.selectors import events_search
 from traceledger.api.responses import READ_ERRORS
@@ -64,7 +64,8 @@ class AuditEventSearchView(APIView):
             "Elasticsearch was unavailable and PostgreSQL answered instead; a search that began "
             "so pages on from PostgreSQL, while a cursor of Elasticsearch is refused by "
             "PostgreSQL (start again). A person's search is recorded "
-            "as an `audit_log.search` event of the tenant."
+            "as an `audit_log.search` event of the tenant (a superuser's search of every "
+            "tenant: of each tenant whose events the page shows)."
         ),
         parameters=[
             OpenApiParameter(
@@ -101,12 +102,12 @@ class AuditEventSearchView(APIView):
         reject_unknown_params(params, extra={"q"})
         principal = get_principal(request)
         tenant_slug = params.get("tenant")
-        tenant_id = read_tenant_id(principal=principal, tenant_slug=tenant_slug, required=True)
+        tenant_id = read_tenant_id(principal=principal, tenant_slug=tenant_slug)
         query = SearchInputSerializer(data={"q": params.get("q", "")})
         query.is_valid(raise_exception=True)
         filterset = AuditEventFilterSet(
             data=params,
-            queryset=event_queryset(principal=principal, tenant_slug=tenant_slug, required=True),
+            queryset=event_queryset(principal=principal, tenant_slug=tenant_slug),
         )
         if not filterset.is_valid():
             raise ValidationError(filterset.errors)
@@ -132,13 +133,15 @@ class AuditEventSearchView(APIView):
             next_params = params.copy()
             next_params["cursor"] = cursor_encode(page.next_cursor)
             next_url = request.build_absolute_uri(f"{request.path}?{next_params.urlencode()}")
-        access_record(
-            principal=principal,
-            action=SEARCH,
-            tenant_id=tenant_id,
-            filters={**used_filters(params), "q": search_request.q},
-            endpoint="search",
-        )
+        shown = (event.tenant_id for event in page.events)
+        for trail in read_tenants(tenant_id=tenant_id, shown=shown):
+            access_record(
+                principal=principal,
+                action=SEARCH,
+                tenant_id=trail,
+                filters={**used_filters(params), "q": search_request.q},
+                endpoint="search",
+            )
         return Response(
             {
                 "backend": page.backend,

@@ -24,7 +24,8 @@ class InvalidQuery(ValidationError):
 
 @dataclass(frozen=True)
 class SearchRequest:
-    tenant_id: int
+    # None: a superuser's search of every tenant.
+    tenant_id: int | None
     q: str
     # The caller's tenant-scoped AuditEvent queryset with the list filters applied; the
     # PostgreSQL backend searches within it, Elasticsearch results are re-read through it.

@@ -82,9 +82,10 @@ def _millis(value: datetime) -> int:
     return (value - _EPOCH) // timedelta(milliseconds=1)
 
 
-def build_filters(*, tenant_id: int, filters: dict) -> list[dict]:
-    """The list filters as Elasticsearch filter clauses; ``tenant`` is always the first."""
-    clauses: list[dict] = [{"term": {"tenant": tenant_id}}]
+def build_filters(*, tenant_id: int | None, filters: dict) -> list[dict]:
+    """The list filters as Elasticsearch filter clauses; ``tenant`` is the first, unless the
+    search is a superuser's of every tenant (``tenant_id`` None)."""
+    clauses: list[dict] = [] if tenant_id is None else [{"term": {"tenant": tenant_id}}]
     for name in TERM_FILTERS:
         if filters.get(name):
             clauses.append({"term": {name: filters[name]}})

@@ -93,13 +93,11 @@ class PostgresBackend:
         query = SearchQuery(request.q, search_type="websearch", config=SEARCH_CONFIG)
         # float8 so the rank written into the cursor compares exactly on the next page.
         rank = Cast(SearchRank(F("search_entry__vector"), query), FloatField())
-        qs = (
-            request.queryset.filter(search_entry__vector=query)
+        qs = request.queryset.filter(search_entry__vector=query)
+        if request.tenant_id is not None:
             # Redundant with the scoped queryset, but lets the planner narrow the entries.
-            .filter(search_entry__tenant_id=request.tenant_id)
-            .annotate(rank=rank)
-            .order_by("-rank", "-occurred_at", "-id")
-        )
+            qs = qs.filter(search_entry__tenant_id=request.tenant_id)
+        qs = qs.annotate(rank=rank).order_by("-rank", "-occurred_at", "-id")
         if request.cursor:
             score, occurred_at, event_id = cursor_values(request.cursor, self.name)
             qs = qs.filter(

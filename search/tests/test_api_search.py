@@ -170,14 +170,32 @@ def test_it_answers_in_the_documented_shape(search_get, indexed):
     assert body["results"] == [event_document(stored)]
 
 
-def test_it_lets_a_superuser_search_a_named_tenant(user_client, superuser, tenant, indexed):
+def test_it_lets_a_superuser_search_a_named_tenant_or_every_tenant(
+    user_client, superuser, tenant, other_tenant, indexed, monkeypatch
+):
     indexed(event_id="e-1", description="payroll exported")
+    indexed(event_id="o-1", description="payroll approved", tenant_id=other_tenant.pk)
+    indexed(event_id="o-2", description="invoice approved", tenant_id=other_tenant.pk)
+    recorded = []
+    monkeypatch.setattr(
+        "audit.services.submission.record_system_event", lambda **kw: recorded.append(kw)
+    )
     client = user_client(superuser)
     response = client.get("/api/v1/audit-events/search", {"q": "payroll", "tenant": tenant.slug})
     assert found(response) == ["e-1"]
-    missing = client.get("/api/v1/audit-events/search", {"q": "payroll"})
-    assert missing.status_code == 400
-    assert "tenant" in missing.json()["error"]["fields"]
+    assert [r["tenant_id"] for r in recorded] == [tenant.pk]
+
+    recorded.clear()
+    everywhere = client.get("/api/v1/audit-events/search", {"q": "payroll"})
+    assert sorted(found(everywhere)) == ["e-1", "o-1"]
+    # Recorded in the trail of each tenant whose events it showed.
+    assert sorted(r["tenant_id"] for r in recorded) == sorted([tenant.pk, other_tenant.pk])
+    assert {r["action"] for r in recorded} == {"audit_log.search"}
+
+    recorded.clear()
+    nothing = client.get("/api/v1/audit-events/search", {"q": "nowhere"})
+    assert found(nothing) == []
+    assert [r["tenant_id"] for r in recorded] == [None]  # the system tenant's trail
 
 
 def test_it_records_a_persons_search_as_an_audit_log_search_event(

@@ -306,6 +306,19 @@ def test_it_filters_only_by_tenant_without_filters_and_exact_action_as_a_term(te
 
 
 @pytest.mark.django_db
+def test_a_superusers_search_of_every_tenant_has_no_tenant_term():
+    request = SearchRequest(
+        tenant_id=None,
+        q="payroll",
+        queryset=AuditEvent.objects.none(),
+        filters=_filters({"action": "payroll.*"}),
+    )
+    assert build_search_body(request)["query"]["bool"]["filter"] == [
+        {"prefix": {"action": "payroll."}}
+    ]
+
+
+@pytest.mark.django_db
 def test_it_sends_the_time_bounds_in_utc_whatever_offset_the_caller_gave(tenant):
     """Java refuses offsets beyond ±18:00, which RFC 3339 (and the list filter) accepts."""
     request = SearchRequest(
