@@ -55,6 +55,9 @@ TRANSIENT_ERRORS = (
 # Not Celery's own full jitter (a wait anywhere from 0 to the cap): its 8 waits could add up
 # to seconds, so a 37 s outage dead-lettered a batch.
 MAX_RETRIES = settings.TRACELEDGER_INGEST_MAX_RETRIES
+# Every series at 0 from the start, so an alert on its rate has one before the first retry.
+for _error in {e.__name__ for e in (*TRANSIENT_ERRORS, SoftTimeLimitExceeded)}:
+    metrics.INGEST_RETRIES.labels(error=_error)
 
 
 def retry_countdown(cap: float) -> int:
