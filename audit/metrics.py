@@ -89,8 +89,8 @@ class IngestQueueCollector:
         )
         consumers = GaugeMetricFamily(
             "traceledger_ingest_queue_consumers",
-            "Consumers of audit.ingest: one per worker process taking ingest tasks; 0 means "
-            "nothing stores events.",
+            "Consumers of audit.ingest: one per worker (a Celery node, whatever its pool "
+            "size) taking ingest tasks; 0 means nothing stores events.",
         )
         messages.add_metric([], state.messages)
         consumers.add_metric([], state.consumers)

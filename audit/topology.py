@@ -69,7 +69,7 @@ def topology_ensure(url: str, *, timeout: float) -> None:
 @dataclass(frozen=True)
 class QueueState:
     messages: int  # ready to deliver (not those a worker holds unacked)
-    consumers: int  # channels consuming: one per worker process that takes ingest tasks
+    consumers: int  # channels consuming: one per worker (Celery node) that takes ingest tasks
 
 
 def queue_state(url: str, queue=INGEST_QUEUE, *, timeout: float, declare=False) -> QueueState:
