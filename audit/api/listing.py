@@ -10,7 +10,7 @@ from audit.filters import TENANT_PARAMETER, AuditEventFilterSet, reject_unknown_
 from audit.metrics_read import READ_LATENCY
 from audit.models import AuditEvent
 from audit.selectors import event_queryset, read_tenant_id
-from audit.services.access_log import READ, access_record, read_tenants
+from audit.services.access_log import READ, access_record
 from traceledger.api.responses import READ_ERRORS
 
 
@@ -56,15 +56,14 @@ class EventListMixin(ListModelMixin):
                 principal=principal, tenant_slug=request.query_params.get("tenant")
             )
             response = self.list(request, *args, **kwargs)
-            shown = (event.tenant_id for event in self.shown_events)
-            for trail in read_tenants(tenant_id=tenant_id, shown=shown):
-                access_record(
-                    principal=principal,
-                    action=READ,
-                    tenant_id=trail,
-                    filters=used_filters(request.query_params),
-                    endpoint="list",
-                )
+            access_record(
+                principal=principal,
+                action=READ,
+                tenant_id=tenant_id,
+                shown=(event.tenant_id for event in self.shown_events),
+                filters=used_filters(request.query_params),
+                endpoint="list",
+            )
             return response
 
     def get_serializer_class(self):

@@ -7,6 +7,8 @@ Service keys' reads are counted in ``traceledger_read_requests`` instead (a busy
 would otherwise double the trail with its own polling); their exports are still recorded.
 """
 
+from collections.abc import Iterable
+
 from accounts.principal import Principal
 from audit.metrics_read import READ_REQUESTS
 
@@ -21,6 +23,7 @@ def access_record(
     principal: Principal,
     action: str,
     tenant_id: int | None,
+    shown: Iterable[int] = (),
     filters: dict | None = None,
     endpoint: str = "",
     target_id: str = "",
@@ -29,8 +32,9 @@ def access_record(
 ) -> bool:
     """Record (or count) one access; returns True when an audit event was submitted.
 
-    ``tenant_id`` None records it in the system tenant's trail: a superuser's read that
-    named no tenant and showed no event (``audit.admin.access_log.read_tenant_ids``).
+    ``tenant_id`` None is a superuser's read of every tenant: it is recorded in the trail of
+    each tenant whose events it ``shown``, or, when it showed none, in the system tenant's
+    (``audit.admin.access_log.read_tenant_ids`` decides the admin's list itself).
     """
     if action not in ACCESS_ACTIONS:
         raise ValueError(f"action must be one of {sorted(ACCESS_ACTIONS)}, got {action!r}")
@@ -46,27 +50,20 @@ def access_record(
     metadata = {"filters": dict(filters or {}), "endpoint": endpoint}
     if principal.is_superuser:
         metadata["superuser"] = True
-    record_system_event(
-        tenant_id=tenant_id,
-        action=action,
-        actor_id=actor_id,
-        actor_type=actor_type,
-        actor_name=principal.name,
-        target_id=target_id,
-        target_type=target_type,
-        description=description or _describe(principal=principal, action=action),
-        metadata=metadata,
-    )
+    trails = [tenant_id] if tenant_id is not None else sorted(set(shown)) or [None]
+    for trail in trails:
+        record_system_event(
+            tenant_id=trail,
+            action=action,
+            actor_id=actor_id,
+            actor_type=actor_type,
+            actor_name=principal.name,
+            target_id=target_id,
+            target_type=target_type,
+            description=description or _describe(principal=principal, action=action),
+            metadata=metadata,
+        )
     return True
-
-
-def read_tenants(*, tenant_id: int | None, shown) -> list[int | None]:
-    """The trails that record a read: the tenant it named, else (a superuser's read of every
-    tenant) each tenant whose events it showed, else the system tenant's (None), so that a
-    read that found nothing is still in a trail."""
-    if tenant_id is not None:
-        return [tenant_id]
-    return sorted(set(shown)) or [None]
 
 
 def _describe(*, principal: Principal, action: str) -> str:

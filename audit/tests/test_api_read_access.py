@@ -6,6 +6,7 @@ import pytest
 from django.core.cache import cache
 
 from accounts.models import Tenant
+from audit.metrics_read import READ_REQUESTS
 from audit.models import AuditEvent
 from audit.tests.factories import events_create
 
@@ -91,12 +92,15 @@ def test_a_superusers_list_without_a_tenant_reads_every_tenant_and_records_each_
     third = Tenant.objects.create(slug="third", name="Third")
     client = user_client(superuser)
 
+    counted = READ_REQUESTS.labels(endpoint="list", principal_kind="user")
+    before = counted._value.get()
     response = client.get(LIST)
     assert response.status_code == 200
     assert {row["id"] for row in response.json()["results"]} == {
         str(e.pk) for e in [*ours, *theirs]
     }
     assert sorted(r["tenant_id"] for r in recorded) == sorted([tenant.pk, other_tenant.pk])
+    assert counted._value.get() == before + 1  # one request, however many trails
     assert third.pk not in [r["tenant_id"] for r in recorded]
 
     # One page of two: only the tenants whose events that page showed record it.

@@ -24,7 +24,7 @@ from audit.filters import (
     used_filters,
 )
 from audit.selectors import event_queryset, read_tenant_id
-from audit.services.access_log import SEARCH, access_record, read_tenants
+from audit.services.access_log import SEARCH, access_record
 from search.backends.base import InvalidCursor, InvalidQuery, SearchRequest
 from search.selectors import events_search
 from traceledger.api.responses import READ_ERRORS
@@ -133,15 +133,14 @@ class AuditEventSearchView(APIView):
             next_params = params.copy()
             next_params["cursor"] = cursor_encode(page.next_cursor)
             next_url = request.build_absolute_uri(f"{request.path}?{next_params.urlencode()}")
-        shown = (event.tenant_id for event in page.events)
-        for trail in read_tenants(tenant_id=tenant_id, shown=shown):
-            access_record(
-                principal=principal,
-                action=SEARCH,
-                tenant_id=trail,
-                filters={**used_filters(params), "q": search_request.q},
-                endpoint="search",
-            )
+        access_record(
+            principal=principal,
+            action=SEARCH,
+            tenant_id=tenant_id,
+            shown=(event.tenant_id for event in page.events),
+            filters={**used_filters(params), "q": search_request.q},
+            endpoint="search",
+        )
         return Response(
             {
                 "backend": page.backend,
