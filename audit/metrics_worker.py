@@ -16,10 +16,11 @@ DUPLICATES_DROPPED = Counter(
 )
 EVENTS_DEAD_LETTERED = Counter(
     "traceledger_events_dead_lettered",
-    "Events the worker sent to audit.ingest.dlq on their own (invalid or refused).",
+    "Events the worker sent to audit.ingest.dlq on their own (invalid, refused by the "
+    "database, or a conflicting duplicate: a stored event_id posted with other content).",
     ["reason"],
 )
-for _reason in ("invalid", "refused"):  # at 0 from the start (see audit/metrics.py)
+for _reason in ("invalid", "refused", "conflict"):  # at 0 from the start (see audit/metrics.py)
     EVENTS_DEAD_LETTERED.labels(reason=_reason)
 BATCHES_REJECTED = Counter(
     "traceledger_ingest_batches_rejected",

@@ -204,7 +204,8 @@ class DeadLetterAdmin(_OperationsAdmin):
     @confirm_first(
         description="Replay selected dead letters",
         question="Replay these dead letters? Their events are republished to audit.ingest "
-        "(events stored already are dropped by the worker) and each letter is marked replayed; "
+        "(events stored already are dropped by the worker, or dead-lettered again when their "
+        "content differs) and each letter is marked replayed; "
         "this cannot be undone. Only letters still new are replayed.",
         button="Yes, replay them",
         permissions=("change",),

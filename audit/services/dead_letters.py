@@ -116,10 +116,15 @@ def events_dead_letter(
                 retry=True,
                 retry_policy=PUBLISH_RETRY,
             )
-            metrics.EVENTS_DEAD_LETTERED.labels(
-                reason="invalid" if item.reason.startswith("invalid") else "refused"
-            ).inc()
+            metrics.EVENTS_DEAD_LETTERED.labels(reason=_metric_reason(item.reason)).inc()
     return len(rejected)
+
+
+def _metric_reason(reason: str) -> str:
+    for label in ("invalid", "conflict"):  # "invalid event: …", "conflicting duplicate: …"
+        if reason.startswith(label):
+            return label
+    return "refused"
 
 
 # --- draining ------------------------------------------------------------------------------

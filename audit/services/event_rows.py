@@ -4,9 +4,12 @@ The worker re-validates cheaply what the API validated: a replayed dead letter m
 edited by hand. See ``docs/ingest-worker.md`` for the message contract.
 """
 
+import ipaddress
+import json
 import re
 import uuid
 from datetime import datetime
+from decimal import Decimal
 
 import orjson
 from django.db import connection
@@ -29,6 +32,10 @@ EVENT_KEYS = frozenset(
 
 # Every column of the table, in the model's order: what the COPY below writes.
 COLUMNS = tuple(field.attname for field in AuditEvent._meta.concrete_fields)
+# What the client sent, i.e. what a later post under the same event_id must repeat to be a
+# duplicate of the stored event. Not id, received_at or submitted_by: the server sets those
+# per request, and a retry through another of the tenant's keys is still the same event.
+CONTENT_COLUMNS = ("occurred_at", *LEDGER_STRINGS, "source_ip", "metadata")
 
 
 def _parse_time(value: object, name: str) -> datetime:
@@ -106,6 +113,27 @@ def event_row(*, tenant_id: int, event: object, submitted_by: str = "") -> tuple
         raise ValueError(f"metadata: {exc}") from None
     row["metadata"] = metadata
     return row, plain
+
+
+def content_differences(row: dict, stored: tuple) -> list[str]:
+    """The ``CONTENT_COLUMNS`` in which ``row`` differs from ``stored`` (those columns as
+    selected from the table: inet and jsonb come back as text)."""
+    differ = []
+    for name, value in zip(CONTENT_COLUMNS, stored, strict=True):
+        mine = row[name]
+        if name == "metadata" and isinstance(value, str):
+            mine, value = _json_exact(orjson.dumps(mine)), _json_exact(value)
+        elif name == "source_ip" and mine is not None and value is not None:
+            mine, value = ipaddress.ip_address(mine), ipaddress.ip_address(value)
+        if mine != value:
+            differ.append(name)
+    return differ
+
+
+def _json_exact(text: str | bytes) -> object:
+    """JSON with every number as a Decimal: jsonb prints numbers as numeric (1e300 as 1
+    followed by 300 zeros), which compares equal to the float it came from only exactly."""
+    return json.loads(text, parse_float=Decimal, parse_int=Decimal)
 
 
 def rows_copy(*, rows: list[dict], stored_at: datetime) -> None:

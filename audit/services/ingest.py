@@ -22,7 +22,12 @@ from audit import metrics_worker as metrics
 from audit.ledger.canonical import CanonicalError
 from audit.ledger.chain import chain_head_lock, chain_prepare, chain_rows
 from audit.models import AuditEvent
-from audit.services.event_rows import event_row, rows_copy
+from audit.services.event_rows import (
+    CONTENT_COLUMNS,
+    content_differences,
+    event_row,
+    rows_copy,
+)
 from audit.signals import events_ingested
 
 logger = logging.getLogger(__name__)
@@ -31,6 +36,8 @@ logger = logging.getLogger(__name__)
 # the database is unavailable, locked or cancelled us, and a retry may succeed).
 # CanonicalError: a value the ledger cannot hash exactly (e.g. an integer beyond 2**53).
 PERMANENT_DB_ERRORS = (IntegrityError, DataError, CanonicalError)
+# The dead letter's reason for a conflicting copy; the details name the columns that differ.
+CONFLICT_REASON = "conflicting duplicate: event_id already stored with other content"
 
 
 class InvalidBatch(Exception):
@@ -82,7 +89,7 @@ class Batch:
         if not isinstance(events, list):
             self.result.invalid = f"events must be a list, not {type(events).__name__}"
             return
-        seen: set[str] = set()
+        seen: dict[str, dict] = {}
         for event in events:
             try:
                 row, metadata_is_jcs = event_row(
@@ -93,8 +100,13 @@ class Batch:
                     RejectedEvent(event=event, reason=f"invalid event: {exc}")
                 )
                 continue
-            if row["event_id"] in seen:
-                self.result.duplicates += 1
+            first = seen.get(row["event_id"])
+            if first is not None:  # the API refuses this; a hand-edited letter may not
+                differ = content_differences(row, tuple(first[c] for c in CONTENT_COLUMNS))
+                if differ:
+                    self.result.rejected.append(_conflict(event, row, differ))
+                else:
+                    self.result.duplicates += 1
                 continue
             started = time.perf_counter()
             try:
@@ -104,7 +116,7 @@ class Batch:
                 continue
             finally:
                 self.ledger_seconds += time.perf_counter() - started
-            seen.add(row["event_id"])
+            seen[row["event_id"]] = row
             self.rows.append(row)
             self.originals[row["id"]] = event
             self.templates[row["id"]] = template
@@ -181,39 +193,64 @@ def _tenants_lock(tenant_ids: list[int]) -> set[int]:
         return set(cursor.fetchone()[0])
 
 
-def _existing_event_ids(*, tenant_id: int, event_ids: list[str]) -> set[str]:
-    """The subset of ``event_ids`` the tenant has stored already.
+def _stored_contents(*, tenant_id: int, event_ids: list[str]) -> dict[str, tuple]:
+    """Of ``event_ids``, those the tenant has stored already, each with its stored
+    ``CONTENT_COLUMNS`` (to tell a duplicate from a conflicting copy).
 
     One probe of the (tenant, event_id) unique index per id; ``LATERAL … LIMIT 1`` pins that
     plan. The plain ``event_id IN (…)`` form let PostgreSQL, with statistics older than the
     table's growth (autovacuum had not analyzed yet), scan the tenant's whole slice: 155 ms
-    instead of 4 ms for 100 ids against 120k rows, most of a batch's time.
+    instead of 4 ms for 100 ids against 120k rows, most of a batch's time. Only a hit reads
+    its row from the table, and hits are rare.
     """
-    # The table name comes from the model; every value is a query parameter.
+    # The table name and the columns come from the model; every value is a query parameter.
     sql = (
-        "SELECT x.event_id FROM unnest(%s::text[]) AS x(event_id) "  # noqa: S608
-        "CROSS JOIN LATERAL (SELECT 1 FROM "
-        f"{AuditEvent._meta.db_table} AS e "
+        f"SELECT x.event_id, {', '.join(f'hit.{c}' for c in CONTENT_COLUMNS)} "  # noqa: S608
+        "FROM unnest(%s::text[]) AS x(event_id) CROSS JOIN LATERAL "
+        f"(SELECT {', '.join(CONTENT_COLUMNS)} FROM {AuditEvent._meta.db_table} AS e "
         "WHERE e.tenant_id = %s AND e.event_id = x.event_id LIMIT 1) AS hit"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [event_ids, tenant_id])
-        return {row[0] for row in cursor.fetchall()}
+        return {row[0]: row[1:] for row in cursor.fetchall()}
+
+
+def _conflict(event: object, row: dict, differ: list[str]) -> RejectedEvent:
+    """A later post under a stored event_id with other content: dead-lettered, so that it is
+    kept and seen, not dropped like a retry (the ledger never changes a stored event)."""
+    return RejectedEvent(
+        event=event,
+        reason=CONFLICT_REASON,
+        exception=(
+            f"event_id {row['event_id'][:128]!r} is stored (id {row['id']}) with other "
+            f"{', '.join(differ)}; the stored event is kept"
+        ),
+    )
+
+
+def _duplicate_or_conflict(attempt: _Attempt, batch: Batch, row: dict, first: tuple) -> None:
+    differ = content_differences(row, first)
+    if differ:
+        attempt.of(batch).rejected.append(_conflict(batch.originals[row["id"]], row, differ))
+    else:
+        attempt.of(batch).duplicates += 1
 
 
 def _new_rows_by_tenant(attempt: _Attempt) -> dict[int, list[tuple[Batch, dict]]]:
     """Rows to store per tenant, in message order; later copies of an event_id are dups."""
     by_tenant: dict[int, list[tuple[Batch, dict]]] = {}
-    seen: dict[int, set[str]] = {}
+    seen: dict[int, dict[str, dict]] = {}
     for batch in attempt.batches:
         if batch.result.invalid:
             continue
-        tenant_seen = seen.setdefault(batch.tenant_id, set())
+        tenant_seen = seen.setdefault(batch.tenant_id, {})
         for row in batch.rows:
-            if row["event_id"] in tenant_seen:
-                attempt.of(batch).duplicates += 1
+            first = tenant_seen.get(row["event_id"])
+            if first is not None:
+                content = tuple(first[name] for name in CONTENT_COLUMNS)
+                _duplicate_or_conflict(attempt, batch, row, content)
                 continue
-            tenant_seen.add(row["event_id"])
+            tenant_seen[row["event_id"]] = row
             by_tenant.setdefault(batch.tenant_id, []).append((batch, row))
     return by_tenant
 
@@ -231,13 +268,13 @@ def _chain_heads(attempt: _Attempt, by_tenant: dict) -> dict[int, object]:
         # Queried under the chain-head lock: a concurrent batch of this tenant has either
         # committed (and is visible here, READ COMMITTED) or is waiting behind us.
         pairs = by_tenant[tenant_id]
-        existing = _existing_event_ids(
+        existing = _stored_contents(
             tenant_id=tenant_id, event_ids=[row["event_id"] for _, row in pairs]
         )
         if existing:
             for batch, row in pairs:
                 if row["event_id"] in existing:
-                    attempt.of(batch).duplicates += 1
+                    _duplicate_or_conflict(attempt, batch, row, existing[row["event_id"]])
             by_tenant[tenant_id] = [p for p in pairs if p[1]["event_id"] not in existing]
     return heads
 

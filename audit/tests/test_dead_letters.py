@@ -24,7 +24,7 @@ from accounts.models import Tenant
 from accounts.signals import Actor
 from audit.models import AuditEvent, DeadLetter, DeadLetterStatus
 from audit.services import dead_letters as service
-from audit.services.ingest import RejectedEvent
+from audit.services.ingest import CONFLICT_REASON, RejectedEvent
 from audit.tests.ingest_support import make_event, publish, queue_depth, wait_until
 from testsupport.worker import ROOT, WorkerProcess
 from traceledger.celery import app
@@ -136,6 +136,39 @@ def test_an_invalid_event_is_dead_lettered_with_the_field_named(tenant, worker):
     letter = DeadLetter.objects.get()
     assert letter.reason == "invalid event: source_ip is not an IP address: '999.1.2.3'"
     assert letter.payload["events"] == [bad]
+
+
+@pytest.mark.integration
+def test_a_stored_event_id_posted_with_other_content_is_dead_lettered_not_dropped(tenant, tmp_path):
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    first = make_event()
+    retry = dict(first, received_at=make_event()["received_at"])
+    other = dict(retry, description="Ada changed the invoice total again")
+    worker = WorkerProcess(
+        queues=INGEST_QUEUE.name, extra_env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    ).start()
+    try:
+        publish(tenant_id=tenant.pk, events=[first])
+        wait_until(lambda: AuditEvent.objects.filter(tenant=tenant).exists(), what="the first")
+        publish(tenant_id=tenant.pk, events=[retry])
+        publish(tenant_id=tenant.pk, events=[other])
+        wait_until(lambda: queue_depth(DLQ.name) == 1, what="the conflicting copy in the DLQ")
+    finally:
+        worker.stop()
+    drain()
+
+    assert AuditEvent.objects.get(tenant=tenant).description == first["description"]
+    letter = DeadLetter.objects.get()
+    assert letter.reason == CONFLICT_REASON
+    assert "with other description;" in letter.exception
+    assert letter.payload["events"] == [other]
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path))
+    dead = "traceledger_events_dead_lettered_total"
+    assert registry.get_sample_value(dead, {"reason": "conflict"}) == 1
+    assert registry.get_sample_value("traceledger_events_duplicates_dropped_total") == 1
 
 
 @pytest.mark.integration

@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 from audit.ledger.canonical import event_hash
 from audit.models import AuditEvent, ChainHead
 from audit.services.event_rows import event_row
-from audit.services.ingest import Batch, InvalidBatch, events_ingest, events_ingest_many
+from audit.services.ingest import (
+    CONFLICT_REASON,
+    Batch,
+    InvalidBatch,
+    events_ingest,
+    events_ingest_many,
+)
 from audit.signals import events_ingested
 from audit.tests.ingest_api_support import valid_event
 from audit.tests.ingest_support import make_event
@@ -81,9 +87,9 @@ def test_it_chains_a_batch_in_order_and_advances_the_head(tenant):
 def test_it_drops_events_already_stored_and_duplicates_within_the_batch(tenant):
     first = make_event(event_id="same-1")
     events_ingest(tenant_id=tenant.pk, events=[first])
-    again = make_event(event_id="same-1")  # a retried POST: new id, same event_id
+    again = dict(first, received_at=make_event()["received_at"])  # the POST retried
     fresh = make_event(event_id="fresh")
-    fresh_twice = make_event(event_id="fresh")
+    fresh_twice = dict(fresh)
 
     result = events_ingest(tenant_id=tenant.pk, events=[again, fresh, fresh_twice])
 
@@ -102,7 +108,8 @@ def test_an_event_sent_with_a_server_assigned_event_id_resolves_to_the_stored_co
 
     result = events_ingest(tenant_id=tenant.pk, events=[again])
 
-    assert result.duplicates == 1 and result.stored_ids == []
+    assert again["id"] == auto["id"]
+    assert result.stored_ids == [] and [r.reason for r in result.rejected] == [CONFLICT_REASON]
     assert AuditEvent.objects.get(pk=again["id"]).action == auto["action"]
 
 
