@@ -26,6 +26,7 @@ from traceledger.settings_env import (
     url,
 )
 from traceledger.settings_guard import (
+    guard_metrics_dir,
     guard_production_settings,
     guard_retired_keys,
     guard_signing_key,
@@ -325,6 +326,8 @@ guard_signing_key(TRACELEDGER_SIGNING_KEY)
 # Public keys of rotated-out signing keys: their checkpoints keep verifying (docs/ledger.md).
 TRACELEDGER_SIGNING_RETIRED_KEYS = secret("TRACELEDGER_SIGNING_RETIRED_KEYS", "")
 guard_retired_keys(TRACELEDGER_SIGNING_RETIRED_KEYS)
+# Read by prometheus_client itself (traceledger/metrics.py), checked here like every setting.
+guard_metrics_dir(env.str("PROMETHEUS_MULTIPROC_DIR", default=""))
 TRACELEDGER_HEALTH_TIMEOUT = seconds("TRACELEDGER_HEALTH_TIMEOUT", default=0.8, positive=True)
 # Detail reads are cached this long (s); events are immutable, so only memory bounds it.
 TRACELEDGER_EVENT_CACHE_TTL = integer("TRACELEDGER_EVENT_CACHE_TTL", default=86400)

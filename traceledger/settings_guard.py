@@ -1,5 +1,6 @@
 """Refuse to start a production process with development defaults or bad settings."""
 
+import os
 import sys
 from typing import NoReturn
 
@@ -57,6 +58,17 @@ def guard_retired_keys(text: str) -> None:
         from audit.ledger.keyring import SETTING, public_keys_parse
 
         public_keys_parse(text, source=f"{SETTING} (or {SETTING}_FILE)")
+
+
+def guard_metrics_dir(path: str) -> None:
+    """prometheus_client writes each process's counters into this folder from the first
+    metric defined on: a missing or read-only one would otherwise fail at import, with a
+    traceback ending in ``counter_<pid>.db``."""
+    if path and not (os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)):
+        raise ImproperlyConfigured(
+            f"PROMETHEUS_MULTIPROC_DIR={path!r} is not a folder this process can write: "
+            "create it (empty) before starting the processes that share it, or unset it"
+        )
 
 
 def exit_on_configuration_error(exc: ImproperlyConfigured) -> NoReturn:

@@ -51,3 +51,19 @@ def test_it_reads_the_secret_key_from_a_file(tmp_path):
         DJANGO_DEBUG="0", DJANGO_SECRET_KEY_FILE=str(secret), DJANGO_ALLOWED_HOSTS="a.example"
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("kind", ["missing", "a file"])
+def test_a_metrics_folder_that_cannot_hold_the_counters_is_one_line_naming_it(tmp_path, kind):
+    path = tmp_path / "metrics"
+    if kind == "a file":
+        path.write_text("")
+    result = run_check(PROMETHEUS_MULTIPROC_DIR=str(path))
+    assert result.returncode == 2
+    assert result.stderr.startswith("configuration error: PROMETHEUS_MULTIPROC_DIR=")
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_an_existing_metrics_folder_is_accepted(tmp_path):
+    result = run_check(PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    assert result.returncode == 0, result.stderr
