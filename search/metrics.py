@@ -27,6 +27,13 @@ INDEX_FAILURES = Counter(
     ["backend"],
 )
 
+INDEX_RETRIES = Counter(
+    "traceledger_search_index_retries_total",
+    "Index tasks retried because the database was away, by exception class (Celery's own "
+    "retry line is throttled). After max_retries the sweep catches up.",
+    ["error"],
+)
+
 
 class SearchStateCollector:
     """Scrape-time gauges: breaker state and per-backend indexing lag in events."""

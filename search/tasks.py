@@ -9,9 +9,10 @@ is a bug and raises.
 
 import logging
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.db import InterfaceError, OperationalError
 
+from search.metrics import INDEX_RETRIES
 from search.services import BACKEND_UNAVAILABLE
 from traceledger.log_throttle import skipped_run
 
@@ -23,11 +24,21 @@ logger = logging.getLogger(__name__)
 # sweep re-indexes from the high-water mark anyway.
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
 TRANSIENT = (*DATABASE_UNAVAILABLE, *BACKEND_UNAVAILABLE)
+# Every series at 0 from the start, so an alert on its rate has one before the first retry.
+for _error in DATABASE_UNAVAILABLE:
+    INDEX_RETRIES.labels(error=_error.__name__)
+
+
+class IndexTask(Task):
+    def on_retry(self, exc, task_id, args, kwargs, einfo) -> None:
+        # Counted here: Celery's retry line is logged at most once per 30 s per task name.
+        INDEX_RETRIES.labels(error=type(exc).__name__).inc()
 
 
 @shared_task(
     name="search.index_events",
     queue="search.index",
+    base=IndexTask,
     # Not Elasticsearch's outages: events_index leaves those to the sweep once PostgreSQL
     # has the events (a retry would wait on the outage again, holding a worker process).
     autoretry_for=DATABASE_UNAVAILABLE,

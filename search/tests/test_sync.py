@@ -429,3 +429,34 @@ def test_it_creates_the_index_and_alias_on_a_fresh_cluster_then_sweeps_into_it(f
     assert search_sweep() == {"postgresql": 2, "elasticsearch": 2}
     assert len(alias_indices()) == 1
     assert set(fake_es.documents(INDEX_ALIAS)) == {str(e.id) for e in events}
+
+
+def test_index_task_retries_while_the_database_is_away_and_counts_them(monkeypatch):
+    from django.db import OperationalError
+
+    from search.metrics import INDEX_RETRIES
+    from search.tasks import index_events
+
+    def retries() -> float:
+        [family] = INDEX_RETRIES.collect()
+        return sum(
+            s.value
+            for s in family.samples
+            if s.name.endswith("_total") and s.labels["error"] == "OperationalError"
+        )
+
+    calls = []
+
+    def flaky(*, tenant_id, event_ids, first_sequence):
+        calls.append(event_ids)
+        if len(calls) <= 2:
+            raise OperationalError("the database is away")
+        return len(event_ids)
+
+    monkeypatch.setattr("search.services.events_index", flaky)
+    before = retries()
+
+    result = index_events.apply(args=[7, [str(uuid.uuid4())]])
+
+    assert result.get() == 1 and len(calls) == 3
+    assert retries() - before == 2
