@@ -1055,7 +1055,9 @@ def main(argv=None) -> int:
             for other in sorted([*within, checkpoint], key=lambda c: c["sequence"]):
                 verify_checkpoint_against(other, chain)
             print(f"{checkpoint_label(checkpoint)}: signature and hash verified")
-            if older := len(within) - 1:
+            # The one just before the first event (a purge checkpoint) is in the start's line.
+            inside = [c for c in within if c["sequence"] in chain and c is not checkpoint]
+            if older := len(inside):
                 plural = "s" if older > 1 else ""
                 print(f"{older} older checkpoint{plural} within the export: hash verified")
     except Failure as failure:
