@@ -121,19 +121,33 @@ def content_differences(row: dict, stored: tuple) -> list[str]:
     differ = []
     for name, value in zip(CONTENT_COLUMNS, stored, strict=True):
         mine = row[name]
-        if name == "metadata" and isinstance(value, str):
-            mine, value = _json_exact(orjson.dumps(mine)), _json_exact(value)
+        if name == "metadata":
+            same = _json_same(_json_exact(mine), _json_exact(value))
         elif name == "source_ip" and mine is not None and value is not None:
-            mine, value = ipaddress.ip_address(mine), ipaddress.ip_address(value)
-        if mine != value:
+            same = ipaddress.ip_address(mine) == ipaddress.ip_address(value)
+        else:
+            same = mine == value
+        if not same:
             differ.append(name)
     return differ
 
 
-def _json_exact(text: str | bytes) -> object:
-    """JSON with every number as a Decimal: jsonb prints numbers as numeric (1e300 as 1
-    followed by 300 zeros), which compares equal to the float it came from only exactly."""
+def _json_exact(value: object) -> object:
+    """JSON (text, or as parsed) with every number as a Decimal: jsonb prints numbers as
+    numeric (9e15 as 9000000000000000), equal to the float it came from only exactly."""
+    text = value if isinstance(value, str | bytes) else orjson.dumps(value)
     return json.loads(text, parse_float=Decimal, parse_int=Decimal)
+
+
+def _json_same(a: object, b: object) -> bool:
+    """Equal as JSON: unlike Python's ``==``, ``true`` is not ``1``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(_json_same, a, b))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return type(a) is type(b) and a == b
 
 
 def rows_copy(*, rows: list[dict], stored_at: datetime) -> None:

@@ -53,6 +53,9 @@ def test_a_retry_through_another_key_is_a_duplicate_whatever_the_server_set(tena
         ({"source_ip": None}, "source_ip"),
         ({"source_ip": "2001:db8::2"}, "source_ip"),
         ({"metadata": {"before": 10, "after": 13, "tags": ["a", "b"]}}, "metadata"),
+        ({"metadata": {"before": True, "after": 12, "tags": ["a", "b"]}}, "metadata"),
+        ({"metadata": {"before": 10, "after": 12, "tags": ["a", "b"], "x": None}}, "metadata"),
+        ({"metadata": {"before": "10", "after": 12, "tags": ["a", "b"]}}, "metadata"),
         ({"description": "", "user_agent": "curl/8"}, "user_agent, description"),
     ],
 )
@@ -79,9 +82,9 @@ def test_a_stored_event_id_with_other_content_is_dead_lettered_and_the_stored_on
 def test_conflicting_copies_in_one_transaction_keep_the_first_and_dead_letter_the_other(
     tenant,
 ):
-    first = make_event()
+    first = make_event(metadata={"on": True, "n": 1})
     same = retried(first)
-    other = retried(first, actor_id="user-43")
+    other = retried(first, actor_id="user-43", metadata={"on": 1, "n": True})
     batches = [Batch(tenant_id=tenant.pk, events=[e]) for e in (first, same, other)]
 
     events_ingest_many(batches)
@@ -89,7 +92,7 @@ def test_conflicting_copies_in_one_transaction_keep_the_first_and_dead_letter_th
     assert [len(b.result.stored_ids) for b in batches] == [1, 0, 0]
     assert [b.result.duplicates for b in batches] == [0, 1, 0]
     assert [r.event for r in batches[2].result.rejected] == [other]
-    assert "with other actor_id;" in batches[2].result.rejected[0].exception
+    assert "with other actor_id, metadata;" in batches[2].result.rejected[0].exception
     assert AuditEvent.objects.get(tenant=tenant).actor_id == "user-42"
 
 
