@@ -75,6 +75,9 @@ class Batch:
     # received (by id) for dead letters.
     rows: list[dict] = field(default_factory=list, repr=False)
     originals: dict[str, object] = field(default_factory=dict, repr=False)
+    # Later copies of an event_id within the batch (row, event as received): the API refuses
+    # them, a hand-edited letter may hold them. Judged with the transaction's other copies.
+    repeats: list[tuple[dict, object]] = field(default_factory=list, repr=False)
     # Per row id, its canonical form without the sequence (``chain_prepare``), made before
     # the chain-head lock; and the time that took, which is ledger time too.
     templates: dict[str, tuple[bytes, bytes]] = field(default_factory=dict, repr=False)
@@ -89,7 +92,7 @@ class Batch:
         if not isinstance(events, list):
             self.result.invalid = f"events must be a list, not {type(events).__name__}"
             return
-        seen: dict[str, dict] = {}
+        seen: set[str] = set()
         for event in events:
             try:
                 row, metadata_is_jcs = event_row(
@@ -100,13 +103,8 @@ class Batch:
                     RejectedEvent(event=event, reason=f"invalid event: {exc}")
                 )
                 continue
-            first = seen.get(row["event_id"])
-            if first is not None:  # the API refuses this; a hand-edited letter may not
-                differ = content_differences(row, tuple(first[c] for c in CONTENT_COLUMNS))
-                if differ:
-                    self.result.rejected.append(_conflict(event, row, differ))
-                else:
-                    self.result.duplicates += 1
+            if row["event_id"] in seen:
+                self.repeats.append((row, event))
                 continue
             started = time.perf_counter()
             try:
@@ -116,7 +114,7 @@ class Batch:
                 continue
             finally:
                 self.ledger_seconds += time.perf_counter() - started
-            seen[row["event_id"]] = row
+            seen.add(row["event_id"])
             self.rows.append(row)
             self.originals[row["id"]] = event
             self.templates[row["id"]] = template
@@ -131,6 +129,9 @@ class _Attempt:
     lock_seconds: float = 0.0  # the part of ledger_seconds spent in chain_head_lock
     # Per tenant, the sequence its first stored row gets (the head's, locked, plus one).
     first_sequence: dict[int, int] = field(default_factory=dict)
+    # Per tenant, the later copies of an event_id the transaction holds (batch, row, event as
+    # received), judged in _chain_heads against the stored copy, else the first one here.
+    repeats: dict[int, list[tuple[Batch, dict, object]]] = field(default_factory=dict)
 
     def of(self, batch: Batch) -> IngestResult:
         return self.outcome.setdefault(id(batch), IngestResult())
@@ -228,30 +229,33 @@ def _conflict(event: object, row: dict, differ: list[str]) -> RejectedEvent:
     )
 
 
-def _duplicate_or_conflict(attempt: _Attempt, batch: Batch, row: dict, first: tuple) -> None:
+def _duplicate_or_conflict(
+    attempt: _Attempt, batch: Batch, row: dict, event: object, first: tuple
+) -> None:
     differ = content_differences(row, first)
     if differ:
-        attempt.of(batch).rejected.append(_conflict(batch.originals[row["id"]], row, differ))
+        attempt.of(batch).rejected.append(_conflict(event, row, differ))
     else:
         attempt.of(batch).duplicates += 1
 
 
 def _new_rows_by_tenant(attempt: _Attempt) -> dict[int, list[tuple[Batch, dict]]]:
-    """Rows to store per tenant, in message order; later copies of an event_id are dups."""
+    """Rows to store per tenant, in message order: the first copy of each event_id. Later
+    copies go to ``attempt.repeats``, to be judged once the stored copy (if any) is known."""
     by_tenant: dict[int, list[tuple[Batch, dict]]] = {}
-    seen: dict[int, dict[str, dict]] = {}
+    seen: dict[int, set[str]] = {}
     for batch in attempt.batches:
         if batch.result.invalid:
             continue
-        tenant_seen = seen.setdefault(batch.tenant_id, {})
+        tenant_seen = seen.setdefault(batch.tenant_id, set())
+        repeats = attempt.repeats.setdefault(batch.tenant_id, [])
         for row in batch.rows:
-            first = tenant_seen.get(row["event_id"])
-            if first is not None:
-                content = tuple(first[name] for name in CONTENT_COLUMNS)
-                _duplicate_or_conflict(attempt, batch, row, content)
+            if row["event_id"] in tenant_seen:
+                repeats.append((batch, row, batch.originals[row["id"]]))
                 continue
-            tenant_seen[row["event_id"]] = row
+            tenant_seen.add(row["event_id"])
             by_tenant.setdefault(batch.tenant_id, []).append((batch, row))
+        repeats += [(batch, row, event) for row, event in batch.repeats]
     return by_tenant
 
 
@@ -271,10 +275,19 @@ def _chain_heads(attempt: _Attempt, by_tenant: dict) -> dict[int, object]:
         existing = _stored_contents(
             tenant_id=tenant_id, event_ids=[row["event_id"] for _, row in pairs]
         )
+        for batch, row in pairs:
+            if row["event_id"] in existing:
+                event = batch.originals[row["id"]]
+                _duplicate_or_conflict(attempt, batch, row, event, existing[row["event_id"]])
+        # A later copy is a duplicate of what is stored, else of the first copy here (the one
+        # this transaction stores): never of a first copy that itself conflicts.
+        firsts = {row["event_id"]: row for _, row in pairs}
+        for batch, row, event in attempt.repeats.get(tenant_id, []):
+            first = existing.get(row["event_id"])
+            if first is None:
+                first = tuple(firsts[row["event_id"]][c] for c in CONTENT_COLUMNS)
+            _duplicate_or_conflict(attempt, batch, row, event, first)
         if existing:
-            for batch, row in pairs:
-                if row["event_id"] in existing:
-                    _duplicate_or_conflict(attempt, batch, row, existing[row["event_id"]])
             by_tenant[tenant_id] = [p for p in pairs if p[1]["event_id"] not in existing]
     return heads
 

@@ -96,6 +96,34 @@ def test_conflicting_copies_in_one_transaction_keep_the_first_and_dead_letter_th
     assert AuditEvent.objects.get(tenant=tenant).actor_id == "user-42"
 
 
+def test_a_retry_behind_a_conflicting_copy_in_one_transaction_is_still_a_duplicate(tenant):
+    """Coalesced messages (QA): the conflicting copy first, then an exact retry of the
+    stored event. Each is judged against the stored copy, not the retry against the
+    conflict."""
+    stored = make_event()
+    events_ingest(tenant_id=tenant.pk, events=[stored])
+    conflict = retried(stored, description="other")
+    retry = retried(stored)
+    batches = [Batch(tenant_id=tenant.pk, events=[e]) for e in (conflict, retry)]
+
+    events_ingest_many(batches)
+
+    assert [r.event for r in batches[0].result.rejected] == [conflict]
+    assert (batches[1].result.duplicates, batches[1].result.rejected) == (1, [])
+
+
+def test_in_a_hand_edited_letter_too_a_retry_is_judged_against_the_stored_copy(tenant):
+    stored = make_event()
+    events_ingest(tenant_id=tenant.pk, events=[stored])
+    conflict = retried(stored, description="other")
+
+    result = events_ingest(tenant_id=tenant.pk, events=[conflict, retried(stored), conflict])
+
+    assert result.duplicates == 1 and result.stored_ids == []
+    assert [r.event for r in result.rejected] == [conflict, conflict]
+    assert all("with other description;" in r.exception for r in result.rejected)
+
+
 def test_a_hand_edited_letter_holding_one_event_id_twice_keeps_the_first(tenant):
     first = make_event()
     edited = dict(first, id=str(uuid.uuid4()), target_id="inv-8")
