@@ -329,11 +329,14 @@ def signing_key_rotate_recorded(*, actor: str) -> tuple[str, str]:
     """Rotate the checkpoint signing key (``signing.signing_key_rotate``) and record it as
     ``ledger.key_rotate`` in the system tenant's trail; returns (old, new) key ids."""
     # Imported here: the submission service pulls in the publisher (as audit.receivers).
-    from audit.services.submission import record_system_event
+    from audit.services.submission import record_system_event, system_tenant_id
 
+    # The database first: while it is away, nothing is rotated (an operator told "database
+    # unavailable" runs the command again, which must not rotate twice, unrecorded).
+    tenant_id = system_tenant_id()
     old, new = signing_key_rotate()
     record_system_event(
-        tenant_id=None,
+        tenant_id=tenant_id,
         action="ledger.key_rotate",
         actor_id=actor[:256],
         target_id=new,

@@ -238,3 +238,30 @@ def test_the_offline_tool_takes_the_public_key_endpoints_answer_as_saved(
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "signature and hash verified" in result.stdout
+
+
+def test_with_the_database_away_nothing_is_rotated(data_dir, settings):
+    """The rotation is recorded in the system trail: with PostgreSQL away the command says
+    so (exit 2) and leaves the key alone, so that running it again rotates only once."""
+    key_file = data_dir / "ledger-signing-key.pem"
+    before = key_file.read_bytes()
+    env = {
+        **os.environ,
+        "DATABASE_URL": "postgres://127.0.0.1:1/traceledger",
+        "TRACELEDGER_DATA_DIR": str(data_dir),
+        "TRACELEDGER_SIGNING_KEY": "",
+    }
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "rotate_signing_key", "--actor", "ops-alice"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("database unavailable:")
+    assert key_file.read_bytes() == before
+    assert not (data_dir / "ledger-retired-keys.pem").exists()
