@@ -6,6 +6,7 @@ is the scraping process's (breakers are per process), the lag is read from Postg
 
 import logging
 
+from django.conf import settings
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 
@@ -33,6 +34,14 @@ INDEX_RETRIES = Counter(
     "retry line is throttled). After max_retries the sweep catches up.",
     ["error"],
 )
+# Every series at 0 from the start, in every process (search.apps imports this module), so
+# an alert on a rate has a series before the first event: the backends indexed into, and the
+# errors a retry is for (search.tasks.DATABASE_UNAVAILABLE).
+for _backend in ("postgresql", "elasticsearch") if settings.ELASTICSEARCH_URL else ("postgresql",):
+    INDEXED_EVENTS.labels(_backend)
+    INDEX_FAILURES.labels(_backend)
+for _error in ("OperationalError", "InterfaceError"):
+    INDEX_RETRIES.labels(error=_error)
 
 
 class SearchStateCollector:

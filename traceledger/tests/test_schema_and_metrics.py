@@ -100,5 +100,9 @@ def test_failure_series_are_exported_at_zero_before_the_first_failure():
         'traceledger_publish_failures_total{reason="skipped"} 0.0',
         'traceledger_events_accepted_total{path="outbox"} 0.0',
         'traceledger_events_dead_lettered_total{reason="refused"} 0.0',
+        'traceledger_events_dead_lettered_total{reason="conflict"} 0.0',
+        'traceledger_search_index_failures_total{backend="postgresql"} 0.0',
+        'traceledger_search_indexed_events_total{backend="postgresql"} 0.0',
+        'traceledger_search_index_retries_total{error="OperationalError"} 0.0',
     ):
         assert series in text
