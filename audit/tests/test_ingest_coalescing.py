@@ -231,3 +231,31 @@ def test_waiting_messages_taken_by_a_killed_worker_are_redelivered_and_stored_on
         second.stop()
     assert chain_verifies(tenant.pk)
     assert queue_depth(INGEST_QUEUE.name) == 0
+
+
+def test_a_retry_coalesced_behind_a_conflicting_copy_is_dropped_not_dead_lettered(tenant):
+    """QA's case, with a real worker: the stored event, then in one transaction a copy with
+    other content and an exact retry. Only the conflicting copy reaches the DLQ."""
+    from audit.models import DeadLetter
+    from audit.services.ingest import CONFLICT_REASON, events_ingest
+
+    original = make_event()
+    events_ingest(tenant_id=tenant.pk, events=[original])
+    conflict = dict(original, received_at=make_event()["received_at"], description="other")
+    retry = dict(original, received_at=make_event()["received_at"])
+    publish(tenant_id=tenant.pk, events=[make_event()])
+    publish(tenant_id=tenant.pk, events=[conflict])
+    late = publish(tenant_id=tenant.pk, events=[retry])
+
+    worker = WorkerProcess(queues=INGEST_QUEUE.name).start()
+    try:
+        wait_until(lambda: settled_line(worker.log(), late), what="the retry settled")
+        wait_until(lambda: queue_depth(DLQ.name) >= 1, what="the conflicting copy")
+    finally:
+        worker.stop()
+
+    assert coalesced_lines(worker), "the messages were not coalesced"
+    assert dead_letters_drain() == 1
+    letter = DeadLetter.objects.get()
+    assert (letter.reason, letter.payload["events"]) == (CONFLICT_REASON, [conflict])
+    assert stored(tenant.pk) == 2
