@@ -1,5 +1,7 @@
 """Shared fixtures: personas (owner, teammate, outsider tenant), API clients, a real worker."""
 
+import time
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -186,6 +188,21 @@ def _redis_latch_reset():
     reset()
     yield
     reset()
+
+
+@pytest.fixture(autouse=True)
+def _rate_limit_clock(monkeypatch):
+    """django-ratelimit counts in fixed windows whose edge falls at a per-key second: two
+    requests a test expects in one window (the second one refused) met the edge once in a
+    CI run, and the second was allowed. Its clock stands still during each test; a test
+    that moves it sets ``django_ratelimit.core.time.time`` itself. Only django-ratelimit's
+    module sees this clock, not ``time`` itself."""
+    import types
+
+    import django_ratelimit.core as core
+
+    now = time.time()
+    monkeypatch.setattr(core, "time", types.SimpleNamespace(time=lambda: now))
 
 
 @pytest.fixture(autouse=True)
