@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 PERMANENT_DB_ERRORS = (IntegrityError, DataError, CanonicalError)
 # The dead letter's reason for a conflicting copy; the details name the columns that differ.
 CONFLICT_REASON = "conflicting duplicate: event_id already stored with other content"
+BEHIND_REFUSED = (
+    "database refused the event: an earlier copy of its event_id in the same transaction "
+    "was refused, this one was not tried; replay it on its own"
+)
 
 
 class InvalidBatch(Exception):
@@ -132,6 +136,9 @@ class _Attempt:
     # Per tenant, the later copies of an event_id the transaction holds (batch, row, event as
     # received), judged in _chain_heads against the stored copy, else the first one here.
     repeats: dict[int, list[tuple[Batch, dict, object]]] = field(default_factory=dict)
+    # Later copies of an event_id nothing stores yet, each with the first copy (batch, row):
+    # judged once the insert is done, as the slow path may refuse that first copy.
+    behind: list[tuple[Batch, dict, object, tuple[Batch, dict]]] = field(default_factory=list)
 
     def of(self, batch: Batch) -> IngestResult:
         return self.outcome.setdefault(id(batch), IngestResult())
@@ -280,13 +287,14 @@ def _chain_heads(attempt: _Attempt, by_tenant: dict) -> dict[int, object]:
                 event = batch.originals[row["id"]]
                 _duplicate_or_conflict(attempt, batch, row, event, existing[row["event_id"]])
         # A later copy is a duplicate of what is stored, else of the first copy here (the one
-        # this transaction stores): never of a first copy that itself conflicts.
-        firsts = {row["event_id"]: row for _, row in pairs}
+        # this transaction stores, _judge_behind): never of a first copy that conflicts.
+        firsts = {row["event_id"]: (batch, row) for batch, row in pairs}
         for batch, row, event in attempt.repeats.get(tenant_id, []):
-            first = existing.get(row["event_id"])
-            if first is None:
-                first = tuple(firsts[row["event_id"]][c] for c in CONTENT_COLUMNS)
-            _duplicate_or_conflict(attempt, batch, row, event, first)
+            stored = existing.get(row["event_id"])
+            if stored is not None:
+                _duplicate_or_conflict(attempt, batch, row, event, stored)
+            else:
+                attempt.behind.append((batch, row, event, firsts[row["event_id"]]))
         if existing:
             by_tenant[tenant_id] = [p for p in pairs if p[1]["event_id"] not in existing]
     return heads
@@ -328,6 +336,18 @@ def _insert_isolated(attempt: _Attempt, by_tenant: dict, heads: dict, stored_at:
             else:
                 transaction.savepoint_commit(sid)
                 attempt.of(batch).stored_ids.append(row["id"])
+
+
+def _judge_behind(attempt: _Attempt) -> None:
+    """Later copies of an event_id this transaction stores, against the copy it stored. If
+    the database refused that copy (slow path), nothing is stored to be a duplicate of: the
+    later copy is dead-lettered as not tried, to be replayed on its own."""
+    for batch, row, event, (first_batch, first) in attempt.behind:
+        if first["id"] in attempt.of(first_batch).stored_ids:
+            content = tuple(first[name] for name in CONTENT_COLUMNS)
+            _duplicate_or_conflict(attempt, batch, row, event, content)
+        else:
+            attempt.of(batch).rejected.append(RejectedEvent(event=event, reason=BEHIND_REFUSED))
 
 
 def _announce(attempt: _Attempt) -> None:
@@ -376,6 +396,7 @@ def _store(attempt: _Attempt, *, more: Callable[[], list[Batch]] | None, isolate
         if by_tenant:
             insert = _insert_isolated if isolate else _insert_fast
             insert(attempt, by_tenant, heads, stored_at)
+        _judge_behind(attempt)
         _announce(attempt)
     return stored_at
 

@@ -10,7 +10,13 @@ import pytest
 from prometheus_client import REGISTRY
 
 from audit.models import AuditEvent
-from audit.services.ingest import CONFLICT_REASON, Batch, events_ingest, events_ingest_many
+from audit.services.ingest import (
+    BEHIND_REFUSED,
+    CONFLICT_REASON,
+    Batch,
+    events_ingest,
+    events_ingest_many,
+)
 from audit.tests.ingest_support import make_event
 from audit.tests.test_ingest_service import chain_verifies
 
@@ -122,6 +128,28 @@ def test_in_a_hand_edited_letter_too_a_retry_is_judged_against_the_stored_copy(t
     assert result.duplicates == 1 and result.stored_ids == []
     assert [r.event for r in result.rejected] == [conflict, conflict]
     assert all("with other description;" in r.exception for r in result.rejected)
+
+
+def test_copies_behind_a_first_copy_the_database_refuses_are_kept_to_replay_not_judged(
+    tenant,
+):
+    """QA: the first copy refused (slow path), nothing is stored to be a duplicate of or
+    conflict with. The later copies are dead-lettered as not tried, so replayable."""
+    from audit.tests.test_ingest_service import _refuse_actor
+
+    _refuse_actor("refuse-me")  # rolled back with the test's transaction
+    poison = make_event(actor_id="refuse-me")
+    good, poison_again = retried(poison, actor_id="user-42"), retried(poison)
+    batches = [Batch(tenant_id=tenant.pk, events=[e]) for e in (poison, good, poison_again)]
+
+    events_ingest_many(batches)
+
+    [refused] = batches[0].result.rejected
+    assert refused.reason.startswith("database refused the event")
+    for batch, sent in zip(batches[1:], (good, poison_again), strict=True):
+        assert batch.result.duplicates == 0
+        assert [(r.event, r.reason) for r in batch.result.rejected] == [(sent, BEHIND_REFUSED)]
+    assert not AuditEvent.objects.filter(tenant=tenant).exists()
 
 
 def test_a_hand_edited_letter_holding_one_event_id_twice_keeps_the_first(tenant):
