@@ -10,6 +10,7 @@ class SearchConfig(AppConfig):
         from search import (
             documents,  # noqa: F401  (registers the Elasticsearch document)
             receivers,
+            tasks,  # noqa: F401  (its retry series at 0 in the web too, for /metrics)
             tasks_purge,  # noqa: F401  (not named tasks.py: Celery's autodiscovery misses it)
         )
         from search.metrics import SearchStateCollector

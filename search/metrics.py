@@ -35,13 +35,10 @@ INDEX_RETRIES = Counter(
     ["error"],
 )
 # Every series at 0 from the start, in every process (search.apps imports this module), so
-# an alert on a rate has a series before the first event: the backends indexed into, and the
-# errors a retry is for (search.tasks.DATABASE_UNAVAILABLE).
+# an alert on a rate has a series before the first event (the retries' in search.tasks).
 for _backend in ("postgresql", "elasticsearch") if settings.ELASTICSEARCH_URL else ("postgresql",):
     INDEXED_EVENTS.labels(_backend)
     INDEX_FAILURES.labels(_backend)
-for _error in ("OperationalError", "InterfaceError"):
-    INDEX_RETRIES.labels(error=_error)
 
 
 class SearchStateCollector:

@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 # sweep re-indexes from the high-water mark anyway.
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
 TRANSIENT = (*DATABASE_UNAVAILABLE, *BACKEND_UNAVAILABLE)
+# Every series at 0 from the start (search.apps imports this module in every process).
+for _error in DATABASE_UNAVAILABLE:
+    INDEX_RETRIES.labels(error=_error.__name__)
 
 
 class IndexTask(Task):

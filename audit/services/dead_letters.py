@@ -116,15 +116,8 @@ def events_dead_letter(
                 retry=True,
                 retry_policy=PUBLISH_RETRY,
             )
-            metrics.EVENTS_DEAD_LETTERED.labels(reason=_metric_reason(item.reason)).inc()
+            metrics.EVENTS_DEAD_LETTERED.labels(reason=item.kind).inc()
     return len(rejected)
-
-
-def _metric_reason(reason: str) -> str:
-    for label in ("invalid", "conflict"):  # "invalid event: …", "conflicting duplicate: …"
-        if reason.startswith(label):
-            return label
-    return "refused"
 
 
 # --- draining ------------------------------------------------------------------------------

@@ -53,6 +53,8 @@ class RejectedEvent:
     event: object
     reason: str
     exception: str = ""
+    # The label of traceledger_events_dead_lettered_total: invalid, refused or conflict.
+    kind: str = "refused"
 
 
 @dataclass
@@ -104,7 +106,7 @@ class Batch:
                 )
             except ValueError as exc:
                 self.result.rejected.append(
-                    RejectedEvent(event=event, reason=f"invalid event: {exc}")
+                    RejectedEvent(event=event, reason=f"invalid event: {exc}", kind="invalid")
                 )
                 continue
             if row["event_id"] in seen:
@@ -133,12 +135,11 @@ class _Attempt:
     lock_seconds: float = 0.0  # the part of ledger_seconds spent in chain_head_lock
     # Per tenant, the sequence its first stored row gets (the head's, locked, plus one).
     first_sequence: dict[int, int] = field(default_factory=dict)
-    # Per tenant, the later copies of an event_id the transaction holds (batch, row, event as
-    # received), judged in _chain_heads against the stored copy, else the first one here.
-    repeats: dict[int, list[tuple[Batch, dict, object]]] = field(default_factory=dict)
-    # Later copies of an event_id nothing stores yet, each with the first copy (batch, row):
-    # judged once the insert is done, as the slow path may refuse that first copy.
-    behind: list[tuple[Batch, dict, object, tuple[Batch, dict]]] = field(default_factory=list)
+    # Later copies of an event_id in the transaction: (batch, row, event as received, the
+    # first copy's (batch, row)), judged by _judge_repeats once the insert is done.
+    repeats: list[tuple[Batch, dict, object, tuple[Batch, dict]]] = field(default_factory=list)
+    # Per tenant, the client fields of the event_ids it had stored before (_stored_contents).
+    stored_before: dict[int, dict[str, tuple]] = field(default_factory=dict)
 
     def of(self, batch: Batch) -> IngestResult:
         return self.outcome.setdefault(id(batch), IngestResult())
@@ -229,6 +230,7 @@ def _conflict(event: object, row: dict, differ: list[str]) -> RejectedEvent:
     return RejectedEvent(
         event=event,
         reason=CONFLICT_REASON,
+        kind="conflict",
         exception=(
             f"event_id {row['event_id'][:128]!r} is stored (id {row['id']}) with other "
             f"{', '.join(differ)}; the stored event is kept"
@@ -248,21 +250,22 @@ def _duplicate_or_conflict(
 
 def _new_rows_by_tenant(attempt: _Attempt) -> dict[int, list[tuple[Batch, dict]]]:
     """Rows to store per tenant, in message order: the first copy of each event_id. Later
-    copies go to ``attempt.repeats``, to be judged once the stored copy (if any) is known."""
+    copies go to ``attempt.repeats`` with their first copy (``_judge_repeats``)."""
     by_tenant: dict[int, list[tuple[Batch, dict]]] = {}
-    seen: dict[int, set[str]] = {}
+    seen: dict[int, dict[str, tuple[Batch, dict]]] = {}
     for batch in attempt.batches:
         if batch.result.invalid:
             continue
-        tenant_seen = seen.setdefault(batch.tenant_id, set())
-        repeats = attempt.repeats.setdefault(batch.tenant_id, [])
+        firsts = seen.setdefault(batch.tenant_id, {})
         for row in batch.rows:
-            if row["event_id"] in tenant_seen:
-                repeats.append((batch, row, batch.originals[row["id"]]))
+            first = firsts.get(row["event_id"])
+            if first is not None:
+                attempt.repeats.append((batch, row, batch.originals[row["id"]], first))
                 continue
-            tenant_seen.add(row["event_id"])
+            firsts[row["event_id"]] = (batch, row)
             by_tenant.setdefault(batch.tenant_id, []).append((batch, row))
-        repeats += [(batch, row, event) for row, event in batch.repeats]
+        # Each has a first copy among the batch's rows (Batch.prepare), so in ``firsts``.
+        attempt.repeats += [(batch, r, e, firsts[r["event_id"]]) for r, e in batch.repeats]
     return by_tenant
 
 
@@ -282,19 +285,11 @@ def _chain_heads(attempt: _Attempt, by_tenant: dict) -> dict[int, object]:
         existing = _stored_contents(
             tenant_id=tenant_id, event_ids=[row["event_id"] for _, row in pairs]
         )
+        attempt.stored_before[tenant_id] = existing
         for batch, row in pairs:
             if row["event_id"] in existing:
                 event = batch.originals[row["id"]]
                 _duplicate_or_conflict(attempt, batch, row, event, existing[row["event_id"]])
-        # A later copy is a duplicate of what is stored, else of the first copy here (the one
-        # this transaction stores, _judge_behind): never of a first copy that conflicts.
-        firsts = {row["event_id"]: (batch, row) for batch, row in pairs}
-        for batch, row, event in attempt.repeats.get(tenant_id, []):
-            stored = existing.get(row["event_id"])
-            if stored is not None:
-                _duplicate_or_conflict(attempt, batch, row, event, stored)
-            else:
-                attempt.behind.append((batch, row, event, firsts[row["event_id"]]))
         if existing:
             by_tenant[tenant_id] = [p for p in pairs if p[1]["event_id"] not in existing]
     return heads
@@ -338,14 +333,17 @@ def _insert_isolated(attempt: _Attempt, by_tenant: dict, heads: dict, stored_at:
                 attempt.of(batch).stored_ids.append(row["id"])
 
 
-def _judge_behind(attempt: _Attempt) -> None:
-    """Later copies of an event_id this transaction stores, against the copy it stored. If
-    the database refused that copy (slow path), nothing is stored to be a duplicate of: the
-    later copy is dead-lettered as not tried, to be replayed on its own."""
-    for batch, row, event, (first_batch, first) in attempt.behind:
-        if first["id"] in attempt.of(first_batch).stored_ids:
-            content = tuple(first[name] for name in CONTENT_COLUMNS)
-            _duplicate_or_conflict(attempt, batch, row, event, content)
+def _judge_repeats(attempt: _Attempt) -> None:
+    """Later copies of an event_id, after the insert: against the event stored before, else
+    against the first copy if this transaction stored it, never against a first copy that
+    conflicts. If the database refused that first copy (slow path), nothing is stored to
+    compare with: the later copy is dead-lettered as not tried, to be replayed on its own."""
+    for batch, row, event, (first_batch, first) in attempt.repeats:
+        stored = attempt.stored_before[batch.tenant_id].get(row["event_id"])
+        if stored is None and first["id"] in attempt.of(first_batch).stored_ids:
+            stored = tuple(first[name] for name in CONTENT_COLUMNS)
+        if stored is not None:
+            _duplicate_or_conflict(attempt, batch, row, event, stored)
         else:
             attempt.of(batch).rejected.append(RejectedEvent(event=event, reason=BEHIND_REFUSED))
 
@@ -396,7 +394,7 @@ def _store(attempt: _Attempt, *, more: Callable[[], list[Batch]] | None, isolate
         if by_tenant:
             insert = _insert_isolated if isolate else _insert_fast
             insert(attempt, by_tenant, heads, stored_at)
-        _judge_behind(attempt)
+        _judge_repeats(attempt)
         _announce(attempt)
     return stored_at
 

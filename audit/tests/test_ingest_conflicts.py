@@ -174,11 +174,13 @@ def test_the_same_event_id_in_two_tenants_is_no_conflict(tenant, other_tenant):
     assert len(result.stored_ids) == 1 and result.rejected == []
 
 
-def test_a_conflict_has_its_own_dead_letter_metric_label_at_zero_from_the_start():
-    from audit.services.dead_letters import _metric_reason
-
+def test_a_conflict_has_its_own_dead_letter_metric_label_at_zero_from_the_start(tenant):
     labels = {"reason": "conflict"}
     assert REGISTRY.get_sample_value("traceledger_events_dead_lettered_total", labels) is not None
-    assert _metric_reason(CONFLICT_REASON) == "conflict"
-    assert _metric_reason("invalid event: action is missing") == "invalid"
-    assert _metric_reason("database refused the event: value too long") == "refused"
+    stored = make_event()
+    events_ingest(tenant_id=tenant.pk, events=[stored])
+    bad = make_event(severity="fatal")
+
+    result = events_ingest(tenant_id=tenant.pk, events=[retried(stored, action="x.y"), bad])
+
+    assert sorted(r.kind for r in result.rejected) == ["conflict", "invalid"]
