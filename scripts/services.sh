@@ -19,17 +19,22 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
-# host port of a URL, with defaults
+# scheme, host, port (with the scheme's default) or decoded path of a URL; every scheme the
+# settings accept (unix:// is a Redis socket: its path is the socket's)
 url_part() { "$PY" - "$1" "$2" <<'PYEOF'
 import sys
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 u = urlsplit(sys.argv[1])
 part = sys.argv[2]
-if part == "host": print(u.hostname or "localhost")
-elif part == "port": print(u.port or {"postgres": 5432, "postgresql": 5432, "redis": 6379, "amqp": 5672}[u.scheme])
-elif part == "path": print(u.path.lstrip("/"))
+DEFAULT_PORTS = {"postgres": 5432, "postgresql": 5432, "redis": 6379, "rediss": 6379,
+                 "amqp": 5672, "amqps": 5671, "unix": ""}
+if part == "scheme": print(u.scheme)
+elif part == "host": print(u.hostname or "localhost")
+elif part == "port": print(u.port or DEFAULT_PORTS.get(u.scheme, ""))
+elif part == "path": print(unquote(u.path) if u.scheme == "unix" else unquote(u.path.lstrip("/")))
 PYEOF
 }
+unix_socket_open() { "$PY" -c "import socket,sys; s=socket.socket(socket.AF_UNIX); s.settimeout(1); s.connect(sys.argv[1])" "$1" 2>/dev/null; }
 tcp_open() { "$PY" -c "import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2])), 1)" "$1" "$2" 2>/dev/null; }
 is_local() { case "$1" in localhost|127.0.0.1|::1) return 0;; *) return 1;; esac; }
 # RabbitMQ can accept TCP connections and never answer the AMQP handshake (seen on this
@@ -78,10 +83,10 @@ ensure_postgres() {
   fi
   "$PY" - "$DATABASE_URL" <<'PYEOF'
 import sys
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 import psycopg
 from psycopg import sql
-u = urlsplit(sys.argv[1]); name = u.path.lstrip("/")
+u = urlsplit(sys.argv[1]); name = unquote(u.path.lstrip("/"))
 conninfo = dict(host=u.hostname or "localhost", port=u.port or 5432, dbname="postgres",
                 user=u.username, password=u.password, connect_timeout=3, autocommit=True)
 with psycopg.connect(**{k: v for k, v in conninfo.items() if v is not None}) as conn:
@@ -93,7 +98,14 @@ PYEOF
 }
 
 ensure_redis() {
-  local host port
+  local host port socket
+  if [ "$(url_part "$REDIS_URL" scheme)" = unix ]; then
+    socket=$(url_part "$REDIS_URL" path)
+    unix_socket_open "$socket" && { say "Redis ok ($socket)"; return; }
+    say "Redis is not answering on the socket $socket (REDIS_URL), and a socket-only Redis is"
+    say "not started from here: start it with 'unixsocket $socket' in its configuration."
+    exit 1
+  fi
   host=$(url_part "$REDIS_URL" host); port=$(url_part "$REDIS_URL" port)
   if ! tcp_open "$host" "$port"; then
     is_local "$host" || give_up Redis "$host" "$port" REDIS_URL
@@ -111,9 +123,11 @@ ensure_redis() {
 }
 
 ensure_rabbitmq() {
-  local host port vhost
+  local host port vhost tls=
   host=$(url_part "$CELERY_BROKER_URL" host); port=$(url_part "$CELERY_BROKER_URL" port)
   vhost=$(url_part "$CELERY_BROKER_URL" path)
+  # amqps: the handshake probe below speaks plain AMQP, so over TLS only the port is checked.
+  [ "$(url_part "$CELERY_BROKER_URL" scheme)" = amqps ] && tls=1
   if ! tcp_open "$host" "$port"; then
     is_local "$host" || give_up RabbitMQ "$host" "$port" CELERY_BROKER_URL
     if ! command -v rabbitmq-server >/dev/null 2>&1; then
@@ -124,7 +138,7 @@ ensure_rabbitmq() {
     rabbitmq-server -detached || true
     wait_for "$host" "$port" 60 || give_up RabbitMQ "$host" "$port" CELERY_BROKER_URL
   fi
-  if ! wait_for_amqp "$host" "$port" 3; then
+  if [ -z "$tls" ] && ! wait_for_amqp "$host" "$port" 3; then
     say "RabbitMQ at $host:$port accepts connections but does not answer the AMQP handshake"
     if is_local "$host" && command -v rabbitmq-server >/dev/null 2>&1; then
       say "restarting RabbitMQ (its queues and messages are kept)"
