@@ -82,7 +82,7 @@ def test_under_gunicorn_without_postgresql_the_admin_answers_503(gunicorn_with):
     port = gunicorn_with(
         DATABASE_URL=f"postgres://127.0.0.1:{_closed_port()}/traceledger",
         DJANGO_DEBUG="0",
-        DJANGO_SECRET_KEY="test-" + "s" * 40,
+        DJANGO_SECRET_KEY="test-key-" * 6,
         DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
         DJANGO_SECURE_SSL_REDIRECT="0",
     )

@@ -16,7 +16,11 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("slug", help="letters, digits, - and _; at most 64 characters")
+        parser.add_argument(
+            "slug",
+            help="lower-case letters, digits, - and _, starting with a letter or a digit; "
+            "at most 64 characters",
+        )
         parser.add_argument(
             "--name",
             # None, not "": an explicit blank --name is an error, not "use the default".
