@@ -19,6 +19,7 @@ from django.http import HttpRequest
 from accounts.models import Tenant
 from accounts.principal import principal_for_user
 from audit.admin.listing import TenantFilter
+from audit.models import AuditEvent
 from audit.services.access_log import EXPORT, READ, SEARCH, access_record
 
 
@@ -68,18 +69,36 @@ def export_tenant_ids(*, request: HttpRequest, queryset, scope: dict) -> list[in
 
 
 def export_record(*, request: HttpRequest, queryset, fmt: str, scope: dict) -> None:
-    """Record the export in each tenant read; raises ExportNotAttributable first if unknown."""
+    """Record the export in each tenant read; raises ExportNotAttributable first if unknown.
+
+    A selection's ids are recorded in their own tenant's trail only: a superuser's selection
+    across tenants must not show one tenant's staff the ids of another's events (ids are
+    derived from the tenant and the client's ``event_id``, so they would confirm guesses).
+    """
     principal = principal_for_user(request.user)
-    filters = {"format": fmt, **scope}
+    ids_by_tenant = _selected_ids_by_tenant(scope)
     for tenant_id in export_tenant_ids(request=request, queryset=queryset, scope=scope):
+        tenant_scope = scope
+        if ids_by_tenant is not None:
+            tenant_scope = {**scope, "ids": ids_by_tenant.get(tenant_id, [])}
         access_record(
             principal=principal,
             action=EXPORT,
             tenant_id=tenant_id,
-            filters=filters,
+            filters={"format": fmt, **tenant_scope},
             endpoint="admin",
             description=f"{principal.name} exported events from the admin as {fmt}",
         )
+
+
+def _selected_ids_by_tenant(scope: dict) -> dict[int, list[str]] | None:
+    if scope.get("selection") != "selected":
+        return None
+    ids_by_tenant: dict[int, list[str]] = {}
+    rows = AuditEvent.objects.filter(pk__in=scope["ids"]).values_list("tenant_id", "pk")
+    for tenant_id, pk in rows.order_by("pk"):
+        ids_by_tenant.setdefault(tenant_id, []).append(str(pk))
+    return ids_by_tenant
 
 
 # Query parameters that only change the view of the same rows.

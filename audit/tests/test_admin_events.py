@@ -851,6 +851,30 @@ def test_a_superuser_must_name_the_tenant_of_an_unfiltered_export(
     assert [call["tenant_id"] for call in exports] == [other_tenant.pk]
 
 
+def test_a_superusers_selection_across_tenants_records_each_tenants_ids_in_its_own_trail(
+    client, tenant, other_tenant, staff_superuser, recorded
+):
+    acme = [event_create(tenant_id=tenant.pk) for _ in range(2)]
+    globex = event_create(tenant_id=other_tenant.pk)
+    login(client, staff_superuser)
+
+    response = client.post(
+        CHANGELIST,
+        {"action": "export_jsonl", "_selected_action": [str(e.pk) for e in [*acme, globex]]},
+    )
+
+    assert len(text(response).splitlines()) == 3
+    exports = {
+        call["tenant_id"]: call["metadata"]["filters"]["ids"]
+        for call in recorded
+        if call["action"] == "audit_log.export"
+    }
+    assert exports == {
+        tenant.pk: sorted(str(e.pk) for e in acme),
+        other_tenant.pk: [str(globex.pk)],
+    }
+
+
 def test_an_unknown_export_format_is_reported(client, tenant, auditor, recorded):
     response = login(client, auditor).get(EXPORT, {"format": "xlsx"}, follow=True)
 
