@@ -43,7 +43,7 @@ def cursor_encode(cursor: dict) -> str:
 def cursor_decode(raw: str) -> dict:
     try:
         cursor = json.loads(base64.urlsafe_b64decode(raw.encode()))
-    except (binascii.Error, ValueError, UnicodeError):
+    except (binascii.Error, ValueError, UnicodeError, RecursionError):
         raise ValidationError({"cursor": ["Invalid cursor."]}) from None
     if not isinstance(cursor, dict) or not cursor:
         raise ValidationError({"cursor": ["Invalid cursor."]})

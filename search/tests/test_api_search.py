@@ -130,6 +130,8 @@ def test_it_refuses_a_cursor_of_the_other_backend(search_get, indexed):
         # an integer beyond a float's range
         '{"b": "postgresql", "s": 1%(zeros)s, "t": "2026-01-01T00:00:00+00:00", "i": "%(id)s"}',
         '{"b": "postgresql", "s": 0.5, "t": ["2026"], "i": "%(id)s"}',
+        # nested past Python's recursion limit (a few KB): json.loads raises RecursionError
+        '{"s": ' + "[" * 1200 + "]" * 1200 + "}",
     ],
 )
 def test_it_refuses_a_cursor_it_could_not_have_written(search_get, indexed, text):

@@ -33,28 +33,40 @@ def content_encoding_refuse(meta) -> None:
         raise UnsupportedContentEncoding(header)
 
 
+# No body these endpoints take nests deeper than a few levels (ingest, whose metadata may
+# nest 32 deep, reads its body itself). Deeper ones are refused before any code walks them
+# recursively: a few KB of brackets reach Python's recursion limit (a 500 before this).
+MAX_DEPTH = 32
+_TOO_DEEP = "Malformed JSON: nested too deeply."
+
+
 class UncompressedJSONParser(JSONParser):
     """DRF's JSON parser, refusing a compressed body (``content_encoding_refuse``)."""
 
     def parse(self, stream, media_type=None, parser_context=None):
         content_encoding_refuse(parser_context["request"].META)
-        data = super().parse(stream, media_type, parser_context)
-        _refuse_lone_surrogates(data)
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError(_TOO_DEEP) from None
+        _refuse_unusable(data)
         return data
 
 
-def _refuse_lone_surrogates(data) -> None:
-    """Python's ``json`` accepts an unpaired ``\\ud800`` escape, a string no UTF-8 can hold:
+def _refuse_unusable(data) -> None:
+    """Refuses nesting deeper than ``MAX_DEPTH`` and lone surrogates.
+
+    Python's ``json`` accepts an unpaired ``\\ud800`` escape, a string no UTF-8 can hold:
     echoed back in an error (an unknown field's name, a bad choice) or used as a rate-limit
     key (the login's username), it made the answer a 500. A 400, as ingest answers it."""
-    stack = [data]
+    stack = [(data, 0)]
     while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= MAX_DEPTH:
+                raise ParseError(_TOO_DEEP)
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
         elif isinstance(item, str):
             try:
                 item.encode("utf-8")

@@ -5,6 +5,8 @@ import gzip
 import pytest
 from rest_framework.test import APIClient
 
+from traceledger.api.parsers import MAX_DEPTH
+
 BODY = '{"username": "x", "password": "y", "pad": "' + "z" * 2048 + '"}'
 
 
@@ -136,6 +138,45 @@ def test_a_lone_surrogate_in_a_json_body_is_a_400_parse_error(owner, user_client
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "parse_error"
     assert "surrogate" in response.json()["error"]["message"]
+
+
+# A few KB of brackets reach Python's recursion limit inside json (no login needed on the
+# first two paths): a 500 before. Nesting past MAX_DEPTH is refused before anything walks it.
+@pytest.mark.django_db
+@pytest.mark.parametrize("depth", [2000, MAX_DEPTH + 1])
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/api/v1/auth/login", "username"),
+        ("/api/v1/auth/refresh", "refresh"),
+        ("/api/v1/users", "role"),
+    ],
+)
+def test_a_json_body_nested_too_deeply_is_a_400_parse_error(
+    owner, user_client, path, field, depth, settings
+):
+    # A bucket of their own: the login tests after these count in this IP's 10/m.
+    settings.TRACELEDGER_RATELIMIT_LOGIN = "1000/m"
+    client = user_client(owner) if path == "/api/v1/users" else APIClient()
+    body = f'{{"{field}": {"[" * (depth - 1)}{"]" * (depth - 1)}, "password": "x"}}'
+
+    response = client.post(path, body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "parse_error",
+        "message": "Malformed JSON: nested too deeply.",
+        **{k: v for k, v in response.json()["error"].items() if k not in ("code", "message")},
+    }
+
+
+@pytest.mark.django_db
+def test_nesting_up_to_max_depth_is_parsed_and_judged_by_the_view(settings):
+    settings.TRACELEDGER_RATELIMIT_LOGIN = "1000/m"
+    body = f'{{"refresh": {"[" * (MAX_DEPTH - 1)}{"]" * (MAX_DEPTH - 1)}}}'
+    response = APIClient().post("/api/v1/auth/refresh", body, content_type="application/json")
+    assert response.status_code in (400, 401)
+    assert response.json()["error"]["code"] != "parse_error"
 
 
 @pytest.mark.django_db
