@@ -19,7 +19,7 @@ from audit.filters import reject_unknown_params
 from audit.selectors import read_tenant_id
 from audit.services.submission import events_submit, ingest_admit
 from audit.validation import InvalidEvents, InvalidJSON, events_parse
-from traceledger.api.parsers import content_encoding_refuse
+from traceledger.api.parsers import charset_refuse, content_encoding_refuse
 from traceledger.request_id import current_request_id
 
 JSON_MEDIA_TYPES = frozenset({"application/json"})
@@ -88,6 +88,7 @@ class IngestMixin:
             )
         # gzip and the like: read as plain bytes, a confusing 400 (traceledger.api.parsers).
         content_encoding_refuse(request.META)
+        charset_refuse(request.META)  # the body is read as UTF-8, whatever it is labelled
         # Over DATA_UPLOAD_MAX_MEMORY_SIZE: RequestDataTooBig, a 413 for every endpoint
         # (traceledger.api.exceptions).
         body = request.body

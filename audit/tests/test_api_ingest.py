@@ -320,11 +320,29 @@ def test_a_body_that_is_not_json_is_a_415(ingest_client, content_type):
     assert "`Content-Type: application/json`" in response.json()["error"]["message"]
 
 
-def test_json_with_a_charset_parameter_is_accepted(ingest_client):
+@pytest.mark.parametrize("charset", ["utf-8", "UTF-8", "utf8", '"utf-8"'])
+def test_json_with_a_utf8_charset_parameter_is_accepted(ingest_client, charset):
     response = ingest_client.generic(
-        "POST", URL, orjson.dumps(valid_event()), content_type="application/json; charset=utf-8"
+        "POST",
+        URL,
+        orjson.dumps(valid_event()),
+        content_type=f"application/json; charset={charset}",
     )
     assert response.status_code == 202
+
+
+@pytest.mark.parametrize("charset", ["iso-8859-1", "latin-1", "utf-16", "nonsense"])
+def test_json_labelled_with_another_charset_is_a_415_not_read_as_utf8(ingest_client, charset):
+    # These bytes are "é" in UTF-8 and "Ã©" in Latin-1: neither reading may be guessed.
+    body = orjson.dumps(valid_event(description="é"))
+    response = ingest_client.generic(
+        "POST", URL, body, content_type=f"application/json; charset={charset}"
+    )
+    assert response.status_code == 415
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_media_type"
+    assert f"Unsupported charset {charset!r}: JSON request bodies are UTF-8" in error["message"]
+    assert not ingest_messages(expect=1, timeout=0.2)
 
 
 @pytest.mark.parametrize("coding", ["gzip", "br", "deflate", "x-gzip", "gzip, identity"])
@@ -407,10 +425,9 @@ def test_a_malformed_body_is_a_parse_error_that_says_what_is_wrong(ingest_client
     ],
 )
 def test_a_body_that_is_not_utf8_is_told_to_be_utf8_json(ingest_client, charset, says):
+    # Labelled as JSON without a charset (a charset other than UTF-8 is a 415 of its own).
     body = json.dumps(valid_event(description="café"), ensure_ascii=False).encode(charset)
-    response = ingest_client.generic(
-        "POST", URL, body, content_type=f"application/json; charset={charset}"
-    )
+    response = ingest_client.generic("POST", URL, body, content_type="application/json")
     says = says.format(e_acute=body.find("é".encode("latin-1")))
     assert response.status_code == 400
     assert response.json()["error"] == {

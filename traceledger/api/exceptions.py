@@ -91,6 +91,18 @@ class UnsupportedContentEncoding(exceptions.UnsupportedMediaType):
         )
 
 
+class UnsupportedCharset(exceptions.UnsupportedMediaType):
+    """A JSON body labelled with a charset other than UTF-8 (``traceledger.api.parsers``)."""
+
+    def __init__(self, charset: str):
+        shown = charset.strip()[:64]
+        super().__init__(
+            shown,
+            detail=f"Unsupported charset {shown!r}: JSON request bodies are UTF-8; send "
+            "`Content-Type: application/json` (or `application/json; charset=utf-8`).",
+        )
+
+
 # Seconds a client waits before retrying a read while PostgreSQL is unreachable.
 DATABASE_RETRY_AFTER = 5
 

@@ -8,6 +8,7 @@ request's content coding, and decompressing here would let a small body expand p
 §15.5.16, with ``Accept-Encoding: identity`` in the answer, set by the exception handler).
 """
 
+from django.utils.http import parse_header_parameters
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
@@ -40,11 +41,27 @@ MAX_DEPTH = 32
 _TOO_DEEP = "Malformed JSON: nested too deeply."
 
 
+def charset_refuse(meta) -> None:
+    """415 when ``Content-Type`` names a charset other than UTF-8.
+
+    JSON exchanged between systems is UTF-8 (RFC 8259 §8.1), and ingest reads it so: a body
+    labelled ``charset=iso-8859-1`` was decoded as UTF-8 there (the client's "Ã©" stored as
+    "é") and as Latin-1 by DRF's parser on the other endpoints. Refused, never guessed."""
+    from traceledger.api.exceptions import UnsupportedCharset
+
+    _media_type, params = parse_header_parameters(meta.get("CONTENT_TYPE", ""))
+    charset = params.get("charset")
+    if charset is not None and charset.strip().lower() not in ("utf-8", "utf8"):
+        raise UnsupportedCharset(charset)
+
+
 class UncompressedJSONParser(JSONParser):
-    """DRF's JSON parser, refusing a compressed body (``content_encoding_refuse``)."""
+    """DRF's JSON parser, refusing a compressed body (``content_encoding_refuse``) and any
+    charset but UTF-8 (``charset_refuse``)."""
 
     def parse(self, stream, media_type=None, parser_context=None):
         content_encoding_refuse(parser_context["request"].META)
+        charset_refuse(parser_context["request"].META)
         try:
             data = super().parse(stream, media_type, parser_context)
         except RecursionError:

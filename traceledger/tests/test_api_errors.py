@@ -180,6 +180,17 @@ def test_nesting_up_to_max_depth_is_parsed_and_judged_by_the_view(settings):
 
 
 @pytest.mark.django_db
+def test_a_body_labelled_with_a_charset_other_than_utf8_is_a_415(settings):
+    settings.TRACELEDGER_RATELIMIT_LOGIN = "1000/m"
+    body = '{"username": "caf\xc3\xa9", "password": "x"}'.encode("latin-1")
+    response = APIClient().generic(
+        "POST", "/api/v1/auth/login", body, content_type="application/json; charset=iso-8859-1"
+    )
+    assert response.status_code == 415
+    assert "Unsupported charset 'iso-8859-1'" in response.json()["error"]["message"]
+
+
+@pytest.mark.django_db
 def test_a_surrogate_pair_is_an_ordinary_character():
     body = '{"username": "\\ud83d\\ude00", "password": "x"}'  # an emoji, escaped
     response = APIClient().post("/api/v1/auth/login", body, content_type="application/json")
