@@ -277,6 +277,23 @@ def user_create(
 USERNAME_TAKEN = "A user with that username already exists."
 
 
+def superuser_create(
+    *, username: str, password: str, email: str = "", actor: Actor = SYSTEM_ACTOR
+) -> User:
+    """Creates a superuser (no tenant) and records ``user.create`` in the system tenant's
+    trail: who can read every tenant's events is itself an account change worth a record."""
+    with transaction.atomic():
+        user = User.objects.create_superuser(username=username, email=email, password=password)
+        _record_user_change(
+            user=user,
+            action="user.create",
+            actor=actor,
+            description=f"Superuser {user.username} created.",
+            metadata={"role": user.role, "is_superuser": True, "is_staff": True},
+        )
+    return user
+
+
 def _username_taken(username: str) -> bool:
     return User.objects.filter(username__iexact=username).exists()
 

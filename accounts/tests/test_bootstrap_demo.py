@@ -42,3 +42,33 @@ def test_it_refuses_to_take_over_an_ordinary_account(tenant, monkeypatch):
         call_command("bootstrap_demo")
     ada.refresh_from_db()
     assert ada.check_password("x")
+
+
+def test_the_superuser_and_each_new_password_are_recorded_in_the_system_trail(
+    django_capture_on_commit_callbacks,
+):
+    from accounts.signals import account_changed
+
+    seen: list[dict] = []
+    account_changed.connect(lambda sender, **kw: seen.append(kw), dispatch_uid="demo", weak=False)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            password, _ = _run()
+            password_again, _ = _run()
+    finally:
+        account_changed.disconnect(dispatch_uid="demo")
+
+    admin = User.objects.get(username="admin")
+    changes = [
+        (e["action"], e["tenant_id"], e["target_id"], e["metadata"].get("changed"))
+        for e in seen
+        if e["target_type"] == "user"
+    ]
+    # None: the system tenant's trail (a superuser has no tenant).
+    assert changes == [
+        ("user.create", None, str(admin.pk), None),
+        ("user.update", None, str(admin.pk), ["password"]),
+    ]
+    assert not any(
+        password in str(e) or password_again in str(e) for e in seen
+    )  # never the password itself

@@ -6,7 +6,13 @@ import secrets
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import ApiKey, User
-from accounts.services import api_key_create, api_key_revoke, tenant_get_or_create
+from accounts.services import (
+    api_key_create,
+    api_key_revoke,
+    superuser_create,
+    tenant_get_or_create,
+    user_password_changed,
+)
 
 
 class Command(BaseCommand):
@@ -27,11 +33,14 @@ class Command(BaseCommand):
                 f"user {user.username!r} exists and is not a superuser: set "
                 "TRACELEDGER_DEMO_ADMIN to another name"
             )
+        # Through the services: the superuser's creation and each new password are recorded
+        # in the system tenant's trail like any other account change.
         if user is None:
-            User.objects.create_superuser(username=username, email="", password=password)
+            superuser_create(username=username, password=password)
         else:
             user.set_password(password)
             user.save(update_fields=["password"])
+            user_password_changed(user=user)
         # Only the hash of a key is stored, so a key printed by an earlier run cannot be
         # shown again: replace it, as the password above.
         for old in ApiKey.objects.filter(tenant=tenant, name="demo", revoked=False):
