@@ -19,6 +19,7 @@ from audit.admin.ledger_status import ledger_status
 from audit.admin.listing import (
     AccessRecordsFilter,
     ActionPrefixFilter,
+    ActorIdFilter,
     ActorTypeFilter,
     BadParamsNamedMixin,
     BoundedDatesQuerySet,
@@ -26,6 +27,7 @@ from audit.admin.listing import (
     EventChangeList,
     EventIdFilter,
     OccurredRangeFilter,
+    TargetIdFilter,
     TargetTypeFilter,
     TenantFilter,
 )
@@ -89,7 +91,9 @@ class AuditEventAdmin(
         "severity",
         ActionPrefixFilter,
         ActorTypeFilter,
+        ActorIdFilter,
         TargetTypeFilter,
+        TargetIdFilter,
         EventIdFilter,
         OccurredRangeFilter,
         AccessRecordsFilter,

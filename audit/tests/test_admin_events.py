@@ -1,8 +1,10 @@
 """The event admin: read-only for everyone, tenant-scoped, index-friendly, exports recorded."""
 
 import csv
+import html
 import io
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode, urljoin
 
@@ -542,6 +544,69 @@ def test_the_same_actor_and_same_target_links_list_exactly_those_events(client, 
     by_target = results(client.get(CHANGELIST + target_link.replace("&amp;", "&")))
     assert {e.pk for e in by_actor} == {events[0].pk, events[1].pk}
     assert {e.pk for e in by_target} == {events[0].pk, events[2].pk}
+
+
+def link_to(body: str, label: str) -> str:
+    """The href of the link whose text starts with ``label``, unescaped."""
+    match = re.search(rf'<a href="([^"]*)"[^>]*>{re.escape(html.escape(label))}', body)
+    assert match, label
+    return html.unescape(match.group(1))
+
+
+@pytest.mark.parametrize(
+    ("actor_id", "target_id"),
+    [
+        ("u/5 with space", "https://example.com/a b?c=1&d=%2F"),
+        ("ünïcødé/名前", "ß#1"),
+        (" padded ", "+plus+"),
+    ],
+)
+def test_the_same_actor_and_target_links_are_filters_shown_and_cleared_like_the_others(
+    client, tenant, auditor, recorded, actor_id, target_id
+):
+    """The links' ``actor_id``/``target_id`` were raw lookups: not shown in the sidebar and
+    kept by "Clear all filters", so the list stayed filtered to one actor without a word."""
+    events = events_create(
+        tenant_id=tenant.pk,
+        count=4,
+        per_event=lambda i: {
+            "actor_id": actor_id if i < 2 else actor_id.strip() + "x",
+            "target": {"id": target_id if i % 2 == 0 else "other", "type": "doc", "name": ""},
+        },
+    )
+    login(client, auditor)
+    detail = client.get(change_url(events[0])).content.decode()
+
+    for label, expected, param in [
+        (f"All events by user:{actor_id}", {events[0].pk, events[1].pk}, "actor_id"),
+        (f"All events on doc:{target_id}", {events[0].pk, events[2].pk}, "target_id"),
+    ]:
+        page = client.get(link_to(detail, label))
+        changelist = page.context["cl"]
+        assert {e.pk for e in results(page)} == expected and page_messages(page) == []
+        [spec] = [s for s in changelist.filter_specs if getattr(s, "parameter_name", "") == param]
+        shown = actor_id if param == "actor_id" else target_id
+        assert f'name="{param}" value="{html.escape(shown)}"' in page.content.decode()
+        assert spec.value() == shown
+        cleared = QueryDict(changelist.clear_all_filters_qs.lstrip("?"))
+        assert param not in cleared and len(results(client.get(CHANGELIST, cleared))) == 4
+        export = client.get(
+            urljoin(CHANGELIST, link_to(page.content.decode(), "Export this list (CSV)"))
+        )
+        assert {row["id"] for row in csv.DictReader(io.StringIO(text(export)))} == {
+            str(pk) for pk in expected
+        }
+
+
+def test_an_actor_or_target_id_longer_than_the_field_is_named_and_dropped(client, tenant, auditor):
+    event_create(tenant_id=tenant.pk)
+    login(client, auditor)
+
+    first = client.get(CHANGELIST, {"actor_id": "a" * 257, "target_id": "t", "tenant": tenant.pk})
+    page = client.get(first.url)
+
+    assert first.url == f"{CHANGELIST}?target_id=t&tenant={tenant.pk}"
+    assert page_messages(page)[0].startswith("Filter ignored: actor_id: Ensure this value has at")
 
 
 def test_the_search_box_goes_through_the_search_port(client, tenant, auditor, monkeypatch):
