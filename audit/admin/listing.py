@@ -585,7 +585,24 @@ def _tenant_problems(params, *, model, own_tenant_id: int | None) -> dict[str, s
     if own_tenant_id is not None and int(tenant) != own_tenant_id:
         plural = model._meta.verbose_name_plural
         return {name: f"tenant={tenant}: you see only your own tenant's {plural}"}
+    # No event can name a tenant that does not exist: the list would be empty and an
+    # export an empty file, both read as "nothing matched" rather than as a typo.
+    if (
+        own_tenant_id is None
+        and _rows_need_the_tenant(model)
+        and not Tenant.objects.filter(pk=int(tenant)).exists()
+    ):
+        return {name: f"tenant={tenant}: no such tenant"}
     return {}
+
+
+def _rows_need_the_tenant(model) -> bool:
+    """Whether every row belongs to an existing tenant (a foreign key to it): events do; a
+    dead letter or an outbox message may name a tenant not provisioned (yet)."""
+    try:
+        return model._meta.get_field("tenant").is_relation
+    except FieldDoesNotExist:
+        return False
 
 
 # The lookups of a tenant field that name one tenant by its id.
