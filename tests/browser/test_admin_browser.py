@@ -232,3 +232,40 @@ def test_an_operator_pulls_a_dead_letter_replays_it_and_sees_it_stored(
             "user",
             "root",
         )
+
+
+WIDEST_CONTENT = "el => Math.max(el.scrollWidth, ...[...el.children].map(c => c.scrollWidth))"
+
+
+def test_long_unbroken_values_on_the_event_page_wrap_inside_the_page(
+    browser_page, tenant, teammate
+):
+    """A 2,000-character description without a space, a long URL: they ran off the right
+    edge of the event page and could not be read (the page does not scroll sideways)."""
+    teammate.is_staff = True
+    teammate.save()
+    url = "https://example.com/" + "/".join(f"segment{i:03d}" for i in range(60)) + "?q=1"
+    (event,) = chained_events_create(
+        tenant_id=tenant.pk,
+        count=1,
+        description="D" * 1999 + "!",
+        user_agent=url[:512],
+        actor_id="a" * 255 + "!",
+        metadata={"callback": url, "token": "T" * 600},
+    )
+    page, base = browser_page
+    page.set_viewport_size({"width": 1366, "height": 768})
+    log_in(page, base, "teammate")
+    page.goto(f"{base}/admin/audit/auditevent/{event.pk}/change/")
+    page.wait_for_selector(".field-description")
+
+    for field in ("description", "user_agent", "actor_id", "same_actor", "metadata_pretty"):
+        row = page.locator(f".form-row.field-{field}").bounding_box()
+        value = page.locator(f".form-row.field-{field} .readonly")
+        box = value.bounding_box()
+        # The value's box stays inside its row, and its text (or the JSON's <pre>) inside it.
+        assert box["x"] + box["width"] <= row["x"] + row["width"] + 1, (field, box, row)
+        text_width = value.evaluate(WIDEST_CONTENT)
+        assert text_width <= box["width"] + 1, (field, text_width, box)
+    # Nor does anything else (the title and breadcrumbs name the actor id).
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1366
