@@ -6,6 +6,7 @@
   (``stored_at``'s BRIN index); the newest stored event from the chain heads (one row per
   tenant, moved by every ingest transaction);
 - outbox and dead letters: small tables by design (the relay and the drain empty them);
+  dead letters only for those who may open their pages;
 - DLQ depth and search state: one bounded call each to RabbitMQ and Elasticsearch.
 """
 
@@ -56,7 +57,8 @@ class Dashboard:
     outbox_messages: int = 0
     outbox_events: int = 0
     outbox_oldest: datetime | None = None
-    dead_letters_new: int = 0
+    # None: not shown (the user may not open the dead-letter pages).
+    dead_letters_new: int | None = None
     dlq_depth: int | None = None
     search_backend: str = ""
     search_state: str = ""
@@ -116,7 +118,10 @@ def dashboard_for(*, user, now: datetime | None = None) -> Dashboard | None:
     board.outbox_messages = backlog["messages"]
     board.outbox_events = backlog["events"]
     board.outbox_oldest = backlog["oldest"]
-    board.dead_letters_new = dead.count()
+    if can_view_dead_letters(user):
+        # Only for those who can act on it: tenant auditors saw a count whose pages answer
+        # them 403, with nothing they could do about it.
+        board.dead_letters_new = dead.count()
     if user.is_superuser:
         # The broker's queue is shared by every tenant: only operators see its depth.
         board.dlq_depth = _cached_dlq_depth()
@@ -125,6 +130,12 @@ def dashboard_for(*, user, now: datetime | None = None) -> Dashboard | None:
         SEARCH_STATE_KEY, search_state, DLQ_DEPTH_TTL
     )
     return board
+
+
+def can_view_dead_letters(user) -> bool:
+    """Whether the dead-letter admin lets ``user`` in: Django's ModelAdmin view check (view
+    or change permission), which DeadLetterAdmin keeps; superusers have every permission."""
+    return user.has_perm("audit.view_deadletter") or user.has_perm("audit.change_deadletter")
 
 
 def _cached_dlq_depth() -> int | None:

@@ -1098,6 +1098,40 @@ def test_the_dashboards_ingest_lag_covers_events_stored_lately_whatever_their_oc
     assert now - timedelta(seconds=5) < board.newest_stored_at <= datetime.now(UTC)
 
 
+@pytest.mark.parametrize(
+    ("who", "granted", "shown"),
+    [
+        ("auditor", [], False),
+        ("owner", [], False),  # the tenant's admin role alone does not open dead letters
+        ("owner", ["view_deadletter"], True),
+        ("staff_superuser", [], True),
+    ],
+)
+def test_the_dashboard_counts_dead_letters_only_for_those_who_may_open_them(
+    client, tenant, request, who, granted, shown
+):
+    """Tenant auditors and admins saw "Dead letters (new) N" without a link, and the dead
+    letter pages answered them 403."""
+    from django.contrib.auth.models import Permission
+
+    from audit.models import DeadLetter
+
+    user = request.getfixturevalue(who)
+    user.is_staff = True
+    user.save()
+    user.user_permissions.add(*Permission.objects.filter(codename__in=granted))
+    DeadLetter.objects.create(message_id="m-1", tenant_id=tenant.pk, payload={}, event_count=1)
+    login(client, user)
+
+    body = client.get(reverse("admin:index")).content.decode()
+    letters = reverse("admin:audit_deadletter_changelist")
+
+    assert 'id="tl-dashboard"' in body
+    assert ("Dead letters (new)" in body) is shown
+    assert (f'<a href="{letters}?status__exact=new">1</a>' in body) is shown
+    assert client.get(letters).status_code == (200 if shown else 403)
+
+
 def test_the_dashboard_is_not_shown_to_staff_who_cannot_browse_events(client, tenant):
     staff = User.objects.create_user(
         username="pipeline", password=PASSWORD, tenant=tenant, role=Role.INGEST, is_staff=True
