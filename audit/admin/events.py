@@ -4,9 +4,10 @@ import json
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import ValidationError
 from django.db.models import Case, IntegerField, Value, When
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
@@ -242,6 +243,18 @@ class AuditEventAdmin(
         if response.status_code == 200 and event is not None:
             event_read_record(request=request, event=event)
         return response
+
+    def _get_obj_does_not_exist_redirect(self, request, opts, object_id):
+        # Django says "… doesn't exist. Perhaps it was deleted?": nothing is ever deleted
+        # from this append-only trail, and an id of another tenant's event exists but is
+        # not the user's to see (which must not be confirmed either). Otherwise as Django's
+        # (Django 5.2's hook): a warning, then the admin index.
+        self.message_user(
+            request,
+            f"No audit event with ID “{unquote(object_id)}” in the events you can see.",
+            messages.WARNING,
+        )
+        return HttpResponseRedirect(reverse("admin:index", current_app=self.admin_site.name))
 
     def get_urls(self):
         return [

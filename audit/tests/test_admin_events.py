@@ -204,6 +204,15 @@ def test_staff_of_tenant_a_never_see_tenant_b_in_the_list_the_detail_or_a_filter
     detail = client.get(change_url(theirs), follow=True)
     assert "globex.secret" not in detail.content.decode()
     assert detail.redirect_chain and detail.redirect_chain[-1][0] == reverse("admin:index")
+    # Not Django's "doesn't exist. Perhaps it was deleted?": nothing is deleted from the
+    # trail, and whether another tenant's event exists is not the user's to know.
+    assert page_messages(detail) == [
+        f"No audit event with ID “{theirs.pk}” in the events you can see."
+    ]
+    missing = client.get(reverse("admin:audit_auditevent_change", args=["no-such-id"]), follow=True)
+    assert page_messages(missing) == [
+        "No audit event with ID “no-such-id” in the events you can see."
+    ]
 
     # The tenant filter lists no tenants for staff (they only have one).
     assert "globex" not in body
