@@ -68,8 +68,9 @@ def export_tenant_ids(*, request: HttpRequest, queryset, scope: dict) -> list[in
     )
 
 
-def export_record(*, request: HttpRequest, queryset, fmt: str, scope: dict) -> None:
-    """Record the export in each tenant read; raises ExportNotAttributable first if unknown.
+def export_record(*, request: HttpRequest, queryset, fmt: str, scope: dict) -> list[int | None]:
+    """Record the export in each tenant read (returned: ``export_tenant_ids``); raises
+    ExportNotAttributable first if unknown.
 
     A selection's ids are recorded in their own tenant's trail only: a superuser's selection
     across tenants must not show one tenant's staff the ids of another's events (ids are
@@ -77,7 +78,8 @@ def export_record(*, request: HttpRequest, queryset, fmt: str, scope: dict) -> N
     """
     principal = principal_for_user(request.user)
     ids_by_tenant = _selected_ids_by_tenant(scope)
-    for tenant_id in export_tenant_ids(request=request, queryset=queryset, scope=scope):
+    tenant_ids = export_tenant_ids(request=request, queryset=queryset, scope=scope)
+    for tenant_id in tenant_ids:
         tenant_scope = scope
         if ids_by_tenant is not None:
             tenant_scope = {**scope, "ids": ids_by_tenant.get(tenant_id, [])}
@@ -89,6 +91,7 @@ def export_record(*, request: HttpRequest, queryset, fmt: str, scope: dict) -> N
             endpoint="admin",
             description=f"{principal.name} exported events from the admin as {fmt}",
         )
+    return tenant_ids
 
 
 def _selected_ids_by_tenant(scope: dict) -> dict[int, list[str]] | None:

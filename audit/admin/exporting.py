@@ -12,6 +12,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect, StreamingHttpResponse
 from django.utils import timezone
 
+from accounts.models import Tenant
 from audit.admin.access_log import ExportNotAttributable, export_record
 from audit.export_slots import ExportsBusy, export_rows_in_slot
 from audit.exports import FORMATS, export_rows
@@ -25,15 +26,29 @@ def export_response(
     ``ExportsBusy`` (before recording anything) when this process streams as many exports
     as it may."""
     content_type, extension = FORMATS[fmt]
+    tenant_ids: list[int | None] = []
     rows = export_rows_in_slot(
         # Recorded before the first byte: an export that is not in the trail never starts.
-        record=lambda: export_record(request=request, queryset=queryset, fmt=fmt, scope=scope),
+        record=lambda: tenant_ids.extend(
+            export_record(request=request, queryset=queryset, fmt=fmt, scope=scope)
+        ),
         rows=lambda: export_rows(queryset, fmt),
     )
     response = StreamingHttpResponse(rows, content_type=content_type)
-    stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
-    response["Content-Disposition"] = f'attachment; filename="audit-events-{stamp}.{extension}"'
+    name = export_filename(tenant_ids=tenant_ids, extension=extension)
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
+
+
+def export_filename(*, tenant_ids: list[int | None], extension: str) -> str:
+    """``traceledger-<tenant slug>-<stamp>``, as the API names its exports, when the export
+    is of one tenant (the tenants it was recorded in); else ``audit-events-<stamp>``."""
+    stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+    if len(tenant_ids) == 1 and tenant_ids[0] is not None:
+        slug = Tenant.objects.filter(pk=tenant_ids[0]).values_list("slug", flat=True).first()
+        if slug:
+            return f"traceledger-{slug}-{stamp}.{extension}"
+    return f"audit-events-{stamp}.{extension}"
 
 
 def _refusal(exc: Exception) -> str:

@@ -946,6 +946,31 @@ def test_a_superuser_must_name_the_tenant_of_an_unfiltered_export(
     assert [call["tenant_id"] for call in exports] == [other_tenant.pk]
 
 
+def test_an_export_of_one_tenant_is_named_after_it_as_the_apis_exports_are(
+    client, tenant, other_tenant, auditor, staff_superuser
+):
+    acme, globex = event_create(tenant_id=tenant.pk), event_create(tenant_id=other_tenant.pk)
+
+    def filename(response) -> str:
+        assert response.streaming, response
+        text(response)  # read to the end: the export's slot goes back
+        return re.fullmatch(r'attachment; filename="(.*)"', response["Content-Disposition"])[1]
+
+    staffs = filename(login(client, auditor).get(EXPORT, {"format": "csv"}))
+    login(client, staff_superuser)
+    filtered = filename(client.get(EXPORT, {"format": "jsonl", "tenant": other_tenant.pk}))
+    across = filename(
+        client.post(
+            CHANGELIST,
+            {"action": "export_csv", "_selected_action": [str(acme.pk), str(globex.pk)]},
+        )
+    )
+
+    assert re.fullmatch(r"traceledger-acme-\d{8}T\d{6}Z\.csv", staffs)
+    assert re.fullmatch(r"traceledger-globex-\d{8}T\d{6}Z\.jsonl", filtered)
+    assert re.fullmatch(r"audit-events-\d{8}T\d{6}Z\.csv", across)
+
+
 def test_a_superusers_selection_across_tenants_records_each_tenants_ids_in_its_own_trail(
     client, tenant, other_tenant, staff_superuser, recorded
 ):
