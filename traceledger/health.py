@@ -3,7 +3,8 @@
 Readiness runs every check concurrently, each bounded by ``TRACELEDGER_HEALTH_TIMEOUT``
 (default 0.8 s), so a blackholed dependency cannot hold the probe. Only a down database
 makes the service unready (503): without RabbitMQ events go to the outbox, without Redis
-the cache misses, without Elasticsearch search falls back to PostgreSQL.
+the cache misses, without Elasticsearch search falls back to PostgreSQL. Anything but ``ok``
+or ``disabled`` (``down``, or ``unknown`` when a check cannot be answered) is ``degraded``.
 """
 
 import contextlib
@@ -26,7 +27,7 @@ from kombu import Connection
 
 logger = logging.getLogger(__name__)
 
-OK, DOWN, DISABLED = "ok", "down", "disabled"
+OK, DOWN, DISABLED, UNKNOWN = "ok", "down", "disabled", "unknown"
 _executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="readyz")
 
 
@@ -136,7 +137,9 @@ def check_search() -> str:
 
 def check_workers() -> str:
     """Whether any worker consumes ``audit.ingest``: ``down`` when none does, so a stopped
-    worker makes the stack ``degraded`` (events are accepted, nothing stores them)."""
+    worker makes the stack ``degraded`` (events are accepted, nothing stores them). Only
+    RabbitMQ can say, so when it cannot be asked the answer is ``unknown`` (see
+    ``UNKNOWN_ON_FAILURE``): the workers may well be running, waiting for it."""
     from audit.topology import queue_state
 
     state = queue_state(settings.CELERY_BROKER_URL, timeout=settings.TRACELEDGER_HEALTH_TIMEOUT)
@@ -152,12 +155,22 @@ CHECKS: dict[str, Callable[..., str]] = {
 }
 
 
+# Checks that observe something through another dependency rather than probing it: their
+# failure (or timeout) says nothing about the thing itself. ``workers`` read ``down`` through
+# a whole RabbitMQ outage while the workers ran, waiting for it (operator QA).
+UNKNOWN_ON_FAILURE = frozenset({"workers"})
+
+
+def _failed(name: str) -> str:
+    return UNKNOWN if name in UNKNOWN_ON_FAILURE else DOWN
+
+
 def _run(name: str, check: Callable[[], str]) -> str:
     try:
         return check()
     except Exception as exc:  # a readiness probe reports, it never raises
         logger.warning("readiness check failed", extra={"check": name, "error": repr(exc)})
-        return DOWN
+        return _failed(name)
 
 
 def readiness() -> dict:
@@ -175,13 +188,14 @@ def readiness() -> dict:
             results[name] = future.result(timeout=timeout + 0.1)
         except FutureTimeout:
             logger.warning("readiness check timed out", extra={"check": name})
-            results[name] = DOWN
+            results[name] = _failed(name)
     if results["database"] == DOWN:
         overall = "down"
-    elif DOWN in results.values():
-        overall = "degraded"
-    else:
+    elif set(results.values()) <= {OK, DISABLED}:
         overall = "ok"
+    else:
+        # A check that is down, or that cannot be answered, is not ok.
+        overall = "degraded"
     return {"status": overall, "checks": results}
 
 

@@ -115,16 +115,37 @@ def test_it_answers_503_quickly_when_the_database_is_unreachable(
 
 
 @pytest.mark.django_db
-def test_it_reports_the_broker_down_as_degraded(client, fault_proxy):
+@pytest.mark.parametrize("mode", ["refuse", "blackhole"])
+def test_it_reports_the_broker_down_as_degraded_and_the_workers_unknown(
+    client, fault_proxy, ingest_consumer, mode
+):
+    # A worker consumes audit.ingest on the real broker; the probe cannot reach it, so it
+    # cannot know whether anything consumes, so it must not say "down".
     proxy = fault_proxy("127.0.0.1", 5672)
-    proxy.set_mode("blackhole")
+    proxy.set_mode(mode)
     with override_settings(CELERY_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{proxy.port}//"):
         started = time.monotonic()
         response = client.get("/readyz")
     assert time.monotonic() - started < 2
     assert response.status_code == 200
     assert response.json()["checks"]["broker"] == "down"
+    assert response.json()["checks"]["workers"] == "unknown"
     assert response.json()["status"] == "degraded"
+
+
+@pytest.mark.django_db
+def test_it_is_degraded_when_only_the_workers_cannot_be_asked(client, monkeypatch):
+    from kombu.exceptions import OperationalError
+
+    def cannot_say(*args, **kwargs):
+        raise OperationalError("reading the state of audit.ingest: timed out")
+
+    monkeypatch.setattr("audit.topology.queue_state", cannot_say)
+    body = client.get("/readyz").json()
+
+    assert body["checks"]["broker"] == "ok"
+    assert body["checks"]["workers"] == "unknown"
+    assert body["status"] == "degraded"
 
 
 @pytest.mark.django_db
