@@ -163,8 +163,32 @@ def test_relay_outbox_command_shows_progress_on_a_terminal_only(db, tenant, monk
 
 
 def test_relay_outbox_command_refuses_a_bad_chunk_size(db):
-    with pytest.raises(CommandError, match="chunk-size"):
+    with pytest.raises(CommandError, match="chunk-size") as error:
         call_command("relay_outbox", "--chunk-size", "0")
+    # 1 tells cron "RabbitMQ still refuses"; a typo is 2, as argparse's own refusals.
+    assert error.value.returncode == 2
+
+
+def test_relay_outbox_command_fails_with_1_while_the_broker_refuses(db, tenant, broker_proxy):
+    parked(tenant)
+    broker_proxy.set_mode("refuse")
+
+    with pytest.raises(CommandError) as error:
+        call_command("relay_outbox", stdout=StringIO())
+    assert error.value.returncode == 1
+
+
+def test_relay_outbox_command_documents_its_exit_codes():
+    from django.core.management import load_command_class
+
+    text = " ".join(
+        load_command_class("audit", "relay_outbox")
+        .create_parser("manage.py", "relay_outbox")
+        .format_help()
+        .split()
+    )
+    assert "1 RabbitMQ still refuses" in text
+    assert "2 could not relay (the database unavailable, bad input)" in text
 
 
 def test_the_periodic_task_relays(db, tenant):

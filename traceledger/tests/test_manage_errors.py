@@ -20,7 +20,9 @@ def _manage(*args, **env):
     )
 
 
-@pytest.mark.parametrize("command", [("create_tenant", "zz"), ("verify_ledger",)])
+@pytest.mark.parametrize(
+    "command", [("create_tenant", "zz"), ("verify_ledger",), ("relay_outbox",)]
+)
 def test_an_unreachable_database_is_one_line(command):
     result = _manage(*command, DATABASE_URL="postgres://127.0.0.1:9/nowhere")
     assert result.returncode == 2
