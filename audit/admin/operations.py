@@ -285,7 +285,7 @@ class DeadLetterAdmin(_OperationsAdmin):
             self.message_user(request, "Nothing to pull: the queue is empty.", messages.INFO)
             return HttpResponseRedirect(reverse("admin:audit_deadletter_changelist"))
         try:
-            arrived = dead_letters_drain()
+            drained = dead_letters_drain()
         except Exception as exc:  # RabbitMQ down: tell the operator, do not 500
             logger.warning("DLQ drain failed", exc_info=True)
             self.message_user(
@@ -301,11 +301,23 @@ class DeadLetterAdmin(_OperationsAdmin):
                 actor_id=actor.id,
                 actor_type=actor.type,
                 actor_name=actor.name,
-                description=f"{actor.name} pulled {arrived} dead letter(s) from RabbitMQ",
-                metadata={"arrived": arrived, "via": "admin"},
+                description=f"{actor.name} pulled {drained.moved} dead letter(s) from RabbitMQ",
+                metadata={
+                    "arrived": drained.moved,
+                    "new": drained.new,
+                    "repeats": len(drained.repeats),
+                    # Capped: an event's metadata holds 16 KiB at most.
+                    "repeat_of_ids": [r.id for r in drained.repeats[:100]],
+                    "via": "admin",
+                },
             )
+            breakdown = drained.breakdown()
             self.message_user(
-                request, f"Pulled {arrived} dead letter(s) from RabbitMQ.", messages.SUCCESS
+                request,
+                f"Pulled {drained.moved} dead letter(s) from RabbitMQ"
+                + (f": {breakdown}." if breakdown else "."),
+                # A letter someone replayed or discarded failed again: make it stand out.
+                messages.WARNING if drained.handled_before else messages.SUCCESS,
             )
         return HttpResponseRedirect(reverse("admin:audit_deadletter_changelist"))
 

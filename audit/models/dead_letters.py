@@ -10,7 +10,8 @@ class DeadLetterStatus(models.TextChoices):
 class DeadLetter(models.Model):
     """A message drained from ``audit.ingest.dlq``, kept for people to inspect and replay."""
 
-    # The Celery task id (or AMQP message id): draining the same message twice is a no-op.
+    # The Celery task id (or AMQP message id, or a digest of the body): draining the same
+    # message twice keeps one row (a repeat only moves last_failed_at; see _fold_repeat).
     message_id = models.CharField(max_length=255, unique=True)
     tenant_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     task_name = models.CharField(max_length=255, blank=True, default="")

@@ -23,8 +23,9 @@ from datetime import UTC, datetime
 import orjson
 from django.core.cache import cache
 from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import CharField, Func
+from django.db.models import CharField, F, Func, Q, Value
 from django.db.models.fields.json import KeyTransform
+from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 from kombu import Connection
 
@@ -358,23 +359,103 @@ def _label(message) -> str:
         return f"delivery tag {message.delivery_tag}"
 
 
-def _store(messages: list, on_left: Callable[[str, Exception], None] | None) -> list:
+@dataclass(frozen=True)
+class Repeat:
+    """A drained message whose id already had a row: ``id`` is that row, ``status`` its
+    status when the message arrived (the drain leaves it as it was)."""
+
+    id: int
+    status: str
+
+
+REPEATS_NAMED = 10  # ids a report lists before "…"
+
+
+def _ids(repeats) -> str:
+    named = ", ".join(f"#{r.id}" for r in repeats[:REPEATS_NAMED])
+    return named + (", …" if len(repeats) > REPEATS_NAMED else "")
+
+
+@dataclass(frozen=True)
+class DrainResult:
+    """What a drain moved: rows created, and messages folded into a row already there."""
+
+    new: int = 0
+    repeats: tuple[Repeat, ...] = ()
+
+    @property
+    def moved(self) -> int:
+        """Messages taken off the queue and acked (new rows and repeats)."""
+        return self.new + len(self.repeats)
+
+    @property
+    def handled_before(self) -> tuple[Repeat, ...]:
+        """Repeats of letters already replayed or discarded: the message failed again after
+        someone dealt with it, and nothing else would show it."""
+        return tuple(r for r in self.repeats if r.status != DeadLetterStatus.NEW)
+
+    def breakdown(self) -> str:
+        """For people, after "moved N": "" when every message made a new row; else how many
+        were repeats, of which rows, and which of those rows were handled already."""
+        if not self.repeats:
+            return ""
+        text = (
+            f"{self.new} new, {len(self.repeats)} repeat(s) of letters already in the table "
+            f"({_ids(self.repeats)}; their last failure time is updated)"
+        )
+        handled = self.handled_before
+        if handled:
+            listed = ", ".join(f"#{r.id} {r.status}" for r in handled[:REPEATS_NAMED])
+            more = ", …" if len(handled) > REPEATS_NAMED else ""
+            text += (
+                f". {len(handled)} of them had been handled already ({listed}{more}) and "
+                "failed again since; they keep that status: look at them"
+            )
+        return text
+
+
+def _fold_repeat(row: DeadLetter, fields: dict) -> None:
+    """A message whose id already has a row: the same bytes failed again (a producer
+    without message ids re-sent them), or the same message came back (a drain that died
+    between its commit and its acks). Only a later failure moves the row's last failure
+    time and adds its attempts, so a copy drained twice changes nothing. The status, and
+    who set it, stay: a discard or a replay was audited and is not undone by a drain; the
+    drain's report names such rows instead."""
+    failed = fields["last_failed_at"]
+    if failed is None:
+        return
+    DeadLetter.objects.filter(
+        Q(last_failed_at__isnull=True) | Q(last_failed_at__lt=failed), pk=row.pk
+    ).update(
+        last_failed_at=failed,
+        first_failed_at=Coalesce(F("first_failed_at"), Value(fields["first_failed_at"] or failed)),
+        attempts=Least(F("attempts") + fields["attempts"], POSITIVE_INT_MAX),
+    )
+
+
+def _store(
+    messages: list, on_left: Callable[[str, Exception], None] | None
+) -> tuple[DrainResult, list]:
     """Insert the batch (idempotent on message id), commit, then ack what was stored.
 
-    Returns the messages that could not be stored, unacked. Each is logged and passed to
+    Returns what was stored (new rows, repeats folded into rows already there) and the
+    messages that could not be stored, unacked. Each of those is logged and passed to
     ``on_left``; its savepoint is rolled back, so it does not take the batch down with it.
     A failure of the database itself (connection lost, …) still fails the whole batch, with
     nothing acked: every message would fail the same way.
     """
     stored, left = [], []
+    new, repeats = 0, []
     with transaction.atomic():
         for message in messages:
             try:
                 with transaction.atomic():  # savepoint: one refused row, not the batch
                     fields = dead_letter_fields(message)
-                    DeadLetter.objects.get_or_create(
+                    row, created = DeadLetter.objects.get_or_create(
                         message_id=fields.pop("message_id"), defaults=fields
                     )
+                    if not created:
+                        _fold_repeat(row, fields)
             except (OperationalError, InterfaceError):
                 raise
             except Exception as exc:
@@ -385,11 +466,15 @@ def _store(messages: list, on_left: Callable[[str, Exception], None] | None) -> 
                 left.append(message)
             else:
                 stored.append(message)
+                if created:
+                    new += 1
+                else:
+                    repeats.append(Repeat(id=row.pk, status=row.status))
     # After commit: a crash before these acks redelivers the messages, and get_or_create
-    # above turns the second drain into a no-op.
+    # above turns the second drain into a repeat that changes nothing.
     for message in stored:
         message.ack()
-    return left
+    return DrainResult(new=new, repeats=tuple(repeats)), left
 
 
 def dead_letters_drain(
@@ -397,25 +482,30 @@ def dead_letters_drain(
     limit: int | None = None,
     progress: Callable[[int], None] | None = None,
     on_left: Callable[[str, Exception], None] | None = None,
-) -> int:
+) -> DrainResult:
     """Move up to ``limit`` messages (all when None) from the DLQ into ``DeadLetter`` rows.
 
-    Returns the number of messages moved. ``progress(n)`` is called after each commit. A
+    Returns what moved: new rows, and repeats (a message whose id already has a row, which
+    keeps its status; see ``_fold_repeat``). ``progress(n)`` is called after each commit
+    with the number moved so far. A
     message that cannot be stored (it should not happen: any body and header is stored, but
     a bug must not block the DLQ) stays in the queue for a later drain, is logged, and is
     passed to ``on_left(message_id, exception)``; the other messages move on. ``limit``
     counts the messages taken, moved or not.
     """
-    moved = taken = 0
+    taken = 0
+    result = DrainResult()
     left: list = []
 
     def store(batch: list) -> None:
-        nonlocal moved
-        batch_left = _store(batch, on_left)
+        nonlocal result
+        batch_result, batch_left = _store(batch, on_left)
         left.extend(batch_left)
-        moved += len(batch) - len(batch_left)
+        result = DrainResult(
+            new=result.new + batch_result.new, repeats=result.repeats + batch_result.repeats
+        )
         if progress:
-            progress(moved)
+            progress(result.moved)
 
     with Connection(_broker_url(), connect_timeout=5) as conn:
         conn.ensure_connection(max_retries=3)
@@ -444,7 +534,13 @@ def dead_letters_drain(
         logger.error(
             "%d dead letter(s) could not be stored and were left in %s", len(left), DLQ.name
         )
-    return moved
+    if result.handled_before:
+        logger.warning(
+            "dead letters already replayed or discarded failed again: %s",
+            _ids(result.handled_before),
+            extra={"dead_letter_ids": [r.id for r in result.handled_before]},
+        )
+    return result
 
 
 def _settled_barrier(queue) -> None:

@@ -225,8 +225,12 @@ def test_draining_the_same_dead_letter_twice_keeps_one_row(tenant):
             task_id="task-1",
         )
 
-    assert service.dead_letters_drain() == 2
-    assert DeadLetter.objects.count() == 1
+    drained = service.dead_letters_drain()
+
+    assert (drained.moved, drained.new, len(drained.repeats)) == (2, 1, 1)
+    letter = DeadLetter.objects.get()
+    assert letter.attempts == 2  # the second copy failed later: it counts as another attempt
+    assert letter.last_failed_at > letter.first_failed_at
     assert queue_depth(DLQ.name) == 0
 
 
@@ -281,7 +285,7 @@ def test_nothing_is_acked_when_the_rows_are_written_but_the_commit_fails(tenant)
     time.sleep(1.0)
     assert queue_depth(DLQ.name) == 2
     # And a later drain, once the database commits again, stores them.
-    assert service.dead_letters_drain() == 2
+    assert service.dead_letters_drain().moved == 2
     assert DeadLetter.objects.count() == 2
 
 
@@ -310,7 +314,7 @@ def test_a_drained_dlq_stays_empty_after_the_drain_closes_its_channel(tenant):
         tenant_id=tenant.pk, rejected=rejected, request_id=None, task_id="bulk"
     )
 
-    assert service.dead_letters_drain() == 450
+    assert service.dead_letters_drain().moved == 450
 
     deadline = time.monotonic() + 2.0  # returned messages reappear within milliseconds
     while time.monotonic() < deadline:
@@ -677,7 +681,7 @@ def test_a_dead_lettered_event_keeps_its_submitter_for_the_replay(tenant):
         submitted_by="api_key:Ab12Cd34",
     )
 
-    assert service.dead_letters_drain() == 1
+    assert service.dead_letters_drain().moved == 1
 
     assert DeadLetter.objects.get().payload["submitted_by"] == "api_key:Ab12Cd34"
 

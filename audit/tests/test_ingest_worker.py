@@ -333,7 +333,7 @@ def test_a_batch_that_exhausts_its_retries_lands_in_the_dead_letter_queue(tenant
     # One line, no traceback, for a batch whose retries ran out on an outage.
     [failed] = [line for line in worker.log().splitlines() if "raised unexpected" in line]
     assert "OperationalError" in failed and "Traceback" not in failed
-    assert dead_letters_drain() == 1
+    assert dead_letters_drain().moved == 1
     letter = DeadLetter.objects.get()
     assert letter.message_id == task_id
     assert letter.attempts == 3

@@ -24,8 +24,10 @@ class Command(BaseCommand):
     help = (
         f"Moves messages from the RabbitMQ queue {DLQ_NAME} into the DeadLetter table (shown "
         "in the admin). Each batch is acked only after it is committed; draining a message "
-        "twice keeps one row. A message that cannot be stored is left in the queue, named, "
-        "and makes the command fail after the others are moved. Exit status: 0 all moved; "
+        "twice keeps one row: the output counts such repeats apart from new letters and "
+        "names their rows, and those already replayed or discarded (their status is kept). "
+        "A message that cannot be stored is left in the queue, named, and makes the command "
+        "fail after the others are moved. Exit status: 0 all moved; "
         "1 a message was left in the queue (look at it); 2 could not drain (RabbitMQ or the "
         "database unreachable, bad input)."
     )
@@ -57,14 +59,18 @@ class Command(BaseCommand):
             self.stderr.write(f"  left in {DLQ_NAME}: {message_id}: {type(exc).__name__}: {exc}")
 
         try:
-            moved = dead_letters_drain(limit=limit, progress=progress, on_left=report_left)
+            result = dead_letters_drain(limit=limit, progress=progress, on_left=report_left)
         except BROKER_ERRORS as exc:
             # What was committed before stays moved (acked after commit); the rest waits.
             raise CommandError(
                 f"RabbitMQ failed during the drain: {type(exc).__name__}: {exc}",
                 returncode=EXIT_COULD_NOT_DRAIN,
             ) from exc
-        self.stdout.write(f"moved {moved} dead letter(s) from {DLQ_NAME} into the DeadLetter table")
+        breakdown = result.breakdown()
+        self.stdout.write(
+            f"moved {result.moved} dead letter(s) from {DLQ_NAME} into the DeadLetter table"
+            + (f": {breakdown}" if breakdown else "")
+        )
         if left:
             # A non-zero exit: an unattended drain (cron) must make someone look.
             raise CommandError(
