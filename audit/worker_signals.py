@@ -23,6 +23,9 @@
   During a RabbitMQ memory or disk alarm such a publish blocked the loop, so a running
   worker stopped taking messages, the very ones whose draining ends an alarm, and a worker
   started during one never became ready.
+* ``DeadLetteringConsumer`` logs its own line, per message, for a message of ``audit.ingest``
+  Celery rejects itself (no ``task`` header, a content type it refuses): Celery's lines say
+  "deleted" or "discarded", and are throttled, while RabbitMQ dead-letters the message.
 * Every message of ``audit.ingest`` the worker rejects before a task runs (undecodable, an
   unknown task, a malformed message) counts in ``traceledger_ingest_batches_rejected``, as
   the task's own rejections do: the series operators watch for dead letters.
@@ -37,13 +40,33 @@ from vine import promise
 logger = logging.getLogger(__name__)
 
 
-def _count_if_ingest(message) -> None:
-    from audit import metrics_worker
+def _is_ingest(message) -> bool:
     from traceledger.queues import INGEST_QUEUE_NAME
 
     delivery = getattr(message, "delivery_info", None) or {}
-    if delivery.get("routing_key") == INGEST_QUEUE_NAME:
+    return delivery.get("routing_key") == INGEST_QUEUE_NAME
+
+
+def _count_if_ingest(message) -> None:
+    from audit import metrics_worker
+
+    if _is_ingest(message):
         metrics_worker.BATCHES_REJECTED.inc()
+
+
+def _log_dead_lettered(message, problem: str) -> None:
+    """Our line for a message Celery itself rejected before any task, on ``audit.ingest``
+    (whose rejects RabbitMQ dead-letters; the other queues have no DLX)."""
+    if not _is_ingest(message):
+        return
+    headers = message.headers if isinstance(message.headers, dict) else {}
+    given = headers.get("id") or (message.properties or {}).get("message_id")
+    logger.error(
+        "%s (message %s, content type %r); dead-lettering it to audit.ingest.dlq",
+        problem,
+        given or "without an id",
+        message.content_type,
+    )
 
 
 @signals.task_rejected.connect
@@ -151,6 +174,19 @@ class DeadLetteringConsumer(Consumer):
         dead_letter_note(task_id=task_id, reason="malformed task message", exception=problem)
         message.reject(requeue=False)
         _count_if_ingest(message)
+
+    # Celery's own lines for these say "Received and deleted unknown message. Wrong
+    # destination?!?" (WARNING) and "Received invalid task message … ignored and discarded"
+    # (ERROR), and the consumer's logger is throttled (one line of a kind per 30 s, for its
+    # reconnect lines): on audit.ingest the message is rejected, so RabbitMQ dead-letters
+    # it, and nothing said so. Celery's handling is kept; our line follows, per message.
+    def on_unknown_message(self, body, message) -> None:
+        super().on_unknown_message(body, message)
+        _log_dead_lettered(message, "not a Celery task message (no task header)")
+
+    def on_invalid_task(self, body, message, exc) -> None:
+        super().on_invalid_task(body, message, exc)
+        _log_dead_lettered(message, f"invalid task message: {exc}")
 
     def on_decode_error(self, message, exc) -> None:
         logger.error(

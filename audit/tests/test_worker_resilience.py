@@ -101,6 +101,48 @@ def test_malformed_task_messages_are_dead_lettered_and_the_worker_goes_on(tenant
     assert {letter.reason for letter in letters.values()} == {"malformed task message"}
 
 
+def _publish_foreign(body: bytes, *, content_type: str, headers: dict) -> None:
+    with Connection(app.conf.broker_url) as conn:
+        Producer(conn.default_channel).publish(
+            body,
+            exchange=AUDIT_EXCHANGE,
+            routing_key=INGEST_QUEUE.name,
+            content_type=content_type,
+            content_encoding="utf-8",
+            headers=headers,
+            delivery_mode=2,
+        )
+
+
+@pytest.mark.integration
+def test_messages_celery_rejects_itself_are_logged_as_dead_lettered_each_one():
+    """Celery's own lines said "deleted" or "discarded" (and are throttled: the second
+    header-less message in 30 s logged nothing), while RabbitMQ dead-lettered them all."""
+    worker = WorkerProcess(queues=INGEST_QUEUE.name).start()
+    try:
+        _publish_foreign(b'{"hello": "world"}', content_type="application/json", headers={})
+        _publish_foreign(b'{"hello": 2}', content_type="application/json", headers={"id": "f-2"})
+        _publish_foreign(
+            b"hello", content_type="text/plain", headers={"task": INGEST_TASK_NAME, "id": "f-3"}
+        )
+        wait_until(lambda: queue_depth(DLQ.name) == 3, what="the three in the DLQ")
+        wait_until(lambda: "'text/plain'); dead-lettering" in worker.log(), what="the last line")
+    finally:
+        worker.stop()
+    lines = [line for line in worker.log().splitlines() if "dead-lettering it to" in line]
+
+    assert [line.split('"message": "', 1)[1].split('", "', 1)[0] for line in lines] == [
+        "not a Celery task message (no task header) (message without an id, content type "
+        "'application/json'); dead-lettering it to audit.ingest.dlq",
+        "not a Celery task message (no task header) (message f-2, content type "
+        "'application/json'); dead-lettering it to audit.ingest.dlq",
+        "invalid task message: Refusing to deserialize untrusted content of type text/plain "
+        "(text/plain) (message f-3, content type 'text/plain'); dead-lettering it to "
+        "audit.ingest.dlq",
+    ]
+    assert all('"level": "ERROR", "logger": "audit.worker_signals"' in line for line in lines)
+
+
 @pytest.mark.integration
 def test_a_worker_whose_database_connections_were_cut_goes_on_storing(tenant):
     """The cut is noticed first by a query outside a transaction (the search sweep's tenant
