@@ -89,7 +89,8 @@ def progress_bar(*, total: int, desc: str, unit: str, no_progress: bool, min_tot
         total=total,
         desc=desc,
         unit=unit,
-        unit_scale=True,
+        # k/M only where they help: on small totals tqdm's scaling prints "60.0/60.0".
+        unit_scale=total >= 1000,
         file=sys.stderr,
         disable=no_progress or not sys.stderr.isatty() or total < min_total,
     )

@@ -204,34 +204,38 @@ def _verify(*, tenant_id, base, start, to_sequence, whole, state, progress, chun
 
     expected_seq = start
     pending = 0
-    for row in selectors.chain_stream(
-        tenant_id=tenant_id, from_sequence=start, to_sequence=end, chunk_size=chunk_size
-    ):
-        sequence = row["sequence"]
-        if sequence != expected_seq:
-            raise _Broken(expected_seq, f"event {expected_seq} is missing (a gap in the chain)")
-        if row["prev_hash"] != expected_prev:
-            raise _Broken(sequence, "prev_hash does not link to the previous event's hash")
-        try:
-            computed = event_hash(expected_prev, row)
-        except CanonicalError as exc:
-            raise _Broken(sequence, f"the stored event cannot be canonicalized: {exc}") from exc
-        if computed != row["hash"]:
-            raise _Broken(sequence, "hash does not match the event's content")
-        for checkpoint in checkpoints.get(sequence, ()):
-            if checkpoint.hash != computed:
-                raise _Broken(
-                    sequence, f"the chain differs from signed checkpoint #{checkpoint.pk}"
-                )
-        state["checked"] += 1
-        expected_prev = computed
-        expected_seq += 1
-        pending += 1
-        if progress is not None and pending >= chunk_size:
+    try:
+        for row in selectors.chain_stream(
+            tenant_id=tenant_id, from_sequence=start, to_sequence=end, chunk_size=chunk_size
+        ):
+            sequence = row["sequence"]
+            if sequence != expected_seq:
+                raise _Broken(expected_seq, f"event {expected_seq} is missing (a gap in the chain)")
+            if row["prev_hash"] != expected_prev:
+                raise _Broken(sequence, "prev_hash does not link to the previous event's hash")
+            try:
+                computed = event_hash(expected_prev, row)
+            except CanonicalError as exc:
+                raise _Broken(sequence, f"the stored event cannot be canonicalized: {exc}") from exc
+            if computed != row["hash"]:
+                raise _Broken(sequence, "hash does not match the event's content")
+            for checkpoint in checkpoints.get(sequence, ()):
+                if checkpoint.hash != computed:
+                    raise _Broken(
+                        sequence, f"the chain differs from signed checkpoint #{checkpoint.pk}"
+                    )
+            state["checked"] += 1
+            expected_prev = computed
+            expected_seq += 1
+            pending += 1
+            if progress is not None and pending >= chunk_size:
+                progress(pending)
+                pending = 0
+    finally:
+        # Also when a break stops the walk: the bar shows how far it got (it stayed at the
+        # last whole chunk, 0 % for a break in the first one).
+        if progress is not None and pending:
             progress(pending)
-            pending = 0
-    if progress is not None and pending:
-        progress(pending)
 
     last_checked = expected_seq - 1
     if last_checked < end:

@@ -480,8 +480,24 @@ def test_verify_ledger_shows_a_progress_bar_for_big_tenants(tenant, monkeypatch,
     call_command("verify_ledger", "--no-progress", stdout=StringIO())
     hidden = capsys.readouterr().err
 
-    assert "acme: 100%" in shown and "6.00/6.00" in shown
+    assert "acme: 100%" in shown and "6/6" in shown  # not tqdm's scaled "6.00/6.00"
     assert hidden == ""
+
+
+def test_verify_ledgers_progress_bar_stops_where_the_break_is(tenant, monkeypatch, capsys):
+    """It stayed at 0 % (the events checked since the last whole chunk were never counted)."""
+    from audit.tests.test_ledger_verify import _tamper
+
+    monkeypatch.setattr("audit.management.commands.verify_ledger.PROGRESS_MIN_EVENTS", 5)
+    chained_events_create(tenant_id=tenant.id, count=6)
+    _tamper("DELETE FROM audit_auditevent WHERE tenant_id = %s AND sequence = 4", [tenant.id])
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+
+    with pytest.raises(SystemExit):
+        call_command("verify_ledger", stdout=StringIO(), stderr=StringIO())
+
+    last = capsys.readouterr().err.split("\r")[-1]
+    assert last.startswith("acme:  50%") and " 3/6 " in last, last
 
 
 @pytest.mark.django_db(transaction=True)

@@ -157,7 +157,7 @@ def test_relay_outbox_command_shows_progress_on_a_terminal_only(db, tenant, monk
     call_command("relay_outbox", "--chunk-size", "1", stdout=StringIO())
     redirected = capsys.readouterr().err
 
-    assert "outbox: 100%" in shown and "3.00/3.00" in shown
+    assert "outbox: 100%" in shown and "3/3" in shown  # not tqdm's scaled "3.00/3.00"
     assert (hidden, single, redirected) == ("", "", "")
     assert not OutboxMessage.objects.exists()
 
