@@ -43,8 +43,15 @@ The export is read once, in any order of its lines: each line's own hash is chec
 read, and only what the checks across lines need is kept (about 110 bytes an event, so a
 1,000,000-event export takes about 140 MB; docs/ledger.md §7).
 
+With ``--allow-gaps``, an event is only tamper-evident when it is anchored: linked, through
+consecutive exported sequences, to the chain's start (as a whole export must be) or to a
+checkpoint whose signature and hash verified. An event between gaps that is neither could be
+edited and its hash recomputed unnoticed: such events are counted and their sequences named,
+and the export is not reported as verified (exit 3).
+
 Exit status: 0 verified, 1 not verified (the first bad line and sequence are named), 2 the
-input could not be read.
+input could not be read, 3 not fully verified: nothing was found wrong, but some events of a
+filtered export (``--allow-gaps``) are not anchored.
 """
 
 import argparse
@@ -831,6 +838,51 @@ def verify_start(
     )
 
 
+# How many stretches of unanchored sequences the summary names (a sparse filtered export may
+# hold a million of them); the count of events is always given.
+UNANCHORED_SHOWN = 5
+
+
+def chain_unanchored(
+    chain: Chain, *, start_anchored: bool, vouched: set[int]
+) -> tuple[int, int, list[tuple[int, int]]]:
+    """The events of a filtered export (``--allow-gaps``) that nothing ties to the ledger:
+    ``(events, stretches, the first UNANCHORED_SHOWN stretches as (first, last))``.
+
+    A stretch is a run of consecutive exported sequences; ``verify_chain`` checked that each
+    one's ``prev_hash`` is the previous one's ``hash``, so an event edited with its own hash
+    recomputed breaks the link to the event after it, unless that is missing from the file
+    too. A stretch is anchored, as a whole export is, when it starts at the chain's start
+    (sequence 1 from the genesis hash, or after a purge checkpoint whose signature and hash
+    verified: ``start_anchored`` for the first stretch) or holds, or resumes right after, the
+    sequence of a checkpoint whose signature and hash verified (``vouched``). Any other
+    stretch, down to an event alone between two gaps, is consistent only with itself: its
+    events may have been edited (or made up) and their hashes recomputed, and nothing in the
+    file or the checkpoints would show it. A whole export, which the tool takes from its
+    start only, is one anchored stretch."""
+    sequences, pins = chain.sequences, sorted(vouched)
+    count, stretches, shown = 0, 0, []
+    start = 0
+    for position in range(1, len(sequences) + 1):
+        if position < len(sequences) and sequences[position] == sequences[position - 1] + 1:
+            continue
+        first, last = sequences[start], sequences[position - 1]
+        pin = bisect_left(pins, first - 1)  # the lowest one at or after first - 1
+        anchored = (start == 0 and start_anchored) or (pin < len(pins) and pins[pin] <= last)
+        if not anchored:
+            count += position - start
+            stretches += 1
+            if len(shown) < UNANCHORED_SHOWN:
+                shown.append((first, last))
+        start = position
+    return count, stretches, shown
+
+
+def _stretches(shown: list[tuple[int, int]], stretches: int) -> str:
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in shown)
+    return text + (f", … ({stretches} stretches)" if stretches > len(shown) else "")
+
+
 def checkpoint_choose(checkpoints: list[dict], chain: Chain) -> dict:
     """Of the given checkpoints, the one with the highest sequence (normally the newest) that falls
     within the export: its sequence is exported, or the one after it (a purge checkpoint the
@@ -1029,12 +1081,12 @@ def main(argv=None) -> int:
                 checked = next(iter(by_tenant))
             else:
                 parser.error("the export holds several tenants: name the checkpoint's --tenant")
-        chains, partial = {}, []
+        chains, partial, fragments = {}, [], {}
         for tenant, events in sorted(by_tenant.items()):
             name = tenant or "(no tenant)"
-            chains[tenant] = verify_chain(events, allow_gaps=args.allow_gaps)
+            chain = chains[tenant] = verify_chain(events, allow_gaps=args.allow_gaps)
             note, verified_from = verify_start(
-                chains[tenant],
+                chain,
                 checkpoints if tenant == checked else None,
                 keys,
                 name=name,
@@ -1042,7 +1094,16 @@ def main(argv=None) -> int:
             )
             if verified_from is not None:
                 partial.append(f"{name}: only from sequence {verified_from}")
-            print(f"{name}: {len(events)} events verified{note}")
+            if verified_from is None and len(chain) == chain.last - chain.first + 1:
+                print(f"{name}: {len(events)} events verified{note}")
+                continue
+            # A filtered export: what "verified" may claim is told once the checkpoints are.
+            fragments[tenant] = verified_from is None
+            print(
+                f"{name}: {len(events)} events, with gaps (--allow-gaps): each one's hash and "
+                f"its link to the exported event before it verified{note}"
+            )
+        vouched: set[int] = set()
         if checkpoints:
             chain = chains[checked]
             verified = signatures_verify(checkpoints, keys, checkpoint_within(checkpoints, chain))
@@ -1054,6 +1115,7 @@ def main(argv=None) -> int:
             within = [c for c in verified if c["sequence"] in chain or c["sequence"] + 1 in chain]
             for other in sorted([*within, checkpoint], key=lambda c: c["sequence"]):
                 verify_checkpoint_against(other, chain)
+                vouched.add(other["sequence"])
             print(f"{checkpoint_label(checkpoint)}: signature and hash verified")
             # The one just before the first event (a purge checkpoint) is in the start's line.
             inside = [c for c in within if c["sequence"] in chain and c is not checkpoint]
@@ -1071,6 +1133,34 @@ def main(argv=None) -> int:
     except (OSError, Unreadable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    unanchored = []
+    for tenant, start_anchored in fragments.items():
+        name, chain = tenant or "(no tenant)", chains[tenant]
+        count, stretches, shown = chain_unanchored(
+            chain,
+            start_anchored=start_anchored,
+            vouched=vouched if tenant == checked else set(),
+        )
+        if not count:
+            print(
+                f"{name}: all {len(chain)} events anchored (linked, through consecutive "
+                "exported sequences, to the chain's start or to a verified checkpoint)"
+            )
+            continue
+        unanchored.append(f"{name}: {count} of {len(chain)} events not anchored")
+        print(
+            f"{name}: {count} of {len(chain)} events not anchored, at sequences "
+            f"{_stretches(shown, stretches)}: neither they nor the exported events linked to "
+            "them reach the chain's start or a checkpoint whose signature and hash verified, "
+            "so each is consistent only with itself and its exported neighbours (one edited "
+            "and its hash recomputed would pass); check them against a checkpoint at their "
+            "sequence or an unfiltered export (docs/ledger.md §7)"
+        )
+    if unanchored:
+        # Neither "verified" (rc 0: a script would take the edited event as proven) nor
+        # "not verified" (rc 1: nothing was found wrong).
+        print(f"NOT FULLY VERIFIED ({'; '.join(unanchored + partial)})")
+        return 3
     print(f"verified ({'; '.join(partial)})" if partial else "verified")
     return 0
 

@@ -125,16 +125,18 @@ def test_a_file_without_events_does_not_verify(tmp_path, content):
 def test_with_allow_gaps_it_says_the_chain_was_only_verified_from_the_first_sequence(
     chain, tmp_path
 ):
+    """Without a checkpoint, nothing ties events 4-10 to the ledger: not fully verified."""
     documents = _write_export(tmp_path / "all.jsonl", chain, newest_first=False)
     export = _write_lines(tmp_path / "filtered.jsonl", documents[3:])
 
     result = _run(export, "--allow-gaps")
 
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "acme: 7 events verified; the chain was only verified from sequence 4 on" in (
-        result.stdout
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "; the chain was only verified from sequence 4 on" in result.stdout
+    assert "acme: 7 of 7 events not anchored, at sequences 4-10: " in result.stdout
+    assert result.stdout.splitlines()[-1] == (
+        "NOT FULLY VERIFIED (acme: 7 of 7 events not anchored; acme: only from sequence 4)"
     )
-    assert result.stdout.splitlines()[-1] == "verified (acme: only from sequence 4)"
 
 
 def test_with_allow_gaps_a_complete_export_is_verified_without_reservation(chain, tmp_path):

@@ -116,7 +116,8 @@ def test_it_keeps_little_memory_per_event(tool, tmp_path, capsys, filtered):
     finally:
         tracemalloc.stop()
 
-    assert status == 0, capsys.readouterr().out
+    # A third left out: most events are between gaps, tied to no checkpoint (docs/ledger.md §7).
+    assert status == (3 if filtered else 0), capsys.readouterr().out
     assert peak / len(documents) < BYTES_PER_EVENT, f"{peak / len(documents):.0f} bytes an event"
 
 

@@ -1,0 +1,158 @@
+"""tools/verify_export.py --allow-gaps: which events of a filtered export are anchored
+(docs/ledger.md §7).
+
+An event between two gaps is consistent only with itself: edited, with its hash recomputed,
+it hashes right and links to nothing in the file. Only a stretch of consecutive sequences
+that reaches the chain's start or a verified checkpoint is tamper-evident, so a file with
+any other event is not reported as verified (exit 3).
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from audit.ledger.services import checkpoints_sign
+from audit.ledger.signing import public_key_pem
+from audit.tests.ledger_factories import chained_events_create
+from audit.tests.test_ledger_offline_tool import (
+    _checkpoint_file,
+    _run,
+    _tool_module,
+    _write_export,
+)
+
+pytestmark = pytest.mark.django_db
+NOT_FULLY_VERIFIED = 3
+
+
+@pytest.fixture
+def key(tmp_path) -> Path:
+    path = tmp_path / "ledger.pub"
+    path.write_text(public_key_pem())
+    return path
+
+
+@pytest.fixture
+def documents(tenant, tmp_path) -> list[dict]:
+    """Sequences 1-10 of tenant acme, oldest first, as the export writes them."""
+    chained_events_create(tenant_id=tenant.id, count=10)
+    return _write_export(tmp_path / "all.jsonl", tenant, newest_first=False)
+
+
+def _filtered(path: Path, documents: list[dict], sequences: set[int]) -> Path:
+    kept = [d for d in documents if d["sequence"] in sequences]
+    path.write_text("".join(json.dumps(d) + "\n" for d in kept))
+    return path
+
+
+def _forge(document: dict) -> None:
+    """QA's edit: outcome, actor and description changed, the hash recomputed with the tool's
+    own event_hash over the edited content and the event's prev_hash."""
+    document.update(outcome="failure", description="nothing to see here")
+    document["actor"] = {**document["actor"], "id": "user-mallory", "name": "Mallory"}
+    document["hash"] = _tool_module().event_hash(document["prev_hash"], document)
+
+
+def test_it_does_not_verify_an_edited_event_that_nothing_anchors(documents, tmp_path):
+    """QA's case: a filtered export that starts late, and an event with no exported neighbour
+    and no checkpoint at its sequence, edited and rehashed."""
+    _forge(documents[5])  # sequence 6
+    export = _filtered(tmp_path / "filtered.jsonl", documents, {4, 6, 8, 9})
+
+    result = _run(export, "--allow-gaps")
+
+    assert result.returncode == NOT_FULLY_VERIFIED, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("acme: 4 events, with gaps (--allow-gaps): each one's hash and ")
+    assert "the chain was only verified from sequence 4 on" in lines[0]
+    assert lines[1].startswith("acme: 4 of 4 events not anchored, at sequences 4, 6, 8-9: ")
+    assert "verified" not in lines
+    assert lines[-1] == (
+        "NOT FULLY VERIFIED (acme: 4 of 4 events not anchored; acme: only from sequence 4)"
+    )
+
+
+def test_it_counts_the_stretch_from_the_chain_start_as_anchored(documents, tmp_path):
+    _forge(documents[5])
+    export = _filtered(tmp_path / "filtered.jsonl", documents, {1, 2, 3, 6, 9})
+
+    result = _run(export, "--allow-gaps")
+
+    assert result.returncode == NOT_FULLY_VERIFIED, result.stdout + result.stderr
+    assert "acme: 2 of 5 events not anchored, at sequences 6, 9: " in result.stdout
+    assert result.stdout.splitlines()[-1] == "NOT FULLY VERIFIED (acme: 2 of 5 events not anchored)"
+
+
+def test_a_verified_checkpoint_anchors_its_stretch_and_catches_the_edit(
+    tenant, documents, tmp_path, key
+):
+    [checkpoint] = checkpoints_sign()  # at sequence 10
+    page = _checkpoint_file(tmp_path / "checkpoint.json", checkpoint)
+    sequences = {1, 2, 5, 8, 9, 10}
+    honest = _filtered(tmp_path / "honest.jsonl", documents, sequences)
+    _forge(documents[8])  # sequence 9, linked to 10, which the checkpoint vouches for
+    forged = _filtered(tmp_path / "forged.jsonl", documents, sequences)
+
+    anchored = _run(honest, "--allow-gaps", "--checkpoint", page, "--public-key", key)
+    caught = _run(forged, "--allow-gaps", "--checkpoint", page, "--public-key", key)
+
+    assert anchored.returncode == NOT_FULLY_VERIFIED, anchored.stdout + anchored.stderr
+    assert "acme: 1 of 6 events not anchored, at sequences 5: " in anchored.stdout
+    assert caught.returncode == 1, caught.stdout + caught.stderr
+    assert "NOT VERIFIED at line 6, sequence 10: prev_hash does not link" in caught.stdout
+
+
+def test_a_filtered_export_whose_every_stretch_is_anchored_verifies(
+    tenant, documents, tmp_path, key
+):
+    checkpoints_sign()  # at sequence 10
+    chained_events_create(tenant_id=tenant.id, count=2, start=10)
+    [checkpoint] = checkpoints_sign()  # at sequence 12
+    documents = _write_export(tmp_path / "all.jsonl", tenant, newest_first=False)
+    export = _filtered(tmp_path / "filtered.jsonl", documents, {4, 5, 6, 11, 12})
+    page = _checkpoint_file(tmp_path / "checkpoint.json", checkpoint)
+
+    without = _run(export, "--allow-gaps")
+    result = _run(export, "--allow-gaps", "--checkpoint", page, "--public-key", key)
+
+    assert without.returncode == NOT_FULLY_VERIFIED, without.stdout + without.stderr
+    # 4-6 are tied to nothing: the checkpoint at 12 vouches only for its own stretch.
+    assert "acme: 3 of 5 events not anchored, at sequences 4-6: " in result.stdout
+    assert result.returncode == NOT_FULLY_VERIFIED, result.stdout + result.stderr
+
+    export = _filtered(tmp_path / "anchored.jsonl", documents, {1, 2, 11, 12})
+    anchored = _run(export, "--allow-gaps", "--checkpoint", page, "--public-key", key)
+
+    assert anchored.returncode == 0, anchored.stdout + anchored.stderr
+    assert anchored.stdout.splitlines()[-2:] == [
+        "acme: all 4 events anchored (linked, through consecutive exported sequences, to the "
+        "chain's start or to a verified checkpoint)",
+        "verified",
+    ]
+
+
+def test_a_complete_export_after_a_late_start_is_anchored_by_a_checkpoint_within_it(
+    documents, tmp_path, key
+):
+    [checkpoint] = checkpoints_sign()  # at sequence 10
+    export = _filtered(tmp_path / "cut.jsonl", documents, set(range(4, 11)))
+    page = _checkpoint_file(tmp_path / "checkpoint.json", checkpoint)
+
+    result = _run(export, "--allow-gaps", "--checkpoint", page, "--public-key", key)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "verified (acme: only from sequence 4)"
+
+
+def test_it_names_the_first_stretches_and_how_many_there_are(documents, tmp_path, capsys):
+    export = _filtered(tmp_path / "sparse.jsonl", documents, {1, 3, 5, 6, 8, 10})
+    tool = _tool_module()
+    tool.UNANCHORED_SHOWN = 2  # a sparse export of a large chain holds thousands of them
+
+    status = tool.main([str(export), "--allow-gaps"])
+
+    assert status == NOT_FULLY_VERIFIED
+    assert "acme: 5 of 6 events not anchored, at sequences 3, 5-6, … (4 stretches): " in (
+        capsys.readouterr().out
+    )
