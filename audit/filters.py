@@ -41,6 +41,12 @@ from audit.models import AuditEvent, Outcome, Severity
 # well-formed value is told that it is too long and nothing else.
 ACTION_FILTER_RE = re.compile(r"^[A-Za-z0-9_.:-]+\*?\Z")
 ACTION_MAX_LENGTH = 128  # as ingest takes it (audit.api.ingest_schema)
+# Both rules in one for the OpenAPI schema (an ECMA regex there: "$", not "\Z").
+ACTION_FILTER_PATTERN = rf"^[A-Za-z0-9_.:-]{{1,{ACTION_MAX_LENGTH}}}\*?$"
+
+# Every query parameter but ``q`` and ``format``: "", as a form sends an empty box, is read as
+# the parameter left out (django-filter, DRF's serializer fields, the pagination).
+EMPTY_MEANS_ABSENT = "An empty value is the same as leaving it out."
 
 # Query parameters every filtered read understands besides the filters themselves.
 PAGING_PARAMS = frozenset({"cursor", "page_size", "tenant"})
@@ -246,22 +252,40 @@ TENANT_PARAMETER = OpenApiParameter(
     description=(
         "Tenant slug. Other callers may omit it (their own tenant) and get 403 for any other "
         "tenant's slug. A superuser reads the tenant named, or every tenant on list and "
-        "search when it is omitted; export and the ledger endpoints need it (400)."
+        f"search when it is omitted; export and the ledger endpoints need it (400). "
+        f"{EMPTY_MEANS_ABSENT}"
     ),
 )
 
 
+def filter_schema(name: str) -> dict:
+    """The OpenAPI schema of filter ``name``, with the limits its form field enforces, so a
+    schema-valid value is one the API takes (django-filter's own schema has no limits)."""
+    filter_ = AuditEventFilterSet.base_filters[name]
+    if name == "action":
+        return {
+            "type": "string",
+            "maxLength": ACTION_MAX_LENGTH + 1,
+            "pattern": ACTION_FILTER_PATTERN,
+        }
+    if isinstance(filter_, UtcDateTimeFilter):
+        return {"type": "string", "format": "date-time"}
+    if isinstance(filter_, django_filters.ChoiceFilter):
+        return {"type": "string", "enum": sorted(value for value, _ in filter_.extra["choices"])}
+    schema = {"type": "string"}
+    if "max_length" in filter_.extra:
+        schema["maxLength"] = filter_.extra["max_length"]
+    return schema
+
+
 def filter_openapi_parameters() -> list[OpenApiParameter]:
-    """The filters as OpenAPI query parameters, for views that are not list views (export)."""
-    types = {"occurred_after": OpenApiTypes.DATETIME, "occurred_before": OpenApiTypes.DATETIME}
-    enums = {"outcome": Outcome.values, "severity": Severity.values}
+    """The filters as OpenAPI query parameters, with their limits (list, search, export)."""
     return [
         OpenApiParameter(
             name,
-            types.get(name, OpenApiTypes.STR),
+            filter_schema(name),
             OpenApiParameter.QUERY,
-            description=str(filter_.extra.get("help_text", "")),
-            enum=enums.get(name),
+            description=f"{filter_.extra.get('help_text', '')} {EMPTY_MEANS_ABSENT}",
         )
         for name, filter_ in AuditEventFilterSet.base_filters.items()
     ]

@@ -6,7 +6,6 @@ with ``tenant=``), the work from ``audit.ledger``.
 
 import re
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -24,7 +23,7 @@ from accounts.permissions import CanRead
 from accounts.principal import get_principal
 from accounts.ratelimits import HeavyReadRateLimit, ReadRateLimit
 from audit.api.pagination import MAX_PAGE_SIZE, StrictCursorPagination
-from audit.filters import TENANT_PARAMETER, plain_int, reject_unknown_params
+from audit.filters import EMPTY_MEANS_ABSENT, TENANT_PARAMETER, plain_int, reject_unknown_params
 from audit.ledger import selectors
 from audit.ledger.canonical import format_timestamp
 from audit.ledger.keyring import public_key_to_pem, retired_keys
@@ -83,6 +82,13 @@ class VerifyInputSerializer(serializers.Serializer):
         return attrs
 
 
+def _integer_schema(name: str) -> dict:
+    """The OpenAPI schema of a ``VerifyInputSerializer`` integer: the bounds it enforces."""
+    field = VerifyInputSerializer().fields[name]
+    schema = {"type": "integer", "minimum": field.min_value, "maximum": field.max_value}
+    return {**schema, "format": "int64"} if field.max_value > 2**31 - 1 else schema
+
+
 class VerifyOutputSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
     checked = serializers.IntegerField(help_text="Events whose hash was recomputed.")
@@ -124,12 +130,21 @@ class LedgerVerifyView(APIView):
             "``manage.py verify_ledger``. Unknown parameters are a 400."
         ),
         parameters=[
-            OpenApiParameter("from_sequence", OpenApiTypes.INT, description="First sequence."),
-            OpenApiParameter("to_sequence", OpenApiTypes.INT, description="Last sequence."),
+            OpenApiParameter(
+                "from_sequence",
+                _integer_schema("from_sequence"),
+                description=f"First sequence. {EMPTY_MEANS_ABSENT}",
+            ),
+            OpenApiParameter(
+                "to_sequence",
+                _integer_schema("to_sequence"),
+                description=f"Last sequence. {EMPTY_MEANS_ABSENT}",
+            ),
             OpenApiParameter(
                 "last",
-                OpenApiTypes.INT,
-                description=f"Verify the last N events (1 to {VERIFY_MAX_EVENTS}).",
+                _integer_schema("last"),
+                description=f"Verify the last N events (1 to {VERIFY_MAX_EVENTS}). "
+                f"{EMPTY_MEANS_ABSENT}",
             ),
             TENANT_PARAMETER,
         ],
@@ -248,7 +263,8 @@ class CheckpointPagination(StrictCursorPagination):
 
     ordering = ("-id",)
     page_size_query_description = (
-        f"Checkpoints per page, 1 to {MAX_PAGE_SIZE} (default {StrictCursorPagination.page_size})."
+        f"Checkpoints per page, 1 to {MAX_PAGE_SIZE} (default {StrictCursorPagination.page_size}). "
+        f"{EMPTY_MEANS_ABSENT}"
     )
 
     @staticmethod

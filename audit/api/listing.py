@@ -6,7 +6,13 @@ from rest_framework.mixins import ListModelMixin
 from accounts.principal import get_principal
 from audit.api.pagination import EventCursorPagination
 from audit.api.serializers import AuditEventOutputSerializer
-from audit.filters import TENANT_PARAMETER, AuditEventFilterSet, reject_unknown_params, used_filters
+from audit.filters import (
+    TENANT_PARAMETER,
+    AuditEventFilterSet,
+    filter_openapi_parameters,
+    reject_unknown_params,
+    used_filters,
+)
 from audit.metrics_read import READ_LATENCY
 from audit.models import AuditEvent
 from audit.selectors import event_queryset, read_tenant_id
@@ -45,7 +51,8 @@ class EventListMixin(ListModelMixin):
             "is recorded as an `audit_log.read` event of the tenant (a superuser's read of "
             "every tenant: of each tenant whose events the page shows)."
         ),
-        parameters=[TENANT_PARAMETER],
+        # The filters' own, with limits, over the ones drf-spectacular derives without them.
+        parameters=[TENANT_PARAMETER, *filter_openapi_parameters()],
         responses={200: AuditEventOutputSerializer(many=True), **READ_ERRORS},
     )
     def get(self, request, *args, **kwargs):

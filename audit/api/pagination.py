@@ -23,7 +23,7 @@ from django.db.models import Q
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
 
-from audit.filters import plain_int
+from audit.filters import EMPTY_MEANS_ABSENT, plain_int
 from audit.ledger.canonical import format_timestamp
 
 MAX_PAGE_SIZE = 500
@@ -48,6 +48,7 @@ class StrictCursorPagination(CursorPagination):
 
     page_size = DEFAULT_PAGE_SIZE
     page_size_query_param = "page_size"
+    cursor_query_description = f"`next` of the last page. {EMPTY_MEANS_ABSENT}"
     max_page_size = MAX_PAGE_SIZE
     template = None
 
@@ -118,7 +119,7 @@ class StrictCursorPagination(CursorPagination):
 class EventCursorPagination(StrictCursorPagination):
     ordering = ("-occurred_at", "-id")
     page_size_query_description = (
-        f"Events per page, 1 to {MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE})."
+        f"Events per page, 1 to {MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE}). {EMPTY_MEANS_ABSENT}"
     )
 
     @staticmethod

@@ -81,7 +81,11 @@ class AuditEventSearchView(APIView):
                 page_size_schema(),
                 description=EventCursorPagination.page_size_query_description,
             ),
-            OpenApiParameter("cursor", OpenApiTypes.STR, description="`next` of the last page."),
+            OpenApiParameter(
+                "cursor",
+                OpenApiTypes.STR,
+                description=EventCursorPagination.cursor_query_description,
+            ),
             TENANT_PARAMETER,
         ],
         responses={
