@@ -534,18 +534,35 @@ def _malformed_message(body: bytes, decoder_message: str) -> str:
     return f"Malformed JSON: {decoder_message}"
 
 
+# msgspec's messages for valid JSON holding a number it cannot give back: a float beyond a
+# double (1e999), an integer of more digits than Python's int() reads (4,300 by default,
+# sys.get_int_max_str_digits()).
+_OUT_OF_RANGE = ("Number out of range", "Integer value out of range")
+
+
+def _unreadable_int(text: str) -> int:
+    """``int(text)``, or for an integer of more digits than Python reads, one just beyond
+    the range metadata takes, of its sign: it is out of that range too, and so refused with
+    the field named ("Integers must be within ±(2^53-1)."), as one digit fewer is."""
+    try:
+        return int(text)
+    except ValueError:
+        return -(MAX_SAFE_INTEGER + 1) if text.startswith("-") else MAX_SAFE_INTEGER + 1
+
+
 def _detailed_errors(body: bytes, *, now: datetime) -> dict:
     try:
         data = _any_decoder.decode(body)
     except RecursionError:
         raise InvalidJSON("Malformed JSON: nested too deeply.") from None
     except msgspec.DecodeError as exc:
-        if "Number out of range" not in str(exc):
+        if not any(message in str(exc) for message in _OUT_OF_RANGE):
             raise InvalidJSON(_malformed_message(body, str(exc))) from None
-        # Valid JSON whose number no double holds (1e999): parse it the lenient way so the
-        # 400 names the field (metadata_check refuses the resulting infinity).
+        # Valid JSON whose number no double holds (1e999) or whose integer is beyond
+        # Python's digit limit: parse it the lenient way so the 400 names the field
+        # (metadata_check refuses the resulting infinity, or _unreadable_int's stand-in).
         try:
-            data = json.loads(body, parse_constant=_refuse_constant)
+            data = json.loads(body, parse_constant=_refuse_constant, parse_int=_unreadable_int)
         except (ValueError, RecursionError):
             raise InvalidJSON(f"Malformed JSON: {exc}") from None
     if isinstance(data, dict):

@@ -331,6 +331,19 @@ def test_it_refuses_non_finite_numbers_in_metadata():
     assert "metadata" in caught.value.fields
 
 
+@pytest.mark.parametrize("digits", [4300, 4301, 20000])
+@pytest.mark.parametrize("sign", ["", "-"])
+def test_it_names_metadata_for_an_integer_of_any_number_of_digits(digits, sign):
+    """Beyond 4,300 digits Python's int() cannot read it: still the field's range error, not
+    a parse_error naming no field."""
+    body = dumps(valid_event(metadata={"n": 0})).replace(
+        b'"n": 0', f'"n": {sign}{"9" * digits}'.encode()
+    )
+    with pytest.raises(InvalidEvents) as caught:
+        events_parse(body)
+    assert caught.value.fields == {"metadata": ["Integers must be within ±(2^53-1)."]}
+
+
 def test_it_refuses_metadata_nested_too_deeply():
     deep: dict = {}
     node = deep
