@@ -9,6 +9,9 @@ import logging
 from django.db import DatabaseError
 from rest_framework import authentication, exceptions, status
 from rest_framework_api_key.permissions import KeyParser
+from rest_framework_simplejwt import authentication as simplejwt
+from rest_framework_simplejwt.exceptions import ExpiredTokenError, InvalidToken, TokenError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from accounts.principal import Principal
 from accounts.ratelimits import bad_keys_check, bad_keys_count
@@ -33,13 +36,17 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request):
         header = request.META.get("HTTP_AUTHORIZATION", "")
         # Auth schemes are case-insensitive (RFC 9110 §11.1), as the key parser below treats
-        # them: "api-key …" is this scheme, not "no credentials".
-        if header[: len(self.keyword) + 1].lower() != f"{self.keyword.lower()} ":
+        # them: "api-key …" is this scheme, not "no credentials". A server strips the space
+        # after a bare "Api-Key " (trailing whitespace of a header value), leaving the scheme.
+        bare = header.strip().lower() == self.keyword.lower()
+        if not bare and header[: len(self.keyword) + 1].lower() != f"{self.keyword.lower()} ":
             return None
-        key = KeyParser().get_from_authorization(request._request) or ""
-        if not key:
+        key = "" if bare else KeyParser().get_from_authorization(request._request) or ""
+        if not key.strip():
             bad_keys_count(request._request)
-            raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")
+            raise exceptions.AuthenticationFailed(
+                f"The API key is missing: send `Authorization: {self.keyword} <key>`."
+            )
         try:
             principal = api_key_principal_get(
                 key=key, before_lookup=lambda: bad_keys_check(request._request)
@@ -58,6 +65,33 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return self.keyword
+
+
+class JWTAuthentication(simplejwt.JWTAuthentication):
+    """simplejwt's, with an expired access token told apart from an invalid one: simplejwt
+    answers "Given token not valid for any token type" to both, and a client should refresh
+    after the first but not after the second. Still ``token_not_valid``, as before."""
+
+    def get_validated_token(self, raw_token):
+        try:
+            return super().get_validated_token(raw_token)
+        except InvalidToken:
+            if not _expired(raw_token):
+                raise
+        raise InvalidToken("Token is expired: get a new one from POST /api/v1/auth/refresh.")
+
+
+def _expired(raw_token) -> bool:
+    """Whether simplejwt finds the token expired. PyJWT checks the signature before ``exp``,
+    so only a token this service signed can be; a forged one stays "not valid"."""
+    for token_class in jwt_settings.AUTH_TOKEN_CLASSES:
+        try:
+            token_class(raw_token)
+        except ExpiredTokenError:
+            return True
+        except TokenError:
+            continue
+    return False
 
 
 class ApiKeyUser:

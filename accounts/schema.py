@@ -1,6 +1,7 @@
 """drf-spectacular: describe ``Authorization: Api-Key <key>``, and the request bodies that
 refuse unknown fields, in the OpenAPI document."""
 
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
 
 
@@ -16,6 +17,13 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
             "description": "A service API key: `Authorization: Api-Key <key>` "
             "(create one with `manage.py create_api_key`).",
         }
+
+
+class JWTAuthenticationScheme(SimpleJWTScheme):
+    """drf-spectacular's Bearer scheme for simplejwt's class, on our subclass of it (which
+    only words an expired token's 401 apart): the same ``jwtAuth``."""
+
+    target_class = "accounts.authentication.JWTAuthentication"
 
 
 class UnknownFieldsRefusedSchema(OpenApiSerializerExtension):

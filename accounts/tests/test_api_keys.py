@@ -141,6 +141,22 @@ def test_it_answers_401_for_a_bad_key(db, header):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("header", ["Api-Key ", "Api-Key", "api-key   ", "API-KEY\t"])
+def test_it_says_the_key_is_missing_after_the_scheme_alone(db, header):
+    """A server strips the space after a bare "Api-Key ", leaving the scheme alone: that is
+    no other scheme, but this one without its key."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=header)
+    response = client.get("/api/v1/audit-events")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Api-Key"
+    assert response.json()["error"] == {
+        "code": "authentication_failed",
+        "message": "The API key is missing: send `Authorization: Api-Key <key>`.",
+    }
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("scheme", ["api-key", "API-KEY", "Api-key"])
 def test_the_scheme_is_case_insensitive(read_key, scheme):
     _api_key, key = read_key

@@ -1,11 +1,14 @@
 import threading
+import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
 from django.db import connection
 from django.test import override_settings
 from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import Role, User
 from accounts.tests.conftest import unique_ip
@@ -273,3 +276,42 @@ def test_refreshing_keeps_a_session_alive_only_until_its_absolute_end(
     assert late.status_code == 401
     assert late.json()["error"]["code"] == "session_expired"
     assert "older than 1 hours: log in again" in late.json()["error"]["message"]
+
+
+def _bearer(token) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+@pytest.mark.django_db
+def test_an_expired_access_token_is_said_to_be_expired(person):
+    """So a client knows to refresh (simplejwt says "not valid for any token type" to both)."""
+    token = AccessToken.for_user(person)
+    token.set_exp(from_time=datetime.now(UTC) - timedelta(hours=1))
+
+    response = _bearer(token).get("/api/v1/audit-events")
+
+    assert response.status_code == 401
+    assert response.json()["error"] == {
+        "code": "token_not_valid",
+        "message": "Token is expired: get a new one from POST /api/v1/auth/refresh.",
+    }
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("expired", [False, True])
+def test_a_forged_access_token_is_not_valid_expired_or_not(person, expired):
+    """The signature is checked before the expiry: a forged token is never "expired"."""
+    claims = dict(AccessToken.for_user(person).payload)
+    if expired:
+        claims["exp"] = int(time.time()) - 3600
+    forged = jwt.encode(claims, "not-the-signing-key-" * 3, algorithm="HS256")
+
+    response = _bearer(forged).get("/api/v1/audit-events")
+
+    assert response.status_code == 401
+    assert response.json()["error"] == {
+        "code": "token_not_valid",
+        "message": "Given token not valid for any token type",
+    }
