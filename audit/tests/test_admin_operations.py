@@ -260,7 +260,7 @@ def test_pull_from_an_unreachable_broker_says_so_without_trying_to_drain(
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]
     closed_url = f"amqp://guest:guest@127.0.0.1:{closed}//"
-    monkeypatch.setattr("audit.services.dead_letters._broker_url", lambda: closed_url)
+    monkeypatch.setattr("audit.services.dead_letters.draining._broker_url", lambda: closed_url)
     drains = []
     monkeypatch.setattr(
         "audit.services.dead_letters.dead_letters_drain", lambda **kw: drains.append(kw)
@@ -612,7 +612,7 @@ def test_a_replay_of_more_letters_than_one_chunk_reads_payloads_a_chunk_at_a_tim
 ):
     """Every selected letter is still republished and marked, and the replay recorded once;
     but no query holds more than a chunk of payloads."""
-    monkeypatch.setattr("audit.services.dead_letters.REPLAY_CHUNK", 2)
+    monkeypatch.setattr("audit.services.dead_letters.actions.REPLAY_CHUNK", 2)
     letters = [dead_letter(tenant, event_count=1) for _ in range(5)]
     done = dead_letter(tenant, status=DeadLetterStatus.DISCARDED)
     selection = [letter.pk for letter in [*letters, done]]

@@ -24,6 +24,7 @@ from accounts.models import Tenant
 from accounts.signals import Actor
 from audit.models import AuditEvent, DeadLetter, DeadLetterStatus
 from audit.services import dead_letters as service
+from audit.services.dead_letters import draining
 from audit.services.ingest import CONFLICT_REASON, RejectedEvent
 from audit.tests.ingest_support import make_event, publish, queue_depth, wait_until
 from testsupport.worker import ROOT, WorkerProcess
@@ -663,7 +664,7 @@ def test_dlq_depth_is_none_quickly_when_rabbitmq_is_unreachable(fault_proxy, mon
     proxy = fault_proxy(broker.hostname, broker.port or 5672)
     proxy.set_mode(mode)
     unreachable = broker.clone(hostname="127.0.0.1", port=proxy.port).as_uri(include_password=True)
-    monkeypatch.setattr(service, "_broker_url", lambda: unreachable)
+    monkeypatch.setattr(draining, "_broker_url", lambda: unreachable)
 
     started = time.monotonic()
     assert service.dlq_depth() is None

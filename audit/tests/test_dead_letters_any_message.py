@@ -19,6 +19,7 @@ from kombu import Connection, Producer
 
 from audit.models import DeadLetter
 from audit.services import dead_letters as service
+from audit.services.dead_letters import draining
 from audit.services.ingest import RejectedEvent
 from audit.tests.ingest_support import make_event, queue_depth, wait_until
 from testsupport.worker import WorkerProcess
@@ -212,7 +213,8 @@ def unstorable_msg_1(monkeypatch):
             raise ValueError("something nobody foresaw")
         return real(message)
 
-    monkeypatch.setattr(service, "dead_letter_fields", broken_for_msg_1)
+    # Where the drain looks it up: patching the package's re-export would change nothing.
+    monkeypatch.setattr(draining, "dead_letter_fields", broken_for_msg_1)
     return real
 
 
@@ -241,7 +243,7 @@ def test_a_message_that_cannot_be_stored_is_left_in_the_queue_and_the_others_mov
     assert left == ["msg-1"]
     wait_until(lambda: queue_depth(DLQ.name) == 1, timeout=5, what="msg-1 back in the DLQ")
 
-    monkeypatch.setattr(service, "dead_letter_fields", real)
+    monkeypatch.setattr(draining, "dead_letter_fields", real)
     assert service.dead_letters_drain().moved == 1
     assert DeadLetter.objects.count() == 3
 

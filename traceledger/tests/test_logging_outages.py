@@ -192,13 +192,12 @@ def test_the_workers_cannot_connect_line_is_throttled(caplog, clock):
 def test_the_dlq_depth_line_is_throttled_and_drain_failures_are_not(caplog, clock, monkeypatch):
     """The admin reads the DLQ depth on every page view: 3 lines in 6 s during an outage."""
     from audit.services import dead_letters
+    from audit.services.dead_letters import draining
 
     with socket.socket() as sock:  # a port nothing listens on: RabbitMQ down
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    monkeypatch.setattr(
-        dead_letters, "_broker_url", lambda: f"amqp://guest:guest@127.0.0.1:{port}//"
-    )
+    monkeypatch.setattr(draining, "_broker_url", lambda: f"amqp://guest:guest@127.0.0.1:{port}//")
     for _ in range(3):  # page views
         assert dead_letters.dlq_depth() is None
         clock.now += 2
