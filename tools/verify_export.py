@@ -43,11 +43,12 @@ The export is read once, in any order of its lines: each line's own hash is chec
 read, and only what the checks across lines need is kept (about 110 bytes an event, so a
 1,000,000-event export takes about 140 MB; docs/ledger.md §7).
 
-With ``--allow-gaps``, an event is only tamper-evident when it is anchored: linked, through
-consecutive exported sequences, to the chain's start (as a whole export must be) or to a
-checkpoint whose signature and hash verified. An event between gaps that is neither could be
-edited and its hash recomputed unnoticed: such events are counted and their sequences named,
-and the export is not reported as verified (exit 3).
+With ``--allow-gaps``, an event is only tamper-evident when it is anchored: followed, through
+consecutive exported sequences, by an exported checkpoint whose signature and hash verified.
+Any other event (the chain's start fixes only the first ``prev_hash``) could be edited and the
+hashes after it in its stretch recomputed unnoticed: such events are counted and their
+sequences named, and the export is not reported as verified (exit 3), also when no given
+checkpoint falls within it.
 
 Exit status: 0 verified, 1 not verified (the first bad line and sequence are named), 2 the
 input could not be read, 3 not fully verified: nothing was found wrong, but some events of a
@@ -843,37 +844,34 @@ def verify_start(
 UNANCHORED_SHOWN = 5
 
 
-def chain_unanchored(
-    chain: Chain, *, start_anchored: bool, vouched: set[int]
-) -> tuple[int, int, list[tuple[int, int]]]:
-    """The events of a filtered export (``--allow-gaps``) that nothing ties to the ledger:
+def chain_unanchored(chain: Chain, *, vouched: set[int]) -> tuple[int, int, list[tuple[int, int]]]:
+    """The events of a filtered export (``--allow-gaps``) that no signature protects:
     ``(events, stretches, the first UNANCHORED_SHOWN stretches as (first, last))``.
 
     A stretch is a run of consecutive exported sequences; ``verify_chain`` checked that each
-    one's ``prev_hash`` is the previous one's ``hash``, so an event edited with its own hash
-    recomputed breaks the link to the event after it, unless that is missing from the file
-    too. A stretch is anchored, as a whole export is, when it starts at the chain's start
-    (sequence 1 from the genesis hash, or after a purge checkpoint whose signature and hash
-    verified: ``start_anchored`` for the first stretch) or holds, or resumes right after, the
-    sequence of a checkpoint whose signature and hash verified (``vouched``). Any other
-    stretch, down to an event alone between two gaps, is consistent only with itself: its
-    events may have been edited (or made up) and their hashes recomputed, and nothing in the
-    file or the checkpoints would show it. A whole export, which the tool takes from its
-    start only, is one anchored stretch."""
-    sequences, pins = chain.sequences, sorted(vouched)
+    one's ``prev_hash`` is the previous one's ``hash``. An event edited with its hash
+    recomputed changes every later hash of its run up to the run's last event, which no
+    later event in the file links to: nothing shows it, unless an exported checkpoint
+    sequence whose signature and hash verified (``vouched``) lies at or after the event in
+    the same run. So an event is anchored only by such a checkpoint; the chain's start (the
+    genesis hash) or a checkpoint just before a run fixes the run's first ``prev_hash``, not
+    any event's content. The events of a run after its last such checkpoint, down to an
+    event alone between two gaps, are consistent only with themselves."""
+    sequences, pins = chain.sequences, sorted(p for p in vouched if p in chain)
     count, stretches, shown = 0, 0, []
     start = 0
     for position in range(1, len(sequences) + 1):
         if position < len(sequences) and sequences[position] == sequences[position - 1] + 1:
             continue
         first, last = sequences[start], sequences[position - 1]
-        pin = bisect_left(pins, first - 1)  # the lowest one at or after first - 1
-        anchored = (start == 0 and start_anchored) or (pin < len(pins) and pins[pin] <= last)
-        if not anchored:
-            count += position - start
+        # The highest pin within [first, last]: everything up to it is anchored.
+        pin = bisect_right(pins, last) - 1
+        loose_from = pins[pin] + 1 if pin >= 0 and pins[pin] >= first else first
+        if loose_from <= last:
+            count += last - loose_from + 1
             stretches += 1
             if len(shown) < UNANCHORED_SHOWN:
-                shown.append((first, last))
+                shown.append((loose_from, last))
         start = position
     return count, stretches, shown
 
@@ -1081,7 +1079,7 @@ def main(argv=None) -> int:
                 checked = next(iter(by_tenant))
             else:
                 parser.error("the export holds several tenants: name the checkpoint's --tenant")
-        chains, partial, fragments = {}, [], {}
+        chains, partial, fragments = {}, [], []
         for tenant, events in sorted(by_tenant.items()):
             name = tenant or "(no tenant)"
             chain = chains[tenant] = verify_chain(events, allow_gaps=args.allow_gaps)
@@ -1098,17 +1096,27 @@ def main(argv=None) -> int:
                 print(f"{name}: {len(events)} events verified{note}")
                 continue
             # A filtered export: what "verified" may claim is told once the checkpoints are.
-            fragments[tenant] = verified_from is None
+            fragments.append(tenant)
             print(
                 f"{name}: {len(events)} events, with gaps (--allow-gaps): each one's hash and "
                 f"its link to the exported event before it verified{note}"
             )
         vouched: set[int] = set()
+        checkpoint = None
         if checkpoints:
             chain = chains[checked]
             verified = signatures_verify(checkpoints, keys, checkpoint_within(checkpoints, chain))
             received_after_checkpoints(verified, chain, skew=args.max_clock_skew)
-            checkpoint = checkpoint_choose(checkpoints, chain)
+            try:
+                checkpoint = checkpoint_choose(checkpoints, chain)
+            except Failure as none_within:
+                if not args.allow_gaps:
+                    raise
+                # Nothing wrong was found: the filtered events are only not anchored (exit 3,
+                # below), not tampered with (exit 1).
+                print(f"{none_within}; no event is anchored by a checkpoint")
+                checkpoint = None
+        if checkpoint is not None:
             verify_signature(checkpoint, keys)
             # Every verified one within the export, oldest first: the first one the export
             # differs from is named, as the server's verification names it.
@@ -1134,27 +1142,26 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     unanchored = []
-    for tenant, start_anchored in fragments.items():
+    for tenant in fragments:
         name, chain = tenant or "(no tenant)", chains[tenant]
         count, stretches, shown = chain_unanchored(
-            chain,
-            start_anchored=start_anchored,
-            vouched=vouched if tenant == checked else set(),
+            chain, vouched=vouched if tenant == checked else set()
         )
         if not count:
             print(
-                f"{name}: all {len(chain)} events anchored (linked, through consecutive "
-                "exported sequences, to the chain's start or to a verified checkpoint)"
+                f"{name}: all {len(chain)} events anchored (each linked, through consecutive "
+                "exported sequences, to a later exported checkpoint whose signature and hash "
+                "verified)"
             )
             continue
         unanchored.append(f"{name}: {count} of {len(chain)} events not anchored")
         print(
             f"{name}: {count} of {len(chain)} events not anchored, at sequences "
-            f"{_stretches(shown, stretches)}: neither they nor the exported events linked to "
-            "them reach the chain's start or a checkpoint whose signature and hash verified, "
-            "so each is consistent only with itself and its exported neighbours (one edited "
-            "and its hash recomputed would pass); check them against a checkpoint at their "
-            "sequence or an unfiltered export (docs/ledger.md §7)"
+            f"{_stretches(shown, stretches)}: no exported checkpoint whose signature and hash "
+            "verified follows them through consecutive exported sequences, so they are "
+            "consistent only with themselves (one edited and the hashes after it recomputed "
+            "would pass); compare them with the server's stored hashes, or verify an "
+            "unfiltered export (docs/ledger.md §7)"
         )
     if unanchored:
         # Neither "verified" (rc 0: a script would take the edited event as proven) nor

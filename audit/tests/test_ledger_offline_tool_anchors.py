@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from audit.ledger.services import checkpoints_sign
+from audit.ledger.services import checkpoint_create, checkpoints_sign
 from audit.ledger.signing import public_key_pem
 from audit.tests.ledger_factories import chained_events_create
 from audit.tests.test_ledger_offline_tool import (
@@ -73,18 +73,29 @@ def test_it_does_not_verify_an_edited_event_that_nothing_anchors(documents, tmp_
     )
 
 
-def test_it_counts_the_stretch_from_the_chain_start_as_anchored(documents, tmp_path):
-    _forge(documents[5])
-    export = _filtered(tmp_path / "filtered.jsonl", documents, {1, 2, 3, 6, 9})
+def test_the_chain_start_anchors_nothing_an_edit_at_sequence_2_is_not_verified(
+    tenant, documents, tmp_path, key
+):
+    """A code review's case: the genesis hash fixes sequence 1's prev_hash only. Events 1 and
+    2 edited and rehashed in the stretch 1-2, which no later exported event links to, pass
+    every check; a checkpoint at 12 anchors only its own stretch 11-12."""
+    chained_events_create(tenant_id=tenant.id, count=2, start=10)
+    [checkpoint] = checkpoints_sign()  # at sequence 12
+    documents = _write_export(tmp_path / "all.jsonl", tenant, newest_first=False)
+    _forge(documents[0])
+    documents[1]["prev_hash"] = documents[0]["hash"]
+    _forge(documents[1])
+    export = _filtered(tmp_path / "filtered.jsonl", documents, {1, 2, 11, 12})
+    page = _checkpoint_file(tmp_path / "checkpoint.json", checkpoint)
 
-    result = _run(export, "--allow-gaps")
+    result = _run(export, "--allow-gaps", "--checkpoint", page, "--public-key", key)
 
     assert result.returncode == NOT_FULLY_VERIFIED, result.stdout + result.stderr
-    assert "acme: 2 of 5 events not anchored, at sequences 6, 9: " in result.stdout
-    assert result.stdout.splitlines()[-1] == "NOT FULLY VERIFIED (acme: 2 of 5 events not anchored)"
+    assert "acme: 2 of 4 events not anchored, at sequences 1-2: " in result.stdout
+    assert result.stdout.splitlines()[-1] == "NOT FULLY VERIFIED (acme: 2 of 4 events not anchored)"
 
 
-def test_a_verified_checkpoint_anchors_its_stretch_and_catches_the_edit(
+def test_a_verified_checkpoint_anchors_the_events_up_to_it_and_catches_the_edit(
     tenant, documents, tmp_path, key
 ):
     [checkpoint] = checkpoints_sign()  # at sequence 10
@@ -98,14 +109,31 @@ def test_a_verified_checkpoint_anchors_its_stretch_and_catches_the_edit(
     caught = _run(forged, "--allow-gaps", "--checkpoint", page, "--public-key", key)
 
     assert anchored.returncode == NOT_FULLY_VERIFIED, anchored.stdout + anchored.stderr
-    assert "acme: 1 of 6 events not anchored, at sequences 5: " in anchored.stdout
+    assert "acme: 3 of 6 events not anchored, at sequences 1-2, 5: " in anchored.stdout
     assert caught.returncode == 1, caught.stdout + caught.stderr
     assert "NOT VERIFIED at line 6, sequence 10: prev_hash does not link" in caught.stdout
 
 
-def test_a_filtered_export_whose_every_stretch_is_anchored_verifies(
+def test_events_after_the_last_checkpoint_of_their_stretch_are_not_anchored(
     tenant, documents, tmp_path, key
 ):
+    """A code review's second case: a checkpoint at 5 inside the stretch 1-7 anchors 1-5;
+    6 and 7 could be edited and rehashed unnoticed."""
+    checkpoint = checkpoint_create(
+        tenant_id=tenant.id, sequence=5, hash=documents[4]["hash"], kind="periodic"
+    )
+    chained_events_create(tenant_id=tenant.id, count=2, start=10)
+    documents = _write_export(tmp_path / "all.jsonl", tenant, newest_first=False)
+    export = _filtered(tmp_path / "filtered.jsonl", documents, {1, 2, 3, 4, 5, 6, 7, 10})
+    page = _checkpoint_file(tmp_path / "checkpoint.json", checkpoint)
+
+    result = _run(export, "--allow-gaps", "--checkpoint", page, "--public-key", key)
+
+    assert result.returncode == NOT_FULLY_VERIFIED, result.stdout + result.stderr
+    assert "acme: 3 of 8 events not anchored, at sequences 6-7, 10: " in result.stdout
+
+
+def test_a_filtered_export_whose_every_event_is_anchored_verifies(tenant, documents, tmp_path, key):
     checkpoints_sign()  # at sequence 10
     chained_events_create(tenant_id=tenant.id, count=2, start=10)
     [checkpoint] = checkpoints_sign()  # at sequence 12
@@ -121,15 +149,33 @@ def test_a_filtered_export_whose_every_stretch_is_anchored_verifies(
     assert "acme: 3 of 5 events not anchored, at sequences 4-6: " in result.stdout
     assert result.returncode == NOT_FULLY_VERIFIED, result.stdout + result.stderr
 
-    export = _filtered(tmp_path / "anchored.jsonl", documents, {1, 2, 11, 12})
+    export = _filtered(tmp_path / "anchored.jsonl", documents, {8, 9, 10, 11, 12})
     anchored = _run(export, "--allow-gaps", "--checkpoint", page, "--public-key", key)
 
     assert anchored.returncode == 0, anchored.stdout + anchored.stderr
     assert anchored.stdout.splitlines()[-2:] == [
-        "acme: all 4 events anchored (linked, through consecutive exported sequences, to the "
-        "chain's start or to a verified checkpoint)",
-        "verified",
+        "acme: all 5 events anchored (each linked, through consecutive exported sequences, to "
+        "a later exported checkpoint whose signature and hash verified)",
+        "verified (acme: only from sequence 8)",
     ]
+
+
+def test_checkpoints_none_of_which_falls_within_a_filtered_export_leave_it_not_fully_verified(
+    tenant, documents, tmp_path, key
+):
+    """QA: giving the checkpoint page for an old stretch made it "NOT VERIFIED" (exit 1, the
+    tamper verdict) although nothing was wrong; its events are only not anchored."""
+    chained_events_create(tenant_id=tenant.id, count=2, start=10)
+    [checkpoint] = checkpoints_sign()  # at sequence 12
+    documents = _write_export(tmp_path / "all.jsonl", tenant, newest_first=False)
+    export = _filtered(tmp_path / "old.jsonl", documents, {3, 4, 6})
+    page = _checkpoint_file(tmp_path / "checkpoint.json", checkpoint)
+
+    result = _run(export, "--allow-gaps", "--checkpoint", page, "--public-key", key)
+
+    assert result.returncode == NOT_FULLY_VERIFIED, result.stdout + result.stderr
+    assert "none of the given checkpoints (1) falls within this export" in result.stdout
+    assert "acme: 3 of 3 events not anchored" in result.stdout
 
 
 def test_a_complete_export_after_a_late_start_is_anchored_by_a_checkpoint_within_it(
@@ -153,6 +199,6 @@ def test_it_names_the_first_stretches_and_how_many_there_are(documents, tmp_path
     status = tool.main([str(export), "--allow-gaps"])
 
     assert status == NOT_FULLY_VERIFIED
-    assert "acme: 5 of 6 events not anchored, at sequences 3, 5-6, … (4 stretches): " in (
+    assert "acme: 6 of 6 events not anchored, at sequences 1, 3, … (5 stretches): " in (
         capsys.readouterr().out
     )
