@@ -630,7 +630,9 @@ def verify_chain(events: Events, *, allow_gaps: bool) -> Chain:
             prev_sequence = sequences[previous]
             if sequence != prev_sequence + 1 and not allow_gaps:
                 raise Failure(
-                    f"sequence {prev_sequence + 1} is missing (a gap before line {number})",
+                    f"sequence {prev_sequence + 1} is missing (line {number} holds sequence "
+                    f"{sequence}, the next one found); a filtered export (e.g. by action or "
+                    "date) verifies with --allow-gaps",
                     line=number,
                     sequence=prev_sequence + 1,
                 )
