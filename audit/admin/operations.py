@@ -305,9 +305,9 @@ class DeadLetterAdmin(_OperationsAdmin):
                 metadata={
                     "arrived": drained.moved,
                     "new": drained.new,
-                    "repeats": len(drained.repeats),
-                    # Capped: an event's metadata holds 16 KiB at most.
-                    "repeat_of_ids": [r.id for r in drained.repeats[:100]],
+                    "repeats": drained.repeats,
+                    # The first 100 (REPEATS_KEPT): an event's metadata holds 16 KiB at most.
+                    "repeat_of_ids": [r.id for r in drained.repeated],
                     "via": "admin",
                 },
             )

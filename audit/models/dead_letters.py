@@ -11,7 +11,9 @@ class DeadLetter(models.Model):
     """A message drained from ``audit.ingest.dlq``, kept for people to inspect and replay."""
 
     # The Celery task id (or AMQP message id, or a digest of the body): draining the same
-    # message twice keeps one row (a repeat only moves last_failed_at; see _fold_repeat).
+    # message twice keeps one row. A repeat that failed later than the row moves
+    # last_failed_at, adds its attempts and fills a missing first_failed_at; the status
+    # stays (see _fold_repeat).
     message_id = models.CharField(max_length=255, unique=True)
     tenant_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     task_name = models.CharField(max_length=255, blank=True, default="")

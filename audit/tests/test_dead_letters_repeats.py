@@ -85,8 +85,9 @@ def test_the_same_message_drained_again_changes_nothing_but_is_counted_as_a_repe
     drained = service.dead_letters_drain()
 
     letter = DeadLetter.objects.get()
-    assert (drained.new, drained.repeats) == (1, (service.Repeat(id=letter.pk, status="new"),))
-    assert drained.handled_before == ()
+    assert (drained.new, drained.repeats) == (1, 1)
+    assert drained.repeated == [service.Repeat(id=letter.pk, status="new")]
+    assert (drained.handled, drained.handled_before) == (0, [])
     assert (letter.first_failed_at, letter.last_failed_at, letter.attempts) == (T, T, 1)
 
 
@@ -130,3 +131,21 @@ def test_the_admin_pull_warns_of_a_repeat_of_a_discarded_letter(superuser, clien
     letter.refresh_from_db()
     assert letter.status == DeadLetterStatus.DISCARDED
     assert letter.last_failed_at == T + timedelta(days=2)
+
+
+def test_a_drain_of_many_repeats_counts_them_all_and_keeps_the_first_100_by_id():
+    # A drain of millions of repeats must not hold (or copy per batch) one entry each.
+    bodies = [b'{"n": %d}' % n for n in range(service.REPEATS_KEPT + 5)]
+    for body in bodies:
+        rejected_by_the_worker(T, body=body)
+    assert service.dead_letters_drain().new == len(bodies)
+    DeadLetter.objects.update(status=DeadLetterStatus.DISCARDED)
+    for body in bodies:
+        rejected_by_the_worker(T + timedelta(days=1), body=body)
+
+    drained = service.dead_letters_drain()
+
+    assert (drained.moved, drained.new, drained.repeats, drained.handled) == (105, 0, 105, 105)
+    assert len(drained.repeated) == len(drained.handled_before) == service.REPEATS_KEPT
+    assert drained.breakdown().startswith("0 new, 105 repeat(s) of letters already in the table")
+    assert ", …) and failed again since" in drained.breakdown()

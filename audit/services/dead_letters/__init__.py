@@ -32,6 +32,8 @@ from audit.services.dead_letters.actions import (
 )
 from audit.services.dead_letters.draining import (
     DRAIN_BATCH,
+    REPEATS_KEPT,
+    DrainResult,
     Repeat,
     dead_letters_drain,
     dlq_depth,
@@ -42,6 +44,8 @@ from audit.services.dead_letters.recording import dead_letter_note, events_dead_
 __all__ = [
     "DRAIN_BATCH",
     "FIRST_FAILED_HEADER",
+    "REPEATS_KEPT",
+    "DrainResult",
     "Repeat",
     "UnknownDeadLetters",
     "dead_letter_fields",

@@ -2,7 +2,7 @@
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F, Q, Value
@@ -40,30 +40,45 @@ class Repeat:
 
 
 REPEATS_NAMED = 10  # ids a report lists before "…"
+# Repeats a result keeps by id (the admin records that many); the others are only counted.
+REPEATS_KEPT = 100
 
 
-def _ids(repeats) -> str:
-    named = ", ".join(f"#{r.id}" for r in repeats[:REPEATS_NAMED])
-    return named + (", …" if len(repeats) > REPEATS_NAMED else "")
+def _ids(named: list[Repeat], total: int) -> str:
+    listed = ", ".join(f"#{r.id}" for r in named[:REPEATS_NAMED])
+    return listed + (", …" if total > REPEATS_NAMED else "")
 
 
-@dataclass(frozen=True)
+@dataclass
 class DrainResult:
-    """What a drain moved: rows created, and messages folded into a row already there."""
+    """What a drain moved: rows created, and messages folded into a row already there.
+
+    An accumulator, added to batch by batch: the counts are exact, the repeats themselves are
+    kept for the first ``REPEATS_KEPT`` only, so a drain of millions of repeats holds a
+    bounded list and never copies it (a tuple rebuilt per batch was quadratic).
+    """
 
     new: int = 0
-    repeats: tuple[Repeat, ...] = ()
+    repeats: int = 0
+    # Of the repeats, those of letters already replayed or discarded: the message failed
+    # again after someone dealt with it, and nothing else would show it.
+    handled: int = 0
+    repeated: list[Repeat] = field(default_factory=list)  # the first REPEATS_KEPT repeats
+    handled_before: list[Repeat] = field(default_factory=list)  # the first REPEATS_KEPT handled
 
     @property
     def moved(self) -> int:
         """Messages taken off the queue and acked (new rows and repeats)."""
-        return self.new + len(self.repeats)
+        return self.new + self.repeats
 
-    @property
-    def handled_before(self) -> tuple[Repeat, ...]:
-        """Repeats of letters already replayed or discarded: the message failed again after
-        someone dealt with it, and nothing else would show it."""
-        return tuple(r for r in self.repeats if r.status != DeadLetterStatus.NEW)
+    def add_repeat(self, repeat: Repeat) -> None:
+        self.repeats += 1
+        if len(self.repeated) < REPEATS_KEPT:
+            self.repeated.append(repeat)
+        if repeat.status != DeadLetterStatus.NEW:
+            self.handled += 1
+            if len(self.handled_before) < REPEATS_KEPT:
+                self.handled_before.append(repeat)
 
     def breakdown(self) -> str:
         """For people, after "moved N": "" when every message made a new row; else how many
@@ -71,15 +86,15 @@ class DrainResult:
         if not self.repeats:
             return ""
         text = (
-            f"{self.new} new, {len(self.repeats)} repeat(s) of letters already in the table "
-            f"({_ids(self.repeats)}; their last failure time is updated)"
+            f"{self.new} new, {self.repeats} repeat(s) of letters already in the table "
+            f"({_ids(self.repeated, self.repeats)}; their last failure time is updated)"
         )
-        handled = self.handled_before
-        if handled:
-            listed = ", ".join(f"#{r.id} {r.status}" for r in handled[:REPEATS_NAMED])
-            more = ", …" if len(handled) > REPEATS_NAMED else ""
+        if self.handled:
+            named = self.handled_before[:REPEATS_NAMED]
+            listed = ", ".join(f"#{r.id} {r.status}" for r in named)
+            more = ", …" if self.handled > REPEATS_NAMED else ""
             text += (
-                f". {len(handled)} of them had been handled already ({listed}{more}) and "
+                f". {self.handled} of them had been handled already ({listed}{more}) and "
                 "failed again since; they keep that status: look at them"
             )
         return text
@@ -105,18 +120,19 @@ def _fold_repeat(row: DeadLetter, fields: dict) -> None:
 
 
 def _store(
-    messages: list, on_left: Callable[[str, Exception], None] | None
-) -> tuple[DrainResult, list]:
+    messages: list, on_left: Callable[[str, Exception], None] | None, result: DrainResult
+) -> list:
     """Insert the batch (idempotent on message id), commit, then ack what was stored.
 
-    Returns what was stored (new rows, repeats folded into rows already there) and the
-    messages that could not be stored, unacked. Each of those is logged and passed to
-    ``on_left``; its savepoint is rolled back, so it does not take the batch down with it.
+    Adds what was stored (new rows, repeats folded into rows already there) to ``result``
+    once committed, and returns the messages that could not be stored, unacked. Each of
+    those is logged and passed to ``on_left``; its savepoint is rolled back, so it does not
+    take the batch down with it.
     A failure of the database itself (connection lost, …) still fails the whole batch, with
     nothing acked: every message would fail the same way.
     """
     stored, left = [], []
-    new, repeats = 0, []
+    new, repeats = 0, []  # this batch's: at most DRAIN_BATCH
     with transaction.atomic():
         for message in messages:
             try:
@@ -145,7 +161,10 @@ def _store(
     # above turns the second drain into a repeat that changes nothing.
     for message in stored:
         message.ack()
-    return DrainResult(new=new, repeats=tuple(repeats)), left
+    result.new += new
+    for repeat in repeats:
+        result.add_repeat(repeat)
+    return left
 
 
 def dead_letters_drain(
@@ -157,9 +176,9 @@ def dead_letters_drain(
     """Move up to ``limit`` messages (all when None) from the DLQ into ``DeadLetter`` rows.
 
     Returns what moved: new rows, and repeats (a message whose id already has a row, which
-    keeps its status; see ``_fold_repeat``). ``progress(n)`` is called after each commit
-    with the number moved so far. A
-    message that cannot be stored (it should not happen: any body and header is stored, but
+    keeps its status; see ``_fold_repeat``), counted, the first ``REPEATS_KEPT`` by id.
+    ``progress(n)`` is called after each commit with the number moved so far. A message
+    that cannot be stored (it should not happen: any body and header is stored, but
     a bug must not block the DLQ) stays in the queue for a later drain, is logged, and is
     passed to ``on_left(message_id, exception)``; the other messages move on. ``limit``
     counts the messages taken, moved or not.
@@ -169,12 +188,7 @@ def dead_letters_drain(
     left: list = []
 
     def store(batch: list) -> None:
-        nonlocal result
-        batch_result, batch_left = _store(batch, on_left)
-        left.extend(batch_left)
-        result = DrainResult(
-            new=result.new + batch_result.new, repeats=result.repeats + batch_result.repeats
-        )
+        left.extend(_store(batch, on_left, result))
         if progress:
             progress(result.moved)
 
@@ -205,10 +219,12 @@ def dead_letters_drain(
         logger.error(
             "%d dead letter(s) could not be stored and were left in %s", len(left), DLQ.name
         )
-    if result.handled_before:
+    if result.handled:
         logger.warning(
-            "dead letters already replayed or discarded failed again: %s",
-            _ids(result.handled_before),
+            "%d dead letter(s) already replayed or discarded failed again: %s",
+            result.handled,
+            _ids(result.handled_before, result.handled),
+            # The first REPEATS_KEPT: a log record stays small.
             extra={"dead_letter_ids": [r.id for r in result.handled_before]},
         )
     return result
