@@ -4,10 +4,12 @@ import os
 import sys
 from typing import NoReturn
 
+from django.core.checks.security.base import (
+    SECRET_KEY_INSECURE_PREFIX,
+    SECRET_KEY_MIN_LENGTH,
+    SECRET_KEY_MIN_UNIQUE_CHARACTERS,
+)
 from django.core.exceptions import ImproperlyConfigured
-
-SECRET_KEY_MIN_LENGTH = 50
-SECRET_KEY_MIN_UNIQUE = 5
 
 
 def guard_production_settings(
@@ -22,11 +24,17 @@ def guard_production_settings(
     if debug:
         return
     problems = []
-    # Django's own bar (security.W009), so a key accepted here also passes `check --deploy`.
-    if len(secret_key) < SECRET_KEY_MIN_LENGTH or len(set(secret_key)) < SECRET_KEY_MIN_UNIQUE:
+    # Django's own bar (security.W009), with its own constants, so a key accepted here also
+    # passes `check --deploy` and follows it should Django raise the bar.
+    if (
+        len(secret_key) < SECRET_KEY_MIN_LENGTH
+        or len(set(secret_key)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS
+        or secret_key.startswith(SECRET_KEY_INSECURE_PREFIX)
+    ):
         problems.append(
             "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set to a random value of "
-            f'at least {SECRET_KEY_MIN_LENGTH} characters (e.g. python -c "import secrets; '
+            f"at least {SECRET_KEY_MIN_LENGTH} characters, not starting with "
+            f'"{SECRET_KEY_INSECURE_PREFIX}" (e.g. python -c "import secrets; '
             'print(secrets.token_urlsafe(50))")'
         )
     if not allowed_hosts:

@@ -29,6 +29,11 @@ def run_check(**env):
         ({"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "short"}, "DJANGO_SECRET_KEY"),
         ({"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": STRONG_KEY[:49]}, "at least 50 characters"),
         ({"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "k7Qp" * 13}, "DJANGO_SECRET_KEY"),
+        # What startproject generates for development: check --deploy's W009 refuses it.
+        (
+            {"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "django-insecure-" + STRONG_KEY},
+            'not starting with "django-insecure-"',
+        ),
         ({"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": STRONG_KEY}, "DJANGO_ALLOWED_HOSTS"),
         ({"DJANGO_DEBUG": "maybe"}, "is not a boolean"),
     ],
