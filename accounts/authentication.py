@@ -82,13 +82,19 @@ class JWTAuthentication(simplejwt.JWTAuthentication):
 
 
 def _expired(raw_token) -> bool:
-    """Whether simplejwt finds the token expired. PyJWT checks the signature before ``exp``,
-    so only a token this service signed can be; a forged one stays "not valid"."""
+    """Whether the token is an access token (of a type accepted here) simplejwt finds
+    expired. PyJWT checks the signature before ``exp``, so only a token this service signed
+    can be; a forged one stays "not valid". So does an expired token of another type (a
+    refresh token sent as Bearer): refreshing would not make it usable here."""
     for token_class in jwt_settings.AUTH_TOKEN_CLASSES:
         try:
             token_class(raw_token)
         except ExpiredTokenError:
-            return True
+            # The expiry stopped simplejwt before its type check; the signature has passed,
+            # so the claims can be read unverified (through simplejwt's backend) for it.
+            claims = token_class(raw_token, verify=False).payload
+            if claims.get(jwt_settings.TOKEN_TYPE_CLAIM) == token_class.token_type:
+                return True
         except TokenError:
             continue
     return False

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import AccessToken
+from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.models import Role, User
 from accounts.tests.conftest import unique_ip
@@ -296,6 +296,23 @@ def test_an_expired_access_token_is_said_to_be_expired(person):
     assert response.json()["error"] == {
         "code": "token_not_valid",
         "message": "Token is expired: get a new one from POST /api/v1/auth/refresh.",
+    }
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("expired", [False, True])
+def test_a_refresh_token_sent_as_bearer_is_not_valid_expired_or_not(person, expired):
+    """Not "expired: get a new one from refresh": no refresh makes it an access token."""
+    token = RefreshToken.for_user(person)
+    if expired:
+        token.set_exp(from_time=datetime.now(UTC) - timedelta(days=2))
+
+    response = _bearer(token).get("/api/v1/audit-events")
+
+    assert response.status_code == 401
+    assert response.json()["error"] == {
+        "code": "token_not_valid",
+        "message": "Given token not valid for any token type",
     }
 
 
