@@ -8,6 +8,8 @@ request's content coding, and decompressing here would let a small body expand p
 §15.5.16, with ``Accept-Encoding: identity`` in the answer, set by the exception handler).
 """
 
+import sys
+
 from django.utils.http import parse_header_parameters
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
@@ -66,8 +68,24 @@ class UncompressedJSONParser(JSONParser):
             data = super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError(_TOO_DEEP) from None
+        except ParseError as exc:
+            # DRF wraps json's ValueError as "JSON parse error - Exceeds the limit (4300
+            # digits) for integer string conversion ... use sys.set_int_max_str_digits()":
+            # advice for the server's code, not the client. Said as ingest says it.
+            if _too_many_digits(exc.__context__):
+                raise ParseError(
+                    f"Malformed JSON: a number has more than {sys.get_int_max_str_digits():,} "
+                    "digits."
+                ) from None
+            raise
         _refuse_unusable(data)
         return data
+
+
+def _too_many_digits(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is int()'s refusal of a string past ``sys.get_int_max_str_digits()``
+    (a plain ValueError, told apart only by CPython's message)."""
+    return isinstance(exc, ValueError) and "for integer string conversion" in str(exc)
 
 
 def _refuse_unusable(data) -> None:

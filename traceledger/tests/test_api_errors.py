@@ -170,6 +170,33 @@ def test_a_json_body_nested_too_deeply_is_a_400_parse_error(
     }
 
 
+# json reads an integer with int(), which refuses more than 4,300 digits: DRF's 400 said
+# "... use sys.set_int_max_str_digits() to increase the limit", advice for the server.
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/api/v1/auth/login", "username"),
+        ("/api/v1/auth/refresh", "refresh"),
+        ("/api/v1/users", "role"),
+    ],
+)
+def test_an_integer_of_more_than_4300_digits_is_a_400_parse_error_saying_so(
+    owner, user_client, path, field, settings
+):
+    settings.TRACELEDGER_RATELIMIT_LOGIN = "1000/m"  # a bucket of its own, as above
+    client = user_client(owner) if path == "/api/v1/users" else APIClient()
+    body = f'{{"{field}": {"9" * 5000}, "password": "x"}}'
+
+    response = client.post(path, body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "parse_error"
+    assert response.json()["error"]["message"] == (
+        "Malformed JSON: a number has more than 4,300 digits."
+    )
+
+
 @pytest.mark.django_db
 def test_nesting_up_to_max_depth_is_parsed_and_judged_by_the_view(settings):
     settings.TRACELEDGER_RATELIMIT_LOGIN = "1000/m"
