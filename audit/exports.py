@@ -23,10 +23,12 @@ import csv
 import io
 import json
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from django.db import transaction
+from django.utils import timezone
 
+from accounts.models import Tenant
 from audit.api.serializers import event_document, event_rows
 from audit.metrics_read import EXPORTED_ROWS
 
@@ -60,6 +62,19 @@ CSV_COLUMNS = (
     "prev_hash",
     "hash",
 )
+
+
+def export_filename(*, tenant_ids: Sequence[int | None], extension: str) -> str:
+    """``traceledger-<tenant slug>-<UTC stamp>.<extension>`` for an export of one tenant (the
+    API's always are; the admin's are when recorded in one tenant's trail), else
+    ``audit-events-<stamp>.<extension>``. Runs a query: a caller holding an export slot
+    calls it where a failure gives the slot back."""
+    stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+    if len(tenant_ids) == 1 and tenant_ids[0] is not None:
+        slug = Tenant.objects.filter(pk=tenant_ids[0]).values_list("slug", flat=True).first()
+        if slug:
+            return f"traceledger-{slug}-{stamp}.{extension}"
+    return f"audit-events-{stamp}.{extension}"
 
 
 def _json(value, *, sort_keys: bool = False) -> str:

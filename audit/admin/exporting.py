@@ -10,12 +10,10 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import PAGE_VAR, SEARCH_VAR
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect, StreamingHttpResponse
-from django.utils import timezone
 
-from accounts.models import Tenant
 from audit.admin.access_log import ExportNotAttributable, export_record
 from audit.export_slots import ExportsBusy, export_rows_in_slot
-from audit.exports import FORMATS, export_rows
+from audit.exports import FORMATS, export_filename, export_rows
 from traceledger.query_guard import nul_query_handled
 
 
@@ -34,21 +32,16 @@ def export_response(
         ),
         rows=lambda: export_rows(queryset, fmt),
     )
-    response = StreamingHttpResponse(rows, content_type=content_type)
-    name = export_filename(tenant_ids=tenant_ids, extension=extension)
-    response["Content-Disposition"] = f'attachment; filename="{name}"'
-    return response
-
-
-def export_filename(*, tenant_ids: list[int | None], extension: str) -> str:
-    """``traceledger-<tenant slug>-<stamp>``, as the API names its exports, when the export
-    is of one tenant (the tenants it was recorded in); else ``audit-events-<stamp>``."""
-    stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
-    if len(tenant_ids) == 1 and tenant_ids[0] is not None:
-        slug = Tenant.objects.filter(pk=tenant_ids[0]).values_list("slug", flat=True).first()
-        if slug:
-            return f"traceledger-{slug}-{stamp}.{extension}"
-    return f"audit-events-{stamp}.{extension}"
+    try:
+        # The name's query runs with the slot taken: a failure must give it back now, not
+        # whenever the rows are collected.
+        response = StreamingHttpResponse(rows, content_type=content_type)
+        name = export_filename(tenant_ids=tenant_ids, extension=extension)
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response
+    except BaseException:
+        rows.close()
+        raise
 
 
 def _refusal(exc: Exception) -> str:

@@ -3,7 +3,6 @@
 from typing import NamedTuple
 
 from django.http import StreamingHttpResponse
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.exceptions import NotAcceptable, ValidationError
@@ -11,12 +10,11 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import IsAuthenticated
 
-from accounts.models import Tenant
 from accounts.permissions import CanRead
 from accounts.principal import get_principal
 from accounts.ratelimits import HeavyReadRateLimit, ReadRateLimit
 from audit.export_slots import export_rows_in_slot
-from audit.exports import FORMATS, export_rows
+from audit.exports import FORMATS, export_filename, export_rows
 from audit.filters import (
     TENANT_PARAMETER,
     AuditEventFilterSet,
@@ -151,10 +149,7 @@ class AuditEventExportView(GenericAPIView):
     def _response(rows, *, fmt: str, tenant_id: int) -> StreamingHttpResponse:
         content_type, extension = FORMATS[fmt]
         response = StreamingHttpResponse(rows, content_type=content_type)
-        slug = Tenant.objects.values_list("slug", flat=True).get(pk=tenant_id)
-        stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
-        response["Content-Disposition"] = (
-            f'attachment; filename="traceledger-{slug}-{stamp}.{extension}"'
-        )
+        name = export_filename(tenant_ids=[tenant_id], extension=extension)
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
         response["Cache-Control"] = "no-store"
         return response

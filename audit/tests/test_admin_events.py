@@ -1383,3 +1383,28 @@ def test_an_export_beyond_the_per_process_limit_goes_back_to_the_list_unrecorded
     assert not [call for call in recorded if call["action"] == "audit_log.export"]
     slots.release()
     assert client.get(EXPORT, {"format": "csv", "outcome__exact": "failure"}).streaming
+
+
+def test_an_export_whose_file_name_cannot_be_made_gives_its_slot_back(
+    client, tenant, auditor, monkeypatch
+):
+    """The name's tenant look-up runs after the slot is taken and the export recorded: a
+    failure there left the slot held until the rows were garbage-collected."""
+    import threading
+
+    slots = threading.BoundedSemaphore(1)
+    monkeypatch.setattr("audit.export_slots._slots", slots)
+
+    def failing(**kwargs):
+        raise RuntimeError("the tenant's name could not be read")
+
+    monkeypatch.setattr("audit.admin.exporting.export_filename", failing)
+    event_create(tenant_id=tenant.pk)
+    login(client, auditor)
+
+    # Held by the test, the failure keeps the request's frames, and its rows, alive.
+    with pytest.raises(RuntimeError, match="could not be read"):
+        client.get(EXPORT, {"format": "csv"})
+
+    assert slots.acquire(blocking=False)  # given back: the next export may run
+    slots.release()
