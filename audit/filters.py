@@ -289,3 +289,18 @@ def filter_openapi_parameters() -> list[OpenApiParameter]:
         )
         for name, filter_ in AuditEventFilterSet.base_filters.items()
     ]
+
+
+def empty_means_absent(result, generator, request, public):
+    """Marks ``allowEmptyValue: true`` on every query parameter whose description says
+    ``EMPTY_MEANS_ABSENT`` (a drf-spectacular post-processing hook). Their schemas (an enum,
+    a pattern, a date-time, an integer) exclude "", which the API reads as the parameter
+    left out: a client or fuzzer trusting the schema was told "" is invalid. drf-spectacular
+    has no per-parameter setting for it (``allow_blank`` only drops ``minLength``)."""
+    operations = [op for path in result.get("paths", {}).values() for op in path.values()]
+    for operation in operations:
+        for parameter in operation.get("parameters", []) if isinstance(operation, dict) else ():
+            says_so = EMPTY_MEANS_ABSENT in parameter.get("description", "")
+            if parameter.get("in") == "query" and says_so:
+                parameter["allowEmptyValue"] = True
+    return result

@@ -394,6 +394,7 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "traceledger.api.schema_hooks.error_responses",
         "audit.api.ingest_schema.strict_ingest_body",
+        "audit.filters.empty_means_absent",
     ],
 }
 # However often a client refreshes, a login lasts at most this long (RotatingRefreshSerializer):

@@ -171,6 +171,19 @@ def test_the_parameters_say_an_empty_value_is_left_out(schema, path, names):
     parameters = {p["name"]: p for p in schema["paths"][path]["get"]["parameters"]}
     for name in names:
         assert EMPTY_MEANS_ABSENT in parameters[name]["description"], name
+        # And the schema agrees: its enum, pattern, date-time or integer would exclude "".
+        assert parameters[name]["allowEmptyValue"] is True, name
+
+
+def test_a_parameter_that_refuses_an_empty_value_does_not_allow_it(schema):
+    search = {
+        p["name"]: p for p in schema["paths"]["/api/v1/audit-events/search"]["get"]["parameters"]
+    }
+    export = {
+        p["name"]: p for p in schema["paths"]["/api/v1/audit-events/export"]["get"]["parameters"]
+    }
+    assert "allowEmptyValue" not in search["q"]
+    assert "allowEmptyValue" not in export["format"]
 
 
 @pytest.mark.django_db
