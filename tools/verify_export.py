@@ -28,7 +28,8 @@ sequence (a ``purge`` checkpoint: the ``prev_hash`` of the event after it), and 
 older one within it whose signature verified (the oldest one the export differs from is
 named). Checkpoints beyond
 the export's last event (signed after it, e.g. after the export's own ``audit_log.export``
-event) are skipped and named; none within the export does not verify.
+event) are skipped and named; none within a whole export does not verify (with
+``--allow-gaps``, its events are then only not anchored: exit 3).
 
 Every event at or below a checkpoint's sequence was stored, so received (``received_at`` is set
 by the API before storage), before that checkpoint was signed. An exported event at or below
