@@ -72,10 +72,9 @@ class ExportActionsMixin:
         if selected_across:  # "select all N": the changelist's filter is the selection
             scope = {"selection": "filter", "query": request.GET.urlencode()}
         else:
-            # The ids exported, not those posted: the queryset holds only the user's own
-            # tenant's events, and a posted id of another tenant's was recorded as exported.
-            ids = [str(pk) for pk in queryset.order_by("pk").values_list("pk", flat=True)[:1000]]
-            scope = {"selection": "selected", "ids": ids}
+            # The ids recorded are those exported, read by ``export_record`` from this
+            # queryset (the user's own tenant's events), not those posted.
+            scope = {"selection": "selected"}
         try:
             return export_response(
                 request=request, queryset=queryset.order_by(*self.ordering), fmt=fmt, scope=scope
