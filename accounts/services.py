@@ -405,6 +405,15 @@ def user_password_changed(*, user: User, actor: Actor = SYSTEM_ACTOR) -> None:
     )
 
 
+def user_password_set(*, user: User, password: str, actor: Actor = SYSTEM_ACTOR) -> None:
+    """Sets and saves a new password (a command's: Django's forms save their own) and
+    records it as ``user_password_changed`` does."""
+    with transaction.atomic():
+        user.set_password(password)
+        user.save(update_fields=["password"])
+        user_password_changed(user=user, actor=actor)
+
+
 def user_delete(*, user: User, actor: Actor = SYSTEM_ACTOR) -> None:
     """Deletes a user and records ``user.delete`` in the user's tenant trail (a superuser
     without a tenant: the system tenant's)."""

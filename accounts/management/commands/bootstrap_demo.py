@@ -11,7 +11,7 @@ from accounts.services import (
     api_key_revoke,
     superuser_create,
     tenant_get_or_create,
-    user_password_changed,
+    user_password_set,
 )
 
 
@@ -38,9 +38,7 @@ class Command(BaseCommand):
         if user is None:
             superuser_create(username=username, password=password)
         else:
-            user.set_password(password)
-            user.save(update_fields=["password"])
-            user_password_changed(user=user)
+            user_password_set(user=user, password=password)
         # Only the hash of a key is stored, so a key printed by an earlier run cannot be
         # shown again: replace it, as the password above.
         for old in ApiKey.objects.filter(tenant=tenant, name="demo", revoked=False):
