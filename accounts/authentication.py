@@ -72,6 +72,25 @@ class JWTAuthentication(simplejwt.JWTAuthentication):
     answers "Given token not valid for any token type" to both, and a client should refresh
     after the first but not after the second. Still ``token_not_valid``, as before."""
 
+    def get_raw_token(self, header: bytes) -> bytes | None:
+        # simplejwt matches the scheme case-sensitively (RFC 9110 §11.1: it is not) and says
+        # "must contain two space-delimited values" also for a bare "Bearer".
+        parts = header.split()
+        if not parts or parts[0].lower() not in _SCHEMES:
+            return None
+        if len(parts) == 1:
+            raise exceptions.AuthenticationFailed(
+                "The token is missing: send `Authorization: Bearer <access token>`.",
+                code="bad_authorization_header",
+            )
+        if len(parts) != 2:
+            raise exceptions.AuthenticationFailed(
+                "The Authorization header must be `Bearer <access token>`, one token"
+                " without spaces.",
+                code="bad_authorization_header",
+            )
+        return parts[1]
+
     def get_validated_token(self, raw_token):
         try:
             return super().get_validated_token(raw_token)
@@ -79,6 +98,12 @@ class JWTAuthentication(simplejwt.JWTAuthentication):
             if not _expired(raw_token):
                 raise
         raise InvalidToken("Token is expired: get a new one from POST /api/v1/auth/refresh.")
+
+
+_SCHEMES = {
+    (scheme.encode() if isinstance(scheme, str) else scheme).lower()
+    for scheme in jwt_settings.AUTH_HEADER_TYPES
+}
 
 
 def _expired(raw_token) -> bool:

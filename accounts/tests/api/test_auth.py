@@ -285,6 +285,42 @@ def _bearer(token) -> APIClient:
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("header", ["Bearer ", "Bearer", "bearer  ", "BEARER\t"])
+def test_a_bearer_scheme_without_a_token_says_the_token_is_missing(db, header):
+    """Not simplejwt's "must contain two space-delimited values" to one value."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=header)
+
+    response = client.get("/api/v1/audit-events")
+
+    assert response.status_code == 401
+    assert response.json()["error"] == {
+        "code": "bad_authorization_header",
+        "message": "The token is missing: send `Authorization: Bearer <access token>`.",
+    }
+
+
+@pytest.mark.django_db
+def test_a_token_with_a_space_in_it_is_named_as_such(db):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Bearer abc def")
+
+    response = client.get("/api/v1/audit-events")
+
+    assert response.status_code == 401
+    assert "one token without spaces" in response.json()["error"]["message"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "beArer"])
+def test_the_bearer_scheme_is_case_insensitive(person, scheme):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"{scheme} {AccessToken.for_user(person)}")
+
+    assert client.get("/api/v1/audit-events").status_code == 200
+
+
+@pytest.mark.django_db
 def test_an_expired_access_token_is_said_to_be_expired(person):
     """So a client knows to refresh (simplejwt says "not valid for any token type" to both)."""
     token = AccessToken.for_user(person)
