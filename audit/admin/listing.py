@@ -530,7 +530,7 @@ def filter_param_problems(
         # Alone: nothing can use such a value (PostgreSQL text cannot hold NUL, nor can the
         # read's own record), and the page that follows the redirect checks the rest.
         return nul
-    problems = {}
+    problems = _repeated_problems(params, known=known)
     for name in (OccurredRangeFilter.parameter_from, OccurredRangeFilter.parameter_to):
         raw = params.get(name)
         if name in known and raw and _parse_day(raw) is None:
@@ -559,6 +559,19 @@ def filter_param_problems(
             for name in given:
                 problems[name] = f"no such period in the date drill-down: {shown}"
     problems.update(field_value_problems(params, model=model, known=known, skip=problems))
+    return problems
+
+
+def _repeated_problems(params, *, known: frozenset[str]) -> dict[str, str]:
+    """The list's own parameters given twice with different values. Django keeps the last
+    of a filter's values (and ORs a field lookup's, which stays allowed), so ``tenant=1&
+    tenant=2`` listed tenant 2 alone while the URL named both."""
+    problems = {}
+    for name, values in params.lists():
+        distinct = list(dict.fromkeys(values))
+        if name in known and len(distinct) > 1:
+            shown = ", ".join(repr(value) for value in distinct)
+            problems[name] = f"{name} was given {len(distinct)} values ({shown}): give one"
     return problems
 
 
