@@ -134,6 +134,10 @@ def record_system_event(
     transaction, the broker copy may be published before that transaction commits; call it
     from ``transaction.on_commit`` when the event must not outlive a rollback.
     """
+    if tenant_id is None:
+        # First, so that the system tenant's own creation, recorded when this first record
+        # makes it, carries a time before this record's.
+        tenant_id = system_tenant_id()
     data = {
         "occurred_at": datetime.now(UTC).isoformat(),
         "action": action,
@@ -145,8 +149,6 @@ def record_system_event(
     }
     if target_id or target_type or target_name:
         data["target"] = {"id": target_id, "type": target_type, "name": target_name}
-    if tenant_id is None:
-        tenant_id = system_tenant_id()
     try:
         # With the tenant, the id derives from (tenant, event_id) as for the API: a client
         # event later sent with this event_id is answered with this event's id.

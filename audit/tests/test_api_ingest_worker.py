@@ -3,8 +3,10 @@
 import pytest
 
 from accounts.models import ApiKey, Tenant
+from accounts.services import SYSTEM_TENANT_SLUG, superuser_create
 from audit.models import AuditEvent
 from audit.publisher import publisher_reset
+from audit.services import submission
 from audit.services.submission import record_system_event
 from audit.tests.ingest_api_support import (
     ingest_messages,
@@ -150,6 +152,26 @@ def test_record_system_event_publishes_a_valid_event_for_the_system_tenant():
     assert (event["target_id"], event["target_type"]) == ("42", "dead_letter")
     assert event["metadata"] == {"count": 1}
     assert message["kwargs"]["submitted_by"] == "traceledger"
+
+
+@pytest.mark.django_db(transaction=True)  # autocommit, as make run's bootstrap_demo
+def test_the_system_tenants_creation_is_recorded_before_what_first_needed_it(monkeypatch):
+    """The first record of the system trail creates the system tenant: its ``tenant.create``
+    used to carry a later time than the record that needed it (whose time was taken first)."""
+    submitted = []
+
+    def capture(*, tenant_id, events, request_id, submitted_by=""):
+        submitted.extend(events)
+        return "broker"
+
+    monkeypatch.setattr(submission, "events_submit", capture)
+    Tenant.objects.filter(slug=SYSTEM_TENANT_SLUG).delete()
+
+    superuser_create(username="first-root", password="violet-Anchor-47-river")
+
+    assert [event["action"] for event in submitted] == ["tenant.create", "user.create"]
+    created, user = submitted
+    assert created["occurred_at"] <= user["occurred_at"]
 
 
 @pytest.mark.django_db
