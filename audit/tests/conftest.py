@@ -41,3 +41,13 @@ def empty_queues():
     purge_queues()
     yield
     purge_queues()
+
+
+@pytest.fixture
+def ledger_public_key_file(tmp_path):
+    """The signing key's public half in a PEM file, as an auditor saves it for the tool."""
+    from audit.ledger.signing import public_key_pem
+
+    path = tmp_path / "ledger.pub"
+    path.write_text(public_key_pem())
+    return path

@@ -6,7 +6,6 @@ from accounts.models import ApiKey, Tenant
 from accounts.services import SYSTEM_TENANT_SLUG, superuser_create
 from audit.models import AuditEvent
 from audit.publisher import publisher_reset
-from audit.services import submission
 from audit.services.submission import record_system_event
 from audit.tests.ingest_api_support import (
     ingest_messages,
@@ -155,16 +154,10 @@ def test_record_system_event_publishes_a_valid_event_for_the_system_tenant():
 
 
 @pytest.mark.django_db(transaction=True)  # autocommit, as make run's bootstrap_demo
-def test_the_system_tenants_creation_is_recorded_before_what_first_needed_it(monkeypatch):
+def test_the_system_tenants_creation_is_recorded_before_what_first_needed_it(submitted_events):
     """The first record of the system trail creates the system tenant: its ``tenant.create``
     used to carry a later time than the record that needed it (whose time was taken first)."""
-    submitted = []
-
-    def capture(*, tenant_id, events, request_id, submitted_by=""):
-        submitted.extend(events)
-        return "broker"
-
-    monkeypatch.setattr(submission, "events_submit", capture)
+    submitted = submitted_events
     Tenant.objects.filter(slug=SYSTEM_TENANT_SLUG).delete()
 
     superuser_create(username="first-root", password="violet-Anchor-47-river")

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from audit.ledger.services import checkpoint_create, checkpoints_sign
-from audit.ledger.signing import public_key_pem
 from audit.tests.ledger_factories import chained_events_create
 from audit.tests.test_ledger_offline_tool import (
     _checkpoint_file,
@@ -27,10 +26,8 @@ NOT_FULLY_VERIFIED = 3
 
 
 @pytest.fixture
-def key(tmp_path) -> Path:
-    path = tmp_path / "ledger.pub"
-    path.write_text(public_key_pem())
-    return path
+def key(ledger_public_key_file) -> Path:
+    return ledger_public_key_file
 
 
 @pytest.fixture

@@ -37,10 +37,8 @@ def _fresh_rate_limits():
 
 
 @pytest.fixture
-def key(tmp_path) -> Path:
-    path = tmp_path / "ledger.pub"
-    path.write_text(public_key_pem())
-    return path
+def key(ledger_public_key_file) -> Path:
+    return ledger_public_key_file
 
 
 @pytest.fixture
