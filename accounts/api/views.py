@@ -63,10 +63,14 @@ class UserCreateView(APIView):
 
     @extend_schema(
         tags=["users"],
+        # People only: a service key is authenticated, then refused (403), never allowed.
+        auth=[{"jwtAuth": []}],
         request=UserCreateInputSerializer,
         responses={
             201: UserOutputSerializer,
-            403: OpenApiResponse(description="Not a tenant admin or superuser."),
+            403: OpenApiResponse(
+                description="Not a tenant admin or superuser (an API key never may)."
+            ),
             **_ERRORS,
         },
     )

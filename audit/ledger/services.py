@@ -339,6 +339,7 @@ def signing_key_rotate_recorded(*, actor: str) -> tuple[str, str]:
         tenant_id=tenant_id,
         action="ledger.key_rotate",
         actor_id=actor[:256],
+        actor_name=actor[:256],  # as the other commands record their --actor
         target_id=new,
         target_type="signing_key",
         description=(

@@ -61,7 +61,11 @@ def test_checkpoints_of_the_old_key_verify_after_a_rotation(tenant, data_dir, su
     assert stat.S_IMODE((data_dir / "ledger-signing-key.pem").stat().st_mode) == 0o600
     assert old in public_keys_parse((data_dir / "ledger-retired-keys.pem").read_text(), source="")
     [event] = submitted_events
-    assert (event["action"], event["actor_id"]) == ("ledger.key_rotate", "ops-alice")
+    assert (event["action"], event["actor_id"], event["actor_name"]) == (
+        "ledger.key_rotate",
+        "ops-alice",
+        "ops-alice",
+    )
     assert event["metadata"] == {"retired_key_id": old, "key_id": new}
 
     chained_events_create(tenant_id=tenant.id, count=2, start=3)

@@ -23,6 +23,7 @@ from audit.filters import (
     reject_unknown_params,
     used_filters,
 )
+from audit.metrics_read import READ_LATENCY
 from audit.selectors import event_queryset, read_tenant_id
 from audit.services.access_log import SEARCH, access_record
 from search.backends.base import InvalidCursor, InvalidQuery, SearchRequest
@@ -102,6 +103,10 @@ class AuditEventSearchView(APIView):
         },
     )
     def get(self, request):
+        with READ_LATENCY.labels(endpoint="search").time():
+            return self._search(request)
+
+    def _search(self, request):
         params = request.query_params
         reject_unknown_params(params, extra={"q"})
         principal = get_principal(request)

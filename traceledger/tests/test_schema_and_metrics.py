@@ -46,6 +46,22 @@ def test_the_answers_no_view_declares_are_in_the_schema():
     assert sum("requestBody" in op for op in operations) == 4
 
 
+def test_each_operation_offers_the_credentials_that_can_pass_it():
+    """POST /users offered API keys too, which are always refused there (403)."""
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    security = {
+        (method, path): operation.get("security")
+        for path, methods in schema["paths"].items()
+        for method, operation in methods.items()
+    }
+    both = [{"ApiKeyAuth": []}, {"jwtAuth": []}]
+
+    assert security.pop(("post", "/api/v1/users")) == [{"jwtAuth": []}]
+    assert security.pop(("post", "/api/v1/auth/login")) is None
+    assert security.pop(("post", "/api/v1/auth/refresh")) is None
+    assert security and all(offered == both for offered in security.values()), security
+
+
 @pytest.mark.django_db
 def test_it_serves_the_schema_and_swagger_ui(client):
     response = client.get("/api/schema/")
