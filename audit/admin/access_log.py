@@ -94,7 +94,7 @@ def export_record(*, request: HttpRequest, queryset, fmt: str, scope: dict) -> l
     return tenant_ids
 
 
-# A selection is one changelist page of checkboxes; the cap keeps a hand-made POST's record
+# A selection is one changelist page of checkboxes; the cap bounds a hand-made POST (its ids
 # within an event's metadata limit.
 SELECTED_MAX = 1000
 

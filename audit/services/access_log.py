@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from accounts.principal import Principal
 from audit.metrics_read import READ_REQUESTS
+from audit.services.record_parts import Part, metadata_parts, part_suffix
 
 READ = "audit_log.read"
 SEARCH = "audit_log.search"
@@ -47,22 +48,35 @@ def access_record(
 
     actor_type = "user" if principal.kind == "user" else "service"
     actor_id = str(principal.user_id) if principal.kind == "user" else str(principal.api_key_id)
-    metadata = {"filters": dict(filters or {}), "endpoint": endpoint}
-    if principal.is_superuser:
-        metadata["superuser"] = True
+    filters = dict(filters or {})
+    ids = filters.get("ids")
+
+    def build(chunk: list, part: Part) -> dict:
+        metadata = {"filters": filters if ids is None else {**filters, "ids": chunk}}
+        metadata["endpoint"] = endpoint
+        if principal.is_superuser:
+            metadata["superuser"] = True
+        if part:
+            metadata.update(part=part[0], parts=part[1], id_count=len(ids))
+        return metadata
+
+    # A selection export's ids (up to 1,000) may need several records; a filter never does.
+    parts = metadata_parts(build, ids if isinstance(ids, list) else [])
+    description = description or _describe(principal=principal, action=action)
     trails = [tenant_id] if tenant_id is not None else sorted(set(shown)) or [None]
     for trail in trails:
-        record_system_event(
-            tenant_id=trail,
-            action=action,
-            actor_id=actor_id,
-            actor_type=actor_type,
-            actor_name=principal.name,
-            target_id=target_id,
-            target_type=target_type,
-            description=description or _describe(principal=principal, action=action),
-            metadata=metadata,
-        )
+        for _, part, metadata in parts:
+            record_system_event(
+                tenant_id=trail,
+                action=action,
+                actor_id=actor_id,
+                actor_type=actor_type,
+                actor_name=principal.name,
+                target_id=target_id,
+                target_type=target_type,
+                description=f"{description}{part_suffix(part)}"[:2000],
+                metadata=metadata,
+            )
     return True
 
 

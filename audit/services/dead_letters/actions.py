@@ -11,6 +11,7 @@ from django.utils import timezone
 from accounts.models import Tenant
 from accounts.signals import Actor
 from audit.models import DeadLetter, DeadLetterStatus
+from audit.services.record_parts import Part, metadata_parts, part_suffix
 
 # Letters whose payloads a replay holds in memory at once: a letter may be a whole batch
 # (up to 1,000 events, ~5 MiB of JSON, several times that as Python objects).
@@ -59,33 +60,39 @@ def _publish_ingest(payload: dict) -> str:
     )
 
 
-def _record(
-    *, action: str, actor: Actor, ids: list[int], event_count: int, tenant_id: int | None
-) -> None:
-    """Record the operator's action in the system tenant's trail (after our commit) and,
-    when the actor is a tenant's staff (``tenant_id``), in that tenant's trail too: its
-    compliance staff cannot read the system tenant's trail, yet the letters were theirs."""
+def _record(*, action: str, actor: Actor, letters: dict[int, int], tenant_id: int | None) -> None:
+    """Record the operator's action (``letters``: id -> event count) in the system tenant's
+    trail (after our commit) and, when the actor is a tenant's staff (``tenant_id``), in that
+    tenant's trail too: its compliance staff cannot read the system tenant's trail, yet the
+    letters were theirs. Thousands of ids are recorded over several numbered events."""
     from audit.services.submission import record_system_event
 
+    def build(ids: list[int], part: Part) -> dict:
+        metadata = {"dead_letter_ids": ids, "event_count": sum(letters[pk] for pk in ids)}
+        if part:
+            metadata.update(part=part[0], parts=part[1], dead_letter_count=len(letters))
+        return metadata
+
     verb = action.rsplit(".", 1)[-1]
-    event = {
-        "action": action,
-        # The same identity as the person's other actions (id, type, name: accounts'
-        # actor_for_user), so filtering the trail by actor finds all of them.
-        "actor_id": actor.id[:256],
-        "actor_type": actor.type,
-        "actor_name": actor.name[:256],
-        "target_type": "dead_letter",
-        "target_id": ",".join(map(str, ids))[:256],
-        "description": f"{len(ids)} dead letter(s) {verb}ed by {actor.name or actor.id}"[:2000],
-        "metadata": {
-            "dead_letter_ids": ids,
-            "event_count": event_count,
-        },
-    }
-    record_system_event(tenant_id=None, **event)
-    if tenant_id is not None:
-        record_system_event(tenant_id=tenant_id, **event)
+    for ids, part, metadata in metadata_parts(build, list(letters)):
+        event = {
+            "action": action,
+            # The same identity as the person's other actions (id, type, name: accounts'
+            # actor_for_user), so filtering the trail by actor finds all of them.
+            "actor_id": actor.id[:256],
+            "actor_type": actor.type,
+            "actor_name": actor.name[:256],
+            "target_type": "dead_letter",
+            "target_id": ",".join(map(str, ids))[:256],
+            "description": (
+                f"{len(letters)} dead letter(s) {verb}ed by {actor.name or actor.id}"
+                f"{part_suffix(part)}"
+            )[:2000],
+            "metadata": metadata,
+        }
+        record_system_event(tenant_id=None, **event)
+        if tenant_id is not None:
+            record_system_event(tenant_id=tenant_id, **event)
 
 
 def _replayable(payload) -> bool:
@@ -228,8 +235,7 @@ def dead_letters_replay(
         _record(
             action="dead_letter.replay",
             actor=actor,
-            ids=replayed,
-            event_count=sum(fresh[pk] for pk in replayed),
+            letters={pk: fresh[pk] for pk in replayed},
             tenant_id=tenant_id,
         )
     return ReplayResult(
@@ -260,13 +266,7 @@ def dead_letters_discard(*, ids: list[int], actor: Actor, tenant_id: int | None 
             status_changed_by=actor.name or actor.id,
         )
     if fresh:
-        _record(
-            action="dead_letter.discard",
-            actor=actor,
-            ids=list(fresh),
-            event_count=sum(fresh.values()),
-            tenant_id=tenant_id,
-        )
+        _record(action="dead_letter.discard", actor=actor, letters=fresh, tenant_id=tenant_id)
     return len(fresh)
 
 
