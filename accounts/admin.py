@@ -65,6 +65,42 @@ if admin.site.is_registered(Group):
 admin.site.register(Group, SuperuserGroupAdmin)
 
 
+class _TenantAsTextMixin:
+    """A read-only tenant shown as its slug, not as Django's link to the tenant's page, for
+    whoever cannot open that page (tenant staff: tenants are the superuser's): the link
+    answered a bare 403."""
+
+    @admin.display(description="Tenant")
+    def tenant_text(self, obj) -> str:
+        return str(obj.tenant) if obj is not None and obj.tenant_id else "-"
+
+    def tenant_as_text(self, request, obj, readonly) -> list:
+        """``readonly`` (the admin's whole list, so called last by its
+        ``get_readonly_fields``) with the tenant shown as text where its link cannot open."""
+        tenants = self.admin_site._registry[Tenant]
+        if obj is None or "tenant" not in readonly:
+            return list(readonly)
+        if tenants.has_view_permission(request, obj.tenant):
+            return list(readonly)
+        return _tenant_renamed(readonly)
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if "tenant_text" not in self.get_readonly_fields(request, obj):
+            return fieldsets
+        return [
+            (name, {**options, "fields": _tenant_renamed(options["fields"])})
+            for name, options in fieldsets
+        ]
+
+
+def _tenant_renamed(fields):
+    return [
+        _tenant_renamed(field) if isinstance(field, list | tuple) else field
+        for field in (("tenant_text" if field == "tenant" else field) for field in fields)
+    ]
+
+
 def _is_tenant_staff(request) -> bool:
     return not request.user.is_superuser and request.user.tenant_id is not None
 
@@ -208,6 +244,7 @@ class UserAdminCreationForm(
 
 @admin.register(User)
 class UserAdmin(
+    _TenantAsTextMixin,
     ValidSelectionMixin,
     PageRangeMixin,
     _TenantAdminAccessMixin,
@@ -251,7 +288,7 @@ class UserAdmin(
         readonly = list(super().get_readonly_fields(request, obj))
         if _is_tenant_staff(request):
             readonly += [f for f in self._tenant_staff_readonly if obj is not None or f != "tenant"]
-        return readonly
+        return self.tenant_as_text(request, obj, readonly)
 
     def get_form(self, request, obj=None, **kwargs):
         form = super().get_form(request, obj, **kwargs)
@@ -321,6 +358,7 @@ class ApiKeyAdminForm(_NoSystemTenantMixin, forms.ModelForm):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(
+    _TenantAsTextMixin,
     ValidSelectionMixin,
     PageRangeMixin,
     _TenantAdminAccessMixin,
@@ -356,7 +394,8 @@ class ApiKeyAdmin(
         readonly = [*super().get_readonly_fields(request, obj), "last_used_at", "revoked"]
         if obj is not None:
             readonly.append("tenant")  # a key never changes tenant
-        return list(dict.fromkeys(readonly))  # the library lists "revoked" too (shown twice)
+        # The library lists "revoked" too (shown twice).
+        return self.tenant_as_text(request, obj, dict.fromkeys(readonly))
 
     def has_change_permission(self, request, obj=None) -> bool:
         # A revoked key is history: its page is a view, nothing left to edit or save.

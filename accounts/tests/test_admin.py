@@ -692,3 +692,29 @@ def test_only_superusers_manage_groups(admin_client_for, superuser, tenant_staff
     assert group.permissions.count() == 0
 
     assert admin_client_for(superuser).get(change).status_code == 200
+
+
+@pytest.mark.django_db
+def test_tenant_staff_see_their_tenant_as_text_not_a_link_they_cannot_open(
+    admin_client_for, tenant_staff, superuser, teammate, tenant
+):
+    """The read-only tenant linked to /admin/accounts/tenant/<id>/change/: a bare 403 for
+    anyone but a superuser."""
+    api_key, _ = api_key_create(tenant=tenant, name="svc", scopes=["read"])
+    tenant_link = reverse("admin:accounts_tenant_change", args=[tenant.pk])
+    pages = [
+        reverse("admin:accounts_user_change", args=[teammate.pk]),
+        reverse("admin:accounts_apikey_change", args=[api_key.pk]),
+    ]
+
+    for page in pages:
+        staff = admin_client_for(tenant_staff).get(page)
+        assert staff.status_code == 200
+        assert tenant_link not in staff.content.decode()
+        assert f'<div class="readonly">{tenant.slug}</div>' in staff.content.decode()
+        assert admin_client_for(tenant_staff).get(tenant_link).status_code == 403
+
+    # A key's tenant is read-only for a superuser too, and their link opens.
+    root = admin_client_for(superuser).get(pages[1])
+    assert tenant_link in root.content.decode()
+    assert admin_client_for(superuser).get(tenant_link).status_code == 200
