@@ -34,12 +34,31 @@ _ERRORS = {
 }
 
 
+class NoQueryParamsMixin:
+    """These endpoints read their JSON body alone. A query parameter was silently ignored,
+    ``?tenant=beta`` above all (the read endpoints' way to name a tenant): the user was
+    created in another tenant than the one the caller named."""
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)  # authentication and throttling first
+        if request.query_params:
+            raise ValidationError(
+                {
+                    name: [
+                        "Unknown query parameter; this endpoint takes none: its fields "
+                        'go in the JSON body (a superuser names the tenant as "tenant").'
+                    ]
+                    for name in sorted(request.query_params)
+                }
+            )
+
+
 @extend_schema(
     tags=["auth"],
     summary="Log in: username and password for an access and a refresh token",
     responses={200: TokenPairOutputSerializer, **_ERRORS},
 )
-class LoginView(TokenObtainPairView):
+class LoginView(NoQueryParamsMixin, TokenObtainPairView):
     serializer_class = LoginSerializer
     # Brute force: per client IP and, against attacks spread over many IPs, per username.
     throttle_classes = [LoginIpRateLimit, LoginUsernameRateLimit]
@@ -50,13 +69,13 @@ class LoginView(TokenObtainPairView):
     summary="Exchange a refresh token for a new access token (and a new refresh token)",
     responses={200: TokenPairOutputSerializer, **_ERRORS},
 )
-class RefreshView(TokenRefreshView):
+class RefreshView(NoQueryParamsMixin, TokenRefreshView):
     serializer_class = RotatingRefreshSerializer
     # A refresh token is a signed, unguessable JWT: nothing to brute-force here.
     throttle_classes: list = []
 
 
-class UserCreateView(APIView):
+class UserCreateView(NoQueryParamsMixin, APIView):
     """Creates a user with a role: in the caller's tenant, or (superuser) in any tenant."""
 
     permission_classes = [IsAuthenticated, IsTenantAdmin]

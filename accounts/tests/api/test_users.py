@@ -208,3 +208,27 @@ def test_it_refuses_unknown_fields_naming_them(jwt_client, owner):
     assert response.status_code == 400
     assert set(response.json()["error"]["fields"]) == {"is_superuser", "emial"}
     assert not User.objects.filter(username=body["username"]).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query", ["?tenant=globex", "?tenant=globex&foo=1"])
+def test_a_query_parameter_is_named_not_ignored(jwt_client, owner, other_tenant, query):
+    """``?tenant=globex`` by a tenant admin created the user in their own tenant, without a
+    word: as on the read endpoints, a parameter nothing reads is a 400 naming it."""
+    body = _body()
+    response = jwt_client(owner).post(f"/api/v1/users{query}", body, format="json")
+
+    assert response.status_code == 400
+    fields = response.json()["error"]["fields"]
+    assert set(fields) == {name.split("=")[0] for name in query[1:].split("&")}
+    assert 'names the tenant as "tenant"' in fields["tenant"][0]
+    assert not User.objects.filter(username=body["username"]).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/v1/auth/login?next=/", "/api/v1/auth/refresh?x=1"])
+def test_login_and_refresh_name_a_query_parameter_too(api_client, path):
+    response = api_client.post(path, {"username": "u", "password": "p"}, format="json")
+
+    assert response.status_code == 400
+    assert list(response.json()["error"]["fields"]) == [path.split("?")[1].split("=")[0]]
