@@ -6,6 +6,7 @@ from rest_framework.negotiation import DefaultContentNegotiation
 
 from accounts.admin import own_password_change
 from accounts.admin_login import admin_login
+from traceledger.admin_shortcut import view_on_site
 from traceledger.api.not_found import api_not_found
 from traceledger.health import healthz, readyz
 from traceledger.metrics import metrics_view
@@ -69,6 +70,7 @@ urlpatterns = [
     # Before the admin's own: a person's password change is recorded (accounts/admin.py).
     path("admin/password_change/", own_password_change),
     path("admin/login/", admin_login, name="admin_login_limited"),
+    path("admin/r/<int:content_type_id>/<path:object_id>/", admin.site.admin_view(view_on_site)),
     path("admin/", admin.site.urls),
     path("", RedirectView.as_view(pattern_name="admin:index"), name="root"),
 ]
