@@ -290,3 +290,22 @@ TEXT_LINES = """selector => {
         left: r.left, right: r.right, top: r.top, bottom: r.bottom,
     }));
 }"""
+
+
+def test_the_dashboards_chart_fits_a_narrow_screen(browser_page, tenant, teammate):
+    """A fixed 480-pixel chart ran past a 400-pixel screen: its newest hours were hidden."""
+    teammate.is_staff = True
+    teammate.save()
+    chained_events_create(tenant_id=tenant.pk, count=3, occurred_at=datetime.now(UTC))
+    page, base = browser_page
+    page.set_viewport_size({"width": 400, "height": 800})
+    log_in(page, base, "teammate")
+    page.goto(f"{base}/admin/")
+
+    chart = page.locator("svg[role=img]")
+    box = chart.bounding_box()
+    newest = chart.locator("rect").last.bounding_box()
+
+    assert chart.locator("rect").count() == 24
+    assert box["x"] + box["width"] <= 400
+    assert newest["x"] + newest["width"] <= box["x"] + box["width"] + 1
