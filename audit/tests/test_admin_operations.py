@@ -738,3 +738,20 @@ def test_a_replay_while_rabbitmq_does_not_confirm_says_the_batches_went_to_the_o
     assert OutboxMessage.objects.count() == len(unconfirmed)
     assert {x.status for x in DeadLetter.objects.all()} == {DeadLetterStatus.REPLAYED}
     assert [c["action"] for c in recorded] == ["dead_letter.replay"]
+
+
+def test_the_letter_and_outbox_pages_offer_no_history_that_is_always_empty(operator, tenant):
+    """Django's History said "This object doesn't have a change history" for a letter just
+    replayed: replays and discards are in the trail, and on the page (who, when)."""
+    letter = dead_letter(tenant)
+    message = OutboxMessage.objects.create(tenant_id=tenant.pk, payload={}, event_count=1)
+
+    pages = [
+        operator.get(reverse("admin:audit_deadletter_change", args=[letter.pk])),
+        operator.get(reverse("admin:audit_outboxmessage_change", args=[message.pk])),
+    ]
+
+    for page in pages:
+        assert page.status_code == 200
+        assert "/history/" not in page.content.decode()
+        assert 'class="object-tools"' not in page.content.decode()
