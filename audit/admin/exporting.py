@@ -5,12 +5,15 @@ Both stream through the read side's ``audit.exports.export_rows`` (the same byte
 of the tenant whose events were exported.
 """
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import PAGE_VAR, SEARCH_VAR
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect, StreamingHttpResponse
 
+from accounts.principal import principal_for_user
+from accounts.ratelimits import HeavyReadRateLimit, RateLimited, check_rate
 from audit.admin.access_log import ExportNotAttributable, export_record
 from audit.export_slots import ExportsBusy, export_rows_in_slot
 from audit.exports import FORMATS, export_filename, export_rows
@@ -21,9 +24,18 @@ def export_response(
     *, request: HttpRequest, queryset, fmt: str, scope: dict
 ) -> StreamingHttpResponse:
     """Stream ``queryset`` as ``fmt`` after recording who exported what. Raises
-    ``ExportsBusy`` (before recording anything) when this process streams as many exports
-    as it may."""
+    ``RateLimited`` or ``ExportsBusy`` (before recording anything) when the user has
+    exported too often, or this process streams as many exports as it may."""
     content_type, extension = FORMATS[fmt]
+    # The API's exports and ledger checks count against TRACELEDGER_RATELIMIT_HEAVY per user;
+    # the same person exporting from the admin shares that bucket (each costs seconds of
+    # database time wherever it is asked for). Checked before anything is recorded.
+    check_rate(
+        request=request,
+        group=HeavyReadRateLimit.group,
+        rate=settings.TRACELEDGER_RATELIMIT_HEAVY,
+        key=principal_for_user(request.user).rate_key,
+    )
     tenant_ids: list[int | None] = []
     rows = export_rows_in_slot(
         # Recorded before the first byte: an export that is not in the trail never starts.
@@ -45,6 +57,12 @@ def export_response(
 
 
 def _refusal(exc: Exception) -> str:
+    if isinstance(exc, RateLimited):
+        return (
+            "Cannot export right now: you have made as many exports and ledger checks this "
+            f"minute as TRACELEDGER_RATELIMIT_HEAVY ({settings.TRACELEDGER_RATELIMIT_HEAVY}) "
+            f"allows. Nothing was exported or recorded; try again in {exc.wait:.0f} seconds."
+        )
     if isinstance(exc, ExportsBusy):
         return (
             "Cannot export right now: as many exports as this server streams at once are "
@@ -79,7 +97,7 @@ class ExportActionsMixin:
             return export_response(
                 request=request, queryset=queryset.order_by(*self.ordering), fmt=fmt, scope=scope
             )
-        except (ExportNotAttributable, ExportsBusy) as exc:
+        except (ExportNotAttributable, ExportsBusy, RateLimited) as exc:
             self.message_user(request, _refusal(exc), messages.ERROR)
             return None
 
@@ -122,7 +140,7 @@ class ExportActionsMixin:
             return export_response(
                 request=request, queryset=changelist.queryset, fmt=fmt, scope=scope
             )
-        except (ExportNotAttributable, ExportsBusy) as exc:
+        except (ExportNotAttributable, ExportsBusy, RateLimited) as exc:
             self.message_user(request, _refusal(exc), messages.ERROR)
             return self._back_to_the_list(request)
 

@@ -4,15 +4,21 @@ import csv
 import html
 import io
 import json
+import random
 import re
+import time
+import types
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode, urljoin
 
+import django_ratelimit.core
 import pytest
 from django.db import connection
 from django.http import QueryDict
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import Role, Tenant, User
 from audit import ports
@@ -1436,3 +1442,37 @@ def test_an_export_whose_file_name_cannot_be_made_gives_its_slot_back(
 
     assert slots.acquire(blocking=False)  # given back: the next export may run
     slots.release()
+
+
+def test_admin_exports_count_against_the_heavy_read_limit_with_the_api_ones(
+    client, tenant, auditor, recorded, settings, monkeypatch
+):
+    """README: TRACELEDGER_RATELIMIT_HEAVY limits exports per user; the admin's did not
+    count, so a person could run them without end (each costs seconds of database time)."""
+    settings.TRACELEDGER_RATELIMIT_HEAVY = "2/m"
+    # A window of its own: users' ids (their buckets) repeat in the next run's database.
+    later = time.time() + random.randrange(10**6, 10**9)
+    monkeypatch.setattr(django_ratelimit.core, "time", types.SimpleNamespace(time=lambda: later))
+    events_create(tenant_id=tenant.pk, count=1)
+    login(client, auditor)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {AccessToken.for_user(auditor)}")
+
+    first = client.get(EXPORT, {"format": "csv"})
+    second = api.get("/api/v1/audit-events/export", {"format": "csv"})
+    third = client.get(EXPORT, {"format": "jsonl"}, follow=True)
+    selection = client.post(
+        CHANGELIST,
+        {"action": "export_csv", "_selected_action": [str(AuditEvent.objects.get().pk)]},
+        follow=True,
+    )
+
+    assert first.streaming and second.status_code == 200
+    assert not third.streaming and not selection.streaming
+    for refused in (third, selection):
+        assert page_messages(refused)[0].startswith(
+            "Cannot export right now: you have made as many exports and ledger checks this "
+            "minute as TRACELEDGER_RATELIMIT_HEAVY (2/m) allows. Nothing was exported"
+        )
+    # The admin's first and the API's: the refused ones are not recorded.
+    assert len([call for call in recorded if call["action"] == "audit_log.export"]) == 2
