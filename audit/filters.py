@@ -158,6 +158,20 @@ def action_q(value: str, *, prefix: bool = False) -> Q:
     return Q(action__startswith=value) if prefix else Q(action=value)
 
 
+class _EventFilterForm(forms.Form):
+    def clean(self):
+        cleaned = super().clean()
+        after, before = cleaned.get("occurred_after"), cleaned.get("occurred_before")
+        if after is not None and before is not None and before <= after:
+            # No event can match: an empty page read as "nothing happened", not as a typo.
+            self.add_error(
+                "occurred_before",
+                f"Must be later than occurred_after ({after.isoformat()}): the range "
+                "is empty (occurred_after is inclusive, occurred_before exclusive).",
+            )
+        return cleaned
+
+
 class AuditEventFilterSet(django_filters.FilterSet):
     actor_id = django_filters.CharFilter(max_length=256, help_text="Exact actor id.")
     actor_type = django_filters.CharFilter(max_length=64, help_text="Exact actor type.")
@@ -180,11 +194,15 @@ class AuditEventFilterSet(django_filters.FilterSet):
         param="occurred_before",
         field_name="occurred_at",
         lookup_expr="lt",
-        help_text="Exclusive upper bound on occurred_at (RFC 3339; no offset means UTC).",
+        help_text=(
+            "Exclusive upper bound on occurred_at (RFC 3339; no offset means UTC); later "
+            "than occurred_after when both are given."
+        ),
     )
 
     class Meta:
         model = AuditEvent
+        form = _EventFilterForm
         fields = [
             "actor_id",
             "actor_type",

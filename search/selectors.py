@@ -33,10 +33,12 @@ def events_search(*, request: SearchRequest) -> SearchPage:
 
     Once the breaker is open, the fallback costs no wait on Elasticsearch at all. A text
     PostgreSQL cannot parse raises ``InvalidQuery`` whichever backend would answer, so the
-    same query is never refused only during a fallback.
+    same query is never refused only during a fallback. A text with no word PostgreSQL
+    indexes is refused only where PostgreSQL is the search engine: Elasticsearch may find
+    it, and its fallback answers no results (marked degraded) rather than a 400.
     """
-    query_check(request.q)
     primary = primary_backend()
+    query_check(request.q, words_required=primary.name == PostgresBackend.name)
     if primary.name != PostgresBackend.name and _cursor_backend(request) == PostgresBackend.name:
         # The search began on the fallback (its first page was degraded): it pages on there,
         # since ranks are not comparable across engines. Refusing the cursor would leave the
@@ -81,7 +83,7 @@ def event_queryset_search(queryset: QuerySet, q: str) -> QuerySet:
     q = (q or "").strip()
     if not q:
         return queryset
-    query_check(q)
+    query_check(q, words_required=True)
     query = SearchQuery(q, search_type="websearch", config=SEARCH_CONFIG)
     return queryset.filter(search_entry__vector=query)
 

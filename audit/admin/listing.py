@@ -535,6 +535,7 @@ def filter_param_problems(
         raw = params.get(name)
         if name in known and raw and _parse_day(raw) is None:
             problems[name] = f"{name} must be a date (YYYY-MM-DD), got {raw!r}"
+    problems.update(_backwards_range_problems(params, known=known, skip=problems))
     if TenantFilter.parameter_name in known:
         problems.update(_tenant_problems(params, model=model, own_tenant_id=own_tenant_id))
     if own_tenant_id is not None:
@@ -560,6 +561,18 @@ def filter_param_problems(
                 problems[name] = f"no such period in the date drill-down: {shown}"
     problems.update(field_value_problems(params, model=model, known=known, skip=problems))
     return problems
+
+
+def _backwards_range_problems(params, *, known: frozenset[str], skip) -> dict[str, str]:
+    """A date range whose end comes before its start listed "0 audit events" without a word,
+    read as "nothing happened then". The end is named and dropped (both days are shown)."""
+    start, end = OccurredRangeFilter.parameter_from, OccurredRangeFilter.parameter_to
+    if start not in known or end not in known or start in skip or end in skip:
+        return {}
+    first, last = _parse_day(params.get(start) or ""), _parse_day(params.get(end) or "")
+    if first is None or last is None or last >= first:
+        return {}
+    return {end: f"{end} {last.isoformat()} is before {start} {first.isoformat()}"}
 
 
 def _repeated_problems(params, *, known: frozenset[str]) -> dict[str, str]:

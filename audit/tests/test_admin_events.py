@@ -487,6 +487,32 @@ def test_an_impossible_drill_down_or_tenant_is_named_not_a_server_error(
     assert page_messages(page)[0].startswith("Filter ignored: ")
 
 
+def test_a_date_range_that_ends_before_it_starts_is_named_not_an_empty_list(
+    client, tenant, auditor
+):
+    """It listed "0 audit events" without a word: read as "nothing happened then"."""
+    event_create(tenant_id=tenant.pk, occurred_at=datetime(2026, 11, 30, 9, tzinfo=UTC))
+    login(client, auditor)
+
+    first = client.get(CHANGELIST, {"occurred_from": "2026-11-30", "occurred_to": "2026-11-28"})
+    page = client.get(first.url)
+    export = client.get(
+        EXPORT,
+        {"format": "csv", "occurred_from": "2026-11-30", "occurred_to": "2026-11-28"},
+        follow=True,
+    )
+    same_day = client.get(CHANGELIST, {"occurred_from": "2026-11-30", "occurred_to": "2026-11-30"})
+
+    assert first.url == f"{CHANGELIST}?occurred_from=2026-11-30"
+    assert page_messages(page) == [
+        "Filter ignored: occurred_to 2026-11-28 is before occurred_from 2026-11-30"
+    ]
+    assert len(results(page)) == 1
+    assert not export.streaming
+    assert page_messages(export)[0].startswith("Cannot export: occurred_to 2026-11-28 is before")
+    assert len(results(same_day)) == 1
+
+
 @pytest.mark.parametrize("unknown", ["99", "99999999999999999999"])
 def test_a_superusers_tenant_that_does_not_exist_is_named_not_an_empty_list_or_file(
     client, tenant, staff_superuser, recorded, unknown

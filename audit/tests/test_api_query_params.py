@@ -241,3 +241,27 @@ def test_a_post_without_a_query_string_parses_none(ingest_client, monkeypatch):
 
     monkeypatch.setattr("audit.api.ingest.reject_unknown_params", no_parse)
     assert post_json(ingest_client, valid_event()).status_code == 202
+
+
+@pytest.mark.parametrize("endpoint", ["list", "search", "export"])
+@pytest.mark.parametrize(
+    ("after", "before", "empty"),
+    [
+        ("2026-11-30T00:00:00Z", "2026-11-28T00:00:00Z", True),
+        ("2026-11-30T00:00:00Z", "2026-11-30T00:00:00Z", True),  # before is exclusive
+        ("2026-11-30T01:00:00+01:00", "2026-11-30T00:00:01Z", False),
+    ],
+)
+def test_a_time_range_that_ends_before_it_starts_is_named(
+    reader, tenant, endpoint, after, before, empty
+):
+    """It listed nothing with a 200, read as "no such events" rather than as a slip."""
+    url, base = READS[endpoint]
+
+    response = reader.get(url, {**base, "occurred_after": after, "occurred_before": before})
+
+    if not empty:
+        assert response.status_code == 200
+        return
+    message = _assert_400_naming(response, "occurred_before")
+    assert message.startswith("Must be later than occurred_after (2026-11-30T00:00:00+00:00)")

@@ -26,9 +26,13 @@ SEARCH_CONFIG = "english"
 
 QUERY_TOO_COMPLEX = "The search text is too complex to search (for example, too many '-' in a row)."
 QUERY_UNSEARCHABLE = "The search text contains characters that cannot be searched."
+QUERY_NO_WORDS = (
+    "The search text has no word to search for: the search matches words (letters and "
+    "digits); symbols, emoji and common words such as 'the' are not indexed."
+)
 
 
-def query_check(q: str) -> None:
+def query_check(q: str, *, words_required: bool = False) -> None:
     """Raise ``InvalidQuery`` if PostgreSQL cannot turn ``q`` into a tsquery.
 
     The parser has limits no length check captures: it keeps pending operators on a stack
@@ -37,16 +41,25 @@ def query_check(q: str) -> None:
     with "tsquery stack too small". Rather than mirror the parser, ask it, once, in a
     savepoint: the request may run inside a transaction, which an error would abort.
     Both backends accept the same syntax, so this runs before either answers.
+
+    ``words_required``: also refuse a text with no word PostgreSQL indexes (``🚀``, ``*``,
+    ``the``), whose tsquery is empty and matches nothing: "0 results" read as "no such
+    events". Only for PostgreSQL's own search; Elasticsearch's analyzer may keep such text.
     """
     try:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SELECT websearch_to_tsquery(%s::regconfig, %s)", [SEARCH_CONFIG, q])
+            cursor.execute(
+                "SELECT numnode(websearch_to_tsquery(%s::regconfig, %s))", [SEARCH_CONFIG, q]
+            )
+            (nodes,) = cursor.fetchone()
     except DataError as exc:  # e.g. a NUL character, refused by the driver
         raise InvalidQuery(QUERY_UNSEARCHABLE, code="invalid") from exc
     except DatabaseError as exc:
         if not _is_parser_limit(exc):
             raise
         raise InvalidQuery(QUERY_TOO_COMPLEX, code="too_complex") from exc
+    if words_required and nodes == 0:
+        raise InvalidQuery(QUERY_NO_WORDS, code="no_words")
 
 
 def _is_parser_limit(exc: DatabaseError) -> bool:

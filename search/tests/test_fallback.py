@@ -201,3 +201,17 @@ def test_once_elasticsearch_is_back_a_degraded_search_still_ends_on_postgresql(
     assert (second.json()["backend"], second.json()["degraded"]) == ("postgresql", True)
     assert fake_es.search_bodies == []  # the page was not asked of Elasticsearch
     assert second.json()["results"][0]["id"] != first.json()["results"][0]["id"]
+
+
+def test_a_text_without_a_word_for_postgresql_is_no_400_during_a_fallback(
+    es_refused, indexed, search_get
+):
+    """Only PostgreSQL's own search refuses it: Elasticsearch may find ``🚀``, so the same
+    query must not turn into a 400 because Elasticsearch is down."""
+    indexed(event_id="rocket", description="launch 🚀")
+
+    response = search_get("🚀")
+
+    assert response.status_code == 200
+    assert response.json()["degraded"] is True
+    assert found(response) == []

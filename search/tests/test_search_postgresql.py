@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 
 from audit.tests.factories import BASE_TIME
+from search.backends.postgresql import QUERY_NO_WORDS
 from search.tests.conftest import found
 
 pytestmark = pytest.mark.django_db
@@ -154,6 +155,15 @@ def test_it_applies_each_list_filter(indexed, search_get, name, value, matching,
     assert found(search_get("payroll", **{name: value})) == ["match"]
 
 
-def test_it_finds_nothing_for_stop_words_only(indexed, search_get):
-    _one(indexed, "any", description="the payroll")
-    assert found(search_get("the")) == []
+@pytest.mark.parametrize("q", ["the", "🚀", "*", ":*", "- -"])
+def test_a_text_without_a_word_it_indexes_is_named_not_answered_with_nothing(
+    indexed, search_get, q
+):
+    """Stop words, emoji and operators alone make an empty query: "no results" read as
+    "no such events" (1,634 events held the 🚀 searched for)."""
+    _one(indexed, "any", description=f"the payroll {q}")
+
+    response = search_get(q)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"]["q"] == [QUERY_NO_WORDS]
