@@ -82,6 +82,7 @@ class _OperationsAdmin(
     payloads on the list."""
 
     list_deferred = ("payload",)
+    change_form_template = "admin/audit/operations_change_form.html"
 
     def get_changelist(self, request, **kwargs):
         return _PayloadDeferredChangeList
