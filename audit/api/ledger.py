@@ -238,6 +238,13 @@ class RetiredKeySerializer(serializers.Serializer):
 class CheckpointSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     tenant_id = serializers.IntegerField(help_text="Signed as part of the message.")
+    tenant = serializers.CharField(
+        source="tenant.slug",
+        read_only=True,
+        help_text="The tenant's slug, as an export's events name it: a label for telling one "
+        "tenant's checkpoints from another's (tools/verify_export.py compares it with the "
+        "export's tenant), not signed; the signature binds tenant_id.",
+    )
     kind = serializers.CharField(help_text="periodic, or purge (the chain resumes after it).")
     sequence = serializers.IntegerField()
     hash = serializers.CharField()
@@ -296,8 +303,9 @@ class CheckpointPagination(StrictCursorPagination):
         summary="Signed checkpoints of the tenant's chain, newest first",
         description=(
             "Each checkpoint signs (tenant_id, sequence, hash, signed_at, kind, details) "
-            "with Ed25519; the page carries the public key and its key_id, and the retired keys "
-            "that signed older checkpoints. See docs/ledger.md. "
+            "with Ed25519 (its id, key_id and tenant, the slug, are not signed); the page "
+            "carries the public key and its key_id, and the retired keys that signed older "
+            "checkpoints. See docs/ledger.md. "
             "Follow `next` until it is null. Unknown parameters are a 400."
         ),
         parameters=[TENANT_PARAMETER],

@@ -92,10 +92,15 @@ def checkpoints_in_range(
 
 
 def checkpoint_list(*, principal: Principal, tenant_id: int) -> QuerySet[Checkpoint]:
-    """The checkpoints of ``tenant_id``, which the caller must be allowed to read."""
+    """The checkpoints of ``tenant_id``, which the caller must be allowed to read, with their
+    tenant (the API shows its slug beside the signed ``tenant_id``)."""
     if not principal.is_superuser and principal.tenant_id != tenant_id:
         return Checkpoint.objects.none()
-    return Checkpoint.objects.filter(tenant_id=tenant_id).order_by("-sequence", "-id")
+    return (
+        Checkpoint.objects.filter(tenant_id=tenant_id)
+        .select_related("tenant")
+        .order_by("-sequence", "-id")
+    )
 
 
 def ledger_tenant_ids() -> list[int]:

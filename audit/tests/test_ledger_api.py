@@ -6,6 +6,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from django.core.cache import cache
 from django.db import connection, transaction
+from drf_spectacular.generators import SchemaGenerator
 
 from audit.api.ledger import VERIFY_MAX_EVENTS
 from audit.ledger.services import checkpoints_sign
@@ -207,6 +208,20 @@ def test_checkpoints_are_listed_with_the_key_that_verifies_them(key_client, chai
     second = key_client(scopes=["read"]).get(body["next"]).json()
     assert [c["sequence"] for c in second["results"]] == [6]
     assert second["next"] is None
+
+
+def test_each_checkpoint_names_its_tenant_by_slug_beside_the_signed_id(key_client, chain):
+    """The slug lets the offline tool tell another tenant's checkpoints from tampering; it is
+    a label, not part of the signed message (checked above without it)."""
+    checkpoints_sign()
+
+    [checkpoint] = key_client(scopes=["read"]).get(CHECKPOINTS).json()["results"]
+
+    assert (checkpoint["tenant_id"], checkpoint["tenant"]) == (chain.id, "acme")
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    tenant = schema["components"]["schemas"]["Checkpoint"]["properties"]["tenant"]
+    assert tenant["readOnly"] is True
+    assert "not signed" in tenant["description"]
 
 
 def test_every_checkpoint_link_walks_forward_and_back(key_client, chain):
