@@ -31,6 +31,12 @@ the export's last event (signed after it, e.g. after the export's own ``audit_lo
 event) are skipped and named; none within a whole export does not verify (with
 ``--allow-gaps``, its events are then only not anchored: exit 3).
 
+The checkpoints must be one tenant's, the export's (or ``--tenant``'s). The signature binds
+their numeric ``tenant_id``, which the export does not carry; the API also labels each one
+with the tenant's slug, ``tenant``, which is not signed. When the label is given and the
+export names its tenant by slug, checkpoints of another tenant are refused as a mix-up of
+files (exit 2), not reported as tampering; without it they are checked as before.
+
 Every event at or below a checkpoint's sequence was stored, so received (``received_at`` is set
 by the API before storage), before that checkpoint was signed. An exported event at or below
 the sequence of a checkpoint whose signature verified, received more than ``--max-clock-skew``
@@ -52,8 +58,9 @@ sequences named, and the export is not reported as verified (exit 3), also when 
 checkpoint falls within it.
 
 Exit status: 0 verified, 1 not verified (the first bad line and sequence are named), 2 the
-input could not be read, 3 not fully verified: nothing was found wrong, but some events of a
-filtered export (``--allow-gaps``) are not anchored.
+input could not be read (or the arguments do not fit it: checkpoints of another tenant), 3 not
+fully verified: nothing was found wrong, but some events of a filtered export
+(``--allow-gaps``) are not anchored.
 """
 
 import argparse
@@ -405,6 +412,10 @@ class Events:
         self.odd_hashes: dict[int, object] = {}
         self.odd_prev_hashes: dict[int, object] = {}
         self.received_texts: dict[int, object] = {}
+        # Whether every line named the tenant with ``tenant`` (the API's slug), not only with
+        # ``tenant_id``: only then is the key it is grouped by comparable with a checkpoint's
+        # ``tenant``.
+        self.by_slug = True
         # By index: None, the hash does not match the content; a str, why the event cannot be
         # canonicalized; another exception, raised where the walk reaches the event.
         self.failures: dict[int, object] = {}
@@ -589,6 +600,8 @@ def read_export(path: str) -> dict[str, Events]:
             tenant = str(event.get("tenant", event.get("tenant_id", "")))
             if tenant not in by_tenant:
                 by_tenant[tenant] = Events()
+            if "tenant" not in event:
+                by_tenant[tenant].by_slug = False
             by_tenant[tenant].add(number, event)
     return by_tenant
 
@@ -676,7 +689,7 @@ def load_checkpoints(paths: list[str]) -> list[dict]:
             sequence = checkpoint["sequence"]
             if isinstance(sequence, bool) or not isinstance(sequence, int):
                 raise Failure(f"{path}: a checkpoint's sequence is not an integer: {sequence!r}")
-            for field in ("key_id", "signature", "signed_at", "hash"):
+            for field in ("key_id", "signature", "signed_at", "hash", "tenant"):
                 if field in checkpoint and not isinstance(checkpoint[field], str):
                     raise Failure(f"{path}: a checkpoint's {field} is not a string")
         checkpoints.extend(found)
@@ -1068,6 +1081,16 @@ def main(argv=None) -> int:
                     f"the checkpoints are of several tenants (tenant_id {', '.join(tenant_ids)}): "
                     "give one tenant's"
                 )
+            # The tenant's slug the API adds to each checkpoint: not signed (the signature
+            # binds tenant_id, which an export does not carry), a label that tells another
+            # tenant's checkpoints from tampering. Checkpoints saved without it are checked as
+            # before: the export's hashes alone tell whether they are its tenant's.
+            slugs = sorted({c["tenant"] for c in checkpoints if "tenant" in c})
+            if len(slugs) > 1:
+                parser.error(
+                    f"the checkpoints are of several tenants ({', '.join(slugs)}): give one "
+                    "tenant's"
+                )
             keys = load_public_keys(
                 {
                     path: _read_text("--public-key", path, PUBLIC_KEY_EXPECTED)
@@ -1081,7 +1104,21 @@ def main(argv=None) -> int:
             elif len(by_tenant) == 1:
                 checked = next(iter(by_tenant))
             else:
-                parser.error("the export holds several tenants: name the checkpoint's --tenant")
+                named = f" (the checkpoints are tenant {slugs[0]}'s)" if slugs else ""
+                parser.error(
+                    f"the export holds several tenants: name the checkpoint's --tenant{named}"
+                )
+            if slugs and slugs[0] != checked and by_tenant[checked].by_slug:
+                # A mix-up of files, not a verdict on them: usage, exit 2.
+                against = (
+                    f"not of tenant {checked} (--tenant)"
+                    if args.tenant
+                    else f"this export is of tenant {checked}"
+                )
+                parser.error(
+                    f"these checkpoints are of tenant {slugs[0]}, {against}: give tenant "
+                    f"{checked}'s checkpoints"
+                )
         chains, partial, fragments = {}, [], []
         for tenant, events in sorted(by_tenant.items()):
             name = tenant or "(no tenant)"

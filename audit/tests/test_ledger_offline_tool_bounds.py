@@ -52,9 +52,10 @@ def _write_lines(path: Path, documents: list[dict]) -> Path:
     return path
 
 
-def _checkpoint_page(key_client, path: Path, page_size: int = 20) -> Path:
+def _checkpoint_page(key_client, path: Path, page_size: int = 20, for_tenant=None) -> Path:
     """What the docs tell users to fetch: GET /api/v1/ledger/checkpoints?page_size=20."""
-    response = key_client(scopes=["read"]).get(CHECKPOINTS, {"page_size": page_size})
+    client = key_client(scopes=["read"], for_tenant=for_tenant)
+    response = client.get(CHECKPOINTS, {"page_size": page_size})
     assert response.status_code == 200
     path.write_bytes(response.content)
     return path
@@ -380,6 +381,119 @@ def test_checkpoints_of_several_tenants_are_refused(chain, other_tenant, tmp_pat
     assert "the checkpoints are of several tenants" in result.stderr
 
 
+@pytest.fixture
+def globex_page(chain, other_tenant, key_client, tmp_path) -> Path:
+    """QA's mix-up: tenant globex's checkpoints (one, at its sequence 2, which acme's export
+    of 10 events also holds), saved from the API as the docs say."""
+    chained_events_create(tenant_id=other_tenant.id, count=2)
+    checkpoints_sign()
+    page = _checkpoint_page(
+        key_client, tmp_path / "globex-checkpoints.json", for_tenant=other_tenant
+    )
+    assert [(c["tenant"], c["sequence"]) for c in json.loads(page.read_text())["results"]] == [
+        ("globex", 2)
+    ]
+    return page
+
+
+@pytest.mark.parametrize("named", [[], ["--tenant", "acme"]], ids=["its-only-tenant", "--tenant"])
+def test_checkpoints_of_another_tenant_are_refused_as_a_mix_up_not_as_tampering(
+    chain, globex_page, tmp_path, key, named
+):
+    export = tmp_path / "acme-events.jsonl"
+    _write_export(export, chain)
+
+    result = _run(export, "--checkpoint", globex_page, "--public-key", key, *named)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    against = "not of tenant acme (--tenant)" if named else "this export is of tenant acme"
+    assert result.stderr.splitlines()[-1] == (
+        f"verify_export.py: error: these checkpoints are of tenant globex, {against}: give "
+        "tenant acme's checkpoints"
+    )
+    assert result.stdout == ""
+
+
+def test_checkpoints_saved_without_their_tenant_are_checked_as_before(
+    chain, globex_page, tmp_path, key
+):
+    """A page saved before the API named the tenant: only the hashes can tell, and they
+    differ (the tenant is not hashed, and tenant_id is signed but not in the export)."""
+    data = json.loads(globex_page.read_text())
+    for checkpoint in data["results"]:
+        del checkpoint["tenant"]
+    globex_page.write_text(json.dumps(data))
+    export = tmp_path / "acme-events.jsonl"
+    _write_export(export, chain)
+
+    result = _run(export, "--checkpoint", globex_page, "--public-key", key)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        "NOT VERIFIED at line 9, sequence 2: the export differs from the signed checkpoint at "
+        "sequence 2"
+    )
+
+
+def test_the_checkpoints_tenant_picks_nothing_but_is_named_for_an_export_of_several(
+    chain, other_tenant, globex_page, tmp_path, key
+):
+    acme = _write_export(tmp_path / "acme.jsonl", chain, newest_first=False)
+    globex = _write_export(tmp_path / "globex.jsonl", other_tenant, newest_first=False)
+    export = _write_lines(tmp_path / "both.jsonl", acme + globex)
+
+    unnamed = _run(export, "--checkpoint", globex_page, "--public-key", key)
+    named = _run(export, "--checkpoint", globex_page, "--public-key", key, "--tenant", "globex")
+
+    assert unnamed.returncode == 2, unnamed.stdout + unnamed.stderr
+    assert unnamed.stderr.splitlines()[-1] == (
+        "verify_export.py: error: the export holds several tenants: name the checkpoint's "
+        "--tenant (the checkpoints are tenant globex's)"
+    )
+    assert named.returncode == 0, named.stdout + named.stderr
+    assert "globex: 2 events verified" in named.stdout
+
+
+def test_checkpoints_labelled_with_two_tenants_are_refused(chain, key_client, tmp_path, key):
+    """The label is not signed: one edited to another tenant's slug is refused too."""
+    checkpoints_sign()  # at 10
+    chained_events_create(tenant_id=chain.id, count=2, start=10)
+    checkpoints_sign()  # at 12
+    page = _checkpoint_page(key_client, tmp_path / "checkpoints.json")
+    data = json.loads(page.read_text())
+    data["results"][0]["tenant"] = "globex"
+    page.write_text(json.dumps(data))
+    export = tmp_path / "events.jsonl"
+    _write_export(export, chain)
+
+    result = _run(export, "--checkpoint", page, "--public-key", key)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "verify_export.py: error: the checkpoints are of several tenants (acme, globex): give "
+        "one tenant's"
+    )
+
+
+def test_an_export_that_names_its_tenant_by_id_is_not_compared_with_the_label(
+    chain, key_client, tmp_path, key
+):
+    """The flat shape with the column names carries tenant_id, not the slug: nothing to
+    compare the label with, so the checkpoints are checked as before."""
+    checkpoints_sign()
+    page = _checkpoint_page(key_client, tmp_path / "checkpoints.json")
+    documents = _write_export(tmp_path / "all.jsonl", chain)
+    for document in documents:
+        document["tenant_id"] = chain.id
+        del document["tenant"]
+    export = _write_lines(tmp_path / "flat.jsonl", documents)
+
+    result = _run(export, "--checkpoint", page, "--public-key", key)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{chain.id}: 10 events verified" in result.stdout
+
+
 def test_sequences_below_1_do_not_verify(tenant, tmp_path):
     tool = _tool_module()
     chained_events_create(tenant_id=tenant.id, count=1)
@@ -401,6 +515,7 @@ def test_sequences_below_1_do_not_verify(tenant, tmp_path):
     [
         ({"signed_at": "yesterday"}, "checkpoint at sequence 10: the signature does not verify"),
         ({"sequence": "10"}, "a checkpoint's sequence is not an integer: '10'"),
+        ({"tenant": 7}, "a checkpoint's tenant is not a string"),
     ],
 )
 def test_a_malformed_checkpoint_does_not_verify(chain, tmp_path, key, change, message):

@@ -396,3 +396,31 @@ def test_a_checkpoint_field_of_any_json_type_is_an_answer(
 
         assert status in (0, 1), (value, last)
         assert last == "verified" or last.startswith("NOT VERIFIED"), (value, last)
+
+
+def test_a_checkpoint_tenant_label_of_any_json_type_is_an_answer(tool, documents, tmp_path, capsys):
+    """The tenant's slug beside a checkpoint is not signed: the export's own (acme) verifies,
+    another string is a mix-up of files (exit 2), any other type a malformed checkpoint (exit
+    1); never a traceback."""
+    sys.stderr.reconfigure(errors="backslashreplace")  # as the command line's stderr
+    export = _write(tmp_path / "events.jsonl", documents)
+    arguments = _signed(tool, tmp_path, documents[3])
+    path = tmp_path / "checkpoint.json"
+    checkpoint = json.loads(path.read_text())
+    for value in [*ODD_VALUES, "acme"]:
+        path.write_text(json.dumps({**checkpoint, "tenant": value}))
+
+        status, last = _main(tool, capsys, export, *arguments)
+
+        if value == "acme":
+            assert (status, last) == (0, "verified")
+        elif isinstance(value, str):
+            assert status == 2, (value, last)
+            # In-process, argparse names the program pytest.
+            assert last.split(": ", 1)[1].startswith("error: these checkpoints are of tenant ")
+            assert last.endswith(", this export is of tenant acme: give tenant acme's checkpoints")
+        else:
+            assert (status, last) == (
+                1,
+                f"NOT VERIFIED: {path}: a checkpoint's tenant is not a string",
+            ), value
