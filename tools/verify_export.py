@@ -29,7 +29,9 @@ older one within it whose signature verified (the oldest one the export differs 
 named). Checkpoints beyond
 the export's last event (signed after it, e.g. after the export's own ``audit_log.export``
 event) are skipped and named; none within a whole export does not verify (with
-``--allow-gaps``, its events are then only not anchored: exit 3).
+``--allow-gaps``, its events are then only not anchored: exit 3). The events of a whole export
+after the newest checkpoint within it are, like the newest events of any chain, only chained:
+still verified (exit 0), and named in one line.
 
 The checkpoints must be one tenant's, the export's (or ``--tenant``'s). The signature binds
 their numeric ``tenant_id``, which the export does not carry; the API also labels each one
@@ -892,6 +894,24 @@ def chain_unanchored(chain: Chain, *, vouched: set[int]) -> tuple[int, int, list
     return count, stretches, shown
 
 
+def chain_after(name: str, chain: Chain, checkpoint: dict) -> str:
+    """The line naming the events of a whole export after ``checkpoint``, the newest one
+    within it. Like the newest events of any chain they are only chained: nothing wrong was
+    found, so the verdict stands (docs/ledger.md §7), but the reader is told which events no
+    signature covers."""
+    first, last = checkpoint["sequence"] + 1, chain.last
+    if last > first:
+        which = f"sequences {first}-{last} ({last - first + 1} events) come"
+    else:
+        which = f"sequence {first} (1 event) comes"
+    return (
+        f"{name}: {which} after the newest checkpoint within the export "
+        f"({checkpoint_label(checkpoint)}): chained, not anchored by a signature (edited, with "
+        "their hashes recomputed, they would pass); a later checkpoint anchors "
+        "them in a later export (docs/ledger.md §7)"
+    )
+
+
 def _stretches(shown: list[tuple[int, int]], stretches: int) -> str:
     text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in shown)
     return text + (f", … ({stretches} stretches)" if stretches > len(shown) else "")
@@ -1170,6 +1190,8 @@ def main(argv=None) -> int:
             if older := len(inside):
                 plural = "s" if older > 1 else ""
                 print(f"{older} older checkpoint{plural} within the export: hash verified")
+            if checked not in fragments and chain.last > checkpoint["sequence"]:
+                print(chain_after(checked or "(no tenant)", chain, checkpoint))
     except Failure as failure:
         where = []
         if failure.line is not None:

@@ -140,6 +140,22 @@ def test_it_names_a_removed_line_as_a_gap(chain, tmp_path):
     ) in result.stdout
 
 
+def _after_newest(tenant: str, first: int, last: int, checkpoint: str) -> str:
+    """The line naming a whole export's events after the newest checkpoint within it
+    (``checkpoint``: its label, e.g. ``checkpoint #4 at sequence 9``): verified, but only
+    chained (docs/ledger.md §7)."""
+    which = (
+        f"sequences {first}-{last} ({last - first + 1} events) come"
+        if last > first
+        else f"sequence {first} (1 event) comes"
+    )
+    return (
+        f"{tenant}: {which} after the newest checkpoint within the export ({checkpoint}): "
+        "chained, not anchored by a signature (edited, with their hashes recomputed, they "
+        "would pass); a later checkpoint anchors them in a later export (docs/ledger.md §7)"
+    )
+
+
 def _checkpoint_file(path: Path, checkpoint: Checkpoint, **changes) -> Path:
     data = {
         "tenant_id": checkpoint.tenant_id,

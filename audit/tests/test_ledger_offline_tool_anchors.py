@@ -15,6 +15,7 @@ import pytest
 from audit.ledger.services import checkpoint_create, checkpoints_sign
 from audit.tests.ledger_factories import chained_events_create
 from audit.tests.test_ledger_offline_tool import (
+    _after_newest,
     _checkpoint_file,
     _run,
     _tool_module,
@@ -128,6 +129,8 @@ def test_events_after_the_last_checkpoint_of_their_stretch_are_not_anchored(
 
     assert result.returncode == NOT_FULLY_VERIFIED, result.stdout + result.stderr
     assert "acme: 3 of 8 events not anchored, at sequences 6-7, 10: " in result.stdout
+    # Counted among the events not anchored: not named a second time as after the checkpoint.
+    assert "after the newest checkpoint" not in result.stdout
 
 
 def test_a_filtered_export_whose_every_event_is_anchored_verifies(tenant, documents, tmp_path, key):
@@ -199,3 +202,42 @@ def test_it_names_the_first_stretches_and_how_many_there_are(documents, tmp_path
     assert "acme: 6 of 6 events not anchored, at sequences 1, 3, … (5 stretches): " in (
         capsys.readouterr().out
     )
+
+
+# --- a whole export: the events after the newest checkpoint within it --------------------------
+
+
+@pytest.mark.parametrize("rewritten", [False, True], ids=["as-exported", "rewritten-from-12"])
+def test_a_whole_export_names_the_events_after_the_newest_checkpoint_and_still_verifies(
+    tenant, tmp_path, key, rewritten
+):
+    """QA's case: the newest checkpoint given at 9, the export up to 16. Like the newest
+    events of any chain, 10-16 are only chained (so 12-16 rewritten with their hashes
+    recomputed pass too): verified, exit 0, as documented, but the output says which events
+    no signature covers."""
+    chained_events_create(tenant_id=tenant.id, count=9)
+    [checkpoint] = checkpoints_sign()
+    chained_events_create(tenant_id=tenant.id, count=7, start=9)
+    documents = _write_export(tmp_path / "all.jsonl", tenant, newest_first=False)
+    if rewritten:
+        _forge(documents[11])  # sequence 12
+        prev = documents[11]["hash"]
+        for document in documents[12:]:
+            document["prev_hash"] = prev
+            document["hash"] = prev = _tool_module().event_hash(prev, document)
+    export = _filtered(tmp_path / "events.jsonl", documents, set(range(1, 17)))
+    single = _checkpoint_file(tmp_path / "checkpoint.json", checkpoint, id=checkpoint.pk)
+
+    result = _run(export, "--checkpoint", single, "--public-key", key)
+    without = _run(export)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    label = f"checkpoint #{checkpoint.pk} at sequence 9"
+    assert result.stdout.splitlines() == [
+        "acme: 16 events verified",
+        f"{label}: signature and hash verified",
+        _after_newest("acme", 10, 16, label),
+        "verified",
+    ]
+    # Without checkpoints nothing is anchored by a signature, as the docs say: no such line.
+    assert without.stdout.splitlines() == ["acme: 16 events verified", "verified"]

@@ -21,6 +21,7 @@ from audit.ledger.services import checkpoint_create, checkpoints_sign, events_pu
 from audit.ledger.signing import key_id_of, public_key_pem
 from audit.tests.ledger_factories import chained_events_create
 from audit.tests.test_ledger_offline_tool import (
+    _after_newest,
     _checkpoint_file,
     _run,
     _tool_module,
@@ -705,6 +706,7 @@ def test_an_event_received_within_the_clock_skew_of_a_later_checkpoint_verifies(
         f"checkpoint #{beyond} at sequence 10 is beyond this export; skipped (the export ends "
         "at sequence 7)",
         f"checkpoint #{within} at sequence 5: signature and hash verified",
+        _after_newest("acme", 6, 7, f"checkpoint #{within} at sequence 5"),
         "verified",
     ]
     assert strict.returncode == 1, strict.stdout + strict.stderr

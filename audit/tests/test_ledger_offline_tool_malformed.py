@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from audit.tests.test_ledger_offline_tool import _run, _tool_module
+from audit.tests.test_ledger_offline_tool import _after_newest, _run, _tool_module
 from audit.tests.test_ledger_offline_tool_memory import _documents, _signed, _write
 
 # Valid ISO 8601 with an offset, but outside the years 1-9999 once in UTC.
@@ -305,6 +305,7 @@ def test_a_lone_surrogate_the_output_names_is_written_escaped(tool, documents, t
     assert result.stdout.splitlines() == [
         "\\ud800: 5 events verified",
         "checkpoint #\\udc00 at sequence 4: signature and hash verified",
+        _after_newest("\\ud800", 5, 5, "checkpoint #\\udc00 at sequence 4"),
         "verified",
     ]
 
