@@ -9,10 +9,11 @@
   ``[args, kwargs, embed]``: Celery unpacks it in the consumer, outside any task, and the
   ``ValueError`` stopped the whole worker, again at each restart while the message waited.
 * ``celeryd_after_setup``: a worker that signs checkpoints (it consumes ``maintenance``)
-  makes the ledger signing key when there is none, so the ledger API serves the public key
-  and verifies from the worker's start, not from the first signing one
-  ``TRACELEDGER_CHECKPOINT_SECONDS`` later (503 until then). Only the signer makes it: a web
-  process that made its own would call every checkpoint signed elsewhere forged.
+  makes the ledger signing key when there is none (and its public file, when it is missing),
+  so the ledger API serves the public key and verifies from the worker's start, not from the
+  first signing one ``TRACELEDGER_CHECKPOINT_SECONDS`` later (503 until then). Only the
+  signer makes it: a web process that made its own would call every checkpoint signed
+  elsewhere forged.
 * ``task_prerun``: a database connection that failed in an earlier task is checked and
   replaced (Django does this per web request; Celery's fixup only closes connections every
   ``CELERY_DB_REUSE_MAX`` tasks, so a connection cut once failed every later task).
@@ -97,13 +98,16 @@ def declare_topology_on_worker_init(sender=None, **kwargs) -> None:
 
 @signals.celeryd_after_setup.connect
 def signing_key_on_worker_setup(sender=None, instance=None, **kwargs) -> None:
-    from audit.ledger.signing import signing_key
+    from audit.ledger.signing import SigningKeyMissing, signing_key
     from traceledger.queues import MAINTENANCE_QUEUE_NAME
 
     if instance is None or MAINTENANCE_QUEUE_NAME not in instance.app.amqp.queues.consume_from:
         return
     try:
         signing_key(create=True)
+    except SigningKeyMissing as exc:
+        # Given the public key alone: this worker cannot sign, and each signing says so.
+        logger.error("no ledger signing key at worker start-up: %s", exc)
     except Exception:
         # The worker still starts; the first signing tries again and says why in its task.
         logger.exception("could not make the ledger signing key at worker start-up")

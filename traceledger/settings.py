@@ -28,6 +28,7 @@ from traceledger.settings_env import (
 from traceledger.settings_guard import (
     guard_metrics_dir,
     guard_production_settings,
+    guard_public_key,
     guard_retired_keys,
     guard_signing_key,
 )
@@ -323,6 +324,11 @@ TRACELEDGER_INGEST_BACKLOG_RETRY_AFTER = integer(
 TRACELEDGER_PUBLISH_TIMEOUT = seconds("TRACELEDGER_PUBLISH_TIMEOUT", default=1.0, positive=True)
 TRACELEDGER_SIGNING_KEY = secret("TRACELEDGER_SIGNING_KEY", "")
 guard_signing_key(TRACELEDGER_SIGNING_KEY)
+# The current public key alone (PEM), for a process that verifies checkpoints or serves the
+# public key without the private key (the web): docs/ledger.md §5, "Which process holds
+# which key". Checked against TRACELEDGER_SIGNING_KEY when both are set.
+TRACELEDGER_SIGNING_PUBLIC_KEY = secret("TRACELEDGER_SIGNING_PUBLIC_KEY", "")
+guard_public_key(TRACELEDGER_SIGNING_PUBLIC_KEY, signing_pem=TRACELEDGER_SIGNING_KEY)
 # Public keys of rotated-out signing keys: their checkpoints keep verifying (docs/ledger.md).
 TRACELEDGER_SIGNING_RETIRED_KEYS = secret("TRACELEDGER_SIGNING_RETIRED_KEYS", "")
 guard_retired_keys(TRACELEDGER_SIGNING_RETIRED_KEYS)

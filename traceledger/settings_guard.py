@@ -64,6 +64,29 @@ def guard_signing_key(pem: str) -> None:
         )
 
 
+def guard_public_key(text: str, *, signing_pem: str) -> None:
+    """The configured current public key must be one Ed25519 public key and, when the
+    private key is configured too, its public half: verifying against another key would
+    report every signed checkpoint as forged (or accept checkpoints of the wrong signer)."""
+    if not text:
+        return
+    from audit.ledger.keyring import PUBLIC_SETTING, key_id_of, public_key_parse
+
+    key = public_key_parse(text, source=f"{PUBLIC_SETTING} (or {PUBLIC_SETTING}_FILE)")
+    if not signing_pem:
+        return
+    from cryptography.hazmat.primitives import serialization
+
+    private = serialization.load_pem_private_key(signing_pem.encode(), password=None)
+    if key_id_of(private.public_key()) != key_id_of(key):
+        raise ImproperlyConfigured(
+            f"{PUBLIC_SETTING} is not the public key of TRACELEDGER_SIGNING_KEY (key "
+            f"{key_id_of(key)[:16]}…, the private key's is "
+            f"{key_id_of(private.public_key())[:16]}…): give a process the matching pair, or "
+            "only one of them"
+        )
+
+
 def guard_retired_keys(text: str) -> None:
     """Retired checkpoint keys that are not Ed25519 public keys stop the process now, not at
     the first verification of a checkpoint they signed."""

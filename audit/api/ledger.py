@@ -32,14 +32,15 @@ from audit.ledger.verify import ledger_verify
 from audit.selectors import read_tenant_id
 from traceledger.api.responses import READ_ERRORS
 
-# These operations need the signing key (verify checks checkpoint signatures with it); a
-# process that finds none answers 503 rather than inventing one (audit.ledger.signing).
+# These operations need the ledger's public key (verify checks checkpoint signatures with
+# it), never the private key; a process that finds neither answers 503 rather than
+# inventing one (audit.ledger.signing).
 _KEY_UNAVAILABLE = {
     503: OpenApiResponse(
         description="The database is unreachable, the credential or the record of this "
-        "access cannot be checked or kept right now, or the ledger signing key is not "
-        "available to this process (`manage.py sign_checkpoints` creates it; `make run` and "
-        "compose run it at start); see `Retry-After`."
+        "access cannot be checked or kept right now, or the ledger's public key is not "
+        "available to this process (the signer makes the key, `manage.py sign_checkpoints` "
+        "too; `make run` and compose run it at start); see `Retry-After`."
     )
 }
 

@@ -25,6 +25,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 RETIRED_FILE_NAME = "ledger-retired-keys.pem"
 SETTING = "TRACELEDGER_SIGNING_RETIRED_KEYS"
+# The current public key, for a process without the private key (audit.ledger.signing).
+PUBLIC_SETTING = "TRACELEDGER_SIGNING_PUBLIC_KEY"
 
 _PEM_BLOCK = re.compile(
     r"-----BEGIN ([A-Z0-9 ]+)-----\s.*?-----END \1-----", flags=re.DOTALL | re.ASCII
@@ -65,6 +67,18 @@ def public_keys_parse(text: str, *, source: str) -> dict[str, Ed25519PublicKey]:
             raise ImproperlyConfigured(f"{source}: block {number} is not an Ed25519 public key")
         keys[key_id_of(key)] = key
     return keys
+
+
+def public_key_parse(text: str, *, source: str) -> Ed25519PublicKey:
+    """The one PEM Ed25519 public key in ``text``; anything else is an error naming
+    ``source``."""
+    keys = public_keys_parse(text, source=source)
+    if len(keys) != 1:
+        raise ImproperlyConfigured(
+            f"{source} holds {len(keys)} public keys, not one "
+            "(manage.py ledger_public_key prints the current one)"
+        )
+    return next(iter(keys.values()))
 
 
 def retired_file() -> Path:

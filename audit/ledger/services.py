@@ -247,6 +247,9 @@ def events_purge(*, tenant_id: int, before: datetime, actor: Actor = SYSTEM_ACTO
     span = purge_span(tenant_id=tenant_id, before=before)
     if span is None:
         return PurgeResult(removed=0, from_sequence=None, through_sequence=None, checkpoint=None)
+    # The purge signs a checkpoint: a process without the private key (given the public
+    # key alone) refuses here, before verifying or removing anything.
+    signing_key(create=True)
     base = selectors.chain_base(tenant_id=tenant_id)
     through = span[1]
 

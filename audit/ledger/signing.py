@@ -1,11 +1,25 @@
 """Ed25519 signing of checkpoints.
 
-The key comes from ``settings.TRACELEDGER_SIGNING_KEY`` (a PEM private key; ``_FILE``
-works too) or, when that is empty, from ``DATA_DIR/ledger-signing-key.pem``, generated with
-mode 0600 by the first signing, or when a worker that signs starts
-(``audit.worker_signals``). Only the signer creates it: a process
-that verifies or shows the public key and finds none raises ``SigningKeyMissing`` instead
-of making up an unrelated key (which would call every signed checkpoint forged).
+Two kinds of process use the key, and only one of them needs its private half:
+
+* the **signer** (a worker consuming ``maintenance``, ``manage.py sign_checkpoints``,
+  ``purge_events`` and ``rotate_signing_key``) signs with the private key:
+  ``settings.TRACELEDGER_SIGNING_KEY`` (a PEM private key; ``_FILE`` works too) or, when that
+  is empty, ``DATA_DIR/ledger-signing-key.pem``, generated with mode 0600 by the first
+  signing, or when a worker that signs starts (``audit.worker_signals``). Beside that file it
+  keeps its public half, ``DATA_DIR/ledger-public-key.pem`` (0644), written with the key,
+  replaced by a rotation, and rewritten by the signer when it is missing or stale;
+* a **verifier** (the ledger API, ``verify_ledger``, ``ledger_public_key``) needs only the
+  public key: the private key's when this process has one (so a process holding the private
+  key works as before), otherwise ``settings.TRACELEDGER_SIGNING_PUBLIC_KEY`` (``_FILE``
+  works too), otherwise ``DATA_DIR/ledger-public-key.pem``. A configured public key that is
+  not the private key's is a configuration error, never a silent choice between them.
+
+Only the signer creates a key, and only where no public key is given: a process or a data
+folder that has the public key alone serves a signer elsewhere, and a new key made there
+would not match it. A process that verifies or shows the public key and finds none raises
+``SigningKeyMissing`` instead of making up an unrelated key (which would call every signed
+checkpoint forged).
 ``key_id`` is the SHA-256 of the raw 32-byte public key (hex), so a verifier can tell which
 key signed a checkpoint.
 
@@ -31,8 +45,10 @@ from django.core.exceptions import ImproperlyConfigured
 
 from audit.ledger.canonical import format_timestamp
 from audit.ledger.keyring import (
+    PUBLIC_SETTING,
     file_stamp,
     key_id_of,
+    public_key_parse,
     public_key_to_pem,
     retired_key_append,
     retired_keys,
@@ -41,14 +57,16 @@ from traceledger.errors import DependencyUnavailable
 from traceledger.private_files import private_file_once, private_file_replace
 
 KEY_FILE_NAME = "ledger-signing-key.pem"
+PUBLIC_KEY_FILE_NAME = "ledger-public-key.pem"
 
 
 class SigningKeyMissing(DependencyUnavailable):
-    """No signing key where this process looks for one (an API answers 503; the path and
-    the setting are for the log and the command line, not for API clients)."""
+    """No key where this process looks for one: no public key for a verifier, no private
+    key for a signer that must not make one (an API answers 503; the path and the setting
+    are for the log and the command line, not for API clients)."""
 
     public_message = (
-        "The ledger signing key is not available on this server yet (it is made when the "
+        "The ledger's public key is not available on this server yet (it is made when the "
         "worker that signs checkpoints starts); retry later."
     )
 
@@ -59,6 +77,10 @@ class RotationRefused(Exception):
 
 def _key_file() -> Path:
     return Path(settings.DATA_DIR) / KEY_FILE_NAME
+
+
+def _public_key_file() -> Path:
+    return Path(settings.DATA_DIR) / PUBLIC_KEY_FILE_NAME
 
 
 def _new_key_pem() -> bytes:
@@ -79,6 +101,7 @@ def _private_key(configured_pem: str, key_file: str, create: bool, stamp=None) -
         if path.exists():
             pem = path.read_bytes()
         elif create:
+            _refuse_a_key_beside_a_public_one(path)
             # Two processes starting at once agree on one key (never each their own).
             pem = private_file_once(path, _new_key_pem())
         else:
@@ -97,19 +120,102 @@ def _private_key(configured_pem: str, key_file: str, create: bool, stamp=None) -
     return key
 
 
+def _refuse_a_key_beside_a_public_one(path: Path) -> None:
+    """A process given the public key alone verifies for a signer elsewhere: a key made here
+    would not match it (and, in a shared data folder, would replace the public file)."""
+    if settings.TRACELEDGER_SIGNING_PUBLIC_KEY:
+        given = PUBLIC_SETTING
+    elif _public_key_file().exists():
+        given = str(_public_key_file())
+    else:
+        return
+    raise SigningKeyMissing(
+        f"the ledger signing key is not available: {path} does not exist and "
+        f"TRACELEDGER_SIGNING_KEY is empty, and this process has the public key alone "
+        f"({given}), so it makes no new key (it would not match): sign where the private "
+        "key is, or give this process TRACELEDGER_SIGNING_KEY"
+    )
+
+
+@lru_cache(maxsize=4)
+def _configured_public_key(pem: str) -> Ed25519PublicKey:
+    return public_key_parse(pem, source=PUBLIC_SETTING)
+
+
+@lru_cache(maxsize=4)
+def _public_file_key(path: str, stamp) -> Ed25519PublicKey:
+    return public_key_parse(Path(path).read_text(), source=path)
+
+
+@lru_cache(maxsize=4)
+def _public_file_text(path: str, stamp) -> str | None:
+    return None if stamp is None else Path(path).read_text()
+
+
+def _check_pair(key: Ed25519PrivateKey, *, source: str) -> None:
+    """The configured public key, if any, must be ``key``'s: verifying against another one
+    would report every checkpoint as forged, or trust a key that is not the signer's."""
+    configured = settings.TRACELEDGER_SIGNING_PUBLIC_KEY
+    if not configured:
+        return
+    given, own = key_id_of(_configured_public_key(configured)), key_id_of(key.public_key())
+    if given != own:
+        raise ImproperlyConfigured(
+            f"{PUBLIC_SETTING} is not the public key of {source} (key {given[:16]}…, the "
+            f"private key's is {own[:16]}…): give a process the matching pair, or only one "
+            "of them"
+        )
+
+
+def _public_file_keep(key: Ed25519PrivateKey) -> None:
+    """Keep ``ledger-public-key.pem`` the public half of the data folder's key file: written
+    when missing (a key made before this file existed), rewritten when stale (a key file
+    replaced by hand, or a rotation interrupted between the two files)."""
+    path = _public_key_file()
+    wanted = public_key_to_pem(key.public_key())
+    if _public_file_text(str(path), file_stamp(path)) != wanted:
+        private_file_replace(path, wanted.encode(), mode=0o644)
+
+
 def signing_key(*, create: bool = False) -> Ed25519PrivateKey:
-    """The key; with ``create``, generated into the data folder when there is none.
+    """The private key; with ``create`` (the signer), generated into the data folder when
+    there is none and no public key is given, and its public file kept beside it.
 
     Cached per content of the key file (its inode, time and size), so a key rotated by
     another process is picked up at the next call, without a restart."""
     configured = settings.TRACELEDGER_SIGNING_KEY
     path = _key_file()
     stamp = None if configured else file_stamp(path)
-    return _private_key(configured, str(path), create, stamp)
+    key = _private_key(configured, str(path), create, stamp)
+    _check_pair(key, source="TRACELEDGER_SIGNING_KEY" if configured else str(path))
+    if create and not configured:
+        _public_file_keep(key)
+    return key
 
 
 def public_key() -> Ed25519PublicKey:
-    return signing_key().public_key()
+    """The current public key: the private key's when this process has one, otherwise
+    ``TRACELEDGER_SIGNING_PUBLIC_KEY``, otherwise the data folder's ``ledger-public-key.pem``
+    (re-read when it changes, as the key file is); ``SigningKeyMissing`` when none is there.
+    Needs no private key: the web verifies and serves the public key without one."""
+    try:
+        return signing_key().public_key()
+    except SigningKeyMissing:
+        pass
+    configured = settings.TRACELEDGER_SIGNING_PUBLIC_KEY
+    if configured:
+        return _configured_public_key(configured)
+    path = _public_key_file()
+    stamp = file_stamp(path)
+    if stamp is None:
+        raise SigningKeyMissing(
+            "the ledger's public key is not available: TRACELEDGER_SIGNING_KEY and "
+            f"{PUBLIC_SETTING} are empty, and neither {_key_file()} nor {path} exists (give "
+            f"this process the public key, in {PUBLIC_SETTING} or as the signer's "
+            f"{PUBLIC_KEY_FILE_NAME} in its TRACELEDGER_DATA_DIR, or run this where the "
+            "checkpoints are signed)"
+        )
+    return _public_file_key(str(path), stamp)
 
 
 def public_key_pem() -> str:
@@ -142,6 +248,13 @@ def signing_key_rotate() -> tuple[str, str]:
             "private key, and add the old public key, from manage.py ledger_public_key, to "
             "TRACELEDGER_SIGNING_RETIRED_KEYS) and restart the processes"
         )
+    if settings.TRACELEDGER_SIGNING_PUBLIC_KEY:
+        raise RotationRefused(
+            f"this process is given the public key in {PUBLIC_SETTING}, which a new key "
+            "would contradict: rotate where it is not set (a process with the private key "
+            "does not need it), then set the new public key (manage.py ledger_public_key) "
+            "wherever it is configured and restart those processes"
+        )
     path = _key_file()
     if not path.exists():
         raise RotationRefused(f"there is no signing key to rotate: {path} does not exist")
@@ -149,6 +262,11 @@ def signing_key_rotate() -> tuple[str, str]:
     retired_key_append(old)
     pem = _new_key_pem()
     new = serialization.load_pem_private_key(pem, password=None)
+    # The public file before the key file: a crash in between leaves the old key signing,
+    # already retired (so its checkpoints verify everywhere), beside a public key that has
+    # signed nothing yet; the signer then puts the old public key back (_public_file_keep).
+    public = public_key_to_pem(new.public_key()).encode()
+    private_file_replace(_public_key_file(), public, mode=0o644)
     private_file_replace(path, pem)
     return key_id_of(old), key_id_of(new.public_key())
 

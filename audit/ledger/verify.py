@@ -155,16 +155,19 @@ def _verify_once(
 
 def _bad_signature(checkpoint) -> str:
     """Why a checkpoint's signature fails, telling a key this process does not know (a
-    signer with another TRACELEDGER_SIGNING_KEY or data folder, a rotated key not listed as
-    retired) from a signature that does not match its own key. Both stay a break: the key
-    id is stored beside the checkpoint, so whoever could forge one could write any key id."""
+    signer with another TRACELEDGER_SIGNING_KEY or data folder, a public key given to this
+    process that is not the signer's, a rotated key not listed as retired) from a signature
+    that does not match its own key. Both stay a break: the key id is stored beside the
+    checkpoint, so whoever could forge one could write any key id."""
     where = f"checkpoint #{checkpoint.pk} at {checkpoint.sequence}"
     if verification_key(checkpoint.key_id) is None:
         return (
             f"{where} names signing key {checkpoint.key_id[:16]}…, which is neither this "
             f"process's key {key_id()[:16]}… nor a retired one: the signer used another "
-            "TRACELEDGER_SIGNING_KEY or data folder, a rotated key is missing from "
-            "TRACELEDGER_SIGNING_RETIRED_KEYS, or the checkpoint was forged"
+            "TRACELEDGER_SIGNING_KEY or data folder, this process's "
+            "TRACELEDGER_SIGNING_PUBLIC_KEY or ledger-public-key.pem is not the signer's "
+            "current key, a rotated key is missing from TRACELEDGER_SIGNING_RETIRED_KEYS, or "
+            "the checkpoint was forged"
         )
     return f"{where} has an invalid signature for its key: altered or forged"
 

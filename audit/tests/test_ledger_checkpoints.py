@@ -388,12 +388,14 @@ def test_verify_ledger_rejects_an_unknown_tenant_with_exit_2(db):
 
 @pytest.fixture
 def elsewhere(settings, tmp_path):
-    """elsewhere() → from then on, this process looks for the signing key where there is
-    none (as a command run with another TRACELEDGER_DATA_DIR); returns that folder."""
+    """elsewhere() → from then on, this process looks for the signing key and the public key
+    where there is neither (as a command run with another TRACELEDGER_DATA_DIR); returns that
+    folder."""
     from audit.ledger.signing import _private_key
 
     def move():
         settings.TRACELEDGER_SIGNING_KEY = ""
+        settings.TRACELEDGER_SIGNING_PUBLIC_KEY = ""
         settings.DATA_DIR = tmp_path
         _private_key.cache_clear()
         return tmp_path
@@ -407,7 +409,7 @@ def test_verify_ledger_without_the_signing_key_says_so_and_makes_none(tenant, el
     assert checkpoints_sign()  # with the deployment's key
     folder = elsewhere()
 
-    with pytest.raises(CommandError, match="signing key is not available") as raised:
+    with pytest.raises(CommandError, match="public key is not available") as raised:
         call_command("verify_ledger", "--tenant", "acme", stdout=StringIO())
 
     assert raised.value.returncode == 2
@@ -416,7 +418,7 @@ def test_verify_ledger_without_the_signing_key_says_so_and_makes_none(tenant, el
 
 def test_ledger_public_key_without_the_signing_key_fails_and_makes_none(elsewhere):
     folder = elsewhere()
-    with pytest.raises(CommandError, match="signing key is not available"):
+    with pytest.raises(CommandError, match="public key is not available"):
         call_command("ledger_public_key")
     assert list(folder.iterdir()) == []
 
@@ -430,7 +432,7 @@ def test_the_ledger_api_without_the_signing_key_is_a_503_naming_no_path(
     assert response.status_code == 503
     assert response["Retry-After"]
     message = response.json()["error"]["message"]
-    assert "signing key is not available" in message
+    assert "public key is not available" in message
     # Where the server keeps its key, and its settings, are for the log, not for clients.
     assert str(folder) not in message and "TRACELEDGER_" not in message
     assert str(folder) in caplog.text
@@ -440,7 +442,10 @@ def test_the_signer_makes_its_key_even_with_nothing_to_sign(db, elsewhere, key_c
     """make run signs once at start, so the public key is served from the first minute."""
     folder = elsewhere()
     assert checkpoints_sign() == []
-    assert [path.name for path in folder.iterdir()] == ["ledger-signing-key.pem"]
+    assert sorted(path.name for path in folder.iterdir()) == [
+        "ledger-public-key.pem",
+        "ledger-signing-key.pem",
+    ]
     assert key_client(scopes=["read"]).get("/api/v1/ledger/public-key").status_code == 200
 
 
@@ -448,7 +453,10 @@ def test_signing_makes_the_key_when_there_is_none(tenant, elsewhere):
     folder = elsewhere()
     chained_events_create(tenant_id=tenant.id, count=1)
     assert checkpoints_sign()
-    assert [path.name for path in folder.iterdir()] == ["ledger-signing-key.pem"]
+    assert sorted(path.name for path in folder.iterdir()) == [
+        "ledger-public-key.pem",
+        "ledger-signing-key.pem",
+    ]
 
 
 def test_ledger_public_key_prints_the_pem():

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from accounts.signals import Actor
 from audit.ledger import selectors
 from audit.ledger.services import PurgeRefused, events_purge, purge_span
+from audit.ledger.signing import SigningKeyMissing
 from traceledger.command_args import actor_name, add_actor_argument, parse_moment
 
 
@@ -51,6 +52,9 @@ class Command(BaseCommand):
         except PurgeRefused as exc:
             self.stderr.write(f"purge refused: {exc}")
             sys.exit(1)
+        except SigningKeyMissing as exc:
+            # Exit 2 like the other "could not" answers; nothing was removed.
+            raise CommandError(f"cannot sign the purge checkpoint: {exc}", returncode=2) from None
         if result.removed == 0 and result.checkpoint is None:
             self.stdout.write(f"{found.slug}: nothing to purge before {cutoff.isoformat()}")
             return

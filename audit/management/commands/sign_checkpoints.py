@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Tenant
 from audit.ledger.services import checkpoints_sign
+from audit.ledger.signing import SigningKeyMissing
 from traceledger.command_args import counted
 
 
@@ -15,7 +16,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         refused: list[int] = []
-        created = checkpoints_sign(refused=refused)
+        try:
+            created = checkpoints_sign(refused=refused)
+        except SigningKeyMissing as exc:
+            # Exit 2, as verify_ledger's "could not check": exit 1 means a chain was refused.
+            raise CommandError(f"cannot sign: {exc}", returncode=2) from None
         slugs = dict(
             Tenant.objects.filter(id__in=[c.tenant_id for c in created] + refused).values_list(
                 "id", "slug"

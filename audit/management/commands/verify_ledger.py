@@ -1,5 +1,5 @@
 """manage.py verify_ledger [--tenant SLUG]: exit 0 when every chain verifies, 1 when one does
-not, 2 when it could not check (unknown tenant, database unavailable, no signing key)."""
+not, 2 when it could not check (unknown tenant, database unavailable, no public key)."""
 
 import sys
 
@@ -19,7 +19,8 @@ class Command(BaseCommand):
     help = (
         "Recompute each tenant's hash chain and check its signed checkpoints. Exits 0 when "
         "every chain verifies, 1 naming the first broken sequence, 2 when it could not check "
-        "(unknown tenant, database unavailable, no signing key)."
+        "(unknown tenant, database unavailable, no ledger public key: the private key is not "
+        "needed, see docs/ledger.md §5)."
     )
 
     def add_arguments(self, parser):
