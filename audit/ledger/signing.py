@@ -71,6 +71,17 @@ class SigningKeyMissing(DependencyUnavailable):
     )
 
 
+class SigningKeysMismatch(SigningKeyMissing):
+    """The configured public key is not the private key's (the data folder's key file was
+    replaced, or the setting is stale): no key this process can trust. Commands exit 2 and
+    the API answers 503 naming no path, as for a missing key, not a 500."""
+
+    public_message = (
+        "The ledger's keys are misconfigured on this server (its public key is not its "
+        "signing key's); an operator must fix this."
+    )
+
+
 class RotationRefused(Exception):
     """The key cannot be rotated here (it comes from the environment, or there is none)."""
 
@@ -160,7 +171,7 @@ def _check_pair(key: Ed25519PrivateKey, *, source: str) -> None:
         return
     given, own = key_id_of(_configured_public_key(configured)), key_id_of(key.public_key())
     if given != own:
-        raise ImproperlyConfigured(
+        raise SigningKeysMismatch(
             f"{PUBLIC_SETTING} is not the public key of {source} (key {given[:16]}…, the "
             f"private key's is {own[:16]}…): give a process the matching pair, or only one "
             "of them"
@@ -200,6 +211,8 @@ def public_key() -> Ed25519PublicKey:
     Needs no private key: the web verifies and serves the public key without one."""
     try:
         return signing_key().public_key()
+    except SigningKeysMismatch:
+        raise  # not "no private key": the configured public key is not to be trusted either
     except SigningKeyMissing:
         pass
     configured = settings.TRACELEDGER_SIGNING_PUBLIC_KEY

@@ -26,6 +26,7 @@ from audit.ledger.signing import (
     KEY_FILE_NAME,
     PUBLIC_KEY_FILE_NAME,
     SigningKeyMissing,
+    SigningKeysMismatch,
     checkpoint_message,
     key_id,
     public_key_pem,
@@ -280,10 +281,17 @@ def test_a_configured_public_key_that_is_not_the_signing_key_s_is_refused(
         Ed25519PrivateKey.generate().public_key()
     )
 
-    with pytest.raises(ImproperlyConfigured, match=r"is not the public key of .*ledger-signing"):
+    with pytest.raises(CommandError, match=r"is not the public key of .*ledger-signing") as exc:
         call_command("verify_ledger", "--tenant", "acme", stdout=StringIO())
-    with pytest.raises(ImproperlyConfigured, match="is not the public key"):
+    assert exc.value.returncode == 2
+    with pytest.raises(SigningKeysMismatch, match="is not the public key"):
         checkpoints_sign()
+    # Not a 500: the same 503 as a missing key, naming no path or setting.
+    for path in ("/api/v1/ledger/verify", "/api/v1/ledger/public-key"):
+        response = key_client(scopes=["read"]).get(path)
+        assert response.status_code == 503, path
+        assert "misconfigured" in response.json()["error"]["message"]
+        assert "ledger-signing" not in response.content.decode()
 
 
 def test_the_matching_public_key_beside_the_private_one_is_accepted(signed_chain, settings):
