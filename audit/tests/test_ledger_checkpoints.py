@@ -340,6 +340,30 @@ def test_verify_ledger_exits_1_naming_the_first_broken_sequence(tenant):
     assert "(1 event verified before it)" in out.getvalue()
 
 
+def test_an_event_stored_again_below_a_purge_is_named_without_calling_the_walk_before_it(
+    tenant,
+):
+    """The walk starts above the purge checkpoint; "6 events verified before it" of a break
+    at sequence 1 read as if events 1-6 had verified."""
+    for day in (1, 2, 3):
+        at = datetime(2026, 1, day, 12, tzinfo=UTC)
+        chained_events_create(
+            tenant_id=tenant.id, count=3, start=day * 10, occurred_at=at, received_at=at
+        )
+    [first] = AuditEvent.objects.filter(tenant=tenant, sequence=1).values()
+    events_purge(tenant_id=tenant.id, before=datetime(2026, 1, 2, tzinfo=UTC))
+    AuditEvent.objects.create(**first)  # INSERT: the append-only trigger allows it
+    out = StringIO()
+
+    with pytest.raises(SystemExit):
+        call_command("verify_ledger", "--tenant", "acme", stdout=out, stderr=StringIO())
+
+    assert (
+        "acme: BROKEN at sequence 1: an event exists before the purge checkpoint's position "
+        "(6 events from sequence 4 verified)"
+    ) in out.getvalue()
+
+
 @pytest.mark.parametrize(
     ("broken", "args", "summary"),
     [

@@ -59,11 +59,16 @@ class Command(BaseCommand):
             else:
                 broken += 1
                 # Signatures are checked before any event: "0 verified" would mislead there.
-                before = (
-                    f" ({counted(result.checked, 'event')} verified before it)"
-                    if result.checked
-                    else ""
-                )
+                # An event below a purge checkpoint is found after the walk from above it:
+                # those events are not "before it".
+                before = ""
+                if result.checked and result.first_bad_sequence < result.from_sequence:
+                    before = (
+                        f" ({counted(result.checked, 'event')} from sequence "
+                        f"{result.from_sequence} verified)"
+                    )
+                elif result.checked:
+                    before = f" ({counted(result.checked, 'event')} verified before it)"
                 self.stdout.write(
                     f"{each.slug}: BROKEN at sequence {result.first_bad_sequence}: "
                     f"{result.reason}{before}"
