@@ -320,6 +320,14 @@ class DeadLetterAdmin(_OperationsAdmin):
                 # A letter someone replayed or discarded failed again: make it stand out.
                 messages.WARNING if drained.handled_before else messages.SUCCESS,
             )
+            if drained.waiting_for_redis:
+                self.message_user(
+                    request,
+                    f"{drained.waiting_for_redis} dead letter(s) stay in RabbitMQ for now, and "
+                    "the pull stopped: Redis does not answer, and it holds why the worker "
+                    "rejected them. Pull again once Redis is back.",
+                    messages.WARNING,
+                )
         return HttpResponseRedirect(reverse("admin:audit_deadletter_changelist"))
 
 

@@ -14,6 +14,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.test import override_settings
 from django.urls import reverse
 from kombu import Connection, Producer
 
@@ -296,3 +297,64 @@ def test_a_foreign_json_message_rejected_by_the_worker_is_drained():
     assert letter.original_queue == INGEST_QUEUE.name
     assert letter.first_failed_at is not None
     assert queue_depth(DLQ.name) == 0
+
+
+def test_a_letter_whose_reason_is_in_redis_waits_in_the_queue_while_redis_is_down(
+    fault_proxy, settings
+):
+    """Drained during a Redis outage, it was stored as "rejected by the worker" for good,
+    while its real reason sat in Redis until it expired. Now it stays in the DLQ (and the
+    drain stops) until Redis answers; a letter carrying its reason in its headers moves."""
+    service.dead_letter_note(task_id="noted-1", reason="invalid event: action is required")
+    publish_to_dlq(b'[[], {"tenant_id": 1, "events": []}, {}]', headers={"id": "noted-1"})
+    headed = service.events_dead_letter(
+        tenant_id=1,
+        rejected=[RejectedEvent(event=make_event(), reason="conflict: test", exception="")],
+        request_id="r-1",
+        task_id="headed-1",
+    )
+    err = StringIO()
+
+    with _redis_cut(fault_proxy, settings), pytest.raises(CommandError) as refused:
+        call_command("drain_dlq", stdout=StringIO(), stderr=err)
+
+    assert headed == 1
+    assert refused.value.returncode == 1
+    assert "Redis does not answer" in str(refused.value)
+    assert "left in audit.ingest.dlq: noted-1: NoteUnavailable" in err.getvalue()
+    # Only the letter that carries its reason in its headers moved.
+    assert DeadLetter.objects.count() == 1
+    assert not DeadLetter.objects.filter(message_id="noted-1").exists()
+    assert queue_depth(DLQ.name) == 1
+
+    assert service.dead_letters_drain().moved == 1  # Redis answers again
+    assert DeadLetter.objects.get(message_id="noted-1").reason == (
+        "invalid event: action is required"
+    )
+
+
+def test_the_admin_pull_says_which_letters_wait_for_redis(
+    superuser, client, monkeypatch, fault_proxy, settings
+):
+    monkeypatch.setattr("audit.services.submission.record_system_event", lambda **kw: None)
+    service.dead_letter_note(task_id="noted-2", reason="invalid event: action is required")
+    publish_to_dlq(b'[[], {"tenant_id": 1, "events": []}, {}]', headers={"id": "noted-2"})
+    client.force_login(superuser)
+
+    with _redis_cut(fault_proxy, settings):
+        response = client.post(reverse("admin:audit_deadletter_pull"), follow=True)
+
+    page = response.content.decode()
+    assert "Pulled 0 dead letter(s) from RabbitMQ." in page
+    assert "1 dead letter(s) stay in RabbitMQ for now, and the pull stopped: Redis" in page
+    assert queue_depth(DLQ.name) == 1 and not DeadLetter.objects.exists()
+
+
+def _redis_cut(fault_proxy, settings):
+    """The cache behind a fault proxy that refuses connections (the real Redis outage)."""
+    proxy = fault_proxy("127.0.0.1", 6379)
+    proxy.set_mode("refuse")
+    database = settings.CACHES["default"]["LOCATION"].rsplit("/", 1)[-1]
+    cut = {"default": {**settings.CACHES["default"]}}
+    cut["default"]["LOCATION"] = f"redis://127.0.0.1:{proxy.port}/{database}"
+    return override_settings(CACHES=cut)

@@ -71,6 +71,13 @@ class Command(BaseCommand):
             f"moved {result.moved} dead letter(s) from {DLQ_NAME} into the DeadLetter table"
             + (f": {breakdown}" if breakdown else "")
         )
+        if left and len(left) == result.waiting_for_redis:
+            raise CommandError(
+                f"{len(left)} message(s) were left in {DLQ_NAME}, and the drain stopped: Redis "
+                "does not answer, and it holds why the worker rejected them; run drain_dlq "
+                "again once Redis is back",
+                returncode=EXIT_LEFT_IN_QUEUE,
+            )
         if left:
             # A non-zero exit: an unattended drain (cron) must make someone look.
             raise CommandError(

@@ -11,7 +11,7 @@ from kombu import Connection
 
 from audit.models import DeadLetter, DeadLetterStatus
 from audit.services.dead_letters.messages import POSITIVE_INT_MAX, _label, dead_letter_fields
-from audit.services.dead_letters.recording import _app
+from audit.services.dead_letters.recording import NoteUnavailable, _app
 from audit.topology import queue_state
 from traceledger.queues import DLQ
 
@@ -65,6 +65,9 @@ class DrainResult:
     handled: int = 0
     repeated: list[Repeat] = field(default_factory=list)  # the first REPEATS_KEPT repeats
     handled_before: list[Repeat] = field(default_factory=list)  # the first REPEATS_KEPT handled
+    # Messages left in the DLQ because Redis, holding why the worker rejected them, did not
+    # answer (``NoteUnavailable``); the drain stops taking more after the batch that met it.
+    waiting_for_redis: int = 0
 
     @property
     def moved(self) -> int:
@@ -145,6 +148,13 @@ def _store(
                         _fold_repeat(row, fields)
             except (OperationalError, InterfaceError):
                 raise
+            except NoteUnavailable as exc:
+                label = _label(message)
+                logger.warning("dead letter %s left in %s: %s", label, DLQ.name, exc)
+                result.waiting_for_redis += 1
+                if on_left:
+                    on_left(label, exc)
+                left.append(message)
             except Exception as exc:
                 label = _label(message)
                 logger.exception("cannot store dead letter %s; left in %s", label, DLQ.name)
@@ -208,6 +218,8 @@ def dead_letters_drain(
             if len(pending) >= DRAIN_BATCH:
                 store(pending)
                 pending = []
+                if result.waiting_for_redis:
+                    break  # the rest would wait for Redis too: leave them queued
         if pending:
             store(pending)
         # Held unacked until now, not requeued as they failed: basic.get would hand the
@@ -215,9 +227,11 @@ def dead_letters_drain(
         for message in left:
             message.requeue()
         _settled_barrier(queue)
-    if left:
+    if len(left) > result.waiting_for_redis:
         logger.error(
-            "%d dead letter(s) could not be stored and were left in %s", len(left), DLQ.name
+            "%d dead letter(s) could not be stored and were left in %s",
+            len(left) - result.waiting_for_redis,
+            DLQ.name,
         )
     if result.handled:
         logger.warning(

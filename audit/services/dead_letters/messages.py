@@ -10,9 +10,7 @@ import json
 import math
 from datetime import UTC, datetime
 
-from django.core.cache import cache
-
-from audit.services.dead_letters.recording import _note_key
+from audit.services.dead_letters.recording import dead_letter_note_read
 from traceledger.queues import INGEST_QUEUE_NAME
 
 # The retry message of a failed ingest task carries the time of its first failure (set by
@@ -210,7 +208,7 @@ def dead_letter_fields(message) -> dict:
         first_failed_at = last_failed_at = failed_at
         attempts = 1
     else:
-        note = cache.get(_note_key(message_id)) or {}
+        note = dead_letter_note_read(message_id)
         death_reason = _text(death.get("reason") or "unknown")
         original_queue = _text(death.get("queue") or "")
         explain = {

@@ -6,6 +6,7 @@ import hashlib
 import orjson
 from django.core.cache import cache
 from django.utils import timezone
+from django_redis.exceptions import ConnectionInterrupted
 
 from audit import metrics_worker as metrics
 from traceledger.queues import DLQ, DLX_EXCHANGE, INGEST_QUEUE_NAME, INGEST_TASK_NAME
@@ -28,6 +29,27 @@ def dead_letter_note(*, task_id: str | None, reason: str, exception: str = "") -
     """Remember why the worker is about to reject ``task_id`` (best effort, Redis)."""
     if task_id:
         cache.set(_note_key(task_id), {"reason": reason, "exception": exception}, NOTE_TTL)
+
+
+class NoteUnavailable(Exception):
+    """Redis, where the worker left why it rejected a message, does not answer. The drain
+    leaves such a message in the DLQ for a pull once Redis is back: stored now, it would keep
+    "rejected by the worker" for good, and its real reason would expire in Redis."""
+
+
+def dead_letter_note_read(task_id: str) -> dict:
+    """The worker's note on ``task_id`` ({} when it left none); ``NoteUnavailable`` when
+    Redis cannot be asked. Not ``cache.get``: django-redis answers an outage as a miss."""
+    client = getattr(cache, "client", None)  # django-redis; another backend: plain get
+    if client is None:
+        return cache.get(_note_key(task_id)) or {}
+    try:
+        return client.get(_note_key(task_id)) or {}
+    except ConnectionInterrupted as exc:
+        raise NoteUnavailable(
+            "Redis does not answer, and it holds why the worker rejected this message: left "
+            "in the queue for a pull once Redis is back"
+        ) from exc
 
 
 def events_dead_letter(
