@@ -5,6 +5,8 @@ Both stream through the read side's ``audit.exports.export_rows`` (the same byte
 of the tenant whose events were exported.
 """
 
+import contextlib
+
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
@@ -29,19 +31,26 @@ def export_response(
     content_type, extension = FORMATS[fmt]
     # The API's exports and ledger checks count against TRACELEDGER_RATELIMIT_HEAVY per user;
     # the same person exporting from the admin shares that bucket (each costs seconds of
-    # database time wherever it is asked for). Checked before anything is recorded.
-    check_rate(
-        request=request,
-        group=HeavyReadRateLimit.group,
-        rate=settings.TRACELEDGER_RATELIMIT_HEAVY,
-        key=principal_for_user(request.user).rate_key,
-    )
+    # database time wherever it is asked for). Looked at first, so that a spent budget is
+    # refused before anything is recorded; counted only once the export is recorded, so
+    # that one refused for another reason (no tenant, no slot) costs nothing.
+    heavy = {
+        "request": request,
+        "group": HeavyReadRateLimit.group,
+        "rate": settings.TRACELEDGER_RATELIMIT_HEAVY,
+        "key": principal_for_user(request.user).rate_key,
+    }
+    check_rate(**heavy, increment=False)
     tenant_ids: list[int | None] = []
+
+    def record() -> None:
+        tenant_ids.extend(export_record(request=request, queryset=queryset, fmt=fmt, scope=scope))
+        with contextlib.suppress(RateLimited):  # another request took the last one meanwhile
+            check_rate(**heavy)
+
     rows = export_rows_in_slot(
         # Recorded before the first byte: an export that is not in the trail never starts.
-        record=lambda: tenant_ids.extend(
-            export_record(request=request, queryset=queryset, fmt=fmt, scope=scope)
-        ),
+        record=record,
         rows=lambda: export_rows(queryset, fmt),
     )
     try:

@@ -31,6 +31,7 @@ Rotation (``signing_key_rotate``) retires the current key to ``keyring`` (public
 before replacing it, so the checkpoints it signed keep verifying.
 """
 
+from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -71,15 +72,30 @@ class SigningKeyMissing(DependencyUnavailable):
     )
 
 
-class SigningKeysMismatch(SigningKeyMissing):
-    """The configured public key is not the private key's (the data folder's key file was
-    replaced, or the setting is stale): no key this process can trust. Commands exit 2 and
-    the API answers 503 naming no path, as for a missing key, not a 500."""
+class SigningKeyMisconfigured(SigningKeyMissing):
+    """Key material this process cannot use: a key file that is no key of the right kind
+    (a public file copied by hand as the private key, an empty file), or a pair that does
+    not match. No key this process can trust: commands exit 2 and the API answers 503
+    naming no path, as for a missing key, not a 500."""
 
     public_message = (
-        "The ledger's keys are misconfigured on this server (its public key is not its "
-        "signing key's); an operator must fix this."
+        "The ledger's keys are misconfigured on this server; an operator must fix this."
     )
+
+
+class SigningKeysMismatch(SigningKeyMisconfigured):
+    """The configured public key is not the private key's (the data folder's key file was
+    replaced, or the setting is stale)."""
+
+
+@contextmanager
+def _misconfiguration_named():
+    """A key file read at use (never checked at start: it may change at any time) that is
+    no key raises ``ImproperlyConfigured`` in the parsers: as ``SigningKeyMisconfigured``."""
+    try:
+        yield
+    except ImproperlyConfigured as exc:
+        raise SigningKeyMisconfigured(str(exc)) from exc
 
 
 class RotationRefused(Exception):
@@ -197,7 +213,8 @@ def signing_key(*, create: bool = False) -> Ed25519PrivateKey:
     configured = settings.TRACELEDGER_SIGNING_KEY
     path = _key_file()
     stamp = None if configured else file_stamp(path)
-    key = _private_key(configured, str(path), create, stamp)
+    with _misconfiguration_named():
+        key = _private_key(configured, str(path), create, stamp)
     _check_pair(key, source="TRACELEDGER_SIGNING_KEY" if configured else str(path))
     if create and not configured:
         _public_file_keep(key)
@@ -211,7 +228,7 @@ def public_key() -> Ed25519PublicKey:
     Needs no private key: the web verifies and serves the public key without one."""
     try:
         return signing_key().public_key()
-    except SigningKeysMismatch:
+    except SigningKeyMisconfigured:
         raise  # not "no private key": the configured public key is not to be trusted either
     except SigningKeyMissing:
         pass
@@ -228,7 +245,8 @@ def public_key() -> Ed25519PublicKey:
             f"{PUBLIC_KEY_FILE_NAME} in its TRACELEDGER_DATA_DIR, or run this where the "
             "checkpoints are signed)"
         )
-    return _public_file_key(str(path), stamp)
+    with _misconfiguration_named():
+        return _public_file_key(str(path), stamp)
 
 
 def public_key_pem() -> str:
@@ -244,7 +262,8 @@ def verification_key(wanted_key_id: str) -> Ed25519PublicKey | None:
     current = public_key()
     if key_id_of(current) == wanted_key_id:
         return current
-    return retired_keys().get(wanted_key_id)
+    with _misconfiguration_named():
+        return retired_keys().get(wanted_key_id)
 
 
 def signing_key_rotate() -> tuple[str, str]:

@@ -1470,6 +1470,24 @@ def test_an_export_whose_file_name_cannot_be_made_gives_its_slot_back(
     slots.release()
 
 
+def test_an_admin_export_refused_for_another_reason_costs_no_heavy_read(
+    client, tenant, staff_superuser, recorded, settings, monkeypatch
+):
+    """A superuser's unfiltered export is refused (no tenant to record it in): it used up
+    the budget all the same, so the next export, anywhere, was a 429."""
+    settings.TRACELEDGER_RATELIMIT_HEAVY = "2/m"
+    later = time.time() + random.randrange(10**6, 10**9)
+    monkeypatch.setattr(django_ratelimit.core, "time", types.SimpleNamespace(time=lambda: later))
+    events_create(tenant_id=tenant.pk, count=1)
+    login(client, staff_superuser)
+
+    refused = [client.get(EXPORT, {"format": "csv"}, follow=True) for _ in range(3)]
+    allowed = client.get(EXPORT, {"format": "csv", "tenant": tenant.pk})
+
+    assert all(page_messages(r)[0].startswith("Filter by one tenant first") for r in refused)
+    assert allowed.streaming
+
+
 def test_admin_exports_count_against_the_heavy_read_limit_with_the_api_ones(
     client, tenant, auditor, recorded, settings, monkeypatch
 ):

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
+from django.urls import reverse
 
 from audit.ledger.keyring import RETIRED_FILE_NAME, key_id_of, public_key_to_pem
 from audit.ledger.services import checkpoints_sign
@@ -292,6 +293,49 @@ def test_a_configured_public_key_that_is_not_the_signing_key_s_is_refused(
         assert response.status_code == 503, path
         assert "misconfigured" in response.json()["error"]["message"]
         assert "ledger-signing" not in response.content.decode()
+    with pytest.raises(CommandError, match="is not the public key") as exc:
+        call_command("ledger_public_key", stdout=StringIO())
+    assert exc.value.returncode == 2  # a configuration error, as verify_ledger's
+
+
+@pytest.mark.parametrize("content", ["", "private", "two"])
+def test_a_public_file_that_is_no_public_key_is_a_503_and_an_exit_2_not_a_500(
+    signed_chain, signer, web, key_client, content
+):
+    """Copied by hand after each rotation, a wrong or empty copy is a likely slip."""
+    folder = web("file")
+    text = {
+        "": "",
+        "private": _private_pem(Ed25519PrivateKey.generate()),
+        "two": public_key_pem() + public_key_to_pem(Ed25519PrivateKey.generate().public_key()),
+    }[content]
+    (folder / PUBLIC_KEY_FILE_NAME).write_text(text)
+
+    for path in (VERIFY, CHECKPOINTS, PUBLIC_KEY):
+        response = key_client(scopes=["read"]).get(path)
+        assert response.status_code == 503, (path, response.content)
+        assert "misconfigured" in response.json()["error"]["message"]
+        assert PUBLIC_KEY_FILE_NAME not in response.content.decode()
+    for command in ("verify_ledger", "ledger_public_key"):
+        with pytest.raises(CommandError, match=PUBLIC_KEY_FILE_NAME) as exc:
+            call_command(command, stdout=StringIO())
+        assert exc.value.returncode == 2, command
+
+
+def test_the_event_page_says_the_keys_cannot_be_used_instead_of_a_500(
+    signed_chain, settings, client, superuser
+):
+    """Its verification checks the checkpoint at the event's sequence with the public key."""
+    settings.TRACELEDGER_SIGNING_PUBLIC_KEY = public_key_to_pem(
+        Ed25519PrivateKey.generate().public_key()
+    )
+    event = AuditEvent.objects.get(tenant_id=signed_chain.tenant_id, sequence=3)
+    client.force_login(superuser)
+
+    page = client.get(reverse("admin:audit_auditevent_change", args=[event.pk]))
+
+    assert page.status_code == 200
+    assert "not checked: The ledger&#x27;s keys are misconfigured" in page.content.decode()
 
 
 def test_the_matching_public_key_beside_the_private_one_is_accepted(signed_chain, settings):

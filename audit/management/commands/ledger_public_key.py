@@ -3,7 +3,12 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from audit.ledger.keyring import public_key_to_pem, retired_keys
-from audit.ledger.signing import SigningKeyMissing, key_id, public_key_pem
+from audit.ledger.signing import (
+    SigningKeyMisconfigured,
+    SigningKeyMissing,
+    key_id,
+    public_key_pem,
+)
 
 
 class Command(BaseCommand):
@@ -24,6 +29,8 @@ class Command(BaseCommand):
         try:
             pem = public_key_pem()
             current = key_id()
+        except SigningKeyMisconfigured as exc:  # as verify_ledger: a configuration error
+            raise CommandError(str(exc), returncode=2) from None
         except SigningKeyMissing as exc:
             raise CommandError(str(exc)) from None
         if options.get("key_id"):
