@@ -70,6 +70,20 @@ def _log_dead_lettered(message, problem: str) -> None:
     )
 
 
+def _note_dead_lettered(message, problem: str) -> None:
+    """Leave the drain the reason, under the id it will store the message by: without a
+    note it could only say "rejected by the worker" (best effort, as every note)."""
+    if not _is_ingest(message):
+        return
+    from audit.services.dead_letters import dead_letter_note
+    from audit.services.dead_letters.messages import dead_letter_message_id
+
+    try:
+        dead_letter_note(task_id=dead_letter_message_id(message), reason=problem)
+    except Exception:  # the reject itself must happen whatever the note does
+        logger.warning("cannot leave a dead-letter note for a rejected message", exc_info=True)
+
+
 @signals.task_rejected.connect
 def count_rejected_message(sender=None, message=None, **kwargs) -> None:
     """Celery rejected a message it could not make a task of (unknown format, invalid)."""
@@ -185,12 +199,16 @@ class DeadLetteringConsumer(Consumer):
     # reconnect lines): on audit.ingest the message is rejected, so RabbitMQ dead-letters
     # it, and nothing said so. Celery's handling is kept; our line follows, per message.
     def on_unknown_message(self, body, message) -> None:
+        problem = "not a Celery task message (no task header)"
+        _note_dead_lettered(message, problem)  # before Celery's reject: the drain may be quick
         super().on_unknown_message(body, message)
-        _log_dead_lettered(message, "not a Celery task message (no task header)")
+        _log_dead_lettered(message, problem)
 
     def on_invalid_task(self, body, message, exc) -> None:
+        problem = f"invalid task message: {exc}"
+        _note_dead_lettered(message, problem)
         super().on_invalid_task(body, message, exc)
-        _log_dead_lettered(message, f"invalid task message: {exc}")
+        _log_dead_lettered(message, problem)
 
     def on_decode_error(self, message, exc) -> None:
         logger.error(

@@ -2,6 +2,7 @@
 dead-lettered instead of stopping the worker, and a database connection cut under an idle
 worker is replaced instead of failing every later task. Real worker, broker and PostgreSQL."""
 
+import io
 import uuid
 
 import pytest
@@ -118,12 +119,20 @@ def _publish_foreign(body: bytes, *, content_type: str, headers: dict) -> None:
 def test_messages_celery_rejects_itself_are_logged_as_dead_lettered_each_one():
     """Celery's own lines said "deleted" or "discarded" (and are throttled: the second
     header-less message in 30 s logged nothing), while RabbitMQ dead-lettered them all."""
+    run = uuid.uuid4().hex
     worker = WorkerProcess(queues=INGEST_QUEUE.name).start()
     try:
-        _publish_foreign(b'{"hello": "world"}', content_type="application/json", headers={})
-        _publish_foreign(b'{"hello": 2}', content_type="application/json", headers={"id": "f-2"})
+        # Ids and body unique to this run: the worker's notes outlive it in Redis.
         _publish_foreign(
-            b"hello", content_type="text/plain", headers={"task": INGEST_TASK_NAME, "id": "f-3"}
+            b'{"hello": "%s"}' % run.encode(), content_type="application/json", headers={}
+        )
+        _publish_foreign(
+            b'{"hello": 2}', content_type="application/json", headers={"id": f"f-2-{run}"}
+        )
+        _publish_foreign(
+            b"hello",
+            content_type="text/plain",
+            headers={"task": INGEST_TASK_NAME, "id": f"f-3-{run}"},
         )
         wait_until(lambda: queue_depth(DLQ.name) == 3, what="the three in the DLQ")
         wait_until(lambda: "'text/plain'); dead-lettering" in worker.log(), what="the last line")
@@ -134,13 +143,19 @@ def test_messages_celery_rejects_itself_are_logged_as_dead_lettered_each_one():
     assert [line.split('"message": "', 1)[1].split('", "', 1)[0] for line in lines] == [
         "not a Celery task message (no task header) (message without an id, content type "
         "'application/json'); dead-lettering it to audit.ingest.dlq",
-        "not a Celery task message (no task header) (message f-2, content type "
+        f"not a Celery task message (no task header) (message f-2-{run}, content type "
         "'application/json'); dead-lettering it to audit.ingest.dlq",
         "invalid task message: Refusing to deserialize untrusted content of type text/plain "
-        "(text/plain) (message f-3, content type 'text/plain'); dead-lettering it to "
+        f"(text/plain) (message f-3-{run}, content type 'text/plain'); dead-lettering it to "
         "audit.ingest.dlq",
     ]
     assert all('"level": "ERROR", "logger": "audit.worker_signals"' in line for line in lines)
+    # And the drain stores each with that reason, not "rejected by the worker".
+    call_command("drain_dlq", stdout=io.StringIO())
+    reasons = dict(DeadLetter.objects.values_list("message_id", "reason"))
+    assert reasons.pop(f"f-2-{run}") == "not a Celery task message (no task header)"
+    assert reasons.pop(f"f-3-{run}").startswith("invalid task message: Refusing to deserialize")
+    assert list(reasons.values()) == ["not a Celery task message (no task header)"]
 
 
 @pytest.mark.integration

@@ -240,10 +240,15 @@ def dead_letter_fields(message) -> dict:
     }
 
 
+def dead_letter_message_id(message) -> str:
+    """The id the drain stores ``message`` under (and looks its worker's note up by)."""
+    headers = message.headers if isinstance(message.headers, dict) else {}
+    return _message_id(headers, message.properties or {}, _raw_body(message))
+
+
 def _label(message) -> str:
     """How the log and the command name a message that could not be stored."""
     try:
-        headers = message.headers if isinstance(message.headers, dict) else {}
-        return _message_id(headers, message.properties or {}, _raw_body(message))
+        return dead_letter_message_id(message)
     except Exception:  # naming it must not fail in turn
         return f"delivery tag {message.delivery_tag}"
