@@ -110,12 +110,17 @@ def _public_key_file() -> Path:
     return Path(settings.DATA_DIR) / PUBLIC_KEY_FILE_NAME
 
 
-def _new_key_pem() -> bytes:
-    return Ed25519PrivateKey.generate().private_bytes(
+def private_key_to_pem(key: Ed25519PrivateKey) -> bytes:
+    """PKCS #8 PEM, unencrypted: the key file's form, and TRACELEDGER_SIGNING_KEY's."""
+    return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+
+
+def _new_key_pem() -> bytes:
+    return private_key_to_pem(Ed25519PrivateKey.generate())
 
 
 @lru_cache(maxsize=4)

@@ -7,7 +7,6 @@ import sys
 from io import StringIO
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
@@ -15,7 +14,13 @@ from django.core.management import CommandError, call_command
 from audit.ledger import services
 from audit.ledger.keyring import public_key_to_pem, public_keys_parse
 from audit.ledger.services import checkpoints_sign
-from audit.ledger.signing import key_id, key_id_of, public_key_pem, signing_key
+from audit.ledger.signing import (
+    key_id,
+    key_id_of,
+    private_key_to_pem,
+    public_key_pem,
+    signing_key,
+)
 from audit.ledger.verify import ledger_verify
 from audit.models import Checkpoint
 from audit.tests.ledger_factories import chained_events_create
@@ -25,11 +30,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _private_pem(key: Ed25519PrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
+    return private_key_to_pem(key).decode()
 
 
 @pytest.fixture

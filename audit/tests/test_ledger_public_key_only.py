@@ -14,7 +14,6 @@ import sys
 from io import StringIO
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
@@ -30,6 +29,7 @@ from audit.ledger.signing import (
     SigningKeysMismatch,
     checkpoint_message,
     key_id,
+    private_key_to_pem,
     public_key_pem,
     signing_key,
 )
@@ -46,11 +46,7 @@ PUBLIC_KEY = "/api/v1/ledger/public-key"
 
 
 def _private_pem(key: Ed25519PrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
+    return private_key_to_pem(key).decode()
 
 
 @pytest.fixture(autouse=True)
