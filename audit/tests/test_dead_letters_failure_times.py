@@ -18,7 +18,7 @@ from audit.services.dead_letters import FIRST_FAILED_HEADER, dead_letter_fields,
 from audit.services.ingest import events_ingest
 from audit.tests.ingest_support import make_event, publish, purge_queues, queue_depth, wait_until
 from testsupport.worker import WorkerProcess
-from traceledger.queues import DLQ, INGEST_QUEUE
+from traceledger.queues import DLQ, INGEST_DELIVERY_LIMIT, INGEST_QUEUE
 
 T = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -125,3 +125,26 @@ def test_a_batch_that_runs_out_of_retries_keeps_the_time_of_its_first_failure(te
     assert published + lock_wait <= letter.first_failed_at < published + 2 * lock_wait
     # x-death times are whole seconds.
     assert letter.last_failed_at >= letter.first_failed_at + 2 * lock_wait - timedelta(seconds=1)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("death", "retries", "attempts"),
+    [
+        # The DLQ's own count (the drain left it queued twice): not the worker's attempts.
+        ({"queue": "audit.ingest", "reason": "rejected", "time": T, "count": 1}, 0, 1),
+        ({"queue": "audit.ingest", "reason": "rejected", "time": T, "count": 1}, 2, 3),
+        # Dead-lettered at the ingest queue's delivery limit: delivered limit + 1 times.
+        (
+            {"queue": "audit.ingest", "reason": "delivery_limit", "time": T, "count": 1},
+            0,
+            INGEST_DELIVERY_LIMIT + 1,
+        ),
+    ],
+)
+def test_attempts_are_the_workers_not_the_dlqs_deliveries(death, retries, attempts):
+    fields = dead_letter_fields(
+        dlq_message(**{"x-death": [death], "x-delivery-count": 2, "retries": retries})
+    )
+
+    assert fields["attempts"] == attempts

@@ -11,7 +11,7 @@ import math
 from datetime import UTC, datetime
 
 from audit.services.dead_letters.recording import dead_letter_note_read
-from traceledger.queues import INGEST_QUEUE_NAME
+from traceledger.queues import INGEST_DELIVERY_LIMIT, INGEST_QUEUE_NAME
 
 # The retry message of a failed ingest task carries the time of its first failure (set by
 # ``audit.tasks.IngestTask.retry``): a retry is a new message without the old ``x-death``,
@@ -160,6 +160,19 @@ def _message_id(headers: dict, props: dict, raw: bytes) -> str:
     return message_id
 
 
+def _attempts(headers: dict, *, death_reason: str, queue: str) -> int:
+    """How many times the worker tried: Celery's ``retries`` + 1, or, for a message the
+    ingest queue dead-lettered at its delivery limit, that limit + 1 deliveries.
+
+    Not ``x-delivery-count``: on the DLQ that header is the DLQ's own count (0 when first
+    taken, measured on RabbitMQ 3.10), so each drain that left the message queued (Redis
+    down, ``--limit``) raised the letter's attempts; the ingest queue's count is not kept."""
+    attempts = max(_count(headers.get("retries")) + 1, 1)
+    if death_reason == "delivery_limit" and queue == INGEST_QUEUE_NAME:
+        attempts = max(attempts, INGEST_DELIVERY_LIMIT + 1)
+    return attempts
+
+
 def _failure_times(headers: dict, deaths: list[dict]) -> tuple[datetime | None, datetime | None]:
     """``(first, last)`` failure of a message RabbitMQ dead-lettered: ``x-death`` times of
     real failures, and the first failure the retries carried along (``FIRST_FAILED_HEADER``)."""
@@ -220,9 +233,7 @@ def dead_letter_fields(message) -> dict:
         reason = _text(note.get("reason") or body_problem or explain)
         exception = _text(note.get("exception") or f"x-death: {death_reason} from {original_queue}")
         first_failed_at, last_failed_at = _failure_times(headers, deaths)
-        attempts = max(
-            _count(headers.get("retries")) + 1, _count(headers.get("x-delivery-count")), 1
-        )
+        attempts = _attempts(headers, death_reason=death_reason, queue=original_queue)
 
     return {
         "message_id": message_id,
