@@ -257,7 +257,7 @@ class DeadLetterAdmin(_OperationsAdmin):
 
     def pull_view(self, request):
         """POST (CSRF-checked by admin_view): drain ``audit.ingest.dlq`` into the table."""
-        from audit.services.dead_letters import dead_letters_drain, dlq_depth
+        from audit.services.dead_letters import NoteUnavailable, dead_letters_drain, dlq_depth
         from audit.services.submission import record_system_event
 
         # Draining creates rows for every tenant: an operator-wide action.
@@ -287,6 +287,8 @@ class DeadLetterAdmin(_OperationsAdmin):
             return HttpResponseRedirect(reverse("admin:audit_deadletter_changelist"))
         try:
             drained = dead_letters_drain()
+        except NoteUnavailable as exc:  # nothing was taken: say why, and when to pull again
+            self.message_user(request, f"Nothing pulled: {exc}.", messages.WARNING)
         except Exception as exc:  # RabbitMQ down: tell the operator, do not 500
             logger.warning("DLQ drain failed", exc_info=True)
             self.message_user(
@@ -302,9 +304,17 @@ class DeadLetterAdmin(_OperationsAdmin):
                 actor_id=actor.id,
                 actor_type=actor.type,
                 actor_name=actor.name,
-                description=f"{actor.name} pulled {drained.moved} dead letter(s) from RabbitMQ",
+                description=(
+                    f"{actor.name} pulled {drained.moved} dead letter(s) from RabbitMQ"
+                    + (
+                        f"; {drained.waiting_for_redis} left there until Redis answers"
+                        if drained.waiting_for_redis
+                        else ""
+                    )
+                ),
                 metadata={
                     "arrived": drained.moved,
+                    "left_waiting_for_redis": drained.waiting_for_redis,
                     "new": drained.new,
                     "repeats": drained.repeats,
                     # The first 100 (REPEATS_KEPT): an event's metadata holds 16 KiB at most.

@@ -299,59 +299,102 @@ def test_a_foreign_json_message_rejected_by_the_worker_is_drained():
     assert queue_depth(DLQ.name) == 0
 
 
-def test_a_letter_whose_reason_is_in_redis_waits_in_the_queue_while_redis_is_down(
-    fault_proxy, settings
-):
-    """Drained during a Redis outage, it was stored as "rejected by the worker" for good,
-    while its real reason sat in Redis until it expired. Now it stays in the DLQ (and the
-    drain stops) until Redis answers; a letter carrying its reason in its headers moves."""
+def _noted_and_headed_letters() -> None:
+    """One letter whose reason the worker left in Redis, one carrying it in its headers."""
     service.dead_letter_note(task_id="noted-1", reason="invalid event: action is required")
     publish_to_dlq(b'[[], {"tenant_id": 1, "events": []}, {}]', headers={"id": "noted-1"})
-    headed = service.events_dead_letter(
+    service.events_dead_letter(
         tenant_id=1,
         rejected=[RejectedEvent(event=make_event(), reason="conflict: test", exception="")],
         request_id="r-1",
         task_id="headed-1",
     )
+
+
+def test_a_drain_while_redis_is_down_takes_nothing_from_the_queue(fault_proxy, settings):
+    """Drained during a Redis outage, a letter was stored as "rejected by the worker" for
+    good, while its real reason sat in Redis until it expired. Each message a drain takes
+    and returns raises its delivery count on the quorum DLQ (RabbitMQ 4 drops one past 20),
+    so nothing is taken at all until Redis answers."""
+    _noted_and_headed_letters()
+
+    with _redis_cut(fault_proxy, settings), pytest.raises(CommandError) as refused:
+        call_command("drain_dlq", stdout=StringIO(), stderr=StringIO())
+
+    assert refused.value.returncode == 1
+    assert str(refused.value) == (
+        "Redis does not answer, and it holds why the worker rejected some letters: nothing "
+        "was taken from the queue; drain again once Redis is back"
+    )
+    assert queue_depth(DLQ.name) == 2 and not DeadLetter.objects.exists()
+
+    assert service.dead_letters_drain().moved == 2  # Redis answers again
+    letter = DeadLetter.objects.get(message_id="noted-1")
+    assert letter.reason == "invalid event: action is required"
+    assert letter.attempts == 1
+
+
+def test_a_letter_whose_reason_is_in_redis_waits_if_redis_goes_away_mid_drain(
+    fault_proxy, settings, monkeypatch
+):
+    """Redis answered when the drain began, and not when it read the note: that letter
+    stays queued (the drain stops after its batch); one carrying its reason moves."""
+    _noted_and_headed_letters()
+    monkeypatch.setattr(draining, "dead_letter_notes_reachable", lambda: None)
     err = StringIO()
 
     with _redis_cut(fault_proxy, settings), pytest.raises(CommandError) as refused:
         call_command("drain_dlq", stdout=StringIO(), stderr=err)
 
-    assert headed == 1
     assert refused.value.returncode == 1
     assert "Redis does not answer" in str(refused.value)
     assert "left in audit.ingest.dlq: noted-1: NoteUnavailable" in err.getvalue()
-    # Only the letter that carries its reason in its headers moved.
-    assert DeadLetter.objects.count() == 1
-    assert not DeadLetter.objects.filter(message_id="noted-1").exists()
-    assert queue_depth(DLQ.name) == 1
+    assert list(DeadLetter.objects.values_list("message_id", flat=True)) != ["noted-1"]
+    assert DeadLetter.objects.count() == 1 and queue_depth(DLQ.name) == 1
 
-    with _redis_cut(fault_proxy, settings):
-        assert service.dead_letters_drain().waiting_for_redis == 1  # an operator's retry
     assert service.dead_letters_drain().moved == 1  # Redis answers again
     letter = DeadLetter.objects.get(message_id="noted-1")
     assert letter.reason == "invalid event: action is required"
-    # The drains that left it queued are no attempts of the worker (they raised the DLQ's
-    # own x-delivery-count, which attempts used to take).
+    # Taken and returned once by the drain above: the DLQ's own x-delivery-count, which
+    # attempts used to take, is no attempt of the worker.
     assert letter.attempts == 1
 
 
-def test_the_admin_pull_says_which_letters_wait_for_redis(
+def test_the_admin_pull_says_why_nothing_was_pulled_while_redis_is_down(
     superuser, client, monkeypatch, fault_proxy, settings
 ):
     monkeypatch.setattr("audit.services.submission.record_system_event", lambda **kw: None)
-    service.dead_letter_note(task_id="noted-2", reason="invalid event: action is required")
-    publish_to_dlq(b'[[], {"tenant_id": 1, "events": []}, {}]', headers={"id": "noted-2"})
+    _noted_and_headed_letters()
     client.force_login(superuser)
 
     with _redis_cut(fault_proxy, settings):
         response = client.post(reverse("admin:audit_deadletter_pull"), follow=True)
 
     page = response.content.decode()
-    assert "Pulled 0 dead letter(s) from RabbitMQ." in page
+    assert "Nothing pulled: Redis does not answer" in page
+    assert queue_depth(DLQ.name) == 2 and not DeadLetter.objects.exists()
+
+
+def test_the_admin_pull_says_and_records_which_letters_wait_for_redis_mid_pull(
+    superuser, client, monkeypatch, fault_proxy, settings
+):
+    recorded = []
+    monkeypatch.setattr(
+        "audit.services.submission.record_system_event", lambda **kw: recorded.append(kw)
+    )
+    monkeypatch.setattr(draining, "dead_letter_notes_reachable", lambda: None)
+    _noted_and_headed_letters()
+    client.force_login(superuser)
+
+    with _redis_cut(fault_proxy, settings):
+        response = client.post(reverse("admin:audit_deadletter_pull"), follow=True)
+
+    page = response.content.decode()
+    assert "Pulled 1 dead letter(s) from RabbitMQ." in page
     assert "1 dead letter(s) stay in RabbitMQ for now, and the pull stopped: Redis" in page
-    assert queue_depth(DLQ.name) == 1 and not DeadLetter.objects.exists()
+    [drain] = [r for r in recorded if r["action"] == "dead_letter.drain"]
+    assert drain["metadata"]["left_waiting_for_redis"] == 1
+    assert drain["description"].endswith("; 1 left there until Redis answers")
 
 
 def _redis_cut(fault_proxy, settings):

@@ -10,7 +10,12 @@ from amqp.exceptions import AMQPError
 from django.core.management.base import BaseCommand, CommandError
 from kombu.exceptions import OperationalError as BrokerError
 
-from audit.services.dead_letters import DRAIN_BATCH, dead_letters_drain, dlq_depth
+from audit.services.dead_letters import (
+    DRAIN_BATCH,
+    NoteUnavailable,
+    dead_letters_drain,
+    dlq_depth,
+)
 from traceledger.queues import DLQ_NAME
 
 EXIT_LEFT_IN_QUEUE = 1
@@ -60,6 +65,8 @@ class Command(BaseCommand):
 
         try:
             result = dead_letters_drain(limit=limit, progress=progress, on_left=report_left)
+        except NoteUnavailable as exc:
+            raise CommandError(str(exc), returncode=EXIT_LEFT_IN_QUEUE) from exc
         except BROKER_ERRORS as exc:
             # What was committed before stays moved (acked after commit); the rest waits.
             raise CommandError(

@@ -39,13 +39,18 @@ from audit.services.dead_letters.draining import (
     dlq_depth,
 )
 from audit.services.dead_letters.messages import FIRST_FAILED_HEADER, dead_letter_fields
-from audit.services.dead_letters.recording import dead_letter_note, events_dead_letter
+from audit.services.dead_letters.recording import (
+    NoteUnavailable,
+    dead_letter_note,
+    events_dead_letter,
+)
 
 __all__ = [
     "DRAIN_BATCH",
     "FIRST_FAILED_HEADER",
     "REPEATS_KEPT",
     "DrainResult",
+    "NoteUnavailable",
     "Repeat",
     "UnknownDeadLetters",
     "dead_letter_fields",

@@ -11,7 +11,11 @@ from kombu import Connection
 
 from audit.models import DeadLetter, DeadLetterStatus
 from audit.services.dead_letters.messages import POSITIVE_INT_MAX, _label, dead_letter_fields
-from audit.services.dead_letters.recording import NoteUnavailable, _app
+from audit.services.dead_letters.recording import (
+    NoteUnavailable,
+    _app,
+    dead_letter_notes_reachable,
+)
 from audit.topology import queue_state
 from traceledger.queues import DLQ
 
@@ -191,8 +195,10 @@ def dead_letters_drain(
     that cannot be stored (it should not happen: any body and header is stored, but
     a bug must not block the DLQ) stays in the queue for a later drain, is logged, and is
     passed to ``on_left(message_id, exception)``; the other messages move on. ``limit``
-    counts the messages taken, moved or not.
+    counts the messages taken, moved or not. Raises ``NoteUnavailable`` (nothing taken)
+    when Redis, which holds the worker's notes on why it rejected messages, does not answer.
     """
+    dead_letter_notes_reachable()  # raises NoteUnavailable before any message is taken
     taken = 0
     result = DrainResult()
     left: list = []

@@ -37,6 +37,22 @@ class NoteUnavailable(Exception):
     "rejected by the worker" for good, and its real reason would expire in Redis."""
 
 
+def dead_letter_notes_reachable() -> None:
+    """``NoteUnavailable`` when Redis does not answer now. Asked before a drain takes any
+    message: each message it then left in the quorum DLQ would be returned to it, which
+    raises its delivery count (RabbitMQ 4 drops a message past the default limit of 20)."""
+    client = getattr(cache, "client", None)
+    if client is None:
+        return
+    try:
+        client.get_client(write=False).ping()
+    except Exception as exc:  # redis's ConnectionError, TimeoutError, the latch's skip
+        raise NoteUnavailable(
+            "Redis does not answer, and it holds why the worker rejected some letters: "
+            "nothing was taken from the queue; drain again once Redis is back"
+        ) from exc
+
+
 def dead_letter_note_read(task_id: str) -> dict:
     """The worker's note on ``task_id`` ({} when it left none); ``NoteUnavailable`` when
     Redis cannot be asked. Not ``cache.get``: django-redis answers an outage as a miss."""
