@@ -595,6 +595,8 @@ LOGGING = {
         # "search falls back to PostgreSQL", every search while Elasticsearch is away.
         "search.selectors": {"filters": ["outage_throttle"]},
         "audit.coalescer.broker": {"filters": ["outage_throttle"]},
+        # "ingest refused: broker and database both unavailable", every POST answered 503.
+        "audit.services.submission": {"filters": ["outage_throttle"]},
         # The admin's DLQ depth, read on every page view while RabbitMQ is away.
         "audit.services.dead_letters.depth": {"filters": ["outage_throttle"]},
         "audit.publisher": {"filters": ["outage_warning_throttle"]},
