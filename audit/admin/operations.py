@@ -314,12 +314,17 @@ class DeadLetterAdmin(_OperationsAdmin):
                 ),
                 metadata={
                     "arrived": drained.moved,
-                    "left_waiting_for_redis": drained.waiting_for_redis,
                     "new": drained.new,
                     "repeats": drained.repeats,
                     # The first 100 (REPEATS_KEPT): an event's metadata holds 16 KiB at most.
                     "repeat_of_ids": [r.id for r in drained.repeated],
                     "via": "admin",
+                    # Only when Redis went away mid-pull: the letters it left in RabbitMQ.
+                    **(
+                        {"left_waiting_for_redis": drained.waiting_for_redis}
+                        if drained.waiting_for_redis
+                        else {}
+                    ),
                 },
             )
             breakdown = drained.breakdown()
