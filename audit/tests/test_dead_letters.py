@@ -387,7 +387,7 @@ def test_drain_dlq_documents_its_exit_codes():
         .split()
     )
     assert "1 a message was left in the queue" in text
-    assert "2 could not drain (RabbitMQ or the database unreachable, bad input)" in text
+    assert "2 could not drain (RabbitMQ, the database or Redis unreachable, bad input)" in text
 
 
 def test_replay_dead_letters_names_unknown_ids_and_replays_nothing(tenant):

@@ -321,7 +321,7 @@ def test_a_drain_while_redis_is_down_takes_nothing_from_the_queue(fault_proxy, s
     with _redis_cut(fault_proxy, settings), pytest.raises(CommandError) as refused:
         call_command("drain_dlq", stdout=StringIO(), stderr=StringIO())
 
-    assert refused.value.returncode == 1
+    assert refused.value.returncode == 2
     assert str(refused.value) == (
         "Redis does not answer, and it holds why the worker rejected some letters: nothing "
         "was taken from the queue; drain again once Redis is back"
@@ -346,7 +346,7 @@ def test_a_letter_whose_reason_is_in_redis_waits_if_redis_goes_away_mid_drain(
     with _redis_cut(fault_proxy, settings), pytest.raises(CommandError) as refused:
         call_command("drain_dlq", stdout=StringIO(), stderr=err)
 
-    assert refused.value.returncode == 1
+    assert refused.value.returncode == 2
     assert "Redis does not answer" in str(refused.value)
     assert "left in audit.ingest.dlq: noted-1: NoteUnavailable" in err.getvalue()
     assert list(DeadLetter.objects.values_list("message_id", flat=True)) != ["noted-1"]

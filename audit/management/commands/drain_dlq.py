@@ -3,7 +3,8 @@
 Exit codes, for cron alerting: 0 every message taken was moved; 1 a message could not be
 stored and was left in the queue (it needs a person: it will not move by itself); 2 the
 drain could not run (RabbitMQ unreachable or failing mid-drain, the database unavailable,
-bad input): an outage or a typo, which the next run may get past, as ``verify_ledger``'s 2.
+Redis, which holds the worker's reasons, unavailable, bad input): an outage or a typo, which
+the next run may get past, as ``verify_ledger``'s 2.
 """
 
 from amqp.exceptions import AMQPError
@@ -33,8 +34,8 @@ class Command(BaseCommand):
         "names their rows, and those already replayed or discarded (their status is kept). "
         "A message that cannot be stored is left in the queue, named, and makes the command "
         "fail after the others are moved. Exit status: 0 all moved; "
-        "1 a message was left in the queue (look at it); 2 could not drain (RabbitMQ or the "
-        "database unreachable, bad input)."
+        "1 a message was left in the queue (look at it); 2 could not drain (RabbitMQ, the "
+        "database or Redis unreachable, bad input)."
     )
 
     def add_arguments(self, parser):
@@ -66,7 +67,7 @@ class Command(BaseCommand):
         try:
             result = dead_letters_drain(limit=limit, progress=progress, on_left=report_left)
         except NoteUnavailable as exc:
-            raise CommandError(str(exc), returncode=EXIT_LEFT_IN_QUEUE) from exc
+            raise CommandError(str(exc), returncode=EXIT_COULD_NOT_DRAIN) from exc
         except BROKER_ERRORS as exc:
             # What was committed before stays moved (acked after commit); the rest waits.
             raise CommandError(
@@ -83,7 +84,7 @@ class Command(BaseCommand):
                 f"{len(left)} message(s) were left in {DLQ_NAME}, and the drain stopped: Redis "
                 "does not answer, and it holds why the worker rejected them; run drain_dlq "
                 "again once Redis is back",
-                returncode=EXIT_LEFT_IN_QUEUE,
+                returncode=EXIT_COULD_NOT_DRAIN,
             )
         if left:
             # A non-zero exit: an unattended drain (cron) must make someone look.
