@@ -12,6 +12,7 @@ from rest_framework_api_key.permissions import KeyParser
 from rest_framework_simplejwt import authentication as simplejwt
 from rest_framework_simplejwt.exceptions import ExpiredTokenError, InvalidToken, TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.principal import Principal
 from accounts.ratelimits import bad_keys_check, bad_keys_count
@@ -95,9 +96,22 @@ class JWTAuthentication(simplejwt.JWTAuthentication):
         try:
             return super().get_validated_token(raw_token)
         except InvalidToken:
-            if not _expired(raw_token):
-                raise
-        raise InvalidToken("Token is expired: get a new one from POST /api/v1/auth/refresh.")
+            if _expired(raw_token):
+                raise InvalidToken(
+                    "Token is expired: get a new one from POST /api/v1/auth/refresh."
+                ) from None
+            if raw_token.count(b"." if isinstance(raw_token, bytes) else ".") != 2:
+                # No JWT at all: most often a service's API key sent as Bearer.
+                raise InvalidToken(
+                    "Not an access token (a JWT from POST /api/v1/auth/login); a service's "
+                    "API key is sent as `Authorization: Api-Key <key>`."
+                ) from None
+            if _valid_refresh_token(raw_token):
+                raise InvalidToken(
+                    "This is a refresh token: exchange it at POST /api/v1/auth/refresh for "
+                    "an access token."
+                ) from None
+            raise
 
 
 _SCHEMES = {
@@ -123,6 +137,16 @@ def _expired(raw_token) -> bool:
         except TokenError:
             continue
     return False
+
+
+def _valid_refresh_token(raw_token) -> bool:
+    """Whether the token is a refresh token this service signed and still honours (not
+    expired, not blacklisted): then the caller only sent the wrong one of the pair."""
+    try:
+        RefreshToken(raw_token.decode() if isinstance(raw_token, bytes) else raw_token)
+    except TokenError:
+        return False
+    return True
 
 
 class ApiKeyUser:

@@ -53,9 +53,13 @@ def read_tenant_id(
     if principal.tenant_id is None:  # defensive: only superusers lack a tenant
         raise PermissionDenied("This credential is not bound to a tenant.")
     if tenant_slug is not None:
-        own = Tenant.objects.filter(pk=principal.tenant_id, slug=tenant_slug).exists()
-        if not own:
-            raise PermissionDenied("You may only use your own tenant's events.")
+        own = Tenant.objects.filter(pk=principal.tenant_id).values_list("slug", flat=True).first()
+        if own != tenant_slug:
+            # Naming the caller's own slug gives nothing away and says what to send instead
+            # (slugs are lower case: "Acme" is not "acme").
+            raise PermissionDenied(
+                f"You may only use your own tenant's events: tenant={own}, or leave it out."
+            )
     return principal.tenant_id
 
 

@@ -327,12 +327,14 @@ def test_a_method_the_url_does_not_serve_is_405_whatever_the_keys_scopes(key_cli
 
 
 @pytest.mark.django_db
-def test_it_answers_403_when_a_tenant_asks_for_another_tenants_events(reader, other_tenant):
+def test_it_answers_403_when_a_tenant_asks_for_another_tenants_events(reader, tenant, other_tenant):
     events_create(tenant_id=other_tenant.pk, count=1)
     response = reader.get(LIST, {"tenant": "globex"})
     assert response.status_code == 403
     # The reason, not DRF's generic "You do not have permission to perform this action."
-    assert response.json()["error"]["message"] == "You may only use your own tenant's events."
+    assert response.json()["error"]["message"] == (
+        f"You may only use your own tenant's events: tenant={tenant.slug}, or leave it out."
+    )
     assert reader.get(LIST, {"tenant": "no-such-tenant"}).status_code == 403
 
 

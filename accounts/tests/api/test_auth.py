@@ -336,9 +336,21 @@ def test_an_expired_access_token_is_said_to_be_expired(person):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("expired", [False, True])
-def test_a_refresh_token_sent_as_bearer_is_not_valid_expired_or_not(person, expired):
-    """Not "expired: get a new one from refresh": no refresh makes it an access token."""
+@pytest.mark.parametrize(
+    ("expired", "message"),
+    [
+        (
+            False,
+            "This is a refresh token: exchange it at POST /api/v1/auth/refresh for an access "
+            "token.",
+        ),
+        # Not "expired: get a new one from refresh", nor "exchange it": it is no use now.
+        (True, "Given token not valid for any token type"),
+    ],
+)
+def test_a_refresh_token_sent_as_bearer_is_named_while_it_can_still_be_exchanged(
+    person, expired, message
+):
     token = RefreshToken.for_user(person)
     if expired:
         token.set_exp(from_time=datetime.now(UTC) - timedelta(days=2))
@@ -346,9 +358,20 @@ def test_a_refresh_token_sent_as_bearer_is_not_valid_expired_or_not(person, expi
     response = _bearer(token).get("/api/v1/audit-events")
 
     assert response.status_code == 401
+    assert response.json()["error"] == {"code": "token_not_valid", "message": message}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("token", ["abcd1234.s3cretpart0123456789abcdefABCDEF", "garbage"])
+def test_an_api_key_sent_as_bearer_is_told_its_header(db, token):
+    """The newcomer's mistake: simplejwt said "Given token not valid for any token type"."""
+    response = _bearer(token).get("/api/v1/audit-events")
+
+    assert response.status_code == 401
     assert response.json()["error"] == {
         "code": "token_not_valid",
-        "message": "Given token not valid for any token type",
+        "message": "Not an access token (a JWT from POST /api/v1/auth/login); a service's API "
+        "key is sent as `Authorization: Api-Key <key>`.",
     }
 
 
