@@ -105,5 +105,7 @@ def strict_ingest_body(result, generator, request, public):
             "maxLength": 64,
             "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
             "description": "An IPv4 or IPv6 address (no zone index); stored compressed.",
+            # Swagger UI's "Try it out" filled in "string", which the API refuses.
+            "example": "203.0.113.7",
         }
     return result
