@@ -77,10 +77,9 @@ class _TenantAsTextMixin:
     def tenant_as_text(self, request, obj, readonly) -> list:
         """``readonly`` (the admin's whole list, so called last by its
         ``get_readonly_fields``) with the tenant shown as text where its link cannot open."""
-        tenants = self.admin_site._registry[Tenant]
         if obj is None or "tenant" not in readonly:
             return list(readonly)
-        if tenants.has_view_permission(request, obj.tenant):
+        if self.admin_site._registry[Tenant].has_view_permission(request, obj.tenant):
             return list(readonly)
         return _tenant_renamed(readonly)
 
@@ -94,10 +93,13 @@ class _TenantAsTextMixin:
         ]
 
 
-def _tenant_renamed(fields):
+def _tenant_renamed(fields) -> list:
+    """``fields`` (nested as a fieldset's rows may be) with ``tenant_text`` for ``tenant``."""
     return [
-        _tenant_renamed(field) if isinstance(field, list | tuple) else field
-        for field in (("tenant_text" if field == "tenant" else field) for field in fields)
+        _tenant_renamed(field)
+        if isinstance(field, list | tuple)
+        else ("tenant_text" if field == "tenant" else field)
+        for field in fields
     ]
 
 

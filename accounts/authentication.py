@@ -69,9 +69,11 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
 
 class JWTAuthentication(simplejwt.JWTAuthentication):
-    """simplejwt's, with an expired access token told apart from an invalid one: simplejwt
-    answers "Given token not valid for any token type" to both, and a client should refresh
-    after the first but not after the second. Still ``token_not_valid``, as before."""
+    """simplejwt's, with each way a token fails told apart where simplejwt answers "Given
+    token not valid for any token type" to all: an expired access token (refresh), no JWT
+    at all (an API key sent as Bearer), a refresh token still usable (exchange it); a forged
+    token keeps simplejwt's words. Still ``token_not_valid``, as before. The scheme is matched
+    case-insensitively, and a bare "Bearer" says the token is missing."""
 
     def get_raw_token(self, header: bytes) -> bytes | None:
         # simplejwt matches the scheme case-sensitively (RFC 9110 §11.1: it is not) and says
@@ -100,7 +102,7 @@ class JWTAuthentication(simplejwt.JWTAuthentication):
                 raise InvalidToken(
                     "Token is expired: get a new one from POST /api/v1/auth/refresh."
                 ) from None
-            if raw_token.count(b"." if isinstance(raw_token, bytes) else ".") != 2:
+            if raw_token.count(b".") != 2:  # get_raw_token hands over the header's bytes
                 # No JWT at all: most often a service's API key sent as Bearer.
                 raise InvalidToken(
                     "Not an access token (a JWT from POST /api/v1/auth/login); a service's "
@@ -143,7 +145,7 @@ def _valid_refresh_token(raw_token) -> bool:
     """Whether the token is a refresh token this service signed and still honours (not
     expired, not blacklisted): then the caller only sent the wrong one of the pair."""
     try:
-        RefreshToken(raw_token.decode() if isinstance(raw_token, bytes) else raw_token)
+        RefreshToken(raw_token)
     except TokenError:
         return False
     return True

@@ -94,8 +94,8 @@ def export_record(*, request: HttpRequest, queryset, fmt: str, scope: dict) -> l
     return tenant_ids
 
 
-# A selection is one changelist page of checkboxes; the cap bounds a hand-made POST (its ids
-# within an event's metadata limit.
+# A selection is one changelist page of checkboxes; the cap bounds what a hand-made POST
+# makes the record hold (audit.services.record_parts spreads the ids over several events).
 SELECTED_MAX = 1000
 
 

@@ -152,16 +152,13 @@ def _store(
                         _fold_repeat(row, fields)
             except (OperationalError, InterfaceError):
                 raise
-            except NoteUnavailable as exc:
-                label = _label(message)
-                logger.warning("dead letter %s left in %s: %s", label, DLQ.name, exc)
-                result.waiting_for_redis += 1
-                if on_left:
-                    on_left(label, exc)
-                left.append(message)
             except Exception as exc:
                 label = _label(message)
-                logger.exception("cannot store dead letter %s; left in %s", label, DLQ.name)
+                if isinstance(exc, NoteUnavailable):  # an outage, not a bug: no traceback
+                    result.waiting_for_redis += 1
+                    logger.warning("dead letter %s left in %s: %s", label, DLQ.name, exc)
+                else:
+                    logger.exception("cannot store dead letter %s; left in %s", label, DLQ.name)
                 if on_left:
                     on_left(label, exc)
                 left.append(message)

@@ -41,11 +41,8 @@ def dead_letter_notes_reachable() -> None:
     """``NoteUnavailable`` when Redis does not answer now. Asked before a drain takes any
     message: each message it then left in the quorum DLQ would be returned to it, which
     raises its delivery count (RabbitMQ 4 drops a message past the default limit of 20)."""
-    client = getattr(cache, "client", None)
-    if client is None:
-        return
     try:
-        client.get_client(write=False).ping()
+        cache.client.get_client(write=False).ping()
     except Exception as exc:  # redis's ConnectionError, TimeoutError, the latch's skip
         raise NoteUnavailable(
             "Redis does not answer, and it holds why the worker rejected some letters: "
@@ -55,12 +52,10 @@ def dead_letter_notes_reachable() -> None:
 
 def dead_letter_note_read(task_id: str) -> dict:
     """The worker's note on ``task_id`` ({} when it left none); ``NoteUnavailable`` when
-    Redis cannot be asked. Not ``cache.get``: django-redis answers an outage as a miss."""
-    client = getattr(cache, "client", None)  # django-redis; another backend: plain get
-    if client is None:
-        return cache.get(_note_key(task_id)) or {}
+    Redis cannot be asked. Not ``cache.get``: django-redis (the project's cache) answers an
+    outage as a miss; its client raises."""
     try:
-        return client.get(_note_key(task_id)) or {}
+        return cache.client.get(_note_key(task_id)) or {}
     except ConnectionInterrupted as exc:
         raise NoteUnavailable(
             "Redis does not answer, and it holds why the worker rejected this message: left "
