@@ -2,7 +2,9 @@
 
 Semantics:
 
-- ``actor_id``, ``actor_type``, ``target_type``, ``target_id``: exact, case-sensitive match.
+- ``event_id``, ``actor_id``, ``actor_type``, ``target_type``, ``target_id``: exact,
+  case-sensitive match. ``event_id`` is not in ARCHITECTURE's list: a service that logged its
+  own idempotency key looks the event up by it (the (tenant, event_id) unique index).
 - ``action``: exact match, or a prefix match when the value ends with ``*``
   (``invoice.*`` matches ``invoice.update`` and ``invoice.create.draft``). Only a trailing
   ``*`` is special; the rest must be a valid action (``[A-Za-z0-9_.:-]``). ``*`` alone is
@@ -173,6 +175,10 @@ class _EventFilterForm(forms.Form):
 
 
 class AuditEventFilterSet(django_filters.FilterSet):
+    event_id = django_filters.CharFilter(
+        max_length=128,
+        help_text="Exact event_id: the idempotency key the service sent, or the one assigned.",
+    )
     actor_id = django_filters.CharFilter(max_length=256, help_text="Exact actor id.")
     actor_type = django_filters.CharFilter(max_length=64, help_text="Exact actor type.")
     action = django_filters.CharFilter(
@@ -204,6 +210,7 @@ class AuditEventFilterSet(django_filters.FilterSet):
         model = AuditEvent
         form = _EventFilterForm
         fields = [
+            "event_id",
             "actor_id",
             "actor_type",
             "action",

@@ -106,6 +106,16 @@ def test_it_applies_the_filters_through_the_api(reader, tenant):
 
 
 @pytest.mark.django_db
+def test_a_service_finds_its_event_by_the_event_id_it_sent(reader, tenant, other_tenant):
+    [mine] = events_create(tenant_id=tenant.pk, count=1, event_id="inv-7-update-1")
+    events_create(tenant_id=other_tenant.pk, count=1, event_id="inv-7-update-1")
+    events_create(tenant_id=tenant.pk, count=2)
+    response = reader.get(LIST, {"event_id": "inv-7-update-1"})
+    assert response.status_code == 200
+    assert [e["id"] for e in response.json()["results"]] == [str(mine.pk)]
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     ("params", "field"),
     [

@@ -143,6 +143,15 @@ def test_it_narrows_by_each_filter_alone(dataset, name, value):
 
 
 @pytest.mark.django_db
+def test_it_finds_an_event_by_the_event_id_its_service_sent(dataset):
+    [wanted] = events_create(tenant_id=dataset[0].tenant_id, count=1, event_id="inv-7-update-1")
+    # Exact and case-sensitive, like the idempotency key it is.
+    assert _filtered({"event_id": "inv-7-update-1"}) == [wanted.pk]
+    assert _filtered({"event_id": "INV-7-UPDATE-1"}) == []
+    assert _filtered({"event_id": dataset[3].event_id}) == [dataset[3].pk]
+
+
+@pytest.mark.django_db
 def test_it_treats_occurred_after_as_inclusive_and_occurred_before_as_exclusive(tenant):
     at = BASE_TIME + timedelta(minutes=5)
     [event] = events_create(tenant_id=tenant.pk, count=1, occurred_at=at)
@@ -201,6 +210,7 @@ def test_it_does_not_treat_an_underscore_in_an_action_prefix_as_a_wildcard(tenan
         ("action", "in voice.*"),
         ("action", "invoice.*.update"),
         ("actor_id", "x" * 257),
+        ("event_id", "x" * 129),
     ],
 )
 def test_it_rejects_an_invalid_value_naming_the_field(name, value):

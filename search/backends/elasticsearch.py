@@ -32,7 +32,15 @@ QUERY_FIELDS = [
 # websearch_to_tsquery does: simple_query_string reads operators strictly left to right).
 # Prefix (*) and fuzzy (~) are off, so those characters are plain text.
 QUERY_FLAGS = "AND|OR|NOT|PHRASE|PRECEDENCE|WHITESPACE"
-TERM_FILTERS = ("actor_id", "actor_type", "target_type", "target_id", "outcome", "severity")
+TERM_FILTERS = (
+    "event_id",
+    "actor_id",
+    "actor_type",
+    "target_type",
+    "target_id",
+    "outcome",
+    "severity",
+)
 _QUOTED = re.compile(r'("[^"]*"?)')
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -239,6 +239,7 @@ def test_it_builds_the_query_with_every_filter_and_the_tenant(tenant):
         "action": "payroll.*",
         "target_type": "report",
         "target_id": "r-1",
+        "event_id": "inv-7-update-1",
         "outcome": "success",
         "severity": "critical",
         "occurred_after": "2026-03-01T00:00:00Z",
@@ -266,6 +267,7 @@ def test_it_builds_the_query_with_every_filter_and_the_tenant(tenant):
                 ],
                 "filter": [
                     {"term": {"tenant": tenant.pk}},
+                    {"term": {"event_id": "inv-7-update-1"}},
                     {"term": {"actor_id": "alice"}},
                     {"term": {"actor_type": "user"}},
                     {"term": {"target_type": "report"}},
