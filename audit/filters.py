@@ -160,6 +160,14 @@ def action_q(value: str, *, prefix: bool = False) -> Q:
     return Q(action__startswith=value) if prefix else Q(action=value)
 
 
+def _choice_error(choices) -> dict[str, str]:
+    """Django's "Select a valid choice. X is not one of the available choices." names none of
+    them: a client would have to find them in the schema."""
+    values = ", ".join(value for value, _ in choices.choices)
+    # django-filter %-formats the message with the value given.
+    return {"invalid_choice": f"Select a valid choice: one of {values} (not %(value)s)."}
+
+
 class _EventFilterForm(forms.Form):
     def clean(self):
         cleaned = super().clean()
@@ -188,8 +196,16 @@ class AuditEventFilterSet(django_filters.FilterSet):
     )
     target_type = django_filters.CharFilter(max_length=64, help_text="Exact target type.")
     target_id = django_filters.CharFilter(max_length=256, help_text="Exact target id.")
-    outcome = django_filters.ChoiceFilter(choices=Outcome.choices, help_text="Event outcome.")
-    severity = django_filters.ChoiceFilter(choices=Severity.choices, help_text="Event severity.")
+    outcome = django_filters.ChoiceFilter(
+        choices=Outcome.choices,
+        error_messages=_choice_error(Outcome),
+        help_text="Event outcome.",
+    )
+    severity = django_filters.ChoiceFilter(
+        choices=Severity.choices,
+        error_messages=_choice_error(Severity),
+        help_text="Event severity.",
+    )
     occurred_after = UtcDateTimeFilter(
         param="occurred_after",
         field_name="occurred_at",

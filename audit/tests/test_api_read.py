@@ -106,6 +106,19 @@ def test_it_applies_the_filters_through_the_api(reader, tenant):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("param", "choices"),
+    [("outcome", "success, failure, unknown"), ("severity", "info, notice, warning, critical")],
+)
+def test_a_bad_choice_is_told_the_choices(reader, tenant, param, choices):
+    response = reader.get(LIST, {param: "maybe"})
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {
+        param: [f"Select a valid choice: one of {choices} (not maybe)."]
+    }
+
+
+@pytest.mark.django_db
 def test_a_service_finds_its_event_by_the_event_id_it_sent(reader, tenant, other_tenant):
     [mine] = events_create(tenant_id=tenant.pk, count=1, event_id="inv-7-update-1")
     events_create(tenant_id=other_tenant.pk, count=1, event_id="inv-7-update-1")
