@@ -11,7 +11,7 @@ from accounts.services import api_key_create
         "/api/v1/audit-events/not-a-uuid",
         "/api/v1/audit-events/6F9619FF-8B86-D011-B42D-00C04FC964F",
         "/api/v1/no-such-thing",
-        "/api/v1/ledger/verify/",
+        "/api/v1/ledger/verify/x",
         "/api/v2/audit-events",
     ],
 )
@@ -23,6 +23,33 @@ def test_a_path_under_api_that_names_no_endpoint_is_a_json_404(client, path):
     assert response.json() == {
         "error": {"code": "not_found", "message": f"No API endpoint at {path}; see /api/docs/."}
     }
+
+
+@pytest.mark.parametrize(
+    ("path", "meant"),
+    [
+        ("/api/v1/ledger/verify/", "/api/v1/ledger/verify"),
+        ("/api/v1/audit-events/", "/api/v1/audit-events"),
+        ("/api/v1/audit-events/search//", "/api/v1/audit-events/search"),
+        (
+            "/api/v1/audit-events/6f9619ff-8b86-d011-b42d-00c04fc964ff/",
+            "/api/v1/audit-events/6f9619ff-8b86-d011-b42d-00c04fc964ff",
+        ),
+        ("/api/v1/audit-events/not-a-uuid/", None),
+        ("/api/v1/nothing/", None),
+        ("/api/schema", "/api/schema/"),
+        ("/api/docs", "/api/docs/"),
+    ],
+)
+def test_a_path_off_by_its_trailing_slash_is_told_the_endpoint_meant(client, path, meant):
+    response = client.get(path)
+
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == (
+        f"No API endpoint at {path}; did you mean {meant}?"
+        if meant
+        else f"No API endpoint at {path}; see /api/docs/."
+    )
 
 
 def _csrf_enforcing_client(credentials, owner):
