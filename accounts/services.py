@@ -239,16 +239,11 @@ def user_create(
     """Creates a tenant user with a role (``is_staff``: may also log in to the admin, where an
     auditor or admin browses the tenant's trail). Raises ``ValidationError`` keyed by field."""
     tenant_members_validate(tenant=tenant)
-    if role not in Role.values:
-        raise ValidationError({"role": [f"Must be one of {', '.join(Role.values)}."]})
+    problems = user_fields_problems(username=username, password=password, email=email, role=role)
+    if problems:
+        raise ValidationError(problems)
     username = User.normalize_username(username)  # NFKC, as Django stores it (fullwidth too)
-    if _username_taken(username):
-        raise ValidationError({"username": [USERNAME_TAKEN]})
     user = User(username=username, email=email, tenant=tenant, role=role, is_staff=is_staff)
-    try:
-        validate_password(password, user=user)
-    except ValidationError as exc:
-        raise ValidationError({"password": exc.messages}) from exc
     user.set_password(password)
     try:
         with transaction.atomic():
@@ -275,6 +270,32 @@ def user_create(
 
 
 USERNAME_TAKEN = "A user with that username already exists."
+
+
+def user_fields_problems(
+    *,
+    username: str | None,
+    password: str | None,
+    email: str = "",
+    role: str | None = None,
+) -> dict[str, list[str]]:
+    """Every reason ``user_create`` refuses these values, under each field's name, all at
+    once: a client fixing a taken username should not learn of its weak password only on the
+    next try. A field given as None (missing, or already refused) is not checked."""
+    problems: dict[str, list[str]] = {}
+    if role is not None and role not in Role.values:
+        problems["role"] = [f"Must be one of {', '.join(Role.values)}."]
+    if username is not None:
+        username = User.normalize_username(username)  # NFKC, as Django stores it
+        if _username_taken(username):
+            problems["username"] = [USERNAME_TAKEN]
+    if password is not None:
+        try:
+            # The similarity check compares with the username and email given.
+            validate_password(password, user=User(username=username or "", email=email))
+        except ValidationError as exc:
+            problems["password"] = exc.messages
+    return problems
 
 
 def superuser_create(

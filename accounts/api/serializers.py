@@ -19,13 +19,20 @@ AUTH_TIME_CLAIM = "auth_time"  # as in OpenID Connect: when the person logged in
 # before the serializer class; the OpenAPI schema says so (additionalProperties: false,
 # accounts.schema). Comments, not a docstring: drf-spectacular would publish a docstring as
 # the description of a serializer that has none of its own.
+# The known fields' errors come in the same 400, so that one answer names every bad field.
 class UnknownFieldsRefused:
     def to_internal_value(self, data):
-        if isinstance(data, Mapping):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return super().to_internal_value(data)
+        unknown = sorted(set(data) - set(self.fields)) if isinstance(data, Mapping) else []
+        errors = {name: ["Unknown field."] for name in unknown}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if not errors or not isinstance(exc.detail, Mapping):
+                raise
+            raise serializers.ValidationError({**errors, **exc.detail}) from exc
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
 
 
 class RotatingRefreshSerializer(UnknownFieldsRefused, TokenRefreshSerializer):

@@ -1,3 +1,5 @@
+from collections.abc import Mapping
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
@@ -19,7 +21,7 @@ from accounts.permissions import IsTenantAdmin
 from accounts.principal import get_principal
 from accounts.ratelimits import LoginIpRateLimit, LoginUsernameRateLimit
 from accounts.selectors import tenant_get, tenant_get_by_slug
-from accounts.services import actor_for_principal, user_create
+from accounts.services import actor_for_principal, user_create, user_fields_problems
 from traceledger.api.responses import DATABASE_UNAVAILABLE
 
 _ERRORS = {
@@ -95,10 +97,26 @@ class UserCreateView(NoQueryParamsMixin, APIView):
     )
     def post(self, request):
         serializer = UserCreateInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        errors = {} if serializer.is_valid() else dict(serializer.errors)
+        data = serializer.validated_data if not errors else _fields_passed(serializer, errors)
         principal = get_principal(request)
-        tenant = self._tenant(principal, data.get("tenant"))
+        # Every bad field in one 400: the tenant and the service's checks (a taken username,
+        # a weak password) also for a request whose other fields were refused.
+        tenant = None
+        if "tenant" not in errors:
+            try:
+                tenant = self._tenant(principal, data.get("tenant"))
+            except ValidationError as exc:
+                errors.update(exc.detail)
+        problems = user_fields_problems(
+            username=data.get("username"),
+            password=data.get("password"),
+            email=data.get("email", ""),
+        )
+        for name, messages in problems.items():
+            errors.setdefault(name, messages)
+        if errors:
+            raise ValidationError(errors)
         try:
             user = user_create(
                 tenant=tenant,
@@ -126,3 +144,19 @@ class UserCreateView(NoQueryParamsMixin, APIView):
             # Same answer whether the other tenant exists or not: no existence leak.
             raise ValidationError({"tenant": ["A tenant admin creates users in their own tenant."]})
         return own
+
+
+def _fields_passed(serializer, errors) -> dict:
+    """The fields of a refused body that passed their own checks, cleaned as they would be."""
+    raw = serializer.initial_data
+    if not isinstance(raw, Mapping):
+        return {}
+    passed = {}
+    for name, field in serializer.fields.items():
+        if name in errors or name not in raw:
+            continue
+        try:
+            passed[name] = field.run_validation(raw[name])
+        except ValidationError:  # not expected: the field passed once already
+            continue
+    return passed

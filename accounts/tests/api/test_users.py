@@ -105,6 +105,26 @@ def test_it_answers_400_naming_the_bad_field(jwt_client, owner, overrides, field
 
 
 @pytest.mark.django_db
+def test_one_400_names_every_bad_field_the_service_checks_included(jwt_client, owner, teammate):
+    body = _body(username="teammate", password="password", role="god", colour="blue")
+    response = jwt_client(owner).post("/api/v1/users", body, format="json")
+    assert response.status_code == 400
+    fields = response.json()["error"]["fields"]
+    assert set(fields) == {"username", "password", "role", "colour"}
+    assert fields["username"] == ["A user with that username already exists."]
+    assert fields["password"] == ["This password is too common."]
+
+
+@pytest.mark.django_db
+def test_a_superuser_without_a_tenant_is_also_told_of_a_weak_password(jwt_client, superuser):
+    body = _body(password="password", email="not-an-email")
+    response = jwt_client(superuser).post("/api/v1/users", body, format="json")
+    assert response.status_code == 400
+    assert set(response.json()["error"]["fields"]) == {"tenant", "password", "email"}
+    assert not User.objects.filter(username=body["username"]).exists()
+
+
+@pytest.mark.django_db
 def test_it_rejects_a_password_like_the_username(jwt_client, owner):
     body = _body(username="margaret-hamilton", password="margaret-hamilton")
     response = jwt_client(owner).post("/api/v1/users", body, format="json")
