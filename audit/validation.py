@@ -115,11 +115,23 @@ def _check_no_nul(value: str) -> None:
         raise FieldError(_NUL_MESSAGE)
 
 
+# RFC 3339 allows a seconds field of 60 (a leap second), which no datetime here holds.
+_LEAP_SECOND = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:60(?:[.,][0-9]+)?"
+    r"(?:[Zz]|[+-][0-9]{2}:?[0-9]{2})\Z"
+)
+
+
 def occurred_at_normalize(value: str, *, now: datetime) -> str:
     _check_no_nul(value)
     try:
         parsed = msgspec.convert(_EXTRA_DIGITS.sub(r"\1", value), _TZ_DATETIME)
     except msgspec.ValidationError:
+        if _LEAP_SECOND.match(value):
+            raise FieldError(
+                "A leap second (:60) cannot be stored (PostgreSQL and Python have none): "
+                "send :59.999999."
+            ) from None
         raise FieldError(
             "Must be an RFC 3339 timestamp with an offset, e.g. 2026-11-29T10:00:00Z."
         ) from None

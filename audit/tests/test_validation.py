@@ -258,6 +258,25 @@ def test_it_refuses_an_occurred_at_more_than_five_minutes_ahead():
     assert events_parse(orjson.dumps(valid_event(occurred_at=nearly)))
 
 
+@pytest.mark.parametrize(
+    "value", ["2016-12-31T23:59:60Z", "2016-12-31t23:59:60.5+00:00", "2016-12-31T18:59:60-0500"]
+)
+def test_a_leap_second_is_told_what_to_send_instead(value):
+    assert errors_of(valid_event(occurred_at=value)) == {
+        "occurred_at": [
+            "A leap second (:60) cannot be stored (PostgreSQL and Python have none): "
+            "send :59.999999."
+        ]
+    }
+
+
+@pytest.mark.parametrize("value", ["2016-12-31T23:59:61Z", "2016-12-31T23:60:00Z"])
+def test_other_out_of_range_seconds_get_the_general_message(value):
+    assert errors_of(valid_event(occurred_at=value)) == {
+        "occurred_at": ["Must be an RFC 3339 timestamp with an offset, e.g. 2026-11-29T10:00:00Z."]
+    }
+
+
 @pytest.mark.parametrize("missing", ["occurred_at", "action", "actor"])
 def test_it_requires(missing):
     event = valid_event()
