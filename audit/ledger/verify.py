@@ -19,6 +19,7 @@ from django.db import transaction
 from audit.ledger import selectors
 from audit.ledger.canonical import CanonicalError, event_hash
 from audit.ledger.signing import checkpoint_signature_valid, key_id, verification_key
+from audit.models.fields import UnreadableJSON
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,8 @@ def _verify(*, tenant_id, base, start, to_sequence, whole, state, progress, chun
                 raise _Broken(expected_seq, f"event {expected_seq} is missing (a gap in the chain)")
             if row["prev_hash"] != expected_prev:
                 raise _Broken(sequence, "prev_hash does not link to the previous event's hash")
+            if isinstance(row["metadata"], UnreadableJSON):
+                raise _Broken(sequence, f"the stored metadata: {row['metadata'].reason}")
             try:
                 computed = event_hash(expected_prev, row)
             except CanonicalError as exc:

@@ -3,6 +3,8 @@ import uuid
 from django.contrib.postgres.indexes import BrinIndex, OpClass
 from django.db import models
 
+from audit.models.fields import StoredJSONField
+
 
 class Outcome(models.TextChoices):
     SUCCESS = "success"
@@ -54,7 +56,7 @@ class AuditEvent(models.Model):
     source_ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=512, blank=True, default="")
     description = models.TextField(max_length=2000, blank=True, default="")
-    metadata = models.JSONField(default=dict, blank=True)
+    metadata = StoredJSONField(default=dict, blank=True)
     # Who handed the event to TraceLedger: "api_key:<prefix>", "user:<id>" or "traceledger"
     # (its own records); "" for events stored before it was kept. Set by the server, never
     # by the event: the actor is whatever the submitter wrote.

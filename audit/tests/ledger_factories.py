@@ -63,3 +63,14 @@ def ledger_guards_off() -> Iterator[None]:
         yield
         for table in tables:
             cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+
+
+def events_tamper(statement: str, params=()) -> None:
+    """Run SQL with the events' append-only trigger disabled, as a database owner could."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Fire the deferred FK checks of this test's inserts: ALTER TABLE refuses to run
+        # while any are pending.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER auditevent_append_only")
+        cursor.execute(statement, params)
+        cursor.execute("ALTER TABLE audit_auditevent ENABLE TRIGGER auditevent_append_only")

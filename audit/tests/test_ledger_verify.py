@@ -3,24 +3,17 @@
 from io import StringIO
 
 import pytest
-from django.db import connection, transaction
 
 from audit.ledger.canonical import event_hash
 from audit.ledger.services import checkpoint_create, checkpoints_sign
 from audit.ledger.verify import ledger_verify
 from audit.models import AuditEvent, ChainHead
-from audit.tests.ledger_factories import chained_events_create, event_row, ledger_guards_off
-
-
-def _tamper(statement: str, params=()) -> None:
-    """Run SQL with the append-only trigger disabled, as a database owner could."""
-    with transaction.atomic(), connection.cursor() as cursor:
-        # Fire the deferred FK checks of this test's inserts: ALTER TABLE refuses to run
-        # while any are pending.
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER auditevent_append_only")
-        cursor.execute(statement, params)
-        cursor.execute("ALTER TABLE audit_auditevent ENABLE TRIGGER auditevent_append_only")
+from audit.tests.ledger_factories import (
+    chained_events_create,
+    event_row,
+    ledger_guards_off,
+)
+from audit.tests.ledger_factories import events_tamper as _tamper
 
 
 @pytest.fixture
