@@ -49,7 +49,7 @@ Action = Annotated[str, Meta(pattern=ACTION_PATTERN)]
 # first (the parser would round them), so the stored instant is a prefix of the sent one.
 Timestamp = Annotated[str, Meta(max_length=64)]
 _TZ_DATETIME = Annotated[datetime, Meta(tz=True)]
-_EXTRA_DIGITS = re.compile(r"(\.\d{6})\d+")
+_EXTRA_DIGITS = re.compile(r"(\.[0-9]{6})[0-9]+")
 
 
 # Every optional field takes ``null`` for "absent" (clients that serialise None); the

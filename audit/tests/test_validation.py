@@ -270,8 +270,17 @@ def test_a_leap_second_is_told_what_to_send_instead(value):
     }
 
 
-@pytest.mark.parametrize("value", ["2016-12-31T23:59:61Z", "2016-12-31T23:60:00Z"])
-def test_other_out_of_range_seconds_get_the_general_message(value):
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2016-12-31T23:59:61Z",
+        "2016-12-31T23:60:00Z",
+        # Sub-microsecond digits are dropped, but only ASCII ones: Arabic-Indic, fullwidth.
+        "2024-02-29T12:00:00.123456\u0663Z",
+        "2024-02-29T12:00:00.123456\uff13\uff14Z",
+    ],
+)
+def test_other_malformed_times_get_the_general_message(value):
     assert errors_of(valid_event(occurred_at=value)) == {
         "occurred_at": ["Must be an RFC 3339 timestamp with an offset, e.g. 2026-11-29T10:00:00Z."]
     }
