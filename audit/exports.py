@@ -134,10 +134,16 @@ def export_rows(queryset, fmt: str) -> Iterator[bytes]:
     return _csv_chunks(queryset) if fmt == "csv" else _jsonl_chunks(queryset)
 
 
+# Line breaks to Python's str.splitlines() and to JavaScript line readers that JSON leaves
+# unescaped (the others are control characters, which it escapes): a reader splitting on them
+# cut a line in two. Escaped they read back as the same string (only strings can hold them).
+_LINE_BREAKS_ESCAPED = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
 def _jsonl_chunks(queryset) -> Iterator[bytes]:
     lines: list[str] = []
     for document in _documents(queryset):
-        lines.append(_json(document))
+        lines.append(_json(document).translate(_LINE_BREAKS_ESCAPED))
         if len(lines) >= ROWS_PER_WRITE:
             yield _flush_jsonl(lines, "jsonl")
             lines = []

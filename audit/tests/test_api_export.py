@@ -100,6 +100,20 @@ def test_it_defuses_formulas_in_csv_but_keeps_jsonl_exact(reader, tenant, record
     assert json.loads(line)["description"] == payload
 
 
+@pytest.mark.django_db
+def test_jsonl_escapes_the_line_breaks_json_leaves_raw(reader, tenant, recorded):
+    """U+0085, U+2028 and U+2029 split a line for str.splitlines() and JavaScript readers."""
+    text = "one\u2028two\u2029three\x85four"
+    events_create(tenant_id=tenant.pk, count=2, description=text, metadata={"k\u2028": text})
+    body = _body(reader.get(EXPORT, {"format": "jsonl"}))
+    lines = body.splitlines()
+    assert len(lines) == 2
+    assert "\\u2028" in lines[0] and "\\u2029" in lines[0] and "\\u0085" in lines[0]
+    document = json.loads(lines[0])
+    assert document["description"] == text
+    assert document["metadata"] == {"k\u2028": text}
+
+
 @pytest.mark.parametrize(
     ("value", "cell"),
     [
