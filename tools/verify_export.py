@@ -8,10 +8,12 @@ Needs Python 3.11+ and, for checkpoints only, the ``cryptography`` package.
 
 Each line is one event as the API returns it (``GET /api/v1/audit-events/export?format=jsonl``:
 ``actor``/``target`` objects, ``tenant`` slug) or flat with the database column names
-(``actor_id``, ...). For each tenant, events are put in ``sequence`` order and each one's
-``hash`` is recomputed from its ``prev_hash`` and its content (the canonical form of
-docs/ledger.md, re-implemented here); consecutive events must link (``prev_hash`` = the
-previous ``hash``) and a missing sequence is a gap (``--allow-gaps`` for a filtered export).
+(``actor_id``, ...), not both, and nothing else: a field no hash covers, or a key twice in one
+object, is named rather than shown to a reader as part of a verified event. For each tenant,
+events are put in ``sequence`` order and each one's ``hash`` is recomputed from its
+``prev_hash`` and its content (the canonical form of docs/ledger.md, re-implemented here);
+consecutive events must link (``prev_hash`` = the previous ``hash``) and a missing sequence is
+a gap (``--allow-gaps`` for a filtered export).
 A tenant's events must start at sequence 1, from 64 zeros, or, after a retention purge, right
 after a ``purge`` checkpoint given with ``--checkpoint`` (its ``hash`` is the first event's
 ``prev_hash``); with ``--allow-gaps`` the start may be missing too, and the output says from
@@ -264,15 +266,37 @@ def _ip(value):
     return address.compressed
 
 
+# Every field a line may hold: the hashed ones in either shape, and the database's columns the
+# hash does not cover (docs/ledger.md: tenant, stored_at, submitted_by). Anything else would
+# be read by a person as part of the event while no hash vouches for it.
+NESTED_FIELDS = ("id", "type", "name")
+EVENT_FIELDS = frozenset(
+    {"id", "sequence", "occurred_at", "received_at", "source_ip", "metadata", "prev_hash", "hash"}
+    | set(STRING_FIELDS)
+    | {"actor", "target", "tenant", "tenant_id", "stored_at", "submitted_by"}
+)
+
+
 def flatten(event: dict) -> dict:
-    """The API's nested shape (actor/target objects) → the database column names."""
+    """The API's nested shape (actor/target objects) → the database column names. A line
+    holds one shape or the other: ``actor`` beside ``actor_id`` shows one name to a reader
+    of the flat columns while the hash covers the other."""
+    unknown = sorted(set(event) - EVENT_FIELDS)
+    if unknown:
+        raise Invalid(f"field {unknown[0]!r} is not part of an event (no hash covers it)")
     flat = dict(event)
     for part in ("actor", "target"):
         if part in flat:
             nested = flat.pop(part) or {}
             if not isinstance(nested, dict):
                 raise Invalid(f"{part} is not an object")
-            for key in ("id", "type", "name"):
+            both = sorted(f"{part}_{key}" for key in NESTED_FIELDS if f"{part}_{key}" in flat)
+            if both:
+                raise Invalid(f"both {part} and {both[0]}: a line holds one shape or the other")
+            extra = sorted(set(nested) - set(NESTED_FIELDS))
+            if extra:
+                raise Invalid(f"{part}.{extra[0]} is not part of an event (no hash covers it)")
+            for key in NESTED_FIELDS:
                 if key in nested:
                     flat[f"{part}_{key}"] = nested[key]
     return flat
@@ -570,6 +594,25 @@ class Chain:
         return (received[index] for index in self.order)
 
 
+class RepeatedKey(Exception):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _object_once_per_key(pairs: list) -> dict:
+    """A JSON object, refused when a key repeats: Python keeps the last value, other readers
+    the first, and only one of them is hashed."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise RepeatedKey(key)
+            seen.add(key)
+    return obj
+
+
 def read_export(path: str) -> dict[str, Events]:
     """The events, by tenant (slug or id). Each line's own hash is checked as it is read;
     a line that is not a JSON object, or whose ``sequence`` is missing or not an integer,
@@ -580,7 +623,13 @@ def read_export(path: str) -> dict[str, Events]:
             if not line.strip():
                 continue
             try:
-                event = json.loads(line)
+                event = json.loads(line, object_pairs_hook=_object_once_per_key)
+            except RepeatedKey as exc:
+                raise Failure(
+                    f"key {exc.key!r} appears twice in one object: readers differ on which "
+                    "value counts (the server never writes one twice)",
+                    line=number,
+                ) from None
             except json.JSONDecodeError as exc:
                 hint = ""
                 if number == 1 and line.startswith("id,"):

@@ -425,3 +425,64 @@ def test_a_checkpoint_tenant_label_of_any_json_type_is_an_answer(tool, documents
                 1,
                 f"NOT VERIFIED: {path}: a checkpoint's tenant is not a string",
             ), value
+
+
+# --- what a reader would take for the event while no hash covers it -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda d: d.update(approved_by="CFO"),
+            "field 'approved_by' is not part of an event (no hash covers it)",
+        ),
+        (
+            lambda d: d.update(actor_id="mallory", actor_name="Mallory"),
+            "both actor and actor_id: a line holds one shape or the other",
+        ),
+        (
+            lambda d: d["target"].update(owner="mallory"),
+            "target.owner is not part of an event (no hash covers it)",
+        ),
+    ],
+    ids=["an-unknown-field", "both-shapes", "an-unknown-nested-field"],
+)
+def test_a_field_no_hash_covers_is_named(documents, tmp_path, change, message):
+    change(documents[2])
+    export = _write(tmp_path / "events.jsonl", documents)
+
+    result = _run(export)
+
+    assert (
+        _not_verified(result)
+        == f"NOT VERIFIED at line 3, sequence 3: cannot canonicalize: {message}"
+    )
+
+
+def test_the_database_columns_the_hash_leaves_out_are_taken(documents, tmp_path):
+    """A dump of the table holds them (docs/ledger.md: not hashed)."""
+    for document in documents:
+        document.update(stored_at=document["received_at"], submitted_by="api_key:AbCd1234")
+    export = _write(tmp_path / "events.jsonl", documents)
+
+    result = _run(export)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("key", ["description", "n"])
+def test_a_key_given_twice_in_one_object_is_named(documents, tmp_path, key):
+    """Python keeps the last value, other readers the first: a reader could be shown the
+    value no hash covers."""
+    export = _write(tmp_path / "events.jsonl", documents)
+    lines = export.read_text().splitlines()
+    lines[2] = lines[2].replace(f'"{key}": ', f'"{key}": "EVIL", "{key}": ', 1)
+    export.write_text("\n".join(lines) + "\n")
+
+    result = _run(export)
+
+    assert _not_verified(result) == (
+        f"NOT VERIFIED at line 3: key {key!r} appears twice in one object: readers differ on "
+        "which value counts (the server never writes one twice)"
+    )
