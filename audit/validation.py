@@ -578,7 +578,9 @@ def _detailed_errors(body: bytes, *, now: datetime) -> dict:
         except (ValueError, RecursionError):
             raise InvalidJSON(f"Malformed JSON: {exc}") from None
     if isinstance(data, dict):
-        return _item_errors(data, now=now)
+        errors = {"0": _item_errors(data, now=now)}
+        _merge_errors(errors, _repeated_keys(body))
+        return errors["0"]
     if not isinstance(data, list):
         return {"non_field_errors": ["Expected an event object or a list of event objects."]}
     if not data:
@@ -596,11 +598,84 @@ def _detailed_errors(body: bytes, *, now: datetime) -> dict:
             errors[str(index)] = item_errors
     # In the same answer as the other errors, not in a second round once they are fixed.
     raw = [item.get("event_id") if isinstance(item, dict) else None for item in data]
-    for index, messages in _duplicate_ids(raw).items():
+    _merge_errors(errors, _duplicate_ids(raw))
+    _merge_errors(errors, _repeated_keys(body))
+    return errors
+
+
+_REPEATED = "Given more than once in one object: readers differ on which value counts."
+
+
+class _Repeated(dict):
+    """A JSON object of the body in which ``repeated`` keys appear more than once."""
+
+    repeated: list[str]
+
+
+def _repeated_keys(body: bytes) -> dict:
+    """The fields of each item (by index, "0" for a single event) that hold a key twice in one
+    object. msgspec, like every JSON parser here, keeps the last value; a proxy or SIEM that
+    logged the request may show the first, and RFC 8785's canonical form assumes I-JSON, which
+    forbids repeats: so the event is refused rather than stored with either value."""
+    found = False
+
+    def note_repeats(pairs: list) -> dict:
+        nonlocal found
+        obj = dict(pairs)
+        if len(obj) == len(pairs):
+            return obj
+        found = True
+        marked = _Repeated(obj)
+        keys = [key for key, _ in pairs]
+        marked.repeated = sorted({key for key in keys if keys.count(key) > 1})
+        return marked
+
+    try:
+        data = json.loads(body, object_pairs_hook=note_repeats, parse_int=_unreadable_int)
+    except (ValueError, RecursionError):
+        return {}  # not JSON Python reads: the other checks name what is wrong
+    if not found:
+        return {}
+    items = data if isinstance(data, list) else [data]
+    errors = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        item_errors: dict = {}
+        if isinstance(item, _Repeated):
+            item_errors.update({key: [_REPEATED] for key in item.repeated})
+        for name, value in item.items():
+            if name in item_errors:
+                continue
+            if name in ("actor", "target") and isinstance(value, _Repeated):
+                item_errors[name] = {key: [_REPEATED] for key in value.repeated}
+            elif (key := _first_repeated(value)) is not None:
+                item_errors[name] = [f"The key {key!r} is given more than once in one object."]
+        if item_errors:
+            errors[str(index)] = item_errors
+    return errors
+
+
+def _first_repeated(value) -> str | None:
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, _Repeated):
+            return current.repeated[0]
+        if isinstance(current, dict):
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+    return None
+
+
+def _merge_errors(errors: dict, more: dict) -> None:
+    """Adds ``more`` (by index) to ``errors`` (by index), keeping a field's first message."""
+    for index, fields in more.items():
         item_errors = errors.setdefault(index, {})
         if isinstance(item_errors, dict):
-            item_errors.setdefault("event_id", messages["event_id"])
-    return errors
+            for name, messages in fields.items():
+                item_errors.setdefault(name, messages)
 
 
 def _duplicate_ids(event_ids: list) -> dict:
@@ -659,9 +734,10 @@ def events_parse(
         else:
             if not events:
                 raise InvalidEvents({"non_field_errors": ["Expected at least one event."]})
-            duplicates = _duplicate_errors(events)
-            if duplicates:
-                raise InvalidEvents(duplicates if is_list else duplicates["0"])
+            refused = _duplicate_errors(events)
+            _merge_errors(refused, _repeated_keys(body))
+            if refused:
+                raise InvalidEvents(refused if is_list else refused["0"])
             return events, is_list
     errors = _detailed_errors(body, now=now)
     if not errors:  # both paths must agree; never let a disagreement through unvalidated

@@ -294,6 +294,25 @@ def test_a_repeated_event_id_in_one_request_is_refused_at_its_index(ingest_clien
     assert "event_id" in response.json()["error"]["fields"]["1"]
 
 
+def test_a_key_given_twice_in_an_object_is_refused_naming_the_field(ingest_client):
+    one = orjson.dumps(valid_event(description="shown")).decode()
+    # The later "description" would be stored; a proxy logging the request may show the first.
+    twice = one.replace('"description":', '"description":"hidden","description":', 1)
+    nested = orjson.dumps(valid_event(metadata={"k": 1})).decode().replace('"k":1', '"k":1,"k":2')
+    body = f"[{one},{twice},{nested}]".encode()
+    response = post_json(ingest_client, body)
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {
+        "1": {
+            "description": [
+                "Given more than once in one object: readers differ on which value counts."
+            ]
+        },
+        "2": {"metadata": ["The key 'k' is given more than once in one object."]},
+    }
+    assert ingest_messages(expect=1, timeout=0.5) == []
+
+
 def test_more_than_1000_events_is_a_400(ingest_client):
     response = post_json(ingest_client, [valid_event()] * 1001)
     assert response.status_code == 400

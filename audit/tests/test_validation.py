@@ -286,6 +286,38 @@ def test_other_malformed_times_get_the_general_message(value):
     }
 
 
+REPEATED = "Given more than once in one object: readers differ on which value counts."
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "errors"),
+    [
+        ('"action":', '"action":"x.y","action":', {"action": [REPEATED]}),
+        ('"actor":{', '"actor":{"id":"a","id":"b",', {"actor": {"id": [REPEATED]}}),
+        (
+            '"metadata":{',
+            '"metadata":{"l":[{"z":{"k":1,"k":1}}],',
+            {"metadata": ["The key 'k' is given more than once in one object."]},
+        ),
+    ],
+    ids=["top-level", "in-actor", "deep-in-metadata-with-the-same-value"],
+)
+def test_a_key_given_twice_in_one_object_is_refused(before, after, errors):
+    body = orjson.dumps(valid_event(actor={"id": "a", "type": "user"}, metadata={"m": 1}))
+    body = body.replace(before.encode(), after.encode(), 1)
+    with pytest.raises(InvalidEvents) as caught:
+        events_parse(body)
+    assert caught.value.fields == errors
+
+
+def test_a_repeated_key_is_named_with_the_bodys_other_errors():
+    body = orjson.dumps(valid_event(action="bad action", description="d"))
+    body = body.replace(b'"description":', b'"description":"e","description":', 1)
+    with pytest.raises(InvalidEvents) as caught:
+        events_parse(body)
+    assert set(caught.value.fields) == {"action", "description"}
+
+
 @pytest.mark.parametrize("missing", ["occurred_at", "action", "actor"])
 def test_it_requires(missing):
     event = valid_event()
