@@ -402,9 +402,32 @@ def _has_nul(ev: EventIn) -> dict:
 
 # -- detailed path: every bad field named ------------------------------------------------------
 def _message(exc: msgspec.ValidationError) -> str:
-    """msgspec's message without its ``- at `$...``` suffix (the field is named by the key)."""
-    text = str(exc)
-    return text.split(" - at `", 1)[0]
+    """msgspec's message in words a client's developer reads without knowing msgspec
+    ("Expected `str | null`, got `int`" → "Must be a string or null, not an integer."), and
+    without its ``- at `$...``` suffix (the field is named by the key)."""
+    text = str(exc).split(" - at `", 1)[0]
+    if match := _EXPECTED_TYPE.fullmatch(text):
+        wanted = " or ".join(_JSON_TYPES.get(name, name) for name in match[1].split(" | "))
+        return f"Must be {wanted}, not {_JSON_TYPES.get(match[2], match[2])}."
+    if match := _EXPECTED_LENGTH.fullmatch(text):
+        if match[1] == ">=" and match[2] == "1":
+            return "Must not be empty."
+        bound = "at most" if match[1] == "<=" else "at least"
+        return f"Must be {bound} {int(match[2]):,} characters."
+    return text
+
+
+_EXPECTED_TYPE = re.compile(r"Expected `([a-z| ]+)`, got `([a-z]+)`")
+_EXPECTED_LENGTH = re.compile(r"Expected `str` of length (<=|>=) ([0-9]+)")
+_JSON_TYPES = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "a boolean",
+    "null": "null",
+    "object": "an object",
+    "array": "a list",
+}
 
 
 _PATTERN_MESSAGES = {"action": "Must be 1-128 characters of A-Z, a-z, 0-9, '_', '.', ':', '-'."}
