@@ -5,13 +5,12 @@ import base64
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from django.core.cache import cache
-from django.db import connection, transaction
 from drf_spectacular.generators import SchemaGenerator
 
 from audit.api.ledger import VERIFY_MAX_EVENTS
 from audit.ledger.services import checkpoints_sign
 from audit.ledger.signing import checkpoint_message
-from audit.tests.ledger_factories import chained_events_create
+from audit.tests.ledger_factories import chained_events_create, events_tamper
 
 VERIFY = "/api/v1/ledger/verify"
 CHECKPOINTS = "/api/v1/ledger/checkpoints"
@@ -32,15 +31,10 @@ def chain(tenant):
 
 
 def _tamper_sequence(tenant, sequence):
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER auditevent_append_only")
-        cursor.execute(
-            "UPDATE audit_auditevent SET actor_id = 'mallory' WHERE tenant_id = %s "
-            "AND sequence = %s",
-            [tenant.id, sequence],
-        )
-        cursor.execute("ALTER TABLE audit_auditevent ENABLE TRIGGER auditevent_append_only")
+    events_tamper(
+        "UPDATE audit_auditevent SET actor_id = 'mallory' WHERE tenant_id = %s AND sequence = %s",
+        [tenant.id, sequence],
+    )
 
 
 @pytest.mark.parametrize("path", [VERIFY, CHECKPOINTS, PUBLIC_KEY])
