@@ -1,17 +1,18 @@
-"""The admin's "view on site" route, ``/admin/r/<content type>/<id>/``, without its 500.
+"""The admin's "view on site" route, ``/admin/r/<content type>/<id>/``: always a 404.
 
-Django's ``contenttypes.views.shortcut`` turns an id the primary key cannot hold into a 404
-only when the look-up raises ``ValueError``; a UUID key (audit events) raises
-``ValidationError`` instead, so ``/admin/r/<events' type>/4/`` answered 500.
+No model here has a page outside the admin (none defines ``get_absolute_url``), so the route
+has nothing to redirect to. Django's ``contenttypes.views.shortcut`` still looked the object
+up, in every tenant and without the model admin's permissions, and said which: "… objects
+don't have a get_absolute_url() method" for an object that exists, "… doesn't exist" for one
+that does not. With the event ids derived from (tenant, event_id), any staff user could
+confirm another tenant's guessed event ids, users, keys and tenants (tenancy QA). It also
+answered 500 for an id a UUID key cannot hold.
 """
 
-from django.contrib.contenttypes.views import shortcut
-from django.core.exceptions import ValidationError
 from django.http import Http404
+
+NO_PAGE = "No page outside the admin for this object."
 
 
 def view_on_site(request, content_type_id: int, object_id: str):
-    try:
-        return shortcut(request, content_type_id, object_id)
-    except ValidationError:
-        raise Http404(f"No object with id {object_id!r}: not a valid id.") from None
+    raise Http404(NO_PAGE)
