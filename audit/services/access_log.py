@@ -33,9 +33,10 @@ def access_record(
 ) -> bool:
     """Record (or count) one access; returns True when an audit event was submitted.
 
-    ``tenant_id`` None is a superuser's read of every tenant: it is recorded in the trail of
-    each tenant whose events it ``shown``, or, when it showed none, in the system tenant's
-    (``audit.admin.access_log.read_tenant_ids`` decides the admin's list itself).
+    ``tenant_id`` None is a superuser's read of every tenant: recorded with its filters in the
+    system tenant's trail, and without them (they may name any tenant's people) in the trail
+    of each tenant whose events it ``shown`` (``audit.admin.access_log.read_tenant_ids``
+    decides the admin's list itself).
     """
     if action not in ACCESS_ACTIONS:
         raise ValueError(f"action must be one of {sorted(ACCESS_ACTIONS)}, got {action!r}")
@@ -60,23 +61,47 @@ def access_record(
             metadata.update(part=part[0], parts=part[1], id_count=len(ids))
         return metadata
 
+    description = description or _describe(principal=principal, action=action)
+
+    def record(trail: int | None, metadata: dict, suffix: str = "") -> str:
+        return record_system_event(
+            tenant_id=trail,
+            action=action,
+            actor_id=actor_id,
+            actor_type=actor_type,
+            actor_name=principal.name,
+            target_id=target_id,
+            target_type=target_type,
+            description=f"{description}{suffix}"[:2000],
+            metadata=metadata,
+        )
+
     # A selection export's ids (up to 1,000) may need several records; a filter never does.
     parts = metadata_parts(build, ids if isinstance(ids, list) else [])
-    description = description or _describe(principal=principal, action=action)
-    trails = [tenant_id] if tenant_id is not None else sorted(set(shown)) or [None]
-    for trail in trails:
-        for _, part, metadata in parts:
-            record_system_event(
-                tenant_id=trail,
-                action=action,
-                actor_id=actor_id,
-                actor_type=actor_type,
-                actor_name=principal.name,
-                target_id=target_id,
-                target_type=target_type,
-                description=f"{description}{part_suffix(part)}"[:2000],
-                metadata=metadata,
+    tenants_shown = sorted(set(shown))
+    if tenant_id is None and tenants_shown:
+        # A superuser's read of every tenant: its search text and filters may name any
+        # tenant's people and things, so they go to the system tenant's trail alone, with the
+        # tenants it showed; each of those tenants records the read and where its query is.
+        queries = [
+            record(None, {**metadata, "tenants_shown": tenants_shown}, part_suffix(part))
+            for _, part, metadata in parts
+        ]
+        for trail in tenants_shown:
+            record(
+                trail,
+                {
+                    "endpoint": endpoint,
+                    "superuser": True,
+                    "every_tenant": True,
+                    "query_recorded_as": queries[0],
+                },
+                " (of every tenant; its query is in the system tenant's trail)",
             )
+        return True
+
+    for _, part, metadata in parts:
+        record(tenant_id, metadata, part_suffix(part))
     return True
 
 
