@@ -7,6 +7,7 @@ from rest_framework import serializers
 from rest_framework_simplejwt.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.models import Role, User
@@ -35,6 +36,28 @@ class UnknownFieldsRefused:
         return value
 
 
+def identity_claims_set(token, user: User) -> None:
+    """The caller's tenant and role, for clients to read (informative only: every request
+    re-reads the user from the database)."""
+    token["tenant"] = user.tenant.slug if user.tenant_id else None
+    token["role"] = user.role or None
+    token["is_superuser"] = user.is_superuser
+
+
+class CurrentClaimsRefreshToken(RefreshToken):
+    """A refresh token whose identity claims are read again from the user when it is
+    redeemed: simplejwt copies the login's claims into every rotated token, so a user moved
+    to another tenant or role kept announcing the old ones (tenancy QA)."""
+
+    def __init__(self, token=None, verify: bool = True):
+        super().__init__(token, verify=verify)
+        if token is not None:
+            user_id = self.payload.get(api_settings.USER_ID_CLAIM)
+            user = User.objects.select_related("tenant").filter(pk=user_id).first()
+            if user is not None:
+                identity_claims_set(self, user)
+
+
 class RotatingRefreshSerializer(UnknownFieldsRefused, TokenRefreshSerializer):
     """simplejwt's refresh, one at a time per refresh token.
 
@@ -44,6 +67,8 @@ class RotatingRefreshSerializer(UnknownFieldsRefused, TokenRefreshSerializer):
     transaction-scoped advisory lock on the token's ``jti`` makes the second request wait
     for the first to commit the blacklisting, and then fail it (401).
     """
+
+    token_class = CurrentClaimsRefreshToken
 
     def validate(self, attrs):
         refresh = self.token_class(attrs["refresh"])  # verifies it
@@ -94,9 +119,7 @@ class LoginSerializer(UnknownFieldsRefused, TokenObtainPairSerializer):
     @classmethod
     def get_token(cls, user):
         token = super().get_token(user)
-        token["tenant"] = user.tenant.slug if user.tenant_id else None
-        token["role"] = user.role or None
-        token["is_superuser"] = user.is_superuser
+        identity_claims_set(token, user)
         token[AUTH_TIME_CLAIM] = int(time.time())  # the login's time, kept by every refresh
         return token
 

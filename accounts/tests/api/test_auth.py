@@ -110,6 +110,25 @@ def test_it_rotates_the_refresh_token_and_blacklists_the_old_one(anon_client, pe
     assert reused.json()["error"]["code"] == "token_not_valid"
 
 
+@pytest.mark.django_db
+def test_a_refresh_announces_the_users_tenant_and_role_as_they_are_now(
+    anon_client, person, other_tenant
+):
+    """simplejwt copied the login's claims into every rotated token (tenancy QA): a user moved
+    to another tenant and role kept announcing the old ones."""
+    refresh = _login(anon_client, person.username).json()["refresh"]
+    person.tenant, person.role = other_tenant, Role.INGEST
+    person.save()
+
+    body = anon_client.post("/api/v1/auth/refresh", {"refresh": refresh}, format="json").json()
+
+    for token in (body["access"], body["refresh"]):
+        claims = jwt.decode(token, options={"verify_signature": False})
+        assert (claims["tenant"], claims["role"]) == ("globex", "ingest")
+    again = anon_client.post("/api/v1/auth/refresh", {"refresh": body["refresh"]}, format="json")
+    assert again.status_code == 200
+
+
 @pytest.mark.django_db(transaction=True)
 def test_one_refresh_token_sent_many_times_at_once_is_redeemed_once(person):
     refresh = _login(APIClient(REMOTE_ADDR=unique_ip()), person.username).json()["refresh"]
