@@ -457,13 +457,23 @@ class BadParamsNamedMixin:
     ``traceledger.query_guard`` lets it through instead of answering the API's JSON 400."""
 
     def param_problems(self, request) -> dict[str, str]:
-        return filter_param_problems(
+        known = changelist_param_names(self.list_filter)
+        problems = filter_param_problems(
             request.GET,
             model=self.model,
-            known=changelist_param_names(self.list_filter),
+            known=known,
             date_hierarchy=self.date_hierarchy,
             own_tenant_id=None if request.user.is_superuser else request.user.tenant_id,
         )
+        # What Django's changelist would refuse with DisallowedModelAdminLookup, a bare 400
+        # and an ERROR traceback: a lookup through a relation the list does not offer
+        # (``search_entry__event_id``, ``tenant__users__username``).
+        for name, values in request.GET.lists():
+            if name in known or name in problems:
+                continue
+            if not all(self.lookup_allowed(name, value, request) for value in values):
+                problems[name] = f"{name}: not a filter of this list"
+        return problems
 
     def changelist_view(self, request, extra_context=None):
         problems = self.param_problems(request)
