@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
 from audit import metrics
 from audit.models import OutboxMessage
@@ -41,6 +41,38 @@ def outbox_message_create(*, payload: dict, error: str = "") -> OutboxMessage:
     )
     metrics.OUTBOX_WRITES.inc()
     return message
+
+
+def outbox_message_in_transaction(*, payload: dict) -> None:
+    """Make ``payload`` durable with the caller's transaction: an outbox row that commits or
+    rolls back with it, published as soon as it commits (the relay's job when that fails).
+
+    For a record that must exist exactly when the change it records does (a dead letter's
+    replay or discard): published after the commit, it was lost to a process dying between
+    the two; published before, it outlived a rollback.
+    """
+    from functools import partial
+
+    row = OutboxMessage.objects.create(
+        tenant_id=payload["tenant_id"], payload=payload, event_count=len(payload["events"])
+    )
+    transaction.on_commit(partial(_relay_one, row.pk))
+
+
+def _relay_one(pk: int) -> None:
+    """Publish one outbox row now and delete it once confirmed; a relay holding it already,
+    an open breaker or a publish that fails leave it to ``audit.relay_outbox`` (every 10 s)."""
+    from audit.publisher import BrokerSkipped, PublishError, publish_ingest_batch
+
+    try:
+        with transaction.atomic():
+            row = OutboxMessage.objects.select_for_update(skip_locked=True).filter(pk=pk).first()
+            if row is None:
+                return
+            publish_ingest_batch(row.payload)
+            row.delete()
+    except (BrokerSkipped, PublishError, DatabaseError) as exc:
+        logger.info("outbox row %s left for the relay: %s", pk, one_line(exc))
 
 
 def _publish(payloads: list[dict]) -> list:

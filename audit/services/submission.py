@@ -125,6 +125,7 @@ def record_system_event(
     metadata: dict | None = None,
     outcome: str = "success",
     severity: str = "info",
+    with_transaction: bool = False,
 ) -> str:
     """Record something TraceLedger itself did (a key created, a dead letter replayed) in a
     tenant's trail, or the system tenant's when ``tenant_id`` is None. Returns the event id.
@@ -132,7 +133,9 @@ def record_system_event(
     The event goes through the same validation as the API (``ValueError`` naming the bad
     fields when it is not a valid event) and the same durable submission. Called inside a
     transaction, the broker copy may be published before that transaction commits; call it
-    from ``transaction.on_commit`` when the event must not outlive a rollback.
+    from ``transaction.on_commit`` when the event must not outlive a rollback, or pass
+    ``with_transaction`` (inside the transaction of the change it records) for a record
+    that commits with the change, as an outbox row published right after the commit.
     """
     if tenant_id is None:
         # First, so that the system tenant's own creation, recorded when this first record
@@ -155,6 +158,17 @@ def record_system_event(
         event = event_normalize(data, tenant_id=tenant_id)
     except InvalidEvents as exc:
         raise ValueError(f"invalid system event {action!r}: {exc.fields}") from None
+    if with_transaction:
+        from audit.services.outbox import outbox_message_in_transaction
+
+        payload = ingest_payload(
+            tenant_id=tenant_id,
+            events=[event],
+            request_id=current_request_id() or None,
+            submitted_by=SYSTEM_SUBMITTER,
+        )
+        outbox_message_in_transaction(payload=payload)
+        return event["id"]
     events_submit(
         tenant_id=tenant_id,
         events=[event],

@@ -16,13 +16,13 @@ import orjson
 import pytest
 from django.core.management import call_command, load_command_class
 from django.core.management.base import CommandError
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, transaction
 from kombu import Connection, Producer
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from accounts.models import Tenant
 from accounts.signals import Actor
-from audit.models import AuditEvent, DeadLetter, DeadLetterStatus
+from audit.models import AuditEvent, DeadLetter, DeadLetterStatus, OutboxMessage
 from audit.services import dead_letters as service
 from audit.services.dead_letters import draining
 from audit.services.ingest import CONFLICT_REASON, RejectedEvent
@@ -489,8 +489,8 @@ def test_discard_marks_dead_letters_and_is_recorded(tenant, system_tenant):
 
 def recorded_events(action: str) -> list[tuple[int, dict]]:
     """(tenant id, event) of every ``action`` event waiting in ``audit.ingest``, taken off it.
-    The service records after its own commit with a confirmed publish, so they are there once
-    the command has returned."""
+    The service records in its own transaction, as an outbox row published (confirmed) right
+    after the commit, so they are there once the command has returned."""
     found = []
     with Connection(app.conf.broker_url) as conn:
         channel = conn.default_channel
@@ -547,6 +547,45 @@ def test_discard_dead_letters_discards_the_given_ids_and_records_it(tenant, syst
     [(_, event)] = recorded_events("dead_letter.discard")
     assert event["actor_id"].startswith("cli:")  # who ran it, as replay_dead_letters does
     assert event["metadata"]["dead_letter_ids"] == [third]
+
+
+@pytest.mark.parametrize("action", ["discard", "replay"])
+def test_an_action_is_recorded_even_when_its_process_dies_right_after_the_commit(
+    tenant, system_tenant, monkeypatch, action
+):
+    """The record was published after the commit: a process killed in between left the
+    letter replayed or discarded and the trail without a word (races QA, SIGKILL)."""
+    from audit.services import outbox
+
+    [letter] = new_dead_letters(tenant, 1)
+    monkeypatch.setattr(outbox, "_relay_one", lambda pk: None)  # dead before it could publish
+    actor = Actor(id="ops-carol", type="user", name="ops-carol")
+
+    if action == "discard":
+        service.dead_letters_discard(ids=[letter], actor=actor)
+    else:
+        service.dead_letters_replay(ids=[letter], actor=actor)
+
+    assert recorded_events(f"dead_letter.{action}") == []  # nothing was published
+    [row] = OutboxMessage.objects.filter(tenant_id=system_tenant.pk)
+    [event] = row.payload["events"]
+    assert (event["action"], event["actor_id"]) == (f"dead_letter.{action}", "ops-carol")
+    assert outbox.outbox_relay().relayed >= 1  # beat's relay, every 10 s
+    [(tenant_id, _)] = recorded_events(f"dead_letter.{action}")
+    assert tenant_id == system_tenant.pk
+
+
+def test_an_action_rolled_back_leaves_no_record(tenant, system_tenant):
+    [letter] = new_dead_letters(tenant, 1)
+    actor = Actor(id="ops-dave", type="user", name="ops-dave")
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        service.dead_letters_discard(ids=[letter], actor=actor)
+        raise RuntimeError("the caller's transaction fails after the discard")
+
+    assert DeadLetter.objects.get(pk=letter).status == DeadLetterStatus.NEW
+    assert not OutboxMessage.objects.exists()
+    assert recorded_events("dead_letter.discard") == []
 
 
 def test_discard_dead_letters_names_unknown_ids_and_discards_nothing(tenant):

@@ -62,9 +62,10 @@ def _publish_ingest(payload: dict) -> str:
 
 def _record(*, action: str, actor: Actor, letters: dict[int, int], tenant_id: int | None) -> None:
     """Record the operator's action (``letters``: id -> event count) in the system tenant's
-    trail (after our commit) and, when the actor is a tenant's staff (``tenant_id``), in that
-    tenant's trail too: its compliance staff cannot read the system tenant's trail, yet the
-    letters were theirs. Thousands of ids are recorded over several numbered events."""
+    trail, in the action's transaction so that the record commits with it, and, when the
+    actor is a tenant's staff (``tenant_id``), in that tenant's trail too: its compliance
+    staff cannot read the system tenant's trail, yet the letters were theirs. Thousands of ids
+    are recorded over several numbered events."""
     from audit.services.submission import record_system_event
 
     def build(ids: list[int], part: Part) -> dict:
@@ -90,9 +91,9 @@ def _record(*, action: str, actor: Actor, letters: dict[int, int], tenant_id: in
             )[:2000],
             "metadata": metadata,
         }
-        record_system_event(tenant_id=None, **event)
+        record_system_event(tenant_id=None, with_transaction=True, **event)
         if tenant_id is not None:
-            record_system_event(tenant_id=tenant_id, **event)
+            record_system_event(tenant_id=tenant_id, with_transaction=True, **event)
 
 
 def _replayable(payload) -> bool:
@@ -231,13 +232,13 @@ def dead_letters_replay(
             status_changed_at=now,
             status_changed_by=actor.name or actor.id,
         )
-    if replayed:
-        _record(
-            action="dead_letter.replay",
-            actor=actor,
-            letters={pk: fresh[pk] for pk in replayed},
-            tenant_id=tenant_id,
-        )
+        if replayed:
+            _record(
+                action="dead_letter.replay",
+                actor=actor,
+                letters={pk: fresh[pk] for pk in replayed},
+                tenant_id=tenant_id,
+            )
     return ReplayResult(
         replayed=len(replayed),
         not_new=len(selected) - len(fresh),
@@ -265,8 +266,8 @@ def dead_letters_discard(*, ids: list[int], actor: Actor, tenant_id: int | None 
             status_changed_at=timezone.now(),
             status_changed_by=actor.name or actor.id,
         )
-    if fresh:
-        _record(action="dead_letter.discard", actor=actor, letters=fresh, tenant_id=tenant_id)
+        if fresh:
+            _record(action="dead_letter.discard", actor=actor, letters=fresh, tenant_id=tenant_id)
     return len(fresh)
 
 
