@@ -29,6 +29,7 @@ from django.conf import settings
 
 from audit import metrics_worker as metrics
 from audit.services.dead_letters import dead_letter_note
+from audit.services.dead_letters.messages import dead_letter_message_id
 from audit.services.ingest import Batch
 from audit.topology import broker_connection
 from traceledger.log_throttle import one_line
@@ -194,7 +195,12 @@ class Coalescer:
             # never that of the task that took it: another request's.
             with bound_request_id(request_id):
                 logger.error("extra ingest message %s rejected: %s %s", task_id, reason, details)
-            dead_letter_note(task_id=task_id, reason=reason, exception=details)
+            # Under the id the drain stores the letter by (a digest of the body when the
+            # message has no id): under task_id, "" for a message without a task header,
+            # the drain never found the note and said only "rejected by the worker".
+            dead_letter_note(
+                task_id=dead_letter_message_id(message), reason=reason, exception=details
+            )
             message.reject(requeue=False)
             metrics.BATCHES_REJECTED.inc()
             return None

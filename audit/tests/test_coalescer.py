@@ -4,6 +4,7 @@ Taking, acking, requeueing and rejecting against RabbitMQ with a real worker are
 ``test_ingest_coalescing.py``.
 """
 
+import hashlib
 import logging
 
 import pytest
@@ -149,6 +150,7 @@ class _Poison:
     """A message of audit.ingest that breaks the contract (another task's name)."""
 
     headers = {"task": "not.ours", "id": "poison-1"}
+    properties: dict = {}
     content_type = "application/json"
     body = b"[[], {}, {}]"
     delivery_info = {"routing_key": "audit.ingest"}
@@ -174,6 +176,31 @@ def test_a_rejected_extra_is_counted_and_logged_without_the_takers_request_id(mo
     assert message.rejected is False  # rejected without requeue: RabbitMQ dead-letters it
     assert metrics_worker.BATCHES_REJECTED._value.get() == before + 1
     assert seen == [""]
+
+
+@pytest.mark.parametrize(
+    ("headers", "noted_as"),
+    [
+        ({"task": "not.ours", "id": "poison-3"}, "poison-3"),
+        # No task header and no id (a foreign publisher): the drain stores such a letter under
+        # a digest of its body and looks the note up there; it was noted under "".
+        ({}, "sha256:" + hashlib.sha256(b'{"hello": 1}').hexdigest()),
+    ],
+)
+def test_a_rejected_extras_note_is_left_under_the_id_the_drain_stores_it_by(
+    monkeypatch, headers, noted_as
+):
+    from audit.services.dead_letters.messages import dead_letter_message_id
+
+    noted = []
+    monkeypatch.setattr(module, "dead_letter_note", lambda **kwargs: noted.append(kwargs))
+    message = _Poison()
+    message.headers, message.body = headers, b'{"hello": 1}'
+
+    assert Coalescer("amqp://unused")._extra(message) is None
+
+    [note] = noted
+    assert note["task_id"] == noted_as == dead_letter_message_id(message)
 
 
 @pytest.mark.parametrize(("routing_key", "counted"), [("audit.ingest", 1), ("search.index", 0)])
