@@ -1,8 +1,8 @@
 """Writes for tenants, users and API keys. The only place that changes these rows.
 
-Every change is announced with ``accounts.signals.account_changed`` after commit, so the
-audit app records it in the tenant's own trail. Keys and passwords never leave this module
-except the plain key returned once by ``api_key_create``.
+Every change is announced with ``accounts.signals.account_changed`` in its transaction, so
+the audit app records it in the tenant's own trail, committed with the change. Keys and
+passwords never leave this module except the plain key returned once by ``api_key_create``.
 """
 
 import logging
@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from accounts import keycache
 from accounts.models import SYSTEM_TENANT_SLUG, ApiKey, Role, Scope, Tenant, User
-from accounts.signals import SYSTEM_ACTOR, Actor, account_changed_send_on_commit
+from accounts.signals import SYSTEM_ACTOR, Actor, account_changed_send
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def _record_tenant_change(
     description: str = "",
     metadata: dict | None = None,
 ) -> None:
-    account_changed_send_on_commit(
+    account_changed_send(
         tenant_id=tenant.pk,
         action=action,
         actor=actor,
@@ -476,7 +476,7 @@ def _record_user_change(
 ) -> None:
     """In the user's tenant's trail (``tenant_id``: another's), the system tenant's when
     the user has none (a superuser)."""
-    account_changed_send_on_commit(
+    account_changed_send(
         tenant_id=tenant_id if tenant_id is not None else user.tenant_id,
         action=action,
         actor=actor,
@@ -617,7 +617,7 @@ def _record_key_change(
 ) -> None:
     """``changes``: an update's ``changed`` and ``previous``, added to the metadata."""
     verb = {"api_key.create": "created", "api_key.revoke": "revoked"}.get(action, "changed")
-    account_changed_send_on_commit(
+    account_changed_send(
         tenant_id=api_key.tenant_id,
         action=action,
         actor=actor,

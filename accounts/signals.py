@@ -34,7 +34,7 @@ class Actor:
 SYSTEM_ACTOR = Actor(id="manage.py", type="system", name="command line")
 
 
-def account_changed_send_on_commit(
+def account_changed_send(
     *,
     tenant_id: int,
     action: str,
@@ -45,11 +45,17 @@ def account_changed_send_on_commit(
     description: str = "",
     metadata: dict | None = None,
 ) -> None:
-    """Send ``account_changed`` once the current transaction commits (now, outside one).
+    """Send ``account_changed`` for a change of the current transaction.
 
-    A failing receiver is logged, not raised: the change itself is committed already, and
-    answering 500 for a committed change would invite a retry that duplicates it.
+    Inside a transaction the signal is sent at once, with ``with_transaction=True``: its
+    receiver (the audit app) writes the record so that it commits, or rolls back, with the
+    change; a process killed between the commit and a later send left the change unrecorded
+    (races QA). A receiver that fails there raises, and the change is not made without its
+    record. Outside a transaction (autocommit: the change is committed already) a failing
+    receiver is logged, not raised: answering 500 for a committed change would invite a
+    retry that duplicates it.
     """
+    in_transaction = transaction.get_connection().in_atomic_block
     kwargs = {
         "tenant_id": tenant_id,
         "action": action,
@@ -61,15 +67,15 @@ def account_changed_send_on_commit(
         "target_name": target_name,
         "description": description,
         "metadata": metadata or {},
+        "with_transaction": in_transaction,
     }
-
-    def send() -> None:
-        for receiver, result in account_changed.send_robust(sender="accounts", **kwargs):
-            if isinstance(result, Exception):
-                logger.error(
-                    "account change not recorded as an audit event",
-                    exc_info=result,
-                    extra={"action": action, "tenant_id": tenant_id, "receiver": str(receiver)},
-                )
-
-    transaction.on_commit(send)
+    if in_transaction:
+        account_changed.send(sender="accounts", **kwargs)
+        return
+    for receiver, result in account_changed.send_robust(sender="accounts", **kwargs):
+        if isinstance(result, Exception):
+            logger.error(
+                "account change not recorded as an audit event",
+                exc_info=result,
+                extra={"action": action, "tenant_id": tenant_id, "receiver": str(receiver)},
+            )

@@ -19,6 +19,7 @@ def record_account_change(
     target_name,
     description,
     metadata,
+    with_transaction=False,
     **kwargs,
 ):
     """Every change to a tenant's users, roles and API keys lands in that tenant's trail."""
@@ -38,4 +39,5 @@ def record_account_change(
         metadata=metadata,
         outcome="success",
         severity="notice",
+        with_transaction=with_transaction,
     )

@@ -21,8 +21,8 @@ def clean_broker():
 @pytest.fixture
 def submitted_events(monkeypatch):
     """The events a command or service submits (its own records: a purge, a key rotation),
-    kept here instead of published."""
-    from audit.services import submission
+    kept here instead of published or written to the outbox in the change's transaction."""
+    from audit.services import outbox, submission
 
     submitted = []
     monkeypatch.setattr(
@@ -31,6 +31,11 @@ def submitted_events(monkeypatch):
         lambda *, tenant_id, events, request_id, submitted_by="": (
             submitted.extend(events) or "broker"
         ),
+    )
+    monkeypatch.setattr(
+        outbox,
+        "outbox_message_in_transaction",
+        lambda *, payload: submitted.extend(payload["events"]),
     )
     return submitted
 
