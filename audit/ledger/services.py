@@ -159,6 +159,7 @@ def _purge_record(*, tenant_id: int, actor: Actor, checkpoint: Checkpoint) -> No
         actor_name=actor.name,
         target_id=f"{details['from_sequence']}..{details['through_sequence']}",
         target_type="ledger",
+        with_transaction=True,
         description=(
             f"Retention purge removed {details['removed']} events (sequences "
             f"{details['from_sequence']}..{details['through_sequence']}) received before "
@@ -294,16 +295,16 @@ def events_purge(*, tenant_id: int, before: datetime, actor: Actor = SYSTEM_ACTO
                 "resumes_at_sequence": through + 1,
             },
         )
-        # robust: the purge is done and signed; a record that cannot be submitted is logged.
-        transaction.on_commit(
-            lambda: _purge_record(tenant_id=tenant_id, actor=actor, checkpoint=checkpoint),
-            robust=True,
-        )
+        # In the purge's transaction: the record commits with the purge, as an outbox row
+        # published right after the commit (it was published after the commit, and a process
+        # killed in between left the purge recorded only in its checkpoint).
+        _purge_record(tenant_id=tenant_id, actor=actor, checkpoint=checkpoint)
         # After the commit, never before: the search app removes what it derived from the
         # purged events (entries, documents) only once they are gone for good, and a purge
-        # rolled back must leave them searchable. After the purge's own record (callbacks run
-        # in order): the cleanup may wait on Elasticsearch, and an operator's Ctrl-C there
-        # dropped every callback after it, the ledger.purge record among them.
+        # rolled back must leave them searchable. After the publish of the purge's own record
+        # (callbacks run in order): the cleanup may wait on Elasticsearch, and an operator's
+        # Ctrl-C there dropped every callback after it (the record's row would stay for the
+        # outbox relay anyway).
         follow_ups: list[PurgeFollowUp] = []
         transaction.on_commit(
             lambda: follow_ups.extend(

@@ -56,7 +56,9 @@ def outbox_message_in_transaction(*, payload: dict) -> None:
     row = OutboxMessage.objects.create(
         tenant_id=payload["tenant_id"], payload=payload, event_count=len(payload["events"])
     )
-    transaction.on_commit(partial(_relay_one, row.pk))
+    # robust: a failure is logged and the callbacks registered after this one still run;
+    # the row stays for the relay.
+    transaction.on_commit(partial(_relay_one, row.pk), robust=True)
 
 
 def _relay_one(pk: int) -> None:

@@ -230,25 +230,20 @@ def test_a_purge_with_a_cutoff_in_the_future_is_refused(tenant):
 
 
 def test_a_purge_is_recorded_in_the_tenants_trail_with_its_actor(
-    tenant, monkeypatch, django_capture_on_commit_callbacks
+    tenant, django_capture_on_commit_callbacks
 ):
-    from audit.services import submission
+    from audit.models import OutboxMessage
 
-    submitted = []
-    monkeypatch.setattr(
-        submission,
-        "events_submit",
-        lambda *, tenant_id, events, request_id, submitted_by="": (
-            submitted.extend({**event, "tenant_id": tenant_id} for event in events) or "broker"
-        ),
-    )
     chained_events_create(tenant_id=tenant.id, count=3, **_received(1))
 
-    with django_capture_on_commit_callbacks(execute=True):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
         result = events_purge(tenant_id=tenant.id, before=datetime(2026, 1, 2, tzinfo=UTC))
 
-    [event] = submitted
-    assert (event["action"], event["actor_id"], event["tenant_id"]) == (
+    # Written in the purge's own transaction (it commits with the purge, and stays for the
+    # relay if the process dies before publishing it)...
+    [row] = OutboxMessage.objects.all()
+    [event] = row.payload["events"]
+    assert (event["action"], event["actor_id"], row.tenant_id) == (
         "ledger.purge",
         "manage.py",
         tenant.id,
@@ -256,6 +251,10 @@ def test_a_purge_is_recorded_in_the_tenants_trail_with_its_actor(
     assert event["metadata"]["removed"] == 3
     assert event["metadata"]["checkpoint_id"] == result.checkpoint.pk
     assert "removed 3 events (sequences 1..3)" in event["description"]
+    # ...and published, then deleted, once it has committed.
+    for callback in callbacks:
+        callback()
+    assert not OutboxMessage.objects.exists()
 
 
 def test_the_purge_command_records_the_actor_given_or_the_login_name(
