@@ -1,6 +1,7 @@
 """Shared fixtures: personas (owner, teammate, outsider tenant), API clients, a real worker."""
 
 import time
+from contextlib import contextmanager
 
 import pytest
 from rest_framework.test import APIClient
@@ -90,14 +91,42 @@ def api_client() -> APIClient:
     return APIClient()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _views_imported_before_any_patch():
+    """Every view imported once, before a test patches what they import by name: the ingest
+    view binds ``events_submit`` when first imported, and a test's first request loads the
+    URLconf; under a fixture's patch (``submitted_events``), every later test's posts went to
+    the patch, and the outbox tests found no rows (order-dependent failures)."""
+    from django.urls import get_resolver
+
+    get_resolver().url_patterns  # noqa: B018
+
+
+@contextmanager
+def account_changes_unrecorded():
+    """A test's arrangement (its client's key) without its audit record: the record is
+    written in the change's transaction, and would be one more outbox row or queued message
+    in every test that counts them. The tests of the records make their changes directly."""
+    from accounts.signals import account_changed
+    from audit.receivers import record_account_change
+
+    uid = "audit.record_account_change"
+    account_changed.disconnect(dispatch_uid=uid)
+    try:
+        yield
+    finally:
+        account_changed.connect(record_account_change, dispatch_uid=uid)
+
+
 @pytest.fixture
 def key_client(tenant):
     """An APIClient authenticated with a fresh API key: key_client(scopes=[...], tenant=...)."""
 
     def make(scopes=("ingest", "read"), for_tenant=None):
-        _, key = api_key_create(
-            tenant=for_tenant or tenant, name=f"test-{'-'.join(scopes)}", scopes=list(scopes)
-        )
+        with account_changes_unrecorded():
+            _, key = api_key_create(
+                tenant=for_tenant or tenant, name=f"test-{'-'.join(scopes)}", scopes=list(scopes)
+            )
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
         return client

@@ -5,7 +5,7 @@ from django.urls import reverse
 
 from accounts.models import Tenant, User
 from accounts.services import SYSTEM_TENANT_SLUG
-from audit.services import submission
+from audit.services import outbox, submission
 
 
 @pytest.fixture
@@ -18,6 +18,12 @@ def submitted(monkeypatch):
         return "broker"
 
     monkeypatch.setattr(submission, "events_submit", capture)
+    # Account changes are written to the outbox in their own transaction.
+    monkeypatch.setattr(
+        outbox,
+        "outbox_message_in_transaction",
+        lambda *, payload: calls.extend((payload["tenant_id"], e) for e in payload["events"]),
+    )
     return calls
 
 
