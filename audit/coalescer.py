@@ -29,7 +29,7 @@ from django.conf import settings
 
 from audit import metrics_worker as metrics
 from audit.services.dead_letters import dead_letter_note
-from audit.services.dead_letters.messages import dead_letter_message_id
+from audit.services.dead_letters.messages import NO_TASK_HEADER, dead_letter_message_id
 from audit.services.ingest import Batch
 from audit.topology import broker_connection
 from traceledger.log_throttle import one_line
@@ -229,6 +229,10 @@ def _decode(message, headers: dict) -> tuple[dict | None, str, str, object]:
     else:
         readable = True
     request_id = kwargs.get("request_id") if isinstance(kwargs, dict) else None
+    if not headers.get("task"):
+        # The words of the worker's consumer for the same message (audit.worker_signals):
+        # one foreign message, one reason, whichever of the two took it.
+        return None, NO_TASK_HEADER, "", request_id
     if headers.get("task") != INGEST_TASK_NAME:
         reason = f"not an {INGEST_TASK_NAME} message"
         return None, reason, f"task header: {headers.get('task')!r}", request_id

@@ -186,10 +186,16 @@ class DeadLetteringConsumer(Consumer):
 
     def _dead_letter_malformed(self, message, problem: str) -> None:
         from audit.services.dead_letters import dead_letter_note
+        from audit.services.dead_letters.messages import dead_letter_message_id
 
         task_id = str(message.headers.get("id") or "")
         logger.error("malformed task message %s: %s; dead-lettering it", task_id, problem)
-        dead_letter_note(task_id=task_id, reason="malformed task message", exception=problem)
+        # Under the id the drain stores the letter by (a digest of the body without an id).
+        dead_letter_note(
+            task_id=dead_letter_message_id(message),
+            reason="malformed task message",
+            exception=problem,
+        )
         message.reject(requeue=False)
         _count_if_ingest(message)
 
@@ -199,7 +205,9 @@ class DeadLetteringConsumer(Consumer):
     # reconnect lines): on audit.ingest the message is rejected, so RabbitMQ dead-letters
     # it, and nothing said so. Celery's handling is kept; our line follows, per message.
     def on_unknown_message(self, body, message) -> None:
-        problem = "not a Celery task message (no task header)"
+        from audit.services.dead_letters.messages import NO_TASK_HEADER
+
+        problem = NO_TASK_HEADER
         _note_dead_lettered(message, problem)  # before Celery's reject: the drain may be quick
         super().on_unknown_message(body, message)
         _log_dead_lettered(message, problem)

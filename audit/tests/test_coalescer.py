@@ -201,6 +201,8 @@ def test_a_rejected_extras_note_is_left_under_the_id_the_drain_stores_it_by(
 
     [note] = noted
     assert note["task_id"] == noted_as == dead_letter_message_id(message)
+    if not headers:  # the worker's consumer's words for the same message
+        assert note["reason"] == "not a Celery task message (no task header)"
 
 
 @pytest.mark.parametrize(("routing_key", "counted"), [("audit.ingest", 1), ("search.index", 0)])

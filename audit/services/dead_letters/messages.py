@@ -26,6 +26,11 @@ JSONB_MAX_DEPTH = 200
 POSITIVE_INT_MAX = 2**31 - 1  # PositiveIntegerField is a PostgreSQL integer
 
 
+# Why a message without a task header (another publisher's) was rejected, in the same words
+# whether the worker's consumer (audit.worker_signals) or the coalescer took it.
+NO_TASK_HEADER = "not a Celery task message (no task header)"
+
+
 def _aware(value) -> datetime | None:
     try:
         if isinstance(value, datetime):
