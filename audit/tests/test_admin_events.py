@@ -1107,18 +1107,30 @@ def test_each_list_page_search_and_event_page_is_recorded_in_the_tenant_read(
 
 
 def test_a_superusers_list_is_recorded_in_each_tenant_shown(
-    client, tenant, other_tenant, staff_superuser, recorded
+    client, tenant, other_tenant, staff_superuser, recorded, monkeypatch
 ):
     event_create(tenant_id=tenant.pk)
     event_create(tenant_id=other_tenant.pk)
+    monkeypatch.setattr(ports, "_event_search", lambda qs, q: qs)  # the search finds both
     login(client, staff_superuser)
 
-    client.get(CHANGELIST)
+    client.get(CHANGELIST, {"q": "hank-at-globex"})
+    every_tenant = list(recorded)
+    recorded.clear()
     client.get(CHANGELIST, {"tenant": tenant.pk})
 
-    assert sorted(c["tenant_id"] for c in recorded) == sorted(
-        [tenant.pk, other_tenant.pk, tenant.pk]
-    )
+    # Every tenant: the search text in the system tenant's trail (None) alone, the read in
+    # each tenant shown without it (it may name another tenant's people: regression QA).
+    system, *per_tenant = every_tenant
+    assert system["tenant_id"] is None
+    assert system["metadata"]["filters"] == {"q": "hank-at-globex"}
+    assert sorted(c["tenant_id"] for c in per_tenant) == sorted([tenant.pk, other_tenant.pk])
+    assert all("filters" not in c["metadata"] for c in per_tenant)
+    # One tenant, named: its own trail, with the filters.
+    [one] = recorded
+    assert one["tenant_id"] == tenant.pk and one["metadata"]["filters"] == {
+        "tenant": str(tenant.pk)
+    }
 
 
 @pytest.mark.parametrize("params", [{"q": "nothing"}, {"outcome__exact": "failure"}])
