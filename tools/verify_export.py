@@ -728,7 +728,15 @@ def load_checkpoints(paths: list[str]) -> list[dict]:
             raise Unreadable("--checkpoint", path, CHECKPOINT_EXPECTED, str(exc)) from None
         if isinstance(data, dict) and isinstance(data.get("results"), list):
             if not data["results"]:
-                raise Failure(f"{path} holds no checkpoint")
+                # Unusable input, not a finding about the export (exit 2, not 1): the
+                # tenant has no checkpoint signed yet (a new chain, or the signer stopped).
+                raise Unreadable(
+                    "--checkpoint",
+                    path,
+                    CHECKPOINT_EXPECTED,
+                    "the page holds no checkpoint (none signed yet for this tenant?): "
+                    "verify without --checkpoint, or once one is signed",
+                )
             found = data["results"]  # a page is newest first
         else:
             found = [data]

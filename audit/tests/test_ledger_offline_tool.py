@@ -324,6 +324,14 @@ KEY_EXPECTED = (
         pytest.param(
             "public_key", BAD_PEM, f"--public-key {{path}} {KEY_EXPECTED}: ", id="key-is-bad-pem"
         ),
+        # A tenant with no checkpoint signed yet: README's recipe then saves an empty page,
+        # which said "NOT VERIFIED" (exit 1, tampering) of a genuine export.
+        pytest.param(
+            "checkpoint",
+            b'{"next": null, "previous": null, "results": []}',
+            f"--checkpoint {{path}} {CHECKPOINT_EXPECTED}: the page holds no checkpoint",
+            id="checkpoint-page-is-empty",
+        ),
         pytest.param(
             "export",
             DER_KEY,
