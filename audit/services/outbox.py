@@ -47,9 +47,9 @@ def outbox_message_in_transaction(*, payload: dict) -> None:
     """Make ``payload`` durable with the caller's transaction: an outbox row that commits or
     rolls back with it, published as soon as it commits (the relay's job when that fails).
 
-    For a record that must exist exactly when the change it records does (a dead letter's
-    replay or discard): published after the commit, it was lost to a process dying between
-    the two; published before, it outlived a rollback.
+    For a record that must exist exactly when the change it records does (an account
+    change, a dead letter's replay or discard, a purge): published after the commit, it was
+    lost to a process dying between the two; published before, it outlived a rollback.
     """
     from functools import partial
 
