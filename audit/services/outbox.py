@@ -43,6 +43,19 @@ def outbox_message_create(*, payload: dict, error: str = "") -> OutboxMessage:
     return message
 
 
+@dataclass(frozen=True)
+class _PublishAfterCommit:
+    """The on_commit callback of an outbox row written in a transaction; also how a later
+    record of the same transaction finds that row (``connection.run_on_commit`` holds the
+    callbacks of the transaction, minus those of savepoints rolled back)."""
+
+    pk: int
+    key: tuple
+
+    def __call__(self) -> None:
+        _relay_one(self.pk)
+
+
 def outbox_message_in_transaction(*, payload: dict) -> None:
     """Make ``payload`` durable with the caller's transaction: an outbox row that commits or
     rolls back with it, published as soon as it commits (the relay's job when that fails).
@@ -50,15 +63,32 @@ def outbox_message_in_transaction(*, payload: dict) -> None:
     For a record that must exist exactly when the change it records does (an account
     change, a dead letter's replay or discard, a purge): published after the commit, it was
     lost to a process dying between the two; published before, it outlived a rollback.
-    """
-    from functools import partial
 
+    Records of one transaction for the same tenant (and request and submitter) share one
+    row, in the order they were made, so they are one message and chain in that order: the
+    system tenant's ``tenant.create`` and the ``user.create`` that made it were two messages,
+    which two pool processes could chain the other way round.
+    """
+    from audit.validation import MAX_EVENTS_PER_REQUEST
+
+    key = (payload["tenant_id"], payload.get("request_id"), payload.get("submitted_by", ""))
+    connection = transaction.get_connection()
+    for _, callback, _ in connection.run_on_commit:
+        if isinstance(callback, _PublishAfterCommit) and callback.key == key:
+            row = OutboxMessage.objects.filter(pk=callback.pk).first()
+            if row is not None and row.event_count + len(payload["events"]) <= (
+                MAX_EVENTS_PER_REQUEST
+            ):
+                row.payload["events"].extend(payload["events"])
+                row.event_count = len(row.payload["events"])
+                row.save(update_fields=["payload", "event_count"])
+                return
     row = OutboxMessage.objects.create(
         tenant_id=payload["tenant_id"], payload=payload, event_count=len(payload["events"])
     )
     # robust: a failure is logged and the callbacks registered after this one still run;
     # the row stays for the relay.
-    transaction.on_commit(partial(_relay_one, row.pk), robust=True)
+    transaction.on_commit(_PublishAfterCommit(row.pk, key), robust=True)
 
 
 def _relay_one(pk: int) -> None:

@@ -336,3 +336,28 @@ def _tasks_succeeded(worker) -> int:
         for line in worker.log().splitlines()
         if ("audit.ingest_batch[" in line and "succeeded" in line) or " coalesced into " in line
     )
+
+
+def test_records_of_one_transaction_for_one_tenant_share_one_row_in_their_order(
+    db, django_capture_on_commit_callbacks
+):
+    """The system tenant's tenant.create and the user.create that made it were two messages,
+    which two pool processes could chain the other way round (left alone for sessions)."""
+    from django.db import transaction
+
+    from accounts.models import SYSTEM_TENANT_SLUG, Tenant
+    from accounts.services import superuser_create
+
+    Tenant.objects.filter(slug=SYSTEM_TENANT_SLUG).delete()
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        superuser_create(username="first-root", password="violet-Anchor-47-river")
+        with pytest.raises(RuntimeError), transaction.atomic():  # a savepoint rolled back
+            superuser_create(username="rolled-back", password="violet-Anchor-47-river")
+            raise RuntimeError
+
+    [row] = OutboxMessage.objects.all()
+    assert [e["action"] for e in row.payload["events"]] == ["tenant.create", "user.create"]
+    assert row.event_count == 2
+    assert [e["target_name"] for e in row.payload["events"]][1] == "first-root"
+    assert len(callbacks) == 1  # one publish, after the commit
