@@ -120,28 +120,20 @@ def list_read_record(*, request: HttpRequest, changelist) -> None:
     filters = {k: v for k, v in request.GET.items() if k not in _VIEW_ONLY_PARAMS}
     # The rows on screen (one page, already fetched for rendering) name the tenants read.
     shown = {event.tenant_id for event in changelist.result_list}
-    action = SEARCH if changelist.query else READ
+    read = {
+        "principal": principal,
+        "action": SEARCH if changelist.query else READ,
+        "filters": filters,
+        "endpoint": "admin-list",
+    }
     if request.user.is_superuser and shown and not _filtered_tenant_param(request):
         # A read of every tenant, as the API's: its search text and filters may name any
         # tenant's people, so they go to the system tenant's trail alone, and each tenant
         # shown records the read without them (regression QA: they went to each tenant's).
-        access_record(
-            principal=principal,
-            action=action,
-            tenant_id=None,
-            shown=shown,
-            filters=filters,
-            endpoint="admin-list",
-        )
+        access_record(tenant_id=None, shown=shown, **read)
         return
     for tenant_id in read_tenant_ids(request=request, shown=shown):
-        access_record(
-            principal=principal,
-            action=action,
-            tenant_id=tenant_id,
-            filters=filters,
-            endpoint="admin-list",
-        )
+        access_record(tenant_id=tenant_id, **read)
 
 
 def event_read_record(*, request: HttpRequest, event) -> None:
