@@ -33,15 +33,32 @@ PAGE = (
 )
 
 
-def unavailable_response(request) -> HttpResponse:
+# PostgreSQL answered, but a lock was not granted (lock_timeout) or the statement ran out of
+# time (statement_timeout): another action holds the rows, the database is not "unreachable".
+BUSY_SQLSTATES = frozenset({"55P03", "57014"})
+BUSY_MESSAGE = "The database is busy (another action holds what this one needs); retry later."
+BUSY_PAGE = PAGE.replace(
+    "The database cannot be reached.",
+    "The database is busy: another action holds what this page needs, or the work took too long.",
+)
+
+
+def _busy(exception) -> bool:
+    return getattr(getattr(exception, "__cause__", None), "sqlstate", None) in BUSY_SQLSTATES
+
+
+def unavailable_response(request, exception=None) -> HttpResponse:
+    busy = exception is not None and _busy(exception)
     if request.path.startswith("/api/"):
         response = JsonResponse(
-            error_body("unavailable", MESSAGE),
+            error_body("unavailable", BUSY_MESSAGE if busy else MESSAGE),
             status=503,
             json_dumps_params={"separators": (",", ":")},
         )
     else:
-        response = HttpResponse(PAGE, status=503, content_type="text/html; charset=utf-8")
+        response = HttpResponse(
+            BUSY_PAGE if busy else PAGE, status=503, content_type="text/html; charset=utf-8"
+        )
     response["Retry-After"] = str(DATABASE_RETRY_AFTER)
     return response
 
@@ -57,7 +74,7 @@ class DatabaseUnavailableMiddleware:
         if not isinstance(exception, DATABASE_ERRORS):
             return None
         logger.warning("database unavailable, answering 503: %s", type(exception).__name__)
-        return unavailable_response(request)
+        return unavailable_response(request, exception)
 
 
 def server_error(request, template_name="500.html"):
@@ -65,5 +82,5 @@ def server_error(request, template_name="500.html"):
     Django's own 500 page."""
     exception = sys.exc_info()[1]
     if isinstance(exception, DATABASE_ERRORS):
-        return unavailable_response(request)
+        return unavailable_response(request, exception)
     return django_server_error(request, template_name)

@@ -5,11 +5,13 @@ RabbitMQ confirmed its republished message. A relay that dies between the confir
 delete republishes once more: the worker drops the duplicate events (same ids).
 """
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import DatabaseError, transaction
+from django.db.models import F
 
 from audit import metrics
 from audit.models import OutboxMessage
@@ -103,7 +105,15 @@ def _relay_one(pk: int) -> None:
                 return
             publish_ingest_batch(row.payload)
             row.delete()
-    except (BrokerSkipped, PublishError, DatabaseError) as exc:
+    except (BrokerSkipped, PublishError) as exc:
+        logger.info("outbox row %s left for the relay: %s", pk, one_line(exc))
+        # On the row too, as the relay records its own failures: the admin's outbox page
+        # showed such a row with no attempt and no error.
+        with contextlib.suppress(DatabaseError):  # the row is there; only its note is not
+            OutboxMessage.objects.filter(pk=pk).update(
+                attempts=F("attempts") + 1, last_error=str(exc)[:2000]
+            )
+    except DatabaseError as exc:
         logger.info("outbox row %s left for the relay: %s", pk, one_line(exc))
 
 

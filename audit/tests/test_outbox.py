@@ -361,3 +361,20 @@ def test_records_of_one_transaction_for_one_tenant_share_one_row_in_their_order(
     assert row.event_count == 2
     assert [e["target_name"] for e in row.payload["events"]][1] == "first-root"
     assert len(callbacks) == 1  # one publish, after the commit
+
+
+def test_a_record_whose_publish_after_the_commit_failed_says_why_on_its_row(
+    db, tenant, broker_proxy, django_capture_on_commit_callbacks
+):
+    """The admin's outbox page showed such a row with no attempt and no error (QA)."""
+    from audit.services.submission import record_system_event
+
+    broker_proxy.set_mode("refuse")
+    with django_capture_on_commit_callbacks(execute=True):
+        record_system_event(
+            tenant_id=tenant.pk, action="api_key.create", actor_id="ops", with_transaction=True
+        )
+
+    [row] = OutboxMessage.objects.all()
+    assert row.attempts == 1
+    assert row.last_error

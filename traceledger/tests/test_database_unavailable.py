@@ -3,6 +3,7 @@
 import http.client
 import socket
 
+import psycopg
 import pytest
 from django.contrib.sessions.backends.db import SessionStore
 from django.db import OperationalError
@@ -33,6 +34,29 @@ def test_a_page_whose_session_cannot_be_read_is_a_503(logged_in, monkeypatch, pa
     assert response["Retry-After"] == "5"
     assert "The database cannot be reached" in response.content.decode()
     assert response["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize("cause", ["LockNotAvailable", "QueryCanceled"])
+def test_a_lock_or_statement_timeout_is_a_503_that_says_busy_not_unreachable(
+    logged_in, monkeypatch, cause
+):
+    """A row another action held past TRACELEDGER_WEB_LOCK_TIMEOUT said "The database
+    cannot be reached" (QA: an admin delete of a locked user)."""
+
+    def timed_out(*args, **kwargs):
+        try:
+            raise getattr(psycopg.errors, cause)("canceling statement due to lock timeout")
+        except psycopg.Error as exc:
+            raise OperationalError("canceling statement due to lock timeout") from exc
+
+    monkeypatch.setattr(SessionStore, "_get_session_from_db", timed_out)
+
+    response = logged_in.get("/admin/")
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    page = response.content.decode()
+    assert "The database is busy" in page and "cannot be reached" not in page
 
 
 def test_a_session_that_cannot_be_saved_is_a_503_too(logged_in, monkeypatch):
