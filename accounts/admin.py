@@ -16,6 +16,7 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.utils import timezone
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as LibraryAPIKey
@@ -442,7 +443,10 @@ class ApiKeyAdmin(
     )
     def revoke_selected(self, request, queryset):
         actor = services.actor_for_user(request.user)
-        revoked = sum(services.api_key_revoke(api_key=key, actor=actor) for key in queryset)
+        # One transaction: all or none, and one tenant's revoke records share one message, so
+        # they chain in order (one message per key could be stored in any order).
+        with transaction.atomic():
+            revoked = sum(services.api_key_revoke(api_key=key, actor=actor) for key in queryset)
         self.message_user(request, f"{revoked} API key(s) revoked.", messages.SUCCESS)
 
     def get_actions(self, request):

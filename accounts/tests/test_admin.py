@@ -156,6 +156,40 @@ def test_it_refuses_a_key_that_would_be_expired_already(admin_client_for, superu
     assert not ApiKey.objects.filter(name="stillborn").exists()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_revoking_several_keys_is_one_transaction_whose_records_are_one_message_in_order(
+    admin_client_for, tenant_staff, tenant, monkeypatch
+):
+    """One transaction per key made one message per record, which the two worker processes
+    could store in any order: a key revoked before it was created, in the chain (QA)."""
+    from audit.models import OutboxMessage
+    from audit.services import outbox
+
+    monkeypatch.setattr(outbox, "_relay_one", lambda pk: None)  # the rows stay to be read
+    keys = [api_key_create(tenant=tenant, name=f"k{i}", scopes=["read"])[0] for i in range(3)]
+    client = admin_client_for(tenant_staff)
+
+    response = client.post(
+        reverse("admin:accounts_apikey_changelist"),
+        {
+            "action": "revoke_selected",
+            "_selected_action": [key.pk for key in keys],
+            "select_across": "0",
+            "post": "yes",
+        },
+        follow=True,
+    )
+
+    assert "3 API key(s) revoked" in response.content.decode()
+    [row] = [
+        row
+        for row in OutboxMessage.objects.all()
+        if any(e["action"] == "api_key.revoke" for e in row.payload["events"])
+    ]
+    assert [e["action"] for e in row.payload["events"]] == ["api_key.revoke"] * 3
+    assert sorted(e["target_name"] for e in row.payload["events"]) == ["k0", "k1", "k2"]
+
+
 @pytest.mark.django_db
 def test_it_revokes_keys_with_the_admin_action_after_asking(
     admin_client_for, tenant_staff, tenant, django_capture_on_commit_callbacks
