@@ -19,7 +19,12 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
 from django.views.defaults import server_error as django_server_error
 
-from traceledger.api.exceptions import DATABASE_RETRY_AFTER, error_body
+from traceledger.api.exceptions import (
+    BUSY_MESSAGE,
+    DATABASE_RETRY_AFTER,
+    database_busy,
+    error_body,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,22 +38,14 @@ PAGE = (
 )
 
 
-# PostgreSQL answered, but a lock was not granted (lock_timeout) or the statement ran out of
-# time (statement_timeout): another action holds the rows, the database is not "unreachable".
-BUSY_SQLSTATES = frozenset({"55P03", "57014"})
-BUSY_MESSAGE = "The database is busy (another action holds what this one needs); retry later."
 BUSY_PAGE = PAGE.replace(
     "The database cannot be reached.",
     "The database is busy: another action holds what this page needs, or the work took too long.",
 )
 
 
-def _busy(exception) -> bool:
-    return getattr(getattr(exception, "__cause__", None), "sqlstate", None) in BUSY_SQLSTATES
-
-
 def unavailable_response(request, exception=None) -> HttpResponse:
-    busy = exception is not None and _busy(exception)
+    busy = exception is not None and database_busy(exception)
     if request.path.startswith("/api/"):
         response = JsonResponse(
             error_body("unavailable", BUSY_MESSAGE if busy else MESSAGE),

@@ -18,6 +18,18 @@ from traceledger.errors import DependencyUnavailable, Overloaded
 logger = logging.getLogger(__name__)
 
 
+# PostgreSQL answered, but a lock was not granted (lock_timeout) or the statement ran out of
+# time (statement_timeout): another action holds the rows, the database is not "unreachable".
+BUSY_SQLSTATES = frozenset({"55P03", "57014"})
+BUSY_MESSAGE = "The database is busy (another action holds what this one needs); retry later."
+
+
+def database_busy(exc: BaseException) -> bool:
+    """Whether a database error is a lock or statement timeout (Django keeps psycopg's error,
+    which carries the SQLSTATE, as the cause)."""
+    return getattr(exc.__cause__, "sqlstate", None) in BUSY_SQLSTATES
+
+
 def error_body(code: str, message: str, fields=None) -> dict:
     body = {"error": {"code": code, "message": message}}
     if fields:
@@ -138,7 +150,10 @@ def exception_handler(exc, context):
         # PostgreSQL unreachable, or a lock or statement timeout: a dependency is down or
         # busy, not a bug. (A DataError or IntegrityError still answers 500: that is one.)
         logger.warning("database unavailable, answering 503: %s", type(exc).__name__)
-        exc = _Unavailable("The database is unavailable; retry later.", wait=DATABASE_RETRY_AFTER)
+        message = (
+            BUSY_MESSAGE if database_busy(exc) else "The database is unavailable; retry later."
+        )
+        exc = _Unavailable(message, wait=DATABASE_RETRY_AFTER)
     elif isinstance(exc, Overloaded):
         exc = _Overloaded(str(exc), wait=exc.retry_after)
     elif isinstance(exc, RequestDataTooBig):
