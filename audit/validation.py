@@ -22,6 +22,7 @@ import re
 import struct
 import threading
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, get_args, get_origin
 
@@ -649,8 +650,9 @@ def _repeated_keys(body: bytes) -> dict:
             return obj
         found = True
         marked = _Repeated(obj)
-        keys = [key for key, _ in pairs]
-        marked.repeated = sorted({key for key in keys if keys.count(key) > 1})
+        # Counted, not keys.count() per key: an object of 200,000 keys would be quadratic.
+        counts = Counter(key for key, _ in pairs)
+        marked.repeated = sorted(key for key, count in counts.items() if count > 1)
         return marked
 
     try:

@@ -310,6 +310,24 @@ def test_a_key_given_twice_in_one_object_is_refused(before, after, errors):
     assert caught.value.fields == errors
 
 
+def test_a_repeated_key_among_a_hundred_thousand_is_found_without_quadratic_work():
+    """Each key was counted over the whole object: 10^10 steps for this body, which fits the
+    request limit (review). The metadata is refused for its size first; the repeat check runs
+    on every body all the same."""
+    from audit.validation import _repeated_keys
+
+    keys = ",".join(f'"k{i}":0' for i in range(100_000))
+    body = orjson.dumps(valid_event()).replace(
+        b'"actor":', b'"metadata":{' + keys.encode() + b',"k7":1},"actor":', 1
+    )
+    assert _repeated_keys(body) == {
+        "0": {"metadata": ["The key 'k7' is given more than once in one object."]}
+    }
+    with pytest.raises(InvalidEvents) as caught:
+        events_parse(body)
+    assert list(caught.value.fields) == ["metadata"]
+
+
 def test_a_repeated_key_is_named_with_the_bodys_other_errors():
     body = orjson.dumps(valid_event(action="bad action", description="d"))
     body = body.replace(b'"description":', b'"description":"e","description":', 1)
