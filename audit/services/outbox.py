@@ -107,14 +107,19 @@ def _relay_one(pk: int) -> None:
             row.delete()
     except (BrokerSkipped, PublishError) as exc:
         logger.info("outbox row %s left for the relay: %s", pk, one_line(exc))
-        # On the row too, as the relay records its own failures: the admin's outbox page
+        # On the row too, as the relay notes its own failures: the admin's outbox page
         # showed such a row with no attempt and no error.
         with contextlib.suppress(DatabaseError):  # the row is there; only its note is not
-            OutboxMessage.objects.filter(pk=pk).update(
-                attempts=F("attempts") + 1, last_error=str(exc)[:2000]
-            )
+            _failure_note(pk, exc)
     except DatabaseError as exc:
         logger.info("outbox row %s left for the relay: %s", pk, one_line(exc))
+
+
+def _failure_note(pk: int, error: BaseException) -> None:
+    """Why a row is still there, for the admin's outbox page."""
+    OutboxMessage.objects.filter(pk=pk).update(
+        attempts=F("attempts") + 1, last_error=str(error)[:2000]
+    )
 
 
 def _publish(payloads: list[dict]) -> list:
@@ -173,9 +178,7 @@ def outbox_relay(
                     continue
                 failed += 1
                 error = error or one_line(outcome)
-                OutboxMessage.objects.filter(pk=row.pk).update(
-                    attempts=row.attempts + 1, last_error=str(outcome)[:2000]
-                )
+                _failure_note(row.pk, outcome)
             OutboxMessage.objects.filter(pk__in=done).delete()
         relayed += len(done)
         metrics.OUTBOX_RELAYED.inc(len(done))

@@ -158,21 +158,16 @@ def record_system_event(
         event = event_normalize(data, tenant_id=tenant_id)
     except InvalidEvents as exc:
         raise ValueError(f"invalid system event {action!r}: {exc.fields}") from None
+    submission = {
+        "tenant_id": tenant_id,
+        "events": [event],
+        "request_id": current_request_id() or None,
+        "submitted_by": SYSTEM_SUBMITTER,
+    }
     if with_transaction:
         from audit.services.outbox import outbox_message_in_transaction
 
-        payload = ingest_payload(
-            tenant_id=tenant_id,
-            events=[event],
-            request_id=current_request_id() or None,
-            submitted_by=SYSTEM_SUBMITTER,
-        )
-        outbox_message_in_transaction(payload=payload)
-        return event["id"]
-    events_submit(
-        tenant_id=tenant_id,
-        events=[event],
-        request_id=current_request_id() or None,
-        submitted_by=SYSTEM_SUBMITTER,
-    )
+        outbox_message_in_transaction(payload=ingest_payload(**submission))
+    else:
+        events_submit(**submission)
     return event["id"]
