@@ -108,14 +108,15 @@ class UserCreateView(NoQueryParamsMixin, APIView):
                 tenant = self._tenant(principal, data.get("tenant"))
             except ValidationError as exc:
                 errors.update(exc.detail)
-        problems = user_fields_problems(
-            username=data.get("username"),
-            password=data.get("password"),
-            email=data.get("email", ""),
-        )
-        for name, messages in problems.items():
-            errors.setdefault(name, messages)
         if errors:
+            # Otherwise user_create makes these checks itself, all at once.
+            problems = user_fields_problems(
+                username=data.get("username"),
+                password=data.get("password"),
+                email=data.get("email", ""),
+            )
+            for name, messages in problems.items():
+                errors.setdefault(name, messages)
             raise ValidationError(errors)
         try:
             user = user_create(
