@@ -8,6 +8,7 @@ import json
 import logging
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Subquery
@@ -171,6 +172,16 @@ class DeadLetterAdmin(_OperationsAdmin):
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
+    def _get_obj_does_not_exist_redirect(self, request, opts, object_id):
+        # Not Django's "… doesn't exist. Perhaps it was deleted?": a dead letter is never
+        # deleted, and another tenant's letter must not be confirmed to exist either.
+        self.message_user(
+            request,
+            f"No dead letter with ID “{unquote(object_id)}” in the letters you can see.",
+            messages.WARNING,
+        )
+        return HttpResponseRedirect(reverse("admin:audit_deadletter_changelist"))
+
     @nul_query_handled
     def changelist_view(self, request, extra_context=None):
         # The queue holds every tenant's dead letters: its depth is for operators only.
@@ -239,7 +250,11 @@ class DeadLetterAdmin(_OperationsAdmin):
         permissions=("change",),
     )
     def discard_selected(self, request, queryset):
-        from audit.services.dead_letters import UnknownDeadLetters, dead_letters_discard
+        from audit.services.dead_letters import (
+            UnknownDeadLetters,
+            dead_letters_discard,
+            not_new_text,
+        )
 
         ids = list(queryset.values_list("pk", flat=True))
         try:
@@ -249,10 +264,13 @@ class DeadLetterAdmin(_OperationsAdmin):
         except UnknownDeadLetters as exc:
             self.message_user(request, f"Nothing discarded: {exc}", messages.ERROR)
             return
+        # Unknown ids raise, so every selected letter not discarded was no longer new.
+        skipped = not_new_text(len(ids) - discarded)
         self.message_user(
             request,
-            f"Discarded {discarded} of {len(ids)} selected dead letter(s).",
-            messages.SUCCESS if discarded else messages.WARNING,
+            f"Discarded {discarded} of {len(ids)} selected dead letter(s)."
+            + (f" Skipped: {skipped}." if skipped else ""),
+            messages.WARNING if skipped or not discarded else messages.SUCCESS,
         )
 
     def pull_view(self, request):

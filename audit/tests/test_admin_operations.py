@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from accounts.signals import Actor
 from audit.models import DeadLetter, DeadLetterStatus, OutboxMessage
+from audit.services.ingest import CONFLICT_REASON
 from audit.tests.ingest_support import make_event, purge_queues, queue_depth, wait_until
 from traceledger.celery import app
 from traceledger.queues import DLQ, DLX_EXCHANGE, INGEST_QUEUE
@@ -473,6 +474,63 @@ def test_a_letter_of_a_tenant_that_does_not_exist_is_skipped_not_replayed_again(
     assert "1 of a tenant that does not exist" in body
     orphan.refresh_from_db()
     assert orphan.status == DeadLetterStatus.NEW
+
+
+def test_a_conflicting_duplicate_is_skipped_not_replayed_into_a_new_letter(
+    operator, tenant, recorded, clean_queues
+):
+    """Its event_id is stored with other content, which never changes: the replay was
+    reported as done and only made a new letter with the same reason."""
+    conflict = dead_letter(tenant, reason=CONFLICT_REASON)
+    good = dead_letter(tenant)
+    selection = {"action": "replay_selected", "_selected_action": [conflict.pk, good.pk]}
+
+    question = operator.post(DEAD_LETTERS, {**selection, "index": "0"}).content.decode()
+    result = operator.post(DEAD_LETTERS, {**selection, "post": "yes"}, follow=True)
+
+    assert "These will be skipped: 1 conflicting duplicate(s)" in question
+    body = result.content.decode()
+    assert "Replayed 1 of 2 selected dead letter(s) to audit.ingest. Skipped: 1 conflicting" in body
+    assert "post the event under a new event_id" in body
+    assert [m.level_tag for m in result.context["messages"]] == ["warning"]
+    conflict.refresh_from_db()
+    assert conflict.status == DeadLetterStatus.NEW
+    assert [c["metadata"]["dead_letter_ids"] for c in recorded] == [[good.pk]]
+
+
+def test_discarding_letters_no_longer_new_says_why_they_were_skipped(operator, tenant, recorded):
+    done = dead_letter(tenant, status=DeadLetterStatus.REPLAYED)
+    fresh = dead_letter(tenant)
+
+    response = operator.post(
+        DEAD_LETTERS,
+        {"action": "discard_selected", "_selected_action": [done.pk, fresh.pk], "post": "yes"},
+        follow=True,
+    )
+
+    assert [(m.level_tag, str(m)) for m in response.context["messages"]] == [
+        (
+            "warning",
+            "Discarded 1 of 2 selected dead letter(s). Skipped: 1 no longer new "
+            "(replayed or discarded already).",
+        )
+    ]
+
+
+def test_a_letter_the_user_cannot_see_is_not_said_to_be_deleted(
+    tenant_operator, tenant, other_tenant
+):
+    theirs = dead_letter(other_tenant)
+
+    for object_id in (theirs.pk, theirs.pk + 1000):
+        response = tenant_operator.get(
+            reverse("admin:audit_deadletter_change", args=[object_id]), follow=True
+        )
+
+        assert response.redirect_chain[-1][0] == DEAD_LETTERS
+        assert [str(m) for m in response.context["messages"]] == [
+            f"No dead letter with ID “{object_id}” in the letters you can see."
+        ]
 
 
 @pytest.mark.parametrize(

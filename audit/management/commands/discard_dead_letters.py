@@ -1,7 +1,7 @@
 """manage.py discard_dead_letters [--all | ID ...] — mark dead letters discarded."""
 
 from audit.management.dead_letter_command import DeadLetterCommand
-from audit.services.dead_letters import dead_letters_discard
+from audit.services.dead_letters import dead_letters_discard, not_new_text
 
 
 class Command(DeadLetterCommand):
@@ -16,8 +16,4 @@ class Command(DeadLetterCommand):
     def act(self, *, ids, actor):
         discarded = dead_letters_discard(ids=ids, actor=actor)
         # Unknown ids raise, so every id not discarded was no longer new.
-        not_new = len(ids) - discarded
-        return (
-            discarded,
-            f"{not_new} no longer new (replayed or discarded already)" if not_new else "",
-        )
+        return discarded, not_new_text(len(ids) - discarded)

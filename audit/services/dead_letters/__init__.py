@@ -29,6 +29,7 @@ from audit.services.dead_letters.actions import (
     dead_letters_discard,
     dead_letters_replay,
     dead_letters_replay_preview,
+    not_new_text,
 )
 from audit.services.dead_letters.draining import (
     DRAIN_BATCH,
@@ -62,4 +63,5 @@ __all__ = [
     "dead_letters_replay_preview",
     "dlq_depth",
     "events_dead_letter",
+    "not_new_text",
 ]

@@ -11,6 +11,7 @@ from django.utils import timezone
 from accounts.models import Tenant
 from accounts.signals import Actor
 from audit.models import DeadLetter, DeadLetterStatus
+from audit.services.ingest import CONFLICT_REASON
 from audit.services.record_parts import Part, metadata_parts, part_suffix
 
 # Letters whose payloads a replay holds in memory at once: a letter may be a whole batch
@@ -96,6 +97,11 @@ def _record(*, action: str, actor: Actor, letters: dict[int, int], tenant_id: in
             record_system_event(tenant_id=tenant_id, with_transaction=True, **event)
 
 
+def not_new_text(count: int) -> str:
+    """Why ``count`` selected letters were left alone by a replay or a discard ("" for 0)."""
+    return f"{count} no longer new (replayed or discarded already)" if count else ""
+
+
 def _replayable(payload) -> bool:
     """An ingest batch the publisher can send again: a tenant id (an int, not a bool, within
     PostgreSQL's bigint), a list of events, and nothing orjson cannot write. A drained
@@ -122,6 +128,9 @@ class ReplayResult:
     via_outbox: int = 0
     # Batches of a tenant that does not exist: the worker would only dead-letter them again.
     unknown_tenant: int = 0
+    # Events whose event_id is stored with other content: the stored copy cannot change
+    # (append-only), so the worker would only dead-letter them again.
+    conflicting: int = 0
 
     def summary(self, selected: int) -> str:
         """The outcome for people: how many of ``selected`` were replayed, where to ("to
@@ -148,7 +157,7 @@ class ReplayResult:
         """Why letters were skipped, for people ("" when none were)."""
         parts = []
         if self.not_new:
-            parts.append(f"{self.not_new} no longer new (replayed or discarded already)")
+            parts.append(not_new_text(self.not_new))
         if self.not_replayable:
             parts.append(
                 f"{self.not_replayable} not replayable: the payload is not an ingest batch "
@@ -159,6 +168,12 @@ class ReplayResult:
             parts.append(
                 f"{self.unknown_tenant} of a tenant that does not exist (the worker would "
                 "dead-letter them again); discard them once read"
+            )
+        if self.conflicting:
+            parts.append(
+                f"{self.conflicting} conflicting duplicate(s): the event_id is stored with "
+                "other content, which never changes, so the worker would dead-letter them "
+                "again; discard them once read, or post the event under a new event_id"
             )
         return "; ".join(parts)
 
@@ -179,10 +194,13 @@ def dead_letters_replay_preview(queryset) -> ReplayResult:
         events_type=_JsonbTypeof(KeyTransform("events", "payload")),
     ).filter(tenant_type="number", events_type="array")
     fresh_count = fresh.count()
+    replayable_count = replayable.count()
+    conflicting = replayable.filter(reason=CONFLICT_REASON).count() if replayable_count else 0
     return ReplayResult(
         replayed=0,
         not_new=queryset.count() - fresh_count,
-        not_replayable=fresh_count - replayable.count(),
+        not_replayable=fresh_count - replayable_count,
+        conflicting=conflicting,
     )
 
 
@@ -207,22 +225,30 @@ def dead_letters_replay(
         fresh = {pk: count for pk, status, count in selected if status == DeadLetterStatus.NEW}
         fresh_ids = list(fresh)  # in id order, as _locked returns them
         replayed: list[int] = []
-        via_outbox = unknown_tenant = 0
+        via_outbox = unknown_tenant = conflicting = 0
         # Publish (confirmed) before the status commits: a failed commit only replays twice.
         for start in range(0, len(fresh_ids), REPLAY_CHUNK):
             chunk = fresh_ids[start : start + REPLAY_CHUNK]
             rows = DeadLetter.objects.filter(pk__in=chunk).order_by("pk")
-            batches = [(pk, p) for pk, p in rows.values_list("pk", "payload") if _replayable(p)]
+            batches = [
+                (pk, p, reason)
+                for pk, p, reason in rows.values_list("pk", "payload", "reason")
+                if _replayable(p)
+            ]
             tenants = set(
-                Tenant.objects.filter(pk__in={p["tenant_id"] for _, p in batches}).values_list(
+                Tenant.objects.filter(pk__in={p["tenant_id"] for _, p, _ in batches}).values_list(
                     "pk", flat=True
                 )
             )
-            for pk, payload in batches:
+            for pk, payload, reason in batches:
                 # Replaying a batch whose tenant is unknown (the most common poison) only
                 # made a new dead letter with nothing pointing back to this one.
                 if payload["tenant_id"] not in tenants:
                     unknown_tenant += 1
+                    continue
+                # Its replay was reported as done and only made a new letter, the same.
+                if reason == CONFLICT_REASON:
+                    conflicting += 1
                     continue
                 via_outbox += _publish_ingest(payload) == "outbox"
                 replayed.append(pk)
@@ -242,9 +268,10 @@ def dead_letters_replay(
     return ReplayResult(
         replayed=len(replayed),
         not_new=len(selected) - len(fresh),
-        not_replayable=len(fresh) - len(replayed) - unknown_tenant,
+        not_replayable=len(fresh) - len(replayed) - unknown_tenant - conflicting,
         via_outbox=via_outbox,
         unknown_tenant=unknown_tenant,
+        conflicting=conflicting,
     )
 
 
