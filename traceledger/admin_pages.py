@@ -31,6 +31,17 @@ class PageCheckedChangeListMixin:
             # get_results raises it for one reason only: paginator.page(p) is InvalidPage.
             paginator = self.model_admin.get_paginator(request, self.queryset, self.list_per_page)
             raise PageOutOfRange(self.page_num, paginator.num_pages) from exc
+        # Pages come from PostgreSQL's estimate of the count (EstimatedCountPaginator), which
+        # may be above the real one: an empty page said nothing at all. (``not result_list``
+        # is the page's one query; the template then shows its cached rows.)
+        estimated = getattr(self.paginator, "estimated", False)
+        if estimated and self.page_num > 1 and not self.result_list:
+            messages.warning(
+                request,
+                f"Page {self.page_num} holds no rows: the list ends before it (its count is "
+                "PostgreSQL's estimate). To reach the oldest rows, sort by time the other way "
+                "or narrow the list.",
+            )
 
 
 @cache
@@ -55,12 +66,16 @@ class PageRangeMixin:
         try:
             return super().changelist_view(request, extra_context)
         except PageOutOfRange as exc:
-            self.message_user(
-                request,
-                f"There is no page {exc.page} of this list with these filters: it has "
-                f"{exc.last_page}. Showing the last page, filters kept.",
-                messages.WARNING,
-            )
             query = request.GET.copy()
-            query[PAGE_VAR] = str(exc.last_page)
+            if exc.page < 1:
+                # Not the last page: on a long list that is the oldest, approximate one.
+                text = f"There is no page {exc.page}: pages start at 1. Showing the first page"
+                query.pop(PAGE_VAR, None)
+            else:
+                text = (
+                    f"There is no page {exc.page} of this list with these filters: it has "
+                    f"{exc.last_page}. Showing the last page"
+                )
+                query[PAGE_VAR] = str(exc.last_page)
+            self.message_user(request, f"{text}, filters kept.", messages.WARNING)
             return HttpResponseRedirect(f"{request.path}?{query.urlencode()}")

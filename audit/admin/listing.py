@@ -56,10 +56,14 @@ class EstimatedCountPaginator(Paginator):
     planner's guess was off by 3-5 % on filtered sets of 4,000-18,000 events (a compliance
     user's "failures in October"), shown as if exact, and the pages past the guess could not
     be reached. Only beyond the limit is the count an estimate, and ``estimated`` says so:
-    the admin then writes "about N".
+    the admin then writes ``count_text``, "about N" — or "more than LIMIT" when the
+    planner's guess is no bigger than the bounded count: it cannot estimate a full-text
+    match, and the bounded count is then a floor, not an estimate (the list said "about
+    100001" for 200,000 matches).
     """
 
     estimated = False
+    capped = False
 
     @cached_property
     def count(self) -> int:
@@ -79,7 +83,23 @@ class EstimatedCountPaginator(Paginator):
         if bounded <= EXACT_COUNT_LIMIT:
             return bounded
         self.estimated = True
-        return max(estimate, bounded)
+        if estimate <= EXACT_COUNT_LIMIT:
+            self.capped = True
+            return bounded
+        return estimate
+
+    @property
+    def count_floor(self) -> str:
+        """How many rows the pages reach when ``capped``."""
+        return f"{EXACT_COUNT_LIMIT:,}"
+
+    @property
+    def count_text(self) -> str:
+        """The count for people: "about N" or "more than N" when estimated, else "N"."""
+        count = self.count
+        if self.capped:
+            return f"more than {self.count_floor}"
+        return f"about {count:,}" if self.estimated else str(count)
 
 
 def _reltuples(connection, table: str) -> int | None:

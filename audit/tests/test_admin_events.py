@@ -887,6 +887,47 @@ def test_an_estimated_count_reads_about_n_on_the_list(
     assert "Select all 60 audit events" in exact
 
 
+def test_a_count_the_planner_cannot_estimate_reads_more_than_the_limit(
+    client, tenant, auditor, monkeypatch, transactional_db
+):
+    """A full-text match: the planner guessed low, the bounded count won and read "about
+    100001 (PostgreSQL's estimate)" for 200,000 matches, half of them out of reach."""
+    events_create(tenant_id=tenant.pk, count=60)
+    monkeypatch.setattr(listing, "EXACT_COUNT_BELOW", 10)
+    monkeypatch.setattr(listing, "EXACT_COUNT_LIMIT", 20)
+    monkeypatch.setattr(listing, "_planner_rows", lambda connection, queryset: 12)
+
+    paginator = EstimatedCountPaginator(AuditEvent.objects.filter(tenant=tenant), 10)
+    assert (paginator.count, paginator.capped, paginator.count_text) == (21, True, "more than 20")
+
+    body = login(client, auditor).get(CHANGELIST, {"outcome__exact": "success"}).content.decode()
+    assert "more than 20 audit events" in body
+    assert "the pages reach as far as the first 20" in body
+    assert "PostgreSQL&#x27;s estimate" not in body and "about" not in body.split("paginator")[1]
+    assert "Select all (more than 20) audit events" in body
+
+
+def test_an_empty_page_past_an_estimated_end_says_the_list_ends_before_it(
+    client, tenant, auditor, monkeypatch, transactional_db
+):
+    """The planner guessed high: the last pages rendered empty without a word."""
+    events_create(tenant_id=tenant.pk, count=30)
+    monkeypatch.setattr(listing, "EXACT_COUNT_BELOW", 10)
+    monkeypatch.setattr(listing, "EXACT_COUNT_LIMIT", 20)
+    monkeypatch.setattr(listing, "_planner_rows", lambda connection, queryset: 500)
+    login(client, auditor)
+
+    inside = client.get(CHANGELIST, {"outcome__exact": "success", "p": "1"})
+    past = client.get(CHANGELIST, {"outcome__exact": "success", "p": "5"})
+
+    assert "about 500 audit events" in past.content.decode()
+    assert results(past) == [] and page_messages(inside) == []
+    assert page_messages(past) == [
+        "Page 5 holds no rows: the list ends before it (its count is PostgreSQL's "
+        "estimate). To reach the oldest rows, sort by time the other way or narrow the list."
+    ]
+
+
 def test_the_paginator_counts_exactly_when_the_set_is_small(tenant):
     events_create(tenant_id=tenant.pk, count=7)
 
@@ -1283,6 +1324,22 @@ def test_a_page_beyond_the_end_keeps_the_filters_and_shows_the_last_page(client,
     assert page_messages(page) == [
         "There is no page 999 of this list with these filters: it has 2. Showing the last "
         "page, filters kept."
+    ]
+
+
+@pytest.mark.parametrize("number", ["0", "-1"])
+def test_a_page_before_the_first_shows_the_first_not_the_last(client, tenant, auditor, number):
+    """On a long list the last page is the oldest (and, estimated, approximate) one."""
+    events_create(tenant_id=tenant.pk, count=60, outcome="failure")
+    login(client, auditor)
+
+    first = client.get(CHANGELIST, {"outcome__exact": "failure", "p": number})
+    page = client.get(first.url)
+
+    assert first.url == f"{CHANGELIST}?outcome__exact=failure"
+    assert len(results(page)) == 50
+    assert page_messages(page) == [
+        f"There is no page {number}: pages start at 1. Showing the first page, filters kept."
     ]
 
 
