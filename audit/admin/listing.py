@@ -21,7 +21,7 @@ from django.contrib.admin.views.main import (
 from django.core.exceptions import EmptyResultSet, FieldDoesNotExist, ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import F, Max, Min, QuerySet
+from django.db.models import F, JSONField, Max, Min, QuerySet
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
@@ -704,6 +704,8 @@ def field_value_problems(params, *, model, known=frozenset(), skip=()) -> dict[s
       ``__in`` list (``sequence__in=a,b``), which the admin splits at commas;
     - an ``__isnull`` that is not true or false (Django reads ``maybe`` as true);
     - any ``__range``: the admin never splits its value in two, so none can run;
+    - any lookup on a JSON field (``metadata__amount=2164``): the value is compared as a JSON
+      string, so a number never matches, and no index serves it;
     - a parameter that is neither a field nor one of ``known`` (``tenant__exact`` on a list
       whose ``tenant`` is a filter, not a field).
     """
@@ -724,7 +726,14 @@ def field_value_problems(params, *, model, known=frozenset(), skip=()) -> dict[s
             field = field.target_field  # tenant=2 is the tenant's key
         if not getattr(field, "concrete", False) or field.is_relation:
             continue
-        if lookup == "range":
+        if isinstance(field, JSONField):
+            # ``metadata__amount=2164`` compares the JSON string "2164" with the number 2164:
+            # no rows, said as "0 events", after a scan no index serves.
+            problems[name] = (
+                f"{name}: filters inside {field.name} are not offered (a value there would be "
+                "compared as JSON text, so numbers never match); search its text instead"
+            )
+        elif lookup == "range":
             problems[name] = f"{name}: range lookups are not offered (use __gte and __lte)"
         elif lookup == "isnull":
             if raw.lower() not in _ISNULL_VALUES:
