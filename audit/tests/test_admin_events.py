@@ -15,6 +15,7 @@ import django_ratelimit.core
 import pytest
 from django.db import connection
 from django.http import QueryDict
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from rest_framework.test import APIClient
@@ -1351,6 +1352,18 @@ def test_a_page_beyond_the_end_keeps_the_filters_and_shows_the_last_page(client,
         "There is no page 999 of this list with these filters: it has 2. Showing the last "
         "page, filters kept."
     ]
+
+
+def test_admin_pages_carry_an_icon_so_browsers_do_not_ask_for_a_missing_favicon(
+    client, tenant, auditor
+):
+    pages = [Client().get(reverse("admin:login"))]
+    login(client, auditor)
+    pages += [client.get(reverse("admin:index")), client.get(CHANGELIST)]
+
+    for page in pages:
+        assert page.status_code == 200
+        assert '<link rel="icon" href="data:image/svg+xml,' in page.content.decode()
 
 
 @pytest.mark.parametrize("number", ["0", "-1"])
