@@ -25,7 +25,8 @@ def _whole_number(name: str, *, default: int, minimum: int) -> int:
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = _whole_number("GUNICORN_WORKERS", default=2, minimum=1)
-worker_class = "gthread"
+# gthread, with a deadline on the request head (traceledger/gunicorn_worker.py).
+worker_class = "traceledger.gunicorn_worker.HeadDeadlineThreadWorker"
 threads = _whole_number("GUNICORN_THREADS", default=4, minimum=1)
 # 0 is gunicorn's "no timeout".
 timeout = _whole_number("GUNICORN_TIMEOUT", default=30, minimum=0)

@@ -7,6 +7,13 @@ processes, and ``/healthz``, reads and ingest went unanswered for as long (a sca
 A slot is taken before anything is recorded or streamed and given back when the response is
 closed, whether it was read to the end, cut off, or never started (Django calls ``close``
 on the streamed iterator in every case).
+
+A client that stops reading would hold its slot, its thread and a database transaction (the
+rows come from a server-side cursor) for as long as it kept the connection open: four such
+clients refused every other export of every tenant (security QA). Under gunicorn the
+connection is closed once the client has taken no part for
+``TRACELEDGER_EXPORT_STALL_TIMEOUT`` seconds (``traceledger.stall_watch``); the write then
+fails, the response is closed, and the slot comes back.
 """
 
 import threading
@@ -15,6 +22,7 @@ from collections.abc import Callable, Iterator
 
 from django.conf import settings
 
+from traceledger import stall_watch
 from traceledger.errors import Overloaded
 
 RETRY_AFTER = 10  # seconds: an export of a big tenant takes about that
@@ -41,19 +49,33 @@ class ExportsBusy(Overloaded):
 
 
 class SlotRows:
-    """``rows`` holding an export slot until ``close`` (once, however often it is called)."""
+    """``rows`` holding an export slot until ``close`` (once, however often it is called);
+    with ``sock`` (gunicorn's), the connection is cut when the client stalls."""
 
-    def __init__(self, rows: Iterator[bytes], semaphore: threading.BoundedSemaphore):
+    def __init__(self, rows: Iterator[bytes], semaphore: threading.BoundedSemaphore, sock=None):
         self._rows = rows
+        self._sock = sock
+        self._watch: stall_watch.Watch | None = None
         # A backstop for a response thrown away unclosed (a middleware raising after the
         # view returned it): the slot comes back when this is collected. Runs at most once.
         self._release = weakref.finalize(self, semaphore.release)
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._rows)
+        if self._sock is None:
+            yield from self._rows
+            return
+        seconds = settings.TRACELEDGER_EXPORT_STALL_TIMEOUT
+        # gunicorn asks for the next part once the client has taken the one before.
+        self._watch = stall_watch.watch(
+            self._sock, seconds, f"export not read by the client for {seconds:g} s"
+        )
+        for part in self._rows:
+            self._watch.extend(seconds)
+            yield part
 
     def close(self) -> None:
         try:
+            stall_watch.unwatch(self._watch)
             close = getattr(self._rows, "close", None)
             if close is not None:
                 close()
@@ -70,15 +92,16 @@ def export_slot_take() -> threading.BoundedSemaphore:
 
 
 def export_rows_in_slot(
-    *, record: Callable[[], None], rows: Callable[[], Iterator[bytes]]
+    *, record: Callable[[], None], rows: Callable[[], Iterator[bytes]], request_meta: dict
 ) -> SlotRows:
     """Take a slot (or raise ``ExportsBusy`` before anything is recorded), then ``record()``
     the export and make its ``rows()``; the slot goes back if either raises, else when the
-    returned rows are closed."""
+    returned rows are closed. ``request_meta``: the request's WSGI environ (its gunicorn
+    socket, when there is one, is cut if the client stops reading)."""
     semaphore = export_slot_take()
     try:
         record()
-        return SlotRows(rows(), semaphore)
+        return SlotRows(rows(), semaphore, request_meta.get("gunicorn.socket"))
     except BaseException:
         semaphore.release()
         raise

@@ -2,8 +2,8 @@
 
 Passing a config file keeps the product's ``gunicorn.conf.py`` (its access log to stdout)
 out of the measurement. The worker class defaults to sync here; ``python -m bench`` passes
-``--worker-class gthread --threads 4`` unless ``--web-threads 1`` (sync, as the baselines in
-issue 9 were measured).
+the product's gthread class (``processes.GTHREAD_WORKER``) and ``--threads 4`` unless
+``--web-threads 1`` (sync, as the baselines in issue 9 were measured).
 """
 
 worker_class = "sync"

@@ -15,6 +15,9 @@ from pathlib import Path
 from bench.environment import ROOT
 from testsupport.worker import ALL_QUEUES, celery_worker_argv
 
+# The product's worker class (gunicorn.conf.py): gthread with a deadline on the request head.
+GTHREAD_WORKER = "traceledger.gunicorn_worker.HeadDeadlineThreadWorker"
+
 
 class Managed:
     name = "process"
@@ -100,7 +103,9 @@ class Web(Managed):
         self.port = port
         bin_dir = Path(sys.executable).parent
         # More than one thread: gthread, as the product's gunicorn.conf.py runs it.
-        threading = ["--worker-class", "gthread", "--threads", str(threads)] if threads > 1 else []
+        threading = (
+            ["--worker-class", GTHREAD_WORKER, "--threads", str(threads)] if threads > 1 else []
+        )
         super().__init__(
             argv=[
                 str(bin_dir / "gunicorn"),

@@ -209,6 +209,11 @@ TRACELEDGER_RATELIMIT_HEAVY = rate("TRACELEDGER_RATELIMIT_HEAVY", default="30/m"
 # Exports streaming at once per web process (each holds a thread while it streams): the
 # other threads stay free for ingest, reads and /healthz (audit/export_slots.py).
 TRACELEDGER_EXPORTS_PER_PROCESS = integer("TRACELEDGER_EXPORTS_PER_PROCESS", default=2, minimum=1)
+# Seconds a streamed export waits for the client to take its next part before the connection
+# is closed: a client that stops reading held a slot, a thread and a transaction.
+TRACELEDGER_EXPORT_STALL_TIMEOUT = seconds(
+    "TRACELEDGER_EXPORT_STALL_TIMEOUT", default=60.0, positive=True
+)
 TRACELEDGER_RATELIMIT_LOGIN = rate("TRACELEDGER_RATELIMIT_LOGIN", default="10/m")
 TRACELEDGER_RATELIMIT_BAD_KEYS = rate("TRACELEDGER_RATELIMIT_BAD_KEYS", default="60/m")
 # Verified API keys are cached in Redis (accounts/keycache.py): re-checked against PostgreSQL

@@ -52,6 +52,7 @@ def export_response(
         # Recorded before the first byte: an export that is not in the trail never starts.
         record=record,
         rows=lambda: export_rows(queryset, fmt),
+        request_meta=request.META,
     )
     try:
         # The name's query runs with the slot taken: a failure must give it back now, not

@@ -138,6 +138,7 @@ class AuditEventExportView(GenericAPIView):
                     endpoint="export",
                 ),
                 rows=lambda: export_rows(queryset, fmt),
+                request_meta=request.META,
             )
             try:
                 return self._response(rows, fmt=fmt, tenant_id=tenant_id)

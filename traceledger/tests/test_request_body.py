@@ -179,6 +179,64 @@ def test_stalled_bodies_are_cut_at_the_timeout_and_hold_no_web_thread(gunicorn_w
             sock.close()
 
 
+@pytest.mark.integration
+def test_stalled_request_heads_are_cut_at_the_timeout_and_hold_no_web_thread(gunicorn_with):
+    """Once a byte had arrived, gthread read the rest of a head without a deadline: eight
+    clients sending part of one and then nothing left /healthz unanswered (security QA)."""
+    port = gunicorn_with(TRACELEDGER_BODY_TIMEOUT="1")
+    stalled = []
+    for _ in range(8):  # twice the worker's threads
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        stalled.append(sock)
+    try:
+        started = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=15) as health:
+            assert health.status == 200
+        assert time.monotonic() - started < 15
+        for sock in stalled:
+            answer = b""
+            while chunk := sock.recv(4096):  # then the server closes the connection
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+            assert b"\r\nConnection: close\r\n" in answer
+            assert b'"code":"request_timeout"' in answer
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_the_head_watch_ends_once_the_head_is_parsed_not_with_the_response(monkeypatch):
+    """Kept until the response was written, it would cut any request slower than the
+    timeout (a big export streams for minutes)."""
+    from gunicorn.workers.gthread import ThreadWorker
+
+    from traceledger import stall_watch
+    from traceledger.gunicorn_worker import HeadDeadlineThreadWorker
+
+    seen = {}
+
+    def parse_then_handle(self, conn):  # gthread's handle, reduced to its two steps
+        seen["reading"] = {w.sock for w in stall_watch._watches}
+        return self.handle_request("request", conn)
+
+    def handle_request(self, req, conn):
+        seen["handling"] = {w.sock for w in stall_watch._watches}
+        return True
+
+    monkeypatch.setattr(ThreadWorker, "handle", parse_then_handle)
+    monkeypatch.setattr(ThreadWorker, "handle_request", handle_request)
+    worker = HeadDeadlineThreadWorker.__new__(HeadDeadlineThreadWorker)
+    with socket.socket() as sock:
+        conn = type("Conn", (), {"sock": sock, "client": ("127.0.0.1", 40000)})()
+
+        assert worker.handle(conn) is True
+
+        assert sock in seen["reading"]
+        assert sock not in seen["handling"]
+        assert sock not in {w.sock for w in stall_watch._watches}
+
+
 def _post_chunked(port: int, key: str, chunks: list[bytes]) -> tuple[int, dict]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
     conn.request(

@@ -1,0 +1,56 @@
+"""gunicorn's gthread worker with a deadline on the request head (``gunicorn.conf.py``).
+
+Once a byte of a request has arrived, gthread reads the rest of its head blocking, with no
+time limit: eight clients that sent ``GET /healthz HTTP/1.1\\r\\nHost: x\\r\\n`` and then
+nothing held every thread of the default stack (2 workers x 4 threads) until they hung up.
+Here a thread taking up a connection watches it (``traceledger.stall_watch``) until the
+head is parsed (``handle_request``, which gunicorn calls right after): past
+``TRACELEDGER_BODY_TIMEOUT`` the client gets a 408 and the connection is closed. The body
+has its own deadline of the same length (``traceledger.request_body``).
+"""
+
+import threading
+
+from gunicorn.workers.gthread import ThreadWorker
+
+from traceledger import stall_watch
+
+_current = threading.local()  # the watch of the connection this thread is reading
+
+
+def _timeout_answer(seconds: float) -> bytes:
+    body = (
+        '{"error":{"code":"request_timeout","message":"The request head did not arrive '
+        f'within {seconds:g} s: nothing was accepted."}}}}'
+    ).encode()
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+class HeadDeadlineThreadWorker(ThreadWorker):
+    def handle(self, conn):
+        from django.conf import settings  # configured: the application is loaded by now
+
+        seconds = settings.TRACELEDGER_BODY_TIMEOUT
+        _current.watch = stall_watch.watch(
+            conn.sock,
+            seconds,
+            f"request head from {conn.client[0] if conn.client else '?'} incomplete after "
+            f"{seconds:g} s",
+            answer=_timeout_answer(seconds),
+        )
+        try:
+            return super().handle(conn)
+        finally:
+            _head_complete()
+
+    def handle_request(self, req, conn):
+        _head_complete()  # the head is parsed; the body and the response are not bounded here
+        return super().handle_request(req, conn)
+
+
+def _head_complete() -> None:
+    stall_watch.unwatch(getattr(_current, "watch", None))
+    _current.watch = None
