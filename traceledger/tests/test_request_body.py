@@ -159,21 +159,30 @@ def test_stalled_bodies_are_cut_at_the_timeout_and_hold_no_web_thread(gunicorn_w
     _, key = api_key_create(tenant=tenant, name="stalled", scopes=["ingest"])
     port = gunicorn_with(TRACELEDGER_BODY_TIMEOUT="1")
     stalled = [_stalled_post(port, key) for _ in range(8)]
+    for answer in _healthz_answered_then_each_408(port, stalled):
+        # gunicorn said keep-alive on the HTTP/1.1 request, then closed anyway.
+        head = answer.split(b"\r\n\r\n", 1)[0].lower()
+        assert b"\r\nconnection: close" in head and b"keep-alive" not in head, head
+        assert b"\r\nX-Request-ID: " in answer
+
+
+def _healthz_answered_then_each_408(port: int, stalled: list[socket.socket]) -> list[bytes]:
+    """/healthz answers while ``stalled`` hang; then each of them gets a 408 and the end of
+    its connection. Their answers, the sockets closed."""
     try:
         started = time.monotonic()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=15) as health:
             assert health.status == 200
         assert time.monotonic() - started < 15
+        answers = []
         for sock in stalled:
             answer = b""
             while chunk := sock.recv(4096):  # then the server closes the connection
                 answer += chunk
             assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
-            # gunicorn said keep-alive on the HTTP/1.1 request, then closed anyway.
-            head = answer.split(b"\r\n\r\n", 1)[0].lower()
-            assert b"\r\nconnection: close" in head and b"keep-alive" not in head, head
             assert b'"code":"request_timeout"' in answer
-            assert b"\r\nX-Request-ID: " in answer
+            answers.append(answer)
+        return answers
     finally:
         for sock in stalled:
             sock.close()
@@ -189,21 +198,8 @@ def test_stalled_request_heads_are_cut_at_the_timeout_and_hold_no_web_thread(gun
         sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         stalled.append(sock)
-    try:
-        started = time.monotonic()
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=15) as health:
-            assert health.status == 200
-        assert time.monotonic() - started < 15
-        for sock in stalled:
-            answer = b""
-            while chunk := sock.recv(4096):  # then the server closes the connection
-                answer += chunk
-            assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
-            assert b"\r\nConnection: close\r\n" in answer
-            assert b'"code":"request_timeout"' in answer
-    finally:
-        for sock in stalled:
-            sock.close()
+    for answer in _healthz_answered_then_each_408(port, stalled):
+        assert b"\r\nConnection: close\r\n" in answer
 
 
 def test_the_head_watch_ends_once_the_head_is_parsed_not_with_the_response(monkeypatch):
