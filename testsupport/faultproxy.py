@@ -2,14 +2,17 @@
 
 Modes: ``pass`` (forward), ``refuse`` (stop listening: connection refused), ``reset`` (accept,
 then close at once), ``blackhole`` (accept and read, never answer). Switching mode also
-cuts the connections already open, so clients see the outage immediately.
+cuts the connections already open, so clients see the outage immediately. ``stall`` keeps
+them open instead and forwards nothing more, while the kernel still acknowledges what is
+sent (a server whose I/O froze); back to ``pass``, what was held is forwarded.
 """
 
 import contextlib
 import socket
 import threading
+import time
 
-MODES = ("pass", "refuse", "reset", "blackhole")
+MODES = ("pass", "refuse", "reset", "blackhole", "stall")
 
 
 class FaultProxy:
@@ -43,7 +46,7 @@ class FaultProxy:
         assert mode in MODES, mode
         with self._lock:
             previous, self.mode = self.mode, mode
-        if mode != previous:
+        if mode != previous and "stall" not in (mode, previous):
             self._cut_all()
         if mode == "refuse":
             self._close_listener()
@@ -93,7 +96,7 @@ class FaultProxy:
                 client.close()
                 continue
             self._track(client)
-            if mode == "blackhole":
+            if mode in ("blackhole", "stall"):
                 threading.Thread(target=self._drain, args=(client,), daemon=True).start()
                 continue
             try:
@@ -112,10 +115,11 @@ class FaultProxy:
             while sock.recv(65536):
                 pass
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                while self.mode == "stall" and not self._stopped.is_set():
+                    time.sleep(0.05)
                 dst.sendall(data)
         except OSError:
             pass

@@ -127,6 +127,8 @@ DATABASES = {
         )
     ),
 }
+# Django's backend, whose web processes bound each wait for PostgreSQL (traceledger/db/base.py).
+DATABASES["default"]["ENGINE"] = "traceledger.db"
 # Persistent connections: reconnecting per request/task costs ~13 ms here (notes §2c).
 DATABASES["default"]["CONN_MAX_AGE"] = integer("DJANGO_CONN_MAX_AGE", default=600)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -160,7 +162,14 @@ for _option, _value in {
 # (traceledger/wsgi.py): workers set their own per transaction, and migrations, purges and
 # commands may wait longer. 0 = no limit.
 TRACELEDGER_WEB_LOCK_TIMEOUT = seconds("TRACELEDGER_WEB_LOCK_TIMEOUT", default=10.0)
-if env.str("TRACELEDGER_PROCESS", default="") == "web" and TRACELEDGER_WEB_LOCK_TIMEOUT:
+# "web" in gunicorn's processes (traceledger/wsgi.py); workers and commands leave it empty.
+TRACELEDGER_PROCESS = env.str("TRACELEDGER_PROCESS", default="")
+# Seconds a web request waits for PostgreSQL to answer one round trip (a query, a fetch, a
+# commit) before the connection is dropped and the request answers 503 as in an outage: a
+# PostgreSQL that accepts and never answers held every web thread (traceledger/db/base.py).
+# Above the lock timeout, so that a lock wait ends with the server's own error. 0 = no limit.
+TRACELEDGER_WEB_DB_TIMEOUT = seconds("TRACELEDGER_WEB_DB_TIMEOUT", default=15.0)
+if TRACELEDGER_PROCESS == "web" and TRACELEDGER_WEB_LOCK_TIMEOUT:
     _options = DATABASES["default"]["OPTIONS"].get("options", "")
     DATABASES["default"]["OPTIONS"]["options"] = (
         f"{_options} -c lock_timeout={int(TRACELEDGER_WEB_LOCK_TIMEOUT * 1000)}".strip()
@@ -573,6 +582,8 @@ LOGGING = {
         # last-use writes that failed (its recovery line is a kind of its own).
         "accounts.selectors": {"filters": ["outage_throttle"]},
         "accounts.services.last_use": {"filters": ["outage_throttle"]},
+        # A web request's wait for a PostgreSQL that does not answer (every request, then).
+        "traceledger.db.base": {"filters": ["outage_throttle"]},
         # Each GET /readyz while Redis (or another dependency) is down.
         "traceledger.health": {"filters": ["readiness_throttle"]},
         # A client that stalls mid-body, or many of them: one line per 30 s per process.
