@@ -1,0 +1,162 @@
+"""Compliance staff's view of the ledger: signed checkpoints, and a check of the chain.
+
+The event page checks one event's link (``ledger_status``); whether a tenant's chain holds
+was the API's (``GET /api/v1/ledger/verify``) or ``manage.py verify_ledger``. Here the same
+check as the API's default, the last ``VERIFY_MAX_EVENTS`` events with the signed
+checkpoints among them, is a button on the checkpoint list, counted against
+``TRACELEDGER_RATELIMIT_HEAVY`` like the API's. The whole chain stays the command's (or the
+offline tool's, on an export): it can take minutes.
+"""
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
+from django.urls import path, reverse
+
+from accounts.models import Tenant
+from accounts.principal import principal_for_user
+from accounts.ratelimits import HeavyReadRateLimit, RateLimited, check_rate
+from audit.admin.events import can_view_events
+from audit.admin.listing import BadParamsNamedMixin, TenantFilter
+from audit.ledger.signing import SigningKeyMissing
+from audit.ledger.verify import VERIFY_MAX_EVENTS, ledger_verify_last
+from audit.models import Checkpoint
+from traceledger.admin_pages import PageRangeMixin
+
+
+@admin.register(Checkpoint)
+class CheckpointAdmin(BadParamsNamedMixin, PageRangeMixin, admin.ModelAdmin):
+    change_list_template = "admin/audit/checkpoint/change_list.html"
+    list_display = ("sequence", "tenant", "kind", "signed_at", "key_id", "hash")
+    list_display_links = None
+    list_filter = (TenantFilter, "kind")
+    list_select_related = ("tenant",)
+    ordering = ("tenant", "-sequence", "-id")
+    list_per_page = 50
+    show_facets = admin.ShowFacets.NEVER
+
+    # --- read-only: a checkpoint is a signed statement ---
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return can_view_events(request.user)
+
+    def has_module_permission(self, request) -> bool:
+        return can_view_events(request.user)
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if request.user.is_superuser:
+            return queryset
+        return queryset.filter(tenant_id=request.user.tenant_id)
+
+    def get_actions(self, request):
+        return {}
+
+    def changelist_view(self, request, extra_context=None):
+        tenant = self._tenant(request, request.GET.get("tenant"))
+        extra_context = {
+            **(extra_context or {}),
+            "verify_tenant": tenant,
+            "verify_max_events": f"{VERIFY_MAX_EVENTS:,}",
+        }
+        return super().changelist_view(request, extra_context)
+
+    def get_urls(self):
+        return [
+            path(
+                "verify/",
+                self.admin_site.admin_view(self.verify_view),
+                name="audit_checkpoint_verify",
+            ),
+            *super().get_urls(),
+        ]
+
+    @staticmethod
+    def _tenant(request, raw: str | None) -> Tenant | None:
+        """The tenant to check: the staff member's own; a superuser's choice (``tenant``)."""
+        if not request.user.is_superuser:
+            return Tenant.objects.filter(pk=request.user.tenant_id).first()
+        if raw and raw.isdecimal():
+            return Tenant.objects.filter(pk=int(raw)).first()
+        return None
+
+    def verify_view(self, request):
+        """POST (CSRF-checked by admin_view): verify the tenant's last events, as a message."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        back = reverse("admin:audit_checkpoint_changelist")
+        if request.method != "POST":
+            self.message_user(
+                request,
+                "Verifying is the “Verify the chain” button of this page (a POST).",
+                messages.INFO,
+            )
+            return HttpResponseRedirect(back)
+        tenant = self._tenant(request, request.POST.get("tenant"))
+        if tenant is None:
+            self.message_user(
+                request, "Choose a tenant first (the filter on the right).", messages.ERROR
+            )
+            return HttpResponseRedirect(back)
+        back = f"{back}?tenant={tenant.pk}" if request.user.is_superuser else back
+        try:
+            # The API's ledger checks and exports share this budget per person.
+            check_rate(
+                request=request,
+                group=HeavyReadRateLimit.group,
+                rate=settings.TRACELEDGER_RATELIMIT_HEAVY,
+                key=principal_for_user(request.user).rate_key,
+            )
+        except RateLimited as exc:
+            self.message_user(
+                request,
+                "Not verified: you have made as many exports and ledger checks this minute as "
+                f"TRACELEDGER_RATELIMIT_HEAVY ({settings.TRACELEDGER_RATELIMIT_HEAVY}) allows; "
+                f"try again in {exc.wait:.0f} seconds.",
+                messages.ERROR,
+            )
+            return HttpResponseRedirect(back)
+        try:
+            result = ledger_verify_last(tenant_id=tenant.pk, last=VERIFY_MAX_EVENTS)
+        except SigningKeyMissing as exc:
+            self.message_user(request, f"Not verified: {exc.public_message}", messages.ERROR)
+            return HttpResponseRedirect(back)
+        self.message_user(request, _outcome(tenant, result), _level(result))
+        return HttpResponseRedirect(back)
+
+
+def _level(result) -> int:
+    if not result.ok:
+        return messages.ERROR
+    return messages.SUCCESS if result.checked else messages.INFO
+
+
+def _outcome(tenant: Tenant, result) -> str:
+    if not result.ok:
+        return (
+            f"{tenant.slug}: the chain does NOT verify: at sequence {result.first_bad_sequence}, "
+            f"{result.reason}. Keep the evidence and see docs/ledger.md."
+        )
+    if not result.checked:
+        return f"{tenant.slug}: no events in the chain yet; nothing to verify."
+    checkpoints = (
+        f" and {result.checkpoints_checked} signed checkpoint(s)"
+        if result.checkpoints_checked
+        else " (no signed checkpoint among them yet)"
+    )
+    return (
+        f"{tenant.slug}: verified sequences {result.from_sequence:,} to {result.to_sequence:,} "
+        f"({result.checked:,} events){checkpoints}: every hash matches its event and links to "
+        "the one before. Older events: manage.py verify_ledger, or an export and the offline "
+        "tool (docs/ledger.md)."
+    )
