@@ -62,7 +62,14 @@ class RequestBodyMiddleware:
                 # the client for ever: Django reads nothing, as it would have.
                 return self.application(environ, start_response)
             want, exact = (limit + 1 if limit is not None else None), False
-        elif declared == 0 or (limit is not None and declared > limit):
+        elif declared == 0:
+            return self.application(environ, start_response)
+        elif limit is not None and declared > limit:
+            # Django refuses it (413) unread: the rest of the body is still coming, so the
+            # connection cannot carry another request. Its answer said keep-alive, gunicorn
+            # then closed it anyway, and a client's next pooled request failed
+            # ("Remote end closed connection without response").
+            _close_after(start_response)
             return self.application(environ, start_response)
         else:
             want, exact = declared, True
@@ -70,6 +77,8 @@ class RequestBodyMiddleware:
             body = _read(environ, want=want, exact=exact)
         except _Refused as refused:
             return _answer(environ, start_response, refused)
+        if want is not None and len(body) >= want and not exact:
+            _close_after(start_response)  # past the limit, a chunked body's rest is unread
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         return self.application(environ, start_response)
@@ -101,20 +110,31 @@ def _read(environ, *, want: int | None, exact: bool) -> bytes:
                 break
             parts.append(chunk)
             got += len(chunk)
-    except OSError as exc:  # the deadline (TimeoutError), or the client reset the connection
+    except OSError as exc:
+        # The deadline (TimeoutError); or the body ended early: the client reset or closed
+        # the connection, or a chunked body ended before its last chunk (gunicorn's
+        # NoMoreData, an IOError).
         if sock is not None:
             # gunicorn would otherwise read the rest of this body before the next request,
             # without a deadline: a shut read side makes that the end of the connection.
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RD)
+        timed_out = isinstance(exc, TimeoutError)
         with bound_request_id(request_id_for(environ)):
             logger.warning(
                 "request body incomplete after %s of %s bytes: %s",
                 got,
                 want if exact else "?",
-                "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__,
+                "timed out" if timed_out else type(exc).__name__,
                 extra={"path": environ.get("PATH_INFO", ""), "timeout": timeout},
             )
+        if not timed_out:
+            raise _Refused(
+                "400 Bad Request",
+                "incomplete_body",
+                f"The body ended after {got} bytes, before its end "
+                f"({'its Content-Length' if exact else 'the last chunk'}): nothing was accepted.",
+            ) from exc
         raise _Refused(
             "408 Request Timeout",
             "request_timeout",

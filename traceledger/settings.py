@@ -433,7 +433,8 @@ SIMPLE_JWT = {
     # ends every session (access tokens here, refresh tokens in RotatingRefreshSerializer).
     "CHECK_REVOKE_TOKEN": True,
 }
-# Largest accepted request body: 1,000 events of up to ~16 KiB metadata each, plus slack.
+# Largest accepted request body: 1,000 events of ~5 KiB each on average (one event's
+# metadata may hold up to 16 KiB, not every event of a full batch).
 DATA_UPLOAD_MAX_MEMORY_SIZE = integer(
     "TRACELEDGER_MAX_BODY_BYTES", default=5 * 1024 * 1024, minimum=1
 )

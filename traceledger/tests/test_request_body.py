@@ -258,3 +258,58 @@ def test_gunicorn_serves_a_chunked_ingest_post_and_refuses_an_oversized_one(guni
 
     assert (status, answer["accepted"]) == (202, 1)
     assert too_big_status == 413
+
+
+def _raw_answer(port: int, request: bytes, *, half_close: bool = False) -> bytes:
+    """Send ``request`` on a fresh connection; everything answered until the server closes."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+    try:
+        sock.sendall(request)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
+    finally:
+        sock.close()
+
+
+@pytest.mark.integration
+def test_a_body_over_the_limit_is_refused_with_connection_close(gunicorn, tenant):
+    """Its answer said keep-alive, then gunicorn closed the connection with the rest of the
+    body unread: a client's next request on it failed ("Remote end closed connection")."""
+    _, key = api_key_create(tenant=tenant, name="big", scopes=["ingest"])
+    head = (
+        b"POST /api/v1/audit-events HTTP/1.1\r\nHost: localhost\r\n"
+        + f"Authorization: Api-Key {key}\r\nContent-Type: application/json\r\n".encode()
+    )
+    sized = head + b"Content-Length: 200000\r\n\r\n" + b"[" + b" " * 1000
+    chunked = (
+        head
+        + b"Transfer-Encoding: chunked\r\n\r\n"
+        + b"".join(b"%x\r\n%s\r\n" % (60_000, b" " * 60_000) for _ in range(2))
+    )
+
+    for request in (sized, chunked):
+        answer = _raw_answer(port=gunicorn, request=request)
+        assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+        assert b"\r\nConnection: close\r\n" in answer, answer[:400]
+
+
+@pytest.mark.integration
+def test_a_chunked_body_that_ends_before_its_last_chunk_is_a_400_not_a_timeout(gunicorn, tenant):
+    _, key = api_key_create(tenant=tenant, name="cut", scopes=["ingest"])
+    request = (
+        b"POST /api/v1/audit-events HTTP/1.1\r\nHost: localhost\r\n"
+        + f"Authorization: Api-Key {key}\r\nContent-Type: application/json\r\n".encode()
+        + b'Transfer-Encoding: chunked\r\n\r\n5\r\n[{"a"\r\n'
+    )
+
+    started = time.monotonic()
+    answer = _raw_answer(port=gunicorn, request=request, half_close=True)
+
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b'"code":"incomplete_body"' in answer
+    assert b"before its end (the last chunk)" in answer
+    assert time.monotonic() - started < 10
