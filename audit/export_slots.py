@@ -26,6 +26,7 @@ from traceledger import stall_watch
 from traceledger.errors import Overloaded
 
 RETRY_AFTER = 10  # seconds: an export of a big tenant takes about that
+SLICE = 16 * 1024  # bytes handed to the server at a time while a stalled client is watched
 
 _lock = threading.Lock()
 _slots: threading.BoundedSemaphore | None = None
@@ -65,13 +66,17 @@ class SlotRows:
             yield from self._rows
             return
         seconds = settings.TRACELEDGER_EXPORT_STALL_TIMEOUT
-        # gunicorn asks for the next part once the client has taken the one before.
+        # gunicorn asks for the next part once the client has taken the one before. A part
+        # of 500 rows is ~300 KB: a client reading 64 KB/s took longer than a 3 s timeout
+        # over one and was cut while reading. Handed on in slices of SLICE bytes, a
+        # client is cut only below SLICE bytes per timeout (~270 B/s at 60 s).
         self._watch = stall_watch.watch(
             self._sock, seconds, f"export not read by the client for {seconds:g} s"
         )
         for part in self._rows:
-            self._watch.extend(seconds)
-            yield part
+            for start in range(0, len(part), SLICE):
+                self._watch.extend(seconds)
+                yield part[start : start + SLICE]
 
     def close(self) -> None:
         try:

@@ -5,7 +5,10 @@ time limit: eight clients that sent ``GET /healthz HTTP/1.1\\r\\nHost: x\\r\\n``
 nothing held every thread of the default stack (2 workers x 4 threads) until they hung up.
 Here a thread taking up a connection watches it (``traceledger.stall_watch``) until the
 head is parsed (``handle_request``, which gunicorn calls right after): past
-``TRACELEDGER_BODY_TIMEOUT`` the client gets a 408 and the connection is closed. The body
+``TRACELEDGER_BODY_TIMEOUT`` the client gets a 408 and the connection is closed. The watch
+starts when the thread takes the connection up, which for a new one includes gthread's wait
+of up to 5 s for its first byte (after which gthread hands an idle connection back to its
+poller): with a timeout under 5 s, a client that connects and waits is cut too. The body
 has its own deadline of the same length (``traceledger.request_body``).
 """
 

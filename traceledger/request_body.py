@@ -33,6 +33,7 @@ import time
 import orjson
 from django.conf import settings
 
+from traceledger import stall_watch
 from traceledger.request_id import bound_request_id, request_id_for
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,11 @@ def _read(environ, *, want: int | None, exact: bool) -> bytes:
     deadline = time.monotonic() + timeout
     parts: list[bytes] = []
     got = 0
+    # The socket timeout bounds each recv; a client sending a byte now and then reset it at
+    # every one (8 such clients, a byte a second, held every thread for 30 s with a 2 s
+    # timeout). The watch bounds the whole read: past it the reading side is shut, the
+    # blocked recv returns the end of the stream, and the answer is still a 408.
+    watch = stall_watch.watch(sock, timeout, "", how=socket.SHUT_RD) if sock else None
     try:
         while want is None or got < want:
             remaining = deadline - time.monotonic()
@@ -107,6 +113,8 @@ def _read(environ, *, want: int | None, exact: bool) -> bytes:
                 sock.settimeout(remaining)
             chunk = stream.read(READ_SIZE if want is None else min(READ_SIZE, want - got))
             if not chunk:
+                if watch is not None and watch.cut:
+                    raise TimeoutError
                 break
             parts.append(chunk)
             got += len(chunk)
@@ -119,7 +127,7 @@ def _read(environ, *, want: int | None, exact: bool) -> bytes:
             # without a deadline: a shut read side makes that the end of the connection.
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RD)
-        timed_out = isinstance(exc, TimeoutError)
+        timed_out = isinstance(exc, TimeoutError) or (watch is not None and watch.cut)
         with bound_request_id(request_id_for(environ)):
             logger.warning(
                 "request body incomplete after %s of %s bytes: %s",
@@ -141,6 +149,7 @@ def _read(environ, *, want: int | None, exact: bool) -> bytes:
             f"The request body did not arrive within {timeout:g} s: nothing was accepted.",
         ) from exc
     finally:
+        stall_watch.unwatch(watch)
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.settimeout(None)  # the response is written without this deadline

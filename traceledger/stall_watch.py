@@ -26,11 +26,12 @@ CHECK_EVERY = 0.5  # seconds: how late past its deadline a stalled connection ma
 
 
 class Watch:
-    __slots__ = ("answer", "deadline", "sock", "what")
+    __slots__ = ("answer", "cut", "deadline", "how", "sock", "what")
 
-    def __init__(self, sock: socket.socket, seconds: float, what: str, answer: bytes):
-        self.sock, self.what, self.answer = sock, what, answer
+    def __init__(self, sock: socket.socket, seconds: float, what: str, answer: bytes, how: int):
+        self.sock, self.what, self.answer, self.how = sock, what, answer, how
         self.deadline = time.monotonic() + seconds
+        self.cut = False
 
     def extend(self, seconds: float) -> None:
         self.deadline = time.monotonic() + seconds
@@ -41,12 +42,21 @@ _watches: set[Watch] = set()
 _thread_pid: int | None = None  # a thread does not survive a fork: start one per process
 
 
-def watch(sock: socket.socket, seconds: float, what: str, *, answer: bytes = b"") -> Watch:
+def watch(
+    sock: socket.socket,
+    seconds: float,
+    what: str,
+    *,
+    answer: bytes = b"",
+    how: int = socket.SHUT_RDWR,
+) -> Watch:
     """Cut ``sock`` once ``seconds`` pass without ``unwatch`` (or an ``extend``). ``what``
     names the stall in the log line; ``answer`` is sent first, if the socket takes it at once
-    (the client may be reading nothing)."""
+    (the client may be reading nothing); ``how``: ``SHUT_RD`` ends only the reading (a blocked
+    ``recv`` returns the end of the stream), so that its owner can still answer. ``cut`` says
+    afterwards whether it happened."""
     global _thread_pid
-    new = Watch(sock, seconds, what, answer)
+    new = Watch(sock, seconds, what, answer, how)
     with _lock:
         if _thread_pid != os.getpid():
             _thread_pid = os.getpid()
@@ -68,14 +78,19 @@ def _run() -> None:
         with _lock:
             late = [w for w in _watches if w.deadline <= now]
             _watches.difference_update(late)
+            # Under the lock (both calls return at once): once ``unwatch`` has returned, its
+            # owner has moved on (a head parsed, a request running) and is never cut after.
+            for stalled in late:
+                _cut(stalled)
         for stalled in late:
-            _cut(stalled)
+            if stalled.what:  # else its owner says it
+                logger.warning("%s: connection closed", stalled.what)
 
 
 def _cut(stalled: Watch) -> None:
+    stalled.cut = True
     if stalled.answer:
         with contextlib.suppress(OSError):
             stalled.sock.send(stalled.answer, socket.MSG_DONTWAIT)
     with contextlib.suppress(OSError):
-        stalled.sock.shutdown(socket.SHUT_RDWR)
-    logger.warning("%s: connection closed", stalled.what)
+        stalled.sock.shutdown(stalled.how)

@@ -388,3 +388,31 @@ def test_rows_thrown_away_unclosed_give_their_slot_back_when_collected():
     gc.collect()
 
     assert semaphore.acquire(blocking=False)
+
+
+def test_under_gunicorn_parts_go_out_in_slices_each_extending_the_stall_deadline(monkeypatch):
+    """A 300 KB part took a client reading 64 KB/s longer than a 3 s stall timeout: it was
+    cut while it read. Sliced, the deadline moves on every 16 KB the client takes."""
+    import socket
+    import threading
+
+    from audit.export_slots import SLICE, SlotRows
+    from traceledger import stall_watch
+
+    extended = []
+    monkeypatch.setattr(stall_watch.Watch, "extend", lambda self, s: extended.append(s))
+    semaphore = threading.BoundedSemaphore(1)
+    semaphore.acquire()
+    parts = [b"a" * (SLICE * 3 + 5), b"b" * 10]
+    left, right = socket.socketpair()
+    with left, right:
+        rows = SlotRows(iter(parts), semaphore, left)
+        pieces = list(rows)
+        assert {w.sock for w in stall_watch._watches} == {left}
+        rows.close()
+
+    assert [len(p) for p in pieces] == [SLICE, SLICE, SLICE, 5, 10]
+    assert b"".join(pieces) == b"".join(parts)
+    assert len(extended) == len(pieces)
+    assert left not in {w.sock for w in stall_watch._watches}
+    assert semaphore.acquire(blocking=False)

@@ -313,3 +313,37 @@ def test_a_chunked_body_that_ends_before_its_last_chunk_is_a_400_not_a_timeout(g
     assert b'"code":"incomplete_body"' in answer
     assert b"before its end (the last chunk)" in answer
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.integration
+def test_a_body_dripping_a_byte_at_a_time_is_cut_at_the_timeout_in_all(gunicorn_with, tenant):
+    """The socket timeout bounded each recv only: a byte every so often reset it, and eight
+    such clients held every thread for as long as they dripped (regression QA)."""
+    _, key = api_key_create(tenant=tenant, name="drip", scopes=["ingest"])
+    port = gunicorn_with(TRACELEDGER_BODY_TIMEOUT="1")
+    body = orjson.dumps([valid_event()])
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+    try:
+        sock.sendall(
+            b"POST /api/v1/audit-events HTTP/1.1\r\nHost: localhost\r\n"
+            + f"Authorization: Api-Key {key}\r\nContent-Type: application/json\r\n".encode()
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        started = time.monotonic()
+        for byte in body:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break  # cut
+            time.sleep(0.2)
+            if time.monotonic() - started > 8:
+                break
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    finally:
+        sock.close()
+
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b'"code":"request_timeout"' in answer
+    assert time.monotonic() - started < 8
