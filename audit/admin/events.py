@@ -109,7 +109,7 @@ class AuditEventAdmin(
     show_full_result_count = False
     list_per_page = 50
     # "Show all" (on one page) is offered only up to this count, which is then exact
-    # (listing.EXACT_COUNT_BELOW is above it), so the link really shows all.
+    # (listing.EXACT_COUNT_LIMIT is above it), so the link really shows all.
     list_max_show_all = 500
     # Facet counts are one COUNT per filter choice over the filtered set: never on this table.
     show_facets = admin.ShowFacets.NEVER

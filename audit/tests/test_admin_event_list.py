@@ -174,4 +174,4 @@ def test_show_all_on_one_page_lists_every_row(browse, tenant):
 
 def test_show_all_is_offered_only_below_the_exact_count_threshold():
     # A count at most list_max_show_all is then always exact, never a planner estimate.
-    assert AuditEventAdmin.list_max_show_all < listing.EXACT_COUNT_BELOW
+    assert AuditEventAdmin.list_max_show_all < listing.EXACT_COUNT_LIMIT
