@@ -24,7 +24,7 @@ def confirm_first(*, description: str, question: str, button: str, permissions=N
     "No, take me back" returns to the list with its filters. ``warning(queryset)`` may
     return a sentence shown above the button (e.g. what the action will skip).
 
-    A selection of which nothing exists (any more) gets a message and the list again, not a
+    A selection of which the user can see nothing gets a message and the list again, not a
     page asking to confirm an action on "0" objects.
     """
 
@@ -36,8 +36,10 @@ def confirm_first(*, description: str, question: str, button: str, permissions=N
             if not queryset.exists():
                 modeladmin.message_user(
                     request,
-                    f"None of the selected {modeladmin.model._meta.verbose_name_plural} "
-                    "exist (any more): nothing to do.",
+                    # Not "(any more)": nothing these actions touch is ever deleted, and
+                    # another tenant's id must not read as one that existed.
+                    f"None of the selected {modeladmin.model._meta.verbose_name_plural} is "
+                    "among those you can see: nothing to do.",
                     messages.WARNING,
                 )
                 return None

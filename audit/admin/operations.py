@@ -20,9 +20,9 @@ from accounts.models import Tenant
 from accounts.services import actor_for_user
 from accounts.signals import Actor
 from audit.admin.listing import BadParamsNamedMixin, TenantFilter
-from audit.models import DeadLetter, OutboxMessage
+from audit.models import DeadLetter, DeadLetterStatus, OutboxMessage
 from audit.selectors import outbox_backlog
-from audit.services.dead_letters import dead_letters_replay_preview, dlq_depth
+from audit.services.dead_letters import dead_letters_replay_preview, dlq_depth, not_new_text
 from traceledger.admin_confirm import confirm_first
 from traceledger.admin_lookups import NoPatternLookupsMixin
 from traceledger.admin_pages import PageCheckedChangeListMixin, PageRangeMixin
@@ -102,6 +102,12 @@ def _actor(request) -> Actor:
 def _replay_warning(queryset) -> str:
     """What a replay of this selection would skip, said before it runs."""
     text = dead_letters_replay_preview(queryset).skipped_text()
+    return f"These will be skipped: {text}." if text else ""
+
+
+def _discard_warning(queryset) -> str:
+    """The letters a discard of this selection would leave as they are, said before it runs."""
+    text = not_new_text(queryset.exclude(status=DeadLetterStatus.NEW).count())
     return f"These will be skipped: {text}." if text else ""
 
 
@@ -248,13 +254,10 @@ class DeadLetterAdmin(_OperationsAdmin):
         "longer be replayed; this cannot be undone. Only letters still new are discarded.",
         button="Yes, discard them",
         permissions=("change",),
+        warning=_discard_warning,
     )
     def discard_selected(self, request, queryset):
-        from audit.services.dead_letters import (
-            UnknownDeadLetters,
-            dead_letters_discard,
-            not_new_text,
-        )
+        from audit.services.dead_letters import UnknownDeadLetters, dead_letters_discard
 
         ids = list(queryset.values_list("pk", flat=True))
         try:

@@ -498,9 +498,31 @@ def test_a_conflicting_duplicate_is_skipped_not_replayed_into_a_new_letter(
     assert [c["metadata"]["dead_letter_ids"] for c in recorded] == [[good.pk]]
 
 
+def test_a_replay_that_sends_nothing_says_so(operator, tenant, recorded, clean_queues):
+    done = dead_letter(tenant, status=DeadLetterStatus.DISCARDED)
+    conflict = dead_letter(tenant, reason=CONFLICT_REASON)
+    selection = {"action": "replay_selected", "_selected_action": [done.pk, conflict.pk]}
+
+    response = operator.post(DEAD_LETTERS, {**selection, "post": "yes"}, follow=True)
+
+    [(level, text)] = [(m.level_tag, str(m)) for m in response.context["messages"]]
+    assert level == "warning"
+    assert text.startswith(
+        "Replayed none of the 2 selected dead letter(s): nothing was sent. Skipped: 1 no longer"
+    )
+    assert "to audit.ingest" not in text.split("Skipped")[0]
+    assert recorded == []
+
+
 def test_discarding_letters_no_longer_new_says_why_they_were_skipped(operator, tenant, recorded):
     done = dead_letter(tenant, status=DeadLetterStatus.REPLAYED)
     fresh = dead_letter(tenant)
+
+    question = operator.post(
+        DEAD_LETTERS,
+        {"action": "discard_selected", "_selected_action": [done.pk, fresh.pk], "index": "0"},
+    ).content.decode()
+    assert "These will be skipped: 1 no longer new (replayed or discarded already)." in question
 
     response = operator.post(
         DEAD_LETTERS,
@@ -583,18 +605,24 @@ def test_a_hand_made_selection_that_is_not_an_id_is_refused_not_a_500(operator, 
     assert "The selection holds an invalid" in response.content.decode()
 
 
-def test_a_selection_of_letters_that_no_longer_exist_is_not_offered_for_confirmation(
-    operator, recorded
+@pytest.mark.parametrize("who", ["operator", "tenant_operator"])
+def test_a_selection_of_letters_the_user_cannot_see_is_not_offered_for_confirmation(
+    request, recorded, other_tenant, who
 ):
-    response = operator.post(
+    """Nothing is ever deleted, and another tenant's letter must not read as one that
+    existed: not "None of the selected dead letters exist (any more)"."""
+    client = request.getfixturevalue(who)
+    theirs = dead_letter(other_tenant).pk if who == "tenant_operator" else 987654
+
+    response = client.post(
         DEAD_LETTERS,
-        {"action": "discard_selected", "_selected_action": ["987654"], "index": "0"},
+        {"action": "discard_selected", "_selected_action": [str(theirs)], "index": "0"},
         follow=True,
     )
 
     body = response.content.decode()
     assert "Are you sure?" not in body
-    assert "None of the selected dead letters exist (any more): nothing to do." in body
+    assert "None of the selected dead letters is among those you can see: nothing to do." in body
     assert recorded == []
 
 

@@ -137,7 +137,9 @@ class ReplayResult:
         audit.ingest" only when RabbitMQ confirmed every batch), and what was skipped."""
         head = f"Replayed {self.replayed} of {selected} selected dead letter(s)"
         relay = "the outbox relay publishes {} to audit.ingest once RabbitMQ is back"
-        if not self.via_outbox:
+        if not self.replayed:
+            text = f"Replayed none of the {selected} selected dead letter(s): nothing was sent."
+        elif not self.via_outbox:
             text = f"{head} to audit.ingest."
         elif self.via_outbox == self.replayed:
             text = (
