@@ -128,7 +128,9 @@ class UserCreateInputSerializer(UnknownFieldsRefused, serializers.Serializer):
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(write_only=True, trim_whitespace=False, max_length=128)
     role = serializers.ChoiceField(choices=Role.choices)
-    email = serializers.EmailField(required=False, allow_blank=True, default="")
+    # No default="": drf-spectacular wrote it into the email format, which "" is not, and
+    # strict validators refused the whole schema (openapi-spec-validator).
+    email = serializers.EmailField(required=False, allow_blank=True)
     tenant = serializers.SlugField(
         max_length=64,
         required=False,

@@ -124,7 +124,7 @@ class UserCreateView(NoQueryParamsMixin, APIView):
                 username=data["username"],
                 password=data["password"],
                 role=data["role"],
-                email=data["email"],
+                email=data.get("email", ""),
                 actor=actor_for_principal(principal),
             )
         except DjangoValidationError as exc:
