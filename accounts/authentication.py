@@ -5,10 +5,10 @@ hot ingest path neither queries nor writes PostgreSQL for a known key.
 """
 
 import logging
+import re
 
 from django.db import DatabaseError
 from rest_framework import authentication, exceptions, status
-from rest_framework_api_key.permissions import KeyParser
 from rest_framework_simplejwt import authentication as simplejwt
 from rest_framework_simplejwt.exceptions import ExpiredTokenError, InvalidToken, TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
@@ -31,19 +31,24 @@ class AuthenticationUnavailable(exceptions.APIException):
     wait = 5  # DRF's handler turns this into Retry-After
 
 
+_SCHEME = re.compile(r"api-key(?:[ \t]+(?P<key>.*))?", re.IGNORECASE | re.DOTALL)
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Api-Key"
 
     def authenticate(self, request):
-        header = request.META.get("HTTP_AUTHORIZATION", "")
-        # Auth schemes are case-insensitive (RFC 9110 §11.1), as the key parser below treats
-        # them: "api-key …" is this scheme, not "no credentials". A server strips the space
-        # after a bare "Api-Key " (trailing whitespace of a header value), leaving the scheme.
-        bare = header.strip().lower() == self.keyword.lower()
-        if not bare and header[: len(self.keyword) + 1].lower() != f"{self.keyword.lower()} ":
+        # Auth schemes are case-insensitive (RFC 9110 §11.1): "api-key …" is this scheme, not
+        # "no credentials". A server strips the space after a bare "Api-Key " (trailing
+        # whitespace of a header value), leaving the scheme. Any run of spaces or tabs
+        # separates the key (djangorestframework-api-key's parser split at the first space:
+        # "Api-Key  <key>" was a key starting with a space, refused as invalid, and counted
+        # against the address's bad-key limit).
+        match = _SCHEME.fullmatch(request.META.get("HTTP_AUTHORIZATION", "").strip())
+        if match is None:
             return None
-        key = "" if bare else KeyParser().get_from_authorization(request._request) or ""
-        if not key.strip():
+        key = match["key"] or ""
+        if not key:
             bad_keys_count(request._request)
             raise exceptions.AuthenticationFailed(
                 f"The API key is missing: send `Authorization: {self.keyword} <key>`."

@@ -166,6 +166,17 @@ def test_the_scheme_is_case_insensitive(read_key, scheme):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("separator", ["  ", "\t", " \t "])
+def test_any_run_of_spaces_or_tabs_separates_the_key(read_key, separator):
+    """The key parser split at the first space: with two, the key began with one and was
+    refused as invalid, counted against the address's bad-key limit (API client QA)."""
+    _api_key, key = read_key
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key{separator}{key}")
+    assert client.get("/api/v1/audit-events").status_code == 200
+
+
+@pytest.mark.django_db
 def test_it_rejects_a_key_whose_secret_part_is_wrong(read_key):
     api_key, _key = read_key
     assert _status(f"{api_key.prefix}.{'x' * 32}") == 401
