@@ -543,11 +543,15 @@ def publish_tasks(
     return outcomes
 
 
-def publish_ingest_batch(kwargs: dict, *, timeout: float | None = None) -> None:
+def publish_ingest_batch(
+    kwargs: dict, *, timeout: float | None = None, force: bool = False
+) -> None:
     """Publish one ``audit.ingest_batch`` message (the contract with the ingest worker) and
-    wait for its confirm. Raises ``BrokerSkipped`` while the breaker is open and
-    ``PublishError`` when RabbitMQ did not confirm in time; the caller then keeps the
-    message elsewhere (the outbox)."""
-    (outcome,) = publish_tasks(task_name=INGEST_TASK_NAME, kwargs_list=[kwargs], timeout=timeout)
+    wait for its confirm. Raises ``BrokerSkipped`` while the breaker is open (unless
+    ``force``, as for ``publish_tasks``) and ``PublishError`` when RabbitMQ did not confirm
+    in time; the caller then keeps the message elsewhere (the outbox)."""
+    (outcome,) = publish_tasks(
+        task_name=INGEST_TASK_NAME, kwargs_list=[kwargs], timeout=timeout, force=force
+    )
     if outcome is not None:
         raise outcome

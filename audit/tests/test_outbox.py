@@ -286,6 +286,28 @@ def test_events_submit_reports_where_the_events_went(db, tenant, broker_proxy):
     assert OutboxMessage.objects.get().payload["request_id"] == "r"
 
 
+def test_with_the_outbox_down_too_an_open_breaker_does_not_keep_the_broker_from_taking_it(
+    tenant, broker_proxy, database_down
+):
+    """RabbitMQ back while its breaker was still open, and PostgreSQL down: posts were 503
+    "neither accepted" for up to the breaker's reset timeout (API client QA)."""
+    from audit.publisher import BREAKER_FAIL_MAX, breaker_is_open
+
+    event = event_normalize(valid_event())
+    broker_proxy.set_mode("refuse")
+    for n in range(BREAKER_FAIL_MAX):
+        assert events_submit(tenant_id=tenant.pk, events=[event], request_id=f"r{n}") == "outbox"
+    assert breaker_is_open()
+    broker_proxy.set_mode("pass")
+    database_down()
+
+    assert events_submit(tenant_id=tenant.pk, events=[event], request_id="back") == "broker"
+
+    assert not breaker_is_open()
+    [message] = ingest_messages(expect=1)
+    assert message["kwargs"]["request_id"] == "back"
+
+
 @pytest.mark.integration
 def test_events_parked_while_the_broker_was_down_are_stored_exactly_once_after_it_returns(
     celery_worker_process, tenant, broker_proxy, key_client
