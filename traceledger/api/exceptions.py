@@ -93,13 +93,17 @@ def payload_too_large() -> PayloadTooLarge:
 class UnsupportedContentEncoding(exceptions.UnsupportedMediaType):
     """A request body sent compressed (``traceledger.api.parsers``)."""
 
-    def __init__(self, content_encoding: str):
+    def __init__(self, content_encoding: str, header: str = "Content-Encoding"):
         shown = content_encoding.strip()[:64]
+        allowed = (
+            "(or with `Content-Encoding: identity`)"
+            if header == "Content-Encoding"
+            else "(`Transfer-Encoding: chunked` alone is fine)"
+        )
         super().__init__(
             shown,
-            detail=f"Unsupported Content-Encoding {shown!r}: send the request body "
-            "uncompressed, without a `Content-Encoding` header (or with "
-            "`Content-Encoding: identity`).",
+            detail=f"Unsupported {header} {shown!r}: send the request body uncompressed, "
+            f"without a `{header}` header {allowed}.",
         )
 
 

@@ -25,7 +25,8 @@ def _has_body(meta) -> bool:
 
 def content_encoding_refuse(meta) -> None:
     """``UnsupportedContentEncoding`` (415) when a request with a body names a content
-    coding other than ``identity``; the request's ``META`` is all it reads."""
+    coding other than ``identity``, or a transfer coding other than ``chunked``; the
+    request's ``META`` is all it reads."""
     # Imported here: DRF imports this module from its settings (DEFAULT_PARSER_CLASSES) while
     # traceledger.api.exceptions, which imports DRF, may still be loading.
     from traceledger.api.exceptions import UnsupportedContentEncoding
@@ -34,6 +35,12 @@ def content_encoding_refuse(meta) -> None:
     codings = {coding.strip().lower() for coding in header.split(",")} - {"", "identity"}
     if codings and _has_body(meta):
         raise UnsupportedContentEncoding(header)
+    # A transfer coding compresses the body too: gunicorn removes `chunked` and leaves any
+    # other, so `Transfer-Encoding: gzip, chunked` came through as gzip's bytes (a 400 on
+    # byte 0x8b), and a plain body labelled so was accepted.
+    transfer = meta.get("HTTP_TRANSFER_ENCODING", "")
+    if {coding.strip().lower() for coding in transfer.split(",")} - {"", "identity", "chunked"}:
+        raise UnsupportedContentEncoding(transfer, header="Transfer-Encoding")
 
 
 # No body these endpoints take nests deeper than a few levels (ingest, whose metadata may
