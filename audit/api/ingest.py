@@ -3,7 +3,8 @@
 The view stays thin: read the raw body (no DRF parser: msgspec decodes and validates in one
 pass, see ``audit.validation``), resolve the tenant, hand the events to
 ``events_submit`` and answer 202 (or 429 first, while the ingest queue is over its backlog
-limit: ``ingest_admit``). Authentication, permissions and throttling (rate limits,
+limit: ``ingest_admit``, in the view's ``check_throttles``, before the rate limit counts the
+request). Authentication, permissions and throttling (rate limits,
 ``AuditEventCollectionView.get_throttles``) run before ``post`` as for any DRF view.
 """
 
@@ -17,7 +18,7 @@ from accounts.principal import get_principal
 from audit.api.ingest_schema import INGEST_REQUEST, IngestAcceptedSerializer
 from audit.filters import reject_unknown_params
 from audit.selectors import read_tenant_id
-from audit.services.submission import events_submit, ingest_admit
+from audit.services.submission import events_submit
 from audit.validation import InvalidEvents, InvalidJSON, events_parse
 from traceledger.api.parsers import charset_refuse, content_encoding_refuse
 from traceledger.request_id import current_request_id
@@ -73,8 +74,8 @@ class IngestMixin:
         },
     )
     def post(self, request, *args, **kwargs):
-        # Before anything costs CPU: a refusal is how the workers' backlog stays bounded.
-        ingest_admit()
+        # The backlog's refusal (ingest_admit) came before the rate limit, in the view's
+        # check_throttles: it is how the workers' backlog stays bounded.
         if request.META.get("QUERY_STRING"):  # the usual POST has none: nothing to parse
             # Only tenant=, once: anything else would be silently ignored.
             reject_unknown_params(request.query_params, paging=False, filters=False)

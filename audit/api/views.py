@@ -7,6 +7,7 @@ from accounts.permissions import CanIngest, CanRead
 from accounts.ratelimits import IngestRateLimit, ReadRateLimit
 from audit.api.ingest import IngestMixin
 from audit.api.listing import EventListMixin
+from audit.services.submission import ingest_admit
 
 
 class AuditEventCollectionView(IngestMixin, EventListMixin, generics.GenericAPIView):
@@ -20,3 +21,11 @@ class AuditEventCollectionView(IngestMixin, EventListMixin, generics.GenericAPIV
         if self.request.method == "POST":
             return [IngestRateLimit()]
         return [ReadRateLimit()]
+
+    def check_throttles(self, request):
+        if request.method == "POST":
+            # After authentication and permissions, before the rate limit counts the request:
+            # a post refused while the workers catch up is not one the client made, and a
+            # client obeying its Retry-After ran into its own rate limit next.
+            ingest_admit()
+        super().check_throttles(request)

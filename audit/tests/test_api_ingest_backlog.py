@@ -112,3 +112,29 @@ def test_anonymous_requests_still_get_401_not_429(api_client, ingest_client):
         assert post_json(ingest_client, valid_event(event_id=f"e{n}")).status_code == 202
     assert wait_for_reading(lambda depth: depth >= LIMIT) == LIMIT
     assert post_json(api_client, valid_event()).status_code == 401
+
+
+def test_a_refusal_for_the_backlog_does_not_count_against_the_clients_rate_limit(
+    ingest_client, settings, monkeypatch
+):
+    """A client obeying Retry-After: 1 ran into its own rate limit next (API client QA)."""
+    import random
+    import types
+
+    import django_ratelimit.core
+
+    settings.TRACELEDGER_RATELIMIT_INGEST = "3/m"
+    # A window of its own: keys' prefixes (their buckets) may repeat in another run.
+    later = time.time() + random.randrange(10**6, 10**9)
+    monkeypatch.setattr(django_ratelimit.core, "time", types.SimpleNamespace(time=lambda: later))
+    for n in range(LIMIT):
+        assert post_json(ingest_client, valid_event(event_id=f"e{n}")).status_code == 202
+    assert wait_for_reading(lambda depth: depth >= LIMIT) == LIMIT
+
+    refused = [post_json(ingest_client, valid_event()) for _ in range(5)]
+    assert {r.json()["error"]["code"] for r in refused} == {"overloaded"}
+
+    ingest_messages(expect=LIMIT)  # the workers caught up
+    assert wait_for_reading(lambda depth: depth == 0) == 0
+    # Two of the three posts a minute were spent; the five refusals cost nothing.
+    assert post_json(ingest_client, valid_event(event_id="after")).status_code == 202
