@@ -549,7 +549,7 @@ def test_a_read_whose_access_record_cannot_be_kept_answers_503_not_500(reader, t
 
     events_create(tenant_id=tenant.pk, count=1)
 
-    def broker_down(payload):
+    def broker_down(payload, **kwargs):
         raise BrokerSkipped("circuit breaker open")
 
     def database_down(**kwargs):
