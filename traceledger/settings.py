@@ -174,6 +174,15 @@ if TRACELEDGER_PROCESS == "web" and TRACELEDGER_WEB_LOCK_TIMEOUT:
     DATABASES["default"]["OPTIONS"]["options"] = (
         f"{_options} -c lock_timeout={int(TRACELEDGER_WEB_LOCK_TIMEOUT * 1000)}".strip()
     )
+# And PostgreSQL cancels a web statement itself after as long (503 "busy"): a connection the
+# web gave up on left its query running on a server that was only slow, and each retry
+# started another. The web's own deadline (traceledger/db/base.py) then only meets a server
+# that does not answer at all.
+if TRACELEDGER_PROCESS == "web" and TRACELEDGER_WEB_DB_TIMEOUT:
+    _options = DATABASES["default"]["OPTIONS"].get("options", "")
+    DATABASES["default"]["OPTIONS"]["options"] = (
+        f"{_options} -c statement_timeout={int(TRACELEDGER_WEB_DB_TIMEOUT * 1000)}".strip()
+    )
 DATABASES["default"]["TEST"] = {"NAME": env.str("TRACELEDGER_TEST_DB", default=None)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

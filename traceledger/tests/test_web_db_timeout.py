@@ -64,7 +64,7 @@ def test_only_web_processes_bound_their_waits(settings):
     from traceledger.db.base import DatabaseWrapper, DeadlineConnection
 
     params = connections["default"].get_connection_params()
-    settings.TRACELEDGER_WEB_DB_TIMEOUT = 0.5
+    settings.TRACELEDGER_WEB_DB_TIMEOUT = 0.5  # then GRACE (2 s) for PostgreSQL's cancel
     for process, bounded in (("", False), ("web", True)):
         settings.TRACELEDGER_PROCESS = process
         wrapper = DatabaseWrapper(connections["default"].settings_dict, alias="probe")
@@ -72,8 +72,36 @@ def test_only_web_processes_bound_their_waits(settings):
         try:
             assert isinstance(connection, DeadlineConnection) is bounded
             if bounded:
-                with pytest.raises(psycopg.OperationalError, match=r"did not answer within 0\.5 s"):
-                    connection.execute("SELECT pg_sleep(3)")
+                with pytest.raises(psycopg.OperationalError, match=r"did not answer within 2\.5 s"):
+                    connection.execute("SELECT pg_sleep(4)")
                 assert connection.closed
         finally:
             connection.close()
+
+
+@pytest.mark.integration
+def test_a_slow_statement_is_cancelled_by_postgresql_not_left_running(gunicorn_with, tenant):
+    """The web gave up on its connection and left the query running on a server that was only
+    slow: each retry started another (regression QA). Web sessions carry a statement_timeout
+    of TRACELEDGER_WEB_DB_TIMEOUT: PostgreSQL cancels, the answer is 503 "busy"."""
+    _, key = api_key_create(tenant=tenant, name="reader", scopes=["read"])
+    settings = connections["default"].settings_dict
+    port = gunicorn_with(TRACELEDGER_WEB_DB_TIMEOUT="1")
+    assert _get(port, "/api/v1/audit-events", key)[0] == 200
+    conninfo = {
+        "dbname": settings["NAME"],
+        "user": settings["USER"] or "postgres",
+        "host": settings.get("HOST") or "127.0.0.1",
+        "port": settings.get("PORT") or 5432,
+    }
+    with psycopg.connect(**conninfo) as locker:
+        locker.execute("LOCK TABLE audit_auditevent IN ACCESS EXCLUSIVE MODE")
+        status, took = _get(port, "/api/v1/audit-events", key)
+        waiting = locker.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND state = 'active' "
+            "AND wait_event_type = 'Lock'",
+            [settings["NAME"]],
+        ).fetchone()[0]
+
+    assert status == 503 and took < 10, (status, took)
+    assert waiting == 0
