@@ -125,7 +125,10 @@ class ServerErrorThrottleFilter(ThrottleFilter):
     def kind_of(self, record: logging.LogRecord) -> tuple:
         exc = record.exc_info[1] if record.exc_info else None
         error = type(exc).__qualname__ if exc is not None else None
-        return (*super().kind_of(record), record.status_code, error)
+        # 429s per path (Django's last argument): one kind for all of them hid a login
+        # lockout behind the ingest backlog's refusals for 30 s (regression QA).
+        path = record.args[-1] if record.status_code == 429 and record.args else None
+        return (*super().kind_of(record), record.status_code, error, path)
 
 
 def skipped_run(logger: logging.Logger, what: str, dependency: str, exc: BaseException) -> None:

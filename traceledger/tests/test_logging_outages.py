@@ -251,8 +251,11 @@ def test_django_request_throttles_each_5xx_status_and_429s_apart_and_leaves_4xx_
     request = RequestFactory().get("/api/v1/audit-events/x")
     for status in (503, 503, 500, 500, 429, 429, 429, 404, 404, 404, 400, 400):
         log_response("%s: %s", "x", request.path, response=HttpResponse(status=status))
-    statuses = [r.status_code for r in _lines(caplog, "django.request")]
-    assert statuses == [503, 500, 429, 404, 404, 404, 400, 400]
+    # A 429 elsewhere is a kind of its own: a login lockout is not hidden behind the backlog's.
+    log_response("%s: %s", "x", "/api/v1/auth/login", response=HttpResponse(status=429))
+    lines = _lines(caplog, "django.request")
+    assert [r.status_code for r in lines] == [503, 500, 429, 404, 404, 404, 400, 400, 429]
+    assert lines[-1].getMessage() == "x: /api/v1/auth/login"
 
 
 def test_a_refused_request_is_logged_without_the_traceback_of_its_refusal(caplog):
