@@ -137,11 +137,16 @@ def _read(environ, *, want: int | None, exact: bool) -> bytes:
                 extra={"path": environ.get("PATH_INFO", ""), "timeout": timeout},
             )
         if not timed_out:
+            # A chunked body's count would be wrong: gunicorn drops the chunk it was reading.
+            ended = (
+                f"after {got} of the {want} bytes its Content-Length announced"
+                if exact
+                else ("before its last chunk")
+            )
             raise _Refused(
                 "400 Bad Request",
                 "incomplete_body",
-                f"The body ended after {got} bytes, before its end "
-                f"({'its Content-Length' if exact else 'the last chunk'}): nothing was accepted.",
+                f"The body ended {ended}: nothing was accepted.",
             ) from exc
         raise _Refused(
             "408 Request Timeout",

@@ -142,21 +142,29 @@ def _level(result) -> int:
 
 
 def _outcome(tenant: Tenant, result) -> str:
+    # The tenant's slug never first: the admin capitalises a message's first letter.
     if not result.ok:
         return (
-            f"{tenant.slug}: the chain does NOT verify: at sequence {result.first_bad_sequence}, "
-            f"{result.reason}. Keep the evidence and see docs/ledger.md."
+            f"The chain of {tenant.slug} does NOT verify: at sequence "
+            f"{result.first_bad_sequence}, {result.reason}. Keep the evidence and see "
+            "docs/ledger.md."
         )
     if not result.checked:
-        return f"{tenant.slug}: no events in the chain yet; nothing to verify."
+        return f"The chain of {tenant.slug} holds no events yet: nothing to verify."
+    events = "1 event" if result.checked == 1 else f"{result.checked:,} events"
     checkpoints = (
         f" and {result.checkpoints_checked} signed checkpoint(s)"
         if result.checkpoints_checked
         else " (no signed checkpoint among them yet)"
     )
+    older = (
+        " Older events: manage.py verify_ledger, or an export and the offline tool "
+        "(docs/ledger.md)."
+        if result.from_sequence > 1
+        else ""
+    )
     return (
-        f"{tenant.slug}: verified sequences {result.from_sequence:,} to {result.to_sequence:,} "
-        f"({result.checked:,} events){checkpoints}: every hash matches its event and links to "
-        "the one before. Older events: manage.py verify_ledger, or an export and the offline "
-        "tool (docs/ledger.md)."
+        f"Verified the chain of {tenant.slug}, sequences {result.from_sequence:,} to "
+        f"{result.to_sequence:,} ({events}){checkpoints}: every hash matches its event and "
+        f"links to the one before.{older}"
     )

@@ -269,10 +269,14 @@ class DeadLetterAdmin(_OperationsAdmin):
             return
         # Unknown ids raise, so every selected letter not discarded was no longer new.
         skipped = not_new_text(len(ids) - discarded)
+        head = (
+            f"Discarded {discarded} of {len(ids)} selected dead letter(s)."
+            if discarded
+            else f"Discarded none of the {len(ids)} selected dead letter(s): nothing changed."
+        )
         self.message_user(
             request,
-            f"Discarded {discarded} of {len(ids)} selected dead letter(s)."
-            + (f" Skipped: {skipped}." if skipped else ""),
+            head + (f" Skipped: {skipped}." if skipped else ""),
             messages.WARNING if skipped or not discarded else messages.SUCCESS,
         )
 

@@ -60,11 +60,25 @@ def test_verifying_an_intact_chain_says_what_was_checked(client, tenant, auditor
     assert _messages(response) == [
         (
             "success",
-            "acme: verified sequences 1 to 5 (5 events) and 1 signed checkpoint(s): every hash "
-            "matches its event and links to the one before. Older events: manage.py "
-            "verify_ledger, or an export and the offline tool (docs/ledger.md).",
+            "Verified the chain of acme, sequences 1 to 5 (5 events) and 1 signed checkpoint(s): "
+            "every hash matches its event and links to the one before.",
         )
     ]
+
+
+def test_a_check_short_of_the_chains_start_points_to_the_whole_chain(
+    client, tenant, auditor, monkeypatch
+):
+    monkeypatch.setattr("audit.admin.checkpoints.VERIFY_MAX_EVENTS", 1)
+    _signed_chain(tenant, 3)
+    client.force_login(auditor)
+
+    [(_, text)] = _messages(client.post(VERIFY, follow=True))
+
+    assert text.startswith("Verified the chain of acme, sequences 3 to 3 (1 event) and 1 signed")
+    assert text.endswith(
+        "Older events: manage.py verify_ledger, or an export and the offline tool (docs/ledger.md)."
+    )
 
 
 def test_a_tampered_event_is_named_as_an_error(client, tenant, auditor):
@@ -77,7 +91,7 @@ def test_a_tampered_event_is_named_as_an_error(client, tenant, auditor):
     [(level, text)] = _messages(client.post(VERIFY, follow=True))
 
     assert level == "error"
-    assert text.startswith("acme: the chain does NOT verify: at sequence 3, ")
+    assert text.startswith("The chain of acme does NOT verify: at sequence 3, ")
 
 
 def test_a_superuser_chooses_the_tenant_and_another_tenants_staff_cannot_pick_it(
@@ -93,14 +107,14 @@ def test_a_superuser_chooses_the_tenant_and_another_tenants_staff_cannot_pick_it
     assert 'id="tl-verify" disabled' in unchosen
     assert _messages(refused) == [("error", "Choose a tenant first (the filter on the right).")]
     assert chosen.redirect_chain[-1][0] == f"{CHECKPOINTS}?tenant={tenant.pk}"
-    assert _messages(chosen)[0][1].startswith("acme: verified sequences 1 to 2")
+    assert _messages(chosen)[0][1].startswith("Verified the chain of acme, sequences 1 to 2")
 
     outsider.is_staff = True
     outsider.save()
     client.force_login(outsider)
     # Staff check their own tenant whatever they send.
     [(_, text)] = _messages(client.post(VERIFY, {"tenant": tenant.pk}, follow=True))
-    assert text == "globex: no events in the chain yet; nothing to verify."
+    assert text == "The chain of globex holds no events yet: nothing to verify."
 
 
 def test_verifying_counts_against_the_heavy_budget(client, tenant, auditor, settings, monkeypatch):

@@ -498,6 +498,24 @@ def test_a_conflicting_duplicate_is_skipped_not_replayed_into_a_new_letter(
     assert [c["metadata"]["dead_letter_ids"] for c in recorded] == [[good.pk]]
 
 
+def test_a_discard_that_changes_nothing_says_so(operator, tenant, recorded):
+    done = dead_letter(tenant, status=DeadLetterStatus.REPLAYED)
+
+    response = operator.post(
+        DEAD_LETTERS,
+        {"action": "discard_selected", "_selected_action": [done.pk], "post": "yes"},
+        follow=True,
+    )
+
+    assert [(m.level_tag, str(m)) for m in response.context["messages"]] == [
+        (
+            "warning",
+            "Discarded none of the 1 selected dead letter(s): nothing changed. Skipped: 1 no "
+            "longer new (replayed or discarded already).",
+        )
+    ]
+
+
 def test_a_replay_that_sends_nothing_says_so(operator, tenant, recorded, clean_queues):
     done = dead_letter(tenant, status=DeadLetterStatus.DISCARDED)
     conflict = dead_letter(tenant, reason=CONFLICT_REASON)
