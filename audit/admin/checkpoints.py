@@ -17,7 +17,7 @@ from django.urls import path, reverse
 from accounts.models import Tenant
 from accounts.principal import principal_for_user
 from accounts.ratelimits import HeavyReadRateLimit, RateLimited, check_rate
-from audit.admin.events import can_view_events
+from audit.admin.events import EventViewersMixin
 from audit.admin.listing import BadParamsNamedMixin, TenantFilter
 from audit.ledger.signing import SigningKeyMissing
 from audit.ledger.verify import VERIFY_MAX_EVENTS, ledger_verify_last
@@ -26,7 +26,7 @@ from traceledger.admin_pages import PageRangeMixin
 
 
 @admin.register(Checkpoint)
-class CheckpointAdmin(BadParamsNamedMixin, PageRangeMixin, admin.ModelAdmin):
+class CheckpointAdmin(BadParamsNamedMixin, PageRangeMixin, EventViewersMixin, admin.ModelAdmin):
     change_list_template = "admin/audit/checkpoint/change_list.html"
     list_display = ("sequence", "tenant", "kind", "signed_at", "key_id", "hash")
     list_display_links = None
@@ -35,23 +35,6 @@ class CheckpointAdmin(BadParamsNamedMixin, PageRangeMixin, admin.ModelAdmin):
     ordering = ("tenant", "-sequence", "-id")
     list_per_page = 50
     show_facets = admin.ShowFacets.NEVER
-
-    # --- read-only: a checkpoint is a signed statement ---
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_view_permission(self, request, obj=None) -> bool:
-        return can_view_events(request.user)
-
-    def has_module_permission(self, request) -> bool:
-        return can_view_events(request.user)
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)

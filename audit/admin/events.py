@@ -35,6 +35,7 @@ from audit.admin.listing import (
 from audit.models import AuditEvent, Severity
 from audit.selectors import event_queryset
 from traceledger.admin_pages import PageRangeMixin
+from traceledger.admin_readonly import ReadOnlyAdminMixin
 from traceledger.admin_selection import ValidSelectionMixin
 from traceledger.query_guard import nul_query_handled
 
@@ -64,6 +65,16 @@ def can_view_events(user) -> bool:
     )
 
 
+class EventViewersMixin(ReadOnlyAdminMixin):
+    """Strictly read-only, for whoever may see the tenant's events (``can_view_events``)."""
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return can_view_events(request.user)
+
+    def has_module_permission(self, request) -> bool:
+        return can_view_events(request.user)
+
+
 def search_not_run(exc: ValidationError) -> str:
     return f"Search not run: {' '.join(exc.messages)}"
 
@@ -74,7 +85,12 @@ def _swap(fields, old: str, new: str) -> tuple:
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(
-    BadParamsNamedMixin, ValidSelectionMixin, PageRangeMixin, ExportActionsMixin, admin.ModelAdmin
+    BadParamsNamedMixin,
+    ValidSelectionMixin,
+    PageRangeMixin,
+    ExportActionsMixin,
+    EventViewersMixin,
+    admin.ModelAdmin,
 ):
     list_display = (
         "occurred_at",
@@ -162,23 +178,6 @@ class AuditEventAdmin(
     @admin.display(description="submitted by (not in the hash chain)")
     def submitted_by_unchained(self, obj) -> str:
         return obj.submitted_by
-
-    # --- strictly read-only, for everyone (the table is append-only in PostgreSQL too) ---
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_view_permission(self, request, obj=None) -> bool:
-        return can_view_events(request.user)
-
-    def has_module_permission(self, request) -> bool:
-        return can_view_events(request.user)
 
     def get_actions(self, request):
         actions = super().get_actions(request)

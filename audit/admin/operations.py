@@ -26,6 +26,7 @@ from audit.services.dead_letters import dead_letters_replay_preview, dlq_depth, 
 from traceledger.admin_confirm import confirm_first
 from traceledger.admin_lookups import NoPatternLookupsMixin
 from traceledger.admin_pages import PageCheckedChangeListMixin, PageRangeMixin
+from traceledger.admin_readonly import ReadOnlyAdminMixin
 from traceledger.admin_selection import ValidSelectionMixin
 from traceledger.query_guard import nul_query_handled
 
@@ -372,7 +373,7 @@ class DeadLetterAdmin(_OperationsAdmin):
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(_OperationsAdmin):
+class OutboxMessageAdmin(ReadOnlyAdminMixin, _OperationsAdmin):
     """Read-only: the relay owns these rows. Visible so operators see the backlog."""
 
     change_list_template = "admin/audit/outboxmessage/change_list.html"
@@ -388,15 +389,6 @@ class OutboxMessageAdmin(_OperationsAdmin):
     )
     readonly_fields = fields
     list_per_page = 100
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.display(description="payload")
     def payload_pretty(self, obj: OutboxMessage) -> str:
