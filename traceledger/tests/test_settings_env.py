@@ -320,3 +320,22 @@ KEEPALIVES = {
     "keepalives_count": "3",
     "tcp_user_timeout": "20000",
 }
+
+
+def test_every_setting_read_from_the_environment_is_in_env_example_and_the_readme():
+    """The README says `.env.example` lists them all; two new ones were missing from it."""
+    import re
+
+    from testsupport.worker import ROOT
+
+    read = set(
+        re.findall(
+            r'"((?:TRACELEDGER|DJANGO|GUNICORN)_[A-Z0-9_]+)"',
+            (ROOT / "traceledger" / "settings.py").read_text(),
+        )
+    )
+    read.discard("TRACELEDGER_PROCESS")  # set by traceledger/wsgi.py, not by people
+    example = (ROOT / ".env.example").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert sorted(name for name in read if name not in example) == []
+    assert sorted(name for name in read if f"`{name}`" not in readme) == []
