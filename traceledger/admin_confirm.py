@@ -31,9 +31,7 @@ def confirm_first(*, description: str, question: str, button: str, permissions=N
     def decorate(func):
         @functools.wraps(func)
         def action(modeladmin, request, queryset):
-            if request.POST.get("post") == "yes":
-                return func(modeladmin, request, queryset)
-            if not queryset.exists():
+            if not queryset.exists():  # also for a hand-made post=yes: not "none of the 0"
                 modeladmin.message_user(
                     request,
                     # Not "(any more)": nothing these actions touch is ever deleted, and
@@ -43,6 +41,8 @@ def confirm_first(*, description: str, question: str, button: str, permissions=N
                     messages.WARNING,
                 )
                 return None
+            if request.POST.get("post") == "yes":
+                return func(modeladmin, request, queryset)
             return action_confirmation(
                 modeladmin,
                 request,

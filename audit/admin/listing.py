@@ -727,7 +727,8 @@ def field_value_problems(params, *, model, known=frozenset(), skip=()) -> dict[s
             # no rows, said as "0 events", after a scan no index serves.
             problems[name] = (
                 f"{name}: filters inside {field.name} are not offered (a value there would be "
-                "compared as JSON text, so numbers never match); search its text instead"
+                "compared as JSON text, so numbers never match); the search box finds its "
+                "string values, not its numbers"
             )
         elif lookup == "range":
             problems[name] = f"{name}: range lookups are not offered (use __gte and __lte)"

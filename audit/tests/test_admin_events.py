@@ -465,7 +465,8 @@ def test_a_lookup_inside_metadata_is_named_and_dropped_not_answered_wrongly(
     assert [e.outcome for e in results(page)] == ["failure"]
     assert page_messages(page) == [
         f"Filter ignored: {param}: filters inside metadata are not offered (a value there "
-        "would be compared as JSON text, so numbers never match); search its text instead"
+        "would be compared as JSON text, so numbers never match); the search box finds its "
+        "string values, not its numbers"
     ]
     assert export.status_code == 302
     assert page_messages(client.get(export.url))[0].startswith(f"Cannot export: {param}: ")

@@ -623,18 +623,20 @@ def test_a_hand_made_selection_that_is_not_an_id_is_refused_not_a_500(operator, 
     assert "The selection holds an invalid" in response.content.decode()
 
 
+@pytest.mark.parametrize("step", [{"index": "0"}, {"post": "yes"}], ids=["ask", "hand-made-yes"])
 @pytest.mark.parametrize("who", ["operator", "tenant_operator"])
 def test_a_selection_of_letters_the_user_cannot_see_is_not_offered_for_confirmation(
-    request, recorded, other_tenant, who
+    request, recorded, other_tenant, who, step
 ):
     """Nothing is ever deleted, and another tenant's letter must not read as one that
-    existed: not "None of the selected dead letters exist (any more)"."""
+    existed: not "None of the selected dead letters exist (any more)"; nor, posted straight
+    with post=yes, "Discarded none of the 0 selected"."""
     client = request.getfixturevalue(who)
     theirs = dead_letter(other_tenant).pk if who == "tenant_operator" else 987654
 
     response = client.post(
         DEAD_LETTERS,
-        {"action": "discard_selected", "_selected_action": [str(theirs)], "index": "0"},
+        {"action": "discard_selected", "_selected_action": [str(theirs)], **step},
         follow=True,
     )
 
