@@ -13,6 +13,7 @@ has its own deadline of the same length (``traceledger.request_body``).
 """
 
 import threading
+import uuid
 
 from gunicorn.workers.gthread import ThreadWorker
 
@@ -28,7 +29,12 @@ def _timeout_answer(seconds: float) -> bytes:
     ).encode()
     return (
         b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
-        b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        # A fresh id, as for any response (README): the request never got one of its own.
+        + f"X-Request-ID: {uuid.uuid4().hex}\r\n".encode()
+        + b"Connection: close\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
     )
 
 

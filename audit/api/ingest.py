@@ -49,17 +49,22 @@ class IngestMixin:
             202: IngestAcceptedSerializer,
             400: OpenApiResponse(
                 description="Invalid JSON, invalid fields, or a query parameter other than "
-                "one `tenant`, each named."
+                "one `tenant`, each named; or a body that ended before its `Content-Length` "
+                "or its last chunk (`incomplete_body`, the connection closed)."
             ),
             401: OpenApiResponse(description="No or invalid credentials."),
             403: OpenApiResponse(
                 description="The credential lacks the `ingest` scope, or `tenant` names "
                 "another tenant or the reserved `system` tenant."
             ),
-            413: OpenApiResponse(description="The body is larger than the limit (5 MiB)."),
+            413: OpenApiResponse(
+                description="The body is larger than the limit (5 MiB); the connection is "
+                "closed (`Connection: close`)."
+            ),
             415: OpenApiResponse(
                 description="The body is not `application/json`, or is compressed "
-                "(`Content-Encoding` other than `identity`): send it uncompressed."
+                "(`Content-Encoding` other than `identity`, or a `Transfer-Encoding` such as "
+                "`gzip, chunked`): send it uncompressed."
             ),
             429: OpenApiResponse(
                 description="Rate limited, or the ingest queue is over its backlog limit "

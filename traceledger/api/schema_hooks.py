@@ -84,10 +84,14 @@ REQUEST_ID = {
 NOT_ACCEPTABLE = {"description": "`Accept` names no type this operation answers in (JSON)."}
 BODY_RESPONSES = {
     "408": {
-        "description": "The body did not arrive within `TRACELEDGER_BODY_TIMEOUT` (30 s): "
-        "nothing was accepted; the connection is closed (`Connection: close`)."
+        "description": "The request head, or then the whole body, did not arrive within "
+        "`TRACELEDGER_BODY_TIMEOUT` (30 s): nothing was accepted; the connection is closed "
+        "(`Connection: close`)."
     },
-    "413": {"description": "The body is larger than `TRACELEDGER_MAX_BODY_BYTES` (5 MiB)."},
+    "413": {
+        "description": "The body is larger than `TRACELEDGER_MAX_BODY_BYTES` (5 MiB); the rest "
+        "of it is not read, so the connection is closed (`Connection: close`)."
+    },
 }
 
 

@@ -200,6 +200,7 @@ def test_stalled_request_heads_are_cut_at_the_timeout_and_hold_no_web_thread(gun
         stalled.append(sock)
     for answer in _healthz_answered_then_each_408(port, stalled):
         assert b"\r\nConnection: close\r\n" in answer
+        assert b"\r\nX-Request-ID: " in answer
 
 
 def test_the_head_watch_ends_once_the_head_is_parsed_not_with_the_response(monkeypatch):
