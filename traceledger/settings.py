@@ -85,6 +85,8 @@ MIDDLEWARE = [
     "traceledger.api_cache.ApiNoStoreMiddleware",
     "traceledger.query_guard.RejectNulQueryMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on the pages people open (CONTENT_SECURITY_POLICY below).
+    "csp.middleware.CSPMiddleware",
     # Serves the admin's CSS and JS from gunicorn itself (no other web server in front).
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -96,6 +98,25 @@ MIDDLEWARE = [
     # A page's OperationalError (PostgreSQL down) is a 503, not a 500 (the API has its own).
     "traceledger.database_unavailable.DatabaseUnavailableMiddleware",
 ]
+
+# The admin and the API docs load nothing but their own scripts (Django's admin has no
+# inline script; the docs' is served by URL, SwaggerView): an HTML injection that got past
+# the templates' escaping could run nothing. Inline styles stay allowed: Django's admin
+# templates, the dashboard's chart and Swagger UI use them. JSON answers (/api/v1/) go
+# without: no browser renders them, and ingest's answers stay small.
+CONTENT_SECURITY_POLICY = {
+    "EXCLUDE_URL_PREFIXES": ["/api/v1/"],
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 ROOT_URLCONF = "traceledger.urls"
 WSGI_APPLICATION = "traceledger.wsgi.application"

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView, View
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.negotiation import DefaultContentNegotiation
 
 from accounts.admin import own_password_change
@@ -30,8 +30,10 @@ class SchemaFormatNegotiation(DefaultContentNegotiation):
         return super().select_renderer(request, renderers, format_suffix)
 
 
-class SwaggerView(SpectacularSwaggerView):
-    """Swagger UI, answering OPTIONS as Django's own views do: 200, ``Allow``, no body.
+class SwaggerView(SpectacularSwaggerSplitView):
+    """Swagger UI, its start-up script served by URL (``?script``), not inline, so that the
+    page's Content-Security-Policy allows it; answering OPTIONS as Django's own views do:
+    200, ``Allow``, no body.
 
     DRF's OPTIONS answer is the view's metadata, rendered here by the page's only renderer,
     ``TemplateHTMLRenderer``, which has no template for it: every OPTIONS was a 500

@@ -290,3 +290,37 @@ def test_the_dashboards_chart_fits_a_narrow_screen(browser_page, tenant, teammat
     assert chart.locator("rect").count() == 24
     assert box["x"] + box["width"] <= 400
     assert newest["x"] + newest["width"] <= box["x"] + box["width"] + 1
+
+
+def test_the_pages_people_open_run_under_their_content_security_policy(
+    browser_page, tenant, teammate
+):
+    """Every script of the admin and of the API docs is the page's own file: the policy
+    (script-src 'self') refuses nothing that the pages need, and Swagger UI still renders."""
+    teammate.is_staff = True
+    teammate.save()
+    [event] = chained_events_create(tenant_id=tenant.pk, count=1, occurred_at=datetime.now(UTC))
+    page, base = browser_page
+    refused = []
+    page.on(
+        "console",
+        lambda message: (
+            refused.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    log_in(page, base, "teammate")
+    pages = [
+        "/admin/",
+        "/admin/audit/auditevent/",
+        f"/admin/audit/auditevent/{event.pk}/change/",
+        "/admin/audit/checkpoint/",
+        "/api/docs/",
+    ]
+    for path in pages:
+        response = page.goto(f"{base}{path}")
+        assert "script-src 'self'" in response.headers["content-security-policy"], path
+        page.wait_for_load_state("networkidle")
+    page.wait_for_selector(".swagger-ui .info .title")
+
+    assert refused == []
+    assert "TraceLedger" in page.locator(".swagger-ui .info .title").inner_text()

@@ -85,3 +85,23 @@ def test_options_on_the_swagger_ui_lists_its_methods_as_the_admin_pages_do():
     assert response.status_code == 200
     assert response["Allow"] == "GET, HEAD, OPTIONS"
     assert response.content == b""
+
+
+@pytest.mark.django_db
+def test_pages_carry_a_content_security_policy_and_json_answers_do_not():
+    """The admin and the API docs: scripts of their own origin only. Ingest's and the
+    reads' JSON goes without: no browser renders it, and the answers stay small."""
+    client = Client()
+    for path in ("/admin/login/", "/api/docs/"):
+        policy = client.get(path)["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "object-src 'none'" in policy, path
+    assert (
+        "unsafe-inline"
+        not in client.get("/admin/login/")["Content-Security-Policy"]
+        .split("script-src")[1]
+        .split(";")[0]
+    )
+    assert "Content-Security-Policy" not in client.get("/api/v1/audit-events")
+    script = client.get("/api/docs/", {"script": ""})
+    assert script.status_code == 200
+    assert script["Content-Type"].startswith("application/javascript")
