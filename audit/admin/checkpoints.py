@@ -8,17 +8,16 @@ checkpoints among them, is a button on the checkpoint list, counted against
 offline tool's, on an export): it can take minutes.
 """
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 
 from accounts.models import Tenant
-from accounts.principal import principal_for_user
-from accounts.ratelimits import HeavyReadRateLimit, RateLimited, check_rate
+from accounts.ratelimits import RateLimited, check_rate
 from audit.admin.events import EventViewersMixin
-from audit.admin.listing import BadParamsNamedMixin, TenantFilter
+from audit.admin.exporting import heavy_budget_spent, heavy_read_budget
+from audit.admin.listing import BadParamsNamedMixin, TenantFilter, TenantScopedMixin
 from audit.ledger.signing import SigningKeyMissing
 from audit.ledger.verify import VERIFY_MAX_EVENTS, ledger_verify_last
 from audit.models import Checkpoint
@@ -26,7 +25,9 @@ from traceledger.admin_pages import PageRangeMixin
 
 
 @admin.register(Checkpoint)
-class CheckpointAdmin(BadParamsNamedMixin, PageRangeMixin, EventViewersMixin, admin.ModelAdmin):
+class CheckpointAdmin(
+    BadParamsNamedMixin, PageRangeMixin, TenantScopedMixin, EventViewersMixin, admin.ModelAdmin
+):
     change_list_template = "admin/audit/checkpoint/change_list.html"
     list_display = ("sequence", "tenant", "kind", "signed_at", "key_id", "hash")
     list_display_links = None
@@ -35,12 +36,6 @@ class CheckpointAdmin(BadParamsNamedMixin, PageRangeMixin, EventViewersMixin, ad
     ordering = ("tenant", "-sequence", "-id")
     list_per_page = 50
     show_facets = admin.ShowFacets.NEVER
-
-    def get_queryset(self, request):
-        queryset = super().get_queryset(request)
-        if request.user.is_superuser:
-            return queryset
-        return queryset.filter(tenant_id=request.user.tenant_id)
 
     def get_actions(self, request):
         return {}
@@ -93,19 +88,11 @@ class CheckpointAdmin(BadParamsNamedMixin, PageRangeMixin, EventViewersMixin, ad
             return HttpResponseRedirect(back)
         back = f"{back}?tenant={tenant.pk}" if request.user.is_superuser else back
         try:
-            # The API's ledger checks and exports share this budget per person.
-            check_rate(
-                request=request,
-                group=HeavyReadRateLimit.group,
-                rate=settings.TRACELEDGER_RATELIMIT_HEAVY,
-                key=principal_for_user(request.user).rate_key,
-            )
+            check_rate(**heavy_read_budget(request))
         except RateLimited as exc:
             self.message_user(
                 request,
-                "Not verified: you have made as many exports and ledger checks this minute as "
-                f"TRACELEDGER_RATELIMIT_HEAVY ({settings.TRACELEDGER_RATELIMIT_HEAVY}) allows; "
-                f"try again in {exc.wait:.0f} seconds.",
+                f"Not verified: {heavy_budget_spent()}; try again in {exc.wait:.0f} seconds.",
                 messages.ERROR,
             )
             return HttpResponseRedirect(back)

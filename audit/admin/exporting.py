@@ -34,12 +34,7 @@ def export_response(
     # database time wherever it is asked for). Looked at first, so that a spent budget is
     # refused before anything is recorded; counted only once the export is recorded, so
     # that one refused for another reason (no tenant, no slot) costs nothing.
-    heavy = {
-        "request": request,
-        "group": HeavyReadRateLimit.group,
-        "rate": settings.TRACELEDGER_RATELIMIT_HEAVY,
-        "key": principal_for_user(request.user).rate_key,
-    }
+    heavy = heavy_read_budget(request)
     check_rate(**heavy, increment=False)
     tenant_ids: list[int | None] = []
 
@@ -66,12 +61,30 @@ def export_response(
         raise
 
 
+def heavy_read_budget(request: HttpRequest) -> dict:
+    """``check_rate``'s arguments for a person's exports and ledger checks in the admin: the
+    API's own bucket (``TRACELEDGER_RATELIMIT_HEAVY``), since each costs seconds of database
+    time wherever it is asked for."""
+    return {
+        "request": request,
+        "group": HeavyReadRateLimit.group,
+        "rate": settings.TRACELEDGER_RATELIMIT_HEAVY,
+        "key": principal_for_user(request.user).rate_key,
+    }
+
+
+def heavy_budget_spent() -> str:
+    return (
+        "you have made as many exports and ledger checks this minute as "
+        f"TRACELEDGER_RATELIMIT_HEAVY ({settings.TRACELEDGER_RATELIMIT_HEAVY}) allows"
+    )
+
+
 def _refusal(exc: Exception) -> str:
     if isinstance(exc, RateLimited):
         return (
-            "Cannot export right now: you have made as many exports and ledger checks this "
-            f"minute as TRACELEDGER_RATELIMIT_HEAVY ({settings.TRACELEDGER_RATELIMIT_HEAVY}) "
-            f"allows. Nothing was exported or recorded; try again in {exc.wait:.0f} seconds."
+            f"Cannot export right now: {heavy_budget_spent()}. Nothing was exported or "
+            f"recorded; try again in {exc.wait:.0f} seconds."
         )
     if isinstance(exc, ExportsBusy):
         return (

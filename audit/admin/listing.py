@@ -256,6 +256,17 @@ class EventChangeList(PageCheckedChangeListMixin, ChangeList):
             self.full_result_count = self.result_count
 
 
+class TenantScopedMixin:
+    """For a ModelAdmin of rows with a ``tenant_id``: superusers see every row, anyone else
+    only their own tenant's."""
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if request.user.is_superuser:
+            return queryset
+        return queryset.filter(tenant_id=request.user.tenant_id)
+
+
 class TenantFilter(admin.SimpleListFilter):
     """Tenants from the (small) tenant table, not DISTINCT over events. Superusers only."""
 

@@ -19,7 +19,7 @@ from django.utils.html import format_html
 from accounts.models import Tenant
 from accounts.services import actor_for_user
 from accounts.signals import Actor
-from audit.admin.listing import BadParamsNamedMixin, TenantFilter
+from audit.admin.listing import BadParamsNamedMixin, TenantFilter, TenantScopedMixin
 from audit.models import DeadLetter, DeadLetterStatus, OutboxMessage
 from audit.selectors import outbox_backlog
 from audit.services.dead_letters import dead_letters_replay_preview, dlq_depth, not_new_text
@@ -31,16 +31,6 @@ from traceledger.admin_selection import ValidSelectionMixin
 from traceledger.query_guard import nul_query_handled
 
 logger = logging.getLogger(__name__)
-
-
-class _TenantScopedMixin:
-    """Superusers see every row; any other operator only rows of their own tenant."""
-
-    def get_queryset(self, request):
-        queryset = super().get_queryset(request)
-        if request.user.is_superuser:
-            return queryset
-        return queryset.filter(tenant_id=request.user.tenant_id)
 
 
 class _TenantNamedMixin:
@@ -76,7 +66,7 @@ class _OperationsAdmin(
     PageRangeMixin,
     NoPatternLookupsMixin,
     _TenantNamedMixin,
-    _TenantScopedMixin,
+    TenantScopedMixin,
     admin.ModelAdmin,
 ):
     """What both operator lists share: tenant-scoped rows named by tenant, safe selections
