@@ -286,7 +286,7 @@ def test_a_name_taken_between_the_check_and_the_insert_is_named_on_username(tena
     # Two requests creating "Ada" at once: both pass the first check, the loser learns it
     # from the unique constraint (reported for the whole form by Django) or the insert.
     user_create(tenant=tenant, username="ada", password="Correct-horse-9", role=Role.AUDITOR)
-    monkeypatch.setattr("accounts.services._username_taken", lambda username: False)
+    monkeypatch.setattr("accounts.services.users._username_taken", lambda username: False)
 
     with pytest.raises(ValidationError) as refused:
         user_create(tenant=tenant, username="ADA", password="Correct-horse-9", role=Role.AUDITOR)

@@ -167,9 +167,9 @@ def test_a_name_taken_by_a_concurrent_request_is_a_400_not_a_500(
     jwt_client, owner, teammate, monkeypatch
 ):
     """Both requests pass the checks before either inserts: the unique index decides."""
-    monkeypatch.setattr("accounts.services.User.full_clean", lambda self, **kwargs: None)
+    monkeypatch.setattr("accounts.services.users.User.full_clean", lambda self, **kwargs: None)
     monkeypatch.setattr(
-        "accounts.services.User.objects.filter",
+        "accounts.services.users.User.objects.filter",
         lambda **kwargs: User.objects.none(),  # the check saw no such user yet
     )
     response = jwt_client(owner).post("/api/v1/users", _body(username="teammate"), format="json")
