@@ -183,19 +183,26 @@ class _EventFilterForm(forms.Form):
 
 
 class AuditEventFilterSet(django_filters.FilterSet):
+    # strip=False: ids and types are stored as sent, leading and trailing spaces included,
+    # and "exact" must find " lead" and not "lead" (a stripped " " even dropped the filter).
     event_id = django_filters.CharFilter(
         max_length=128,
+        strip=False,
         help_text="Exact event_id: the idempotency key the service sent, or the one assigned.",
     )
-    actor_id = django_filters.CharFilter(max_length=256, help_text="Exact actor id.")
-    actor_type = django_filters.CharFilter(max_length=64, help_text="Exact actor type.")
+    actor_id = django_filters.CharFilter(max_length=256, strip=False, help_text="Exact actor id.")
+    actor_type = django_filters.CharFilter(
+        max_length=64, strip=False, help_text="Exact actor type."
+    )
     action = django_filters.CharFilter(
         method="filter_action",
         validators=list(ACTION_FILTER_VALIDATORS),
         help_text="Exact action, or a prefix with a trailing `*` (e.g. `invoice.*`).",
     )
-    target_type = django_filters.CharFilter(max_length=64, help_text="Exact target type.")
-    target_id = django_filters.CharFilter(max_length=256, help_text="Exact target id.")
+    target_type = django_filters.CharFilter(
+        max_length=64, strip=False, help_text="Exact target type."
+    )
+    target_id = django_filters.CharFilter(max_length=256, strip=False, help_text="Exact target id.")
     outcome = django_filters.ChoiceFilter(
         choices=Outcome.choices,
         error_messages=_choice_error(Outcome),

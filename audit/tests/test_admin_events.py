@@ -1544,12 +1544,18 @@ def test_an_event_is_found_by_the_event_id_its_service_logged(
     wanted = event_create(tenant_id=tenant.pk, event_id="svc-log-4711")
     event_create(tenant_id=tenant.pk, event_id="svc-log-4712")
     event_create(tenant_id=other_tenant.pk, event_id="svc-log-4711")
+    # Stored as sent, spaces included: a different event_id, which the filter tells apart.
+    padded = event_create(tenant_id=tenant.pk, event_id=" svc-log-4711 ")
 
     mine = login(client, auditor).get(CHANGELIST, {"event_id": "svc-log-4711"})
-    every = login(client, staff_superuser).get(CHANGELIST, {"event_id": " svc-log-4711 "})
+    every = login(client, staff_superuser).get(CHANGELIST, {"event_id": "svc-log-4711"})
+    spaced = client.get(CHANGELIST, {"event_id": " svc-log-4711 "})
+    blank = client.get(CHANGELIST, {"event_id": " "})
 
     assert [event.pk for event in results(mine)] == [wanted.pk]
     assert {event.tenant_id for event in results(every)} == {tenant.pk, other_tenant.pk}
+    assert [event.pk for event in results(spaced)] == [padded.pk]
+    assert results(blank) == []
     assert 'name="event_id" value="svc-log-4711"' in mine.content.decode()
 
 

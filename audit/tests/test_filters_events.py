@@ -152,6 +152,35 @@ def test_it_finds_an_event_by_the_event_id_its_service_sent(dataset):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("name", "spaced", "plain"),
+    [
+        ("event_id", " lead", "lead"),
+        ("actor_id", " sp", "sp"),
+        ("target_id", "tg ", "tg"),
+        ("actor_type", "svc ", "svc"),
+        ("target_type", " doc", "doc"),
+    ],
+)
+def test_it_matches_ids_and_types_as_stored_spaces_included(tenant, name, spaced, plain):
+    """Ingest keeps leading and trailing spaces; a stripped filter value found the other
+    event, and " " alone dropped the filter and returned the whole trail (integrity QA)."""
+
+    def fields(value):
+        if name in ("target_id", "target_type"):
+            other = "type" if name == "target_id" else "id"
+            return {"target": {name.removeprefix("target_"): value, other: "x", "name": ""}}
+        return {name: value}
+
+    [with_spaces] = events_create(tenant_id=tenant.pk, count=1, **fields(spaced))
+    [without] = events_create(tenant_id=tenant.pk, count=1, **fields(plain))
+    assert getattr(with_spaces, name) == spaced and getattr(without, name) == plain
+    assert _filtered({name: spaced}) == [with_spaces.pk]
+    assert _filtered({name: plain}) == [without.pk]
+    assert _filtered({name: " "}) == []
+
+
+@pytest.mark.django_db
 def test_it_treats_occurred_after_as_inclusive_and_occurred_before_as_exclusive(tenant):
     at = BASE_TIME + timedelta(minutes=5)
     [event] = events_create(tenant_id=tenant.pk, count=1, occurred_at=at)
