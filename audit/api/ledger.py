@@ -104,6 +104,13 @@ class VerifyOutputSerializer(serializers.Serializer):
         "no event to verify, or when a checkpoint's signature failed before the range was read.",
     )
     checkpoints_checked = serializers.IntegerField()
+    whole_chain = serializers.BooleanField(
+        help_text="True when the range verified ran from the chain's start (or the first "
+        f"event after a retention purge) to its head. False for the default last "
+        f"{VERIFY_MAX_EVENTS:,} events of a longer chain: ok then says nothing of the "
+        "events before from_sequence (verify them with ranges, manage.py verify_ledger, or "
+        "an export and the offline tool)."
+    )
 
 
 class LedgerVerifyView(APIView):
@@ -113,7 +120,7 @@ class LedgerVerifyView(APIView):
 
     @extend_schema(
         operation_id="ledger_verify",
-        summary="Verify the tenant's hash chain",
+        summary=f"Verify the tenant's hash chain (at most {VERIFY_MAX_EVENTS:,} events a request)",
         description=(
             "Recomputes the chain over a bounded range and checks the signed checkpoints in "
             f"it. Without parameters: the last {VERIFY_MAX_EVENTS} events (``last=N`` for "
@@ -140,8 +147,8 @@ class LedgerVerifyView(APIView):
             OpenApiParameter(
                 "last",
                 _integer_schema("last"),
-                description=f"Verify the last N events (1 to {VERIFY_MAX_EVENTS}). "
-                f"{EMPTY_MEANS_ABSENT}",
+                description=f"Verify the last N events (1 to {VERIFY_MAX_EVENTS}); not "
+                f"with from_sequence or to_sequence (400). {EMPTY_MEANS_ABSENT}",
             ),
             TENANT_PARAMETER,
         ],

@@ -36,6 +36,9 @@ class LedgerVerification:
     # checkpoint's signature) or the range held no event (empty chain, start beyond the head).
     to_sequence: int | None
     checkpoints_checked: int
+    # The range ran from the chain's start (genesis, or the purge checkpoint) to its head: an
+    # ok over the last 20,000 events of a longer chain says nothing of the events before them.
+    whole_chain: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -127,7 +130,7 @@ def _verify_once(
     """One verification, and the sequence of the chain base it started from."""
     # "end": set by _verify once it has read the head, so the result reports the range it
     # covered rather than echoing a to_sequence beyond the head.
-    state = {"checked": 0, "checkpoints": 0, "end": None}
+    state = {"checked": 0, "checkpoints": 0, "end": None, "whole_chain": False}
     start = from_sequence or 1
     base = None
     try:
@@ -154,6 +157,7 @@ def _verify_once(
             from_sequence=start,
             to_sequence=state["end"],
             checkpoints_checked=state["checkpoints"],
+            whole_chain=state["whole_chain"],
         )
         return failed, base.sequence
     passed = LedgerVerification(
@@ -165,6 +169,7 @@ def _verify_once(
         from_sequence=start,
         to_sequence=state["end"],
         checkpoints_checked=state["checkpoints"],
+        whole_chain=state["whole_chain"],
     )
     return passed, base.sequence
 
@@ -212,6 +217,7 @@ def _verify(*, tenant_id, base, start, to_sequence, whole, state, progress, chun
     head = selectors.chain_head_get(tenant_id=tenant_id)
     end = head.sequence if to_sequence is None else min(to_sequence, head.sequence)
     state["end"] = end if end >= start else None
+    state["whole_chain"] = start == base.sequence + 1 and end == head.sequence
 
     if start == base.sequence + 1 or start > end:
         expected_prev = base.hash

@@ -55,6 +55,7 @@ def test_it_verifies_an_intact_chain(key_client, chain):
     assert response.status_code == 200
     body = response.json()
     assert (body["ok"], body["checked"], body["first_bad_sequence"]) == (True, 6, None)
+    assert body["whole_chain"] is True
 
 
 def test_it_names_the_first_bad_sequence(key_client, chain):
@@ -71,6 +72,13 @@ def test_it_verifies_only_the_last_n_events_when_asked(key_client, chain):
 
     last_three = client.get(VERIFY, {"last": 3}).json()
     assert (last_three["ok"], last_three["checked"], last_three["from_sequence"]) == (True, 3, 4)
+    # ok, yet not for the chain: the answer says so (contract QA: the default last 20,000
+    # of a longer chain read as the whole chain verified).
+    assert last_three["whole_chain"] is False
+    up_to_five = client.get(VERIFY, {"from_sequence": 1, "to_sequence": 5}).json()
+    assert (up_to_five["ok"], up_to_five["whole_chain"]) == (False, False)
+    everything = client.get(VERIFY, {"from_sequence": 1, "to_sequence": 99}).json()
+    assert (everything["first_bad_sequence"], everything["whole_chain"]) == (2, True)
     assert (
         client.get(VERIFY, {"from_sequence": 2, "to_sequence": 3}).json()["first_bad_sequence"] == 2
     )

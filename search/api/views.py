@@ -112,7 +112,8 @@ class AuditEventSearchView(APIView):
         principal = get_principal(request)
         tenant_slug = params.get("tenant")
         tenant_id = read_tenant_id(principal=principal, tenant_slug=tenant_slug)
-        query = SearchInputSerializer(data={"q": params.get("q", "")})
+        # Absent is "required", not "may not be blank" (contract QA): it was never sent.
+        query = SearchInputSerializer(data={"q": params["q"]} if "q" in params else {})
         query.is_valid(raise_exception=True)
         filterset = AuditEventFilterSet(
             data=params,

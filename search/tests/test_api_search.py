@@ -71,6 +71,15 @@ def test_it_answers_400_naming_the_bad_parameter(search_get, params, field):
     assert field in response.json()["error"]["fields"]
 
 
+def test_it_says_q_is_required_when_it_was_not_sent(search_get):
+    """Left out, q read "This field may not be blank." (contract QA)."""
+    missing = search_get()
+    blank = search_get("")
+    assert missing.status_code == blank.status_code == 400
+    assert missing.json()["error"]["fields"]["q"] == ["This field is required."]
+    assert blank.json()["error"]["fields"]["q"] == ["This field may not be blank."]
+
+
 # PostgreSQL's websearch_to_tsquery keeps pending operators on a stack of 32 (STACKDEPTH in
 # src/backend/utils/adt/tsquery.c): each "-" waiting for its word is one, and so is the
 # implicit AND after a word.
