@@ -39,16 +39,21 @@ class LedgerVerification:
     # The range ran from the chain's start (genesis, or the purge checkpoint) to its head: an
     # ok over the last 20,000 events of a longer chain says nothing of the events before them.
     whole_chain: bool = False
+    # A break found by a signed checkpoint: the first sequence the change may lie at (after
+    # the last checkpoint that still matched). The events from there on link to one another,
+    # their hashes recomputed, yet are not proven. None for any other break.
+    unproven_from: int | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 class _Broken(Exception):
-    def __init__(self, sequence: int, reason: str):
+    def __init__(self, sequence: int, reason: str, *, unproven_from: int | None = None):
         super().__init__(reason)
         self.sequence = sequence
         self.reason = reason
+        self.unproven_from = unproven_from
 
 
 def ledger_verify(
@@ -158,6 +163,7 @@ def _verify_once(
             to_sequence=state["end"],
             checkpoints_checked=state["checkpoints"],
             whole_chain=state["whole_chain"],
+            unproven_from=broken.unproven_from,
         )
         return failed, base.sequence
     passed = LedgerVerification(
@@ -228,6 +234,10 @@ def _verify(*, tenant_id, base, start, to_sequence, whole, state, progress, chun
         expected_prev = anchor["hash"]
 
     expected_seq = start
+    # The chain is proven up to the range's anchor, then up to each signed checkpoint it
+    # matches: a consistent rewrite (an event changed, every hash after it recomputed) links
+    # everywhere, and the next checkpoint only tells that the change lies after this.
+    proven_through = start - 1
     pending = 0
     try:
         for row in selectors.chain_stream(
@@ -249,8 +259,14 @@ def _verify(*, tenant_id, base, start, to_sequence, whole, state, progress, chun
             for checkpoint in checkpoints.get(sequence, ()):
                 if checkpoint.hash != computed:
                     raise _Broken(
-                        sequence, f"the chain differs from signed checkpoint #{checkpoint.pk}"
+                        sequence,
+                        f"the chain differs from signed checkpoint #{checkpoint.pk}: an event "
+                        f"from sequence {proven_through + 1} to {sequence} was changed, removed "
+                        "or inserted, and the hashes after it recomputed (the events link to "
+                        "one another; only the signed checkpoint tells)",
+                        unproven_from=proven_through + 1,
                     )
+                proven_through = sequence
             state["checked"] += 1
             expected_prev = computed
             expected_seq += 1

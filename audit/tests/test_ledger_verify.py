@@ -3,6 +3,7 @@
 from io import StringIO
 
 import pytest
+from django.core.management import call_command
 
 from audit.ledger.canonical import event_hash
 from audit.ledger.services import checkpoint_create, checkpoints_sign
@@ -280,3 +281,33 @@ def test_the_sign_command_fails_naming_a_tenant_it_would_not_sign(chain):
 
     with pytest.raises(CommandError, match=r"does not verify .*: acme"):
         call_command("sign_checkpoints", stdout=StringIO())
+
+
+def test_a_rewrite_caught_by_a_checkpoint_says_where_the_change_may_lie(chain):
+    """Every event links after a consistent rewrite: "21 events verified before it" named
+    the very events that were not proven (integrity QA). The change lies after the last
+    checkpoint that still matched."""
+    checkpoint_create(
+        tenant_id=chain.id,
+        sequence=3,
+        hash=AuditEvent.objects.get(tenant=chain, sequence=3).hash,
+        kind="periodic",
+    )
+    checkpoint_create(
+        tenant_id=chain.id,
+        sequence=8,
+        hash=AuditEvent.objects.get(tenant=chain, sequence=8).hash,
+        kind="periodic",
+    )
+    _rewrite_from(chain.id, 5)
+
+    result = ledger_verify(tenant_id=chain.id)
+
+    assert (result.ok, result.first_bad_sequence, result.unproven_from) == (False, 8, 4)
+    assert "an event from sequence 4 to 8 was changed" in result.reason
+    out = StringIO()
+    with pytest.raises(SystemExit):
+        call_command("verify_ledger", "--tenant", chain.slug, stdout=out, stderr=StringIO())
+    assert "BROKEN at sequence 8" in out.getvalue()
+    assert "(3 events verified before sequence 4)" in out.getvalue()
+    assert "verified before it" not in out.getvalue()

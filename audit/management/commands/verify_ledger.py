@@ -67,6 +67,15 @@ class Command(BaseCommand):
                         f" ({counted(result.checked, 'event')} from sequence "
                         f"{result.from_sequence} verified)"
                     )
+                elif result.unproven_from is not None:
+                    # A rewrite only a checkpoint caught: the events since the last one that
+                    # matched link, but are not verified (integrity QA).
+                    proven = result.unproven_from - result.from_sequence
+                    if proven:
+                        before = (
+                            f" ({counted(proven, 'event')} verified before sequence "
+                            f"{result.unproven_from})"
+                        )
                 elif result.checked:
                     before = f" ({counted(result.checked, 'event')} verified before it)"
                 self.stdout.write(
