@@ -72,6 +72,7 @@ import hashlib
 import ipaddress
 import json
 import math
+import os
 import re
 import sys
 import uuid
@@ -372,6 +373,10 @@ def checkpoint_message(checkpoint: dict) -> bytes:
 
 
 # --- verification ----------------------------------------------------------------------------
+
+
+class CannotCheck(Exception):
+    """Something this machine lacks stops the check (exit 2, as for unreadable input)."""
 
 
 class Failure(Exception):
@@ -765,8 +770,12 @@ def _crypto():
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    except ImportError as exc:  # pragma: no cover - depends on the machine
-        raise Failure("checking a checkpoint needs the 'cryptography' package") from exc
+    except ImportError as exc:
+        # Exit 2, not 1: a missing package is no verdict on the files (integrity QA: a cron
+        # alert read it as tampering).
+        raise CannotCheck(
+            "checking a checkpoint needs the 'cryptography' package (pip install cryptography)"
+        ) from exc
     return InvalidSignature, serialization, Ed25519PublicKey
 
 
@@ -792,6 +801,31 @@ def load_public_keys(files: dict[str, str]) -> dict:
             raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
             keys[hashlib.sha256(raw).hexdigest()] = key
     return keys
+
+
+def key_file_problem(path: str, text: str, *, checkpoint_paths: list[str]) -> str | None:
+    """Why ``path`` cannot be the ``--public-key``: it is one of the ``--checkpoint`` files,
+    or a saved page of checkpoints (which carries a ``public_key`` too). Whoever could edit
+    the checkpoints could put their own key beside a forged signature (integrity QA: such a
+    page given to both options verified a forged checkpoint)."""
+    same = [c for c in checkpoint_paths if os.path.exists(c) and os.path.exists(path)]
+    if path in checkpoint_paths or any(os.path.samefile(path, c) for c in same):
+        return (
+            f"--public-key {path} is also given as --checkpoint: the key must come apart from "
+            "the checkpoints (manage.py ledger_public_key, or GET /api/v1/ledger/public-key "
+            "saved on its own, from a source you trust)"
+        )
+    try:
+        data = json.loads(text)
+    except (RecursionError, ValueError):
+        return None
+    if isinstance(data, dict) and "results" in data:
+        return (
+            f"--public-key {path} is a page of checkpoints, not a public key: the key must "
+            "come apart from the checkpoints (manage.py ledger_public_key, or GET "
+            "/api/v1/ledger/public-key saved on its own, from a source you trust)"
+        )
+    return None
 
 
 def _pem_of_json(text: str) -> str:
@@ -966,6 +1000,25 @@ def chain_after(name: str, chain: Chain, checkpoint: dict) -> str:
         f"({checkpoint_label(checkpoint)}): chained, not anchored by a signature (edited, with "
         "their hashes recomputed, they would pass); a later checkpoint anchors "
         "them in a later export (docs/ledger.md §7)"
+    )
+
+
+def chain_gaps(chain: Chain, *, shown: int = 5) -> str:
+    """The sequences between the export's first and last event that it lacks, named: a
+    filtered export lacks them by design, a deleted event too, and only the reader can tell
+    which (integrity QA: with --allow-gaps a deletion was never named)."""
+    gaps, missing = [], 0
+    previous = None
+    for sequence in chain.sequences:
+        if previous is not None and sequence > previous + 1:
+            missing += sequence - previous - 1
+            gaps.append((previous + 1, sequence - 1))
+        previous = sequence
+    if not gaps:
+        return "no sequence missing between its first and last event"
+    return (
+        f"{missing} sequence{'s' if missing > 1 else ''} missing between its first and last "
+        f"event, at {_stretches(gaps[:shown], len(gaps))}"
     )
 
 
@@ -1168,12 +1221,14 @@ def main(argv=None) -> int:
                     f"the checkpoints are of several tenants ({', '.join(slugs)}): give one "
                     "tenant's"
                 )
-            keys = load_public_keys(
-                {
-                    path: _read_text("--public-key", path, PUBLIC_KEY_EXPECTED)
-                    for path in args.public_key
-                }
-            )
+            key_texts = {
+                path: _read_text("--public-key", path, PUBLIC_KEY_EXPECTED)
+                for path in args.public_key
+            }
+            for path, text in key_texts.items():
+                if problem := key_file_problem(path, text, checkpoint_paths=args.checkpoint):
+                    parser.error(problem)
+            keys = load_public_keys(key_texts)
             if args.tenant:
                 if args.tenant not in by_tenant:
                     raise Failure(f"the export has no events of tenant {args.tenant!r}")
@@ -1216,7 +1271,7 @@ def main(argv=None) -> int:
             fragments.append(tenant)
             print(
                 f"{name}: {len(events)} events, with gaps (--allow-gaps): each one's hash and "
-                f"its link to the exported event before it verified{note}"
+                f"its link to the exported event before it verified{note}; {chain_gaps(chain)}"
             )
         vouched: set[int] = set()
         checkpoint = None
@@ -1257,7 +1312,7 @@ def main(argv=None) -> int:
             where.append(f"sequence {failure.sequence}")
         print(f"NOT VERIFIED{' at ' + ', '.join(where) if where else ''}: {failure}")
         return 1
-    except (OSError, Unreadable, ValueError) as exc:
+    except (CannotCheck, OSError, Unreadable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     unanchored = []

@@ -216,6 +216,49 @@ def test_it_never_trusts_the_public_key_that_comes_with_the_checkpoint(chain, tm
     assert "signature" not in result.stdout
 
 
+def test_it_refuses_the_checkpoint_page_as_the_public_key(chain, tmp_path):
+    """Given to both options, a page whose checkpoint and key were forged together verified
+    (integrity QA). Neither the same file nor any page of checkpoints is a key."""
+    [checkpoint] = checkpoints_sign()
+    export = tmp_path / "events.jsonl"
+    _write_export(export, chain)
+    single = json.loads(_checkpoint_file(tmp_path / "cp.json", checkpoint).read_text())
+    page = tmp_path / "page.json"
+    page.write_text(json.dumps({"public_key": public_key_pem(), "results": [single]}))
+    copy = tmp_path / "copy-of-page.json"
+    copy.write_text(page.read_text())
+
+    same = _run(export, "--checkpoint", page, "--public-key", page)
+    other = _run(export, "--checkpoint", page, "--public-key", copy)
+
+    assert same.returncode == other.returncode == 2
+    assert "is also given as --checkpoint" in same.stderr
+    assert "is a page of checkpoints, not a public key" in other.stderr
+    assert "verified" not in same.stdout + other.stdout
+
+
+def test_a_missing_cryptography_package_is_exit_2_not_a_verdict(chain, tmp_path):
+    """Without site-packages (-S), no cryptography: "NOT VERIFIED", exit 1, read as
+    tampering to a cron alert (integrity QA)."""
+    [checkpoint] = checkpoints_sign()
+    export, key = tmp_path / "events.jsonl", tmp_path / "key.pem"
+    _write_export(export, chain)
+    key.write_text(public_key_pem())
+    cp = _checkpoint_file(tmp_path / "cp.json", checkpoint)
+
+    arguments = [export, "--checkpoint", cp, "--public-key", key]
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", str(TOOL), *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "needs the 'cryptography' package" in result.stderr
+    assert "NOT VERIFIED" not in result.stdout
+
+
 def test_a_signed_checkpoint_catches_a_consistently_rewritten_export(chain, tmp_path):
     [checkpoint] = checkpoints_sign()
     tool = _tool_module()

@@ -64,6 +64,8 @@ def test_it_does_not_verify_an_edited_event_that_nothing_anchors(documents, tmp_
     lines = result.stdout.splitlines()
     assert lines[0].startswith("acme: 4 events, with gaps (--allow-gaps): each one's hash and ")
     assert "the chain was only verified from sequence 4 on" in lines[0]
+    # A filtered export and a deletion look alike: the missing sequences are named.
+    assert lines[0].endswith("; 2 sequences missing between its first and last event, at 5, 7")
     assert lines[1].startswith("acme: 4 of 4 events not anchored, at sequences 4, 6, 8-9: ")
     assert "verified" not in lines
     assert lines[-1] == (
