@@ -80,6 +80,8 @@ def checkpoints_sign(*, refused: list[int] | None = None) -> list[Checkpoint]:
             ChainHead.objects.filter(sequence__gt=0)
             .annotate(signed=Subquery(latest))
             .filter(Q(signed__isnull=True) | Q(signed__lt=F("sequence")))
+            # The slug for the log lines: operators know tenants by it, not by number.
+            .select_related("tenant")
             .order_by("tenant_id")
         )
         created = []
@@ -91,14 +93,20 @@ def checkpoints_sign(*, refused: list[int] | None = None) -> list[Checkpoint]:
                 # could only fail, and its purge checkpoint vouches for it. The head as it
                 # is now is signed on the next run. Skipping never vouches for anything.
                 logger.info(
-                    "ledger checkpoint skipped for tenant %s: sequence %s was purged meanwhile",
+                    "ledger checkpoint skipped for tenant %s (id %s): sequence %s was purged "
+                    "meanwhile",
+                    head.tenant.slug,
                     head.tenant_id,
                     head.sequence,
                 )
                 continue
             if problem:
                 logger.error(
-                    "ledger checkpoint NOT signed for tenant %s: %s", head.tenant_id, problem
+                    "ledger checkpoint NOT signed for tenant %s (id %s): %s",
+                    head.tenant.slug,
+                    head.tenant_id,
+                    problem,
+                    extra={"tenant_id": head.tenant_id},
                 )
                 if refused is not None:
                     refused.append(head.tenant_id)

@@ -263,6 +263,8 @@ def test_the_signer_refuses_to_vouch_for_a_chain_rewritten_under_a_checkpoint(
     assert [c.tenant_id for c in signed] == [other_tenant.id]
     assert refused == [chain.id]
     assert "NOT signed" in caplog.text and "checkpoint" in caplog.text
+    # Named by its slug, as operators know it (integrity QA: the number alone).
+    assert f"NOT signed for tenant {chain.slug} (id {chain.id})" in caplog.text
     assert not ledger_verify(tenant_id=chain.id).ok
 
 
