@@ -16,7 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-STUB_PYTHON = "#!/bin/sh\nexit 0\n"  # manage.py collectstatic, bootstrap_demo, sign_checkpoints
+# manage.py collectstatic, bootstrap_demo, sign_checkpoints: each call noted for the test.
+STUB_PYTHON = '#!/bin/sh\necho "$2" >> "$STUB_CALLS"\nexit 0\n'
 # A long-running process that takes a moment to shut down, and writes its pid for the test.
 STUB_SERVER = """#!/bin/bash
 echo $$ >> "$STUB_PIDS"
@@ -41,6 +42,7 @@ def stubbed(tmp_path):
         **os.environ,
         "PY": str(bin_dir / "python"),
         "STUB_PIDS": str(pids),
+        "STUB_CALLS": str(tmp_path / "calls"),
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
     }
     return tmp_path, env, pids
@@ -91,3 +93,38 @@ def _read_pids(path: Path) -> list[int]:
     if not path.exists():
         return []
     return [int(line) for line in path.read_text().split()]
+
+
+def test_it_signs_again_once_the_worker_had_time_to_store_the_demo_events(stubbed):
+    """The first signing runs before any worker: on a fresh database no checkpoint existed
+    for beat's first 5 minutes, and the README's offline check failed (new-user QA)."""
+    cwd, env, pids = stubbed
+    script = subprocess.Popen(
+        ["bash", str(ROOT / "scripts" / "run.sh")],
+        cwd=cwd,
+        env={**env, "FIRST_SIGNING_DELAY": "0.5"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    calls = cwd / "calls"
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _signings(calls) < 2:
+            time.sleep(0.05)
+        children = _read_pids(pids)
+        signings = _signings(calls)
+        os.killpg(script.pid, signal.SIGTERM)
+        output, _ = script.communicate(timeout=30)
+    finally:
+        if script.poll() is None:
+            script.kill()
+
+    assert signings == 2, calls.read_text()
+    assert "[run] stopped" in output
+    assert [pid for pid in children if _alive(pid)] == []
+
+
+def _signings(path: Path) -> int:
+    return path.read_text().split().count("sign_checkpoints") if path.exists() else 0

@@ -21,7 +21,10 @@ def _manage(*args, **env):
 
 
 @pytest.mark.parametrize(
-    "command", [("create_tenant", "zz"), ("verify_ledger",), ("relay_outbox",)]
+    "command",
+    # drain_dlq: also with its queue empty, which never needed the database (new-user QA:
+    # "moved 0", exit 0, with PostgreSQL down).
+    [("create_tenant", "zz"), ("verify_ledger",), ("relay_outbox",), ("drain_dlq",)],
 )
 def test_an_unreachable_database_is_one_line(command):
     result = _manage(*command, DATABASE_URL="postgres://127.0.0.1:9/nowhere")

@@ -9,6 +9,7 @@ the next run may get past, as ``verify_ledger``'s 2.
 
 from amqp.exceptions import AMQPError
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 from kombu.exceptions import OperationalError as BrokerError
 
 from audit.services.dead_letters import (
@@ -46,6 +47,10 @@ class Command(BaseCommand):
     def handle(self, *args, limit: int | None, **options):
         if limit is not None and limit < 1:
             raise CommandError("--limit must be a positive number", returncode=EXIT_COULD_NOT_DRAIN)
+        # Before the queue: an empty DLQ never touched the database, and a run with
+        # PostgreSQL down said "moved 0", exit 0, where cron must hear exit 2 (new-user QA).
+        # manage.py turns the OperationalError into "database unavailable: …", exit 2.
+        connection.ensure_connection()
         waiting = dlq_depth()
         if waiting is None:
             raise CommandError(
