@@ -199,15 +199,21 @@ def test_it_verifies_a_signed_checkpoint_against_the_export(chain, tmp_path):
     assert "signature does not verify" in changed.stdout
 
 
-def test_it_never_trusts_the_public_key_that_comes_with_the_checkpoint(chain, tmp_path):
-    """A checkpoint page carries the key; whoever edits the files can swap both, so the
-    tool refuses to verify a signature without a key given apart from the export."""
+def _export_and_page_with_key(chain, tmp_path) -> tuple[Path, Path]:
+    """An export and a saved checkpoints page, which carries the public key as the API's does."""
     [checkpoint] = checkpoints_sign()
     export = tmp_path / "events.jsonl"
     _write_export(export, chain)
     single = json.loads(_checkpoint_file(tmp_path / "cp.json", checkpoint).read_text())
     page = tmp_path / "page.json"
     page.write_text(json.dumps({"public_key": public_key_pem(), "results": [single]}))
+    return export, page
+
+
+def test_it_never_trusts_the_public_key_that_comes_with_the_checkpoint(chain, tmp_path):
+    """A checkpoint page carries the key; whoever edits the files can swap both, so the
+    tool refuses to verify a signature without a key given apart from the export."""
+    export, page = _export_and_page_with_key(chain, tmp_path)
 
     result = _run(export, "--checkpoint", page)
 
@@ -219,12 +225,7 @@ def test_it_never_trusts_the_public_key_that_comes_with_the_checkpoint(chain, tm
 def test_it_refuses_the_checkpoint_page_as_the_public_key(chain, tmp_path):
     """Given to both options, a page whose checkpoint and key were forged together verified
     (integrity QA). Neither the same file nor any page of checkpoints is a key."""
-    [checkpoint] = checkpoints_sign()
-    export = tmp_path / "events.jsonl"
-    _write_export(export, chain)
-    single = json.loads(_checkpoint_file(tmp_path / "cp.json", checkpoint).read_text())
-    page = tmp_path / "page.json"
-    page.write_text(json.dumps({"public_key": public_key_pem(), "results": [single]}))
+    export, page = _export_and_page_with_key(chain, tmp_path)
     copy = tmp_path / "copy-of-page.json"
     copy.write_text(page.read_text())
 
