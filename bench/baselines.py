@@ -77,7 +77,7 @@ def copy_baseline(*, services: Services, rows: list[tuple]) -> dict:
 
 def _copy_timed(*, services: Services, rows: list[tuple], searchable: bool) -> dict:
     from audit.services.event_rows import COLUMNS  # the worker's own list; Django is set up
-    from search.backends.postgresql import UNSEARCHED_METADATA_ACTIONS, VECTOR_SQL
+    from search.backends.postgresql import VECTOR_PARAMS, VECTOR_SQL
 
     table, search_table = sql.Identifier(SCRATCH_TABLE), sql.Identifier(SEARCH_SCRATCH_TABLE)
     with psycopg.connect(**services.conninfo(), autocommit=True) as conn:
@@ -112,7 +112,7 @@ def _copy_timed(*, services: Services, rows: list[tuple], searchable: bool) -> d
                 for row in rows:
                     cp.write_row(row)
             if searchable:
-                cur.execute(vectors, (UNSEARCHED_METADATA_ACTIONS,))
+                cur.execute(vectors, VECTOR_PARAMS)
         seconds = time.perf_counter() - started
         busy, client = machine_busy_seconds() - busy0, time.process_time() - client0
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(table, search_table))

@@ -18,7 +18,7 @@ from django_elasticsearch_dsl.registries import registry
 from elasticsearch.dsl import analyzer, tokenizer
 
 from audit.models import AuditEvent
-from audit.services.access_log import ACCESS_ACTIONS
+from audit.services.access_log import is_access_record
 
 INDEX_ALIAS = "traceledger-audit-events"
 
@@ -103,6 +103,6 @@ class AuditEventDocument(Document):
     def prepare_metadata_text(self, instance) -> str:
         # As the PostgreSQL vector: an access record's filters and search text are not
         # searchable content (search/backends/postgresql.py).
-        if instance.action in ACCESS_ACTIONS:
+        if is_access_record(action=instance.action, submitted_by=instance.submitted_by):
             return ""
         return metadata_text(instance.metadata)

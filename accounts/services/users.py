@@ -160,21 +160,28 @@ def user_save(
             "is_staff": user.is_staff,
             "is_superuser": user.is_superuser,
         }
+        previous_tenant = before["tenant_id"] if before is not None else None
+        moved = previous_tenant is not None and previous_tenant != user.tenant_id
+        description = f"User {user.username} {'created' if created else 'changed'}."
         if before is not None:
             # What it was, for each audited field that holds a value (not the password).
             metadata["previous"] = previous_values(
                 before=before, fields=_USER_BEFORE_FIELDS, changed=audited
             )
+            if moved:
+                # Not the tenant it came from: its id is no business of the new tenant's
+                # (tenant isolation QA). That tenant's own trail records the departure.
+                metadata["previous"].pop("tenant", None)
+                description = f"User {user.username} changed: moved here from another tenant."
         # A superuser without a tenant: the system tenant's trail (tenant_id None).
         _record_user_change(
             user=user,
             action=action,
             actor=actor,
-            description=f"User {user.username} {'created' if created else 'changed'}.",
+            description=description,
             metadata=metadata,
         )
-        previous_tenant = before["tenant_id"] if before is not None else None
-        if previous_tenant is not None and previous_tenant != user.tenant_id:
+        if moved:
             # Moved: the tenant it left records the departure too.
             _record_user_change(
                 user=user,

@@ -1,5 +1,6 @@
 """The accounts admin: tenant staff see only their tenant; keys shown once; revoke action."""
 
+import json
 import re
 from datetime import UTC, datetime
 
@@ -448,10 +449,16 @@ def test_a_user_moved_to_another_tenant_is_recorded_in_both(
             _user_form(teammate, tenant=other_tenant.pk),
         )
     assert response.status_code == 302, response.content.decode()[:2000]
-    events = [e for e in announced if e["target_type"] == "user"]
-    assert sorted(e["tenant_id"] for e in events) == sorted([old_tenant, other_tenant.pk])
-    for event in events:
-        assert event["metadata"]["previous"]["tenant"] == old_tenant
+    events = {e["tenant_id"]: e for e in announced if e["target_type"] == "user"}
+    assert sorted(events) == sorted([old_tenant, other_tenant.pk])
+    # The tenant left knows where it was; the new one is not told the other's id (tenant
+    # isolation QA: its trail read "previous": {"tenant": 3}).
+    assert events[old_tenant]["metadata"]["previous"]["tenant"] == old_tenant
+    arrival = events[other_tenant.pk]
+    assert "tenant" not in arrival["metadata"]["previous"]
+    assert "tenant" in arrival["metadata"]["changed"]
+    assert str(old_tenant) not in json.dumps(arrival["metadata"]["previous"])
+    assert "moved here from another tenant" in arrival["description"]
 
 
 @pytest.mark.django_db

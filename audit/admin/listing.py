@@ -30,7 +30,7 @@ from django.utils.functional import cached_property
 
 from accounts.models import Tenant
 from audit.filters import action_filter_problem, action_q
-from audit.services.access_log import ACCESS_ACTIONS
+from audit.services.access_log import access_records_q
 from traceledger.admin_lookups import PATTERN_LOOKUPS
 from traceledger.admin_pages import PageCheckedChangeListMixin
 
@@ -405,7 +405,7 @@ class AccessRecordsFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() == "hide":
-            return queryset.exclude(action__in=ACCESS_ACTIONS)
+            return queryset.exclude(access_records_q())
         return queryset
 
 

@@ -9,14 +9,30 @@ would otherwise double the trail with its own polling); their exports are still 
 
 from collections.abc import Iterable
 
+from django.db.models import Q
+
 from accounts.principal import Principal
 from audit.metrics_read import READ_REQUESTS
 from audit.services.record_parts import Part, metadata_parts, part_suffix
+from audit.services.submission import SYSTEM_SUBMITTER
 
 READ = "audit_log.read"
 SEARCH = "audit_log.search"
 EXPORT = "audit_log.export"
 ACCESS_ACTIONS = frozenset({READ, SEARCH, EXPORT})
+
+
+def is_access_record(*, action: str, submitted_by: str) -> bool:
+    """Whether an event is one of TraceLedger's own records of a read. An ingest key may post
+    events with these action names too, in its own tenant: those are the client's, to be
+    searched and shown like any (tenant isolation QA: a forged "export" record was hidden
+    with the real ones, and its metadata unsearchable)."""
+    return action in ACCESS_ACTIONS and submitted_by == SYSTEM_SUBMITTER
+
+
+def access_records_q() -> Q:
+    """The access records (``is_access_record``) as a filter: ``exclude()`` hides them."""
+    return Q(action__in=ACCESS_ACTIONS, submitted_by=SYSTEM_SUBMITTER)
 
 
 def access_record(

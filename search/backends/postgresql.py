@@ -14,6 +14,7 @@ from django.db.models import F, FloatField, Q
 from django.db.models.functions import Cast
 
 from audit.services.access_log import ACCESS_ACTIONS
+from audit.services.submission import SYSTEM_SUBMITTER
 from search.backends.base import (
     InvalidQuery,
     SearchPage,
@@ -73,18 +74,21 @@ def _is_parser_limit(exc: DatabaseError) -> bool:
 # Records of people reading the trail (audit_log.read/search/export) carry the filters and
 # search text they used in their metadata; indexed, every search would find the earlier
 # searches for the same words. They are found by action, actor and description instead.
+# Only TraceLedger's own (``is_access_record``): a client's event with such an action name
+# is searched like any other.
 UNSEARCHED_METADATA_ACTIONS = sorted(ACCESS_ACTIONS)
 
-# The vector recipe, of an events-table row ``e``; its one parameter is
-# UNSEARCHED_METADATA_ACTIONS. 'english' must match SEARCH_CONFIG (the query side). The
-# benchmark's limit (bench/baselines.py) builds the same vectors with it.
+# The vector recipe, of an events-table row ``e``; its parameters are VECTOR_PARAMS.
+# 'english' must match SEARCH_CONFIG (the query side). The benchmark's limit
+# (bench/baselines.py) builds the same vectors with it.
 VECTOR_SQL = """
         setweight(to_tsvector('english', concat_ws(' ',
             e.action, regexp_replace(e.action, '[._:-]+', ' ', 'g'),
             e.actor_id, e.actor_name, e.target_id, e.target_type, e.target_name)), 'A')
         || setweight(to_tsvector('english', e.description), 'B')
-        || CASE WHEN e.action = ANY(%s) THEN ''::tsvector
+        || CASE WHEN e.action = ANY(%s) AND e.submitted_by = %s THEN ''::tsvector
            ELSE setweight(jsonb_to_tsvector('english', e.metadata, '["string"]'), 'C') END"""
+VECTOR_PARAMS = [UNSEARCHED_METADATA_ACTIONS, SYSTEM_SUBMITTER]
 _INSERT_SQL = f"""
     INSERT INTO search_eventsearchentry (event_id, tenant_id, vector, indexed_at)
     SELECT e.id, e.tenant_id, {VECTOR_SQL},
@@ -137,6 +141,6 @@ class PostgresBackend:
         with connection.cursor() as cursor:
             cursor.execute(
                 _INSERT_SQL + _ON_CONFLICT[overwrite],
-                [UNSEARCHED_METADATA_ACTIONS, [uuid.UUID(str(i)) for i in event_ids]],
+                [*VECTOR_PARAMS, [uuid.UUID(str(i)) for i in event_ids]],
             )
         return len(event_ids)

@@ -64,12 +64,26 @@ def test_an_earlier_search_is_not_found_by_the_words_it_searched_for(indexed, se
         indexed,
         "record",
         action="audit_log.search",
+        submitted_by="traceledger",
         description="Ada searched the audit log",
         metadata={"filters": {"q": "payroll zanzibar"}, "endpoint": "search"},
     )
     assert found(search_get("payroll")) == ["real"]
     assert found(search_get("zanzibar")) == []
     assert found(search_get("searched")) == ["record"]
+
+
+def test_a_clients_event_named_like_an_access_record_is_searched_like_any(indexed, search_get):
+    """An ingest key may post "audit_log.export" in its tenant: its metadata was left out of
+    the index as if TraceLedger had written it (tenant isolation QA)."""
+    _one(
+        indexed,
+        "forged",
+        action="audit_log.export",
+        submitted_by="api_key:ph9mMuy4",
+        metadata={"wire": "zzqqtoken transfer"},
+    )
+    assert found(search_get("zzqqtoken")) == ["forged"]
 
 
 def test_it_ranks_an_action_match_above_a_description_match(indexed, search_get):
@@ -167,3 +181,43 @@ def test_a_text_without_a_word_it_indexes_is_named_not_answered_with_nothing(
 
     assert response.status_code == 400
     assert response.json()["error"]["fields"]["q"] == [QUERY_NO_WORDS]
+
+
+def test_the_upgrade_reindexes_client_events_named_like_access_records(indexed, search_get):
+    """Migration 0004: entries made by the old recipe, without such an event's metadata,
+    are made again; TraceLedger's own records stay without theirs."""
+    import importlib
+
+    from django.db import connection
+
+    from search.models import EventSearchEntry
+
+    migration = importlib.import_module("search.migrations.0004_client_access_action_metadata")
+    forged = _one(
+        indexed,
+        "forged",
+        action="audit_log.export",
+        submitted_by="api_key:x",
+        metadata={"wire": "zzqqtoken"},
+    )
+    _one(
+        indexed,
+        "record",
+        action="audit_log.search",
+        submitted_by="traceledger",
+        metadata={"filters": {"q": "zzqqtoken"}},
+    )
+    # As the old recipe left it: no metadata in the vector.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE search_eventsearchentry SET vector = to_tsvector('english', 'stale') "
+            "WHERE event_id = %s",
+            [forged.pk],
+        )
+    assert found(search_get("zzqqtoken")) == []
+
+    with connection.cursor() as cursor:
+        cursor.execute(migration.REINDEX_CLIENT_ACCESS_ACTIONS)
+
+    assert found(search_get("zzqqtoken")) == ["forged"]
+    assert EventSearchEntry.objects.count() == 2
