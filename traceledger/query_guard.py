@@ -5,7 +5,7 @@ PostgreSQL text cannot hold NUL, so a ``?tenant=a%00b`` that reached a query wou
 
 A view marked ``nul_query_handled`` reports NUL itself and is let through: the admin's
 lists and the event export, which name such a parameter in a message and drop it
-(``audit.admin.listing.BadParamsNamedMixin``) rather than answer a person in the browser
+(``audit.admin.list_params.BadParamsNamedMixin``) rather than answer a person in the browser
 with the API's JSON error.
 """
 

@@ -18,7 +18,7 @@ from django.http import HttpRequest
 
 from accounts.models import Tenant
 from accounts.principal import principal_for_user
-from audit.admin.listing import TenantFilter
+from audit.admin.list_filters import TenantFilter
 from audit.services.access_log import EXPORT, READ, SEARCH, access_record
 
 

@@ -17,7 +17,9 @@ from accounts.models import Tenant
 from accounts.ratelimits import RateLimited, check_rate
 from audit.admin.events import EventViewersMixin
 from audit.admin.exporting import heavy_budget_spent, heavy_read_budget
-from audit.admin.listing import BadParamsNamedMixin, TenantFilter, TenantScopedMixin
+from audit.admin.list_filters import TenantFilter
+from audit.admin.list_params import BadParamsNamedMixin
+from audit.admin.listing import TenantScopedMixin
 from audit.ledger.signing import SigningKeyMissing
 from audit.ledger.verify import VERIFY_MAX_EVENTS, ledger_verify_last
 from audit.models import Checkpoint

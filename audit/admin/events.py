@@ -17,21 +17,19 @@ from audit import ports
 from audit.admin.access_log import event_read_record, list_read_record
 from audit.admin.exporting import ExportActionsMixin
 from audit.admin.ledger_status import ledger_status
-from audit.admin.listing import (
+from audit.admin.list_filters import (
     AccessRecordsFilter,
     ActionPrefixFilter,
     ActorIdFilter,
     ActorTypeFilter,
-    BadParamsNamedMixin,
-    BoundedDatesQuerySet,
-    EstimatedCountPaginator,
-    EventChangeList,
     EventIdFilter,
     OccurredRangeFilter,
     TargetIdFilter,
     TargetTypeFilter,
     TenantFilter,
 )
+from audit.admin.list_params import BadParamsNamedMixin
+from audit.admin.listing import BoundedDatesQuerySet, EstimatedCountPaginator, EventChangeList
 from audit.models import AuditEvent, Severity
 from audit.selectors import event_queryset
 from traceledger.admin_pages import PageRangeMixin

@@ -19,7 +19,9 @@ from django.utils.html import format_html
 from accounts.models import Tenant
 from accounts.services import actor_for_user
 from accounts.signals import Actor
-from audit.admin.listing import BadParamsNamedMixin, TenantFilter, TenantScopedMixin
+from audit.admin.list_filters import TenantFilter
+from audit.admin.list_params import BadParamsNamedMixin
+from audit.admin.listing import TenantScopedMixin
 from audit.models import DeadLetter, DeadLetterStatus, OutboxMessage
 from audit.selectors import outbox_backlog
 from audit.services.dead_letters import dead_letters_replay_preview, dlq_depth, not_new_text
