@@ -21,6 +21,7 @@ coalescing adds no latency; under load transactions grow up to the limits.
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -128,17 +129,19 @@ class Coalescer:
             self._fail()
 
     def ack_all(self, extras: list[Extra]) -> None:
-        """Ack every one of ``extras`` (taken in this order, so in delivery-tag order) with a
-        single ``basic.ack(multiple=True)``: one frame, and one settle command in the quorum
-        queue's log, instead of one per message. Only messages of the current transaction
-        are unacked on this channel, and those settled otherwise are settled already."""
-        if not extras:
-            return
-        try:
-            extras[-1].message.ack(multiple=True)
-        except Exception as exc:
-            _warn(exc, "could not ack %d extra ingest messages", len(extras))
-            self._fail()
+        """Ack every one of ``extras``, each by its own delivery tag.
+
+        Not one ``basic.ack(multiple=True)``, which settles every unacked message on the
+        channel up to the last: one taken but left unsettled (a soft time limit between a
+        rollback and its requeue) would be acked with the next transaction's, its rows never
+        committed (code review). The saving was not measurable (docs/performance.md)."""
+        for index, extra in enumerate(extras):
+            try:
+                extra.message.ack()
+            except Exception as exc:
+                _warn(exc, "could not ack %d extra ingest messages", len(extras) - index)
+                self._fail()
+                return
 
     def requeue(self, extras: list[Extra]) -> None:
         """Give messages back after a failed transaction (best effort: a closed channel
@@ -259,17 +262,19 @@ def _warn(exc: Exception, message: str, *args) -> None:
         logger.warning(message, *args, exc_info=exc)
 
 
-_coalescer: Coalescer | None = None
+# Per thread as well as per process: a channel is not to be shared, and its unacked messages
+# must be one transaction's (a threads or gevent pool runs several tasks in one process).
+_local = threading.local()
 
 
 def coalescer() -> Coalescer:
-    """This process's coalescer (a forked pool child gets its own, never its parent's)."""
-    global _coalescer
-    if _coalescer is None or _coalescer.pid != os.getpid():
+    """This thread's coalescer (a forked pool child gets its own, never its parent's)."""
+    current = getattr(_local, "coalescer", None)
+    if current is None or current.pid != os.getpid():
         from traceledger.celery import app
 
-        _coalescer = Coalescer(app.conf.broker_url)
-    return _coalescer
+        current = _local.coalescer = Coalescer(app.conf.broker_url)
+    return current
 
 
 def coalesce_limits() -> dict:

@@ -194,10 +194,10 @@ def _outcome(result) -> dict:
 
 def _settle(extras: list[Extra], *, into: str) -> None:
     """After the commit: dead-letter each extra's refused events, then ack it; reject an
-    extra whose batch is unusable. Acks go out together (``Coalescer.ack_all``), flushed
-    before any dead letter is published, so on a failure exactly the messages not yet
-    settled go back to the queue (their rows are committed, so redelivery only drops
-    duplicates and republishes the same letters)."""
+    extra whose batch is unusable. Acks go out together (``Coalescer.ack_all``, each by its
+    own tag), flushed before any dead letter is published, so on a failure exactly the
+    messages not yet settled go back to the queue (their rows are committed, so redelivery
+    only drops duplicates and republishes the same letters)."""
     to_ack: list[Extra] = []
 
     def flush() -> None:

@@ -176,6 +176,37 @@ def test_a_waiting_message_that_breaks_the_contract_is_dead_lettered_at_once(ten
     assert letter.attempts == 1
 
 
+def test_acking_a_transactions_extras_leaves_any_other_taken_message_unsettled(tenant):
+    """A message taken but not settled (a soft time limit between a rollback and its requeue)
+    was acked along with the next transaction's by basic.ack(multiple=True), its rows never
+    committed (code review). Each extra is acked by its own tag: the other one comes back."""
+    publish(tenant_id=tenant.pk, events=[make_event()])
+    publish(tenant_id=tenant.pk, events=[make_event()])
+    taker = Coalescer(app.conf.broker_url)
+    try:
+        _stranded, mine = taker.take(max_messages=2, max_events=100)
+        taker.ack_all([mine])
+    finally:
+        taker.close()  # the channel closes: what it left unacked goes back
+
+    wait_until(lambda: queue_depth(INGEST_QUEUE.name) == 1, what="the stranded message back")
+
+
+def test_each_thread_has_a_coalescer_of_its_own():
+    """Its channel holds one transaction's unacked messages: with a threads or gevent pool,
+    two tasks of one process shared it (code review)."""
+    import threading
+
+    from audit.coalescer import coalescer
+
+    here = coalescer()
+    there = []
+    thread = threading.Thread(target=lambda: there.append(coalescer()))
+    thread.start()
+    thread.join()
+    assert coalescer() is here and there[0] is not here
+
+
 def test_waiting_messages_go_back_to_the_queue_when_the_transaction_fails(tenant, other_tenant):
     """The task's own tenant is free, an extra's tenant is locked: the lock times out, the
     transaction fails, the extra is requeued and the task retries; both are stored once."""
