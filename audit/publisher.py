@@ -72,6 +72,21 @@ class MessageNacked(PublishError):
     pass
 
 
+class PublishInFlight(PublishError):
+    """The request's wait ran out while the publisher thread was already sending the message:
+    RabbitMQ may still confirm it. ``confirmed_within`` waits for that outcome."""
+
+    def __init__(self, message: str, *, future: Future):
+        super().__init__(message)
+        self.future = future
+
+    def confirmed_within(self, seconds: float) -> bool:
+        try:
+            return self.future.result(timeout=seconds) is True
+        except (FutureTimeout, CancelledError, PublishError):
+            return False
+
+
 class BreakerStateLog(pybreaker.CircuitBreakerListener):
     """Logs the breaker's state changes, never its per-request outcomes: one WARNING when it
     opens after working, one INFO when it closes again, with how long it was open. The
@@ -441,6 +456,13 @@ _publisher: Publisher | None = None
 _publisher_lock = threading.Lock()
 
 
+def late_confirm_seconds() -> float:
+    """How long the publisher thread waits for confirms: longer than a request waits, so a
+    slow confirm still lands (the request has moved on to the outbox; the duplicate is
+    dropped by the worker)."""
+    return max(3 * settings.TRACELEDGER_PUBLISH_TIMEOUT, 3.0)
+
+
 def _needs_new_publisher(publisher: Publisher | None, url: str) -> bool:
     return (
         publisher is None
@@ -463,12 +485,7 @@ def get_publisher() -> Publisher:
             if _needs_new_publisher(publisher, url):
                 if publisher is not None and publisher.pid == os.getpid():
                     publisher.stop()
-                publisher = Publisher(
-                    broker_url=url,
-                    # Longer than a request waits: a slow confirm still lands (the request
-                    # has moved on to the outbox; the duplicate is dropped by the worker).
-                    confirm_timeout=max(3 * settings.TRACELEDGER_PUBLISH_TIMEOUT, 3.0),
-                )
+                publisher = Publisher(broker_url=url, confirm_timeout=late_confirm_seconds())
                 _publisher = publisher
     return publisher
 
@@ -517,8 +534,12 @@ def publish_tasks(
         try:
             future.result(timeout=max(deadline - time.monotonic(), 0))
         except FutureTimeout:
-            future.cancel()
-            outcomes.append(PublishError(f"RabbitMQ did not confirm within {timeout}s"))
+            unconfirmed = f"RabbitMQ did not confirm within {timeout}s"
+            if future.cancel():
+                outcomes.append(PublishError(unconfirmed))
+            else:
+                # Already sent: a confirm may still come (the caller may wait for it).
+                outcomes.append(PublishInFlight(unconfirmed, future=future))
         except CancelledError:
             outcomes.append(PublishError("publish cancelled"))
         except PublishError as exc:

@@ -13,7 +13,14 @@ from django.db import DatabaseError
 
 from accounts.services import SYSTEM_TENANT_SLUG
 from audit import metrics
-from audit.publisher import BrokerSkipped, PublishError, ingest_backlog, publish_ingest_batch
+from audit.publisher import (
+    BrokerSkipped,
+    PublishError,
+    PublishInFlight,
+    ingest_backlog,
+    late_confirm_seconds,
+    publish_ingest_batch,
+)
 from audit.validation import InvalidEvents, event_normalize
 from traceledger.errors import DependencyUnavailable, Overloaded
 from traceledger.request_id import current_request_id
@@ -78,6 +85,7 @@ def events_submit(
     payload = ingest_payload(
         tenant_id=tenant_id, events=events, request_id=request_id, submitted_by=submitted_by
     )
+    unconfirmed: PublishError | None = None
     try:
         publish_ingest_batch(payload)
     except BrokerSkipped:
@@ -85,7 +93,7 @@ def events_submit(
         error = BREAKER_OPEN
     except PublishError as exc:
         metrics.PUBLISH_FAILURES.labels(reason="unconfirmed").inc()
-        error = str(exc)
+        error, unconfirmed = str(exc), exc
     else:
         metrics.EVENTS_ACCEPTED.labels(path="broker").inc(len(events))
         return "broker"
@@ -96,6 +104,9 @@ def events_submit(
         outbox_message_create(payload=payload, error=error)
     except DatabaseError as exc:
         if error == BREAKER_OPEN and _broker_took_it_after_all(payload, events):
+            return "broker"
+        if _confirmed_late(unconfirmed):
+            metrics.EVENTS_ACCEPTED.labels(path="broker").inc(len(events))
             return "broker"
         logger.error(
             "ingest refused: broker and database both unavailable",
@@ -122,6 +133,16 @@ def _broker_took_it_after_all(payload: dict, events: list[dict]) -> bool:
         return False
     metrics.EVENTS_ACCEPTED.labels(path="broker").inc(len(events))
     return True
+
+
+def _confirmed_late(unconfirmed: PublishError | None) -> bool:
+    """A message the publisher thread had sent when the request stopped waiting, confirmed
+    while the outbox failed: answering 503 "nothing was accepted" then was false, and a
+    client retrying events without event_ids stored them twice (code review). Waited for
+    only when the outbox is down too, as long as the thread waits for a confirm."""
+    if not isinstance(unconfirmed, PublishInFlight):
+        return False
+    return unconfirmed.confirmed_within(late_confirm_seconds())
 
 
 def system_tenant_id() -> int:

@@ -308,6 +308,29 @@ def test_with_the_outbox_down_too_an_open_breaker_does_not_keep_the_broker_from_
     assert message["kwargs"]["request_id"] == "back"
 
 
+def test_with_the_outbox_down_a_batch_already_sent_is_answered_when_rabbitmq_confirms_it(
+    tenant, broker_proxy, database_down
+):
+    """The request stopped waiting while the publisher thread had sent its message; the
+    outbox then failed too. It answered 503 "nothing was accepted", and RabbitMQ confirmed
+    the message a moment later: a client retrying events without event_ids stored them twice
+    (code review). It now waits for that confirm, as long as the thread does."""
+    event = event_normalize(valid_event())
+    assert events_submit(tenant_id=tenant.pk, events=[event], request_id="warm") == "broker"
+    broker_proxy.set_mode("stall")  # sent, held: no confirm comes back
+    database_down()
+    released = threading.Timer(1.6, broker_proxy.set_mode, args=["pass"])
+    released.start()
+    try:
+        where = events_submit(tenant_id=tenant.pk, events=[event], request_id="late")
+    finally:
+        released.cancel()
+
+    assert where == "broker"
+    messages = ingest_messages(expect=2)
+    assert [m["kwargs"]["request_id"] for m in messages] == ["warm", "late"]
+
+
 @pytest.mark.integration
 def test_events_parked_while_the_broker_was_down_are_stored_exactly_once_after_it_returns(
     celery_worker_process, tenant, broker_proxy, key_client
