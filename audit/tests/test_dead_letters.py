@@ -235,6 +235,20 @@ def test_draining_the_same_dead_letter_twice_keeps_one_row(tenant):
     assert queue_depth(DLQ.name) == 0
 
 
+def test_a_refused_event_is_kept_when_the_dlq_was_deleted_after_a_first_letter(tenant):
+    """kombu declares a queue once per connection: with the DLQ deleted since, the next
+    letter was unroutable, confirmed by RabbitMQ and dropped (code review)."""
+    letter = {"rejected": [RejectedEvent(event=make_event(), reason="invalid event: x")]}
+    service.events_dead_letter(tenant_id=tenant.pk, request_id=None, task_id="t-1", **letter)
+    with Connection(app.conf.broker_url) as conn:
+        conn.default_channel.queue_delete(DLQ.name)
+
+    letter = {"rejected": [RejectedEvent(event=make_event(), reason="invalid event: y")]}
+    service.events_dead_letter(tenant_id=tenant.pk, request_id=None, task_id="t-2", **letter)
+
+    assert queue_depth(DLQ.name) == 1
+
+
 def test_nothing_is_acked_when_the_drain_cannot_commit(tenant, monkeypatch):
     dead_letter_event(tenant.pk)
     dead_letter_event(tenant.pk)

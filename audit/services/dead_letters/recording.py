@@ -79,6 +79,11 @@ def events_dead_letter(
     app = _app()
     now = timezone.now().isoformat()
     with app.producer_or_acquire() as producer:
+        # Declared anew for every batch of letters, not from kombu's cache of what this
+        # connection declared once: a DLQ deleted since (by an operator, a broker reset)
+        # left the letters unroutable, confirmed by RabbitMQ and dropped, the batch acked
+        # (code review). One round trip, on a path taken only by refused events.
+        DLQ(producer.channel).declare()
         for item in rejected:
             event_json = orjson.dumps(item.event, option=orjson.OPT_SORT_KEYS)
             digest = hashlib.sha256(event_json).hexdigest()[:32]
@@ -100,7 +105,6 @@ def events_dead_letter(
                     "x-tl-original-queue": INGEST_QUEUE_NAME,
                     "x-tl-failed-at": now,
                 },
-                declare=[DLQ],
                 retry=True,
                 retry_policy=PUBLISH_RETRY,
             )
