@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 
 import orjson
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from audit import metrics_worker as metrics
@@ -108,6 +109,11 @@ class Coalescer:
                 if extra is not None:
                     taken.append(extra)
                     events += len(extra.batch.events) if isinstance(extra.batch.events, list) else 1
+        except SoftTimeLimitExceeded:
+            # Not a broker failure to shrug off: the task must stop and retry. What this
+            # channel holds unsettled goes back to the queue as the connection closes.
+            self._fail()
+            raise
         except Exception as exc:
             _warn(exc, "no extra ingest messages this time")
             # Closing the connection hands back what was taken; none of it can be acked now.
@@ -122,6 +128,11 @@ class Coalescer:
                 extra.message.ack()
             else:
                 extra.message.reject(requeue=False)
+        except SoftTimeLimitExceeded:
+            # Not a broker failure to shrug off: the task must stop and retry. What this
+            # channel holds unsettled goes back to the queue as the connection closes.
+            self._fail()
+            raise
         except Exception as exc:
             # Unacked on a dead channel: RabbitMQ redelivers it and the worker drops the
             # duplicates, or rejects the same poison again.
@@ -138,6 +149,9 @@ class Coalescer:
         for index, extra in enumerate(extras):
             try:
                 extra.message.ack()
+            except SoftTimeLimitExceeded:  # not a broker failure: see _fail
+                self._fail()
+                raise
             except Exception as exc:
                 _warn(exc, "could not ack %d extra ingest messages", len(extras) - index)
                 self._fail()
@@ -149,6 +163,9 @@ class Coalescer:
         for extra in extras:
             try:
                 extra.message.requeue()
+            except SoftTimeLimitExceeded:  # not a broker failure: see _fail
+                self._fail()
+                raise
             except Exception as exc:
                 _warn(exc, "could not requeue extra ingest messages")
                 self._fail()
@@ -184,6 +201,9 @@ class Coalescer:
         return self._queue
 
     def _fail(self) -> None:
+        """Drop the connection (what its channel holds unsettled goes back to the queue) and
+        take nothing for a while. Also on a soft time limit, which is re-raised rather than
+        shrugged off as a broker failure: the task must stop and retry (code review)."""
         self.close()
         self._skip_until = max(self._skip_until, time.monotonic() + BACKOFF_SECONDS)
 

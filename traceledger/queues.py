@@ -2,7 +2,7 @@
 
 ``audit.ingest`` is a quorum queue that dead-letters to ``audit.dlx``. The DLQ
 ``audit.ingest.dlq`` is deliberately *not* in ``CELERY_QUEUES``: a worker must never consume
-it (it would execute the dead tasks). It is declared by ``audit.queues.declare_topology``.
+it (it would execute the dead tasks). It is declared by ``audit.topology.topology_declare``.
 
 Quorum queues need a topic exchange for Celery's native delayed delivery of retries.
 """

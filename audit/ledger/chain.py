@@ -1,16 +1,19 @@
 """Appending to a tenant's hash chain, inside the ingest transaction.
 
-Usage (the ingest service, after dropping duplicates)::
+Usage (the ingest service, ``audit.services.ingest``)::
 
     with transaction.atomic():
         head = chain_head_lock(tenant_id=tenant_id)
+        rows = [r for r in rows if r["event_id"] not in stored]  # duplicates, read under the lock
         chain_rows(head=head, rows=rows)          # fills sequence, prev_hash, hash
-        AuditEvent.objects.bulk_create([AuditEvent(**row) for row in rows])
+        ...                                       # COPY the rows
 
 The head row lock is what keeps the chain linear: a second worker on the same tenant waits
 in ``chain_head_lock`` until the first commits, then reads the new head. Workers on other
-tenants lock other rows and never wait. Lock the head *after* de-duplicating and *just
-before* inserting, so the lock is held for as short a time as possible.
+tenants lock other rows and never wait. Duplicates are looked for *under* the lock: looked
+for before it, two workers with the same event both find it new, and the second one's
+insert fails on the unique index. Everything that needs no lock (validation, the canonical
+form) is done before it, so the lock is held as briefly as possible.
 """
 
 from collections.abc import Iterable

@@ -89,6 +89,28 @@ def test_settling_on_a_dead_channel_is_one_line_without_a_traceback(caplog):
     assert all(r.exc_info is None for r in lines)
 
 
+def test_a_soft_time_limit_while_settling_stops_the_task_instead_of_being_shrugged_off():
+    """Caught as a broker failure, the limit was discarded: the task ran on to the hard limit
+    (code review). It is raised, and the connection dropped, so what the channel holds
+    unsettled goes back to the queue."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    class OutOfTime:
+        def ack(self, multiple=False):
+            raise SoftTimeLimitExceeded()
+
+    taker = Coalescer("amqp://unused")
+    closed = []
+    taker.close = lambda: closed.append(True)
+    extras = [module.Extra(message=OutOfTime(), task_id="t", request_id=None, batch=None)]
+
+    with pytest.raises(SoftTimeLimitExceeded):
+        taker.ack_all(extras)
+    with pytest.raises(SoftTimeLimitExceeded):
+        taker.settle(extras[0], ack=True)
+    assert closed == [True, True]
+
+
 def test_a_failed_transaction_pauses_taking_and_repeated_failures_double_the_pause(clock):
     coalescer = Unreachable("amqp://unused")
     coalescer.transaction_failed()  # pause 5 s
