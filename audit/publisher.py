@@ -166,6 +166,9 @@ class OutgoingMessage:
     future: Future = field(default_factory=Future)
     # The sending request's id, for the publisher thread's log lines (it has no request).
     request_id: str | None = None
+    # How long its sender waits for the confirm: the thread waits at least as long (the
+    # outbox relay's large batches wait 10 s; a request 1 s, the thread then 3 s).
+    wait: float = 0.0
 
 
 def kwargs_repr(kwargs: dict) -> str:
@@ -224,6 +227,8 @@ class Publisher:
         self._stopped = False
         # Monotonic time the thread started its current step, or None while idle.
         self.busy_since: float | None = None
+        # The confirm wait of the batch being published (``_publish_confirmed``).
+        self._confirm_limit = confirm_timeout
         # (messages ready in audit.ingest, monotonic time read): see ``ingest_backlog``.
         self._backlog: tuple[int, float] | None = None
         self._thread = threading.Thread(target=self._run, name="traceledger-publisher", daemon=True)
@@ -247,7 +252,8 @@ class Publisher:
 
     def is_wedged(self) -> bool:
         since = self.busy_since
-        return since is not None and time.monotonic() - since > WEDGED_AFTER_SECONDS
+        limit = max(WEDGED_AFTER_SECONDS, self._confirm_limit + 1.0)
+        return since is not None and time.monotonic() - since > limit
 
     def abort(self) -> None:
         """Cut the socket under the thread: whatever it waits on fails at once."""
@@ -397,14 +403,17 @@ class Publisher:
                 # it come back first, so a missing queue or binding is a failure, not a loss.
                 mandatory=True,
             )
-        deadline = started + self.confirm_timeout
+        # At least as long as any sender waits: RELAY_PUBLISH_TIMEOUT (10 s) had no effect
+        # when the thread gave up after its own 3 s (code review).
+        limit = self._confirm_limit = max(self.confirm_timeout, *(m.wait for m in batch))
+        deadline = started + limit
         while self._pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 # Named for what it is: operators read "within 3.0s" as contradicting the
                 # documented 1 s, which is the request's wait, long over by now.
                 raise PublishError(
-                    f"no confirm from RabbitMQ within {self.confirm_timeout:g} s, the "
+                    f"no confirm from RabbitMQ within {limit:g} s, the "
                     "publisher thread's own wait for late confirms (a request waits "
                     f"TRACELEDGER_PUBLISH_TIMEOUT, {settings.TRACELEDGER_PUBLISH_TIMEOUT:g} s, "
                     "then puts its batch in the outbox)"
@@ -527,6 +536,8 @@ def publish_tasks(
     if publisher.is_wedged():
         publisher.abort()
     messages = [task_message(task_name=task_name, kwargs=kw) for kw in kwargs_list]
+    for message in messages:
+        message.wait = timeout
     futures = [publisher.submit(m) for m in messages]
     deadline = time.monotonic() + timeout
     outcomes: list[BaseException | None] = []

@@ -194,11 +194,8 @@ def test_the_relays_failed_publishes_do_not_open_the_breaker_for_requests(broker
     assert _breaker_lines(caplog) == []
 
 
-def test_the_threads_confirm_timeout_says_it_is_not_the_requests_wait(settings, monkeypatch):
-    """ "no confirm from RabbitMQ within 3.0s" read as contradicting the documented 1 s
-    (TRACELEDGER_PUBLISH_TIMEOUT), which is the request's wait, long over by then."""
-    settings.TRACELEDGER_PUBLISH_TIMEOUT = 1.0
-    thread = get_publisher()
+def _never_confirming(thread, monkeypatch) -> None:
+    """The thread's channel as a broker that takes messages and never confirms them."""
     never_confirms = type(
         "Silent", (), {"basic_publish": lambda self, *a, **k: None, "connection": None}
     )()
@@ -207,6 +204,14 @@ def test_the_threads_confirm_timeout_says_it_is_not_the_requests_wait(settings, 
     )()
     monkeypatch.setattr(thread, "_channel", never_confirms)
     monkeypatch.setattr(thread, "_conn", never_confirms)
+
+
+def test_the_threads_confirm_timeout_says_it_is_not_the_requests_wait(settings, monkeypatch):
+    """ "no confirm from RabbitMQ within 3.0s" read as contradicting the documented 1 s
+    (TRACELEDGER_PUBLISH_TIMEOUT), which is the request's wait, long over by then."""
+    settings.TRACELEDGER_PUBLISH_TIMEOUT = 1.0
+    thread = get_publisher()
+    _never_confirming(thread, monkeypatch)
     monkeypatch.setattr(thread, "confirm_timeout", 0.05)
     message = publisher.task_message(task_name=publisher.INGEST_TASK_NAME, kwargs={"events": []})
 
@@ -218,6 +223,21 @@ def test_the_threads_confirm_timeout_says_it_is_not_the_requests_wait(settings, 
         "confirms (a request waits TRACELEDGER_PUBLISH_TIMEOUT, 1 s, then puts its batch in "
         "the outbox)"
     )
+
+
+def test_the_thread_waits_for_a_confirm_as_long_as_its_sender_does(monkeypatch):
+    """The outbox relay waits 10 s for its large batches, but the thread gave up after its
+    own 3 s and failed them (code review): it now waits as long as the longest sender."""
+    thread = get_publisher()
+    _never_confirming(thread, monkeypatch)
+    monkeypatch.setattr(thread, "confirm_timeout", 0.05)
+    message = publisher.task_message(task_name=publisher.INGEST_TASK_NAME, kwargs={"events": []})
+    message.wait = 0.3
+
+    started = time.monotonic()
+    with pytest.raises(PublishError, match=r"within 0\.3 s"):
+        thread._publish_confirmed([message])
+    assert time.monotonic() - started >= 0.3
 
 
 def test_it_answers_503_with_retry_after_only_when_the_database_refuses_too(
