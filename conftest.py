@@ -13,11 +13,10 @@ from testsupport.isolated_services import vhost_ensure, vhost_missing_message
 
 def pytest_sessionstart(session):
     """The tests' own RabbitMQ vhost (``testsupport/isolated_services.py``): created when it
-    is missing on a local broker; otherwise the run stops saying how to create it."""
+    is missing on a local broker, with the dead-letter policy ``make run`` sets; otherwise
+    the run stops saying how to create it."""
     from django.conf import settings
 
-    if vhost_missing_message(settings.CELERY_BROKER_URL) is None:
-        return
     vhost_ensure(settings.CELERY_BROKER_URL)
     message = vhost_missing_message(settings.CELERY_BROKER_URL)
     if message is not None:

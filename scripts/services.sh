@@ -160,6 +160,11 @@ ensure_rabbitmq() {
       say "created RabbitMQ vhost $vhost"
     fi
   fi
+  # At-least-once dead-lettering for audit.ingest (traceledger/broker_policy.py); idempotent.
+  if is_local "$host" && command -v rabbitmqctl >/dev/null 2>&1; then
+    "$PY" traceledger/broker_policy.py "${vhost:-/}" \
+      || say "could not set the dead-letter policy on vhost ${vhost:-/} (README, Operations)"
+  fi
   say "RabbitMQ ok ($host:$port)"
 }
 

@@ -21,6 +21,8 @@ import shutil
 import subprocess
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from traceledger.broker_policy import policy_apply
+
 DEFAULT_BROKER_URL = "amqp://guest:guest@localhost:5672//"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
@@ -59,7 +61,9 @@ def _test_redis_db() -> int:
 
 def vhost_ensure(broker_url: str) -> None:
     """Creates the vhost of ``broker_url`` with ``rabbitmqctl`` when it is missing and the
-    broker is local; elsewhere it has to exist already (see ``vhost_missing_message``)."""
+    broker is local (elsewhere it has to exist already, see ``vhost_missing_message``), and
+    sets the at-least-once dead-letter policy on it, as ``make run`` does: the tests run
+    against the topology operators run (``traceledger/broker_policy.py``)."""
     parts = urlsplit(broker_url.split(";")[0])
     vhost = unquote(parts.path[1:]) or "/"
     ctl = shutil.which("rabbitmqctl")
@@ -69,15 +73,17 @@ def vhost_ensure(broker_url: str) -> None:
     listed = subprocess.run(
         [ctl, "-q", "list_vhosts"], capture_output=True, text=True, check=False, timeout=60
     )
-    if listed.returncode != 0 or vhost in listed.stdout.split("\n"):
+    if listed.returncode != 0:
         return
-    user = unquote(parts.username or "guest")
-    subprocess.run([ctl, "-q", "add_vhost", vhost], check=True, timeout=60)
-    subprocess.run(
-        [ctl, "-q", "set_permissions", "-p", vhost, user, ".*", ".*", ".*"],
-        check=True,
-        timeout=60,
-    )
+    if vhost not in listed.stdout.split("\n"):
+        user = unquote(parts.username or "guest")
+        subprocess.run([ctl, "-q", "add_vhost", vhost], check=True, timeout=60)
+        subprocess.run(
+            [ctl, "-q", "set_permissions", "-p", vhost, user, ".*", ".*", ".*"],
+            check=True,
+            timeout=60,
+        )
+    policy_apply(vhost)
 
 
 def vhost_missing_message(broker_url: str) -> str | None:
