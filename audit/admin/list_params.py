@@ -43,6 +43,9 @@ class BadParamsNamedMixin:
 
     def param_problems(self, request) -> dict[str, str]:
         known = changelist_param_names(self.list_filter)
+        offered = known | sidebar_field_param_names(
+            self.model, self.list_filter, self.date_hierarchy
+        )
         problems = filter_param_problems(
             request.GET,
             model=self.model,
@@ -54,10 +57,18 @@ class BadParamsNamedMixin:
         # and an ERROR traceback: a lookup through a relation the list does not offer
         # (``search_entry__event_id``, ``tenant__users__username``).
         for name, values in request.GET.lists():
-            if name in known or name in problems:
+            if name in offered or name in problems:
                 continue
             if not all(self.lookup_allowed(name, value, request) for value in values):
                 problems[name] = f"{name}: not a filter of this list"
+            else:
+                # A field lookup the sidebar does not offer (``outcome=failure``,
+                # ``description__icontains=…``, a stale or shared link): it filtered the list
+                # and its export with no sign of it, not even "Clear all filters" (admin QA).
+                problems[name] = (
+                    f"{name}: not a filter of this list (use the filters beside it; a link "
+                    "with it filtered the list without showing it)"
+                )
         return problems
 
     def changelist_view(self, request, extra_context=None):
@@ -95,6 +106,28 @@ def changelist_param_names(list_filter) -> frozenset[str]:
     for entry in list_filter:
         if isinstance(entry, type):  # a field's name (or a (field, class) pair) is a field
             names.update(getattr(entry, "parameter_names", None) or (entry.parameter_name,))
+    return frozenset(names)
+
+
+def sidebar_field_param_names(model, list_filter, date_hierarchy: str | None) -> frozenset[str]:
+    """The parameters of the list's field filters as Django's field list filters name them
+    (``outcome__exact`` for a field with choices, ``reason`` for a free-valued one, each
+    with its ``__isnull``) and of its date hierarchy's drill-down."""
+    names = set()
+    for entry in list_filter:
+        path = entry[0] if isinstance(entry, tuple) else entry
+        if not isinstance(path, str):
+            continue
+        field = model._meta.get_field(path)
+        if field.is_relation:
+            names.add(f"{path}__{field.target_field.name}__exact")
+        elif field.choices or field.get_internal_type() == "BooleanField":
+            names.add(f"{path}__exact")
+        else:
+            names.add(path)
+        names.add(f"{path}__isnull")
+    if date_hierarchy:
+        names.update(f"{date_hierarchy}__{part}" for part in ("year", "month", "day"))
     return frozenset(names)
 
 
@@ -305,11 +338,18 @@ def field_value_problems(params, *, model, known=frozenset(), skip=()) -> dict[s
             if raw.lower() not in _ISNULL_VALUES:
                 problems[name] = f"{name}: must be true or false (1 or 0), got {raw!r}"
         elif lookup in _VALUE_LOOKUPS or lookup == "in":
+            values = raw.split(",") if lookup == "in" else [raw]
             try:
-                for value in raw.split(",") if lookup == "in" else [raw]:
+                for value in values:
                     field.run_validators(field.to_python(value))
             except ValidationError as exc:
                 problems[name] = f"{name}: {' '.join(exc.messages)} (got {raw!r})"
+                continue
+            choices = [str(key) for key, _ in field.flatchoices]
+            if choices and lookup in ("", "exact", "in") and set(values) - set(choices):
+                # ``outcome__exact=maybe`` read "0 audit events", its export an empty file,
+                # where the API answers 400 "Select a valid choice" (admin QA).
+                problems[name] = f"{name}: must be one of {', '.join(choices)} (got {raw!r})"
     return problems
 
 

@@ -185,7 +185,7 @@ def test_select_all_asks_for_every_letter_of_the_filter_and_confirms_that_set(
 ):
     mine = [dead_letter(tenant, reason="poison") for _ in range(3)]
     other = dead_letter(tenant, reason="other")
-    filtered = f"{DEAD_LETTERS}?reason__exact=poison"
+    filtered = f"{DEAD_LETTERS}?reason=poison"
     # "Select all 3": the page's boxes are ticked and select_across is set.
     go = {
         "action": "discard_selected",
@@ -201,7 +201,7 @@ def test_select_all_asks_for_every_letter_of_the_filter_and_confirms_that_set(
     assert all(f"dead letter #{letter.pk}:" in body for letter in mine)
     assert f"dead letter #{other.pk}:" not in body
     assert 'name="select_across" value="1"' in body
-    assert 'href="/admin/audit/deadletter/?reason__exact=poison"' in body
+    assert 'href="/admin/audit/deadletter/?reason=poison"' in body
 
     # The page's form has no action attribute: it posts back to the filtered URL.
     assert '<form method="post">' in body
@@ -335,8 +335,9 @@ def test_tenant_staff_cannot_name_another_tenant_on_the_dead_letter_list(
         body = client.get(response.url).content.decode()
         assert f"{name}={other_tenant.pk}: you see only your own tenant" in body
         assert "acme reason" in body
-    own = client.get(DEAD_LETTERS, {"tenant_id": tenant.pk}).content.decode()
-    assert "acme reason" in own
+    # Their own by that spelling is no filter of this list either: named, then the list.
+    own = client.get(DEAD_LETTERS, {"tenant_id": tenant.pk}, follow=True).content.decode()
+    assert "tenant_id: not a filter of this list" in own and "acme reason" in own
 
 
 @pytest.fixture
@@ -756,10 +757,10 @@ def test_an_unusable_dead_letter_filter_is_named_and_dropped_the_others_kept(
     kept = dead_letter(tenant, reason="poison")
     dead_letter(tenant, reason="other")
 
-    first = operator.get(DEAD_LETTERS, {**params, "reason__exact": "poison"})
+    first = operator.get(DEAD_LETTERS, {**params, "reason": "poison"})
     page = operator.get(first.url)
 
-    assert first.url == f"{DEAD_LETTERS}?reason__exact=poison"
+    assert first.url == f"{DEAD_LETTERS}?reason=poison"
     assert [letter.pk for letter in page.context["cl"].result_list] == [kept.pk]
     [message] = [str(m) for m in page.context["messages"]]
     assert message.startswith(f"Filter ignored: {next(iter(params))}")
