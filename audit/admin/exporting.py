@@ -135,10 +135,16 @@ class ExportActionsMixin:
         if not self.has_view_permission(request):
             raise PermissionDenied
         request.GET = request.GET.copy()
-        fmt = request.GET.pop("format", ["csv"])[-1]
+        formats = list(dict.fromkeys(request.GET.pop("format", ["csv"])))
+        fmt = formats[-1]
         # An export is of the list's filter, whatever page the list was on.
         request.GET.pop(PAGE_VAR, None)
         problems = self.param_problems(request)
+        if len(formats) > 1:
+            # The last one was taken, silently (admin QA): refused like any parameter given
+            # twice.
+            shown = ", ".join(repr(value) for value in formats)
+            problems["format"] = f"format was given {len(formats)} values ({shown}): give one"
         if problems:
             return self.without_bad_params(request, problems, "Cannot export")
         if fmt not in FORMATS:

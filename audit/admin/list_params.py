@@ -158,7 +158,9 @@ def filter_param_problems(
         # Alone: nothing can use such a value (PostgreSQL text cannot hold NUL, nor can the
         # read's own record), and the page that follows the redirect checks the rest.
         return nul
-    problems = _repeated_problems(params, known=known)
+    # The drill-down's too: Django keeps the last year given, the URL names both (admin QA).
+    drill = {f"{date_hierarchy}__{part}" for part in ("year", "month", "day")}
+    problems = _repeated_problems(params, known=known | drill if date_hierarchy else known)
     for name in (OccurredRangeFilter.parameter_from, OccurredRangeFilter.parameter_to):
         raw = params.get(name)
         if name in known and raw and parse_day(raw) is None:

@@ -683,6 +683,26 @@ def test_clear_all_filters_also_leaves_the_date_drill_down(client, tenant, audit
     assert not [name for name in cleared if name.startswith("occurred_at") or "outcome" in name]
 
 
+def test_a_drill_down_year_or_an_export_format_given_twice_is_named(
+    client, tenant, auditor, recorded
+):
+    """Django kept the last year, the export the last format, the URL naming both (admin QA)."""
+    event_create(tenant_id=tenant.pk)
+    login(client, auditor)
+
+    listed = client.get(CHANGELIST + "?occurred_at__year=2026&occurred_at__year=2025")
+    [listed_message] = page_messages(client.get(listed.url))
+    export = client.get(EXPORT + "?format=csv&format=jsonl")
+    [export_message] = page_messages(client.get(export.url))
+
+    assert listed_message == (
+        "Filter ignored: occurred_at__year was given 2 values ('2026', '2025'): give one"
+    )
+    assert not export.streaming
+    assert export_message == ("Cannot export: format was given 2 values ('csv', 'jsonl'): give one")
+    assert not [call for call in recorded if call["action"] == "audit_log.export"]
+
+
 def test_a_date_range_to_the_last_day_of_the_calendar_has_no_upper_bound(client, tenant, auditor):
     event_create(tenant_id=tenant.pk)
 
