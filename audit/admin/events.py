@@ -81,6 +81,27 @@ def _swap(fields, old: str, new: str) -> tuple:
     return tuple(new if field == old else field for field in fields)
 
 
+def exact(value: str):
+    """``value`` as stored, its leading or trailing spaces made visible: ``" lead"`` and
+    ``"lead"`` are two ids, which the filters tell apart, yet the page showed both alike
+    (admin QA). Marked only when it has such spaces (the class is styled in the templates)."""
+    if value == value.strip():
+        return value
+    return format_html(
+        '<span class="tl-exact" title="with leading or trailing spaces">{}</span>', value
+    )
+
+
+def _exact_field(name: str):
+    """A read-only field of the event page that shows ``name``'s value with ``exact``."""
+
+    @admin.display(description=AuditEvent._meta.get_field(name).verbose_name)
+    def show(self, obj: AuditEvent):
+        return exact(getattr(obj, name))
+
+    return show
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(
     BadParamsNamedMixin,
@@ -134,7 +155,7 @@ class AuditEventAdmin(
                 "fields": (
                     "id",
                     "tenant",
-                    "event_id",
+                    "event_id_exact",
                     "occurred_at",
                     "received_at",
                     "stored_at",
@@ -145,12 +166,20 @@ class AuditEventAdmin(
                 )
             },
         ),
-        ("Actor", {"fields": ("actor_type", "actor_id", "actor_name", "same_actor")}),
-        ("Target", {"fields": ("target_type", "target_id", "target_name", "same_target")}),
+        ("Actor", {"fields": ("actor_type_exact", "actor_id_exact", "actor_name", "same_actor")}),
+        (
+            "Target",
+            {"fields": ("target_type_exact", "target_id_exact", "target_name", "same_target")},
+        ),
         ("Request", {"fields": ("source_ip", "user_agent", "submitted_by_unchained")}),
         ("Metadata", {"fields": ("metadata_pretty",)}),
         ("Ledger", {"fields": ("sequence", "prev_hash", "hash", "verification")}),
     )
+    event_id_exact = _exact_field("event_id")
+    actor_type_exact = _exact_field("actor_type")
+    actor_id_exact = _exact_field("actor_id")
+    target_type_exact = _exact_field("target_type")
+    target_id_exact = _exact_field("target_id")
     readonly_fields = (
         *(field for fieldset in fieldsets for field in fieldset[1]["fields"]),
         "tenant_plain",
@@ -268,7 +297,7 @@ class AuditEventAdmin(
     @admin.display(description="actor", ordering="actor_id")
     def actor_display(self, obj: AuditEvent) -> str:
         # People know each other by name; the id stays beside it (what the filters take).
-        handle = f"{obj.actor_type}:{obj.actor_id}"
+        handle = format_html("{}:{}", exact(obj.actor_type), exact(obj.actor_id))
         if obj.actor_name and obj.actor_name != obj.actor_id:
             return format_html('{} <span class="quiet">{}</span>', obj.actor_name, handle)
         return handle
@@ -281,7 +310,7 @@ class AuditEventAdmin(
     def target_display(self, obj: AuditEvent) -> str:
         if not (obj.target_type or obj.target_id):
             return "—"
-        return f"{obj.target_type}:{obj.target_id}"
+        return format_html("{}:{}", exact(obj.target_type), exact(obj.target_id))
 
     def _changelist_link(self, obj: AuditEvent, label: str, **params) -> str:
         url = reverse("admin:audit_auditevent_changelist")
@@ -293,7 +322,7 @@ class AuditEventAdmin(
     def same_actor(self, obj: AuditEvent) -> str:
         return self._changelist_link(
             obj,
-            f"All events by {obj.actor_type}:{obj.actor_id}",
+            format_html("All events by {}:{}", exact(obj.actor_type), exact(obj.actor_id)),
             actor_type=obj.actor_type,
             actor_id=obj.actor_id,
         )
@@ -304,7 +333,7 @@ class AuditEventAdmin(
             return "—"
         return self._changelist_link(
             obj,
-            f"All events on {obj.target_type}:{obj.target_id}",
+            format_html("All events on {}:{}", exact(obj.target_type), exact(obj.target_id)),
             target_type=obj.target_type,
             target_id=obj.target_id,
         )

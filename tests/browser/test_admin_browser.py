@@ -237,6 +237,24 @@ def test_an_operator_pulls_a_dead_letter_replays_it_and_sees_it_stored(
 WIDEST_CONTENT = "el => Math.max(el.scrollWidth, ...[...el.children].map(c => c.scrollWidth))"
 
 
+def test_a_long_unbroken_target_id_leaves_the_lists_columns_on_screen(
+    browser_page, tenant, teammate
+):
+    """A 256-character target id widened its column to 2,760 px: outcome and severity sat
+    off screen on every page that held it (admin QA)."""
+    teammate.is_staff = True
+    teammate.save()
+    chained_events_create(tenant_id=tenant.pk, count=1, target_id="t" * 255 + "!")
+    page, base = browser_page
+    page.set_viewport_size({"width": 1366, "height": 768})
+    log_in(page, base, "teammate")
+    page.goto(f"{base}/admin/audit/auditevent/")
+    page.wait_for_selector("#result_list")
+
+    severity = page.locator("#result_list td.field-severity_display").first.bounding_box()
+    assert severity["x"] + severity["width"] <= 1366, severity
+
+
 def test_long_unbroken_values_on_the_event_page_wrap_inside_the_page(
     browser_page, tenant, teammate
 ):
@@ -259,7 +277,7 @@ def test_long_unbroken_values_on_the_event_page_wrap_inside_the_page(
     page.goto(f"{base}/admin/audit/auditevent/{event.pk}/change/")
     page.wait_for_selector(".field-description")
 
-    for field in ("description", "user_agent", "actor_id", "same_actor", "metadata_pretty"):
+    for field in ("description", "user_agent", "actor_id_exact", "same_actor", "metadata_pretty"):
         row = page.locator(f".form-row.field-{field}").bounding_box()
         value = page.locator(f".form-row.field-{field} .readonly")
         box = value.bounding_box()
