@@ -146,12 +146,13 @@ class AccessRecordsFilter(admin.SimpleListFilter):
 
     title = "reads of the audit trail"
     parameter_name = "access_records"
+    HIDE = "hide"
 
     def lookups(self, request, model_admin):
-        return [("hide", "Hidden")]
+        return [(self.HIDE, "Hidden")]
 
     def queryset(self, request, queryset):
-        if self.value() == "hide":
+        if self.value() == self.HIDE:
             return queryset.exclude(access_records_q())
         return queryset
 

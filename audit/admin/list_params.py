@@ -18,8 +18,10 @@ from django.urls import reverse
 
 from accounts.models import Tenant
 from audit.admin.list_filters import (
+    AccessRecordsFilter,
     ActionPrefixFilter,
     ActorIdFilter,
+    EventIdFilter,
     OccurredRangeFilter,
     TargetIdFilter,
     TenantFilter,
@@ -172,11 +174,19 @@ def filter_param_problems(
         problems.update(
             _tenant_lookup_problems(params, model=model, known=known, own_tenant_id=own_tenant_id)
         )
-    for name in (ActorIdFilter.parameter_name, TargetIdFilter.parameter_name):
+    for name in (
+        ActorIdFilter.parameter_name,
+        TargetIdFilter.parameter_name,
+        EventIdFilter.parameter_name,
+    ):
         # Checked as the field lookups they were before they became filters: an id longer
         # than the field holds is named rather than listing nothing.
         if name in known and name in params:
             problems.update(field_value_problems({name: params[name]}, model=model))
+    hide = AccessRecordsFilter.parameter_name
+    if hide in known and params.get(hide) not in (None, "", AccessRecordsFilter.HIDE):
+        # Anything else showed the whole trail, reads included, as if asked (admin QA).
+        problems[hide] = f"{hide} must be {AccessRecordsFilter.HIDE!r}, got {params[hide]!r}"
     action = (params.get(ActionPrefixFilter.parameter_name) or "").strip()
     if ActionPrefixFilter.parameter_name in known and action:
         problem = action_filter_problem(action)

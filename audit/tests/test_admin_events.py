@@ -721,6 +721,28 @@ def test_ids_with_leading_or_trailing_spaces_show_them(client, tenant, auditor):
     assert marked.format("u-1 ") in listed
 
 
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ({"access_records": "bogus"}, "access_records must be 'hide', got 'bogus'"),
+        ({"event_id": "e" * 129}, "event_id: Ensure this value has at most 128 characters"),
+    ],
+)
+def test_an_unusable_access_records_or_event_id_value_is_named(
+    client, tenant, auditor, query, named
+):
+    """access_records=bogus showed the whole trail, reads included; an event_id longer than
+    any listed "0 audit events" (admin QA)."""
+    event_create(tenant_id=tenant.pk)
+    login(client, auditor)
+
+    first = client.get(CHANGELIST, query)
+    [message] = page_messages(client.get(first.url))
+
+    assert first.status_code == 302 and first.url == CHANGELIST
+    assert message.startswith(f"Filter ignored: {named}"), message
+
+
 def test_a_date_range_to_the_last_day_of_the_calendar_has_no_upper_bound(client, tenant, auditor):
     event_create(tenant_id=tenant.pk)
 
