@@ -622,6 +622,11 @@ LOGGING = {
         # The worker's "consumer: Cannot connect to … Trying again" at every retry while
         # RabbitMQ is away.
         "celery.worker.consumer.consumer": {"filters": ["outage_throttle"]},
+        # "Task … received", once per delivery: a retry coming back from the delay queues
+        # every ≤ 60 s repeated it for every waiting message while PostgreSQL was down
+        # (4,454 lines a minute in a 150 s outage, growing with the backlog; operator QA).
+        # The task's own lines and Celery's "succeeded" say the rest.
+        "celery.worker.strategy": {"level": "WARNING"},
         # Each read answered 503 while PostgreSQL is down, and each admin page.
         "traceledger.api.exceptions": {"filters": ["outage_throttle"]},
         "traceledger.database_unavailable": {"filters": ["outage_throttle"]},
