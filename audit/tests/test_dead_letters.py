@@ -189,7 +189,10 @@ def test_a_batch_of_an_unknown_tenant_is_rejected_whole_with_a_readable_reason(w
     assert "rejected" in str(letter.headers["x-death"])
     assert "reject requeue=False" in worker.log()
     # Reject is never autoretried: the task ran once.
-    assert worker.log().count(f"Task audit.ingest_batch[{task_id}] received") == 1
+    assert worker.log().count(f"ingest batch {task_id} rejected") == 1
+    # Celery's per-delivery "received" lines are off: during an outage each retry repeated
+    # one for every waiting message (operator QA).
+    assert f"{task_id}] received" not in worker.log()
 
 
 @pytest.mark.integration

@@ -108,11 +108,11 @@ def test_a_batch_that_runs_out_of_retries_keeps_the_time_of_its_first_failure(te
     finally:
         worker.stop()
 
-    # Each attempt is a new message the worker logs; none of them shows the event itself.
+    # No line of any attempt shows the event itself (Celery's per-delivery "received" lines,
+    # which carried the kwargsrepr, are off: see LOGGING).
     log = worker.log()
-    assert log.count(f"{task_id}] received") == 3, log
+    assert task_id in log
     assert "salary" not in log
-    assert log.count("<1 events>") >= 3
 
     assert dead_letters_drain().moved == 1
     letter = DeadLetter.objects.get()
