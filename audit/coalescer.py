@@ -146,28 +146,26 @@ class Coalescer:
         channel up to the last: one taken but left unsettled (a soft time limit between a
         rollback and its requeue) would be acked with the next transaction's, its rows never
         committed (code review). The saving was not measurable (docs/performance.md)."""
-        for index, extra in enumerate(extras):
-            try:
-                extra.message.ack()
-            except SoftTimeLimitExceeded:  # not a broker failure: see _fail
-                self._fail()
-                raise
-            except Exception as exc:
-                _warn(exc, "could not ack %d extra ingest messages", len(extras) - index)
-                self._fail()
-                return
+        self._each(extras, lambda message: message.ack(), "could not ack %d extra ingest messages")
 
     def requeue(self, extras: list[Extra]) -> None:
         """Give messages back after a failed transaction (best effort: a closed channel
         requeues them anyway)."""
-        for extra in extras:
+        self._each(
+            extras, lambda message: message.requeue(), "could not requeue %d extra ingest messages"
+        )
+
+    def _each(self, extras: list[Extra], settle, failed: str) -> None:
+        """``settle`` each extra's message in turn; on a broker failure, the rest go back to
+        the queue with the connection (``failed`` counts them)."""
+        for index, extra in enumerate(extras):
             try:
-                extra.message.requeue()
+                settle(extra.message)
             except SoftTimeLimitExceeded:  # not a broker failure: see _fail
                 self._fail()
                 raise
             except Exception as exc:
-                _warn(exc, "could not requeue extra ingest messages")
+                _warn(exc, failed, len(extras) - index)
                 self._fail()
                 return
 
