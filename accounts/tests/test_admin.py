@@ -58,8 +58,14 @@ def test_it_shows_tenant_staff_only_their_tenants_users_and_keys(
     assert "mine-key" in keys and "their-key" not in keys
 
     other_user = client.get(reverse("admin:accounts_user_change", args=[outsider.pk]))
+    client.get(other_user.url)
     other_key = client.get(reverse("admin:accounts_apikey_change", args=[theirs.pk]))
+    # The key's id holds its stored hash: Django's "… with ID “<id>” doesn't exist" repeated
+    # it (admin QA). The public prefix only.
+    said = client.get(other_key.url).content.decode()
     assert other_user.status_code == 302 and other_key.status_code == 302  # "does not exist"
+    assert f"No API key {theirs.prefix}… among the keys you can see." in said
+    assert theirs.hashed_key not in said and theirs.pk not in said
     assert client.get(reverse("admin:accounts_tenant_changelist")).status_code == 403
 
 

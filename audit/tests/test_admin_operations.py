@@ -412,7 +412,13 @@ def test_staff_without_dead_letter_permissions_cannot_open_the_page(client, team
     teammate.save()
     client.force_login(teammate)
 
-    assert client.get(DEAD_LETTERS).status_code == 403
+    page = client.get(DEAD_LETTERS)
+    assert page.status_code == 403
+    # Not Django's bare "403 Forbidden": what it is, a way back, and the site's icon.
+    body = page.content.decode()
+    assert "You may not open this page" in body
+    assert '<a href="/admin/">Back to the start page</a>' in body
+    assert 'rel="icon"' in body
 
 
 def test_the_outbox_is_listed_read_only_with_its_backlog(operator, tenant):
