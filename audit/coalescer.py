@@ -109,9 +109,7 @@ class Coalescer:
                 if extra is not None:
                     taken.append(extra)
                     events += len(extra.batch.events) if isinstance(extra.batch.events, list) else 1
-        except SoftTimeLimitExceeded:
-            # Not a broker failure to shrug off: the task must stop and retry. What this
-            # channel holds unsettled goes back to the queue as the connection closes.
+        except SoftTimeLimitExceeded:  # not a broker failure: see _fail
             self._fail()
             raise
         except Exception as exc:
@@ -128,9 +126,7 @@ class Coalescer:
                 extra.message.ack()
             else:
                 extra.message.reject(requeue=False)
-        except SoftTimeLimitExceeded:
-            # Not a broker failure to shrug off: the task must stop and retry. What this
-            # channel holds unsettled goes back to the queue as the connection closes.
+        except SoftTimeLimitExceeded:  # not a broker failure: see _fail
             self._fail()
             raise
         except Exception as exc:

@@ -8,7 +8,8 @@ R11; a code review reproduced it). With ``dead-letter-strategy: at-least-once`` 
 A policy, not queue arguments: arguments are fixed when a queue is declared, and declaring
 an existing ``audit.ingest`` with new ones fails (PRECONDITION_FAILED) in every process that
 declares it; a policy applies to the queue as it is. ``make run``, ``make test`` and the
-benchmark set it on a local broker; elsewhere, run what ``policy_command`` prints.
+benchmark set it on a local broker; elsewhere, run this where ``rabbitmqctl`` reaches the
+broker, or set the same policy by hand (README, "Dead-letter queue").
 
 Standard library only: ``scripts/services.sh`` runs it before the virtualenv may exist.
 """
